@@ -1,0 +1,62 @@
+"""The command line: a thin adapter over the library.
+
+Each command lives in its own module, turns options into plain values, calls one library
+function and prints through :mod:`reconcile.cli.output`. Errors map to exit codes in one place
+(:func:`main`): ReconcileError → its ``exit_code`` (1, or 3 for policy), Ctrl-C → 130.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from reconcile import __version__
+from reconcile.cli.output import echo_error
+from reconcile.errors import ReconcileError
+
+# One module per command (or command group); each exposes ``command``.
+_COMMAND_MODULES = (
+    "validate",
+    "plan",
+    "show",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="reconcile")
+def cli() -> None:
+    """Keep partner-API evaluation users in line with YAML manifests in Git.
+
+    \b
+    reconcile validate -f desk.yaml        check a manifest, change nothing
+    reconcile plan -f desk.yaml            show what would change
+    reconcile apply -f desk.yaml           make the partner API match
+    """
+
+
+for _name in _COMMAND_MODULES:
+    _module = importlib.import_module(f"reconcile.cli.{_name}")
+    cli.add_command(_module.command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and map errors to exit codes."""
+    try:
+        cli.main(args=argv, prog_name="reconcile", standalone_mode=False)
+    except ReconcileError as exc:
+        echo_error(str(exc))
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        echo_error("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        echo_error("interrupted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)

@@ -1,0 +1,226 @@
+"""The plan (DESIGN §5): actions, field-level changes, and what the plan was made from.
+
+A plan is data. Renderers draw it; the applier executes it and nothing else. The JSON form
+(``Plan.model_dump(mode="json")``) is versioned by ``format_version`` and documented in the README.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reconcile.errors import PlanError
+from reconcile.manifest import CancelFlags, PasswordFromEnv, PasswordFromFile, PasswordGenerate
+
+PLAN_FORMAT_VERSION = 1
+
+
+class ActionKind(str, enum.Enum):
+    """What an action does; ordered as the applier executes them."""
+
+    create = "create"
+    update_email = "update_email"
+    update_contact = "update_contact"
+    grant_entitlement = "grant_entitlement"
+    cancel_everything = "cancel_everything"
+
+    @property
+    def symbol(self) -> str:
+        """The symbol users see in text plans."""
+        return _SYMBOLS[self]
+
+    @property
+    def order(self) -> int:
+        return _ORDER[self]
+
+
+_SYMBOLS = {
+    ActionKind.create: "+",
+    ActionKind.update_email: "~",
+    ActionKind.update_contact: "~",
+    ActionKind.grant_entitlement: ">",
+    ActionKind.cancel_everything: "-",
+}
+_ORDER = {kind: i for i, kind in enumerate(ActionKind)}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldChange(_Model):
+    """One field's value before and after (``None`` = absent)."""
+
+    field: str
+    before: Any = None
+    after: Any = None
+
+
+class ContactPayload(_Model):
+    """Everything /contactInfo/updatecontactinfo needs besides the user id."""
+
+    firstName: str
+    lastName: str
+    phone: str
+    streetAddress1: str
+    streetAddress2: str | None = None
+    city: str
+    state: str | None = None
+    postCode: str | None = None
+    country: str
+
+
+# A password *source*, never a password: plans are written to disk and shown in reviews.
+PlannedPassword = PasswordFromEnv | PasswordFromFile | PasswordGenerate | Literal["literal"]
+
+
+class CreateUser(_Model):
+    """Create one evaluation user (batched ≤ 100 per createevaluationusers call)."""
+
+    action: Literal[ActionKind.create] = ActionKind.create
+    user: str
+    email: str
+    firstName: str
+    lastName: str
+    password: PlannedPassword
+    tradovateSubscriptionPlanId: int | None = None
+    entitlementIds: tuple[int, ...] = ()
+    """Non-Sim+ entitlements assigned at creation (Sim+ is never sent here)."""
+    entitlements: tuple[str, ...] = ()
+    """The names of ``entitlementIds``, for people and for state."""
+
+
+class UpdateEmail(_Model):
+    """Change a user's email with /user/modifyemailaddress."""
+
+    action: Literal[ActionKind.update_email] = ActionKind.update_email
+    user: str
+    userId: int
+    changes: tuple[FieldChange, ...]
+    email: str
+
+
+class UpdateContact(_Model):
+    """Set a user's contact info (and names) with /contactInfo/updatecontactinfo.
+
+    ``userId`` is None for a user created earlier in the same plan.
+    """
+
+    action: Literal[ActionKind.update_contact] = ActionKind.update_contact
+    user: str
+    userId: int | None
+    changes: tuple[FieldChange, ...]
+    contact: ContactPayload
+
+
+class GrantEntitlement(_Model):
+    """Grant an entitlement; Sim+ (``agreement_gated``) only after the agreement is signed."""
+
+    action: Literal[ActionKind.grant_entitlement] = ActionKind.grant_entitlement
+    user: str
+    userId: int | None
+    entitlement: str
+    entitlementId: int
+    accountId: int
+    agreement_gated: bool
+
+
+class CancelEverything(_Model):
+    """Cancel everything of a user (batched ≤ 100 user ids per call). Irreversible."""
+
+    action: Literal[ActionKind.cancel_everything] = ActionKind.cancel_everything
+    user: str
+    userId: int
+    flags: CancelFlags
+    reason: Literal["removed_from_manifest", "status_cancelled"]
+
+
+Action = Annotated[
+    CreateUser | UpdateEmail | UpdateContact | GrantEntitlement | CancelEverything,
+    Field(discriminator="action"),
+]
+
+
+class Diagnostic(_Model):
+    """Something the reviewer must see that is not an action (a rename the API cannot do...)."""
+
+    severity: Literal["warning", "error"]
+    user: str | None = None
+    message: str
+
+
+class PlanBinding(_Model):
+    """What a plan was made from; ``apply`` refuses the plan when any of it changed."""
+
+    manifest_digest: str
+    state_lineage: str
+    state_serial: int
+    environment: str
+    endpoint: str
+    tool_version: str
+
+
+class Plan(_Model):
+    """Everything apply will do, and nothing else."""
+
+    format_version: Literal[1] = PLAN_FORMAT_VERSION
+    binding: PlanBinding
+    actions: tuple[Action, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = ()
+    targeted: tuple[str, ...] = ()
+    """Non-empty when the plan was limited with --target/--exclude (patterns, for the record)."""
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """Action counts by kind, every kind present (0 when none)."""
+        counts = Counter(a.action for a in self.actions)
+        return {kind.value: counts.get(kind, 0) for kind in ActionKind}
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The documented JSON form: ``format_version``, ``summary``, ``actions``, …"""
+        data = self.model_dump(mode="json", exclude_none=False)
+        return {"format_version": data.pop("format_version"), "summary": self.summary, **data}
+
+
+def save_plan(plan: Plan, path: str | Path) -> None:
+    """Write a plan file (JSON, mode 0600)."""
+    from reconcile.state import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(plan.to_json_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan file written by :func:`save_plan`."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"plan file {path} does not exist") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise PlanError(f"plan file {path} is not a readable JSON plan: {exc}") from None
+    if not isinstance(data, dict):
+        raise PlanError(f"plan file {path} is not a plan (expected a JSON object)")
+    if data.get("format_version") != PLAN_FORMAT_VERSION:
+        raise PlanError(
+            f"plan file {path} has format_version {data.get('format_version')!r}; "
+            f"this reconcile reads {PLAN_FORMAT_VERSION}: make a new plan with this version"
+        )
+    data.pop("summary", None)
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PlanError(f"plan file {path} is not a valid plan: {where}: {first['msg']}") from None

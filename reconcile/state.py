@@ -1,0 +1,206 @@
+"""Recorded state (DESIGN §4): what the tool created or adopted, and what it last applied.
+
+A :class:`StateStore` reads and writes one :class:`State` document per environment. Every
+backend passes the shared contract test in ``tests/test_state_contract.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import os
+import tempfile
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reconcile.errors import StateError
+
+STATE_FORMAT_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContactRecord(_Model):
+    """The contact fields last applied (same names as the manifest and the API)."""
+
+    phone: str
+    streetAddress1: str
+    streetAddress2: str | None = None
+    city: str
+    state: str | None = None
+    postCode: str | None = None
+    country: str
+
+
+class GrantRecord(_Model):
+    """One entitlement of one user, by the manifest's entitlement name."""
+
+    entitlementId: int
+    status: Literal["granted", "awaiting_agreement"]
+    updatedAt: datetime
+
+
+class UserRecord(_Model):
+    """One managed user: created by this tool or explicitly adopted."""
+
+    userId: int
+    origin: Literal["created", "adopted"] = "created"
+    lifecycle: Literal["active", "cancelled"] = "active"
+    email: str
+    firstName: str
+    lastName: str
+    tradovateSubscriptionPlanId: int | None = None
+    contact: ContactRecord | None = None
+    entitlements: dict[str, GrantRecord] = Field(default_factory=dict)
+    createdAt: datetime
+    updatedAt: datetime
+    cancelledAt: datetime | None = None
+
+
+class State(_Model):
+    """The recorded state of one environment."""
+
+    format_version: Literal[1] = STATE_FORMAT_VERSION
+    lineage: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    serial: int = 0
+    environment: str
+    users: dict[str, UserRecord] = Field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, environment: str) -> State:
+        """A new, never-saved state (serial 0, fresh lineage)."""
+        return cls(environment=environment)
+
+    def content_equals(self, other: State) -> bool:
+        """True when both hold the same users (lineage and serial aside)."""
+        return self.environment == other.environment and self.users == other.users
+
+
+class StateStore(abc.ABC):
+    """Where recorded state lives. Implementations must pass the store contract test."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """A short, secret-free description for messages (a path or a masked DSN)."""
+
+    @abc.abstractmethod
+    def read(self) -> State | None:
+        """Return a copy of the stored state, or None when nothing was ever saved."""
+
+    @abc.abstractmethod
+    def _write(self, state: State) -> None:
+        """Persist ``state`` atomically (the whole document, or nothing)."""
+
+    def load(self, environment: str) -> State:
+        """Return the stored state, or a new empty one for ``environment``."""
+        state = self.read()
+        if state is None:
+            return State.empty(environment)
+        if state.environment != environment:
+            raise StateError(
+                f"{self.describe()} holds state of environment {state.environment!r}, "
+                f"not {environment!r}; pass --state for the right file"
+            )
+        return state
+
+    def save(self, state: State) -> State:
+        """Persist ``state`` if it differs from what is stored; return what is stored now.
+
+        The serial moves only when content changes; the lineage is never changed by a save.
+        The caller's object is never mutated.
+        """
+        current = self.read()
+        if current is not None:
+            if current.lineage != state.lineage:
+                raise StateError(
+                    f"refusing to overwrite {self.describe()}: its lineage {current.lineage} "
+                    f"differs from the state being saved ({state.lineage})"
+                )
+            if current.serial != state.serial:
+                raise StateError(
+                    f"refusing to overwrite {self.describe()}: it moved to serial {current.serial} "
+                    f"since it was read at serial {state.serial}; another run wrote it"
+                )
+            if current.content_equals(state):
+                return current
+        new = state.model_copy(deep=True, update={"serial": state.serial + 1})
+        self._write(new)
+        return new.model_copy(deep=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class FileStateStore(StateStore):
+    """State as one JSON document on local disk (``state/<environment>.json`` by default)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def read(self) -> State | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read state {self.path}: {exc.strerror}") from None
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StateError(
+                f"state {self.path} is not valid JSON ({exc}); restore it from version control "
+                "or a backup (it is never written partially by reconcile)"
+            ) from None
+        if isinstance(data, dict) and data.get("format_version") not in (None, STATE_FORMAT_VERSION):
+            raise StateError(
+                f"state {self.path} has format_version {data.get('format_version')!r}; this "
+                f"reconcile reads version {STATE_FORMAT_VERSION}: upgrade reconcile"
+            )
+        try:
+            return State.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise StateError(f"state {self.path} is not a valid state document: {where}: {first['msg']}") from None
+
+    def _write(self, state: State) -> None:
+        text = json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        atomic_write_text(self.path, text)
+
+
+def default_state_path(environment: str, base: str | os.PathLike[str] = "state") -> Path:
+    """``state/<environment>.json``."""
+    return Path(base) / f"{environment}.json"
