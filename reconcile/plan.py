@@ -168,7 +168,7 @@ class PlanBinding(_Model):
 class Plan(_Model):
     """Everything apply will do, and nothing else."""
 
-    format_version: Literal[1] = PLAN_FORMAT_VERSION
+    format_version: Literal[1] = 1
     binding: PlanBinding
     actions: tuple[Action, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()

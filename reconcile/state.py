@@ -13,6 +13,7 @@ import os
 import tempfile
 import uuid
 from datetime import datetime
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
@@ -67,7 +68,7 @@ class UserRecord(_Model):
 class State(_Model):
     """The recorded state of one environment."""
 
-    format_version: Literal[1] = STATE_FORMAT_VERSION
+    format_version: Literal[1] = 1
     lineage: str = Field(default_factory=lambda: str(uuid.uuid4()))
     serial: int = 0
     environment: str
@@ -95,8 +96,22 @@ class StateStore(abc.ABC):
         """Return a copy of the stored state, or None when nothing was ever saved."""
 
     @abc.abstractmethod
-    def _write(self, state: State) -> None:
-        """Persist ``state`` atomically (the whole document, or nothing)."""
+    def _write(self, state: State, changed: Collection[str] | None) -> None:
+        """Persist ``state`` atomically (all of it, or nothing).
+
+        ``changed`` names the users that differ from what is stored (None = unknown, write all);
+        a backend that stores rows may write only those.
+        """
+
+    def read_header(self) -> tuple[str, int] | None:
+        """Return the stored (lineage, serial), or None when nothing was ever saved."""
+        state = self.read()
+        return None if state is None else (state.lineage, state.serial)
+
+    def _differs(self, state: State, changed: Collection[str] | None) -> bool:
+        """True when ``state`` holds content the store does not have yet."""
+        current = self.read()
+        return current is None or not current.content_equals(state)
 
     def load(self, environment: str) -> State:
         """Return the stored state, or a new empty one for ``environment``."""
@@ -110,28 +125,30 @@ class StateStore(abc.ABC):
             )
         return state
 
-    def save(self, state: State) -> State:
+    def save(self, state: State, changed: Collection[str] | None = None) -> State:
         """Persist ``state`` if it differs from what is stored; return what is stored now.
 
-        The serial moves only when content changes; the lineage is never changed by a save.
-        The caller's object is never mutated.
+        The serial moves only when content changes; the lineage is never changed by a save;
+        a save based on an older serial is refused (another run wrote in between). The
+        caller's object is never mutated.
         """
-        current = self.read()
-        if current is not None:
-            if current.lineage != state.lineage:
+        header = self.read_header()
+        if header is not None:
+            lineage, serial = header
+            if lineage != state.lineage:
                 raise StateError(
-                    f"refusing to overwrite {self.describe()}: its lineage {current.lineage} "
+                    f"refusing to overwrite {self.describe()}: its lineage {lineage} "
                     f"differs from the state being saved ({state.lineage})"
                 )
-            if current.serial != state.serial:
+            if serial != state.serial:
                 raise StateError(
-                    f"refusing to overwrite {self.describe()}: it moved to serial {current.serial} "
+                    f"refusing to overwrite {self.describe()}: it moved to serial {serial} "
                     f"since it was read at serial {state.serial}; another run wrote it"
                 )
-            if current.content_equals(state):
-                return current
+            if not self._differs(state, changed):
+                return state.model_copy(deep=True)
         new = state.model_copy(deep=True, update={"serial": state.serial + 1})
-        self._write(new)
+        self._write(new, changed)
         return new.model_copy(deep=True)
 
 
@@ -196,7 +213,7 @@ class FileStateStore(StateStore):
             where = ".".join(str(p) for p in first["loc"])
             raise StateError(f"state {self.path} is not a valid state document: {where}: {first['msg']}") from None
 
-    def _write(self, state: State) -> None:
+    def _write(self, state: State, changed: Collection[str] | None) -> None:
         text = json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
         atomic_write_text(self.path, text)
 

@@ -1,0 +1,1 @@
+"""The Tradovate partner API: wire models, client (auth, retries, penalties, pacing), endpoints."""

@@ -1,0 +1,153 @@
+"""The contract every StateStore backend must pass (STYLE: one shared test, run on every backend).
+
+A backend joins by adding a factory to ``STORE_FACTORIES`` (or, when it needs a server, a
+fixture in its own module that calls :func:`run_store_contract`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from reconcile.errors import StateError
+from reconcile.state import FileStateStore, GrantRecord, State, StateStore, UserRecord
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _user(user_id: int, email: str) -> UserRecord:
+    return UserRecord(
+        userId=user_id,
+        email=email,
+        firstName="Test",
+        lastName="User",
+        entitlements={"simplus": GrantRecord(entitlementId=12345, status="awaiting_agreement", updatedAt=NOW)},
+        createdAt=NOW,
+        updatedAt=NOW,
+    )
+
+
+def _file_store(tmp_path: Path) -> StateStore:
+    return FileStateStore(tmp_path / "state" / "sim.json")
+
+
+STORE_FACTORIES: dict[str, Callable[[Path], StateStore]] = {"file": _file_store}
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
+    return STORE_FACTORIES[request.param](tmp_path)
+
+
+def test_empty_store_reads_none_and_loads_a_fresh_state(store: StateStore) -> None:
+    assert store.read() is None
+    assert store.read_header() is None
+    state = store.load("sim")
+    assert state.serial == 0 and state.users == {} and state.environment == "sim"
+    assert store.read() is None, "load must not write"
+
+
+def test_save_then_reload_round_trips(store: StateStore) -> None:
+    state = store.load("sim")
+    state.users["trader001"] = _user(100001, "trader001@example.com")
+    saved = store.save(state)
+    assert saved.serial == 1
+    assert saved.lineage == state.lineage
+    again = store.read()
+    assert again is not None
+    assert again == saved
+    assert again.users["trader001"].entitlements["simplus"].status == "awaiting_agreement"
+
+
+def test_serial_moves_only_when_content_changes(store: StateStore) -> None:
+    state = store.load("sim")
+    state.users["trader001"] = _user(100001, "a@example.com")
+    first = store.save(state)
+    unchanged = store.save(first)
+    assert unchanged.serial == first.serial
+    changed = first.model_copy(deep=True)
+    changed.users["trader002"] = _user(100002, "b@example.com")
+    second = store.save(changed, changed={"trader002"})
+    assert second.serial == first.serial + 1
+    header = store.read_header()
+    assert header == (first.lineage, second.serial)
+
+
+def test_reads_return_copies(store: StateStore) -> None:
+    state = store.load("sim")
+    state.users["trader001"] = _user(100001, "a@example.com")
+    saved = store.save(state)
+    read = store.read()
+    assert read is not None
+    read.users["trader001"].email = "mutated@example.com"
+    saved.users.clear()
+    again = store.read()
+    assert again is not None and again.users["trader001"].email == "a@example.com"
+    assert state.serial == 0, "save must not mutate the caller's object"
+
+
+def test_stale_serial_is_refused(store: StateStore) -> None:
+    base = store.save(store.load("sim"))
+    one = base.model_copy(deep=True)
+    one.users["trader001"] = _user(1, "a@example.com")
+    store.save(one)
+    two = base.model_copy(deep=True)
+    two.users["trader002"] = _user(2, "b@example.com")
+    with pytest.raises(StateError, match="another run wrote it"):
+        store.save(two)
+
+
+def test_other_lineage_is_refused(store: StateStore) -> None:
+    store.save(store.load("sim"))
+    with pytest.raises(StateError, match="lineage"):
+        store.save(State.empty("sim"))
+
+
+def test_other_environment_is_refused_on_load(store: StateStore) -> None:
+    store.save(store.load("sim"))
+    with pytest.raises(StateError, match="environment 'sim'"):
+        store.load("live")
+
+
+def test_removed_users_are_removed(store: StateStore) -> None:
+    state = store.load("sim")
+    state.users["trader001"] = _user(1, "a@example.com")
+    state.users["trader002"] = _user(2, "b@example.com")
+    saved = store.save(state)
+    saved.users.pop("trader001")
+    after = store.save(saved, changed={"trader001"})
+    reread = store.read()
+    assert reread is not None and set(reread.users) == {"trader002"} and reread.serial == after.serial
+
+
+# File-store specifics -------------------------------------------------------------------
+
+
+def test_file_store_writes_private_files_and_no_temp_leftovers(tmp_path: Path) -> None:
+    store = FileStateStore(tmp_path / "sim.json")
+    store.save(store.load("sim"))
+    mode = stat.S_IMODE(os.stat(tmp_path / "sim.json").st_mode)
+    assert mode == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["sim.json"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "is not valid JSON"),
+        (b"\x00\xff\xfe", "is not valid JSON"),
+        (b'{"format_version": 99}', "format_version 99"),
+        (b'{"format_version": 1, "environment": "sim", "users": {"x": {"userId": "nope"}}}', "users.x"),
+    ],
+)
+def test_file_store_corrupt_documents_give_clear_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "sim.json"
+    path.write_bytes(content)
+    with pytest.raises(StateError, match=message) as info:
+        FileStateStore(path).read()
+    assert str(path) in str(info.value)
