@@ -21,6 +21,11 @@ _COMMAND_MODULES = (
     "validate",
     "plan",
     "show",
+    "check",
+    "sim",
+    "apply",
+    "state",
+    "schema",
 )
 
 
@@ -44,7 +49,10 @@ for _name in _COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map errors to exit codes."""
     try:
-        cli.main(args=argv, prog_name="reconcile", standalone_mode=False)
+        # Without standalone mode, click returns ctx.exit(code)'s code instead of exiting.
+        code = cli.main(args=argv, prog_name="reconcile", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ReconcileError as exc:
         echo_error(str(exc))
         sys.exit(exc.exit_code)

@@ -1,0 +1,228 @@
+"""``reconcile sim ...``: run the partner-API simulator and drive it (sign, add users, faults, limits)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import httpx
+
+from reconcile.cli.output import echo
+from reconcile.errors import ReconcileError
+from reconcile.sim import admin
+from reconcile.sim.app import SimApp, create_app
+from reconcile.sim.config import SimConfig
+from reconcile.sim.faults import FAULT_KINDS
+from reconcile.sim.rules import HttpError
+
+DEFAULT_DB = "state/sim.sqlite"
+
+_target = [
+    click.option("--url", help="a running simulator, e.g. http://127.0.0.1:8765/v1 (default: use --db)"),
+    click.option(
+        "--db",
+        "db_path",
+        default=DEFAULT_DB,
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        help="the simulator's SQLite file, used when no --url is given",
+    ),
+]
+
+
+def _with_target(func: Any) -> Any:
+    for option in reversed(_target):
+        func = option(func)
+    return func
+
+
+def _call(url: str | None, db_path: str, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
+    """Run one ``/_sim/`` operation over HTTP (``url``) or directly on the SQLite file."""
+    if url:
+        root = url.rstrip("/").removesuffix("/v1")
+        try:
+            response = httpx.request(method, f"{root}/_sim/{route}", json=body, timeout=30)
+        except httpx.HTTPError as exc:
+            raise ReconcileError(
+                f"no simulator answers at {url} ({exc}); start one with `reconcile sim serve` or use --db"
+            ) from None
+        answer = response.json()
+        if response.status_code != 200:
+            raise ReconcileError(f"simulator at {url}: {answer.get('errorText', response.text)}")
+        return answer
+    app: SimApp = create_app(db_path=db_path)
+    try:
+        return _local(app, method, route, body or {})
+    except HttpError as exc:
+        raise ReconcileError(f"simulator {db_path}: {exc.message}") from None
+    finally:
+        app.store.close()
+
+
+def _local(app: SimApp, method: str, route: str, body: dict[str, Any]) -> Any:
+    store, config = app.store, app.config
+    if route == "agreements":
+        return admin.sign_agreement(store, config, body["name"])
+    if route == "users":
+        return admin.dump_users(store) if method == "GET" else admin.add_user(store, config, body)
+    if route == "faults":
+        return admin.arm_fault(store, body["kind"], body["path"], body["count"], body["seconds"])
+    if route == "config":
+        return admin.get_config(store, config) if method == "GET" else admin.set_config(store, config, body)
+    return admin.reset(store, config)
+
+
+def _print(value: Any) -> None:
+    echo(admin.dumps(value))
+
+
+@click.group("sim")
+def command() -> None:
+    """Run the partner-API simulator and drive it.
+
+    \b
+    The simulator plays a partner organization whose defaults match examples/desk.yaml:
+    admin partner-admin / sim-admin-password, Sim+ = entitlement 12345, TradingView = 31,
+    entitlement 22 fails a whole create request, subscription plans 7 and 8, data account
+    11111, Market Data Agreement alert 68 (70 on staging). Its data lives in SQLite
+    (state/sim.sqlite), shared by `serve`, the embedded `environment: sim` and these commands.
+    """
+
+
+@command.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8765, show_default=True, type=int, help="port (0 picks a free one)")
+@click.option("--db", "db_path", default=DEFAULT_DB, show_default=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--limits/--no-limits", default=True, show_default=True, help="enforce the published rate limits"
+)
+@click.option(
+    "--penalties/--no-penalties", default=False, show_default=True, help="answer over-limit with p-tickets"
+)
+@click.option(
+    "--time-scale",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="simulated time runs this many times faster (token expiry, limit windows)",
+)
+@click.option(
+    "--environment",
+    type=click.Choice(["sim", "demo", "live", "staging"]),
+    default="sim",
+    show_default=True,
+    help="staging files agreements under alert 70",
+)
+def serve_command(
+    host: str, port: int, db_path: str, limits: bool, penalties: bool, time_scale: float, environment: str
+) -> None:
+    """Serve the simulator over HTTP until Ctrl-C; prints `listening on URL` first."""
+    from reconcile.sim.server import base_url, make
+
+    config = SimConfig(
+        limits_enabled=limits,
+        penalties_enabled=penalties,
+        time_scale=time_scale,
+        environment=environment,
+    )
+    server = make(create_app(config, db_path), host, port)
+    click.echo(f"listening on {base_url(server)}")
+    sys.stdout.flush()  # tests start `serve --port 0` as a subprocess and read this line
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+@command.command("sign")
+@click.argument("name")
+@_with_target
+def sign_command(name: str, url: str | None, db_path: str) -> None:
+    """Sign the Market Data Agreement as the trader NAME (creates the pending AdminAlertSignal)."""
+    _print(_call(url, db_path, "POST", "agreements", {"name": name}))
+
+
+@command.command("add-user")
+@click.argument("name")
+@click.option("--email", required=True)
+@click.option("--first-name", default="Outside", show_default=True)
+@click.option("--last-name", default="User", show_default=True)
+@click.option("--organization-id", type=int, help="another organization's id (default: the admin's)")
+@_with_target
+def add_user_command(
+    name: str,
+    email: str,
+    first_name: str,
+    last_name: str,
+    organization_id: int | None,
+    url: str | None,
+    db_path: str,
+) -> None:
+    """Add a user created outside the tool (as the partner's web console would)."""
+    fields: dict[str, Any] = {"name": name, "email": email, "firstName": first_name, "lastName": last_name}
+    if organization_id is not None:
+        fields["organizationId"] = organization_id
+    _print(_call(url, db_path, "POST", "users", fields))
+
+
+@command.command("fault")
+@click.argument("kind", type=click.Choice(FAULT_KINDS))
+@click.option(
+    "--path", "path", default="*", show_default=True, help="contract path, e.g. /user/createevaluationusers"
+)
+@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--seconds", default=0.0, show_default=True, type=float, help="delay (slow) or wait (penalty)")
+@_with_target
+def fault_command(kind: str, path: str, count: int, seconds: float, url: str | None, db_path: str) -> None:
+    """Make the next COUNT requests to PATH fail as KIND."""
+    _print(
+        _call(
+            url, db_path, "POST", "faults", {"kind": kind, "path": path, "count": count, "seconds": seconds}
+        )
+    )
+
+
+@command.command("config")
+@click.option("--limits/--no-limits", default=None, help="enforce the published rate limits")
+@click.option("--penalties/--no-penalties", default=None, help="answer over-limit with penalty tickets")
+@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), help="simulated time speed-up")
+@click.option("--advance", type=click.FloatRange(min=0), help="jump simulated time ahead by SECONDS")
+@_with_target
+def config_command(
+    limits: bool | None,
+    penalties: bool | None,
+    time_scale: float | None,
+    advance: float | None,
+    url: str | None,
+    db_path: str,
+) -> None:
+    """Show the simulator's settings, or change them."""
+    changes = {
+        key: value
+        for key, value in (
+            ("limits_enabled", limits),
+            ("penalties_enabled", penalties),
+            ("time_scale", time_scale),
+            ("advance_seconds", advance),
+        )
+        if value is not None
+    }
+    _print(_call(url, db_path, "POST" if changes else "GET", "config", changes))
+
+
+@command.command("reset")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@_with_target
+def reset_command(yes: bool, url: str | None, db_path: str) -> None:
+    """Forget every simulated user, session, fault and limit counter."""
+    if not yes:
+        click.confirm(f"Delete every simulated user in {url or db_path}?", abort=True)
+    _print(_call(url, db_path, "POST", "reset"))
+
+
+@command.command("users")
+@_with_target
+def users_command(url: str | None, db_path: str) -> None:
+    """Print every simulated user with contact details, records and agreement signals (JSON)."""
+    _print(_call(url, db_path, "GET", "users"))

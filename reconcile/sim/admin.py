@@ -1,0 +1,178 @@
+"""The simulator's own operations (outside the partner contract), usable with or without HTTP.
+
+``/_sim/...`` routes and ``reconcile sim ... --db PATH`` both call these, so a test or a person
+can sign the Market Data Agreement for a trader, add a user made outside the tool, arm faults,
+change limits and time, and read everything back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from reconcile.sim import rules
+from reconcile.sim.config import RuntimeSettings, SimConfig
+from reconcile.sim.faults import FAULT_KINDS
+from reconcile.sim.rules import HttpError
+from reconcile.sim.store import Store
+
+Body = dict[str, Any]
+
+
+def sign_agreement(store: Store, config: SimConfig, name: str) -> Body:
+    """Sign the Market Data Agreement as the trader ``name`` would; returns the AdminAlertSignal."""
+    with store.transaction() as tx:
+        row = tx.one("SELECT id FROM users WHERE name = ?", (name,))
+        if row is None:
+            raise HttpError(404, f"no user named {name!r}; create the user first (reconcile apply)")
+        return rules.sign_agreement(tx, config, row["id"])
+
+
+def add_user(store: Store, config: SimConfig, fields: Body) -> Body:
+    """Add a user created outside the tool (e.g. in the partner's web console); returns it."""
+    known = {"name", "email", "firstName", "lastName", "password", "organizationId", "status"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise HttpError(
+            400, f"unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
+        )
+    missing = [f for f in ("name", "email") if not fields.get(f)]
+    if missing:
+        raise HttpError(400, f"missing field(s): {', '.join(missing)}")
+    with store.transaction() as tx:
+        user_id = rules.insert_user(
+            tx,
+            config,
+            name=fields["name"],
+            email=fields["email"],
+            first_name=fields.get("firstName", "Outside"),
+            last_name=fields.get("lastName", "User"),
+            password=fields.get("password", "outside-password"),
+            org_id=int(fields.get("organizationId", config.organization_id)),
+            status=fields.get("status", "Active"),
+        )
+        return rules.user_json(tx.one("SELECT * FROM users WHERE id = ?", (user_id,)))
+
+
+def arm_fault(store: Store, kind: str, path: str, count: int = 1, seconds: float = 0.0) -> Body:
+    """Make the next ``count`` requests to ``path`` (a contract path, any case, or ``*``) fail as ``kind``."""
+    if kind not in FAULT_KINDS:
+        raise HttpError(400, f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+    if count < 1:
+        raise HttpError(400, "count must be at least 1")
+    key = normalise_path(path)
+    with store.transaction() as tx:
+        fault_id = tx.run(
+            "INSERT INTO faults (kind, path, remaining, seconds) VALUES (?, ?, ?, ?)",
+            (kind, key, count, seconds),
+        )
+    return {"id": fault_id, "kind": kind, "path": key, "count": count, "seconds": seconds}
+
+
+def list_faults(store: Store) -> list[Body]:
+    """The faults still armed, oldest first."""
+    with store.transaction() as tx:
+        return [
+            {
+                "id": r["id"],
+                "kind": r["kind"],
+                "path": r["path"],
+                "count": r["remaining"],
+                "seconds": r["seconds"],
+            }
+            for r in tx.all("SELECT * FROM faults ORDER BY id")
+        ]
+
+
+def normalise_path(path: str) -> str:
+    """Lower-case, without the ``/v1`` prefix or a query: the key faults and limits are filed under."""
+    bare = path.split("?", 1)[0].rstrip("/").lower() or "/"
+    if bare.startswith("/v1/"):
+        bare = bare[3:]
+    return bare
+
+
+def get_config(store: Store, config: SimConfig) -> Body:
+    """The runtime knobs, simulated time and the organization the simulator plays."""
+    with store.transaction() as tx:
+        return _config_json(tx.settings, tx.now, config)
+
+
+def set_config(store: Store, config: SimConfig, changes: Body) -> Body:
+    """Change runtime knobs (see :class:`RuntimeSettings`); ``advance_seconds`` jumps time ahead."""
+    allowed = set(RuntimeSettings.model_fields) | {"advance_seconds"}
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise HttpError(
+            400, f"unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}"
+        )
+    advance = float(changes.pop("advance_seconds", 0.0))
+    if advance < 0:
+        raise HttpError(400, "advance_seconds cannot be negative: simulated time only moves forward")
+    with store.transaction() as tx:
+        try:
+            settings = store.update_settings(tx, advance_seconds=advance, **changes)
+        except ValueError as exc:
+            raise HttpError(400, f"invalid setting: {exc}") from None
+        return _config_json(settings, tx.now + advance, config)
+
+
+def _config_json(settings: RuntimeSettings, now: float, config: SimConfig) -> Body:
+    return {
+        **settings.model_dump(),
+        "now": rules.iso(now),
+        "organization": {
+            "id": config.organization_id,
+            "name": config.organization_name,
+            "adminName": config.admin_name,
+            "dataAccountId": config.data_account_id,
+            "simplusEntitlementId": config.simplus_entitlement_id,
+            "agreementAlertId": config.agreement_alert,
+            "subscriptionPlans": sorted(config.subscription_plans),
+            "entitlements": {str(i): e.name for i, e in sorted(config.entitlements.items())},
+        },
+    }
+
+
+def reset(store: Store, config: SimConfig) -> Body:
+    """Forget every user, session, fault and limit counter; knobs return to ``config``'s."""
+    store.reset(RuntimeSettings.from_config(config))
+    return {"reset": True}
+
+
+def dump_users(store: Store) -> list[Body]:
+    """Every user of every organization with contact, records and agreement signals (no secrets)."""
+    with store.transaction() as tx:
+        users = tx.all("SELECT * FROM users ORDER BY id")
+        contacts = {r["user_id"]: rules.contact_json(r) for r in tx.all("SELECT * FROM contact_info")}
+        records: dict[int, list[Body]] = {}
+        for r in tx.all("SELECT * FROM records ORDER BY id"):
+            records.setdefault(r["user_id"], []).append(
+                {
+                    "id": r["id"],
+                    "kind": r["kind"],
+                    "refId": r["ref_id"],
+                    "accountId": r["account_id"],
+                    "cancelled": r["cancelled_at"] is not None,
+                }
+            )
+        signals: dict[int, list[Body]] = {}
+        for r in tx.all("SELECT * FROM alert_signals ORDER BY id"):
+            signals.setdefault(r["user_id"], []).append(rules.signal_json(r))
+        return [
+            {
+                **rules.user_json(u),
+                "firstName": u["first_name"],
+                "lastName": u["last_name"],
+                "origin": u["origin"],
+                "contactInfo": contacts.get(u["id"]),
+                "records": records.get(u["id"], []),
+                "agreementSignals": signals.get(u["id"], []),
+            }
+            for u in users
+        ]
+
+
+def dumps(value: Any) -> str:
+    """Deterministic JSON for admin answers and CLI output."""
+    return json.dumps(value, indent=2, sort_keys=True)

@@ -1,0 +1,530 @@
+"""The simulator's WSGI application: the partner API's routes, auth, limits, penalties and faults.
+
+Why Werkzeug (WSGI): the API client is synchronous httpx, and ``httpx.WSGITransport`` runs a WSGI
+app in-process with no event loop and no socket, which is what the embedded ``environment: sim``
+and fast tests need; ``werkzeug.serving.make_server(threaded=True)`` runs the very same app as a
+real loopback server. Werkzeug gives the routing, request parsing and response objects of a
+well-kept library without a framework's weight, and exposes the connection socket, which the
+"apply, then drop the connection" fault needs.
+
+Each partner-API request runs in one SQLite transaction: fault lookup, auth, rate limit, penalty
+ticket and the operation itself commit together, so a request is applied fully or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from reconcile.contract import ContractViolation, validate_request
+from reconcile.sim import admin, rules
+from reconcile.sim.config import RuntimeSettings, SimConfig
+from reconcile.sim.faults import (
+    FAULT_HEADER,
+    READ_TIMEOUT_KEY,
+    DropConnection,
+    Fault,
+    SimulatedTimeout,
+)
+from reconcile.sim.rules import HttpError
+from reconcile.sim.store import Clock, Store, Tx
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+Body = Any
+
+
+@dataclass(frozen=True)
+class Call:
+    """What an operation handler gets: the transaction, the request, its JSON body, the session."""
+
+    tx: Tx
+    request: Request
+    body: Any
+    session: Any
+
+
+Handler = Callable[["SimApp", Call], Body]
+
+_OPERATIONS: dict[tuple[str, str], str] = {}
+"""(method, lower-case path) → handler name; filled by :func:`_operation`."""
+_HANDLERS: dict[str, Handler] = {}
+
+
+def _operation(method: str, path: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        _OPERATIONS[(method, path.lower())] = handler.__name__
+        _HANDLERS[handler.__name__] = handler
+        return handler
+
+    return register
+
+
+def _field(body: Any, name: str) -> Any:
+    return body.get(name, "") if isinstance(body, dict) else ""
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, sort_keys=True), status=status, mimetype="application/json", headers=headers
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"errorText": message}, status, headers)
+
+
+def _int_arg(request: Request, name: str) -> int:
+    value = request.args.get(name)
+    if value is None or not value.lstrip("-").isdigit():
+        raise HttpError(400, f"query parameter {name!r} must be an integer (got {value!r})")
+    return int(value)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _body_digest(body: Any) -> str:
+    without_ticket = {k: v for k, v in body.items() if k != "p-ticket"} if isinstance(body, dict) else body
+    return hashlib.sha256(json.dumps(without_ticket, sort_keys=True).encode()).hexdigest()
+
+
+def _real_seconds(sim_seconds: float, settings: RuntimeSettings) -> float:
+    """Simulated seconds as real seconds, rounded up to the millisecond (whole seconds stay ints)."""
+    real = math.ceil(max(sim_seconds, 0.0) / settings.time_scale * 1000) / 1000
+    return int(real) if real == int(real) else real
+
+
+_WINDOW = 3600.0
+_NO_AUTH = {"/auth/accesstokenrequest"}
+_ALTERNATE_BODIES: dict[str, Callable[[Any], bool]] = {
+    # The conformance page completes a signal with {alertId, userId}; the contract says
+    # {adminAlertSignalId}. DESIGN §7: accept both shapes on input.
+    "/adminalertsignal/completealertsignal": lambda b: (
+        isinstance(b, dict) and isinstance(b.get("alertId"), int) and isinstance(b.get("userId"), int)
+    ),
+}
+
+
+class SimApp:
+    """The WSGI callable; ``.store`` and ``.config`` are there for tests and the CLI."""
+
+    def __init__(self, config: SimConfig, store: Store, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.config = config
+        self.store = store
+        self.sleep = sleep
+        self.url_map = Map(
+            [
+                Rule(path, endpoint=name, methods=[method])
+                for (method, path), name in sorted(_OPERATIONS.items())
+            ]
+            + [
+                Rule("/_sim/users", endpoint="_sim_users", methods=["GET", "POST"]),
+                Rule("/_sim/agreements", endpoint="_sim_agreements", methods=["POST"]),
+                Rule("/_sim/config", endpoint="_sim_config", methods=["GET", "POST"]),
+                Rule("/_sim/faults", endpoint="_sim_faults", methods=["GET", "POST"]),
+                Rule("/_sim/reset", endpoint="_sim_reset", methods=["POST"]),
+            ],
+            strict_slashes=False,
+        )
+
+    # --- WSGI ------------------------------------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        path = request.path.lower()
+        if path.startswith("/v1/"):
+            path = path[3:]
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            endpoint, _ = adapter.match(path, method=request.method)
+        except MethodNotAllowed:
+            return _error(405, f"{request.method} is not allowed on {request.path}")(environ, start_response)
+        except NotFound:
+            return _error(404, f"{request.path} is not a path of the simulated partner API")(
+                environ, start_response
+            )
+        except HTTPException as exc:  # pragma: no cover - werkzeug redirects are off (strict_slashes)
+            return _error(exc.code or 400, str(exc))(environ, start_response)
+        if str(endpoint).startswith("_sim_"):
+            response = self._admin(str(endpoint), request)
+        else:
+            response = self._partner(str(endpoint), path, request, environ)
+        return response(environ, start_response)
+
+    # --- the partner API -------------------------------------------------------------------------
+
+    def _partner(self, handler_name: str, path: str, request: Request, environ: WSGIEnvironment) -> Response:
+        body: Any = None
+        if request.method == "POST":
+            try:
+                body = json.loads(request.get_data() or b"null")
+            except ValueError:
+                return _error(400, f"the body of POST {request.path} is not valid JSON")
+        fault: Fault | None = None
+        with self.store.transaction() as tx:
+            fault = self._take_fault(tx, path)
+            if fault is not None and fault.kind == "http500":
+                response = _error(500, "simulated internal server error", {FAULT_HEADER: fault.kind})
+            elif fault is not None and fault.kind in ("penalty", "captcha"):
+                response = self._penalty(tx, path, body, fault.seconds, captcha=fault.kind == "captcha")
+                response.headers[FAULT_HEADER] = fault.kind
+            else:
+                try:
+                    response = self._serve(tx, handler_name, path, request, body)
+                except HttpError as exc:
+                    response = _error(exc.status, exc.message)
+        if fault is not None and fault.kind in ("slow", "malformed", "drop_after_apply"):
+            response = self._after_apply(fault, response, environ)
+        return response
+
+    def _serve(self, tx: Tx, handler_name: str, path: str, request: Request, body: Any) -> Response:
+        session = None if path in _NO_AUTH else self._session(tx, request)
+        login = session["login"] if session is not None else str(_field(body, "name")).lower()
+        limited = self._limited(tx, path, f"{login}:{path}", body)
+        if limited is not None:
+            return limited
+        if request.method == "POST":
+            body = {k: v for k, v in body.items() if k != "p-ticket"} if isinstance(body, dict) else body
+            alternate = _ALTERNATE_BODIES.get(path)
+            if alternate is None or not alternate(body):
+                try:
+                    validate_request("POST", path, body)
+                except ContractViolation as exc:
+                    return _error(400, str(exc))
+        return _json(_HANDLERS[handler_name](self, Call(tx, request, body, session)))
+
+    def _take_fault(self, tx: Tx, path: str) -> Fault | None:
+        row = tx.one("SELECT * FROM faults WHERE path IN (?, '*') ORDER BY id LIMIT 1", (path,))
+        if row is None:
+            return None
+        if row["remaining"] <= 1:
+            tx.run("DELETE FROM faults WHERE id = ?", (row["id"],))
+        else:
+            tx.run("UPDATE faults SET remaining = remaining - 1 WHERE id = ?", (row["id"],))
+        return Fault(kind=row["kind"], path=row["path"], seconds=row["seconds"])
+
+    def _after_apply(self, fault: Fault, response: Response, environ: WSGIEnvironment) -> Response:
+        if fault.kind == "slow":
+            timeout = environ.get(READ_TIMEOUT_KEY)
+            if timeout is not None and fault.seconds > timeout:
+                self.sleep(timeout)
+                raise SimulatedTimeout(timeout)
+            self.sleep(fault.seconds)
+            response.headers[FAULT_HEADER] = fault.kind
+            return response
+        if fault.kind == "malformed":
+            text = response.get_data()
+            garbled = Response(text[: max(1, len(text) // 2)], status=200, mimetype="application/json")
+            garbled.headers[FAULT_HEADER] = fault.kind
+            return garbled
+        # drop_after_apply: on a real server close the socket under Werkzeug (it treats the failed
+        # write as a dropped connection); in-process, SimTransport turns the exception into one.
+        sock: socket.socket | None = environ.get("werkzeug.socket")
+        if sock is None:
+            raise DropConnection(environ.get("PATH_INFO", ""))
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        return response
+
+    def _session(self, tx: Tx, request: Request) -> Any:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HttpError(401, "missing access token: send 'Authorization: Bearer <accessToken>'")
+        row = tx.one("SELECT * FROM sessions WHERE token_hash = ?", (_token_hash(token),))
+        if row is None or row["closed_at"] is not None:
+            raise HttpError(401, "access token is not valid (unknown, or closed by a newer login)")
+        if row["expires_at"] <= tx.now:
+            raise HttpError(401, "access token expired: renew it before expirationTime or log in again")
+        return row
+
+    def _penalty(self, tx: Tx, path: str, body: Any, sim_seconds: float, *, captcha: bool) -> Response:
+        ticket = secrets.token_urlsafe(16)
+        tx.run(
+            "INSERT INTO penalties (ticket, path, body_digest, not_before, captcha) VALUES (?, ?, ?, ?, ?)",
+            (ticket, path, _body_digest(body), tx.now + sim_seconds, int(captcha)),
+        )
+        answer: dict[str, Any] = {"p-ticket": ticket, "p-time": _real_seconds(sim_seconds, tx.settings)}
+        if captcha:
+            answer["p-captcha"] = True
+        return _json(answer)
+
+    def _limited(self, tx: Tx, path: str, key: str, body: Any) -> Response | None:
+        """Enforce the path's hourly limit; a valid penalty ticket lets one request through."""
+        limit = self.config.rate_limits.get(path)
+        if limit is None:
+            return None
+        if isinstance(body, dict) and "p-ticket" in body:
+            row = tx.one("SELECT * FROM penalties WHERE ticket = ?", (body["p-ticket"],))
+            if row is None or row["used"] or row["path"] != path or row["body_digest"] != _body_digest(body):
+                raise HttpError(400, "p-ticket is unknown, used, or was issued for a different request body")
+            if row["captcha"]:
+                raise HttpError(
+                    403, "this penalty ticket needs a captcha: log in on the web, solve it, then retry"
+                )
+            if row["not_before"] > tx.now:
+                return self._penalty(tx, path, body, row["not_before"] - tx.now, captcha=False)
+            tx.run("UPDATE penalties SET used = 1 WHERE ticket = ?", (row["ticket"],))
+            tx.run("INSERT INTO rate_events VALUES (?, ?)", (key, tx.now))
+            return None
+        if tx.settings.limits_enabled:
+            events = tx.all(
+                "SELECT at FROM rate_events WHERE key = ? AND at > ? ORDER BY at", (key, tx.now - _WINDOW)
+            )
+            if len(events) >= limit.per_hour:
+                wait = events[len(events) - limit.per_hour]["at"] + _WINDOW - tx.now
+                if tx.settings.penalties_enabled:
+                    return self._penalty(tx, path, body, self.config.penalty_seconds, captcha=False)
+                retry_after = max(1, math.ceil(wait / tx.settings.time_scale))
+                return _error(
+                    429,
+                    f"rate limit: at most {limit.per_hour} requests per hour to {path}; retry later",
+                    {"Retry-After": str(retry_after)},
+                )
+        tx.run("INSERT INTO rate_events VALUES (?, ?)", (key, tx.now))
+        return None
+
+    # --- admin -----------------------------------------------------------------------------------
+
+    def _admin(self, endpoint: str, request: Request) -> Response:
+        try:
+            body: Any = json.loads(request.get_data() or b"{}") if request.method == "POST" else None
+        except ValueError:
+            return _error(400, "the body is not valid JSON")
+        if request.method == "POST" and not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object")
+        try:
+            return _json(self._admin_call(endpoint, request.method, body))
+        except HttpError as exc:
+            return _error(exc.status, exc.message)
+
+    def _admin_call(self, endpoint: str, method: str, body: Any) -> Any:
+        store, config = self.store, self.config
+        if endpoint == "_sim_users":
+            return admin.dump_users(store) if method == "GET" else admin.add_user(store, config, body)
+        if endpoint == "_sim_agreements":
+            if not isinstance(body.get("name"), str):
+                raise HttpError(400, 'expected {"name": "<user name>"}')
+            return admin.sign_agreement(store, config, body["name"])
+        if endpoint == "_sim_config":
+            return (
+                admin.get_config(store, config) if method == "GET" else admin.set_config(store, config, body)
+            )
+        if endpoint == "_sim_faults":
+            if method == "GET":
+                return admin.list_faults(store)
+            try:
+                return admin.arm_fault(
+                    store,
+                    str(body["kind"]),
+                    str(body.get("path", "*")),
+                    int(body.get("count", 1)),
+                    float(body.get("seconds", 0.0)),
+                )
+            except (KeyError, TypeError, ValueError):
+                raise HttpError(
+                    400,
+                    'expected {"kind": ..., "path": "/user/createevaluationusers", "count": N, "seconds": S}',
+                ) from None
+        return admin.reset(store, config)
+
+
+# --- operations (one per contract path) -----------------------------------------------------------
+
+_BAD_LOGIN = "Incorrect username or password. Please try again. Note that passwords are case-sensitive."
+
+
+@_operation("POST", "/auth/accesstokenrequest")
+def access_token_request(app: SimApp, call: Call) -> Body:
+    config, tx, body = app.config, call.tx, call.body
+    checks = [
+        (body.get("name"), config.admin_name),
+        (body.get("password"), config.admin_password),
+        *[
+            (body.get(field), getattr(config, attr))
+            for field, attr in (("appId", "app_id"), ("cid", "cid"), ("sec", "sec"))
+            if getattr(config, attr) is not None
+        ],
+    ]
+    if not all(secrets.compare_digest(str(given or ""), expected) for given, expected in checks):
+        return {"errorText": _BAD_LOGIN}
+    login = config.admin_name.lower()
+    open_sessions = tx.all(
+        "SELECT token_hash FROM sessions WHERE login = ? AND closed_at IS NULL AND expires_at > ? "
+        "ORDER BY issued_at, rowid",
+        (login, tx.now),
+    )
+    # At most max_sessions at once: a new login closes the oldest.
+    for row in open_sessions[: max(0, len(open_sessions) - config.max_sessions + 1)]:
+        tx.run("UPDATE sessions SET closed_at = ? WHERE token_hash = ?", (tx.now, row["token_hash"]))
+    token = secrets.token_urlsafe(32)
+    expires = tx.now + config.token_lifetime_minutes * 60
+    tx.run("INSERT INTO sessions VALUES (?, ?, ?, ?, NULL)", (_token_hash(token), login, tx.now, expires))
+    return _token_answer(config, token, expires)
+
+
+def _token_answer(config: SimConfig, token: str, expires: float) -> Body:
+    return {
+        "accessToken": token,
+        "expirationTime": rules.iso(expires),
+        "userId": config.admin_user_id,
+        "name": config.admin_name,
+        "userStatus": "Active",
+        "hasLive": False,
+        "hasSimPlus": False,
+    }
+
+
+@_operation("GET", "/auth/renewaccesstoken")
+def renew_access_token(app: SimApp, call: Call) -> Body:
+    expires = call.tx.now + app.config.token_lifetime_minutes * 60
+    call.tx.run(
+        "UPDATE sessions SET expires_at = ? WHERE token_hash = ?", (expires, call.session["token_hash"])
+    )
+    token = call.request.headers["Authorization"].partition(" ")[2]
+    return _token_answer(app.config, token, expires)
+
+
+@_operation("GET", "/auth/me")
+def me(app: SimApp, call: Call) -> Body:
+    config = app.config
+    return {
+        "userId": config.admin_user_id,
+        "name": config.admin_name,
+        "fullName": f"{config.organization_name} administrator",
+        "email": f"{config.admin_name}@partner.example",
+        "emailVerified": True,
+        "isTrial": False,
+        "organizationName": config.organization_name,
+    }
+
+
+@_operation("POST", "/user/createevaluationusers")
+def create_evaluation_users(app: SimApp, call: Call) -> Body:
+    return rules.create_evaluation_users(call.tx, app.config, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/user/modifyemailaddress")
+def modify_email_address(app: SimApp, call: Call) -> Body:
+    return rules.modify_email_address(call.tx, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/user/canceleverything")
+def cancel_everything(app: SimApp, call: Call) -> Body:
+    return rules.cancel_everything(call.tx, app.config.organization_id, call.body)
+
+
+@_operation("GET", "/user/list")
+def user_list(app: SimApp, call: Call) -> Body:
+    return rules.list_users(call.tx, app.config.organization_id)
+
+
+@_operation("GET", "/user/item")
+def user_item(app: SimApp, call: Call) -> Body:
+    return rules.user_item(call.tx, app.config.organization_id, _int_arg(call.request, "id"))
+
+
+@_operation("GET", "/user/items")
+def user_items(app: SimApp, call: Call) -> Body:
+    # Both spellings of an array parameter: ids=1&ids=2 and ids=1,2.
+    raw = [part for value in call.request.args.getlist("ids") for part in value.split(",") if part]
+    if not raw or not all(part.strip().isdigit() for part in raw):
+        raise HttpError(400, "query parameter 'ids' must list integers, e.g. ids=100001,100002")
+    return rules.user_items(call.tx, app.config.organization_id, [int(p) for p in raw])
+
+
+@_operation("GET", "/user/find")
+def user_find(app: SimApp, call: Call) -> Body:
+    name = call.request.args.get("name")
+    if not name:
+        raise HttpError(400, "query parameter 'name' is required")
+    return rules.find_user(call.tx, app.config.organization_id, name)
+
+
+@_operation("POST", "/contactInfo/updatecontactinfo")
+def update_contact_info(app: SimApp, call: Call) -> Body:
+    return rules.update_contact_info(call.tx, app.config.organization_id, call.body)
+
+
+@_operation("GET", "/contactInfo/item")
+def contact_info_item(app: SimApp, call: Call) -> Body:
+    return rules.contact_item(call.tx, app.config.organization_id, _int_arg(call.request, "id"))
+
+
+@_operation("GET", "/contactInfo/deps")
+def contact_info_deps(app: SimApp, call: Call) -> Body:
+    return rules.contact_deps(call.tx, app.config.organization_id, _int_arg(call.request, "masterid"))
+
+
+@_operation("POST", "/userPlugin/addentitlementsubscription")
+def add_entitlement_subscription(app: SimApp, call: Call) -> Body:
+    return rules.add_entitlement_subscription(call.tx, app.config, app.config.organization_id, call.body)
+
+
+@_operation("GET", "/userPlugin/deps")
+def user_plugin_deps(app: SimApp, call: Call) -> Body:
+    user_id = _int_arg(call.request, "masterid")
+    return rules.user_plugins(call.tx, app.config, app.config.organization_id, user_id)
+
+
+@_operation("GET", "/userPlugin/list")
+def user_plugin_list(app: SimApp, call: Call) -> Body:
+    return rules.user_plugins(call.tx, app.config, app.config.organization_id)
+
+
+@_operation("GET", "/entitlement/list")
+def entitlement_list(app: SimApp, call: Call) -> Body:
+    return rules.entitlement_list(app.config)
+
+
+@_operation("GET", "/adminAlertSignal/deps")
+def admin_alert_signal_deps(app: SimApp, call: Call) -> Body:
+    return rules.signal_deps(call.tx, app.config.organization_id, _int_arg(call.request, "masterid"))
+
+
+@_operation("GET", "/adminAlertSignal/item")
+def admin_alert_signal_item(app: SimApp, call: Call) -> Body:
+    return rules.signal_item(call.tx, app.config.organization_id, _int_arg(call.request, "id"))
+
+
+@_operation("POST", "/adminAlertSignal/completealertsignal")
+def complete_alert_signal(app: SimApp, call: Call) -> Body:
+    return rules.complete_alert_signal(call.tx, app.config.organization_id, call.body)
+
+
+def create_app(
+    config: SimConfig | None = None,
+    db_path: str | Path = "state/sim.sqlite",
+    clock: Clock | None = None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SimApp:
+    """Build the simulator over the SQLite file ``db_path`` (created when missing).
+
+    With ``config`` given, its runtime knobs (limits, penalties, time scale) replace the ones in
+    the file; without, the file's knobs are kept, so ``reconcile sim config --db`` sticks for the
+    embedded simulator. ``clock`` (real epoch seconds) and ``sleep`` are test seams.
+    """
+    effective = config or SimConfig()
+    store = Store(db_path, clock=clock, defaults=RuntimeSettings.from_config(effective))
+    if config is not None:
+        with store.transaction() as tx:
+            store.update_settings(tx, **RuntimeSettings.from_config(config).model_dump())
+    return SimApp(effective, store, sleep=sleep)

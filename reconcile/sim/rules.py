@@ -1,0 +1,553 @@
+"""The partner API's business rules, one function per operation, each inside one store transaction.
+
+Business refusals come back as HTTP 200 bodies with ``errorText`` (and ``errorCode`` where the
+contract has one), as the API does; :class:`HttpError` is for what the API answers with a status
+(404 for an unknown id on an item read, 400 for a body that is not the operation's shape).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+
+from reconcile.sim.config import SimConfig
+from reconcile.sim.store import Tx
+
+Body = dict[str, Any]
+
+TRADOVATE_SUBSCRIPTION = "tradovateSubscription"
+TRADING_PERMISSION = "tradingPermission"
+USER_PLUGIN = "userPlugin"
+MARKET_DATA_SUBSCRIPTION = "marketDataSubscription"
+
+CANCEL_FLAGS = {
+    "tradovateSubscriptions": (TRADOVATE_SUBSCRIPTION, "tradovateSubscriptionIds"),
+    "tradingPermissions": (TRADING_PERMISSION, "tradingPermissionIds"),
+    "userPlugins": (USER_PLUGIN, "userPluginIds"),
+    "marketDataSubscriptions": (MARKET_DATA_SUBSCRIPTION, "marketDataSubscriptionIds"),
+}
+"""canceleverything flag → (record kind, response field)."""
+
+
+class HttpError(Exception):
+    """An answer with an HTTP error status and ``{"errorText": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+def iso(moment: float) -> str:
+    """Format simulated epoch seconds the way the API does: ISO 8601, milliseconds, ``Z``."""
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def trade_date(moment: float) -> dict[str, int]:
+    day = datetime.fromtimestamp(moment, UTC)
+    return {"year": day.year, "month": day.month, "day": day.day}
+
+
+def hash_password(password: str) -> str:
+    """Return a salted SHA-256 of ``password``: never the password, and fast enough for 10,000 users."""
+    salt = secrets.token_hex(8)
+    return f"sha256${salt}${hashlib.sha256((salt + password).encode()).hexdigest()}"
+
+
+def _email_problem(email: str) -> str | None:
+    if len(email) > 64:
+        return f"email {email!r} is longer than 64 characters"
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"email {email!r} is not a valid email address: {exc}"
+    return None
+
+
+def _names_problem(first: str, last: str) -> str | None:
+    if not first.strip() or not last.strip():
+        return "firstName and lastName are required"
+    if len(first) + len(last) > 60:
+        return (
+            f"firstName and lastName may have at most 60 characters together (got {len(first) + len(last)})"
+        )
+    return None
+
+
+# --- users ---------------------------------------------------------------------------------------
+
+
+def user_json(row: Any) -> Body:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "timestamp": iso(row["created_at"]),
+        "email": row["email"],
+        "status": row["status"],
+        "professional": False,
+        "organizationId": row["org_id"],
+    }
+
+
+def org_user(tx: Tx, org_id: int, user_id: Any) -> Any:
+    """The user ``user_id`` of organization ``org_id``, or None (other organizations are invisible)."""
+    if not isinstance(user_id, int):
+        return None
+    return tx.one("SELECT * FROM users WHERE id = ? AND org_id = ?", (user_id, org_id))
+
+
+def _evaluation_user_problem(user: Body, config: SimConfig) -> str | None:
+    name, email, password = user["name"], user["email"], user["password"]
+    if not 3 <= len(name) <= 64:
+        return f"name {name!r} must have 3 to 64 characters"
+    if problem := _email_problem(email):
+        return problem
+    if not 8 <= len(password) <= 64:
+        return "password must have 8 to 64 characters"
+    if problem := _names_problem(user["firstName"], user["lastName"]):
+        return problem
+    plan = user.get("tradovateSubscriptionPlanId")
+    if plan is not None and plan not in config.subscription_plans:
+        return f"tradovateSubscriptionPlanId {plan} is not a subscription plan of this organization"
+    for entitlement_id in user.get("entitlementIds") or ():
+        if entitlement_id == config.simplus_entitlement_id:
+            return (
+                f"entitlement {entitlement_id} (Sim+) cannot be assigned at creation: the user must sign "
+                "the Market Data Agreement first, then grant it with /userPlugin/addentitlementsubscription"
+            )
+        if entitlement_id not in config.entitlements:
+            return f"entitlement {entitlement_id} is not in this organization's catalogue"
+    return None
+
+
+def create_evaluation_users(tx: Tx, config: SimConfig, org_id: int, body: Body) -> Body:
+    """POST /user/createevaluationusers: one result per user, in order; failures are per user."""
+    users: list[Body] = body["users"]
+    if len(users) > config.max_users_per_request:
+        return {
+            "errorText": f"At most {config.max_users_per_request} users per request (got {len(users)})",
+            "results": [],
+        }
+    for user in users:
+        for entitlement_id in user.get("entitlementIds") or ():
+            entitlement = config.entitlements.get(entitlement_id)
+            if entitlement is not None and entitlement.fails_request:
+                return {
+                    "errorText": f"Entitlement {entitlement_id} ({entitlement.name}) cannot be assigned to "
+                    "evaluation users; no user in this request was created",
+                    "results": [],
+                }
+    names = json.dumps([u["name"] for u in users])
+    emails = json.dumps([u["email"] for u in users])
+    taken_names = {
+        r[0].lower()
+        for r in tx.all("SELECT name FROM users WHERE name IN (SELECT value FROM json_each(?))", (names,))
+    }
+    taken_emails = {
+        r[0].lower()
+        for r in tx.all(
+            "SELECT email FROM users WHERE org_id = ? AND email IN (SELECT value FROM json_each(?))",
+            (org_id, emails),
+        )
+    }
+    next_id = max(config.first_user_id, (tx.scalar("SELECT max(id) FROM users") or 0) + 1)
+    results: list[Body] = []
+    user_rows: list[tuple[Any, ...]] = []
+    record_rows: list[tuple[Any, ...]] = []
+    for user in users:
+        problem = _evaluation_user_problem(user, config)
+        if problem is None and user["name"].lower() in taken_names:
+            problem = f"a user named {user['name']!r} already exists"
+        if problem is None and user["email"].lower() in taken_emails:
+            problem = f"email {user['email']!r} is already used by another user of this organization"
+        if problem is not None:
+            results.append({"errorText": problem})
+            continue
+        user_id = next_id
+        next_id += 1
+        taken_names.add(user["name"].lower())
+        taken_emails.add(user["email"].lower())
+        user_rows.append(
+            (
+                user_id,
+                org_id,
+                user["name"],
+                user["email"],
+                hash_password(user["password"]),
+                user["firstName"],
+                user["lastName"],
+                "Active",
+                tx.now,
+                "api",
+            )
+        )
+        record_rows.append((TRADING_PERMISSION, user_id, None, None, tx.now))
+        plan = user.get("tradovateSubscriptionPlanId")
+        if plan is not None:
+            record_rows.append((TRADOVATE_SUBSCRIPTION, user_id, plan, None, tx.now))
+        for entitlement_id in sorted(set(user.get("entitlementIds") or ())):
+            record_rows.append((USER_PLUGIN, user_id, entitlement_id, None, tx.now))
+        results.append({"userId": user_id})
+    tx.db.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", user_rows)
+    tx.db.executemany(
+        "INSERT INTO records (kind, user_id, ref_id, account_id, created_at) VALUES (?, ?, ?, ?, ?)",
+        record_rows,
+    )
+    return {"results": results}
+
+
+def insert_user(
+    tx: Tx,
+    config: SimConfig,
+    *,
+    name: str,
+    email: str,
+    first_name: str,
+    last_name: str,
+    password: str,
+    org_id: int,
+    status: str = "Active",
+    origin: str = "outside",
+) -> int:
+    """Add one user the way the partner's web console would (no API rules beyond uniqueness)."""
+    if tx.one("SELECT 1 FROM users WHERE name = ?", (name,)):
+        raise HttpError(409, f"a user named {name!r} already exists")
+    user_id = max(config.first_user_id, (tx.scalar("SELECT max(id) FROM users") or 0) + 1)
+    tx.run(
+        "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            user_id,
+            org_id,
+            name,
+            email,
+            hash_password(password),
+            first_name,
+            last_name,
+            status,
+            tx.now,
+            origin,
+        ),
+    )
+    tx.run(
+        "INSERT INTO records (kind, user_id, created_at) VALUES (?, ?, ?)",
+        (TRADING_PERMISSION, user_id, tx.now),
+    )
+    return user_id
+
+
+def modify_email_address(tx: Tx, org_id: int, body: Body) -> Body:
+    """POST /user/modifyemailaddress."""
+    user = org_user(tx, org_id, body.get("userId"))
+    if user is None:
+        return {"errorText": f"user {body.get('userId')} not found in this organization"}
+    email: str = body["email"]
+    if problem := _email_problem(email):
+        return {"errorText": problem}
+    other = tx.one(
+        "SELECT name FROM users WHERE org_id = ? AND email = ? AND id != ?", (org_id, email, user["id"])
+    )
+    if other is not None:
+        return {"errorText": f"email {email!r} is already used by another user of this organization"}
+    tx.run("UPDATE users SET email = ? WHERE id = ?", (email, user["id"]))
+    return {"status": user["status"]}
+
+
+def cancel_everything(tx: Tx, org_id: int, body: Body) -> Body:
+    """POST /user/canceleverything: cancel what each flag names, close the users; repeatable."""
+    ids = [i for i in body["userIds"] if org_user(tx, org_id, i) is not None]
+    placeholders = json.dumps(ids)
+    answer: Body = {field: [] for _, field in CANCEL_FLAGS.values()}
+    for flag, (kind, field) in CANCEL_FLAGS.items():
+        if not body.get(flag, False):
+            continue
+        rows = tx.all(
+            "SELECT id FROM records WHERE kind = ? AND cancelled_at IS NULL "
+            "AND user_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (kind, placeholders),
+        )
+        answer[field] = [r[0] for r in rows]
+        tx.db.executemany("UPDATE records SET cancelled_at = ? WHERE id = ?", [(tx.now, r[0]) for r in rows])
+    tx.run("UPDATE users SET status = 'Closed' WHERE id IN (SELECT value FROM json_each(?))", (placeholders,))
+    return answer
+
+
+def list_users(tx: Tx, org_id: int) -> list[Body]:
+    return [user_json(r) for r in tx.all("SELECT * FROM users WHERE org_id = ? ORDER BY id", (org_id,))]
+
+
+def user_item(tx: Tx, org_id: int, user_id: int) -> Body:
+    row = org_user(tx, org_id, user_id)
+    if row is None:
+        raise HttpError(404, f"user {user_id} not found")
+    return user_json(row)
+
+
+def user_items(tx: Tx, org_id: int, ids: Sequence[int]) -> list[Body]:
+    # Unknown ids are left out, as the API's */items reads do.
+    rows = (org_user(tx, org_id, i) for i in ids)
+    return [user_json(r) for r in rows if r is not None]
+
+
+def find_user(tx: Tx, org_id: int, name: str) -> Body:
+    row = tx.one("SELECT * FROM users WHERE name = ? AND org_id = ?", (name, org_id))
+    if row is None:
+        raise HttpError(404, f"no user named {name!r} in this organization")
+    return user_json(row)
+
+
+# --- contact info --------------------------------------------------------------------------------
+
+_CONTACT_FIELDS = (
+    "firstName",
+    "lastName",
+    "streetAddress1",
+    "streetAddress2",
+    "city",
+    "state",
+    "postCode",
+    "country",
+    "phone",
+)
+
+_CONTACT_LENGTHS = {
+    "phone": (10, 21),
+    "streetAddress1": (3, 61),
+    "streetAddress2": (0, 61),
+    "city": (2, 35),
+    "state": (1, 35),
+    "postCode": (4, 11),
+}
+
+
+def _contact_problem(body: Body) -> str | None:
+    if problem := _names_problem(body["firstName"], body["lastName"]):
+        return problem
+    if body["country"] == "US" and not body.get("state"):
+        return "state is required when country is US"
+    for field, (low, high) in _CONTACT_LENGTHS.items():
+        value = body.get(field)
+        if value is not None and not low <= len(value) <= high:
+            return f"{field} must have {low} to {high} characters (got {len(value)})"
+    phone: str = body["phone"]
+    if not phone.startswith("+") or not phone[1:].replace(" ", "").replace("-", "").isdigit():
+        return f"phone {phone!r} must be in international form, e.g. +12125550100"
+    country: str = body["country"]
+    if len(country) != 2 or not country.isupper() or pycountry.countries.get(alpha_2=country) is None:
+        return f"country {country!r} is not a 2-letter ISO 3166 country code"
+    return None
+
+
+def contact_json(row: Any) -> Body:
+    data: Body = json.loads(row["data"])
+    return {"id": row["id"], "userId": row["user_id"], **data}
+
+
+def update_contact_info(tx: Tx, org_id: int, body: Body) -> Body:
+    """POST /contactInfo/updatecontactinfo: replace the user's contact details."""
+    user = org_user(tx, org_id, body["userId"])
+    if user is None:
+        return {"errorText": f"user {body['userId']} not found in this organization"}
+    if problem := _contact_problem(body):
+        return {"errorText": problem}
+    data = json.dumps({f: body[f] for f in _CONTACT_FIELDS if body.get(f) is not None}, sort_keys=True)
+    tx.run(
+        "INSERT INTO contact_info (user_id, data) VALUES (?, ?) "
+        "ON CONFLICT (user_id) DO UPDATE SET data = excluded.data",
+        (user["id"], data),
+    )
+    row = tx.one("SELECT * FROM contact_info WHERE user_id = ?", (user["id"],))
+    return {"contactInfo": contact_json(row)}
+
+
+def contact_item(tx: Tx, org_id: int, contact_id: int) -> Body:
+    row = tx.one(
+        "SELECT c.* FROM contact_info c JOIN users u ON u.id = c.user_id WHERE c.id = ? AND u.org_id = ?",
+        (contact_id, org_id),
+    )
+    if row is None:
+        raise HttpError(404, f"contact info {contact_id} not found")
+    return contact_json(row)
+
+
+def contact_deps(tx: Tx, org_id: int, user_id: int) -> list[Body]:
+    if org_user(tx, org_id, user_id) is None:
+        return []
+    return [contact_json(r) for r in tx.all("SELECT * FROM contact_info WHERE user_id = ?", (user_id,))]
+
+
+# --- entitlements and user plugins ---------------------------------------------------------------
+
+
+def entitlement_list(config: SimConfig) -> list[Body]:
+    return [
+        {"id": i, "name": e.name, "title": e.title, "price": e.price}
+        for i, e in sorted(config.entitlements.items())
+    ]
+
+
+def plugin_json(row: Any, config: SimConfig) -> Body:
+    entitlement = config.entitlements.get(row["ref_id"])
+    plugin: Body = {
+        "id": row["id"],
+        "userId": row["user_id"],
+        "timestamp": iso(row["created_at"]),
+        "planPrice": entitlement.price if entitlement else 0.0,
+        "pluginName": entitlement.name if entitlement else str(row["ref_id"]),
+        "approval": True,
+        "entitlementId": row["ref_id"],
+        "startDate": trade_date(row["created_at"]),
+        "paidAmount": 0.0,
+        "autorenewal": False,
+    }
+    if row["account_id"] is not None:
+        plugin["accountId"] = row["account_id"]
+    return plugin
+
+
+def user_plugins(tx: Tx, config: SimConfig, org_id: int, user_id: int | None = None) -> list[Body]:
+    """Active plugins of one user (``/userPlugin/deps``) or of the organization (``/userPlugin/list``)."""
+    sql = (
+        "SELECT r.* FROM records r JOIN users u ON u.id = r.user_id "
+        "WHERE r.kind = ? AND r.cancelled_at IS NULL AND u.org_id = ?"
+    )
+    params: tuple[Any, ...] = (USER_PLUGIN, org_id)
+    if user_id is not None:
+        sql += " AND r.user_id = ?"
+        params += (user_id,)
+    return [plugin_json(r, config) for r in tx.all(sql + " ORDER BY r.id", params)]
+
+
+def add_entitlement_subscription(tx: Tx, config: SimConfig, org_id: int, body: Body) -> Body:
+    """POST /userPlugin/addentitlementsubscription: Sim+ only after the Market Data Agreement."""
+    entitlement_id = body["entitlementId"]
+    user = org_user(tx, org_id, body.get("userId"))
+    if user is None:
+        return {
+            "errorText": f"user {body.get('userId')} not found in this organization",
+            "errorCode": "UnknownError",
+        }
+    if user["status"] == "Closed":
+        return {"errorText": f"user {user['name']!r} is closed", "errorCode": "UnknownError"}
+    if entitlement_id not in config.entitlements:
+        return {
+            "errorText": f"entitlement {entitlement_id} is not in this organization's catalogue",
+            "errorCode": "PlanDiscontinued",
+        }
+    account_id = body.get("accountId")
+    if entitlement_id == config.simplus_entitlement_id:
+        if account_id != config.data_account_id:
+            return {
+                "errorText": f"accountId {account_id} is not the organization's data account "
+                f"(Sim+ is billed to the partner's Live _DATA account)",
+                "errorCode": "IncorrectPaymentMethod",
+            }
+        signed = tx.one(
+            "SELECT 1 FROM alert_signals WHERE admin_alert_id = ? AND user_id = ?",
+            (config.agreement_alert, user["id"]),
+        )
+        if signed is None:
+            return {
+                "errorText": f"user {user['name']!r} has not signed the Market Data Agreement",
+                "errorCode": "UnknownError",
+            }
+    existing = tx.one(
+        "SELECT * FROM records WHERE kind = ? AND user_id = ? AND ref_id = ? AND cancelled_at IS NULL",
+        (USER_PLUGIN, user["id"], entitlement_id),
+    )
+    if existing is not None:
+        return {
+            "errorText": f"user {user['name']!r} already has entitlement {entitlement_id}",
+            "errorCode": "ConflictWithExisting",
+            "entitlementSubscription": plugin_json(existing, config),
+        }
+    plugin_id = tx.run(
+        "INSERT INTO records (kind, user_id, ref_id, account_id, created_at) VALUES (?, ?, ?, ?, ?)",
+        (USER_PLUGIN, user["id"], entitlement_id, account_id, tx.now),
+    )
+    if entitlement_id == config.simplus_entitlement_id:
+        # Sim+ brings real-time market data: canceleverything's marketDataSubscriptions flag ends it.
+        tx.run(
+            "INSERT INTO records (kind, user_id, account_id, created_at) VALUES (?, ?, ?, ?)",
+            (MARKET_DATA_SUBSCRIPTION, user["id"], account_id, tx.now),
+        )
+    row = tx.one("SELECT * FROM records WHERE id = ?", (plugin_id,))
+    return {"errorText": "", "errorCode": "Success", "entitlementSubscription": plugin_json(row, config)}
+
+
+# --- the Market Data Agreement (admin alert signals) ---------------------------------------------
+
+
+def signal_json(row: Any) -> Body:
+    signal: Body = {
+        "id": row["id"],
+        "timestamp": iso(row["created_at"]),
+        "adminAlertId": row["admin_alert_id"],
+        "relatedToUserId": row["user_id"],
+        "text": "Market Data Agreement signed",
+        "emailSent": False,
+        "subjectId": row["user_id"],
+    }
+    if row["completed_at"] is not None:
+        signal["completed"] = iso(row["completed_at"])
+    return signal
+
+
+def sign_agreement(tx: Tx, config: SimConfig, user_id: int) -> Body:
+    """File the user's Market Data Agreement signature; signing again returns the open signal."""
+    row = tx.one(
+        "SELECT * FROM alert_signals WHERE admin_alert_id = ? AND user_id = ? AND completed_at IS NULL",
+        (config.agreement_alert, user_id),
+    )
+    if row is None:
+        signal_id = tx.run(
+            "INSERT INTO alert_signals (admin_alert_id, user_id, created_at) VALUES (?, ?, ?)",
+            (config.agreement_alert, user_id, tx.now),
+        )
+        row = tx.one("SELECT * FROM alert_signals WHERE id = ?", (signal_id,))
+    return signal_json(row)
+
+
+def _org_signal(tx: Tx, org_id: int, signal_id: Any) -> Any:
+    if not isinstance(signal_id, int):
+        return None
+    return tx.one(
+        "SELECT s.* FROM alert_signals s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND u.org_id = ?",
+        (signal_id, org_id),
+    )
+
+
+def signal_deps(tx: Tx, org_id: int, admin_alert_id: int) -> list[Body]:
+    rows = tx.all(
+        "SELECT s.* FROM alert_signals s JOIN users u ON u.id = s.user_id "
+        "WHERE s.admin_alert_id = ? AND u.org_id = ? ORDER BY s.id",
+        (admin_alert_id, org_id),
+    )
+    return [signal_json(r) for r in rows]
+
+
+def signal_item(tx: Tx, org_id: int, signal_id: int) -> Body:
+    row = _org_signal(tx, org_id, signal_id)
+    if row is None:
+        raise HttpError(404, f"admin alert signal {signal_id} not found")
+    return signal_json(row)
+
+
+def complete_alert_signal(tx: Tx, org_id: int, body: Body) -> Body:
+    """POST /adminAlertSignal/completealertsignal: ``{adminAlertSignalId}`` or ``{alertId, userId}``."""
+    signal_id = body.get("adminAlertSignalId", body.get("alertId"))
+    row = _org_signal(tx, org_id, signal_id)
+    if row is None:
+        return {"errorText": f"admin alert signal {signal_id} not found"}
+    if "userId" in body and body["userId"] != row["user_id"]:
+        return {"errorText": f"admin alert signal {signal_id} does not belong to user {body['userId']}"}
+    if row["completed_at"] is None:
+        tx.run("UPDATE alert_signals SET completed_at = ? WHERE id = ?", (tx.now, row["id"]))
+        row = tx.one("SELECT * FROM alert_signals WHERE id = ?", (row["id"],))
+    return {"adminAlertSignal": signal_json(row)}

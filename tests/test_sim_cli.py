@@ -1,0 +1,92 @@
+"""`reconcile sim ...`: serve as a subprocess, and drive the simulator by --url and by --db."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from reconcile.cli.sim import command
+from reconcile.sim.testing import login
+
+USER = {
+    "name": "trader001",
+    "email": "trader001@example.com",
+    "password": "Passw0rd!x",
+    "firstName": "A",
+    "lastName": "B",
+}
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(command, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    db = tmp_path / "sim.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconcile", "sim", "serve", "--port", "0", "--db", str(db), "--no-limits"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        assert first.startswith("listening on http://127.0.0.1:"), first
+        yield first.removeprefix("listening on "), db
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_then_sign_by_url_and_read_by_db(served: tuple[str, Path]) -> None:
+    url, db = served
+    with httpx.Client(base_url=url) as client:
+        client.headers["Authorization"] = f"Bearer {login(client)}"
+        assert (
+            "userId"
+            in client.post("/user/createevaluationusers", json={"users": [USER]}).json()["results"][0]
+        )
+        signal = json.loads(run("sign", "trader001", "--url", url))
+        assert signal["adminAlertId"] == 68
+        assert [s["id"] for s in client.get("/adminAlertSignal/deps?masterid=68").json()] == [signal["id"]]
+    dumped = json.loads(run("users", "--db", str(db)))
+    assert [u["name"] for u in dumped] == ["trader001"]
+    assert len(dumped[0]["agreementSignals"]) == 1
+
+
+def test_commands_work_on_the_file_without_a_server(tmp_path: Path) -> None:
+    db = str(tmp_path / "sim.sqlite")
+    added = json.loads(run("add-user", "legacy01", "--email", "legacy@example.com", "--db", db))
+    assert added["status"] == "Active"
+    assert json.loads(run("sign", "legacy01", "--db", db))["relatedToUserId"] == added["id"]
+    assert (
+        json.loads(run("fault", "http500", "--path", "/user/list", "--count", "2", "--db", db))["count"] == 2
+    )
+    settings = json.loads(run("config", "--no-limits", "--time-scale", "60", "--db", db))
+    assert settings["limits_enabled"] is False and settings["time_scale"] == 60
+    assert json.loads(run("config", "--db", db))["limits_enabled"] is False  # it sticks
+    run("reset", "--yes", "--db", db)
+    assert json.loads(run("users", "--db", db)) == []
+
+
+def test_errors_say_what_to_do(tmp_path: Path) -> None:
+    result = CliRunner().invoke(command, ["sign", "ghost", "--db", str(tmp_path / "s.sqlite")])
+    assert result.exit_code != 0 and "no user named 'ghost'" in str(result.exception)
+    result = CliRunner().invoke(command, ["users", "--url", "http://127.0.0.1:9/v1"])
+    assert "reconcile sim serve" in str(result.exception)
+
+
+def test_every_command_has_help() -> None:
+    for name in command.commands:  # type: ignore[attr-defined]
+        assert "Usage:" in run(name, "--help")
