@@ -2,20 +2,28 @@
 
 The models are the single source of truth for what a manifest may say; ``reconcile schema``
 exports them as JSON Schema. Loading YAML with file:line:column errors lives in
-:mod:`reconcile.loader`.
+:mod:`reconcile.loader`, which also turns the rules' messages into located problems.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Annotated, Literal
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import pycountry
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Strict,
     StringConstraints,
+    Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -27,7 +35,19 @@ DEFAULT_AGREEMENT_ALERT_ID = {"live": 68, "demo": 68, "sim": 68, "staging": 70}
 
 Environment = Literal["sim", "demo", "live", "staging"]
 
-_PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]*[0-9]$")
+CROSS_CHECKS_BY_CALLER = "cross_checks_by_caller"
+"""Validation context key: the caller (the loader) runs :func:`cross_reference_problems` itself."""
+
+_PHONE = re.compile(r"^\+[0-9][0-9 ()./-]*[0-9]$")
+
+# A strict subset of what email_validator accepts (plain ASCII dot-atom local part): for these the
+# local part needs no further check and only the domain goes through the library, once per domain.
+# Everything else goes through the library whole. 100k users x email_validator is ~10 s otherwise.
+_SIMPLE_EMAIL = re.compile(r"^[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@([A-Za-z0-9.-]+)$")
+
+StrictInt = Annotated[int, Strict()]
+StrictBool = Annotated[bool, Strict()]
+PositiveId = Annotated[int, Field(gt=0, strict=True)]
 
 
 class _Model(BaseModel):
@@ -53,7 +73,40 @@ class PasswordGenerate(_Model):
 
 
 LiteralPassword = Annotated[str, StringConstraints(min_length=8, max_length=64)]
-PasswordSource = PasswordFromEnv | PasswordFromFile | PasswordGenerate | LiteralPassword
+
+PASSWORD_EXPECTED = (
+    "expected a string of 8-64 characters or one of {env: VAR}, {file: PATH}, {generate: true}"
+)
+
+
+def _password_kind(value: Any) -> str | None:
+    # Pick the one union member the input is meant to be, so a mistake yields that member's
+    # error instead of pydantic's four-way union noise.
+    if isinstance(value, str):
+        return "literal"
+    if isinstance(value, PasswordFromEnv):
+        return "from-env"
+    if isinstance(value, PasswordFromFile):
+        return "from-file"
+    if isinstance(value, PasswordGenerate):
+        return "generate"
+    if isinstance(value, dict) and len(value) == 1:
+        key = next(iter(value))
+        return {"env": "from-env", "file": "from-file", "generate": "generate"}.get(key)
+    return None
+
+
+PasswordSource = Annotated[
+    Annotated[PasswordFromEnv, Tag("from-env")]
+    | Annotated[PasswordFromFile, Tag("from-file")]
+    | Annotated[PasswordGenerate, Tag("generate")]
+    | Annotated[LiteralPassword, Tag("literal")],
+    Discriminator(
+        _password_kind,
+        custom_error_type="password_source",
+        custom_error_message=PASSWORD_EXPECTED,
+    ),
+]
 
 
 class Contact(_Model):
@@ -70,17 +123,17 @@ class Contact(_Model):
     @field_validator("phone")
     @classmethod
     def _phone_international(cls, v: str) -> str:
-        if not v.startswith("+") or not _PHONE.match(v):
+        if not _PHONE.match(v):
             raise ValueError(
-                "expected a phone number in international form, e.g. +12125550100 "
-                "(a leading + and digits; spaces, dots, dashes and parentheses allowed)"
+                f"expected a phone number in international form such as +12125550100 "
+                f"(a leading + and digits; spaces, dots, dashes and parentheses allowed), got {v!r}"
             )
         return v
 
     @field_validator("country")
     @classmethod
     def _iso_country(cls, v: str) -> str:
-        if not v.isascii() or not v.isupper() or pycountry.countries.get(alpha_2=v) is None:
+        if not _is_country_code(v):
             raise ValueError(f"expected a 2-letter ISO 3166 country code such as US or GB, got {v!r}")
         return v
 
@@ -89,6 +142,32 @@ class Contact(_Model):
         if self.country == "US" and not self.state:
             raise ValueError("state is required when country is US (e.g. state: NY)")
         return self
+
+
+@functools.lru_cache(maxsize=512)
+def _is_country_code(code: str) -> bool:
+    return code.isascii() and code.isupper() and pycountry.countries.get(alpha_2=code) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain_problem(domain: str) -> str | None:
+    try:
+        validate_email(f"x@{domain}", check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
+def email_problem(address: str) -> str | None:
+    """Say why ``address`` is not a valid email address, or None when it is."""
+    simple = _SIMPLE_EMAIL.match(address)
+    if simple:
+        return _domain_problem(simple.group(1))
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
 
 
 class User(_Model):
@@ -100,21 +179,15 @@ class User(_Model):
     password: PasswordSource | None = None
     firstName: Annotated[str, StringConstraints(min_length=1)] | None = None
     lastName: Annotated[str, StringConstraints(min_length=1)] | None = None
-    tradovateSubscriptionPlanId: Annotated[int, Field(gt=0, strict=True)] | None = None
+    tradovateSubscriptionPlanId: PositiveId | None = None
     entitlements: tuple[str, ...] = ()
     contact: Contact | None = None
 
     @field_validator("email")
     @classmethod
     def _email(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from email_validator import EmailNotValidError, validate_email
-
-        try:
-            validate_email(v, check_deliverability=False)
-        except EmailNotValidError as exc:
-            raise ValueError(f"expected a valid email address: {exc}") from None
+        if v is not None and (problem := email_problem(v)) is not None:
+            raise ValueError(f"expected a valid email address such as trader001@example.com: {problem}")
         return v
 
     @model_validator(mode="after")
@@ -135,28 +208,46 @@ class User(_Model):
             raise ValueError("entitlements lists a name twice")
         return self
 
+    @property
+    def has_literal_password(self) -> bool:
+        """True when the manifest holds the password itself (acceptable in sim only)."""
+        return isinstance(self.password, str)
+
 
 class Partner(_Model):
     """The partner organization's fixed ids."""
 
-    dataAccountId: Annotated[int, Field(gt=0, strict=True)]
-    entitlements: dict[str, Annotated[int, Field(gt=0, strict=True)]] = Field(default_factory=dict)
-    agreementAlertId: Annotated[int, Field(gt=0, strict=True)] | None = None
+    dataAccountId: PositiveId
+    entitlements: dict[str, PositiveId] = Field(default_factory=dict)
+    agreementAlertId: PositiveId | None = None
+
+    @model_validator(mode="after")
+    def _simplus_has_one_name(self) -> Partner:
+        # Sim+ must never reach entitlementIds at creation; another name for its id would smuggle
+        # it there, past the agreement-gated grant.
+        simplus = self.entitlements.get(SIMPLUS)
+        aliases = sorted(n for n, i in self.entitlements.items() if n != SIMPLUS and i == simplus)
+        if simplus is not None and aliases:
+            raise ValueError(
+                f"entitlements: {', '.join(aliases)} has the Sim+ id {simplus}; Sim+ may only be "
+                f"named {SIMPLUS!r} (it is granted after the Market Data Agreement, never at creation)"
+            )
+        return self
 
 
 class CancelFlags(_Model):
     """The four flags of /user/canceleverything; all on unless turned off here."""
 
-    tradovateSubscriptions: bool = True
-    tradingPermissions: bool = True
-    userPlugins: bool = True
-    marketDataSubscriptions: bool = True
+    tradovateSubscriptions: StrictBool = True
+    tradingPermissions: StrictBool = True
+    userPlugins: StrictBool = True
+    marketDataSubscriptions: StrictBool = True
 
 
 class Defaults(_Model):
     """Values applied to every user unless the user says otherwise."""
 
-    tradovateSubscriptionPlanId: Annotated[int, Field(gt=0, strict=True)] | None = None
+    tradovateSubscriptionPlanId: PositiveId | None = None
     cancel: CancelFlags = CancelFlags()
 
 
@@ -164,7 +255,73 @@ class Policy(_Model):
     """Safety rails: cancellation budgets (DESIGN §8.4)."""
 
     maxCancellations: Annotated[int, Field(ge=0, strict=True)] = 25
-    maxCancellationPercent: Annotated[float, Field(ge=0, le=100)] = 10.0
+    maxCancellationPercent: Annotated[float, Field(ge=0, le=100, strict=True)] = 10.0
+
+
+class PostgresBackend(_Model):
+    """Where the PostgreSQL DSN comes from: the name of an environment variable, never the DSN."""
+
+    dsnEnv: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class Backend(_Model):
+    """Where recorded state lives when it is not a local file."""
+
+    postgres: PostgresBackend
+
+
+@dataclass(frozen=True)
+class CrossProblem:
+    """A rule that spans users: ``path`` is where it is wrong, ``other`` the place it clashes with."""
+
+    path: tuple[str | int, ...]
+    message: str
+    other: tuple[str | int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class UserKeys:
+    """What the cross-user rules look at in one user entry (read before or after validation)."""
+
+    name: str | None
+    email: str | None
+    entitlements: tuple[str, ...]
+
+
+def cross_reference_problems(
+    users: Sequence[UserKeys], known_entitlements: Mapping[str, int] | None
+) -> Iterator[CrossProblem]:
+    """Yield every broken rule that spans users: unique names and emails, defined entitlements.
+
+    ``known_entitlements`` None skips the entitlement rule (partner.entitlements is itself broken).
+    """
+    defined = ", ".join(sorted(known_entitlements or ())) or "none"
+    names: dict[str, int] = {}
+    emails: dict[str, int] = {}
+    for index, user in enumerate(users):
+        if user.name is not None:
+            first = names.setdefault(user.name, index)
+            if first != index:
+                yield CrossProblem(
+                    ("users", index, "name"), f"user {user.name!r} is defined twice", ("users", first)
+                )
+        if user.email is not None:
+            first = emails.setdefault(user.email.casefold(), index)
+            if first != index:
+                yield CrossProblem(
+                    ("users", index, "email"),
+                    f"email {user.email!r} is already used by user {users[first].name!r} "
+                    "(emails are unique, ignoring case)",
+                    ("users", first),
+                )
+        if known_entitlements is None:
+            continue
+        for position, name in enumerate(user.entitlements):
+            if name not in known_entitlements:
+                yield CrossProblem(
+                    ("users", index, "entitlements", position),
+                    f"{name!r} is not defined under partner.entitlements (defined: {defined})",
+                )
 
 
 class Manifest(_Model):
@@ -175,21 +332,17 @@ class Manifest(_Model):
     partner: Partner
     defaults: Defaults = Defaults()
     policy: Policy = Policy()
+    backend: Backend | None = None
     users: tuple[User, ...] = ()
 
     @model_validator(mode="after")
-    def _entitlements_defined(self) -> Manifest:
-        # Cross-user rules (unique names/emails) are checked by the loader, which knows where
-        # each user was written and can name both places.
-        known = self.partner.entitlements
-        for index, user in enumerate(self.users):
-            for name in user.entitlements:
-                if name not in known:
-                    defined = ", ".join(sorted(known)) or "none"
-                    raise ValueError(
-                        f"users[{index}].entitlements: {name!r} is not defined under "
-                        f"partner.entitlements (defined: {defined})"
-                    )
+    def _cross_references(self, info: ValidationInfo) -> Manifest:
+        if info.context and info.context.get(CROSS_CHECKS_BY_CALLER):
+            return self
+        keys = [UserKeys(u.name, u.email, u.entitlements) for u in self.users]
+        problems = list(cross_reference_problems(keys, self.partner.entitlements))
+        if problems:
+            raise ValueError("; ".join(f"{dotted_path(p.path)}: {p.message}" for p in problems))
         return self
 
     @property
@@ -209,3 +362,11 @@ class Manifest(_Model):
         if user.tradovateSubscriptionPlanId is not None:
             return user.tradovateSubscriptionPlanId
         return self.defaults.tradovateSubscriptionPlanId
+
+
+def dotted_path(path: tuple[str | int, ...]) -> str:
+    """Render a data path as people write it: ``users[3].email``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out

@@ -1,0 +1,92 @@
+"""``reconcile validate``: check manifests and change nothing.
+
+Exit 0 when valid (warnings go to stderr), 1 with every problem listed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from reconcile.cli.output import echo, echo_warning
+from reconcile.errors import ManifestError, Problem
+from reconcile.loader import load_manifest
+
+
+def _problem_json(problem: Problem) -> dict[str, object]:
+    loc = problem.location
+    return {
+        "file": loc.file if loc else None,
+        "line": loc.line if loc else None,
+        "column": loc.column if loc else None,
+        "path": problem.path,
+        "message": problem.message,
+    }
+
+
+@click.command("validate")
+@click.option(
+    "-f",
+    "--file",
+    "paths",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A manifest file, or a folder of *.yaml/*.yml files (recursive). Repeatable.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json prints one document with ok, counts, problems and warnings.",
+)
+def command(paths: tuple[Path, ...], output_format: str) -> None:
+    """Check manifests against every rule; change nothing, call no API.
+
+    \b
+    reconcile validate -f desk.yaml
+    reconcile validate -f users/ -f org.yaml --format json
+    """
+    try:
+        loaded = load_manifest(paths)
+    except ManifestError as exc:
+        if output_format == "json":
+            echo(
+                json.dumps(
+                    {"ok": False, "problems": [_problem_json(p) for p in exc.problems], "warnings": []},
+                    indent=2,
+                )
+            )
+            raise click.exceptions.Exit(1) from None
+        raise
+    for warning in loaded.warnings:
+        echo_warning(str(warning))
+    statuses = Counter(user.status for user in loaded.manifest.users)
+    users = len(loaded.manifest.users)
+    files = len(loaded.files)
+    if output_format == "json":
+        echo(
+            json.dumps(
+                {
+                    "ok": True,
+                    "users": users,
+                    "active": statuses["active"],
+                    "cancelled": statuses["cancelled"],
+                    "files": list(loaded.files),
+                    "digest": loaded.digest,
+                    "problems": [],
+                    "warnings": [_problem_json(w) for w in loaded.warnings],
+                },
+                indent=2,
+            )
+        )
+        return
+    echo(
+        f"OK: {users} user{'s' * (users != 1)} ({statuses['active']} active, "
+        f"{statuses['cancelled']} cancelled) in {files} file{'s' * (files != 1)}"
+    )
