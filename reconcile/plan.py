@@ -128,6 +128,12 @@ class GrantEntitlement(_Model):
     entitlementId: int
     accountId: int
     agreement_gated: bool
+    recheck: bool = False
+    """True when the grant already waits for the agreement: apply checks the signature again.
+
+    A re-check is not a change: it is left out of ``Plan.has_changes`` and the change counts, so
+    a plan whose traders have not signed yet is still "no changes" (DESIGN §8.7).
+    """
 
 
 class CancelEverything(_Model):
@@ -149,7 +155,7 @@ Action = Annotated[
 class Diagnostic(_Model):
     """Something the reviewer must see that is not an action (a rename the API cannot do...)."""
 
-    severity: Literal["warning", "error"]
+    severity: Literal["error", "warning", "info"]
     user: str | None = None
     message: str
 
@@ -174,12 +180,35 @@ class Plan(_Model):
     diagnostics: tuple[Diagnostic, ...] = ()
     targeted: tuple[str, ...] = ()
     """Non-empty when the plan was limited with --target/--exclude (patterns, for the record)."""
+    excluded: tuple[str, ...] = ()
+    """The --exclude patterns of a limited plan (``targeted`` holds the --target ones)."""
 
     @property
     def summary(self) -> dict[str, int]:
-        """Action counts by kind, every kind present (0 when none)."""
-        counts = Counter(a.action for a in self.actions)
-        return {kind.value: counts.get(kind, 0) for kind in ActionKind}
+        """Change counts by kind, every kind present (0 when none), plus ``recheck``.
+
+        Sim+ grants that only wait for the agreement (``recheck``) are counted apart: they are
+        not changes.
+        """
+        counts = Counter(a.action for a in self.changes)
+        summary = {kind.value: counts.get(kind, 0) for kind in ActionKind}
+        summary["recheck"] = len(self.actions) - len(self.changes)
+        return summary
+
+    @property
+    def changes(self) -> tuple[Action, ...]:
+        """The actions that change something (every action but agreement re-checks)."""
+        return tuple(a for a in self.actions if not (isinstance(a, GrantEntitlement) and a.recheck))
+
+    @property
+    def has_changes(self) -> bool:
+        """True when apply would change something (re-checks alone are no change)."""
+        return bool(self.changes)
+
+    @property
+    def is_targeted(self) -> bool:
+        """True when --target/--exclude limited the plan to some users."""
+        return bool(self.targeted or self.excluded)
 
     @property
     def empty(self) -> bool:
@@ -195,11 +224,16 @@ class Plan(_Model):
         return {"format_version": data.pop("format_version"), "summary": self.summary, **data}
 
 
+def dumps_plan(plan: Plan) -> str:
+    """The JSON text of a plan file (``--format json`` prints the same)."""
+    return json.dumps(plan.to_json_dict(), indent=2, sort_keys=True) + "\n"
+
+
 def save_plan(plan: Plan, path: str | Path) -> None:
     """Write a plan file (JSON, mode 0600)."""
     from reconcile.state import atomic_write_text
 
-    atomic_write_text(Path(path), json.dumps(plan.to_json_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(Path(path), dumps_plan(plan))
 
 
 def load_plan(path: str | Path) -> Plan:

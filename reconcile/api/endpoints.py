@@ -21,7 +21,8 @@ EMBEDDED_SIM = "sim:embedded"
 """The label of the in-process simulator (environment ``sim`` without an endpoint override)."""
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """True for localhost and loopback addresses (where plain http is allowed)."""
     if not host:
         return False
     if host == "localhost":
@@ -49,7 +50,7 @@ def resolve_endpoint(environment: str, override: str | None = None) -> str:
         raise ReconcileError(
             f"endpoint {url!r} is not an http(s) URL; expected for example http://127.0.0.1:8765/v1"
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ReconcileError(
             f"endpoint {url!r} uses plain http on a non-loopback host; credentials would travel "
             "unencrypted. Use https (plain http is allowed only on 127.0.0.1/localhost/::1)"

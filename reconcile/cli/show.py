@@ -1,0 +1,18 @@
+"""``reconcile show PLANFILE``: draw a saved plan in any format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reconcile.cli.plan import format_options, print_plan
+from reconcile.plan import load_plan
+
+
+@click.command("show")
+@click.argument("planfile", type=click.Path(dir_okay=False, path_type=Path))
+@format_options
+def command(planfile: Path, fmt: str, show_pii: bool) -> None:
+    """Show a plan saved with `reconcile plan --out PLANFILE`."""
+    print_plan(load_plan(planfile), fmt, show_pii)

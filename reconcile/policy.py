@@ -1,0 +1,120 @@
+"""Cancellation budgets (DESIGN §8.4): cancelling is irreversible, so a plan may cancel only a few.
+
+The budget of a run is the smaller of
+
+* ``policy.maxCancellations`` (absolute), and
+* ``policy.maxCancellationPercent`` of the managed active users in state, rounded down but never
+  below 1, so a small desk can still retire one trader at a time (10 % of 5 users is 0.5: one).
+
+and, whatever the budgets say, a plan that would cancel *every* managed active user is refused
+(an empty or nearly empty manifest, such as a bad merge that dropped the users list, must never
+cancel the desk). ``--allow-cancellations N`` replaces all of this for one run: a plan cancelling
+at most N users passes. Every cancellation counts, whether the user was removed from the
+manifest or marked ``status: cancelled``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from reconcile.errors import PolicyError
+from reconcile.manifest import Policy
+from reconcile.plan import CancelEverything, Diagnostic, Plan
+from reconcile.state import State
+
+_REASONS = {"removed_from_manifest": "removed from the manifest", "status_cancelled": "status: cancelled"}
+
+
+@dataclass(frozen=True)
+class CancellationCheck:
+    """How a plan's cancellations compare with the budget."""
+
+    cancellations: tuple[CancelEverything, ...]
+    active_users: int
+    budget: int
+    allowed: int | None
+    refused_reason: str | None
+    """Why the plan is refused (a sentence), or None when it passes."""
+
+    @property
+    def refused(self) -> bool:
+        return self.refused_reason is not None
+
+    def diagnostic(self) -> Diagnostic | None:
+        """A warning for the rendered plan when apply would refuse it; None when it passes."""
+        if self.refused_reason is None:
+            return None
+        return Diagnostic(
+            severity="warning",
+            message=(
+                f"policy: apply will refuse this plan: {self.refused_reason}. If these cancellations "
+                f"are intended, apply with --allow-cancellations {len(self.cancellations)}"
+            ),
+        )
+
+    def message(self) -> str:
+        """The refusal for people: why, every user it would cancel, and what to do."""
+        if self.refused_reason is None:
+            return ""
+        count = len(self.cancellations)
+        users = "\n".join(f"  - {a.user} (id {a.userId}, {_REASONS[a.reason]})" for a in self.cancellations)
+        return (
+            f"refused by policy: {self.refused_reason}.\n"
+            f"The plan would cancel these {count} user(s), irreversibly:\n{users}\n"
+            "If the manifest lost users by mistake (a bad merge, a missing file), restore them. "
+            f"If these cancellations are intended, run again with --allow-cancellations {count}."
+        )
+
+
+def budget_for(policy: Policy, active_users: int) -> int:
+    """The number of cancellations ``policy`` allows on a desk of ``active_users``."""
+    by_percent = max(1, math.floor(active_users * policy.maxCancellationPercent / 100))
+    return min(policy.maxCancellations, by_percent)
+
+
+def evaluate_cancellations(
+    plan: Plan, state: State, policy: Policy, allow_cancellations: int | None = None
+) -> CancellationCheck:
+    """Compare the cancellations of ``plan`` with the budget; never raises."""
+    cancellations = tuple(a for a in plan.actions if isinstance(a, CancelEverything))
+    active = sum(1 for record in state.users.values() if record.lifecycle == "active")
+    budget = budget_for(policy, active)
+    count = len(cancellations)
+    reason: str | None = None
+    if allow_cancellations is not None:
+        if count > allow_cancellations:
+            reason = f"the plan cancels {count} users, more than --allow-cancellations {allow_cancellations}"
+    elif count and count >= active:
+        reason = (
+            f"the plan cancels all {active} managed active user(s); cancelling the whole desk "
+            "is never within the policy budget"
+        )
+    elif count > budget:
+        percent_budget = max(1, math.floor(active * policy.maxCancellationPercent / 100))
+        reason = (
+            f"the plan cancels {count} users; the budget is {budget} (policy.maxCancellations "
+            f"{policy.maxCancellations}; policy.maxCancellationPercent {policy.maxCancellationPercent:g}% "
+            f"of {active} managed active users allows {percent_budget})"
+        )
+    return CancellationCheck(
+        cancellations=cancellations,
+        active_users=active,
+        budget=budget,
+        allowed=allow_cancellations,
+        refused_reason=reason,
+    )
+
+
+def check_cancellations(
+    plan: Plan, state: State, policy: Policy, allow_cancellations: int | None = None
+) -> CancellationCheck:
+    """Raise :class:`PolicyError` (exit 3) when ``plan`` cancels more users than allowed.
+
+    Returns the passing check, for callers that record it (the audit log notes
+    ``allow_cancellations`` when it was used).
+    """
+    check = evaluate_cancellations(plan, state, policy, allow_cancellations)
+    if check.refused:
+        raise PolicyError(check.message())
+    return check

@@ -1,0 +1,211 @@
+"""What every renderer says about a plan: action lines, summary sentence, PII masking, safe text.
+
+Renderers differ in layout only; the words come from here, so text and Markdown never disagree.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from reconcile.manifest import PasswordFromEnv, PasswordFromFile
+from reconcile.plan import (
+    Action,
+    ActionKind,
+    CancelEverything,
+    CreateUser,
+    FieldChange,
+    GrantEntitlement,
+    Plan,
+    PlannedPassword,
+    UpdateContact,
+    UpdateEmail,
+)
+
+PII_FIELDS = frozenset({"email", "phone", "streetAddress1", "streetAddress2", "postCode"})
+"""Fields masked in review output unless --show-pii: they identify a person or a home."""
+
+_REASONS = {
+    "removed_from_manifest": "removed from the manifest",
+    "status_cancelled": "status: cancelled",
+}
+
+
+@dataclass(frozen=True)
+class ActionLine:
+    """One action as people read it: ``+ trader001  create  email="…" plan=7``."""
+
+    symbol: str
+    user: str
+    what: str
+    details: tuple[str, ...]
+    kind: ActionKind
+
+
+def safe(text: str) -> str:
+    """Return ``text`` with control characters escaped (names come from untrusted manifests)."""
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def mask(field: str, value: Any) -> Any:
+    """Mask the value of a PII field; other fields pass unchanged."""
+    if field not in PII_FIELDS or not isinstance(value, str):
+        return value
+    if field == "email":
+        local, at, domain = value.rpartition("@")
+        return f"{local[:1]}***@{domain}" if at else "***"
+    if field == "phone":
+        return f"+***{value[-2:]}"
+    return "***"
+
+
+def quote(field: str, value: Any, *, show_pii: bool) -> str:
+    """A field value as shown: JSON-quoted (escapes control characters), masked unless asked."""
+    if value is None:
+        return "(none)"
+    shown = value if show_pii else mask(field, value)
+    return json.dumps(shown, ensure_ascii=False)
+
+
+def describe_change(change: FieldChange, *, show_pii: bool) -> str:
+    """``field: "before" → "after"``, or ``field="after"`` when the field was not set before."""
+    after = quote(change.field, change.after, show_pii=show_pii)
+    if change.before is None:
+        return f"{change.field}={after}"
+    return f"{change.field}: {quote(change.field, change.before, show_pii=show_pii)} → {after}"
+
+
+def describe_password(source: PlannedPassword) -> str:
+    """Where the password of a new user comes from (never the password)."""
+    if isinstance(source, PasswordFromEnv):
+        return f"env:{safe(source.env)}"
+    if isinstance(source, PasswordFromFile):
+        return f"file:{safe(source.file)}"
+    if source == "literal":
+        return "literal (in the manifest)"
+    return "generated"
+
+
+@functools.singledispatch
+def describe(action: Any, *, show_pii: bool) -> ActionLine:
+    """Describe one action."""
+    raise TypeError(f"no description for {type(action).__name__}")
+
+
+@describe.register
+def _(action: CreateUser, *, show_pii: bool) -> ActionLine:
+    details = [
+        f"email={quote('email', action.email, show_pii=show_pii)}",
+        f"firstName={quote('firstName', action.firstName, show_pii=show_pii)}",
+        f"lastName={quote('lastName', action.lastName, show_pii=show_pii)}",
+    ]
+    if action.tradovateSubscriptionPlanId is not None:
+        details.append(f"plan={action.tradovateSubscriptionPlanId}")
+    if action.entitlements:
+        details.append(f"entitlements=[{', '.join(safe(e) for e in action.entitlements)}]")
+    details.append(f"password={describe_password(action.password)}")
+    return _line(action, "create", details)
+
+
+@describe.register
+def _(action: UpdateEmail, *, show_pii: bool) -> ActionLine:
+    details = [
+        f"{quote(c.field, c.before, show_pii=show_pii)} → {quote(c.field, c.after, show_pii=show_pii)}"
+        for c in action.changes
+    ]
+    return _line(action, "email", details)
+
+
+@describe.register
+def _(action: UpdateContact, *, show_pii: bool) -> ActionLine:
+    what = "contact" if action.userId is not None else "contact (after create)"
+    return _line(action, what, [describe_change(c, show_pii=show_pii) for c in action.changes])
+
+
+@describe.register
+def _(action: GrantEntitlement, *, show_pii: bool) -> ActionLine:
+    details = []
+    if action.recheck:
+        details.append("awaiting the Market Data Agreement: checked again on apply")
+    elif action.agreement_gated:
+        details.append("once the trader signs the Market Data Agreement")
+    return _line(action, f"grant {safe(action.entitlement)}", details)
+
+
+@describe.register
+def _(action: CancelEverything, *, show_pii: bool) -> ActionLine:
+    flags = action.flags.model_dump()
+    cancelled = [name for name, on in flags.items() if on]
+    kept = [name for name, on in flags.items() if not on]
+    details = [_REASONS[action.reason], f"cancels {', '.join(cancelled) or 'nothing'}"]
+    if kept:
+        details.append(f"keeps {', '.join(kept)}")
+    return _line(action, "CANCEL EVERYTHING (irreversible)", details)
+
+
+def _line(action: Action, what: str, details: list[str]) -> ActionLine:
+    return ActionLine(
+        symbol=action.action.symbol,
+        user=safe(action.user),
+        what=what,
+        details=tuple(details),
+        kind=action.action,
+    )
+
+
+_PHRASES = {
+    ActionKind.create: ("{n} to create", "{n} to create"),
+    ActionKind.update_email: ("{n} email change", "{n} email changes"),
+    ActionKind.update_contact: ("{n} contact update", "{n} contact updates"),
+    ActionKind.grant_entitlement: ("{n} grant", "{n} grants"),
+    ActionKind.cancel_everything: ("{n} to cancel", "{n} to cancel"),
+}
+
+
+def summary_sentence(plan: Plan) -> str:
+    """``Plan: 3 to create, 1 contact update, 2 grants, 1 to cancel.`` or ``No changes.``
+
+    Agreement re-checks are added as a note: they are not changes.
+    """
+    summary = plan.summary
+    parts = []
+    for kind in ActionKind:
+        n = summary[kind.value]
+        if n:
+            one, many = _PHRASES[kind]
+            parts.append((one if n == 1 else many).format(n=n))
+    sentence = f"Plan: {', '.join(parts)}." if parts else "No changes."
+    rechecks = summary["recheck"]
+    if rechecks:
+        grants = "grant" if rechecks == 1 else "grants"
+        sentence += f" {rechecks} {grants} awaiting agreement (checked again on apply)."
+    return sentence
+
+
+def targeting_sentence(plan: Plan) -> str:
+    """Say loudly which users a --target/--exclude plan covers; empty for a full plan."""
+    if not plan.is_targeted:
+        return ""
+    parts = []
+    if plan.targeted:
+        parts.append(f"only users matching {' or '.join(safe(p) for p in plan.targeted)}")
+    if plan.excluded:
+        parts.append(f"leaving out users matching {' or '.join(safe(p) for p in plan.excluded)}")
+    return (
+        f"TARGETED PLAN: {', '.join(parts)}. Changes to other users are not shown and will not be "
+        "applied; run a full plan before relying on this one."
+    )
+
+
+def rechecks(plan: Plan) -> tuple[GrantEntitlement, ...]:
+    """The grants that only wait for the Market Data Agreement."""
+    return tuple(a for a in plan.actions if isinstance(a, GrantEntitlement) and a.recheck)
+
+
+def cancellations(plan: Plan) -> tuple[CancelEverything, ...]:
+    """The cancel-everything actions of ``plan``."""
+    return tuple(a for a in plan.actions if isinstance(a, CancelEverything))

@@ -1,0 +1,173 @@
+"""The Markdown renderer: a pull-request comment a reviewer can read in ten seconds.
+
+Order is priority: summary table, errors, warnings (policy included), cancellations, notes,
+agreement re-checks, then per-user details in collapsible sections. A size guard keeps the comment under
+``RenderOptions.max_chars`` (GitHub refuses comments over 65,536 characters): items are added
+in that order while they fit, and a closing note says how many of each were left out.
+Everything from the manifest is escaped (names are untrusted), and emails, phones, street
+addresses and post codes are masked unless ``show_pii``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+
+from reconcile.plan import ActionKind, Plan
+from reconcile.render import RenderOptions, renderer
+from reconcile.render.describe import (
+    ActionLine,
+    cancellations,
+    describe,
+    rechecks,
+    safe,
+    summary_sentence,
+    targeting_sentence,
+)
+
+_TABLE = (
+    (ActionKind.create, "`+` create"),
+    (ActionKind.update_email, "`~` email change"),
+    (ActionKind.update_contact, "`~` contact update"),
+    (ActionKind.grant_entitlement, "`>` grant"),
+)
+_REASONS = {"removed_from_manifest": "removed from the manifest", "status_cancelled": "status: cancelled"}
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]()#~|!])")
+_NOTE_RESERVE = 400  # room kept for the "left out" note
+
+
+def prose(text: str) -> str:
+    """Escape untrusted text for Markdown: it cannot become links, images, HTML or formatting."""
+    one_line = safe(text.replace("\r", " ").replace("\n", " "))
+    return html.escape(_MARKDOWN_PUNCTUATION.sub(r"\\\1", one_line), quote=False)
+
+
+def code(text: str) -> str:
+    """Untrusted text as inline code in Markdown (table cells and lists)."""
+    return f"<code>{prose(text)}</code>"
+
+
+def html_code(text: str) -> str:
+    """Untrusted text as inline code inside an HTML block (``<summary>``: no Markdown there)."""
+    escaped = html.escape(safe(text.replace("\r", " ").replace("\n", " ")), quote=False)
+    return f"<code>{escaped.replace('[', '&#91;').replace(']', '&#93;')}</code>"
+
+
+class _Budget:
+    """Collects the comment, adding optional items only while they fit."""
+
+    def __init__(self, limit: int, reserve: int) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.limit = limit - reserve
+        self.full = False
+        self.left_out: Counter[str] = Counter()
+
+    def must(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text) + 1
+
+    def item(self, what: str, text: str) -> None:
+        if self.full or self.size + len(text) + 1 > self.limit:
+            self.full = True
+            self.left_out[what] += 1
+            return
+        self.must(text)
+
+
+@renderer("markdown")
+def render_markdown(plan: Plan, options: RenderOptions) -> str:
+    """Draw ``plan`` as a pull-request comment of at most ``options.max_chars`` characters."""
+    footer = _footer(plan, options)
+    out = _Budget(options.max_chars, reserve=len(footer) + _NOTE_RESERVE)
+    out.must(f"## reconcile plan: {code(plan.binding.environment)}\n")
+
+    targeting = targeting_sentence(plan)
+    if targeting:
+        out.must(f"> [!WARNING]\n> **{prose(targeting)}**\n")
+
+    out.must(f"**{summary_sentence(plan)}**\n")
+    out.must(_table(plan))
+
+    _diagnostics(out, plan, "error", "Errors")
+    _diagnostics(out, plan, "warning", "Warnings")
+
+    cancelled = cancellations(plan)
+    if cancelled:
+        users = "user" if len(cancelled) == 1 else "users"
+        out.must(f"> [!CAUTION]\n> **{len(cancelled)} {users} will be cancelled, irreversibly:**")
+        for action in cancelled:
+            out.item("cancellations", f"> - {code(action.user)} ({_REASONS[action.reason]})")
+        out.must("")
+
+    _diagnostics(out, plan, "info", "Notes")
+
+    waiting = rechecks(plan)
+    if waiting:
+        out.must("### Awaiting agreement\n")
+        out.must("Not changes: apply checks again whether these traders signed the Market Data Agreement.\n")
+        for grant in waiting:
+            out.item("agreement re-checks", f"- {code(grant.user)}: {code(grant.entitlement)}")
+        out.must("")
+
+    per_user: dict[str, list[ActionLine]] = {}
+    for change in plan.changes:
+        per_user.setdefault(change.user, []).append(describe(change, show_pii=options.show_pii))
+    if per_user:
+        out.must("### Changes per user\n")
+        for user in sorted(per_user):
+            out.item("user details", _details(user, per_user[user]))
+
+    if out.left_out:
+        left = ", ".join(f"{n:,} {what}" for what, n in out.left_out.items())
+        out.must(
+            f"> [!NOTE]\n> **Left out to stay under {options.max_chars:,} characters:** {left}. "
+            "The full plan: `reconcile show PLANFILE` on the saved plan, or `--format json`.\n"
+        )
+    out.must(footer)
+    return "\n".join(out.parts) + "\n"
+
+
+def _diagnostics(out: _Budget, plan: Plan, severity: str, title: str) -> None:
+    found = [d for d in plan.diagnostics if d.severity == severity]
+    if not found:
+        return
+    out.must(f"### {title}\n")
+    for d in found:
+        who = f"{code(d.user)}: " if d.user else ""
+        out.item(title.lower(), f"- {who}{prose(d.message)}")
+    out.must("")
+
+
+def _table(plan: Plan) -> str:
+    summary = plan.summary
+    rows = ["| action | users |", "| --- | ---: |"]
+    rows += [f"| {label} | {summary[kind.value]} |" for kind, label in _TABLE]
+    cancel = summary[ActionKind.cancel_everything.value]
+    if cancel:
+        rows.append(f"| **`-` cancel (irreversible)** | **:warning: {cancel}** |")
+    else:
+        rows.append("| `-` cancel (irreversible) | 0 |")
+    rows.append(f"| awaiting agreement (re-check, no change) | {summary['recheck']} |")
+    return "\n".join(rows) + "\n"
+
+
+def _details(user: str, lines: list[ActionLine]) -> str:
+    what = html.escape(", ".join(line.what for line in lines), quote=False)
+    items = []
+    for line in lines:
+        details = f": {code(', '.join(line.details))}" if line.details else ""
+        items.append(f"- `{line.symbol}` {prose(line.what)}{details}")
+    body = "\n".join(items)
+    return f"<details><summary>{html_code(user)}: {what}</summary>\n\n{body}\n\n</details>\n"
+
+
+def _footer(plan: Plan, options: RenderOptions) -> str:
+    b = plan.binding
+    pii = "PII shown (--show-pii)" if options.show_pii else "emails, phones and addresses masked"
+    return (
+        f"<sub>environment {code(b.environment)} · endpoint {code(b.endpoint)} · state serial "
+        f"{b.state_serial} · manifest {code(b.manifest_digest[:19])} · "
+        f"reconcile {html.escape(b.tool_version)} · {pii}</sub>"
+    )

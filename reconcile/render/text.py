@@ -1,0 +1,94 @@
+"""The text renderer: a Terraform-like plan for terminals and CI logs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from reconcile.plan import ActionKind, Diagnostic, Plan
+from reconcile.render import RenderOptions, renderer
+from reconcile.render.describe import (
+    ActionLine,
+    cancellations,
+    describe,
+    rechecks,
+    safe,
+    summary_sentence,
+    targeting_sentence,
+)
+
+_COLOURS = {
+    ActionKind.create: "green",
+    ActionKind.update_email: "yellow",
+    ActionKind.update_contact: "yellow",
+    ActionKind.grant_entitlement: "cyan",
+    ActionKind.cancel_everything: "red",
+}
+_DIAGNOSTIC_STYLE = {"error": ("Error", "red"), "warning": ("Warning", "yellow"), "info": ("Note", None)}
+
+
+@renderer("text")
+def render_text(plan: Plan, options: RenderOptions) -> str:
+    """Draw ``plan`` as text; values are shown in full (``--show-pii`` concerns review formats)."""
+
+    def paint(text: str, fg: str | None = None, bold: bool = False) -> str:
+        return click.style(text, fg=fg, bold=bold) if options.colour else text
+
+    b = plan.binding
+    out = [
+        f"Plan for environment {safe(b.environment)} at {safe(b.endpoint)} "
+        f"(state serial {b.state_serial}, manifest {safe(b.manifest_digest)[:19]})",
+        "",
+    ]
+    targeting = targeting_sentence(plan)
+    if targeting:
+        out += [paint(f"!!! {targeting}", "magenta", bold=True), ""]
+
+    changes = [describe(a, show_pii=True) for a in plan.changes]
+    if changes:
+        width = max(len(line.user) for line in changes)
+        out.append("Actions (+ create, ~ update, > grant, - cancel):")
+        for line in changes:
+            out.append(
+                paint(
+                    _format(line, width), _COLOURS[line.kind], bold=line.kind is ActionKind.cancel_everything
+                )
+            )
+        out.append("")
+
+    cancelled = cancellations(plan)
+    if cancelled:
+        names = ", ".join(safe(a.user) for a in cancelled)
+        users = "user" if len(cancelled) == 1 else "users"
+        out += [
+            paint(f"!!! {len(cancelled)} {users} will be CANCELLED, irreversibly: {names}", "red", bold=True),
+            "",
+        ]
+
+    waiting = [describe(a, show_pii=True) for a in rechecks(plan)]
+    if waiting:
+        out.append("Awaiting agreement (checked again on apply):")
+        width = max(len(line.user) for line in waiting)
+        out += [f"  {line.symbol} {line.user.ljust(width)}  {line.what}" for line in waiting]
+        out.append("")
+
+    if plan.diagnostics:
+        out += [_diagnostic(d, paint) for d in plan.diagnostics]
+        out.append("")
+
+    out.append(paint(summary_sentence(plan), bold=True))
+    return "\n".join(out) + "\n"
+
+
+def _format(line: ActionLine, width: int) -> str:
+    text = f"  {line.symbol} {line.user.ljust(width)}  {line.what}"
+    if line.details:
+        text += ": " + ", ".join(line.details)
+    return text
+
+
+def _diagnostic(diagnostic: Diagnostic, paint: Callable[..., str]) -> str:
+    label, colour = _DIAGNOSTIC_STYLE[diagnostic.severity]
+    where = f"{safe(diagnostic.user)}: " if diagnostic.user else ""
+    return f"{paint(label + ':', colour, bold=True)} {where}{safe(diagnostic.message)}"

@@ -1,0 +1,103 @@
+"""Cancellation budgets: refused past policy, raised for one run, never cancelling the whole desk."""
+
+from __future__ import annotations
+
+import pytest
+from test_planner_support import BINDING, manifest, record, state, user
+
+from reconcile.errors import PolicyError
+from reconcile.manifest import Policy
+from reconcile.planner import make_plan
+from reconcile.policy import budget_for, check_cancellations, evaluate_cancellations
+
+
+def desk(active: int, keep: int, *, cancelled_in_state: int = 0, **policy: object):
+    """A state of ``active`` users and a manifest that keeps the first ``keep`` of them."""
+    names = [f"trader{i:03d}" for i in range(active)]
+    records = {name: record(1000 + i, name) for i, name in enumerate(names)}
+    for j in range(cancelled_in_state):
+        records[f"gone{j:03d}"] = record(5000 + j, f"gone{j:03d}", lifecycle="cancelled")
+    m = manifest(*(user(n) for n in names[:keep]), policy=policy or {})
+    s = state(**records)
+    return make_plan(m, s, binding=BINDING), s, m.policy
+
+
+@pytest.mark.parametrize(
+    ("active", "max_cancellations", "percent", "budget"),
+    [
+        (100, 25, 10.0, 10),  # the percentage is the tighter budget
+        (1000, 25, 10.0, 25),  # the absolute number is the tighter budget
+        (5, 25, 10.0, 1),  # 10 % of 5 is 0.5: a small desk may still retire one trader
+        (0, 25, 10.0, 1),
+        (100, 0, 10.0, 0),  # maxCancellations: 0 forbids every cancellation
+        (100, 25, 0.0, 1),
+    ],
+)
+def test_budget(active, max_cancellations, percent, budget):
+    policy = Policy(maxCancellations=max_cancellations, maxCancellationPercent=percent)
+    assert budget_for(policy, active) == budget
+
+
+def test_cancellations_within_budget_pass():
+    plan, s, policy = desk(100, keep=90)
+    check = check_cancellations(plan, s, policy)
+    assert not check.refused and len(check.cancellations) == 10
+
+
+def test_cancellations_past_budget_are_refused_with_every_user_listed():
+    plan, s, policy = desk(100, keep=89)
+    with pytest.raises(PolicyError) as caught:
+        check_cancellations(plan, s, policy)
+    assert caught.value.exit_code == 3
+    text = str(caught.value)
+    assert "the plan cancels 11 users; the budget is 10" in text
+    assert all(f"trader{i:03d} (id {1000 + i}, removed from the manifest)" in text for i in range(89, 100))
+    assert "--allow-cancellations 11" in text
+
+
+def test_allow_cancellations_raises_the_budget_for_one_run():
+    plan, s, policy = desk(100, keep=89)
+    assert not check_cancellations(plan, s, policy, allow_cancellations=11).refused
+    with pytest.raises(PolicyError, match="more than --allow-cancellations 10"):
+        check_cancellations(plan, s, policy, allow_cancellations=10)
+
+
+@pytest.mark.parametrize(("active", "keep"), [(3, 0), (1, 0), (30, 0), (30, 1), (5, 1)])
+def test_empty_or_nearly_empty_manifest_never_cancels_the_desk_with_defaults(active, keep):
+    plan, s, policy = desk(active, keep=keep)
+    assert evaluate_cancellations(plan, s, policy).refused
+
+
+def test_whole_desk_is_refused_even_when_the_budgets_would_allow_it():
+    plan, s, policy = desk(2, keep=0, maxCancellations=100, maxCancellationPercent=100)
+    check = evaluate_cancellations(plan, s, policy)
+    assert check.refused and "all 2 managed active user(s)" in (check.refused_reason or "")
+    assert not evaluate_cancellations(plan, s, policy, allow_cancellations=2).refused
+
+
+def test_only_active_users_count_toward_the_percentage():
+    # 10 active (+ 90 cancelled long ago): 10 % of 10 allows one cancellation, not ten.
+    plan, s, policy = desk(10, keep=8, cancelled_in_state=90)
+    check = evaluate_cancellations(plan, s, policy)
+    assert check.active_users == 10 and check.budget == 1 and check.refused
+
+
+def test_status_cancelled_counts_like_removal():
+    s = state(**{f"user{i}": record(i, f"user{i}") for i in range(20)})
+    cancelled = {"status": "cancelled", "email": None, "password": None, "firstName": None, "lastName": None}
+    users = [user(f"user{i}", **(cancelled if i < 3 else {})) for i in range(20)]
+    plan = make_plan(manifest(*users), s, binding=BINDING)
+    check = evaluate_cancellations(plan, s, Policy())
+    assert len(check.cancellations) == 3 and check.budget == 2 and check.refused
+
+
+def test_refusal_diagnostic_tells_the_reviewer_what_apply_will_do():
+    plan, s, policy = desk(100, keep=50)
+    diagnostic = evaluate_cancellations(plan, s, policy).diagnostic()
+    assert diagnostic is not None and diagnostic.severity == "warning"
+    assert (
+        "apply will refuse this plan" in diagnostic.message
+        and "--allow-cancellations 50" in diagnostic.message
+    )
+    passing, s2, policy2 = desk(100, keep=100)
+    assert evaluate_cancellations(passing, s2, policy2).diagnostic() is None
