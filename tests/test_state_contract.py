@@ -26,7 +26,9 @@ def _user(user_id: int, email: str) -> UserRecord:
         email=email,
         firstName="Test",
         lastName="User",
-        entitlements={"simplus": GrantRecord(entitlementId=12345, status="awaiting_agreement", updatedAt=NOW)},
+        entitlements={
+            "simplus": GrantRecord(entitlementId=12345, status="awaiting_agreement", updatedAt=NOW)
+        },
         createdAt=NOW,
         updatedAt=NOW,
     )
@@ -36,7 +38,16 @@ def _file_store(tmp_path: Path) -> StateStore:
     return FileStateStore(tmp_path / "state" / "sim.json")
 
 
-STORE_FACTORIES: dict[str, Callable[[Path], StateStore]] = {"file": _file_store}
+def _postgres_store(tmp_path: Path) -> StateStore:
+    # A database of its own per test, on the throwaway server of tests/pg_fixtures.py.
+    from pg_fixtures import new_database
+
+    from reconcile.stores.postgres import PostgresStateStore
+
+    return PostgresStateStore(new_database(), "sim")
+
+
+STORE_FACTORIES: dict[str, Callable[[Path], StateStore]] = {"file": _file_store, "postgres": _postgres_store}
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
@@ -151,3 +162,33 @@ def test_file_store_corrupt_documents_give_clear_errors(tmp_path: Path, content:
     with pytest.raises(StateError, match=message) as info:
         FileStateStore(path).read()
     assert str(path) in str(info.value)
+
+
+def test_file_store_incremental_save_writes_the_same_document_as_a_full_save(tmp_path: Path) -> None:
+    incremental = FileStateStore(tmp_path / "a.json")
+    state = incremental.load("sim")
+    for i in range(5):
+        state.users[f"trader{i:03d}"] = _user(i, f"t{i}@example.com")
+    state = incremental.save(state)
+    state.users["trader002"] = state.users["trader002"].model_copy(update={"email": "new@example.com"})
+    state.users.pop("trader004")
+    state.users["trader009"] = _user(9, "t9@example.com")
+    state = incremental.save(state, changed={"trader002", "trader004", "trader009"})
+
+    full = FileStateStore(tmp_path / "b.json")
+    full._write(state, None)  # the same content serialized from scratch
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    reread = FileStateStore(tmp_path / "a.json").read()
+    assert reread is not None and reread.users == state.users
+
+
+def test_file_store_notices_a_write_by_another_process(tmp_path: Path) -> None:
+    mine = FileStateStore(tmp_path / "sim.json")
+    state = mine.save(mine.load("sim"))
+    other = FileStateStore(tmp_path / "sim.json")
+    theirs = other.load("sim")
+    theirs.users["trader001"] = _user(1, "a@example.com")
+    other.save(theirs)
+    state.users["trader002"] = _user(2, "b@example.com")
+    with pytest.raises(StateError, match="another run wrote it"):
+        mine.save(state, changed={"trader002"})
