@@ -63,3 +63,9 @@ def sim_token(sim_client: httpx.Client, sim_config: SimConfig) -> str:
 def sim_server(sim_app: SimApp) -> Iterator[str]:
     with serve(sim_app) as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _private_token_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep access tokens of every test (and its subprocesses) out of the user's real cache."""
+    monkeypatch.setenv("RECONCILE_CACHE_DIR", str(tmp_path_factory.mktemp("token-cache")))

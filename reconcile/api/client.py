@@ -1,0 +1,595 @@
+"""PartnerClient: the partner-API calls reconcile makes, with penalties, retries and pacing.
+
+Layers, one concern each: pacing (client-side hourly limits) → retries (tenacity: 429/423, 5xx
+and network failures, with backoff and jitter) → penalty tickets (wait ``p-time``, resend with
+``p-ticket``) → auth (:class:`reconcile.api.auth.TokenAuth`) → transport.
+
+A non-idempotent call (createevaluationusers) whose request may have reached the server is never
+resent: the client raises :class:`~reconcile.errors.OutcomeUnknown` and the applier looks the users
+up. Only failures that prove the request was not applied (429/423, a connection that could not be
+opened, a login that failed first) are retried for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from reconcile.api.auth import (
+    LoginDeferred,
+    TokenAuth,
+    captcha_required,
+    emit_penalty_wait,
+    penalty_ticket,
+    retry_after_seconds,
+    with_ticket,
+)
+from reconcile.api.auth import for_users as _for
+from reconcile.api.events import ClientEvent, OnEvent
+from reconcile.api.models import (
+    AddEntitlementSubscription,
+    AdminAlertSignal,
+    AdminAlertSignalResponse,
+    CancelEverything,
+    CancelEverythingResult,
+    CompleteAlertSignal,
+    ContactInfo,
+    CreateEvaluationUsers,
+    CreateEvaluationUsersResponse,
+    CreateResult,
+    EntitlementSubscriptionResult,
+    EvaluationUser,
+    ModifyEmailAddress,
+    UpdateContactInfo,
+    UpdateContactInfoResponse,
+    User,
+    UserPlugin,
+    UserStatusMessage,
+    wire,
+)
+from reconcile.api.pacing import Pacer
+from reconcile.errors import ApiError, AuthError, OutcomeUnknown, TransportError
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_USERS_PER_CREATE = 100
+_MAX_PENALTIES = 5
+_IDS_PER_READ = 100
+
+# Exceptions raised before the request left this machine: always safe to retry.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+class CancelFlagsLike(Protocol):
+    @property
+    def tradovateSubscriptions(self) -> bool: ...
+    @property
+    def tradingPermissions(self) -> bool: ...
+    @property
+    def userPlugins(self) -> bool: ...
+    @property
+    def marketDataSubscriptions(self) -> bool: ...
+
+
+class _Retry(Exception):
+    """One attempt failed in a way that is safe to retry; ``error`` is raised if retries run out."""
+
+    def __init__(self, error: ApiError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+class PartnerClient:
+    """The partner API as typed calls. ``sleep``, ``clock`` and ``transport`` are test seams.
+
+    ``max_attempts`` bounds retries per call; a ``Retry-After`` longer than ``max_retry_after``
+    seconds is not waited for: the call fails and says when to try again.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        auth: TokenAuth | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+        on_event: OnEvent | None = None,
+        pacer: Pacer | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        max_retry_after: float = 600.0,
+        endpoint_label: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.endpoint_label = endpoint_label or self.base_url
+        self.sleep = sleep
+        self.clock = clock
+        self.wallclock = wallclock
+        self.on_event = on_event
+        self.pacer = pacer
+        self.max_attempts = max_attempts
+        self.max_retry_after = max_retry_after
+        self.auth = auth
+        self._backoff = wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=1.0)
+        if auth is not None:
+            auth.attach(self.base_url, sleep=sleep, pacer=pacer, on_event=on_event)
+        self.requests_sent = 0
+        self.closers: list[Callable[[], None]] = []
+        """Called by :meth:`close` after the HTTP client (e.g. the embedded simulator's database)."""
+        self._local = threading.local()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            transport=transport,
+            auth=auth,
+            timeout=timeout,
+            headers={"Accept": "application/json"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+        for close in self.closers:
+            close()
+        self.closers.clear()
+
+    def __enter__(self) -> PartnerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def last_request_id(self) -> str | None:
+        """The id of this thread's last request (the server's ``X-Request-Id`` when it sends one)."""
+        value = getattr(self._local, "request_id", None)
+        return value if isinstance(value, str) else None
+
+    # -- users ------------------------------------------------------------------------------------
+
+    def create_evaluation_users(self, users: Sequence[EvaluationUser]) -> list[CreateResult]:
+        """Create up to 100 users; return one result per user, in order (``userId`` or ``errorText``).
+
+        Raises :class:`OutcomeUnknown` when the request was sent and no usable answer came, and
+        :class:`ApiError` when the API refused the whole request.
+        """
+        if not 0 < len(users) <= MAX_USERS_PER_CREATE:
+            raise ValueError(
+                f"createevaluationusers takes 1 to {MAX_USERS_PER_CREATE} users, got {len(users)}"
+            )
+        names = tuple(u.name for u in users)
+        call = "createevaluationusers"
+        data = self._call(
+            "POST",
+            "/user/createevaluationusers",
+            call=call,
+            users=names,
+            body=wire(CreateEvaluationUsers(users=list(users))),
+            idempotent=False,
+            business_errors=False,
+        )
+        answer = self._parse(CreateEvaluationUsersResponse, data, call, names, sent=True)
+        if not answer.results and answer.errorText:
+            raise ApiError(
+                f"{call}{_for(names)}: the API refused the whole request: {answer.errorText}",
+                call=call,
+                users=names,
+            )
+        if len(answer.results) != len(users):
+            raise OutcomeUnknown(
+                f"{call}{_for(names)}: the API answered {len(answer.results)} results for {len(users)} "
+                "users, so it is not known which were created; look the users up before creating "
+                "them again",
+                call=call,
+                users=names,
+            )
+        return [
+            r
+            if r.userId is not None or r.errorText
+            else r.model_copy(
+                update={"errorText": "the API answered neither a user id nor an error for this user"}
+            )
+            for r in answer.results
+        ]
+
+    def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> None:
+        """Change a user's email address."""
+        data = self._call(
+            "POST",
+            "/user/modifyemailaddress",
+            call="modifyemailaddress",
+            users=(user or f"user id {user_id}",),
+            body=wire(ModifyEmailAddress(userId=user_id, email=email)),
+        )
+        self._parse(UserStatusMessage, data, "modifyemailaddress", (user or f"user id {user_id}",))
+
+    def update_contact_info(self, req: UpdateContactInfo, *, user: str | None = None) -> ContactInfo:
+        """Set a user's contact information; return it as the API stored it."""
+        who = (user or f"user id {req.userId}",)
+        data = self._call(
+            "POST", "/contactInfo/updatecontactinfo", call="updatecontactinfo", users=who, body=wire(req)
+        )
+        answer = self._parse(UpdateContactInfoResponse, data, "updatecontactinfo", who)
+        if answer.contactInfo is None:
+            raise TransportError(
+                f"updatecontactinfo{_for(who)}: the answer has no contactInfo; check the user with "
+                "`reconcile show`",
+                call="updatecontactinfo",
+                users=who,
+            )
+        return answer.contactInfo
+
+    def add_entitlement_subscription(
+        self, entitlement_id: int, user_id: int, account_id: int, *, user: str | None = None
+    ) -> EntitlementSubscriptionResult:
+        """Grant an entitlement; the result's ``errorCode`` says how it went (no raise on refusal).
+
+        "ConflictWithExisting" means the user already has it, which also makes a resend safe.
+        """
+        who = (user or f"user id {user_id}",)
+        data = self._call(
+            "POST",
+            "/userPlugin/addentitlementsubscription",
+            call="addentitlementsubscription",
+            users=who,
+            body=wire(
+                AddEntitlementSubscription(entitlementId=entitlement_id, userId=user_id, accountId=account_id)
+            ),
+            business_errors=False,
+        )
+        return self._parse(EntitlementSubscriptionResult, data, "addentitlementsubscription", who)
+
+    def agreement_signals(self, alert_id: int) -> list[AdminAlertSignal]:
+        """Read every Market Data Agreement signal filed under ``alert_id`` (one call)."""
+        data = self._call(
+            "GET", "/adminAlertSignal/deps", call="adminAlertSignal/deps", params={"masterid": alert_id}
+        )
+        return self._parse_list(AdminAlertSignal, data, "adminAlertSignal/deps", ())
+
+    def complete_alert_signal(self, signal_id: int, *, user: str | None = None) -> None:
+        """Mark one agreement signal completed."""
+        who = (user,) if user else ()
+        data = self._call(
+            "POST",
+            "/adminAlertSignal/completealertsignal",
+            call="completealertsignal",
+            users=who,
+            body=wire(CompleteAlertSignal(adminAlertSignalId=signal_id)),
+        )
+        self._parse(AdminAlertSignalResponse, data, "completealertsignal", who)
+
+    def cancel_everything(
+        self, user_ids: Sequence[int], flags: CancelFlagsLike, *, users: Sequence[str] = ()
+    ) -> CancelEverythingResult:
+        """Cancel subscriptions, permissions and plugins of up to 100 users; all four flags sent."""
+        who = tuple(users) or tuple(f"user id {i}" for i in user_ids)
+        request = CancelEverything(
+            userIds=list(user_ids),
+            tradovateSubscriptions=flags.tradovateSubscriptions,
+            tradingPermissions=flags.tradingPermissions,
+            userPlugins=flags.userPlugins,
+            marketDataSubscriptions=flags.marketDataSubscriptions,
+        )
+        data = self._call(
+            "POST", "/user/canceleverything", call="canceleverything", users=who, body=wire(request)
+        )
+        return self._parse(CancelEverythingResult, data, "canceleverything", who)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def find_user(self, name: str) -> User | None:
+        """Return the user called ``name``, or None when there is none."""
+        data = self._call(
+            "GET", "/user/find", call="user/find", users=(name,), params={"name": name}, missing_ok=True
+        )
+        if data is None or data == {}:
+            return None
+        return self._parse(User, data, "user/find", (name,))
+
+    def user_items(self, ids: Sequence[int]) -> list[User]:
+        """Return the users with these ids (those that exist), in the API's order."""
+        found: list[User] = []
+        for start in range(0, len(ids), _IDS_PER_READ):
+            chunk = ids[start : start + _IDS_PER_READ]
+            data = self._call(
+                "GET", "/user/items", call="user/items", params={"ids": ",".join(str(i) for i in chunk)}
+            )
+            found.extend(self._parse_list(User, data, "user/items", ()))
+        return found
+
+    def list_users(self) -> list[User]:
+        """Return every user of the organization."""
+        return self._parse_list(User, self._call("GET", "/user/list", call="user/list"), "user/list", ())
+
+    def contact_info(self, user_id: int) -> ContactInfo | None:
+        """Return a user's contact information, or None when none is on file."""
+        data = self._call("GET", "/contactInfo/deps", call="contactInfo/deps", params={"masterid": user_id})
+        infos = self._parse_list(ContactInfo, data, "contactInfo/deps", (f"user id {user_id}",))
+        return infos[0] if infos else None
+
+    def user_plugins(self, user_id: int) -> list[UserPlugin]:
+        """Return a user's plugins (granted entitlements)."""
+        data = self._call("GET", "/userPlugin/deps", call="userPlugin/deps", params={"masterid": user_id})
+        return self._parse_list(UserPlugin, data, "userPlugin/deps", (f"user id {user_id}",))
+
+    # -- the request pipeline -----------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        call: str,
+        users: tuple[str, ...] = (),
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        idempotent: bool = True,
+        business_errors: bool = True,
+        missing_ok: bool = False,
+    ) -> Any:
+        """Send one call through pacing, retries, penalties and auth; return its parsed JSON."""
+        if self.pacer is not None:
+            self.pacer.acquire(path)
+        request_id = uuid.uuid4().hex
+        self._local.request_id = request_id
+        request = self._http.build_request(
+            method, path, json=body, params=params, headers={"X-Request-Id": request_id}
+        )
+
+        def attempt() -> Any:
+            return self._attempt(request, call, users, idempotent=idempotent, missing_ok=missing_ok)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(
+                lambda e: isinstance(e, _Retry) and (e.retry_after or 0) <= self.max_retry_after
+            ),
+            sleep=self.sleep,
+            before_sleep=self._before_sleep(call),
+            reraise=True,
+        )
+        try:
+            data = retrying(attempt)
+        except _Retry as exc:
+            if exc.retry_after is not None and exc.retry_after > self.max_retry_after:
+                raise ApiError(
+                    f"{exc.error} The API asks to wait {exc.retry_after:.0f} s, longer than this run waits "
+                    f"({self.max_retry_after:.0f} s): run the command again after that",
+                    call=call,
+                    users=users,
+                ) from None
+            raise exc.error from None
+        if business_errors:
+            self._raise_business_error(data, call, users)
+        return data
+
+    def _attempt(
+        self, request: httpx.Request, call: str, users: tuple[str, ...], *, idempotent: bool, missing_ok: bool
+    ) -> Any:
+        for _ in range(_MAX_PENALTIES + 1):
+            response = self._send(request, call, users, idempotent=idempotent)
+            ticket = penalty_ticket(response)
+            if ticket is None:
+                return self._answer(response, call, users, idempotent=idempotent, missing_ok=missing_ok)
+            if ticket.captcha:
+                raise captcha_required(call, users)
+            # A penalty ticket means the request was not applied: resending it is safe.
+            emit_penalty_wait(self.on_event, call, ticket.time, self.wallclock())
+            self.sleep(ticket.time)
+            request = with_ticket(request, ticket.ticket)
+        raise ApiError(
+            f"{call}{_for(users)}: still penalised after {_MAX_PENALTIES} waits; try again later",
+            call=call,
+            users=users,
+        )
+
+    def _send(
+        self, request: httpx.Request, call: str, users: tuple[str, ...], *, idempotent: bool
+    ) -> httpx.Response:
+        self.requests_sent += 1
+        try:
+            response = self._http.send(request)
+        except LoginDeferred as exc:
+            raise _Retry(exc, exc.retry_after) from None
+        except _NOT_SENT as exc:
+            self._auth_done()
+            raise _Retry(
+                TransportError(
+                    f"{call}{_for(users)}: cannot connect to {self.endpoint_label} ({type(exc).__name__}); "
+                    "check the endpoint and the network",
+                    call=call,
+                    users=users,
+                )
+            ) from None
+        except httpx.TransportError as exc:
+            if self._auth_done() or idempotent:
+                # Failed during login (the call itself was never sent), or safe to resend anyway.
+                raise _Retry(
+                    TransportError(
+                        f"{call}{_for(users)}: no answer from {self.endpoint_label} ({type(exc).__name__})",
+                        call=call,
+                        users=users,
+                    )
+                ) from None
+            raise self._outcome_unknown(
+                call, users, f"the connection failed ({type(exc).__name__})"
+            ) from None
+        response.read()
+        self._local.request_id = response.headers.get("X-Request-Id") or self._local.request_id
+        status = response.status_code
+        if status in (423, 429):
+            raise _Retry(
+                ApiError(
+                    f"{call}{_for(users)}: rate limited by the API (HTTP {status}); try again later",
+                    call=call,
+                    users=users,
+                ),
+                retry_after_seconds(response, self.wallclock()),
+            )
+        if status >= 500:
+            if not idempotent:
+                raise self._outcome_unknown(call, users, f"the API answered HTTP {status}")
+            raise _Retry(
+                TransportError(
+                    f"{call}{_for(users)}: the API answered HTTP {status} ({_snippet(response)})",
+                    call=call,
+                    users=users,
+                ),
+                retry_after_seconds(response, self.wallclock()),
+            )
+        if status == 401:
+            raise AuthError(
+                f"{call}{_for(users)}: the API refused the access token even after a fresh login "
+                f"({_snippet(response)}); check that the partner account may use this call",
+                call=call,
+                users=users,
+            )
+        return response
+
+    def _answer(
+        self,
+        response: httpx.Response,
+        call: str,
+        users: tuple[str, ...],
+        *,
+        idempotent: bool,
+        missing_ok: bool,
+    ) -> Any:
+        status = response.status_code
+        if status == 404 and missing_ok:
+            return None
+        if status >= 400:
+            raise ApiError(
+                f"{call}{_for(users)}: the API refused the request with HTTP {status}: {_snippet(response)}",
+                call=call,
+                users=users,
+            )
+        try:
+            return json.loads(response.content) if response.content else None
+        except ValueError:
+            what = "an HTML page" if b"<html" in response.content[:200].lower() else "malformed JSON"
+            if not idempotent:
+                raise self._outcome_unknown(call, users, f"the answer was {what}") from None
+            raise _Retry(
+                TransportError(
+                    f"{call}{_for(users)}: the API answered HTTP {status} with {what}, not JSON",
+                    call=call,
+                    users=users,
+                )
+            ) from None
+
+    def _outcome_unknown(self, call: str, users: tuple[str, ...], why: str) -> OutcomeUnknown:
+        return OutcomeUnknown(
+            f"{call}{_for(users)}: {why} after the request was sent, so it may or may not have been "
+            "applied. It was not resent; look the users up (the next apply does) before trying again",
+            call=call,
+            users=users,
+        )
+
+    def _auth_done(self) -> bool:
+        """Return whether the failure happened during login/renewal, and clear the mark."""
+        if self.auth is None or not self.auth.authenticating:
+            return False
+        self.auth.reset_authenticating()
+        return True
+
+    @staticmethod
+    def _raise_business_error(data: Any, call: str, users: tuple[str, ...]) -> None:
+        if not isinstance(data, dict):
+            return
+        text = data.get("errorText")
+        violations = data.get("violations")
+        if violations:
+            text = "; ".join(str(v) for v in violations) if isinstance(violations, list) else str(violations)
+        if text:
+            raise ApiError(f"{call}{_for(users)}: the API said: {text}", call=call, users=users)
+
+    def _parse(
+        self, model: type[M], data: Any, call: str, users: tuple[str, ...], *, sent: bool = False
+    ) -> M:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise self._unexpected(exc, data, call, users, sent) from None
+
+    def _parse_list(self, model: type[M], data: Any, call: str, users: tuple[str, ...]) -> list[M]:
+        try:
+            return _list_adapter(model).validate_python(data)
+        except ValidationError as exc:
+            raise self._unexpected(exc, data, call, users, False) from None
+
+    def _unexpected(
+        self, exc: ValidationError, data: Any, call: str, users: tuple[str, ...], sent: bool
+    ) -> ApiError:
+        # Field locations and reasons only: the values may be personal data.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        cls = OutcomeUnknown if sent else TransportError
+        tail = "; look the users up before trying again" if sent else ""
+        return cls(
+            f"{call}{_for(users)}: the answer is not what the contract describes ({problems}){tail}",
+            call=call,
+            users=users,
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Retry) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._backoff(state))
+
+    def _before_sleep(self, call: str) -> Callable[[RetryCallState], None]:
+        def report(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            seconds = state.upcoming_sleep
+            message = f"{call}: retrying in {seconds:.1f} s (attempt {state.attempt_number + 1}): {exc}"
+            log.info("%s", message)
+            if self.on_event is not None:
+                self.on_event(
+                    ClientEvent(
+                        kind="retry",
+                        call=call,
+                        message=message,
+                        seconds=seconds,
+                        until=self.wallclock() + seconds,
+                    )
+                )
+
+        return report
+
+
+@functools.cache
+def _list_adapter(model: type[M]) -> TypeAdapter[list[M]]:
+    # Building an adapter costs far more than validating with it: build one per model.
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def _snippet(response: httpx.Response) -> str:
+    """A short, safe description of an error answer: its errorText/message, else its first words."""
+    try:
+        data = json.loads(response.content)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        for key in ("errorText", "message", "error", "detail"):
+            if data.get(key):
+                return str(data[key])[:300]
+    text = response.text.strip()
+    if text.lower().startswith("<"):
+        return "an HTML page"
+    return text[:200] or "no body"

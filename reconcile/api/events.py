@@ -1,0 +1,27 @@
+"""What the client tells its caller while it works (waits, retries), for progress displays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+EventKind = Literal["rate_limit_wait", "penalty_wait", "retry", "login", "renew"]
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """One thing worth showing: ``message`` is for people, the rest for programs.
+
+    ``until`` is the wall-clock time (epoch seconds) a wait ends, when there is a wait.
+    Never carries a secret: messages name calls and users only.
+    """
+
+    kind: EventKind
+    call: str
+    message: str
+    seconds: float = 0.0
+    until: float | None = None
+
+
+OnEvent = Callable[[ClientEvent], None]

@@ -1,0 +1,233 @@
+"""Pydantic wire models of the partner API, following the contract (reconcile/contract/partner-api.json).
+
+Responses are tolerant: unknown fields are ignored and enum-like fields are plain strings, so a
+value the partner adds tomorrow does not break a read we do not need it for. Requests are strict:
+only the contract's field names, and :func:`wire` never sends a field that is None.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def wire(request: BaseModel) -> dict[str, Any]:
+    """Return the JSON body of ``request``: contract field names only, None fields left out."""
+    body: dict[str, Any] = request.model_dump(mode="json", exclude_none=True, by_alias=True)
+    return body
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+class AccessTokenResponse(_Response):
+    """POST /auth/accesstokenrequest and GET /auth/renewaccesstoken."""
+
+    accessToken: SecretStr | None = None
+    expirationTime: str | None = None
+    userId: int | None = None
+    name: str | None = None
+    userStatus: str | None = None
+    errorText: str | None = None
+
+
+# --- penalty tickets ------------------------------------------------------------------------------
+
+
+class PenaltyTicket(_Response):
+    """An HTTP 200 ``{"p-ticket", "p-time", "p-captcha"}``: wait, then resend with the ticket."""
+
+    ticket: str = Field(alias="p-ticket", min_length=1)
+    time: float = Field(alias="p-time", default=0.0, ge=0)
+    captcha: bool = Field(alias="p-captcha", default=False)
+
+
+# --- users ----------------------------------------------------------------------------------------
+
+
+class EvaluationUser(_Request):
+    """One entry of POST /user/createevaluationusers (the only model that carries a password)."""
+
+    name: str
+    email: str
+    password: str = Field(repr=False)
+    firstName: str
+    lastName: str
+    tradovateSubscriptionPlanId: int | None = None
+    entitlementIds: list[int] | None = None
+
+
+class CreateEvaluationUsers(_Request):
+    users: list[EvaluationUser]
+
+
+class CreateResult(_Response):
+    """One user's outcome of createevaluationusers: ``userId`` or ``errorText``.
+
+    The contract answers ``{errorText, userId}``; the conformance page shows ``{id, name, ...}``.
+    Both are read into ``userId``; an empty ``errorText`` means success and is normalised to None.
+    """
+
+    userId: int | None = None
+    errorText: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _either_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("userId") is None and data.get("id") is not None:
+                data["userId"] = data["id"]
+            if data.get("errorText") == "":
+                data["errorText"] = None
+        return data
+
+
+class CreateEvaluationUsersResponse(_Response):
+    results: list[CreateResult] = Field(default_factory=list)
+    errorText: str | None = None
+
+
+class ModifyEmailAddress(_Request):
+    userId: int
+    email: str
+
+
+class UserStatusMessage(_Response):
+    status: str | None = None
+    errorText: str | None = None
+
+
+class User(_Response):
+    """GET /user/item, /user/items, /user/find, /user/list (``status`` kept as text)."""
+
+    id: int
+    name: str
+    email: str
+    status: str | None = None
+    organizationId: int | None = None
+    timestamp: str | None = None
+    professional: bool | None = None
+
+
+class CancelEverything(_Request):
+    userIds: list[int]
+    tradovateSubscriptions: bool
+    tradingPermissions: bool
+    userPlugins: bool
+    marketDataSubscriptions: bool
+
+
+class CancelEverythingResult(_Response):
+    tradovateSubscriptionIds: list[int] = Field(default_factory=list)
+    userPluginIds: list[int] = Field(default_factory=list)
+    marketDataSubscriptionIds: list[int] = Field(default_factory=list)
+    tradingPermissionIds: list[int] = Field(default_factory=list)
+
+
+# --- contact info ---------------------------------------------------------------------------------
+
+
+class UpdateContactInfo(_Request):
+    userId: int
+    firstName: str
+    lastName: str
+    streetAddress1: str
+    streetAddress2: str | None = None
+    city: str
+    state: str | None = None
+    postCode: str | None = None
+    country: str
+    phone: str
+
+
+class ContactInfo(_Response):
+    id: int | None = None
+    userId: int
+    firstName: str | None = None
+    lastName: str | None = None
+    streetAddress1: str | None = None
+    streetAddress2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postCode: str | None = None
+    country: str | None = None
+    phone: str | None = None
+
+
+class UpdateContactInfoResponse(_Response):
+    contactInfo: ContactInfo | None = None
+    errorText: str | None = None
+
+
+# --- entitlements and the Market Data Agreement ---------------------------------------------------
+
+
+class AddEntitlementSubscription(_Request):
+    entitlementId: int
+    userId: int
+    accountId: int
+
+
+class UserPlugin(_Response):
+    id: int | None = None
+    userId: int | None = None
+    entitlementId: int | None = None
+    accountId: int | None = None
+    pluginName: str | None = None
+    timestamp: str | None = None
+
+
+class EntitlementSubscriptionResult(_Response):
+    """``errorCode`` is "Success", "ConflictWithExisting" (already granted) or another failure."""
+
+    errorCode: str | None = None
+    errorText: str | None = None
+    entitlementSubscription: UserPlugin | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("errorText") == "":
+            data = {**data, "errorText": None}
+        return data
+
+
+class AdminAlertSignal(_Response):
+    """A Market Data Agreement signal: pending while ``completed`` is None.
+
+    The conformance page spells the completion time ``complete``; both are read into ``completed``.
+    """
+
+    id: int
+    adminAlertId: int | None = None
+    relatedToUserId: int | None = None
+    relatedToAccountId: int | None = None
+    completed: str | None = None
+    timestamp: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("completed") is None and data.get("complete"):
+            data = {**data, "completed": data["complete"]}
+        return data
+
+
+class CompleteAlertSignal(_Request):
+    adminAlertSignalId: int
+
+
+class AdminAlertSignalResponse(_Response):
+    adminAlertSignal: AdminAlertSignal | None = None
+    errorText: str | None = None

@@ -1,0 +1,295 @@
+"""Credentials, the token cache and the auth flow: one login, renewal before expiry, no secrets leaked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from api_support import (
+    BASE,
+    NOW,
+    SECRET_PASSWORD,
+    SECRET_SEC,
+    SECRET_TOKEN,
+    Script,
+    credentials,
+    make_client,
+    token_answer,
+)
+
+from reconcile.api.auth import CachedToken, Credentials, TokenCache
+from reconcile.api.connect import open_client
+from reconcile.api.events import ClientEvent
+from reconcile.api.models import EvaluationUser
+from reconcile.errors import ApiError, AuthError, ReconcileError
+
+LOGIN = "/auth/accesstokenrequest"
+RENEW = "/auth/renewaccesstoken"
+ENV = {
+    "TRADOVATE_USERNAME": "partner-admin",
+    "TRADOVATE_PASSWORD": SECRET_PASSWORD,
+    "TRADOVATE_APP_ID": "app",
+    "TRADOVATE_CID": "42",
+    "TRADOVATE_SEC": SECRET_SEC,
+}
+
+
+def test_credentials_from_the_environment() -> None:
+    creds = Credentials.from_env(ENV)
+    assert creds.login_body()["name"] == "partner-admin" and creds.login_body()["sec"] == SECRET_SEC
+    assert SECRET_PASSWORD not in repr(creds) and SECRET_SEC not in repr(creds)
+
+
+def test_missing_variables_are_all_listed() -> None:
+    with pytest.raises(AuthError) as info:
+        Credentials.from_env({"TRADOVATE_USERNAME": "x"})
+    message = str(info.value)
+    for var in ("TRADOVATE_PASSWORD", "TRADOVATE_APP_ID", "TRADOVATE_CID", "TRADOVATE_SEC"):
+        assert var in message
+    assert "TRADOVATE_USERNAME" not in message
+
+
+def test_credentials_file_must_be_private(tmp_path: Path) -> None:
+    file = tmp_path / "creds.yaml"
+    file.write_text(
+        f"username: partner-admin\npassword: {SECRET_PASSWORD}\nappId: app\ncid: 42\nsec: {SECRET_SEC}\n"
+    )
+    file.chmod(0o644)
+    with pytest.raises(AuthError, match="chmod 600") as info:
+        Credentials.from_file(file)
+    assert SECRET_PASSWORD not in str(info.value)
+    file.chmod(0o600)
+    assert Credentials.from_file(file) == credentials()
+
+
+def test_credentials_file_accepts_json_and_environment_names(tmp_path: Path) -> None:
+    file = tmp_path / "creds.json"
+    file.write_text(json.dumps(ENV))
+    file.chmod(0o600)
+    assert Credentials.from_file(file) == credentials()
+
+
+def test_credentials_file_errors_do_not_quote_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "creds.yaml"
+    file.write_text(f"password: [{SECRET_PASSWORD}\n")
+    file.chmod(0o600)
+    with pytest.raises(AuthError, match="not valid YAML") as info:
+        Credentials.from_file(file)
+    assert SECRET_PASSWORD not in str(info.value)
+
+
+def test_token_cache_is_private_keyed_and_never_holds_the_password(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path / "tokens")
+    cache.save(BASE, "partner-admin", CachedToken(SECRET_TOKEN, NOW))
+    files = list((tmp_path / "tokens").iterdir())
+    assert len(files) == 1
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "tokens").stat().st_mode) == 0o700
+    assert "partner-admin" not in files[0].name and "partner.test" not in files[0].name
+    assert SECRET_PASSWORD not in files[0].read_text()
+    assert cache.load(BASE, "partner-admin") == CachedToken(SECRET_TOKEN, NOW)
+    assert cache.load(BASE, "someone-else") is None
+    assert cache.load("https://other.test/v1", "partner-admin") is None
+    files[0].chmod(0o644)  # someone else could have read (or planted) it: do not trust it
+    assert cache.load(BASE, "partner-admin") is None
+
+
+def test_cache_dir_follows_reconcile_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILE_CACHE_DIR", str(tmp_path))
+    assert TokenCache().directory == tmp_path / "tokens"
+
+
+def test_one_login_serves_two_clients_through_the_cache(tmp_path: Path) -> None:
+    script = Script({"/user/list": [httpx.Response(200, json=[])]})
+    cache = TokenCache(tmp_path)
+    for _ in range(2):
+        client, _ = make_client(script, cache=cache)
+        client.list_users()
+    assert len(script.calls(LOGIN)) == 1
+    assert {r.headers["Authorization"] for r in script.calls("/user/list")} == {f"Bearer {SECRET_TOKEN}"}
+
+
+def test_token_is_renewed_before_it_expires_not_replaced_by_a_login(tmp_path: Path) -> None:
+    now = [NOW]
+    script = Script(
+        {
+            RENEW: [token_answer("renewed", expires=NOW + 2 * 85 * 60)],
+            "/user/list": [httpx.Response(200, json=[])],
+        }
+    )
+    client, _ = make_client(script, cache=TokenCache(tmp_path), now=lambda: now[0])
+    client.list_users()
+    now[0] = NOW + 80 * 60  # five minutes before expiry: inside the renewal margin
+    client.list_users()
+    client.list_users()
+    assert len(script.calls(LOGIN)) == 1 and len(script.calls(RENEW)) == 1
+    assert script.calls(RENEW)[0].headers["Authorization"] == f"Bearer {SECRET_TOKEN}"
+    assert script.calls("/user/list")[-1].headers["Authorization"] == "Bearer renewed"
+
+
+def test_a_failed_renewal_falls_back_to_a_login(tmp_path: Path) -> None:
+    now = [NOW]
+    script = Script(
+        {
+            LOGIN: [token_answer("first"), token_answer("second", expires=NOW + 200 * 60)],
+            RENEW: [httpx.Response(401, json={"errorText": "session closed"})],
+            "/user/list": [httpx.Response(200, json=[])],
+        }
+    )
+    client, _ = make_client(script, now=lambda: now[0])
+    client.list_users()
+    now[0] = NOW + 80 * 60
+    client.list_users()
+    assert len(script.calls(RENEW)) == 1 and len(script.calls(LOGIN)) == 2
+    assert script.calls("/user/list")[-1].headers["Authorization"] == "Bearer second"
+
+
+def test_an_expired_cached_token_means_a_login_not_a_renewal(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path)
+    cache.save(BASE, "partner-admin", CachedToken("old", NOW - 10))
+    script = Script({"/user/list": [httpx.Response(200, json=[])]})
+    client, _ = make_client(script, cache=cache)
+    client.list_users()
+    assert len(script.calls(RENEW)) == 0 and len(script.calls(LOGIN)) == 1
+
+
+def test_a_refused_login_says_what_to_check() -> None:
+    refused = httpx.Response(200, json={"errorText": "Incorrect username or password."})
+    script = Script({LOGIN: [refused], "/user/list": [httpx.Response(200, json=[])]})
+    client, _ = make_client(script)
+    with pytest.raises(AuthError, match=r"Incorrect username or password.*TRADOVATE_USERNAME"):
+        client.list_users()
+    assert script.calls("/user/list") == []
+
+
+def test_a_rate_limited_login_is_retried_and_the_call_then_sent_once() -> None:
+    script = Script(
+        {
+            LOGIN: [httpx.Response(429, headers={"Retry-After": "30"}), token_answer()],
+            "/user/createevaluationusers": [httpx.Response(200, json={"results": [{"userId": 1}]})],
+        }
+    )
+    client, sleeps = make_client(script)
+    user = EvaluationUser(
+        name="alice", email="a@example.com", password="Pw-123456!", firstName="A", lastName="B"
+    )
+    assert client.create_evaluation_users([user])[0].userId == 1
+    assert sleeps == [30.0] and len(script.calls("/user/createevaluationusers")) == 1
+
+
+def test_a_dropped_login_does_not_make_a_create_unknown() -> None:
+    script = Script(
+        {
+            LOGIN: [httpx.ReadTimeout("slow"), token_answer()],
+            "/user/createevaluationusers": [httpx.Response(200, json={"results": [{"userId": 1}]})],
+        }
+    )
+    client, _ = make_client(script)
+    user = EvaluationUser(
+        name="alice", email="a@example.com", password="Pw-123456!", firstName="A", lastName="B"
+    )
+    assert client.create_evaluation_users([user])[0].userId == 1
+
+
+def test_a_penalised_login_waits_and_resends_with_the_ticket() -> None:
+    ticket = httpx.Response(200, json={"p-ticket": "LT", "p-time": 4})
+    script = Script({LOGIN: [ticket, token_answer()], "/user/list": [httpx.Response(200, json=[])]})
+    client, sleeps = make_client(script)
+    client.list_users()
+    first, second = script.bodies(LOGIN)
+    assert second == {**first, "p-ticket": "LT"} and sleeps == [4]
+
+
+def test_no_secret_reaches_logs_events_or_errors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Send known secrets through login, renewal, penalties and errors; grep everything we produced."""
+    caplog.set_level(logging.DEBUG)
+    now = [NOW]
+    events: list[ClientEvent] = []
+    errors: list[str] = []
+    script = Script(
+        {
+            LOGIN: [httpx.Response(200, json={"p-ticket": "P", "p-time": 1}), token_answer()],
+            RENEW: [httpx.Response(500), token_answer(expires=NOW + 300 * 60)],
+            "/user/list": [
+                httpx.Response(200, json={"p-ticket": "Q", "p-time": 1}),
+                httpx.Response(429),
+                httpx.Response(200, json=[]),
+            ],
+            "/user/modifyemailaddress": [httpx.Response(200, json={"errorText": "bad email"})],
+            "/user/createevaluationusers": [
+                httpx.Response(200, json={"p-ticket": "C", "p-time": 1, "p-captcha": True})
+            ],
+        }
+    )
+    cache = TokenCache(tmp_path)
+    client, _ = make_client(script, cache=cache, now=lambda: now[0], on_event=events.append)
+    client.list_users()
+    now[0] = NOW + 80 * 60
+    client.list_users()
+    user = EvaluationUser(
+        name="alice", email="a@example.com", password=SECRET_PASSWORD, firstName="A", lastName="B"
+    )
+    for attempt in (
+        lambda: client.modify_email_address(1, "x@example.com"),
+        lambda: client.create_evaluation_users([user]),
+        lambda: Credentials.from_env({"TRADOVATE_PASSWORD": SECRET_PASSWORD}),
+    ):
+        with pytest.raises(ReconcileError) as info:
+            attempt()
+        errors.append(str(info.value) + repr(info.value))
+    bad_login = Script({LOGIN: [httpx.Response(200, json={"errorText": "Incorrect password"})]})
+    with pytest.raises(ApiError) as info:
+        make_client(bad_login)[0].list_users()
+    errors.append(str(info.value))
+    out, err = capsys.readouterr()
+    produced = "\n".join(
+        [
+            out,
+            err,
+            caplog.text,
+            *errors,
+            *(repr(e) for e in events),
+            repr(client.auth),
+            repr(user),
+            repr(credentials()),
+        ]
+    )
+    # Every path ran: login, renewal (after a 500), penalties and a retry.
+    assert {"login", "renew", "penalty_wait", "retry"} <= {e.kind for e in events}
+    assert len(caplog.records) >= 4
+    for secret in (SECRET_PASSWORD, SECRET_SEC, SECRET_TOKEN):
+        assert secret not in produced
+
+
+def test_concurrent_calls_share_one_login() -> None:
+    script = Script({"/user/list": [httpx.Response(200, json=[])]})
+    client, _ = make_client(script)
+    threads = [threading.Thread(target=client.list_users) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(script.calls("/user/list")) == 8 and len(script.calls(LOGIN)) == 1
+
+
+def test_open_client_reads_the_credentials_file_named_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "creds.json"
+    file.write_text(json.dumps(ENV))
+    file.chmod(0o640)
+    monkeypatch.setenv("TRADOVATE_CREDENTIALS_FILE", str(file))
+    monkeypatch.delenv("RECONCILE_ENDPOINT", raising=False)
+    with pytest.raises(AuthError, match="chmod 600"):
+        open_client("demo")
+    file.chmod(0o600)
+    with open_client("demo") as client:
+        assert client.auth is not None and client.auth.credentials == credentials()
+        assert client.endpoint_label == "https://demo.tradovateapi.com/v1" and client.pacer is not None
