@@ -26,6 +26,8 @@ _COMMAND_MODULES = (
     "apply",
     "state",
     "schema",
+    "refresh",
+    "import_cmd",
 )
 
 

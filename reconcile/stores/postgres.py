@@ -721,9 +721,11 @@ class PostgresJournal(Journal):
         # No super().__init__: there is no journal file, and code reaching for .path should fail loudly.
         self._store = store
 
-    def begin(self, call: IntentCall, actions: Iterable[Action]) -> Intent:
+    def begin(
+        self, call: IntentCall, actions: Iterable[Action], *, agreement_alert_id: int | None = None
+    ) -> Intent:
         """Record that ``call`` is about to be made for ``actions``; return the intent."""
-        intent = Intent(call=call, actions=tuple(actions))
+        intent = Intent(call=call, actions=tuple(actions), agreement_alert_id=agreement_alert_id)
         store = self._store
         with store._errors("recording an intent in the journal of"):
             store._connection().execute(

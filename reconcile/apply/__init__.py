@@ -1,0 +1,151 @@
+"""Apply a plan: the library behind ``reconcile apply``.
+
+:func:`apply_plan` is the one entry point: it settles what an interrupted run left open, refuses a
+stale plan, resolves passwords (before any create call), then executes the plan's actions with
+:mod:`reconcile.apply.executor`. The caller holds the state lock (:mod:`reconcile.locking`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from reconcile.apply.binding import check_plan_current
+from reconcile.apply.executor import (
+    CHECKPOINTS,
+    CRASH_ENV,
+    ApplyResult,
+    Failure,
+    Progress,
+    Run,
+    execute,
+    settle_journal,
+)
+from reconcile.apply.ports import ApplyClient
+from reconcile.audit import AuditLog, audit_path_for
+from reconcile.journal import Journal, journal_path_for
+from reconcile.manifest import Manifest
+from reconcile.passwords import resolve_passwords
+from reconcile.plan import CreateUser, Plan
+from reconcile.state import StateStore
+
+
+class LoadedLike(Protocol):
+    """What apply needs of a loaded manifest (:class:`reconcile.loader.LoadedManifest`)."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+    @property
+    def digest(self) -> str: ...
+
+
+def side_files(state_path: Path, environment: str) -> tuple[Journal, AuditLog]:
+    """The journal and audit log that live next to a state file."""
+    return Journal(journal_path_for(state_path, environment)), AuditLog(
+        audit_path_for(state_path, environment)
+    )
+
+
+def apply_plan(
+    plan: Plan,
+    *,
+    loaded: LoadedLike,
+    store: StateStore,
+    client: ApplyClient,
+    journal: Journal,
+    audit: AuditLog,
+    endpoint: str | None = None,
+    batch_size: int = 100,
+    concurrency: int = 6,
+    generated_passwords: Path | None = None,
+    password_base_dir: Path | Callable[[str], Path | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    clock: Callable[[], datetime] | None = None,
+    settled: ApplyResult | None = None,
+) -> ApplyResult:
+    """Execute exactly ``plan``'s actions and return what happened.
+
+    Passwords are resolved first, so a missing variable or file stops the run before any API
+    call. Unsettled journal intents are settled next (unless ``settled`` says the caller did it
+    already); then a plan whose manifest, state, environment, endpoint or tool version changed is
+    refused with :class:`~reconcile.errors.PlanError`.
+    """
+    manifest = loaded.manifest
+    if password_base_dir is None:
+        password_base_dir = _declaring_folder(loaded)
+    creates = [a for a in plan.actions if isinstance(a, CreateUser)]
+    passwords = resolve_passwords(
+        creates, manifest, base_dir=password_base_dir, generated_file=generated_passwords, environ=environ
+    )
+    state = store.load(manifest.environment)
+    if state.serial == 0 and plan.binding.state_serial == 0:
+        # Nothing was ever saved: the plan was made from an empty state whose lineage was never
+        # written, so this run's first save takes the plan's lineage.
+        state = state.model_copy(update={"lineage": plan.binding.state_lineage})
+    run = Run(
+        store=store,
+        state=state,
+        client=client,
+        journal=journal,
+        audit=audit,
+        progress=progress,
+        concurrency=concurrency,
+        clock=clock,
+    )
+    if settled is None:
+        settle_journal(run)
+    else:
+        run.result.merge(settled)
+    check_plan_current(
+        plan,
+        manifest_digest=loaded.digest,
+        state=run.state,
+        environment=manifest.environment,
+        endpoint=endpoint,
+    )
+    passwords.write_generated_file()
+    return execute(
+        run,
+        plan,
+        passwords=passwords.values,
+        batch_size=batch_size,
+        agreement_alert_id=manifest.agreement_alert_id,
+    )
+
+
+def _declaring_folder(loaded: LoadedLike) -> Callable[[str], Path | None] | None:
+    """User name → folder of the manifest file that declares it, when the loader knows."""
+    if not hasattr(loaded, "locations"):
+        return None
+
+    def folder(name: str) -> Path | None:
+        location = loaded.locations.get(name)
+        return Path(location.file).parent if location is not None else None
+
+    return folder
+
+
+def settle(
+    *, store: StateStore, environment: str, client: ApplyClient, journal: Journal, audit: AuditLog
+) -> ApplyResult:
+    """Settle unsettled journal intents and save the state (run before planning)."""
+    run = Run(store=store, state=store.load(environment), client=client, journal=journal, audit=audit)
+    return settle_journal(run)
+
+
+__all__ = [
+    "CHECKPOINTS",
+    "CRASH_ENV",
+    "ApplyClient",
+    "ApplyResult",
+    "Failure",
+    "LoadedLike",
+    "Progress",
+    "apply_plan",
+    "check_plan_current",
+    "settle",
+    "side_files",
+]

@@ -1,0 +1,86 @@
+"""The audit log: one JSON line per API action, appended next to the state.
+
+``state/<environment>.audit.jsonl``, mode 0600, append-only. Each line is written with one
+``write`` as it happens (a killed process loses none); :meth:`AuditLog.sync` makes them durable
+and the applier calls it before every state save, so the log never lags the state. Lines hold user
+*names*, ids, outcomes and request ids; never passwords, tokens or secrets (callers pass only
+those fields, and :meth:`AuditLog.record` takes no free-form payload).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def audit_path_for(state_path: Path, environment: str) -> Path:
+    """``<state folder>/<environment>.audit.jsonl``."""
+    return state_path.parent / f"{environment}.audit.jsonl"
+
+
+class AuditLog:
+    """Append audit lines to one file."""
+
+    # Class-level defaults, so subclasses that keep lines elsewhere need not call __init__.
+    _fd: int | None = None
+    _unsynced = False
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.path = path
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return self._fd
+
+    def record(
+        self,
+        action: str,
+        *,
+        users: Sequence[str] = (),
+        outcome: str,
+        request_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one line: time, action, users, outcome, request id and a small detail map."""
+        line: dict[str, Any] = {
+            "time": self._clock().isoformat(timespec="milliseconds"),
+            "action": action,
+            "users": list(users),
+            "outcome": outcome,
+        }
+        if request_id:
+            line["request_id"] = request_id
+        if detail:
+            line["detail"] = detail
+        data = (json.dumps(line, sort_keys=True, default=str) + "\n").encode("utf-8")
+        # One write per line: O_APPEND keeps lines whole and in order.
+        os.write(self._open(), data)
+        self._unsynced = True
+
+    def sync(self) -> None:
+        """Make every line recorded so far durable (fsync)."""
+        if self._fd is not None and self._unsynced:
+            os.fsync(self._fd)
+            self._unsynced = False
+
+    def close(self) -> None:
+        """Sync and close the file (recording again reopens it)."""
+        self.sync()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def read(self) -> list[dict[str, Any]]:
+        """Return every line recorded so far (for ``state show`` and tests)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,0 +1,134 @@
+"""``reconcile state show | list | unlock`` (and the PostgreSQL commands of cli/state_pg.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, get_args
+
+import click
+
+from reconcile.cli.output import echo
+from reconcile.errors import StateError
+from reconcile.journal import Journal, journal_path_for
+from reconcile.locking import read_holder, unlock
+from reconcile.manifest import Environment
+from reconcile.state import FileStateStore, State, default_state_path
+
+_ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+
+
+def _state_options(f: Any) -> Any:
+    f = click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="State file (default state/<environment>.json).",
+    )(f)
+    f = click.option(
+        "-e", "--environment", type=click.Choice(_ENVIRONMENTS), default="sim", show_default=True
+    )(f)
+    return f
+
+
+def _path(environment: str, state_path: Path | None) -> Path:
+    return state_path if state_path is not None else default_state_path(environment)
+
+
+def _load(path: Path, environment: str) -> State:
+    state = FileStateStore(path).read()
+    if state is None:
+        raise StateError(f"no state at {path}; nothing was applied to {environment} yet")
+    return state
+
+
+@click.group("state")
+def command() -> None:
+    """Inspect recorded state and its lock."""
+
+
+@command.command("show")
+@_state_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def show_command(environment: str, state_path: Path | None, fmt: str) -> None:
+    """Show the state's identity, counts, lock holder and open journal intents."""
+    path = _path(environment, state_path)
+    state = _load(path, environment)
+    holder = read_holder(path)
+    intents = Journal(journal_path_for(path, environment)).unsettled()
+    lifecycle = {"active": 0, "cancelled": 0}
+    awaiting = 0
+    for record in state.users.values():
+        lifecycle[record.lifecycle] += 1
+        awaiting += sum(1 for g in record.entitlements.values() if g.status == "awaiting_agreement")
+    info: dict[str, Any] = {
+        "path": str(path),
+        "environment": state.environment,
+        "lineage": state.lineage,
+        "serial": state.serial,
+        "users": {"total": len(state.users), **lifecycle, "awaiting_agreement": awaiting},
+        "lock": holder.model_dump(mode="json") if holder else None,
+        "open_intents": [{"id": i.id, "call": i.call, "users": len(i.actions)} for i in intents],
+    }
+    if fmt == "json":
+        echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    echo(f"{path}: environment {state.environment}, lineage {state.lineage}, serial {state.serial}")
+    echo(
+        f"users: {len(state.users)} ({lifecycle['active']} active, {lifecycle['cancelled']} cancelled, "
+        f"{awaiting} awaiting the agreement)"
+    )
+    echo(f"lock: {holder.describe()}" if holder else "lock: not held")
+    for intent in intents:
+        echo(
+            f"open intent {intent.id}: {intent.call} of {len(intent.actions)} user(s); "
+            "the next apply settles it"
+        )
+
+
+@command.command("list")
+@_state_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def list_command(environment: str, state_path: Path | None, fmt: str) -> None:
+    """List the managed users: name, id, lifecycle, grants."""
+    state = _load(_path(environment, state_path), environment)
+    rows: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "userId": record.userId,
+            "lifecycle": record.lifecycle,
+            "origin": record.origin,
+            "entitlements": {k: g.status for k, g in sorted(record.entitlements.items())},
+        }
+        for name, record in sorted(state.users.items())
+    ]
+    if fmt == "json":
+        echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    for row in rows:
+        grants = ", ".join(f"{k}={v}" for k, v in row["entitlements"].items()) or "-"
+        echo(f"{row['name']}\t{row['userId']}\t{row['lifecycle']}\t{grants}")
+
+
+@command.command("unlock")
+@click.argument("lock_id")
+@_state_options
+def unlock_command(lock_id: str, environment: str, state_path: Path | None) -> None:
+    """Remove the lock record LOCK_ID left behind by a run that is gone."""
+    holder = unlock(_path(environment, state_path), lock_id)
+    echo(f"removed {holder.describe()}")
+
+
+def _attach_backend_commands() -> None:
+    # The PostgreSQL commands live in their own module (another owner); attach them if present.
+    try:
+        from reconcile.cli import state_pg
+    except ModuleNotFoundError:
+        return
+    for name in ("migrate_command", "push_command", "pull_command"):
+        cmd = getattr(state_pg, name, None)
+        if isinstance(cmd, click.Command):
+            command.add_command(cmd)
+
+
+_attach_backend_commands()

@@ -1,0 +1,53 @@
+"""Helpers shared by the apply, crash and lock end-to-end tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PASSWORD = "Tr4der-Password!"
+
+
+def write_desk(path: Path, n: int, *, simplus: bool = False, contact: bool = False, start: int = 0) -> Path:
+    users = []
+    for i in range(start, start + n):
+        users.append(
+            f"""  - name: trader{i:04d}
+    email: trader{i:04d}@example.com
+    password: {{env: TRADER_PASSWORD}}
+    firstName: Test
+    lastName: User{i}
+"""
+            + ("    entitlements: [simplus]\n" if simplus else "")
+            + (
+                f'    contact: {{phone: "+1212555{i:04d}", streetAddress1: {i} Main St, city: New York, '
+                'state: NY, postCode: "10001", country: US}\n'
+                if contact
+                else ""
+            )
+        )
+    path.write_text(
+        "apiVersion: reconcile/v1\nenvironment: sim\npartner:\n  dataAccountId: 11111\n"
+        "  entitlements:\n    simplus: 12345\n    tradingview: 31\n"
+        "defaults:\n  tradovateSubscriptionPlanId: 7\nusers:\n" + "".join(users)
+    )
+    return path
+
+
+def served_sim_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a `reconcile apply --endpoint` subprocess against `reconcile sim serve`."""
+    import os
+
+    return {
+        **os.environ,
+        "TRADER_PASSWORD": PASSWORD,
+        # The simulator's default organization admin; app id, cid and secret are not checked.
+        "TRADOVATE_USERNAME": "partner-admin",
+        "TRADOVATE_PASSWORD": "sim-admin-password",
+        "TRADOVATE_APP_ID": "reconcile-tests",
+        "TRADOVATE_APP_VERSION": "1.0",
+        "TRADOVATE_CID": "1",
+        "TRADOVATE_SEC": "not-a-secret",
+        "TRADOVATE_DEVICE_ID": "reconcile-tests",
+        # Keep the token cache out of the user's home.
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }

@@ -1,0 +1,419 @@
+"""The applier against a small in-memory partner API: order, batching, partial failure, settling."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconcile import __version__
+from reconcile.api.models import EvaluationUser, UpdateContactInfo
+from reconcile.apply import apply_plan, settle, side_files
+from reconcile.errors import OutcomeUnknown, PlanError
+from reconcile.manifest import CancelFlags, Manifest, PasswordGenerate
+from reconcile.passwords import PasswordError
+from reconcile.plan import (
+    CancelEverything,
+    ContactPayload,
+    CreateUser,
+    GrantEntitlement,
+    Plan,
+    PlanBinding,
+    UpdateContact,
+)
+from reconcile.state import FileStateStore, State
+
+SECRET = "S3cret-Password!"
+
+
+@dataclass
+class FakeUser:
+    id: int
+    name: str
+    email: str
+    status: str = "Active"
+
+
+@dataclass
+class Result:
+    userId: int | None = None
+    errorText: str | None = None
+
+
+@dataclass
+class GrantResult:
+    errorCode: str
+    errorText: str | None = None
+
+
+@dataclass
+class Signal:
+    id: int
+    relatedToUserId: int
+    completed: str | None = None
+
+
+@dataclass
+class Plugin:
+    entitlementId: int
+
+
+@dataclass
+class FakeApi:
+    """Just enough of the partner API to tell what the applier did."""
+
+    users: dict[str, FakeUser] = field(default_factory=dict)
+    plugins: dict[int, set[int]] = field(default_factory=dict)
+    signals: list[Signal] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+    drop_next_create: bool = False
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    passwords: dict[str, str] = field(default_factory=dict)
+    _ids: Any = field(default_factory=lambda: itertools.count(500))
+
+    def create_evaluation_users(self, users: list[EvaluationUser]) -> list[Result]:
+        self.calls.append(("create", [u.name for u in users]))
+        out = []
+        for u in users:
+            if u.name in self.refuse:
+                out.append(Result(errorText=self.refuse[u.name]))
+            elif u.name in self.users:
+                out.append(Result(errorText=f"a user named {u.name!r} already exists"))
+            else:
+                user = FakeUser(next(self._ids), u.name, u.email)
+                self.users[u.name] = user
+                self.passwords[u.name] = u.password
+                out.append(Result(userId=user.id))
+        if self.drop_next_create:
+            self.drop_next_create = False
+            raise OutcomeUnknown("connection dropped after the request was sent", call="create")
+        return out
+
+    def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> None:
+        self.calls.append(("email", user_id))
+
+    def update_contact_info(self, req: UpdateContactInfo, *, user: str | None = None) -> None:
+        self.calls.append(("contact", req.userId))
+
+    def agreement_signals(self, alert_id: int) -> list[Signal]:
+        self.calls.append(("signals", alert_id))
+        return list(self.signals)
+
+    def add_entitlement_subscription(
+        self, entitlement_id: int, user_id: int, account_id: int, *, user: str | None = None
+    ) -> GrantResult:
+        self.calls.append(("grant", user_id))
+        have = self.plugins.setdefault(user_id, set())
+        if entitlement_id in have:
+            return GrantResult("ConflictWithExisting", "already has it")
+        have.add(entitlement_id)
+        return GrantResult("Success")
+
+    def complete_alert_signal(self, signal_id: int, *, user: str | None = None) -> None:
+        self.calls.append(("complete", signal_id))
+        for s in self.signals:
+            if s.id == signal_id:
+                s.completed = "2026-01-01T00:00:00Z"
+
+    def cancel_everything(
+        self, user_ids: list[int], flags: CancelFlags, *, users: Any = ()
+    ) -> dict[str, Any]:
+        self.calls.append(("cancel", list(user_ids)))
+        for u in self.users.values():
+            if u.id in user_ids:
+                u.status = "Closed"
+        return {}
+
+    def find_user(self, name: str) -> FakeUser | None:
+        self.calls.append(("find", name))
+        return self.users.get(name)
+
+    def user_items(self, ids: list[int]) -> list[FakeUser]:
+        return [u for u in self.users.values() if u.id in ids]
+
+    def user_plugins(self, user_id: int) -> list[Plugin]:
+        return [Plugin(e) for e in sorted(self.plugins.get(user_id, ()))]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for c in self.calls if c[0] == kind)
+
+
+@dataclass
+class Loaded:
+    manifest: Manifest
+    digest: str = "digest-1"
+
+
+def make_manifest(n: int, password: Any = None) -> Manifest:
+    return Manifest.model_validate(
+        {
+            "apiVersion": "reconcile/v1",
+            "environment": "sim",
+            "partner": {"dataAccountId": 11111, "entitlements": {"simplus": 12345}},
+            "users": [
+                {
+                    "name": f"trader{i:03d}",
+                    "email": f"trader{i:03d}@example.com",
+                    "password": password if password is not None else {"env": "TRADER_PW"},
+                    "firstName": "Test",
+                    "lastName": "User",
+                }
+                for i in range(n)
+            ],
+        }
+    )
+
+
+def creates(m: Manifest) -> list[CreateUser]:
+    return [
+        CreateUser(
+            user=u.name,
+            email=u.email or "",
+            firstName="Test",
+            lastName="User",
+            password=u.password if isinstance(u.password, PasswordGenerate) else {"env": "TRADER_PW"},
+        )
+        for u in m.users
+    ]
+
+
+def plan_for(store: FileStateStore, actions: list[Any], digest: str = "digest-1") -> Plan:
+    state = store.load("sim")
+    return Plan(
+        binding=PlanBinding(
+            manifest_digest=digest,
+            state_lineage=state.lineage,
+            state_serial=state.serial,
+            environment="sim",
+            endpoint="sim:embedded",
+            tool_version=__version__,
+        ),
+        actions=tuple(actions),
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, Any]:
+    store = FileStateStore(tmp_path / "state" / "sim.json")
+    journal, audit = side_files(store.path, "sim")
+    return {"store": store, "journal": journal, "audit": audit, "api": FakeApi()}
+
+
+def run(env: dict[str, Any], plan: Plan, manifest: Manifest, **kw: Any) -> Any:
+    kw.setdefault("environ", {"TRADER_PW": SECRET})
+    return apply_plan(
+        plan,
+        loaded=Loaded(manifest),
+        store=env["store"],
+        client=env["api"],
+        journal=env["journal"],
+        audit=env["audit"],
+        endpoint="sim:embedded",
+        **kw,
+    )
+
+
+def test_250_creates_take_three_calls_and_are_all_recorded(env: dict[str, Any]) -> None:
+    m = make_manifest(250)
+    result = run(env, plan_for(env["store"], creates(m)), m)
+    assert result.ok and len(result.created) == 250
+    assert env["api"].count("create") == 3
+    state = env["store"].load("sim")
+    assert {n: r.userId for n, r in state.users.items()} == {n: u.id for n, u in env["api"].users.items()}
+    assert state.serial == 3  # saved after every batch
+
+
+def test_batch_size_lowers_the_calls_size(env: dict[str, Any]) -> None:
+    m = make_manifest(25)
+    run(env, plan_for(env["store"], creates(m)), m, batch_size=10)
+    assert [len(c[1]) for c in env["api"].calls if c[0] == "create"] == [10, 10, 5]
+
+
+def test_one_bad_user_fails_alone_with_the_apis_words(env: dict[str, Any]) -> None:
+    m = make_manifest(5)
+    env["api"].refuse["trader002"] = "email is not valid for this organization"
+    result = run(env, plan_for(env["store"], creates(m)), m)
+    assert not result.ok and result.exit_code == 1
+    assert [str(f) for f in result.failures] == [
+        "trader002: create: email is not valid for this organization"
+    ]
+    assert sorted(env["store"].load("sim").users) == ["trader000", "trader001", "trader003", "trader004"]
+
+
+def test_lost_answer_is_settled_by_lookup_and_nothing_is_created_twice(env: dict[str, Any]) -> None:
+    m = make_manifest(3)
+    env["api"].drop_next_create = True
+    result = run(env, plan_for(env["store"], creates(m)), m)
+    assert result.ok, result.failures
+    assert sorted(result.adopted) == ["trader000", "trader001", "trader002"]
+    assert env["api"].count("create") == 1
+    assert {n: r.userId for n, r in env["store"].load("sim").users.items()} == {
+        n: u.id for n, u in env["api"].users.items()
+    }
+    assert env["journal"].unsettled() == []
+
+
+def test_existing_name_is_adopted_when_the_email_matches_and_reported_otherwise(env: dict[str, Any]) -> None:
+    m = make_manifest(2)
+    env["api"].users["trader000"] = FakeUser(42, "trader000", "trader000@example.com")
+    env["api"].users["trader001"] = FakeUser(43, "trader001", "someone.else@example.com")
+    result = run(env, plan_for(env["store"], creates(m)), m)
+    assert result.adopted == ["trader000"]
+    assert env["store"].load("sim").users["trader000"].userId == 42
+    assert len(result.failures) == 1 and result.failures[0].user == "trader001"
+    assert "another email" in result.failures[0].message
+    assert "trader001" not in env["store"].load("sim").users
+
+
+def test_unsettled_create_intent_is_adopted_before_anything_else(env: dict[str, Any]) -> None:
+    m = make_manifest(2)
+    acts = creates(m)
+    env["journal"].begin("create", acts)  # a run died after announcing the call
+    env["api"].users["trader000"] = FakeUser(77, "trader000", "trader000@example.com")
+    result = settle(
+        store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
+    )
+    assert result.settled_intents == 1 and result.adopted == ["trader000"]
+    assert sorted(env["store"].load("sim").users) == ["trader000"]
+    assert env["journal"].unsettled() == []
+
+
+def test_grants_read_signals_once_and_complete_only_signers(env: dict[str, Any]) -> None:
+    m = make_manifest(3)
+    run(env, plan_for(env["store"], creates(m)), m)
+    ids = {n: u.id for n, u in env["api"].users.items()}
+    env["api"].signals = [Signal(1, ids["trader000"]), Signal(2, ids["trader002"], completed="earlier")]
+    grants = [
+        GrantEntitlement(
+            user=n,
+            userId=ids[n],
+            entitlement="simplus",
+            entitlementId=12345,
+            accountId=11111,
+            agreement_gated=True,
+        )
+        for n in sorted(ids)
+    ]
+    env["api"].calls.clear()
+    result = run(env, plan_for(env["store"], grants), m)
+    assert result.ok
+    assert env["api"].count("signals") == 1
+    assert result.granted == ["trader000"]
+    assert sorted(result.awaiting_agreement) == ["trader001", "trader002"]
+    assert [c for c in env["api"].calls if c[0] == "complete"] == [("complete", 1)]
+    users = env["store"].load("sim").users
+    assert users["trader000"].entitlements["simplus"].status == "granted"
+    assert users["trader001"].entitlements["simplus"].status == "awaiting_agreement"
+
+
+def test_contact_for_a_user_created_in_the_same_apply_takes_the_new_id(env: dict[str, Any]) -> None:
+    m = make_manifest(1)
+    contact = ContactPayload(
+        firstName="Ann",
+        lastName="Lee",
+        phone="+12125550100",
+        streetAddress1="1 Main",
+        city="New York",
+        state="NY",
+        postCode="10001",
+        country="US",
+    )
+    acts = [*creates(m), UpdateContact(user="trader000", userId=None, changes=(), contact=contact)]
+    result = run(env, plan_for(env["store"], acts), m)
+    assert result.ok
+    assert ("contact", env["api"].users["trader000"].id) in env["api"].calls
+    record = env["store"].load("sim").users["trader000"]
+    assert record.contact is not None and record.contact.city == "New York" and record.firstName == "Ann"
+
+
+def test_cancels_go_in_batches_and_are_recorded(env: dict[str, Any]) -> None:
+    m = make_manifest(150)
+    run(env, plan_for(env["store"], creates(m)), m)
+    state = env["store"].load("sim")
+    acts = [
+        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
+        for n, r in sorted(state.users.items())
+    ]
+    result = run(env, plan_for(env["store"], acts), m)
+    assert len(result.cancelled) == 150
+    assert [len(c[1]) for c in env["api"].calls if c[0] == "cancel"] == [100, 50]
+    assert all(r.lifecycle == "cancelled" for r in env["store"].load("sim").users.values())
+
+
+def test_stale_plan_is_refused_saying_what_changed(env: dict[str, Any]) -> None:
+    m = make_manifest(1)
+    plan = plan_for(env["store"], creates(m), digest="old-digest")
+    with pytest.raises(PlanError, match="the manifest changed"):
+        run(env, plan, m)
+    assert env["api"].calls == []
+
+
+def test_missing_password_variable_stops_before_any_call(env: dict[str, Any]) -> None:
+    m = make_manifest(2)
+    with pytest.raises(PasswordError, match="trader000: environment variable TRADER_PW is not set"):
+        run(env, plan_for(env["store"], creates(m)), m, environ={})
+    assert env["api"].calls == []
+
+
+def test_generated_passwords_need_a_file_and_land_only_there(env: dict[str, Any], tmp_path: Path) -> None:
+    m = make_manifest(2, password={"generate": True})
+    plan = plan_for(env["store"], creates(m))
+    with pytest.raises(PasswordError, match="--generated-passwords"):
+        run(env, plan, m)
+    assert env["api"].calls == []
+    out = tmp_path / "pw.txt"
+    result = run(env, plan, m, generated_passwords=out)
+    assert result.ok
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    lines = dict(line.split("\t") for line in out.read_text().splitlines() if not line.startswith("#"))
+    assert lines == env["api"].passwords
+    for pw in lines.values():
+        assert 8 <= len(pw) <= 64
+        assert pw not in env["store"].path.read_text()
+        assert pw not in env["audit"].path.read_text()
+
+
+def test_audit_log_has_one_line_per_call_and_no_secret(env: dict[str, Any]) -> None:
+    m = make_manifest(3)
+    run(env, plan_for(env["store"], creates(m)), m)
+    lines = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
+    assert [ln["action"] for ln in lines] == ["create", "apply"]
+    assert lines[0]["users"] == ["trader000", "trader001", "trader002"]
+    assert SECRET not in env["audit"].path.read_text()
+    assert stat.S_IMODE(os.stat(env["audit"].path).st_mode) == 0o600
+    assert env["journal"].unsettled() == []
+    assert State.model_validate_json(env["store"].path.read_text()).serial == 1
+
+
+def test_grant_interrupted_before_its_signal_was_completed_is_settled(env: dict[str, Any]) -> None:
+    m = make_manifest(2)
+    run(env, plan_for(env["store"], creates(m)), m)
+    ids = {n: u.id for n, u in env["api"].users.items()}
+    grants = [
+        GrantEntitlement(
+            user=n,
+            userId=ids[n],
+            entitlement="simplus",
+            entitlementId=12345,
+            accountId=11111,
+            agreement_gated=True,
+        )
+        for n in sorted(ids)
+    ]
+    env["api"].signals = [Signal(7, ids["trader000"]), Signal(8, ids["trader001"])]
+    env["journal"].begin("grant", grants, agreement_alert_id=68)
+    env["api"].plugins[ids["trader000"]] = {12345}  # the dead run granted trader000 only
+    result = settle(
+        store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
+    )
+    assert result.granted == ["trader000"]
+    assert [c for c in env["api"].calls if c[0] == "complete"] == [("complete", 7)]
+    users = env["store"].load("sim").users
+    assert users["trader000"].entitlements["simplus"].status == "granted"
+    assert "simplus" not in users["trader001"].entitlements

@@ -1,0 +1,92 @@
+"""Two applies on one state: one waits or fails naming the holder; nothing interleaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("reconcile.loader")
+pytest.importorskip("reconcile.api.connect")
+
+from apply_support import PASSWORD, write_desk
+
+from reconcile.locking import read_holder
+
+pytestmark = pytest.mark.slow
+
+
+def start_apply(tmp_path: Path, manifest: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reconcile",
+            "apply",
+            "-f",
+            str(manifest),
+            "--state",
+            str(tmp_path / "state" / "sim.json"),
+            "--auto-approve",
+            "--batch-size",
+            "10",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TRADER_PASSWORD": PASSWORD},
+    )
+
+
+def sim(tmp_path: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "reconcile", "sim", *args, "--db", str(tmp_path / "state" / "sim.sqlite")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_second_apply_fails_naming_the_holder_and_the_first_finishes(tmp_path: Path) -> None:
+    manifest = write_desk(tmp_path / "desk.yaml", 30)
+    (tmp_path / "state").mkdir()
+    # A slow first create call keeps the first apply inside its lock long enough to meet the second.
+    sim(tmp_path, "fault", "slow", "--path", "/user/createevaluationusers", "--seconds", "2")
+    first = start_apply(tmp_path, manifest)
+    state = tmp_path / "state" / "sim.json"
+    for _ in range(400):
+        if read_holder(state) is not None:
+            break
+        time.sleep(0.025)
+    holder = read_holder(state)
+    assert holder is not None and holder.pid == first.pid
+    second = start_apply(tmp_path, manifest, "--lock-timeout", "0")
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 1
+    assert "locked" in err and f"pid {first.pid}" in err and holder.lock_id in err
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    recorded = json.loads(state.read_text())
+    assert len(recorded["users"]) == 30 and recorded["serial"] == 3
+
+
+def test_two_applies_started_together_with_waiting_create_each_trader_once(tmp_path: Path) -> None:
+    manifest = write_desk(tmp_path / "desk.yaml", 30)
+    runs = [start_apply(tmp_path, manifest, "--lock-timeout", "120") for _ in range(2)]
+    outcomes = [(r.wait(timeout=180), r.stderr.read() if r.stderr else "") for r in runs]
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    users = json.loads(sim(tmp_path, "users"))
+    names = [u["name"] for u in users]
+    assert len(names) == 30 == len(set(names))
+    recorded = json.loads((tmp_path / "state" / "sim.json").read_text())
+    assert recorded["serial"] == 3
+    assert {n: r["userId"] for n, r in recorded["users"].items()} == {u["name"]: u["id"] for u in users}
