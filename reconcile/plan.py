@@ -20,7 +20,7 @@ from reconcile.manifest import CancelFlags, PasswordFromEnv, PasswordFromFile, P
 PLAN_FORMAT_VERSION = 1
 
 
-class ActionKind(str, enum.Enum):
+class ActionKind(enum.StrEnum):
     """What an action does; ordered as the applier executes them."""
 
     create = "create"
