@@ -160,6 +160,43 @@ class Diagnostic(_Model):
     message: str
 
 
+class DriftKind(enum.StrEnum):
+    """How the live organization differs from recorded state (``plan --refresh``)."""
+
+    changed = "changed"
+    """Email, names or contact changed outside reconcile."""
+    closed = "closed"
+    """Closed (cancelled) outside reconcile."""
+    missing = "missing"
+    """No longer in the organization's user list."""
+    created_outside = "created_outside"
+    """An active user of the organization that reconcile neither created nor adopted."""
+    entitlement_missing = "entitlement_missing"
+    """Recorded as granted, but the user no longer has it."""
+    entitlement_added = "entitlement_added"
+    """The user has it, but reconcile did not grant it (or recorded it as awaiting the agreement)."""
+
+
+class DriftEntry(_Model):
+    """One difference between recorded state and the live organization."""
+
+    kind: DriftKind
+    user: str
+    userId: int | None = None
+    changes: tuple[FieldChange, ...] = ()
+    """Field-level ``before`` (recorded) / ``after`` (live) for ``changed``."""
+    entitlement: str | None = None
+    message: str
+
+
+class Refresh(_Model):
+    """What ``plan --refresh`` found in the live organization."""
+
+    drift: tuple[DriftEntry, ...] = ()
+    unmanaged: tuple[str, ...] = ()
+    """Users of the organization reconcile neither created nor adopted: never changed or cancelled."""
+
+
 class PlanBinding(_Model):
     """What a plan was made from; ``apply`` refuses the plan when any of it changed."""
 
@@ -182,6 +219,8 @@ class Plan(_Model):
     """Non-empty when the plan was limited with --target/--exclude (patterns, for the record)."""
     excluded: tuple[str, ...] = ()
     """The --exclude patterns of a limited plan (``targeted`` holds the --target ones)."""
+    refresh: Refresh | None = None
+    """Drift and unmanaged users; set only on plans made with ``--refresh`` (the API was read)."""
 
     @property
     def summary(self) -> dict[str, int]:
@@ -211,6 +250,11 @@ class Plan(_Model):
         return bool(self.targeted or self.excluded)
 
     @property
+    def has_drift(self) -> bool:
+        """True when a refreshed plan found the live organization differing from recorded state."""
+        return self.refresh is not None and bool(self.refresh.drift)
+
+    @property
     def empty(self) -> bool:
         return not self.actions
 
@@ -221,6 +265,9 @@ class Plan(_Model):
     def to_json_dict(self) -> dict[str, Any]:
         """The documented JSON form: ``format_version``, ``summary``, ``actions``, …"""
         data = self.model_dump(mode="json", exclude_none=False)
+        if data.get("refresh") is None:
+            # Only refreshed plans carry the key: plans made without the API read as before.
+            data.pop("refresh", None)
         return {"format_version": data.pop("format_version"), "summary": self.summary, **data}
 
 

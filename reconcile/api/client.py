@@ -325,6 +325,11 @@ class PartnerClient:
         data = self._call("GET", "/userPlugin/deps", call="userPlugin/deps", params={"masterid": user_id})
         return self._parse_list(UserPlugin, data, "userPlugin/deps", (f"user id {user_id}",))
 
+    def list_user_plugins(self) -> list[UserPlugin]:
+        """Return the active plugins (granted entitlements) of every user of the organization."""
+        data = self._call("GET", "/userPlugin/list", call="userPlugin/list")
+        return self._parse_list(UserPlugin, data, "userPlugin/list", ())
+
     # -- the request pipeline -----------------------------------------------------------------------
 
     def _call(

@@ -16,6 +16,7 @@ from reconcile.plan import (
     ActionKind,
     CancelEverything,
     CreateUser,
+    DriftEntry,
     FieldChange,
     GrantEntitlement,
     Plan,
@@ -209,3 +210,26 @@ def rechecks(plan: Plan) -> tuple[GrantEntitlement, ...]:
 def cancellations(plan: Plan) -> tuple[CancelEverything, ...]:
     """The cancel-everything actions of ``plan``."""
     return tuple(a for a in plan.actions if isinstance(a, CancelEverything))
+
+
+def describe_drift(entry: DriftEntry, *, show_pii: bool) -> str:
+    """One drift entry as people read it: what differs, recorded → live for changed fields."""
+    text = safe(entry.message)
+    if entry.changes:
+        text += ": " + ", ".join(describe_change(c, show_pii=show_pii) for c in entry.changes)
+    return text
+
+
+def drift_sentence(plan: Plan) -> str:
+    """What a refreshed plan found; empty for a plan made without reading the API."""
+    if plan.refresh is None:
+        return ""
+    drift, unmanaged = len(plan.refresh.drift), len(plan.refresh.unmanaged)
+    found = (
+        f"Drift: {drift} difference{'s' if drift != 1 else ''} between recorded state and the API."
+        if drift
+        else "No drift: the API matches recorded state."
+    )
+    if unmanaged:
+        found += f" {unmanaged} unmanaged user{'s' if unmanaged != 1 else ''} (never changed or cancelled)."
+    return found

@@ -20,6 +20,8 @@ from reconcile.render.describe import (
     ActionLine,
     cancellations,
     describe,
+    describe_drift,
+    drift_sentence,
     rechecks,
     safe,
     summary_sentence,
@@ -92,6 +94,7 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
 
     _diagnostics(out, plan, "error", "Errors")
     _diagnostics(out, plan, "warning", "Warnings")
+    _drift(out, plan, options)
 
     cancelled = cancellations(plan)
     if cancelled:
@@ -138,6 +141,23 @@ def _diagnostics(out: _Budget, plan: Plan, severity: str, title: str) -> None:
         who = f"{code(d.user)}: " if d.user else ""
         out.item(title.lower(), f"- {who}{prose(d.message)}")
     out.must("")
+
+
+def _drift(out: _Budget, plan: Plan, options: RenderOptions) -> None:
+    if plan.refresh is None:
+        return
+    out.must("### Drift\n")
+    out.must(f"{prose(drift_sentence(plan))}\n")
+    for entry in plan.refresh.drift:
+        what = describe_drift(entry, show_pii=options.show_pii)
+        out.item("drift entries", f"- {code(entry.user)}: {prose(what)}")
+    if plan.refresh.drift:
+        out.must("")
+    if plan.refresh.unmanaged:
+        out.must("Unmanaged users (in the organization; never changed or cancelled by reconcile):\n")
+        for name in plan.refresh.unmanaged:
+            out.item("unmanaged users", f"- {code(name)}")
+        out.must("")
 
 
 def _table(plan: Plan) -> str:

@@ -12,6 +12,8 @@ from reconcile.render.describe import (
     ActionLine,
     cancellations,
     describe,
+    describe_drift,
+    drift_sentence,
     rechecks,
     safe,
     summary_sentence,
@@ -44,6 +46,8 @@ def render_text(plan: Plan, options: RenderOptions) -> str:
     targeting = targeting_sentence(plan)
     if targeting:
         out += [paint(f"!!! {targeting}", "magenta", bold=True), ""]
+
+    out += _drift(plan, paint)
 
     changes = [describe(a, show_pii=True) for a in plan.changes]
     if changes:
@@ -92,3 +96,18 @@ def _diagnostic(diagnostic: Diagnostic, paint: Callable[..., str]) -> str:
     label, colour = _DIAGNOSTIC_STYLE[diagnostic.severity]
     where = f"{safe(diagnostic.user)}: " if diagnostic.user else ""
     return f"{paint(label + ':', colour, bold=True)} {where}{safe(diagnostic.message)}"
+
+
+def _drift(plan: Plan, paint: Callable[..., str]) -> list[str]:
+    """The drift section of a refreshed plan: each difference, then the unmanaged users."""
+    if plan.refresh is None:
+        return []
+    out = [paint(drift_sentence(plan), "magenta" if plan.refresh.drift else None, bold=True)]
+    entries = plan.refresh.drift
+    if entries:
+        width = max(len(safe(d.user)) for d in entries)
+        out += [f"  ! {safe(d.user).ljust(width)}  {describe_drift(d, show_pii=True)}" for d in entries]
+    if plan.refresh.unmanaged:
+        names = ", ".join(safe(n) for n in plan.refresh.unmanaged)
+        out.append(f"Unmanaged (in the organization; never changed or cancelled by reconcile): {names}")
+    return [*out, ""]

@@ -1,0 +1,215 @@
+"""Bring the API's view into recorded state: adopt existing users (``import``) and ``refresh``.
+
+Both read a live snapshot (:mod:`reconcile.live`), change nothing remote, and save state under
+the state lock the caller holds (:func:`state_locked`).
+
+``import`` rules (DESIGN §8.3: only created or adopted users are ever changed or cancelled):
+
+* a name must be in the manifest: adopting a user the manifest does not name would plan its
+  cancellation at once;
+* a name must exist in the organization and be active (a closed user cannot be managed);
+* a user already in state is left as it is (reported as already managed);
+* ``--all`` adopts every active organization user the manifest names and state does not hold,
+  and reports the organization users it leaves unmanaged because the manifest does not name them.
+
+The record takes what the API shows: id, email, contact and names (from contact info), and the
+grants of entitlements named under ``partner.entitlements``. What the API cannot show is taken
+from the manifest: the names of a user without contact info, and the subscription plan (set at
+creation, readable nowhere), so an adopted user the manifest describes truly plans no change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconcile.drift import compare
+from reconcile.errors import ReconcileError
+from reconcile.live import CONTACT_FIELDS, LiveReader, LiveSnapshot, LiveUser, read_live, with_contacts
+from reconcile.manifest import Manifest, User
+from reconcile.plan import DriftEntry
+from reconcile.state import ContactRecord, GrantRecord, State, StateStore, UserRecord
+
+
+@contextlib.contextmanager
+def state_locked(
+    store: StateStore, *, timeout: float = 0.0, purpose: str, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold the exclusive lock of ``store`` (a lock file next to a state file, or the backend's)."""
+    with store.lock(timeout=timeout, purpose=purpose, on_wait=on_wait):
+        yield
+
+
+def state_dir_of(store: StateStore) -> Path:
+    """Where the embedded simulator's data lives for this store (next to a state file)."""
+    return store.local_dir()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What ``refresh`` found and recorded."""
+
+    drift: tuple[DriftEntry, ...]
+    unmanaged: tuple[str, ...]
+    changed: tuple[str, ...]
+    """Users whose record was rewritten."""
+    serial: int
+    """The state serial after the refresh (unchanged when nothing changed)."""
+    requests: int
+
+
+def refresh_state(
+    manifest: Manifest,
+    store: StateStore,
+    client: LiveReader,
+    *,
+    clock: Callable[[], datetime] = _now,
+) -> RefreshResult:
+    """Record in state what the API shows for every managed user; change nothing remote.
+
+    The caller holds the state lock.
+    """
+    state = store.load(manifest.environment)
+    live = read_live(
+        client,
+        agreement_alert_id=manifest.agreement_alert_id,
+        contacts_of=[r.userId for r in state.users.values() if r.lifecycle == "active"],
+        read_at=clock(),
+    )
+    comparison = compare(state, live, manifest.partner.entitlements)
+    saved = store.save(comparison.observed, changed=comparison.changed) if comparison.changed else state
+    return RefreshResult(
+        drift=comparison.drift,
+        unmanaged=comparison.unmanaged,
+        changed=comparison.changed,
+        serial=saved.serial,
+        requests=live.requests,
+    )
+
+
+@dataclass
+class ImportResult:
+    """What ``import`` did."""
+
+    adopted: list[str] = field(default_factory=list)
+    already_managed: list[str] = field(default_factory=list)
+    skipped_closed: list[str] = field(default_factory=list)
+    """With ``--all``: organization users the manifest names that are closed (not adoptable)."""
+    left_unmanaged: list[str] = field(default_factory=list)
+    """With ``--all``: organization users the manifest does not name (left unmanaged)."""
+    serial: int = 0
+    requests: int = 0
+
+
+def import_users(
+    manifest: Manifest,
+    store: StateStore,
+    client: LiveReader,
+    names: Sequence[str] | None,
+    *,
+    clock: Callable[[], datetime] = _now,
+) -> ImportResult:
+    """Adopt existing organization users into state (``names``, or None for every one the manifest names).
+
+    Raises :class:`ReconcileError` listing every problem, and changes nothing, when a name is not
+    in the manifest, not in the organization, or closed. The caller holds the state lock.
+    """
+    state = store.load(manifest.environment)
+    wanted = {user.name: user for user in manifest.users}
+    now = clock()
+    # The listing first (3 requests); then contact info of the chosen users only, one request each.
+    listing = read_live(client, agreement_alert_id=manifest.agreement_alert_id, contacts_of=(), read_at=now)
+    result = ImportResult()
+    candidates = _candidates(names, wanted, state, listing, result)
+    live = with_contacts(client, listing, [listing.by_name[name].userId for name in candidates])
+    result.requests = live.requests
+    users = dict(state.users)
+    for name in candidates:
+        users[name] = adopted_record(wanted[name], live.by_name[name], manifest, now)
+    result.adopted = list(candidates)
+    if candidates:
+        saved = store.save(state.model_copy(update={"users": users}), changed=candidates)
+        result.serial = saved.serial
+    else:
+        result.serial = state.serial
+    return result
+
+
+def _candidates(
+    names: Sequence[str] | None,
+    wanted: dict[str, User],
+    state: State,
+    live: LiveSnapshot,
+    result: ImportResult,
+) -> list[str]:
+    managed_ids = {record.userId for record in state.users.values()}
+    if names is None:
+        result.left_unmanaged = sorted(
+            u.name for u in live.users if u.name not in wanted and u.userId not in managed_ids
+        )
+        chosen: list[str] = []
+        for name in sorted(wanted):
+            user = live.by_name.get(name)
+            if user is None or wanted[name].status != "active":
+                continue
+            if name in state.users:
+                result.already_managed.append(name)
+            elif user.closed:
+                result.skipped_closed.append(name)
+            else:
+                chosen.append(name)
+        return chosen
+
+    problems: list[str] = []
+    chosen = []
+    for name in sorted(set(names)):
+        user = live.by_name.get(name)
+        if name in state.users:
+            result.already_managed.append(name)
+        elif name not in wanted:
+            problems.append(
+                f"{name}: not in the manifest; add it to the manifest first (adopting a user the "
+                "manifest does not name would plan its cancellation)"
+            )
+        elif user is None:
+            problems.append(f"{name}: no user of that name in the organization; check the spelling")
+        elif user.closed:
+            problems.append(f"{name}: closed in the organization; a closed user cannot be managed")
+        elif wanted[name].status != "active":
+            problems.append(f"{name}: the manifest marks it cancelled; there is nothing to adopt it for")
+        else:
+            chosen.append(name)
+    if problems:
+        raise ReconcileError("nothing was imported:\n  " + "\n  ".join(problems))
+    return chosen
+
+
+def adopted_record(user: User, live: LiveUser, manifest: Manifest, now: datetime) -> UserRecord:
+    """The state record of an adopted user: what the API shows, the manifest for what it cannot."""
+    contact = live.contact
+    fields = contact.model_dump() if contact is not None else {}
+    complete = all(fields.get(f) for f in ("phone", "streetAddress1", "city", "country"))
+    grants = {
+        name: GrantRecord(entitlementId=eid, status="granted", updatedAt=now)
+        for name, eid in sorted(manifest.partner.entitlements.items())
+        if eid in live.entitlementIds
+    }
+    return UserRecord(
+        userId=live.userId,
+        origin="adopted",
+        email=live.email,
+        firstName=fields.get("firstName") or user.firstName or "",
+        lastName=fields.get("lastName") or user.lastName or "",
+        tradovateSubscriptionPlanId=manifest.subscription_plan_for(user),
+        contact=ContactRecord(**{f: fields.get(f) for f in CONTACT_FIELDS}) if complete else None,
+        entitlements=grants,
+        createdAt=now,
+        updatedAt=now,
+    )

@@ -1,0 +1,193 @@
+"""Recorded state and a live snapshot → drift, and the state as the API has it now (pure, no I/O).
+
+One comparison serves both callers: ``plan --refresh`` plans against :attr:`Comparison.observed`
+(so the plan repairs what the manifest governs) and shows :attr:`Comparison.drift`;
+``reconcile refresh`` saves :attr:`Comparison.observed` as the new recorded state.
+
+What is compared, per managed active user (matched by user id, the one key that never changes):
+lifecycle (closed or gone), email, names and contact (only when the contact was read: the API
+shows names only inside contact info), and entitlements by id. Active users of the organization
+that state does not hold are ``created_outside``; every such user, closed ones included, is listed
+as unmanaged. Users recorded as cancelled are not compared: nothing is done to them any more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from reconcile.live import CONTACT_FIELDS, LiveSnapshot, LiveUser
+from reconcile.plan import DriftEntry, DriftKind, FieldChange
+from reconcile.state import ContactRecord, GrantRecord, State, UserRecord
+
+_REQUIRED_CONTACT = ("phone", "streetAddress1", "city", "country")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a live snapshot says about recorded state."""
+
+    observed: State
+    """Recorded state updated to what the API shows (same lineage and serial: not saved)."""
+    drift: tuple[DriftEntry, ...]
+    """Sorted by user, then kind, then entitlement."""
+    unmanaged: tuple[str, ...]
+    """Names of organization users that state does not hold (closed ones included), sorted."""
+    closed: frozenset[str]
+    """Managed users closed or gone outside reconcile (now recorded as cancelled in ``observed``)."""
+    changed: tuple[str, ...]
+    """Names whose record differs between state and ``observed``, sorted."""
+
+
+def compare(state: State, live: LiveSnapshot, entitlements: Mapping[str, int]) -> Comparison:
+    """Compare ``state`` with ``live``; ``entitlements`` is the manifest's name → id catalogue."""
+    names_by_id = {eid: name for name, eid in sorted(entitlements.items(), reverse=True)}
+    users = dict(state.users)
+    drift: list[DriftEntry] = []
+    closed: set[str] = set()
+    managed_ids = {record.userId for record in state.users.values()}
+    for name in sorted(state.users):
+        record = state.users[name]
+        if record.lifecycle != "active":
+            continue
+        new, entries = _compare_user(name, record, live.by_id.get(record.userId), names_by_id, live.read_at)
+        drift.extend(entries)
+        if new.lifecycle != "active":
+            closed.add(name)
+        if new != record:
+            users[name] = new
+    unmanaged = sorted(u.name for u in live.users if u.userId not in managed_ids)
+    for user in live.users:
+        if user.userId in managed_ids or user.closed:
+            continue
+        drift.append(
+            DriftEntry(
+                kind=DriftKind.created_outside,
+                user=user.name,
+                userId=user.userId,
+                message="is in the organization but reconcile neither created nor adopted it "
+                "(it is never changed or cancelled); adopt it with `reconcile import`",
+            )
+        )
+    drift.sort(key=lambda d: (d.user, list(DriftKind).index(d.kind), d.entitlement or ""))
+    changed = tuple(sorted(name for name in users if users[name] is not state.users.get(name)))
+    observed = state.model_copy(update={"users": users})
+    return Comparison(observed, tuple(drift), tuple(unmanaged), frozenset(closed), changed)
+
+
+def _compare_user(
+    name: str, record: UserRecord, live: LiveUser | None, names_by_id: Mapping[int, str], now: datetime
+) -> tuple[UserRecord, list[DriftEntry]]:
+    if live is None or live.closed:
+        kind = DriftKind.missing if live is None else DriftKind.closed
+        message = (
+            f"user id {record.userId} is no longer in the organization's user list"
+            if live is None
+            else "was closed outside reconcile (status Closed): it can no longer be changed"
+        )
+        entry = DriftEntry(kind=kind, user=name, userId=record.userId, message=message)
+        closed = {"lifecycle": "cancelled", "cancelledAt": now, "updatedAt": now}
+        return record.model_copy(update=closed), [entry]
+
+    entries: list[DriftEntry] = []
+    update: dict[str, Any] = {}
+    changes = _field_changes(record, live, update)
+    if changes:
+        fields = ", ".join(c.field for c in changes)
+        entries.append(
+            DriftEntry(
+                kind=DriftKind.changed,
+                user=name,
+                userId=record.userId,
+                changes=changes,
+                message=f"changed outside reconcile: {fields}",
+            )
+        )
+    grants, grant_entries = _compare_grants(name, record, live, names_by_id, now)
+    entries.extend(grant_entries)
+    if grants != record.entitlements:
+        update["entitlements"] = grants
+    if not update:
+        return record, entries
+    return record.model_copy(update={**update, "updatedAt": now}), entries
+
+
+def _field_changes(record: UserRecord, live: LiveUser, update: dict[str, Any]) -> tuple[FieldChange, ...]:
+    """Recorded → live for email, names and contact; fill ``update`` with the live values."""
+    before: dict[str, Any] = {"email": record.email}
+    after: dict[str, Any] = {"email": live.email}
+    if live.contact_read:
+        recorded_contact = record.contact.model_dump() if record.contact is not None else {}
+        live_contact = live.contact.model_dump() if live.contact is not None else {}
+        for field in CONTACT_FIELDS:
+            before[field] = recorded_contact.get(field)
+            after[field] = live_contact.get(field)
+        # Names are readable only through contact info: without one, the recorded names stand.
+        for field in ("firstName", "lastName"):
+            if live_contact.get(field):
+                before[field] = getattr(record, field)
+                after[field] = live_contact[field]
+    changes = tuple(
+        FieldChange(field=f, before=before[f], after=after[f])
+        for f in sorted(before)
+        if before[f] != after[f]
+    )
+    if not changes:
+        return ()
+    fields = {c.field for c in changes}
+    if "email" in fields:
+        update["email"] = live.email
+    for field in ("firstName", "lastName"):
+        if field in fields:
+            update[field] = after[field]
+    if fields & set(CONTACT_FIELDS):
+        complete = all(after.get(f) for f in _REQUIRED_CONTACT)
+        update["contact"] = ContactRecord(**{f: after.get(f) for f in CONTACT_FIELDS}) if complete else None
+    return changes
+
+
+def _compare_grants(
+    name: str, record: UserRecord, live: LiveUser, names_by_id: Mapping[int, str], now: datetime
+) -> tuple[dict[str, GrantRecord], list[DriftEntry]]:
+    grants = dict(record.entitlements)
+    entries: list[DriftEntry] = []
+
+    def entry(kind: DriftKind, entitlement: str, message: str) -> None:
+        entries.append(
+            DriftEntry(kind=kind, user=name, userId=record.userId, entitlement=entitlement, message=message)
+        )
+
+    for entitlement, grant in sorted(record.entitlements.items()):
+        has = grant.entitlementId in live.entitlementIds
+        if grant.status == "granted" and not has:
+            del grants[entitlement]
+            entry(
+                DriftKind.entitlement_missing,
+                entitlement,
+                f"{entitlement} is recorded as granted, but the user no longer has it",
+            )
+        elif grant.status == "awaiting_agreement" and has:
+            grants[entitlement] = GrantRecord(
+                entitlementId=grant.entitlementId, status="granted", updatedAt=now
+            )
+            entry(
+                DriftKind.entitlement_added,
+                entitlement,
+                f"{entitlement} was granted outside reconcile (recorded as awaiting the agreement)",
+            )
+    recorded = {grant.entitlementId for grant in record.entitlements.values()}
+    for entitlement_id in sorted(live.entitlementIds - recorded):
+        known = names_by_id.get(entitlement_id)
+        if known is not None and known not in grants:
+            grants[known] = GrantRecord(entitlementId=entitlement_id, status="granted", updatedAt=now)
+            entry(DriftKind.entitlement_added, known, f"{known} was granted outside reconcile")
+        else:
+            entry(
+                DriftKind.entitlement_added,
+                str(entitlement_id),
+                f"entitlement {entitlement_id} was granted outside reconcile; it is not named under "
+                "partner.entitlements, so it is not recorded",
+            )
+    return grants, entries

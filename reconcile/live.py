@@ -1,0 +1,154 @@
+"""Read a snapshot of the live organization through the partner API (for drift, refresh, import).
+
+One snapshot costs ``3 + C`` requests, whatever the size of the organization:
+
+* ``GET /user/list``               every user of the organization (id, name, email, status);
+* ``GET /userPlugin/list``         every active plugin (granted entitlement) of every user;
+* ``GET /adminAlertSignal/deps``   every Market Data Agreement signal (who signed);
+* ``GET /contactInfo/deps`` x C    contact info (and with it the names: ``/user/list`` has none),
+  read only for the users asked for (the managed ones for drift, the candidates for import).
+
+The contract also offers ``/contactInfo/ldeps`` (many users per call), which would make C about
+C/100; neither the project's copy of the contract nor the simulator has it yet.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from reconcile.api.models import AdminAlertSignal, ContactInfo, User, UserPlugin
+
+CLOSED = "Closed"
+"""The ``UserStatus`` of a user whose everything was cancelled."""
+
+CONTACT_FIELDS = ("phone", "streetAddress1", "streetAddress2", "city", "state", "postCode", "country")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LiveContact(_Model):
+    """A user's contact info as the API has it (empty strings read as None)."""
+
+    firstName: str | None = None
+    lastName: str | None = None
+    phone: str | None = None
+    streetAddress1: str | None = None
+    streetAddress2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postCode: str | None = None
+    country: str | None = None
+
+    @classmethod
+    def from_wire(cls, info: ContactInfo) -> LiveContact:
+        fields = {name: getattr(info, name) or None for name in cls.model_fields}
+        return cls(**fields)
+
+
+class LiveUser(_Model):
+    """One user of the organization as the API shows it."""
+
+    userId: int
+    name: str
+    email: str
+    status: str | None = None
+    entitlementIds: frozenset[int] = frozenset()
+    """Entitlement ids of the user's active plugins."""
+    agreement_signed: bool = False
+    """True when a Market Data Agreement signal exists for the user (completed or not)."""
+    contact_read: bool = False
+    """False when contact info was not read for this user (then ``contact`` says nothing)."""
+    contact: LiveContact | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.status == CLOSED
+
+
+class LiveSnapshot(_Model):
+    """The organization at one moment: its users, and how many requests reading them took."""
+
+    users: tuple[LiveUser, ...]
+    read_at: datetime
+    requests: int = 0
+
+    @functools.cached_property
+    def by_id(self) -> Mapping[int, LiveUser]:
+        return {u.userId: u for u in self.users}
+
+    @functools.cached_property
+    def by_name(self) -> Mapping[str, LiveUser]:
+        return {u.name: u for u in self.users}
+
+
+class LiveReader(Protocol):
+    """The reads a snapshot needs (:class:`reconcile.api.client.PartnerClient` has them)."""
+
+    def list_users(self) -> list[User]: ...
+    def list_user_plugins(self) -> list[UserPlugin]: ...
+    def agreement_signals(self, alert_id: int) -> list[AdminAlertSignal]: ...
+    def contact_info(self, user_id: int) -> ContactInfo | None: ...
+
+
+def read_live(
+    client: LiveReader,
+    *,
+    agreement_alert_id: int,
+    contacts_of: Collection[int] | None = None,
+    read_at: datetime,
+) -> LiveSnapshot:
+    """Read the organization's users, plugins and agreement signals, and the contacts asked for.
+
+    ``contacts_of`` holds the user ids whose contact info to read (None = every user: one request
+    each). Ids not in the organization are skipped.
+    """
+    users = client.list_users()
+    plugins = client.list_user_plugins()
+    signals = client.agreement_signals(agreement_alert_id)
+    granted: dict[int, set[int]] = {}
+    for plugin in plugins:
+        if plugin.userId is not None and plugin.entitlementId is not None:
+            granted.setdefault(plugin.userId, set()).add(plugin.entitlementId)
+    signed = {s.relatedToUserId for s in signals if s.relatedToUserId is not None}
+    listing = LiveSnapshot(
+        users=tuple(
+            LiveUser(
+                userId=user.id,
+                name=user.name,
+                email=user.email,
+                status=user.status,
+                entitlementIds=frozenset(granted.get(user.id, ())),
+                agreement_signed=user.id in signed,
+            )
+            for user in sorted(users, key=lambda u: u.id)
+        ),
+        read_at=read_at,
+        requests=3,
+    )
+    ids = [u.userId for u in listing.users] if contacts_of is None else contacts_of
+    return with_contacts(client, listing, ids)
+
+
+def with_contacts(client: LiveReader, snapshot: LiveSnapshot, user_ids: Collection[int]) -> LiveSnapshot:
+    """Return ``snapshot`` with the contact info of ``user_ids`` read (one request per user).
+
+    Ids not in the snapshot, and users whose contact was read already, cost nothing.
+    """
+    wanted = set(user_ids)
+    users: list[LiveUser] = []
+    requests = snapshot.requests
+    for user in snapshot.users:
+        if user.userId in wanted and not user.contact_read:
+            info = client.contact_info(user.userId)
+            requests += 1
+            contact = LiveContact.from_wire(info) if info is not None else None
+            user = user.model_copy(update={"contact_read": True, "contact": contact})
+        users.append(user)
+    return LiveSnapshot(users=tuple(users), read_at=snapshot.read_at, requests=requests)
