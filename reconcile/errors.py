@@ -106,3 +106,10 @@ class OutcomeUnknown(TransportError):
     The server may or may not have applied it: never resend blindly; settle it by looking the
     users up (the applier's journal does this).
     """
+
+    def __init__(
+        self, message: str, *, call: str = "", users: tuple[str, ...] = (), reason: str = ""
+    ) -> None:
+        super().__init__(message, call=call, users=users)
+        self.reason = reason
+        """Why the outcome is unknown, in a few words ("the API answered HTTP 502"), for per-user reports."""

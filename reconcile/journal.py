@@ -67,7 +67,7 @@ class Journal:
 
     def _append(self, line: BaseModel) -> None:
         data = (line.model_dump_json() + "\n").encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, data)

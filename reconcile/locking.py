@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -70,18 +70,32 @@ def _pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def state_lock(
-    state_path: str | os.PathLike[str], *, timeout: float = 0.0, purpose: str = "apply"
+    state_path: str | os.PathLike[str],
+    *,
+    timeout: float = 0.0,
+    purpose: str = "apply",
+    on_wait: Callable[[str], None] | None = None,
 ) -> Iterator[LockHolder]:
     """Hold the exclusive lock on ``state_path`` for the ``with`` block.
 
     Waits up to ``timeout`` seconds (0 = fail at once, negative = forever), then raises
-    :class:`LockError` naming the holder.
+    :class:`LockError` naming the holder. ``on_wait`` is told once, with the holder, when the
+    lock is busy and the wait begins.
     """
     lock_file, record = lock_paths(state_path)
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = filelock.FileLock(lock_file, timeout=timeout, thread_local=False)
     try:
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            if timeout == 0:
+                raise
+            if on_wait is not None:
+                holder = read_holder(state_path)
+                who = holder.describe() if holder else "another run (it left no holder record)"
+                on_wait(f"waiting for the lock on state {state_path}: {who}")
+            lock.acquire()
     except filelock.Timeout:
         holder = read_holder(state_path)
         who = holder.describe() if holder else "another run (it left no holder record)"

@@ -146,7 +146,7 @@ def resolve_passwords(
 
 def write_generated(path: Path, passwords: Mapping[str, str]) -> None:
     """Write ``name<TAB>password`` lines to a new file with mode 0600; never overwrite."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

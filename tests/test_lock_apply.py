@@ -21,7 +21,9 @@ from reconcile.locking import read_holder
 pytestmark = pytest.mark.slow
 
 
-def start_apply(tmp_path: Path, manifest: Path, *extra: str) -> subprocess.Popen[str]:
+def start_apply(
+    tmp_path: Path, manifest: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -41,7 +43,7 @@ def start_apply(tmp_path: Path, manifest: Path, *extra: str) -> subprocess.Popen
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "TRADER_PASSWORD": PASSWORD},
+        env={**os.environ, "TRADER_PASSWORD": PASSWORD, **(env or {})},
     )
 
 
@@ -59,20 +61,25 @@ def sim(tmp_path: Path, *args: str) -> str:
 def test_second_apply_fails_naming_the_holder_and_the_first_finishes(tmp_path: Path) -> None:
     manifest = write_desk(tmp_path / "desk.yaml", 30)
     (tmp_path / "state").mkdir()
-    # A slow first create call keeps the first apply inside its lock long enough to meet the second.
-    sim(tmp_path, "fault", "slow", "--path", "/user/createevaluationusers", "--seconds", "2")
-    first = start_apply(tmp_path, manifest)
-    state = tmp_path / "state" / "sim.json"
-    for _ in range(400):
-        if read_holder(state) is not None:
+    # Hold the first apply inside its lock, just before its first create call, until released.
+    release = tmp_path / "release"
+    first = start_apply(
+        tmp_path, manifest, env={"RECONCILE_TEST_PAUSE_AT": f"before_create_call:{release}"}
+    )
+    reached = Path(f"{release}.reached")
+    for _ in range(6000):  # a bound, not a timing assumption: the pause holds until released
+        if reached.exists() or first.poll() is not None:
             break
-        time.sleep(0.025)
+        time.sleep(0.02)
+    assert reached.exists(), first.communicate()
+    state = tmp_path / "state" / "sim.json"
     holder = read_holder(state)
     assert holder is not None and holder.pid == first.pid
     second = start_apply(tmp_path, manifest, "--lock-timeout", "0")
     _, err = second.communicate(timeout=60)
     assert second.returncode == 1
     assert "locked" in err and f"pid {first.pid}" in err and holder.lock_id in err
+    release.touch()
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     recorded = json.loads(state.read_text())

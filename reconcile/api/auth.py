@@ -194,6 +194,8 @@ class TokenCache:
         from reconcile.state import atomic_write_text
 
         try:
+            # The cache's own folder too: whoever may write there could swap the tokens folder.
+            self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.directory, 0o700)
             atomic_write_text(
@@ -355,7 +357,7 @@ class TokenAuth(httpx.Auth):
                 call="accesstokenrequest",
             )
         if answer.accessToken is None:
-            reason = answer.errorText or "the answer has no accessToken"
+            reason = redact(answer.errorText or "the answer has no accessToken", self.secrets())
             raise AuthError(
                 f"login as {who} failed: {reason}. Check TRADOVATE_USERNAME, TRADOVATE_PASSWORD and the "
                 "app credentials (TRADOVATE_APP_ID, TRADOVATE_CID, TRADOVATE_SEC)",
@@ -400,6 +402,13 @@ class TokenAuth(httpx.Auth):
         if self.cache is not None:
             self.cache.save(self.endpoint, self.credentials.username, self._token)
         return self._token.token
+
+    def secrets(self) -> list[str]:
+        """Return what must never be shown: the password, the API secret and the current token."""
+        values = [self.credentials.password, self.credentials.sec]
+        if self._token is not None:
+            values.append(self._token.token)
+        return [v for v in values if v]
 
     def _drop(self) -> None:
         self._token = None
@@ -449,6 +458,24 @@ def with_ticket(request: httpx.Request, ticket: str) -> httpx.Request:
     body["p-ticket"] = ticket
     headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length",)}
     return httpx.Request("POST", request.url, headers=headers, json=body)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """Return ``text`` with every secret (raw or JSON-escaped) replaced by ``[redacted]``.
+
+    A server may echo a request in its error text; that text ends up in messages and logs. An
+    echoed JSON body inside a JSON answer escapes a secret twice, hence the three forms.
+    """
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in sorted(_escaped_forms(secret), key=len, reverse=True):
+            if len(form) >= 4:
+                text = text.replace(form, "[redacted]")
+    return text
+
+
+def _escaped_forms(secret: str) -> set[str]:
+    once = json.dumps(secret)[1:-1]
+    return {secret, once, json.dumps(once)[1:-1]}
 
 
 def for_users(users: Sequence[str]) -> str:

@@ -31,6 +31,7 @@ from reconcile.api.auth import (
     captcha_required,
     emit_penalty_wait,
     penalty_ticket,
+    redact,
     retry_after_seconds,
     with_ticket,
 )
@@ -195,6 +196,7 @@ class PartnerClient:
                 "them again",
                 call=call,
                 users=names,
+                reason=f"the API answered {len(answer.results)} results for {len(users)} users",
             )
         return [
             r
@@ -433,7 +435,7 @@ class PartnerClient:
             raise self._outcome_unknown(
                 call, users, f"the connection failed ({type(exc).__name__})"
             ) from None
-        response.read()
+        response = self._redacted(response, request)
         self._local.request_id = response.headers.get("X-Request-Id") or self._local.request_id
         status = response.status_code
         if status in (423, 429):
@@ -497,12 +499,28 @@ class PartnerClient:
                 )
             ) from None
 
+    def _redacted(self, response: httpx.Response, request: httpx.Request) -> httpx.Response:
+        """Read ``response``; drop any secret of ``request`` it echoes, so no message can carry one."""
+        content = response.read()
+        secrets = _request_secrets(request) + (self.auth.secrets() if self.auth is not None else [])
+        text = content.decode("utf-8", errors="replace")
+        scrubbed = redact(text, secrets)
+        if scrubbed == text:
+            return response
+        return httpx.Response(
+            response.status_code,
+            headers={k: v for k, v in response.headers.items() if k.lower() != "content-length"},
+            content=scrubbed.encode(),
+            request=request,
+        )
+
     def _outcome_unknown(self, call: str, users: tuple[str, ...], why: str) -> OutcomeUnknown:
         return OutcomeUnknown(
             f"{call}{_for(users)}: {why} after the request was sent, so it may or may not have been "
             "applied. It was not resent; look the users up (the next apply does) before trying again",
             call=call,
             users=users,
+            reason=why,
         )
 
     def _auth_done(self) -> bool:
@@ -544,13 +562,15 @@ class PartnerClient:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5]
         )
-        cls = OutcomeUnknown if sent else TransportError
-        tail = "; look the users up before trying again" if sent else ""
-        return cls(
-            f"{call}{_for(users)}: the answer is not what the contract describes ({problems}){tail}",
-            call=call,
-            users=users,
-        )
+        what = f"the answer is not what the contract describes ({problems})"
+        if sent:
+            return OutcomeUnknown(
+                f"{call}{_for(users)}: {what}; look the users up before trying again",
+                call=call,
+                users=users,
+                reason=what,
+            )
+        return TransportError(f"{call}{_for(users)}: {what}", call=call, users=users)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -582,6 +602,24 @@ class PartnerClient:
 def _list_adapter(model: type[M]) -> TypeAdapter[list[M]]:
     # Building an adapter costs far more than validating with it: build one per model.
     return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def _request_secrets(request: httpx.Request) -> list[str]:
+    """The secrets a request carries: its bearer token and any password in its JSON body."""
+    found = []
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        found.append(token)
+    if b"password" in request.content:
+        try:
+            body = json.loads(request.content)
+        except ValueError:
+            body = None
+        users = body.get("users") if isinstance(body, dict) else None
+        for item in [body, *(users if isinstance(users, list) else [])]:
+            if isinstance(item, dict) and isinstance(item.get("password"), str):
+                found.append(item["password"])
+    return found
 
 
 def _snippet(response: httpx.Response) -> str:

@@ -54,7 +54,7 @@ def open_client(
         from reconcile.sim.transport import SimTransport
 
         db_path = Path(state_dir) / "sim.sqlite"
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+        db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         app = create_app(db_path=db_path)
         closers.append(app.store.close)
         transport = transport or SimTransport(app)

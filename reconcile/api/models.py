@@ -129,10 +129,11 @@ class CancelEverything(_Request):
 
 
 class CancelEverythingResult(_Response):
-    tradovateSubscriptionIds: list[int] = Field(default_factory=list)
-    userPluginIds: list[int] = Field(default_factory=list)
-    marketDataSubscriptionIds: list[int] = Field(default_factory=list)
-    tradingPermissionIds: list[int] = Field(default_factory=list)
+    # All four required (as in the contract): an answer without them is not proof of a cancel.
+    tradovateSubscriptionIds: list[int]
+    userPluginIds: list[int]
+    marketDataSubscriptionIds: list[int]
+    tradingPermissionIds: list[int]
 
 
 # --- contact info ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from reconcile.apply import wire
@@ -63,8 +64,29 @@ CHECKPOINTS = (
 _reached: Counter[str] = Counter()
 
 
+PAUSE_ENV = "RECONCILE_TEST_PAUSE_AT"
+"""``POINT:PATH``: on reaching POINT, create ``PATH.reached`` and wait until PATH exists.
+
+Lets a test hold a run at a known place (inside its lock, say) without guessing at timing.
+"""
+
+
+def _pause(point: str) -> None:
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    name, _, path = spec.partition(":")
+    if name != point or not path:
+        return
+    Path(path + ".reached").touch()
+    deadline = time.monotonic() + 300  # never hang a forgotten test forever
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def checkpoint(point: str) -> None:
-    """Die here with SIGKILL when the crash hook names this point (inert otherwise)."""
+    """Pause or die here with SIGKILL when a test hook names this point (inert otherwise)."""
+    _pause(point)
     spec = os.environ.get(CRASH_ENV)
     if not spec:
         return
@@ -180,6 +202,11 @@ class ApplyResult:
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _lost(call: str, exc: OutcomeUnknown) -> str:
+    """Say, for each user's report, which call lost its answer and how."""
+    return f"{exc.call or call}: {exc.reason or 'no usable answer'} after the request was sent"
 
 
 def _already_exists(error_text: str) -> bool:
@@ -309,7 +336,7 @@ class Run:
                     request_id=self._request_id(),
                     detail={"error": str(exc)},
                 )
-                self._settle_creates(batch, "the create call's answer was lost")
+                self._settle_creates(batch, _lost("createevaluationusers", exc))
                 done += len(batch)
                 self._end_create_batch(intent, names, done)
                 continue
@@ -507,7 +534,8 @@ class Run:
                 action.entitlementId, user_id, action.accountId, user=action.user
             )
             if res.errorCode not in ("Success", "ConflictWithExisting"):
-                return "failed", res.errorText or f"errorCode {res.errorCode}"
+                reason = res.errorText or "no reason given"
+                return "failed", f"addentitlementsubscription: {reason} (errorCode {res.errorCode})"
             for signal_id in signals:
                 self.client.complete_alert_signal(signal_id, user=action.user)
         except ReconcileError as exc:
@@ -555,7 +583,7 @@ class Run:
                     self.audit.record(
                         "cancel_everything", users=names, outcome="unknown", detail={"error": str(exc)}
                     )
-                    self.settle_cancels(batch, "the cancel call's answer was lost")
+                    self.settle_cancels(batch, _lost("canceleverything", exc))
                 except ApiError as exc:
                     self.audit.record(
                         "cancel_everything", users=names, outcome="refused", detail={"error": str(exc)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -114,8 +115,29 @@ def command() -> None:
     show_default=True,
     help="staging files agreements under alert 70",
 )
+@click.option("--admin-name", default=SimConfig().admin_name, show_default=True, help="the admin login name")
+# Secrets come from the environment, not argv: a command line is visible to every local user.
+@click.option(
+    "--admin-password-env",
+    metavar="VAR",
+    help="environment variable holding the admin's password (default: sim-admin-password)",
+)
+@click.option("--app-id", help="accept only this appId at login (default: any)")
+@click.option("--cid", help="accept only this cid at login (default: any)")
+@click.option("--sec-env", metavar="VAR", help="environment variable holding the only sec accepted at login")
 def serve_command(
-    host: str, port: int, db_path: str, limits: bool, penalties: bool, time_scale: float, environment: str
+    host: str,
+    port: int,
+    db_path: str,
+    limits: bool,
+    penalties: bool,
+    time_scale: float,
+    environment: str,
+    admin_name: str,
+    admin_password_env: str | None,
+    app_id: str | None,
+    cid: str | None,
+    sec_env: str | None,
 ) -> None:
     """Serve the simulator over HTTP until Ctrl-C; prints `listening on URL` first."""
     from reconcile.sim.server import base_url, make
@@ -125,6 +147,11 @@ def serve_command(
         penalties_enabled=penalties,
         time_scale=time_scale,
         environment=environment,
+        admin_name=admin_name,
+        admin_password=_from_env(admin_password_env) or SimConfig().admin_password,
+        app_id=app_id,
+        cid=cid,
+        sec=_from_env(sec_env),
     )
     server = make(create_app(config, db_path), host, port)
     click.echo(f"listening on {base_url(server)}")
@@ -133,6 +160,15 @@ def serve_command(
         server.serve_forever()
     finally:
         server.server_close()
+
+
+def _from_env(var: str | None) -> str | None:
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if not value:
+        raise click.BadParameter(f"environment variable {var} is not set or empty")
+    return value
 
 
 @command.command("sign")

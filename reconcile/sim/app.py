@@ -181,6 +181,9 @@ class SimApp:
             fault = self._take_fault(tx, path)
             if fault is not None and fault.kind == "http500":
                 response = _error(500, "simulated internal server error", {FAULT_HEADER: fault.kind})
+            elif fault is not None and fault.kind == "http429":
+                retry_after = {"Retry-After": f"{fault.seconds:g}", FAULT_HEADER: fault.kind}
+                response = _error(429, f"simulated rate limit on {path}; retry later", retry_after)
             elif fault is not None and fault.kind in ("penalty", "captcha"):
                 response = self._penalty(tx, path, body, fault.seconds, captcha=fault.kind == "captcha")
                 response.headers[FAULT_HEADER] = fault.kind

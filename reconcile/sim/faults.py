@@ -4,6 +4,7 @@
 kind                what the client sees
 =================== ==========================================================================
 ``http500``         HTTP 500; the request is not applied
+``http429``         HTTP 429 with ``Retry-After: seconds``; the request is not applied
 ``slow``            the answer comes after ``seconds`` (a timeout if the client waits less);
                     the request is applied
 ``malformed``       HTTP 200 with a truncated JSON body; the request is applied
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-FaultKind = Literal["http500", "slow", "malformed", "drop_after_apply", "penalty", "captcha"]
+FaultKind = Literal["http500", "http429", "slow", "malformed", "drop_after_apply", "penalty", "captcha"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 FAULT_HEADER = "X-Sim-Fault"

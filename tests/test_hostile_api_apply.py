@@ -1,0 +1,291 @@
+"""Hostile or broken API answers met by `reconcile apply`: a clear error, and state keeps only the truth.
+
+The CLI runs in-process against the embedded simulator, through an ``httpx.MockTransport`` that
+corrupts chosen answers (or answers in the simulator's stead, so the request is never applied).
+After every bad run the recorded state is compared with the simulator's database, and a clean
+apply must then converge: state equals the simulator and one more plan is empty.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from apply_support import PASSWORD, write_desk
+
+import reconcile.api.connect as connect
+from reconcile.cli import main
+from reconcile.sim import admin, rules
+from reconcile.sim.app import SimApp, create_app
+from reconcile.sim.transport import SimTransport
+
+Corrupt = Callable[[httpx.Request, Callable[[], httpx.Response]], httpx.Response]
+"""Given the request and a way to let the simulator answer it, return the answer the client sees."""
+
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+
+
+@dataclass
+class Hostile:
+    """The embedded simulator behind a transport that corrupts answers to chosen paths."""
+
+    app: SimApp
+    rules: dict[str, Corrupt] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/v1").lower()
+
+        def forward() -> httpx.Response:
+            response = SimTransport(self.app).handle_request(request)
+            response.read()
+            return response
+
+        corrupt = self.rules.get(path)
+        if corrupt is None:
+            return forward()
+        self.hits[path] = self.hits.get(path, 0) + 1
+        return corrupt(request, forward)
+
+
+@dataclass
+class Desk:
+    tmp: Path
+    hostile: Hostile
+    capsys: pytest.CaptureFixture[str]
+
+    @property
+    def state(self) -> Path:
+        return self.tmp / "state" / "sim.json"
+
+    def apply(self, *extra: str) -> tuple[int, str, str]:
+        args = ["apply", "-f", "desk.yaml", "--state", str(self.state), "--auto-approve", *extra]
+        try:
+            main(args)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def recorded(self) -> dict[str, Any]:
+        if not self.state.exists():
+            return {}
+        users: dict[str, Any] = json.loads(self.state.read_text())["users"]
+        return users
+
+    def assert_state_is_the_truth(self) -> None:
+        """Everything state records about a user is what the simulator holds."""
+        in_sim = {u["name"]: u for u in admin.dump_users(self.hostile.app.store)}
+        for name, record in self.recorded().items():
+            user = in_sim.get(name)
+            assert user is not None, f"state records {name}, the simulator has no such user"
+            assert (user["id"], user["email"]) == (record["userId"], record["email"]), name
+            assert (user["status"] == "Closed") == (record["lifecycle"] == "cancelled"), name
+            plugins = {
+                r["refId"] for r in user["records"] if r["kind"] == rules.USER_PLUGIN and not r["cancelled"]
+            }
+            granted = {
+                g["entitlementId"] for g in record["entitlements"].values() if g["status"] == "granted"
+            }
+            assert granted <= plugins | {31}, f"{name}: state says granted {granted}, the API has {plugins}"
+            if record.get("contact"):
+                assert user["contactInfo"] is not None, f"{name}: state has a contact the API never took"
+                assert user["contactInfo"]["phone"] == record["contact"]["phone"], name
+
+    def converge(self) -> None:
+        """Without corruption, one apply makes state and the simulator agree, and the next is a no-op."""
+        self.hostile.rules.clear()
+        code, _, err = self.apply()
+        assert code == 0, err
+        self.assert_state_is_the_truth()
+        names = {u["name"] for u in admin.dump_users(self.hostile.app.store) if u["origin"] != "outside"}
+        assert set(self.recorded()) >= names - {"outsider"}
+        serial = json.loads(self.state.read_text())["serial"]
+        code, out, err = self.apply()
+        assert code == 0 and "No changes." in out, out + err
+        assert json.loads(self.state.read_text())["serial"] == serial
+
+
+@pytest.fixture
+def desk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Desk]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRADER_PASSWORD", PASSWORD)
+    (tmp_path / "state").mkdir()
+    app = create_app(db_path=tmp_path / "state" / "sim.sqlite")
+    hostile = Hostile(app)
+    real_open_client = connect.open_client
+
+    def open_client(environment: str, **kwargs: Any) -> Any:
+        # Retries of idempotent calls back off for real; these tests must not wait.
+        kwargs.update(transport=httpx.MockTransport(hostile.handle), sleep=lambda _s: None)
+        return real_open_client(environment, **kwargs)
+
+    monkeypatch.setattr(connect, "open_client", open_client)
+    yield Desk(tmp_path, hostile, capsys)
+    app.store.close()
+
+
+def answer(body: Any, status: int = 200) -> Callable[[httpx.Request, Callable[[], httpx.Response]], Any]:
+    """Answer in the simulator's stead: the request is never applied."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    kind = "text/html" if content.lstrip().startswith(b"<") else "application/json"
+    return lambda _req, _forward: httpx.Response(status, content=content, headers={"Content-Type": kind})
+
+
+def after_applying(change: Callable[[Any], Any]) -> Corrupt:
+    """Let the simulator apply the request, then rewrite its JSON answer with ``change``."""
+
+    def corrupt(_req: httpx.Request, forward: Callable[[], httpx.Response]) -> httpx.Response:
+        real = forward()
+        changed = change(json.loads(real.content))
+        content = changed if isinstance(changed, bytes) else json.dumps(changed).encode()
+        return httpx.Response(real.status_code, content=content, headers={"Content-Type": "application/json"})
+
+    return corrupt
+
+
+CREATE = "/user/createevaluationusers"
+NAMES = ["trader0000", "trader0001", "trader0002"]
+
+
+def test_html_error_page_for_a_create_that_never_ran_fails_each_user_and_records_nobody(
+    tmp_path: Path, desk: Desk
+) -> None:
+    write_desk(tmp_path / "desk.yaml", 3)
+    desk.hostile.rules[CREATE] = answer(HTML_PAGE, 502)
+    code, _, err = desk.apply()
+    assert code == 1
+    assert desk.hostile.hits[CREATE] == 1, "a create whose outcome is unknown must not be resent"
+    for name in NAMES:
+        assert f"{name}: create:" in err
+    assert "createevaluationusers" in err and "HTTP 502" in err
+    assert desk.recorded() == {} and admin.dump_users(desk.hostile.app.store) == []
+    desk.converge()
+
+
+@pytest.mark.parametrize(
+    "garble",
+    [
+        pytest.param(lambda body: json.dumps(body).encode()[:25], id="truncated-json"),
+        pytest.param(
+            lambda body: {"results": [{"userId": [r["userId"]]} for r in body["results"]]},
+            id="ids-as-lists",
+        ),
+        pytest.param(lambda body: {"results": body["results"][:-1]}, id="results-list-too-short"),
+        pytest.param(lambda body: {"results": {"0": body["results"]}}, id="results-not-a-list"),
+    ],
+)
+def test_garbled_answer_to_an_applied_create_is_settled_by_looking_the_users_up(
+    tmp_path: Path, desk: Desk, garble: Callable[[Any], Any]
+) -> None:
+    write_desk(tmp_path / "desk.yaml", 3)
+    desk.hostile.rules[CREATE] = after_applying(garble)
+    code, out, err = desk.apply()
+    # The users were created: adopting them by name and email is the truth, not an error.
+    assert code == 0, err
+    assert "3 adopted" in out
+    assert desk.hostile.hits[CREATE] == 1
+    assert sorted(desk.recorded()) == NAMES
+    desk.assert_state_is_the_truth()
+    audit = [json.loads(x) for x in (tmp_path / "state" / "sim.audit.jsonl").read_text().splitlines()]
+    lost = [ln for ln in audit if ln["action"] == "create"]
+    assert [ln["outcome"] for ln in lost] == ["unknown"]
+    assert "createevaluationusers for trader0000, trader0001, trader0002" in lost[0]["detail"]["error"]
+    desk.converge()
+
+
+def test_short_results_list_with_a_refused_user_adopts_the_others_and_names_the_conflict(
+    tmp_path: Path, desk: Desk
+) -> None:
+    write_desk(tmp_path / "desk.yaml", 3)
+    admin.add_user(
+        desk.hostile.app.store, desk.hostile.app.config, {"name": "trader0002", "email": "x@y.example"}
+    )
+    desk.hostile.rules[CREATE] = after_applying(lambda body: {"results": body["results"][:2]})
+    code, _, err = desk.apply()
+    assert code == 1
+    assert "trader0002: create:" in err and "another email" in err
+    assert sorted(desk.recorded()) == ["trader0000", "trader0001"]
+    desk.assert_state_is_the_truth()
+
+
+def test_cancel_answered_200_with_error_text_keeps_the_users_active(tmp_path: Path, desk: Desk) -> None:
+    write_desk(tmp_path / "desk.yaml", 4)
+    assert desk.apply()[0] == 0
+    write_desk(tmp_path / "desk.yaml", 3)
+    desk.hostile.rules["/user/canceleverything"] = answer(
+        {"errorText": "Internal: cancellation service down"}
+    )
+    code, _, err = desk.apply()
+    assert code == 1
+    assert "trader0003: cancel_everything: canceleverything for trader0003" in err
+    assert "cancellation service down" in err
+    assert desk.recorded()["trader0003"]["lifecycle"] == "active"
+    desk.assert_state_is_the_truth()
+    desk.converge()
+    assert desk.recorded()["trader0003"]["lifecycle"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(answer(HTML_PAGE), id="html-page"),
+        pytest.param(answer(b'{"contactInfo": {"userId": 1'), id="truncated-json"),
+        pytest.param(answer({"contactInfo": {"userId": "me"}}), id="wrong-types"),
+    ],
+)
+def test_broken_answers_to_a_contact_update_fail_that_user_and_record_nothing(
+    tmp_path: Path, desk: Desk, bad: Corrupt
+) -> None:
+    write_desk(tmp_path / "desk.yaml", 2)
+    assert desk.apply()[0] == 0
+    write_desk(tmp_path / "desk.yaml", 2, contact=True)
+    desk.hostile.rules["/contactinfo/updatecontactinfo"] = bad
+    code, _, err = desk.apply()
+    assert code == 1
+    for name in ("trader0000", "trader0001"):
+        assert f"{name}: update_contact: updatecontactinfo for {name}:" in err
+    assert all("contact" not in r or r["contact"] is None for r in desk.recorded().values())
+    desk.assert_state_is_the_truth()
+    desk.converge()
+
+
+def test_unknown_error_code_for_a_grant_is_a_failure_not_a_grant(tmp_path: Path, desk: Desk) -> None:
+    write_desk(tmp_path / "desk.yaml", 2, simplus=True)
+    assert desk.apply()[0] == 0
+    admin.sign_agreement(desk.hostile.app.store, desk.hostile.app.config, "trader0001")
+    desk.hostile.rules["/userplugin/addentitlementsubscription"] = answer(
+        {"errorCode": "QuotaFrozenUntilMonday", "errorText": None}
+    )
+    code, _, err = desk.apply()
+    assert code == 1
+    assert "trader0001: grant_entitlement: addentitlementsubscription:" in err
+    assert "(errorCode QuotaFrozenUntilMonday)" in err
+    assert desk.recorded()["trader0001"]["entitlements"]["simplus"]["status"] == "awaiting_agreement"
+    desk.assert_state_is_the_truth()
+    desk.converge()
+    assert desk.recorded()["trader0001"]["entitlements"]["simplus"]["status"] == "granted"
+
+
+def test_agreement_signals_of_the_wrong_shape_stop_the_grants_and_say_which_call(
+    tmp_path: Path, desk: Desk
+) -> None:
+    write_desk(tmp_path / "desk.yaml", 2, simplus=True)
+    assert desk.apply()[0] == 0
+    admin.sign_agreement(desk.hostile.app.store, desk.hostile.app.config, "trader0000")
+    desk.hostile.rules["/adminalertsignal/deps"] = answer([{"id": "seven", "relatedToUserId": []}])
+    code, _, err = desk.apply()
+    assert code == 1
+    assert "adminAlertSignal/deps" in err and "not what the contract describes" in err
+    assert all(
+        r["entitlements"]["simplus"]["status"] == "awaiting_agreement" for r in desk.recorded().values()
+    )
+    desk.assert_state_is_the_truth()
+    desk.converge()
