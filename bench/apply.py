@@ -56,7 +56,7 @@ def serve_counting(db: str) -> None:
             return [body]
         with lock:
             counts[path.lower()] += 1
-        return app(environ, start_response)  # type: ignore[arg-type]
+        return app(environ, start_response)
 
     server = make(counting, "127.0.0.1", 0)
     print(f"listening on {base_url(server)}", flush=True)
@@ -93,7 +93,7 @@ def partner_requests(counts: dict[str, int]) -> tuple[int, int]:
 def lower_bound(result: dict[str, Any]) -> int:
     planned = result["planned"]
     grants = planned["grant_entitlement"] + planned.get("recheck", 0)
-    return (
+    return int(
         math.ceil(planned["create"] / 100)
         + planned["update_email"]
         + planned["update_contact"]
@@ -101,6 +101,65 @@ def lower_bound(result: dict[str, Any]) -> int:
         + 2 * result["summary"]["granted"]
         + math.ceil(planned["cancel_everything"] / 100)
     )
+
+
+def client_overhead(calls: int) -> tuple[float, float]:
+    """CPU ms per updatecontactinfo call and per created user, against a transport that answers at once.
+
+    The same PartnerClient pipeline as a real apply (auth, penalties, retries, parsing); the
+    answers are canned, so the figure is the client's own cost, without any simulator.
+    """
+    from reconcile.api.auth import Credentials, TokenAuth, TokenCache
+    from reconcile.api.client import PartnerClient
+    from reconcile.api.models import EvaluationUser, UpdateContactInfo
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/auth/accesstokenrequest"):
+            expires = "2099-01-01T00:00:00+00:00"
+            return httpx.Response(200, json={"accessToken": "t", "expirationTime": expires})
+        if path.endswith("/user/createevaluationusers"):
+            users = json.loads(request.content)["users"]
+            return httpx.Response(200, json={"results": [{"userId": i + 1} for i in range(len(users))]})
+        body = json.loads(request.content)
+        return httpx.Response(200, json={"contactInfo": {"id": 1, **body}})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        auth = TokenAuth(Credentials("bench", "bench"), endpoint="http://bench/v1", cache=TokenCache(tmp))
+        client = PartnerClient("http://bench/v1", transport=httpx.MockTransport(answer), auth=auth)
+        contact = UpdateContactInfo(
+            userId=1,
+            firstName="Bench",
+            lastName="User",
+            phone="+12125550100",
+            streetAddress1="1 Main St",
+            city="New York",
+            state="NY",
+            postCode="10001",
+            country="US",
+        )
+        client.update_contact_info(contact)  # logs in
+        started = time.process_time()
+        for _ in range(calls):
+            client.update_contact_info(contact, user="bench")
+        per_call = (time.process_time() - started) / calls
+        users = [
+            EvaluationUser(
+                name=f"bench{i:05d}",
+                email=f"bench{i:05d}@example.com",
+                password="Bench-Password-1!",
+                firstName="Bench",
+                lastName="User",
+                tradovateSubscriptionPlanId=7,
+            )
+            for i in range(100)
+        ]
+        started = time.process_time()
+        for _ in range(max(calls // 100, 1)):
+            client.create_evaluation_users(users)
+        per_user = (time.process_time() - started) / (max(calls // 100, 1) * 100)
+        client.close()
+    return 1000 * per_call, 1000 * per_user
 
 
 def main() -> int:
@@ -111,6 +170,12 @@ def main() -> int:
     if args.serve_counting:
         serve_counting(args.serve_counting)
         return 0
+    per_call, per_created = client_overhead(2000)
+    print(
+        f"client overhead (instant in-process transport): {per_call:.3f} ms CPU per updatecontactinfo "
+        f"call, {per_created:.3f} ms CPU per created user (batches of 100)",
+        flush=True,
+    )
 
     work = Path(tempfile.mkdtemp(prefix="reconcile-bench-apply-"))
     manifest = work / "desk.yaml"

@@ -32,9 +32,9 @@ from typing import Any, Literal
 
 from deepdiff import DeepDiff
 
+from reconcile.bulk import gc_paused
 from reconcile.drift import compare
 from reconcile.errors import PlanError
-from reconcile.gcpause import gc_paused
 from reconcile.live import LiveSnapshot
 from reconcile.manifest import SIMPLUS, Contact, Manifest, User
 from reconcile.plan import (

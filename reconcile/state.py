@@ -12,14 +12,21 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import StateError
+
+if TYPE_CHECKING:
+    # Only for annotations: reconcile.locking imports this module.
+    from reconcile.audit import AuditLog
+    from reconcile.journal import Journal
+    from reconcile.locking import LockHolder
 
 STATE_FORMAT_VERSION = 1
 
@@ -125,6 +132,41 @@ class StateStore(abc.ABC):
             )
         return state
 
+    # What a run keeps with the state: its lock, intent journal and audit log. The file store
+    # keeps them in files next to the state; a server backend keeps them on the server. Callers
+    # never ask which backend they hold.
+
+    def lock(
+        self,
+        *,
+        timeout: float = 0.0,
+        purpose: str = "apply",
+        on_wait: Callable[[str], None] | None = None,
+    ) -> contextlib.AbstractContextManager[LockHolder]:
+        """Hold this state's exclusive lock for the ``with`` block.
+
+        Waits up to ``timeout`` seconds (0 = fail at once, negative = forever), then raises
+        :class:`~reconcile.errors.LockError` naming the holder; ``on_wait`` hears once who holds
+        it when the wait begins.
+        """
+        raise StateError(f"{self.describe()} has no lock; refusing to use it for a run that writes")
+
+    def lock_holder(self) -> LockHolder | None:
+        """Return who holds this state's lock, as far as the backend records it."""
+        return None
+
+    def journal(self, environment: str) -> Journal:
+        """Return the intent journal kept with this state."""
+        raise StateError(f"{self.describe()} keeps no journal; apply cannot run on it safely")
+
+    def audit_log(self, environment: str, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
+        """Return the audit log kept with this state."""
+        raise StateError(f"{self.describe()} keeps no audit log; apply cannot run on it")
+
+    def local_dir(self) -> Path:
+        """The local folder for files that go with this state (the embedded simulator's data)."""
+        return Path("state")
+
     def save(self, state: State, changed: Collection[str] | None = None) -> State:
         """Persist ``state`` if it differs from what is stored; return what is stored now.
 
@@ -155,6 +197,14 @@ class StateStore(abc.ABC):
         return new
 
 
+def _record_models(state: State) -> Iterator[BaseModel]:
+    for record in state.users.values():
+        yield record
+        if record.contact is not None:
+            yield record.contact
+        yield from record.entitlements.values()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -165,7 +215,8 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
     """Write ``text`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # A folder made here holds private files (state, plans): only its owner may enter it.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
@@ -219,6 +270,39 @@ class FileStateStore(StateStore):
     def describe(self) -> str:
         return str(self.path)
 
+    def lock(
+        self,
+        *,
+        timeout: float = 0.0,
+        purpose: str = "apply",
+        on_wait: Callable[[str], None] | None = None,
+    ) -> contextlib.AbstractContextManager[LockHolder]:
+        """Hold the lock file next to the state file (:func:`reconcile.locking.state_lock`)."""
+        from reconcile.locking import state_lock
+
+        return state_lock(self.path, timeout=timeout, purpose=purpose, on_wait=on_wait)
+
+    def lock_holder(self) -> LockHolder | None:
+        """Return the holder record next to the state file, if any."""
+        from reconcile.locking import read_holder
+
+        return read_holder(self.path)
+
+    def journal(self, environment: str) -> Journal:
+        """Return ``<state folder>/<environment>.journal.jsonl``."""
+        from reconcile.journal import Journal, journal_path_for
+
+        return Journal(journal_path_for(self.path, environment))
+
+    def audit_log(self, environment: str, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
+        """Return ``<state folder>/<environment>.audit.jsonl``."""
+        from reconcile.audit import AuditLog, audit_path_for
+
+        return AuditLog(audit_path_for(self.path, environment), clock=clock)
+
+    def local_dir(self) -> Path:
+        return self.path.parent
+
     def _valid_snapshot(self) -> _Snapshot | None:
         snap = self._snapshot
         if snap is not None and _file_signature(self.path) == snap.signature:
@@ -236,10 +320,12 @@ class FileStateStore(StateStore):
         try:
             # The fast path: pydantic parses and validates in one pass (Rust), several times
             # quicker than json.loads + model_validate on a large desk.
-            state = State.model_validate_json(raw)
+            with gc_paused():
+                state = State.model_validate_json(raw)
         except ValidationError:
             pass  # fall through to the slow path, which says exactly what is wrong
         else:
+            share_fields_sets(_record_models(state))
             if signature is not None:
                 self._snapshot = _Snapshot(signature, state.lineage, state.serial, None)
             return state

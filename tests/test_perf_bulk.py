@@ -1,0 +1,137 @@
+"""The speed measures keep behaviour: plain-equality diffs agree with DeepDiff, GC pauses restore
+the collector, shared field-name sets stay private to each model once it is copied."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deepdiff import DeepDiff
+from hypothesis import given
+from hypothesis import strategies as st
+from test_planner_support import CONTACT_NY, T0
+
+from reconcile import bulk
+from reconcile.loader import load_manifest
+from reconcile.planner import _field_changes
+from reconcile.state import ContactRecord, FileStateStore, State, UserRecord
+
+_values = st.one_of(
+    st.none(),
+    st.text(max_size=3),
+    st.integers(-2, 2),
+    st.booleans(),
+    st.floats(-2, 2, allow_nan=False),
+    st.lists(st.integers(0, 2), max_size=2),
+)
+_mappings = st.dictionaries(st.sampled_from("abcde"), _values, max_size=5)
+
+
+@given(_mappings, _mappings)
+def test_field_changes_are_what_deepdiff_reports(before: dict[str, Any], after: dict[str, Any]) -> None:
+    keys = set(before) | set(after)
+    old = {k: before.get(k) for k in keys}
+    new = {k: after.get(k) for k in keys}
+    expected = sorted(str(k) for k in DeepDiff(old, new).affected_root_keys)
+
+    changes = _field_changes(before, after)
+
+    assert [c.field for c in changes] == expected
+    assert all((c.before, c.after) == (old[c.field], new[c.field]) for c in changes)
+
+
+def test_a_number_turning_into_a_boolean_is_a_change() -> None:
+    # 1 == True in Python; the plan must still show it.
+    assert [c.field for c in _field_changes({"n": 1}, {"n": True})] == ["n"]
+
+
+def test_gc_paused_restores_the_collector() -> None:
+    assert gc.isenabled()
+    with bulk.gc_paused():
+        assert not gc.isenabled()
+        with bulk.gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+    gc.disable()
+    try:
+        with bulk.gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()
+
+
+def test_gc_paused_freezes_only_after_bulk_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen = gc.get_freeze_count()
+    with bulk.gc_paused():
+        small = [[i] for i in range(1000)]
+    assert gc.get_freeze_count() == frozen  # small work: nothing frozen
+
+    monkeypatch.setattr(bulk, "FREEZE_ABOVE", 100)
+    try:
+        with bulk.gc_paused():
+            large = [[i] for i in range(1000)]
+        assert gc.get_freeze_count() >= frozen + len(large)
+        assert len(small) == len(large)
+    finally:
+        gc.unfreeze()
+
+
+def _desk(path: Path) -> Path:
+    users = "\n".join(
+        f"  - {{name: trader{i:03d}, email: trader{i:03d}@example.com, password: {{generate: true}}, "
+        f'firstName: A, lastName: B, contact: {{phone: "+12125550100", streetAddress1: 1 Main St, '
+        f"city: New York, state: NY, country: US}}}}"
+        for i in range(3)
+    )
+    path.write_text(
+        "apiVersion: reconcile/v1\nenvironment: sim\npartner:\n  dataAccountId: 1\n"
+        f"  entitlements: {{simplus: 2}}\nusers:\n{users}\n"
+    )
+    return path
+
+
+def test_loaded_users_share_field_sets_and_copies_keep_their_own(tmp_path: Path) -> None:
+    loaded = load_manifest([_desk(tmp_path / "desk.yaml")])
+    first, second, _ = loaded.manifest.users
+    assert first.model_fields_set is second.model_fields_set
+    assert first.contact is not None and second.contact is not None
+    assert first.contact.model_fields_set is second.contact.model_fields_set
+
+    changed = first.model_copy(update={"tradovateSubscriptionPlanId": 9})
+
+    assert "tradovateSubscriptionPlanId" in changed.model_fields_set
+    assert "tradovateSubscriptionPlanId" not in second.model_fields_set
+    assert second.model_dump(exclude_unset=True).keys() == first.model_dump(exclude_unset=True).keys()
+    # Positions are still found after the parsed data was let go.
+    assert loaded.locations["trader002"].line == 9
+
+
+def test_state_read_back_shares_field_sets_and_round_trips(tmp_path: Path) -> None:
+    record = UserRecord(
+        userId=1,
+        email="a@example.com",
+        firstName="A",
+        lastName="B",
+        contact=ContactRecord(**CONTACT_NY),
+        createdAt=T0,
+        updatedAt=T0,
+    )
+    store = FileStateStore(tmp_path / "sim.json")
+    users = {"a": record, "b": record.model_copy(update={"userId": 2})}
+    saved = store.save(State(environment="sim", users=users))
+
+    read = FileStateStore(tmp_path / "sim.json").read()
+
+    assert read is not None and read.content_equals(saved)
+    a, b = read.users["a"], read.users["b"]
+    assert a.model_fields_set is b.model_fields_set
+    shared = set(b.model_fields_set)
+    cancelled = a.model_copy(update={"lifecycle": "cancelled", "cancelledAt": T0})
+    assert cancelled.model_fields_set is not b.model_fields_set
+    assert b.model_fields_set == shared
+    assert (b.lifecycle, b.cancelledAt) == ("active", None)
