@@ -10,7 +10,7 @@ import click
 import pytest
 import yaml
 
-from reconcile.cli import cli
+from reconcile.cli import all_commands
 
 CI = Path(__file__).resolve().parent.parent / "examples" / "ci"
 FILES = sorted(p for p in CI.rglob("*") if p.suffix in (".yml", ".yaml"))
@@ -36,7 +36,7 @@ def test_every_example_is_valid_yaml_and_calls_reconcile() -> None:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_example_calls_use_real_commands_and_options(path: Path) -> None:
     for argv in calls(path):
-        command = cli.commands.get(argv[0])
+        command = all_commands().get(argv[0])
         assert isinstance(command, click.Command), f"{path.name}: no command {argv[0]!r}"
         known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
         for token in argv[1:]:

@@ -16,22 +16,40 @@ from reconcile import __version__
 from reconcile.cli.output import echo_error
 from reconcile.errors import ReconcileError
 
-# One module per command (or command group); each exposes ``command``.
-_COMMAND_MODULES = (
-    "validate",
-    "plan",
-    "show",
-    "check",
-    "sim",
-    "apply",
-    "state",
-    "schema",
-    "refresh",
-    "import_cmd",
+# Command name -> the module that defines it (each exposes ``command``). Modules are imported
+# only when their command runs (or help lists them): `reconcile plan` never pays for the
+# simulator, jsonschema or psycopg.
+_COMMAND_MODULES = {
+    "validate": "validate",
+    "plan": "plan",
+    "show": "show",
+    "check": "check",
+    "apply": "apply",
+    "refresh": "refresh",
+    "import": "import_cmd",
+    "state": "state",
+    "sim": "sim",
+    "schema": "schema",
+}
+
+
+class _LazyGroup(click.Group):
+    """A click group that imports a command's module on first use (click's documented pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(_COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _COMMAND_MODULES:
+            module = importlib.import_module(f"reconcile.cli.{_COMMAND_MODULES[cmd_name]}")
+            self.add_command(module.command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="reconcile")
 def cli() -> None:
     """Keep partner-API evaluation users in line with YAML manifests in Git.
@@ -43,9 +61,11 @@ def cli() -> None:
     """
 
 
-for _name in _COMMAND_MODULES:
-    _module = importlib.import_module(f"reconcile.cli.{_name}")
-    cli.add_command(_module.command)
+def all_commands() -> dict[str, click.Command]:
+    """Every top-level command, imported (for tests and documentation)."""
+    ctx = click.Context(cli)
+    found = {name: cli.get_command(ctx, name) for name in cli.list_commands(ctx)}
+    return {name: command for name, command in found.items() if command is not None}
 
 
 def main(argv: list[str] | None = None) -> None:
