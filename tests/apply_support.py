@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 PASSWORD = "Tr4der-Password!"
 
@@ -51,3 +57,35 @@ def served_sim_env(tmp_path: Path) -> dict[str, str]:
         # Keep the token cache out of the user's home.
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
     }
+
+
+@contextlib.contextmanager
+def served_sim(folder: Path) -> Iterator[str]:
+    """Run `reconcile sim serve` (no rate limits) on a free loopback port; yield its /v1 base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconcile", "sim", "serve", "--port", "0", "--no-limits",
+         "--db", str(folder / "served.sqlite")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=folder,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+/v1", line)
+        assert match, line
+        yield match.group(0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def sim_admin(url: str, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
+    """Call the served simulator's /_sim/ admin API (sign agreements, arm faults, list users)."""
+    import httpx
+
+    base = url.rsplit("/v1", 1)[0]
+    response = httpx.request(method, f"{base}/_sim/{route}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()

@@ -1,23 +1,27 @@
-"""SIGKILL `reconcile apply` at many points against `reconcile sim serve`; a second apply converges."""
+"""SIGKILL `reconcile apply` at many points against `reconcile sim serve`; a second apply converges.
+
+Every kill point runs on the state file; a representative subset runs again with state, journal
+and audit log in a fresh PostgreSQL database (``RECONCILE_BACKEND``), where the second run must
+settle the intents the killed one left in the journal table.
+"""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 pytest.importorskip("reconcile.loader")
 pytest.importorskip("reconcile.api.connect")
 
-from apply_support import served_sim_env, write_desk
+from apply_support import served_sim, served_sim_env, write_desk
+from apply_support import sim_admin as admin
 
-from reconcile.state import FileStateStore
+from reconcile.state import StateStore
+from reconcile.stores import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -28,38 +32,36 @@ SIGNED = 15
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconcile",
-            "sim",
-            "serve",
-            "--port",
-            "0",
-            "--no-limits",
-            "--db",
-            str(tmp_path / "served.sqlite"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:\d+/v1", line)
-    assert match, line
-    yield match.group(0)
-    proc.terminate()
-    proc.wait(timeout=10)
+    with served_sim(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(params=["file", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str | None:
+    """None for the state file, else the DSN of a fresh PostgreSQL database."""
+    if request.param == "file":
+        return None
+    from pg_fixtures import new_database
+
+    return new_database()
+
+
+def _store(tmp_path: Path, dsn: str | None) -> StateStore:
+    if dsn is None:
+        return open_store("sim", state_path=tmp_path / "state" / "sim.json")
+    return open_store("sim", backend_url=dsn)
+
+
+def _state_args(tmp_path: Path, dsn: str | None) -> list[str]:
+    return ["--state", str(tmp_path / "state" / "sim.json")] if dsn is None else ["--backend", dsn]
 
 
 def apply(
-    tmp_path: Path, url: str, manifest: Path, crash: str | None = None
+    tmp_path: Path, url: str, manifest: Path, crash: str | None = None, dsn: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = served_sim_env(tmp_path)
     env.pop("RECONCILE_TEST_CRASH_AT", None)
+    env.pop("RECONCILE_BACKEND", None)
     if crash:
         env["RECONCILE_TEST_CRASH_AT"] = crash
     return subprocess.run(
@@ -70,8 +72,7 @@ def apply(
             "apply",
             "-f",
             str(manifest),
-            "--state",
-            str(tmp_path / "state" / "sim.json"),
+            *_state_args(tmp_path, dsn),
             "--endpoint",
             url,
             "--auto-approve",
@@ -88,7 +89,7 @@ def apply(
     )
 
 
-def plan_is_empty(tmp_path: Path, url: str, manifest: Path) -> bool:
+def plan_is_empty(tmp_path: Path, url: str, manifest: Path, dsn: str | None = None) -> bool:
     """True when `reconcile plan --detailed-exitcode` finds no change (agreement re-checks are none)."""
     done = subprocess.run(
         [
@@ -98,8 +99,7 @@ def plan_is_empty(tmp_path: Path, url: str, manifest: Path) -> bool:
             "plan",
             "-f",
             str(manifest),
-            "--state",
-            str(tmp_path / "state" / "sim.json"),
+            *_state_args(tmp_path, dsn),
             "--endpoint",
             url,
             "--detailed-exitcode",
@@ -112,18 +112,16 @@ def plan_is_empty(tmp_path: Path, url: str, manifest: Path) -> bool:
     return done.returncode == 0
 
 
-def admin(url: str, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
-    base = url.rsplit("/v1", 1)[0]
-    response = httpx.request(method, f"{base}/_sim/{route}", json=body, timeout=30)
-    response.raise_for_status()
-    return response.json()
-
-
-def assert_converged(tmp_path: Path, url: str, *, active: int, granted: int) -> None:
+def assert_converged(tmp_path: Path, url: str, *, active: int, granted: int, dsn: str | None = None) -> None:
     users = admin(url, "GET", "users")
     names = [u["name"] for u in users]
     assert len(names) == len(set(names)), "a trader was created twice"
-    state = FileStateStore(tmp_path / "state" / "sim.json").load("sim")
+    store = _store(tmp_path, dsn)
+    assert store.journal("sim").unsettled() == [], "an intent was left open"
+    if dsn is not None:
+        # Everything lived in the database: no state, journal or audit file was written locally.
+        assert not list((tmp_path / "state").glob("sim.*json*"))
+    state = store.load("sim")
     by_name = {u["name"]: u for u in users}
     assert sorted(state.users) == sorted(names)
     for name, record in state.users.items():
@@ -155,51 +153,74 @@ def assert_converged(tmp_path: Path, url: str, *, active: int, granted: int) -> 
 
 # Points in the first apply (creates in 3 batches of 10, then contacts, then grants of the signers)
 # and in a later apply that cancels the users who left the desk.
+KILL_POINTS = [
+    "before_create_call:1",
+    "before_create_call:2",
+    "after_create_call:1",
+    "after_create_call:3",
+    "after_create_save:2",
+    "after_updates_call:1",
+    "before_grant_call:1",
+    "after_grant_call:1",
+    "before_cancel_call:1",
+    "after_cancel_call:1",
+]
+# One point per non-idempotent call whose answer is lost (create, grant, cancel): each leaves an
+# intent in the database journal for the next run to settle. Enough to prove the backend without
+# doubling the run time; the file store runs every point.
+POSTGRES_KILL_POINTS = {"after_create_call:1", "after_grant_call:1", "after_cancel_call:1"}
+
+
 @pytest.mark.parametrize(
-    "crash",
-    [
-        "before_create_call:1",
-        "before_create_call:2",
-        "after_create_call:1",
-        "after_create_call:3",
-        "after_create_save:2",
-        "after_updates_call:1",
-        "before_grant_call:1",
-        "after_grant_call:1",
-        "before_cancel_call:1",
-        "after_cancel_call:1",
-    ],
+    ("crash", "backend"),
+    [pytest.param(c, "file", id=f"file-{c}") for c in KILL_POINTS]
+    + [pytest.param(c, "postgresql", id=f"postgresql-{c}") for c in KILL_POINTS if c in POSTGRES_KILL_POINTS],
+    indirect=["backend"],
 )
-def test_killed_apply_converges_on_the_next_run(tmp_path: Path, server: str, crash: str) -> None:
+def test_killed_apply_converges_on_the_next_run(
+    tmp_path: Path, server: str, crash: str, backend: str | None
+) -> None:
     manifest = write_desk(tmp_path / "desk.yaml", DESK, simplus=True, contact=True)
     if "grant" in crash or "cancel" in crash:
-        first = apply(tmp_path, server, manifest)  # everyone created; Sim+ awaits the agreement
+        first = apply(tmp_path, server, manifest, dsn=backend)  # everyone created; Sim+ awaits the agreement
         assert first.returncode == 0, first.stderr
         for i in range(SIGNED):
             admin(server, "POST", "agreements", {"name": f"trader{i:04d}"})
     if "cancel" in crash:
-        assert apply(tmp_path, server, manifest).returncode == 0
+        assert apply(tmp_path, server, manifest, dsn=backend).returncode == 0
         write_desk(manifest, DESK - LEAVING, simplus=True, contact=True)
-    killed = apply(tmp_path, server, manifest, crash=crash)
+    killed = apply(tmp_path, server, manifest, crash=crash, dsn=backend)
     assert killed.returncode == -9, killed.stdout + killed.stderr
-    done = apply(tmp_path, server, manifest)
+    if crash.split(":")[0] in ("after_create_call", "after_grant_call", "after_cancel_call"):
+        # The call was made and its answer lost: its intent waits in the journal for the next run.
+        assert _store(tmp_path, backend).journal("sim").unsettled()
+    done = apply(tmp_path, server, manifest, dsn=backend)
     assert done.returncode == 0, done.stderr
     granted = SIGNED if "grant" in crash or "cancel" in crash else 0
     active = DESK - LEAVING if "cancel" in crash else DESK
-    assert_converged(tmp_path, server, active=active, granted=min(granted, active))
-    assert plan_is_empty(tmp_path, server, manifest)
+    assert_converged(tmp_path, server, active=active, granted=min(granted, active), dsn=backend)
+    assert plan_is_empty(tmp_path, server, manifest, dsn=backend)
 
 
-@pytest.mark.parametrize("path", ["/user/createevaluationusers", "/user/canceleverything"])
+@pytest.mark.parametrize(
+    ("path", "backend"),
+    [
+        ("/user/createevaluationusers", "file"),
+        ("/user/canceleverything", "file"),
+        ("/user/createevaluationusers", "postgresql"),
+    ],
+    indirect=["backend"],
+)
 def test_applied_then_dropped_answers_are_settled_without_doubles(
-    tmp_path: Path, server: str, path: str
+    tmp_path: Path, server: str, path: str, backend: str | None
 ) -> None:
     manifest = write_desk(tmp_path / "desk.yaml", DESK, simplus=True, contact=True)
     if "cancel" in path:
-        assert apply(tmp_path, server, manifest).returncode == 0
+        assert apply(tmp_path, server, manifest, dsn=backend).returncode == 0
         write_desk(manifest, DESK - LEAVING, simplus=True, contact=True)
     admin(server, "POST", "faults", {"kind": "drop_after_apply", "path": path, "count": 1, "seconds": 0})
-    result = apply(tmp_path, server, manifest)
+    result = apply(tmp_path, server, manifest, dsn=backend)
     assert result.returncode == 0, result.stderr
-    assert_converged(tmp_path, server, active=DESK - LEAVING if "cancel" in path else DESK, granted=0)
-    assert plan_is_empty(tmp_path, server, manifest)
+    active = DESK - LEAVING if "cancel" in path else DESK
+    assert_converged(tmp_path, server, active=active, granted=0, dsn=backend)
+    assert plan_is_empty(tmp_path, server, manifest, dsn=backend)

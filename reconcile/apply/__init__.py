@@ -2,7 +2,9 @@
 
 :func:`apply_plan` is the one entry point: it settles what an interrupted run left open, refuses a
 stale plan, resolves passwords (before any create call), then executes the plan's actions with
-:mod:`reconcile.apply.executor`. The caller holds the state lock (:mod:`reconcile.locking`).
+:mod:`reconcile.apply.executor`. The caller holds the state lock (:meth:`StateStore.lock`) and
+passes the journal and audit log kept with the state (:meth:`StateStore.journal`,
+:meth:`StateStore.audit_log`): files next to a state file, or tables in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from reconcile.apply.executor import (
     settle_journal,
 )
 from reconcile.apply.ports import ApplyClient
-from reconcile.audit import AuditLog, audit_path_for
-from reconcile.journal import Journal, journal_path_for
+from reconcile.audit import AuditLog
+from reconcile.journal import Journal
 from reconcile.manifest import Manifest
 from reconcile.passwords import resolve_passwords
 from reconcile.plan import CreateUser, Plan
-from reconcile.state import StateStore
+from reconcile.state import FileStateStore, StateStore
 
 
 class LoadedLike(Protocol):
@@ -42,10 +44,9 @@ class LoadedLike(Protocol):
 
 
 def side_files(state_path: Path, environment: str) -> tuple[Journal, AuditLog]:
-    """The journal and audit log that live next to a state file."""
-    return Journal(journal_path_for(state_path, environment)), AuditLog(
-        audit_path_for(state_path, environment)
-    )
+    """The journal and audit log that live next to a state file (see :meth:`StateStore.journal`)."""
+    store = FileStateStore(state_path)
+    return store.journal(environment), store.audit_log(environment)
 
 
 def apply_plan(

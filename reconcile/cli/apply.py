@@ -6,7 +6,6 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,17 +13,13 @@ from typing import Any
 import click
 
 from reconcile.api.events import ClientEvent
-from reconcile.apply import ApplyResult, LoadedLike, apply_plan, check_plan_current, settle, side_files
-from reconcile.audit import AuditLog
+from reconcile.apply import ApplyResult, LoadedLike, apply_plan, check_plan_current, settle
 from reconcile.cli.output import echo, echo_err, echo_warning, style, use_colour
 from reconcile.cli.plan import error_summary, plan_inputs, prepare_plan, print_plan
 from reconcile.errors import ReconcileError
-from reconcile.journal import Journal
-from reconcile.locking import state_lock
 from reconcile.plan import Plan, load_plan
 from reconcile.policy import check_cancellations
 from reconcile.render import RenderOptions, render
-from reconcile.state import FileStateStore, StateStore
 
 
 class StderrProgress:
@@ -59,27 +54,6 @@ class StderrProgress:
         if event.until is not None:
             until = " until " + datetime.fromtimestamp(event.until, UTC).strftime("%H:%M:%S UTC")
         echo_err(f"{event.message}{until}")
-
-
-@contextlib.contextmanager
-def _locked(store: StateStore, timeout: float) -> Iterator[None]:
-    if isinstance(store, FileStateStore):
-        with state_lock(store.path, timeout=timeout, purpose="apply"):
-            yield
-    else:
-        with store.lock(timeout=timeout, purpose="apply", on_wait=echo_err):  # type: ignore[attr-defined]
-            yield
-
-
-def _side_files(store: StateStore, state_dir: Path, environment: str) -> tuple[Journal, AuditLog]:
-    """The journal and audit log kept with the state: files next to it, or the backend's own."""
-    if isinstance(store, FileStateStore):
-        return side_files(store.path, environment)
-    return store.journal(), store.audit_log()  # type: ignore[attr-defined]
-
-
-def _state_dir(store: StateStore) -> Path:
-    return store.path.parent if isinstance(store, FileStateStore) else Path("state")
 
 
 def _summary_text(result: ApplyResult) -> str:
@@ -127,6 +101,7 @@ def command(
     planfile: Path | None,
     paths: tuple[Path, ...],
     state_path: Path | None,
+    backend: str | None,
     endpoint: str | None,
     targets: tuple[str, ...],
     excludes: tuple[str, ...],
@@ -154,16 +129,17 @@ def command(
     manifest = loaded.manifest
     environment = manifest.environment
     endpoint_label = resolve_endpoint(environment, endpoint)
-    store = open_store(environment, state_path=state_path, manifest_backend=manifest.backend)
+    store = open_store(
+        environment, state_path=state_path, backend_url=backend, manifest_backend=manifest.backend
+    )
     saved = load_plan(planfile) if planfile is not None else None
-    state_dir = _state_dir(store)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_locked(store, lock_timeout))
-        journal, audit = _side_files(store, state_dir, environment)
+        stack.enter_context(store.lock(timeout=lock_timeout, purpose="apply", on_wait=echo_err))
+        journal, audit = store.journal(environment), store.audit_log(environment)
         stack.callback(audit.close)
         progress = StderrProgress()
         client = open_client(
-            environment, endpoint=endpoint, state_dir=state_dir, on_event=progress.client_event
+            environment, endpoint=endpoint, state_dir=store.local_dir(), on_event=progress.client_event
         )
         stack.enter_context(client)
         settled = settle(store=store, environment=environment, client=client, journal=journal, audit=audit)
@@ -172,7 +148,12 @@ def command(
         if saved is None:
             # Planned only now, under the lock and after settling, so it sees what is really there.
             prepared = prepare_plan(
-                paths, state_path=state_path, endpoint=endpoint, targets=targets, excludes=excludes
+                paths,
+                state_path=state_path,
+                backend_url=backend,
+                endpoint=endpoint,
+                targets=targets,
+                excludes=excludes,
             )
             for warning in prepared.warnings:
                 echo_warning(warning)

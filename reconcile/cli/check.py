@@ -7,21 +7,32 @@ from pathlib import Path
 import click
 
 from reconcile.cli.output import echo_warning
-from reconcile.cli.plan import error_summary, format_options, plan_inputs, prepare_plan, print_plan
+from reconcile.cli.plan import (
+    error_summary,
+    format_options,
+    lock_options,
+    plan_inputs,
+    prepare_plan,
+    print_plan,
+)
 from reconcile.errors import ReconcileError
 
 
 @click.command("check")
 @plan_inputs
 @format_options
+@lock_options
 def command(
     paths: tuple[Path, ...],
     state_path: Path | None,
+    backend: str | None,
     endpoint: str | None,
     targets: tuple[str, ...],
     excludes: tuple[str, ...],
     fmt: str,
     show_pii: bool,
+    lock: bool,
+    lock_timeout: float,
 ) -> None:
     """Exit 1 (and print the plan) when apply would change something; 0 when in sync.
 
@@ -29,7 +40,13 @@ def command(
     they sign.
     """
     prepared = prepare_plan(
-        paths, state_path=state_path, endpoint=endpoint, targets=targets, excludes=excludes
+        paths,
+        state_path=state_path,
+        endpoint=endpoint,
+        targets=targets,
+        excludes=excludes,
+        backend_url=backend,
+        lock_timeout=lock_timeout if lock else None,
     )
     for warning in prepared.warnings:
         echo_warning(warning)

@@ -1,14 +1,17 @@
 """``reconcile plan``: show what apply would change, from the manifest and recorded state alone.
 
-No API credentials and no network: the plan is bound to the endpoint *label* only.
+No API credentials and no network: the plan is bound to the endpoint *label* only. With
+``--refresh`` the live organization is read too (credentials needed; for ``sim``, the embedded
+simulator), drift is reported and the plan repairs it.
 Exit codes: 0 no changes (or changes without --detailed-exitcode); 1 error, including a plan
-with error diagnostics; 2 changes present with --detailed-exitcode; 3 the plan cancels more
-users than the policy allows (the plan is still printed, with the policy warning, so a reviewer
-sees what would be cancelled; apply enforces the same budget).
+with error diagnostics; 2 changes or drift present with --detailed-exitcode; 3 the plan cancels
+more users than the policy allows (the plan is still printed, with the policy warning, so a
+reviewer sees what would be cancelled; apply enforces the same budget).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +24,7 @@ import click
 from reconcile import __version__
 from reconcile.cli.output import echo, echo_err, echo_warning, use_colour
 from reconcile.errors import PlanError, PolicyError
+from reconcile.live import LiveSnapshot
 from reconcile.manifest import Manifest
 from reconcile.plan import Plan, PlanBinding, save_plan
 from reconcile.policy import CancellationCheck, evaluate_cancellations
@@ -28,6 +32,8 @@ from reconcile.render import RenderOptions, formats, render
 from reconcile.state import State
 
 F = TypeVar("F", bound=Callable[..., Any])
+LiveRead = Callable[[Manifest, State], LiveSnapshot]
+"""Reads the live organization for a manifest and its recorded state (``plan --refresh``)."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,16 @@ def prepare_plan(
     endpoint: str | None = None,
     targets: Sequence[str] = (),
     excludes: Sequence[str] = (),
+    read_live: LiveRead | None = None,
+    backend_url: str | None = None,
+    lock_timeout: float | None = None,
 ) -> PreparedPlan:
-    """Load the manifest and the recorded state, and plan; no network, no credentials."""
+    """Load the manifest and the recorded state, and plan; no network unless ``read_live`` is given.
+
+    With ``lock_timeout`` (seconds, negative = forever) the state lock is held while state is
+    read and planned, so a plan never sees an apply half-way; None plans without it (``apply``
+    plans under the lock it already holds).
+    """
     from reconcile.api.endpoints import resolve_endpoint
     from reconcile.loader import load_manifest
     from reconcile.planner import make_plan
@@ -59,22 +73,31 @@ def prepare_plan(
     manifest = loaded.manifest
     environment = manifest.environment
     label = resolve_endpoint(environment, endpoint)
-    store = open_store(environment, state_path=state_path, manifest_backend=manifest.backend)
-    state = store.load(environment)
-    binding = PlanBinding(
-        manifest_digest=loaded.digest,
-        state_lineage=state.lineage,
-        state_serial=state.serial,
-        environment=environment,
-        endpoint=label,
-        tool_version=__version__,
+    store = open_store(
+        environment, state_path=state_path, backend_url=backend_url, manifest_backend=manifest.backend
     )
-    plan = make_plan(manifest, state, binding=binding, targets=targets, excludes=excludes)
+    locked = (
+        contextlib.nullcontext()
+        if lock_timeout is None
+        else store.lock(timeout=lock_timeout, purpose="plan", on_wait=echo_err)
+    )
+    with locked:
+        state = store.load(environment)
+        binding = PlanBinding(
+            manifest_digest=loaded.digest,
+            state_lineage=state.lineage,
+            state_serial=state.serial,
+            environment=environment,
+            endpoint=label,
+            tool_version=__version__,
+        )
+        live = read_live(manifest, state) if read_live is not None else None
+        plan = make_plan(manifest, state, binding=binding, targets=targets, excludes=excludes, live=live)
     return PreparedPlan(plan, manifest, state, tuple(str(w) for w in loaded.warnings))
 
 
 def plan_inputs(function: F) -> F:
-    """The options every planning command takes (-f, --state, --endpoint, --target, --exclude)."""
+    """The options every planning command takes (-f, --state, --backend, --endpoint, --target, --exclude)."""
     decorators = [
         click.option(
             "-f",
@@ -90,6 +113,12 @@ def plan_inputs(function: F) -> F:
             "state_path",
             type=click.Path(dir_okay=False, path_type=Path),
             help="Recorded state file (default: state/<environment>.json).",
+        ),
+        click.option(
+            "--backend",
+            metavar="URL",
+            help="Keep state in PostgreSQL at this DSN (postgresql://user@host/db) instead of a file; "
+            "default $RECONCILE_BACKEND, then the manifest's backend.postgres.dsnEnv.",
         ),
         click.option(
             "--endpoint",
@@ -115,6 +144,27 @@ def plan_inputs(function: F) -> F:
     for decorator in reversed(decorators):
         function = decorator(function)
     return function
+
+
+def lock_options(function: F) -> F:
+    """--lock and --lock-timeout, for commands that only read state (plan, check)."""
+    function = click.option(
+        "--lock-timeout",
+        type=float,
+        default=0.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long to wait for a running apply's lock on the state (negative: forever).",
+    )(function)
+    return click.option(
+        "--lock",
+        type=click.BOOL,
+        default=True,
+        show_default=True,
+        metavar="BOOL",
+        help="Hold the state lock while planning, so a running apply is never seen half-way; "
+        "--lock=false reads without it (for read-only checkouts).",
+    )(function)
 
 
 def format_options(function: F) -> F:
@@ -158,6 +208,7 @@ def error_summary(plan: Plan) -> PlanError:
 @click.command("plan")
 @plan_inputs
 @format_options
+@lock_options
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -167,7 +218,13 @@ def error_summary(plan: Plan) -> PlanError:
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
-    help="Exit 2 when the plan has changes (0 none, 1 error, 3 refused by policy).",
+    help="Exit 2 when the plan has changes, or drift with --refresh (0 none, 1 error, 3 refused by policy).",
+)
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Read the live organization first (needs API credentials; sim: the embedded simulator): "
+    "report drift from recorded state and plan its repair.",
 )
 @click.option(
     "--allow-cancellations",
@@ -178,24 +235,36 @@ def error_summary(plan: Plan) -> PlanError:
 def command(
     paths: tuple[Path, ...],
     state_path: Path | None,
+    backend: str | None,
     endpoint: str | None,
     targets: tuple[str, ...],
     excludes: tuple[str, ...],
     fmt: str,
     show_pii: bool,
+    lock: bool,
+    lock_timeout: float,
     out: Path | None,
     detailed_exitcode: bool,
     allow_cancellations: int | None,
+    refresh: bool,
 ) -> None:
-    """Show what apply would change; needs no API credentials.
+    """Show what apply would change; needs no API credentials (except with --refresh).
 
     \b
     Exit codes: 0 no changes (or changes, without --detailed-exitcode); 1 error;
-    2 changes present (--detailed-exitcode); 3 more cancellations than the policy allows.
+    2 changes or drift present (--detailed-exitcode); 3 more cancellations than the policy allows.
     Awaiting-agreement re-checks are not changes.
     """
+    reader = live_reader(endpoint, state_path) if refresh else None
     prepared = prepare_plan(
-        paths, state_path=state_path, endpoint=endpoint, targets=targets, excludes=excludes
+        paths,
+        state_path=state_path,
+        endpoint=endpoint,
+        targets=targets,
+        excludes=excludes,
+        read_live=reader,
+        backend_url=backend,
+        lock_timeout=lock_timeout if lock else None,
     )
     for warning in prepared.warnings:
         echo_warning(warning)
@@ -212,5 +281,29 @@ def command(
         echo_err(f"Saved the plan to {out}; apply it with: reconcile apply {shlex.quote(str(out))} {files}")
     if check.refused:
         raise PolicyError(check.message())
-    if detailed_exitcode and plan.has_changes:
+    if detailed_exitcode and (plan.has_changes or plan.has_drift):
         click.get_current_context().exit(2)
+
+
+def live_reader(endpoint: str | None, state_path: Path | None) -> LiveRead:
+    """A reader of the live organization through the environment's API (say what it read on stderr)."""
+
+    def read(manifest: Manifest, state: State) -> LiveSnapshot:
+        from datetime import UTC, datetime
+
+        from reconcile.api.connect import open_client
+        from reconcile.live import read_live
+
+        state_dir = state_path.parent if state_path is not None else Path("state")
+        with open_client(manifest.environment, endpoint=endpoint, state_dir=state_dir) as client:
+            live = read_live(
+                client,
+                agreement_alert_id=manifest.agreement_alert_id,
+                contacts_of=[r.userId for r in state.users.values() if r.lifecycle == "active"],
+                read_at=datetime.now(UTC),
+            )
+            where = client.endpoint_label
+        echo_err(f"Read {len(live.users)} users of the organization at {where} ({live.requests} requests).")
+        return live
+
+    return read

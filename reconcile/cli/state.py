@@ -9,11 +9,11 @@ from typing import Any, get_args
 import click
 
 from reconcile.cli.output import echo
-from reconcile.errors import StateError
-from reconcile.journal import Journal, journal_path_for
-from reconcile.locking import read_holder, unlock
+from reconcile.errors import LockError, StateError
+from reconcile.locking import unlock
 from reconcile.manifest import Environment
-from reconcile.state import FileStateStore, State, default_state_path
+from reconcile.state import FileStateStore, State, StateStore
+from reconcile.stores import BACKEND_VARIABLE, open_store
 
 _ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
 
@@ -26,19 +26,20 @@ def _state_options(f: Any) -> Any:
         help="State file (default state/<environment>.json).",
     )(f)
     f = click.option(
+        "--backend",
+        metavar="URL",
+        help=f"State in PostgreSQL at this DSN instead of a file (default ${BACKEND_VARIABLE}).",
+    )(f)
+    f = click.option(
         "-e", "--environment", type=click.Choice(_ENVIRONMENTS), default="sim", show_default=True
     )(f)
     return f
 
 
-def _path(environment: str, state_path: Path | None) -> Path:
-    return state_path if state_path is not None else default_state_path(environment)
-
-
-def _load(path: Path, environment: str) -> State:
-    state = FileStateStore(path).read()
+def _load(store: StateStore, environment: str) -> State:
+    state = store.read()
     if state is None:
-        raise StateError(f"no state at {path}; nothing was applied to {environment} yet")
+        raise StateError(f"no state at {store.describe()}; nothing was applied to {environment} yet")
     return state
 
 
@@ -50,19 +51,19 @@ def command() -> None:
 @command.command("show")
 @_state_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def show_command(environment: str, state_path: Path | None, fmt: str) -> None:
+def show_command(environment: str, state_path: Path | None, backend: str | None, fmt: str) -> None:
     """Show the state's identity, counts, lock holder and open journal intents."""
-    path = _path(environment, state_path)
-    state = _load(path, environment)
-    holder = read_holder(path)
-    intents = Journal(journal_path_for(path, environment)).unsettled()
+    store = open_store(environment, state_path=state_path, backend_url=backend)
+    state = _load(store, environment)
+    holder = store.lock_holder()
+    intents = store.journal(environment).unsettled()
     lifecycle = {"active": 0, "cancelled": 0}
     awaiting = 0
     for record in state.users.values():
         lifecycle[record.lifecycle] += 1
         awaiting += sum(1 for g in record.entitlements.values() if g.status == "awaiting_agreement")
     info: dict[str, Any] = {
-        "path": str(path),
+        "path": store.describe(),
         "environment": state.environment,
         "lineage": state.lineage,
         "serial": state.serial,
@@ -73,7 +74,9 @@ def show_command(environment: str, state_path: Path | None, fmt: str) -> None:
     if fmt == "json":
         echo(json.dumps(info, indent=2, sort_keys=True))
         return
-    echo(f"{path}: environment {state.environment}, lineage {state.lineage}, serial {state.serial}")
+    echo(
+        f"{store.describe()}: environment {state.environment}, lineage {state.lineage}, serial {state.serial}"
+    )
     echo(
         f"users: {len(state.users)} ({lifecycle['active']} active, {lifecycle['cancelled']} cancelled, "
         f"{awaiting} awaiting the agreement)"
@@ -89,9 +92,9 @@ def show_command(environment: str, state_path: Path | None, fmt: str) -> None:
 @command.command("list")
 @_state_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def list_command(environment: str, state_path: Path | None, fmt: str) -> None:
+def list_command(environment: str, state_path: Path | None, backend: str | None, fmt: str) -> None:
     """List the managed users: name, id, lifecycle, grants."""
-    state = _load(_path(environment, state_path), environment)
+    state = _load(open_store(environment, state_path=state_path, backend_url=backend), environment)
     rows: list[dict[str, Any]] = [
         {
             "name": name,
@@ -113,9 +116,15 @@ def list_command(environment: str, state_path: Path | None, fmt: str) -> None:
 @command.command("unlock")
 @click.argument("lock_id")
 @_state_options
-def unlock_command(lock_id: str, environment: str, state_path: Path | None) -> None:
+def unlock_command(lock_id: str, environment: str, state_path: Path | None, backend: str | None) -> None:
     """Remove the lock record LOCK_ID left behind by a run that is gone."""
-    holder = unlock(_path(environment, state_path), lock_id)
+    store = open_store(environment, state_path=state_path, backend_url=backend)
+    if not isinstance(store, FileStateStore):
+        raise LockError(
+            f"{store.describe()} needs no unlock: its lock is released the moment the holder's "
+            "connection closes, and `reconcile state show` names only a holder that is still running"
+        )
+    holder = unlock(store.path, lock_id)
     echo(f"removed {holder.describe()}")
 
 

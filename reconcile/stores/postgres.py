@@ -628,13 +628,21 @@ class PostgresStateStore(StateStore):
 
     # Journal and audit ----------------------------------------------------------------------
 
-    def journal(self) -> PostgresJournal:
+    def journal(self, environment: str | None = None) -> PostgresJournal:
         """The intent journal of this environment (the interface of :class:`reconcile.journal.Journal`)."""
+        self._check_environment(environment)
         return PostgresJournal(self)
 
-    def audit_log(self, *, clock: Callable[[], datetime] | None = None) -> PostgresAuditLog:
+    def audit_log(
+        self, environment: str | None = None, *, clock: Callable[[], datetime] | None = None
+    ) -> PostgresAuditLog:
         """The audit log of this environment, with the interface of :class:`reconcile.audit.AuditLog`."""
+        self._check_environment(environment)
         return PostgresAuditLog(self, clock=clock)
+
+    def _check_environment(self, environment: str | None) -> None:
+        if environment is not None and environment != self.environment:
+            raise StateError(f"{self.describe()} keeps the journal of {self.environment}, not {environment}")
 
 
 class _Conflict(Exception):
