@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconcile.sim.app import SimApp, create_app
+from reconcile.sim.app import CHECK_CONTRACT_ENV, SimApp, create_app
 from reconcile.sim.config import SimConfig
 from reconcile.sim.server import serve
 from reconcile.sim.testing import ContractCheckingTransport, login
@@ -63,6 +63,12 @@ def sim_token(sim_client: httpx.Client, sim_config: SimConfig) -> str:
 def sim_server(sim_app: SimApp) -> Iterator[str]:
     with serve(sim_app) as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _simulator_checks_its_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every simulator of every test (subprocess servers included) checks its answers against the contract."""
+    monkeypatch.setenv(CHECK_CONTRACT_ENV, "1")
 
 
 @pytest.fixture(autouse=True)

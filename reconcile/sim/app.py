@@ -17,8 +17,10 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from reconcile.contract import ContractViolation, validate_request
+from reconcile.contract import ContractViolation, validate_request, validate_response
 from reconcile.sim import admin, rules
 from reconcile.sim.config import RuntimeSettings, SimConfig
 from reconcile.sim.faults import (
@@ -121,6 +123,10 @@ _ALTERNATE_BODIES: dict[str, Callable[[Any], bool]] = {
 }
 
 
+CHECK_CONTRACT_ENV = "RECONCILE_SIM_CHECK_CONTRACT"
+"""Set to ``1`` to have the simulator check each of its answers against the contract."""
+
+
 class SimApp:
     """The WSGI callable; ``.store`` and ``.config`` are there for tests and the CLI."""
 
@@ -128,6 +134,10 @@ class SimApp:
         self.config = config
         self.store = store
         self.sleep = sleep
+        # Self-check every answer against the contract before sending it (the test suite sets
+        # this for every simulator, in-process or `sim serve`): a violation becomes an HTTP 500
+        # the client reports, so no test can pass on an answer the real API would never give.
+        self.check_contract = os.environ.get(CHECK_CONTRACT_ENV) == "1"
         self.url_map = Map(
             [
                 Rule(path, endpoint=name, methods=[method])
@@ -210,7 +220,14 @@ class SimApp:
                     validate_request("POST", path, body)
                 except ContractViolation as exc:
                     return _error(400, str(exc))
-        return _json(_HANDLERS[handler_name](self, Call(tx, request, body, session)))
+        answer = _HANDLERS[handler_name](self, Call(tx, request, body, session))
+        if self.check_contract:
+            try:
+                validate_response(request.method, path, 200, answer)
+            except ContractViolation as exc:
+                print(f"reconcile sim: contract violation: {request.method} {path}: {exc}", file=sys.stderr)
+                return _error(500, f"simulator contract violation (a simulator bug): {exc}")
+        return _json(answer)
 
     def _take_fault(self, tx: Tx, path: str) -> Fault | None:
         row = tx.one("SELECT * FROM faults WHERE path IN (?, '*') ORDER BY id LIMIT 1", (path,))
