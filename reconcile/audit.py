@@ -59,6 +59,10 @@ class AuditLog:
             line["request_id"] = request_id
         if detail:
             line["detail"] = detail
+        self._append(line)
+
+    def _append(self, line: dict[str, Any]) -> None:
+        """Keep one recorded line (subclasses keep lines elsewhere)."""
         data = (json.dumps(line, sort_keys=True, default=str) + "\n").encode("utf-8")
         # One write per line: O_APPEND keeps lines whole and in order.
         os.write(self._open(), data)

@@ -17,6 +17,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+def first_invalid(exc: ValidationError) -> str:
+    """Say where and why a stored document (state, plan) failed validation: ``loc.path: message``.
+
+    Only the first error: such documents are written by reconcile, so one names the damage.
+    """
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}"
 
 
 class ReconcileError(Exception):

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reconcile.errors import PlanError
+from reconcile.errors import PlanError, first_invalid
 from reconcile.manifest import CancelFlags, PasswordFromEnv, PasswordFromFile, PasswordGenerate
 
 PLAN_FORMAT_VERSION = 1
@@ -302,6 +302,4 @@ def load_plan(path: str | Path) -> Plan:
     try:
         return Plan.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise PlanError(f"plan file {path} is not a valid plan: {where}: {first['msg']}") from None
+        raise PlanError(f"plan file {path} is not a valid plan: {first_invalid(exc)}") from None

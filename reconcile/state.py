@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconcile.bulk import gc_paused, share_fields_sets
-from reconcile.errors import StateError
+from reconcile.errors import StateError, first_invalid
 
 if TYPE_CHECKING:
     # Only for annotations: reconcile.locking imports this module.
@@ -344,10 +344,8 @@ class FileStateStore(StateStore):
         try:
             state = State.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
             raise StateError(
-                f"state {self.path} is not a valid state document: {where}: {first['msg']}"
+                f"state {self.path} is not a valid state document: {first_invalid(exc)}"
             ) from None
         if signature is not None:
             self._snapshot = _Snapshot(signature, state.lineage, state.serial, None)

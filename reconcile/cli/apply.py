@@ -13,13 +13,13 @@ from typing import Any
 import click
 
 from reconcile.api.events import ClientEvent
-from reconcile.apply import ApplyResult, LoadedLike, apply_plan, check_plan_current, settle
-from reconcile.cli.output import echo, echo_err, echo_warning, style, use_colour
-from reconcile.cli.plan import error_summary, plan_inputs, prepare_plan, print_plan
+from reconcile.apply import ApplyResult, apply_plan, check_plan_current, settle
+from reconcile.cli.options import PlanInputs, format_option, lock_timeout_option, plan_inputs
+from reconcile.cli.output import echo, echo_err, style
+from reconcile.cli.plan import open_inputs, prepare_plan, print_plan, refuse_errors
 from reconcile.errors import ReconcileError
 from reconcile.plan import Plan, load_plan
 from reconcile.policy import check_cancellations
-from reconcile.render import RenderOptions, render
 
 
 class StderrProgress:
@@ -56,9 +56,17 @@ class StderrProgress:
         echo_err(f"{event.message}{until}")
 
 
+# The counts whose words change with the number ("1 email changed", "2 emails changed").
+_SINGULAR = {"emails_changed": "email changed", "contacts_updated": "contact updated"}
+
+
 def _summary_text(result: ApplyResult) -> str:
     counts = result.counts()
-    parts = [f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v]
+    parts = [
+        f"{v} {_SINGULAR[k] if v == 1 and k in _SINGULAR else k.replace('_', ' ')}"
+        for k, v in counts.items()
+        if v
+    ]
     head = "Apply complete" if result.ok else "Apply finished with failures"
     return (
         f"{head}: "
@@ -83,28 +91,17 @@ def _summary_text(result: ApplyResult) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="New file (mode 0600) that receives the passwords of users with {generate: true}.",
 )
-@click.option(
-    "--lock-timeout",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Seconds to wait for another run's lock on the state.",
-)
+@lock_timeout_option()
 @click.option(
     "--allow-cancellations",
     type=click.IntRange(min=0),
     metavar="N",
     help="Allow this run to cancel up to N users, whatever the policy budget says.",
 )
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option()
 def command(
     planfile: Path | None,
-    paths: tuple[Path, ...],
-    state_path: Path | None,
-    backend: str | None,
-    endpoint: str | None,
-    targets: tuple[str, ...],
-    excludes: tuple[str, ...],
+    inputs: PlanInputs,
     auto_approve: bool,
     batch_size: int,
     generated_passwords: Path | None,
@@ -121,17 +118,10 @@ def command(
     Exit codes: 0 done (users awaiting the agreement included), 1 failure, 3 refused by policy.
     """
     from reconcile.api.connect import open_client
-    from reconcile.api.endpoints import resolve_endpoint
-    from reconcile.loader import load_manifest
-    from reconcile.stores import open_store
 
-    loaded: LoadedLike = load_manifest(list(paths))
+    loaded, endpoint_label, store = open_inputs(inputs)
     manifest = loaded.manifest
     environment = manifest.environment
-    endpoint_label = resolve_endpoint(environment, endpoint)
-    store = open_store(
-        environment, state_path=state_path, backend_url=backend, manifest_backend=manifest.backend
-    )
     saved = load_plan(planfile) if planfile is not None else None
     with contextlib.ExitStack() as stack:
         stack.enter_context(store.lock(timeout=lock_timeout, purpose="apply", on_wait=echo_err))
@@ -139,7 +129,7 @@ def command(
         stack.callback(audit.close)
         progress = StderrProgress()
         client = open_client(
-            environment, endpoint=endpoint, state_dir=store.local_dir(), on_event=progress.client_event
+            environment, endpoint=inputs.endpoint, state_dir=store.local_dir(), on_event=progress.client_event
         )
         stack.enter_context(client)
         settled = settle(store=store, environment=environment, client=client, journal=journal, audit=audit)
@@ -147,25 +137,13 @@ def command(
             echo_err(f"settled {settled.settled_intents} action(s) an interrupted apply left open")
         if saved is None:
             # Planned only now, under the lock and after settling, so it sees what is really there.
-            prepared = prepare_plan(
-                paths,
-                state_path=state_path,
-                backend_url=backend,
-                endpoint=endpoint,
-                targets=targets,
-                excludes=excludes,
-            )
-            for warning in prepared.warnings:
-                echo_warning(warning)
+            prepared = prepare_plan(inputs)
             plan, state = prepared.plan, prepared.state
-            if fmt == "json":
-                echo_err(render(plan, "text", RenderOptions(colour=use_colour(sys.stderr))).rstrip("\n"))
-            else:
-                print_plan(plan, "text", show_pii=False)
+            # With --format json, stdout is kept for the result document.
+            print_plan(plan, "text", show_pii=False, err=fmt == "json")
         else:
             plan, state = saved, store.load(environment)
-        if plan.has_errors:
-            raise error_summary(plan)
+        refuse_errors(plan)
         check = check_cancellations(plan, state, manifest.policy, allow_cancellations)
         if allow_cancellations is not None:
             audit.record(

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from reconcile.cli.output import echo_warning
-from reconcile.cli.plan import (
-    error_summary,
-    format_options,
-    lock_options,
-    plan_inputs,
-    prepare_plan,
-    print_plan,
-)
+from reconcile.cli.options import PlanInputs, format_options, lock_options, plan_inputs
+from reconcile.cli.plan import prepare_plan, print_plan, refuse_errors
 from reconcile.errors import ReconcileError
 
 
@@ -22,38 +13,15 @@ from reconcile.errors import ReconcileError
 @plan_inputs
 @format_options
 @lock_options
-def command(
-    paths: tuple[Path, ...],
-    state_path: Path | None,
-    backend: str | None,
-    endpoint: str | None,
-    targets: tuple[str, ...],
-    excludes: tuple[str, ...],
-    fmt: str,
-    show_pii: bool,
-    lock: bool,
-    lock_timeout: float,
-) -> None:
+def command(inputs: PlanInputs, fmt: str, show_pii: bool, lock_timeout: float | None) -> None:
     """Exit 1 (and print the plan) when apply would change something; 0 when in sync.
 
     Users waiting for the Market Data Agreement do not count: nothing can change for them until
     they sign.
     """
-    prepared = prepare_plan(
-        paths,
-        state_path=state_path,
-        endpoint=endpoint,
-        targets=targets,
-        excludes=excludes,
-        backend_url=backend,
-        lock_timeout=lock_timeout if lock else None,
-    )
-    for warning in prepared.warnings:
-        echo_warning(warning)
-    plan = prepared.plan
+    plan = prepare_plan(inputs, lock_timeout=lock_timeout).plan
     print_plan(plan, fmt, show_pii)
-    if plan.has_errors:
-        raise error_summary(plan)
+    refuse_errors(plan)
     if plan.has_changes:
         count = len(plan.changes)
         changes = "change" if count == 1 else "changes"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import IO
@@ -40,3 +41,8 @@ def echo_warning(text: str) -> None:
 
 def echo_error(text: str) -> None:
     echo_err(style("Error: ", fg="red", bold=True, stream=sys.stderr) + text)
+
+
+def echo_json(value: object) -> None:
+    """Print ``value`` to stdout as indented JSON with sorted keys (stable for scripts and diffs)."""
+    echo(json.dumps(value, indent=2, sort_keys=True))

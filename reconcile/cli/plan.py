@@ -14,24 +14,27 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
 from reconcile import __version__
+from reconcile.cli.options import PlanInputs, format_options, lock_options, plan_inputs
 from reconcile.cli.output import echo, echo_err, echo_warning, use_colour
 from reconcile.errors import PlanError, PolicyError
 from reconcile.live import LiveSnapshot
 from reconcile.manifest import Manifest
 from reconcile.plan import Plan, PlanBinding, save_plan
 from reconcile.policy import CancellationCheck, evaluate_cancellations
-from reconcile.render import RenderOptions, formats, render
-from reconcile.state import State
+from reconcile.render import RenderOptions, render
+from reconcile.state import State, StateStore
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from reconcile.loader import LoadedManifest
+
 LiveRead = Callable[[Manifest, State], LiveSnapshot]
 """Reads the live organization for a manifest and its recorded state (``plan --refresh``)."""
 
@@ -43,39 +46,23 @@ class PreparedPlan:
     plan: Plan
     manifest: Manifest
     state: State
-    warnings: tuple[str, ...]
-    """Manifest warnings from the loader (literal passwords in live, …), for stderr."""
 
 
 def prepare_plan(
-    paths: Sequence[Path],
-    *,
-    state_path: Path | None = None,
-    endpoint: str | None = None,
-    targets: Sequence[str] = (),
-    excludes: Sequence[str] = (),
-    read_live: LiveRead | None = None,
-    backend_url: str | None = None,
-    lock_timeout: float | None = None,
+    inputs: PlanInputs, *, read_live: LiveRead | None = None, lock_timeout: float | None = None
 ) -> PreparedPlan:
     """Load the manifest and the recorded state, and plan; no network unless ``read_live`` is given.
 
+    The loader's warnings (literal passwords in live, …) go to stderr once the plan is made.
     With ``lock_timeout`` (seconds, negative = forever) the state lock is held while state is
     read and planned, so a plan never sees an apply half-way; None plans without it (``apply``
     plans under the lock it already holds).
     """
-    from reconcile.api.endpoints import resolve_endpoint
-    from reconcile.loader import load_manifest
     from reconcile.planner import make_plan
-    from reconcile.stores import open_store
 
-    loaded = load_manifest(list(paths))
+    loaded, label, store = open_inputs(inputs)
     manifest = loaded.manifest
     environment = manifest.environment
-    label = resolve_endpoint(environment, endpoint)
-    store = open_store(
-        environment, state_path=state_path, backend_url=backend_url, manifest_backend=manifest.backend
-    )
     locked = (
         contextlib.nullcontext()
         if lock_timeout is None
@@ -92,102 +79,53 @@ def prepare_plan(
             tool_version=__version__,
         )
         live = read_live(manifest, state) if read_live is not None else None
-        plan = make_plan(manifest, state, binding=binding, targets=targets, excludes=excludes, live=live)
-    return PreparedPlan(plan, manifest, state, tuple(str(w) for w in loaded.warnings))
+        plan = make_plan(
+            manifest, state, binding=binding, targets=inputs.targets, excludes=inputs.excludes, live=live
+        )
+    for warning in loaded.warnings:
+        echo_warning(str(warning))
+    return PreparedPlan(plan, manifest, state)
 
 
-def plan_inputs(function: F) -> F:
-    """The options every planning command takes (-f, --state, --backend, --endpoint, --target, --exclude)."""
-    decorators = [
-        click.option(
-            "-f",
-            "--file",
-            "paths",
-            multiple=True,
-            required=True,
-            type=click.Path(exists=True, path_type=Path),
-            help="Manifest file or folder of *.yaml files (repeatable; merged into one desired set).",
-        ),
-        click.option(
-            "--state",
-            "state_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Recorded state file (default: state/<environment>.json).",
-        ),
-        click.option(
-            "--backend",
-            metavar="URL",
-            help="Keep state in PostgreSQL at this DSN (postgresql://user@host/db) instead of a file; "
-            "default $RECONCILE_BACKEND, then the manifest's backend.postgres.dsnEnv.",
-        ),
-        click.option(
-            "--endpoint",
-            metavar="URL",
-            help="Partner API base URL the plan is bound to (default: the environment's host). "
-            "Never contacted by plan.",
-        ),
-        click.option(
-            "--target",
-            "targets",
-            multiple=True,
-            metavar="PATTERN",
-            help="Plan only users whose name matches this glob (repeatable).",
-        ),
-        click.option(
-            "--exclude",
-            "excludes",
-            multiple=True,
-            metavar="PATTERN",
-            help="Leave out users whose name matches this glob (repeatable).",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        function = decorator(function)
-    return function
+def open_inputs(inputs: PlanInputs) -> tuple[LoadedManifest, str, StateStore]:
+    """Load the manifests, then resolve the endpoint label and open the state store they choose."""
+    from reconcile.api.endpoints import resolve_endpoint
+    from reconcile.loader import load_manifest
+    from reconcile.stores import open_store
+
+    loaded = load_manifest(list(inputs.paths))
+    manifest = loaded.manifest
+    label = resolve_endpoint(manifest.environment, inputs.endpoint)
+    store = open_store(
+        manifest.environment,
+        state_path=inputs.state_path,
+        backend_url=inputs.backend,
+        manifest_backend=manifest.backend,
+    )
+    return loaded, label, store
 
 
-def lock_options(function: F) -> F:
-    """--lock and --lock-timeout, for commands that only read state (plan, check)."""
-    function = click.option(
-        "--lock-timeout",
-        type=float,
-        default=0.0,
-        show_default=True,
-        metavar="SECONDS",
-        help="How long to wait for a running apply's lock on the state (negative: forever).",
-    )(function)
-    return click.option(
-        "--lock",
-        type=click.BOOL,
-        default=True,
-        show_default=True,
-        metavar="BOOL",
-        help="Hold the state lock while planning, so a running apply is never seen half-way; "
-        "--lock=false reads without it (for read-only checkouts).",
-    )(function)
+def print_plan(plan: Plan, fmt: str, show_pii: bool, *, err: bool = False) -> None:
+    """Render ``plan`` to stdout (stderr with ``err``); colour only for text on a TTY without NO_COLOR."""
+    stream = sys.stderr if err else sys.stdout
+    options = RenderOptions(colour=fmt == "text" and use_colour(stream), show_pii=show_pii)
+    (echo_err if err else echo)(render(plan, fmt, options).rstrip("\n"))
 
 
-def format_options(function: F) -> F:
-    """--format and --show-pii."""
-    function = click.option(
-        "--show-pii",
-        is_flag=True,
-        help="Show emails, phones and street addresses in Markdown (masked by default).",
-    )(function)
-    return click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(formats()),
-        default="text",
-        show_default=True,
-        help="text for people, json for machines (docs/plan-format.md), markdown for pull requests.",
-    )(function)
+def apply_command(planfile: Path, inputs: PlanInputs) -> str:
+    """The command that applies ``planfile``: the plan is bound to its state and endpoint, so say them.
 
-
-def print_plan(plan: Plan, fmt: str, show_pii: bool) -> None:
-    """Render ``plan`` to stdout (colour only for text on a terminal without NO_COLOR)."""
-    options = RenderOptions(colour=fmt == "text" and use_colour(sys.stdout), show_pii=show_pii)
-    echo(render(plan, fmt, options).rstrip("\n"))
+    A DSN may carry a password, so ``--backend`` is named but never printed.
+    """
+    words = ["reconcile", "apply", str(planfile)]
+    for path in inputs.paths:
+        words += ["-f", str(path)]
+    if inputs.state_path is not None:
+        words += ["--state", str(inputs.state_path)]
+    if inputs.endpoint is not None:
+        words += ["--endpoint", inputs.endpoint]
+    command = shlex.join(words)
+    return f"{command} --backend URL (the same as for this plan)" if inputs.backend else command
 
 
 def with_policy(plan: Plan, check: CancellationCheck) -> Plan:
@@ -198,11 +136,13 @@ def with_policy(plan: Plan, check: CancellationCheck) -> Plan:
     return plan.model_copy(update={"diagnostics": (diagnostic, *plan.diagnostics)})
 
 
-def error_summary(plan: Plan) -> PlanError:
-    """The error for a plan with error diagnostics: apply refuses such a plan."""
+def refuse_errors(plan: Plan) -> None:
+    """Raise PlanError when ``plan`` has error diagnostics: apply refuses such a plan."""
+    if not plan.has_errors:
+        return
     count = sum(1 for d in plan.diagnostics if d.severity == "error")
     errors = "error" if count == 1 else "errors"
-    return PlanError(f"the plan has {count} {errors} (listed above); fix the manifest, then plan again")
+    raise PlanError(f"the plan has {count} {errors} (listed above); fix the manifest, then plan again")
 
 
 @click.command("plan")
@@ -233,16 +173,10 @@ def error_summary(plan: Plan) -> PlanError:
     help="Accept up to N cancellations in this plan, whatever the policy budget says.",
 )
 def command(
-    paths: tuple[Path, ...],
-    state_path: Path | None,
-    backend: str | None,
-    endpoint: str | None,
-    targets: tuple[str, ...],
-    excludes: tuple[str, ...],
+    inputs: PlanInputs,
     fmt: str,
     show_pii: bool,
-    lock: bool,
-    lock_timeout: float,
+    lock_timeout: float | None,
     out: Path | None,
     detailed_exitcode: bool,
     allow_cancellations: int | None,
@@ -255,30 +189,17 @@ def command(
     2 changes or drift present (--detailed-exitcode); 3 more cancellations than the policy allows.
     Awaiting-agreement re-checks are not changes.
     """
-    reader = live_reader(endpoint, state_path) if refresh else None
-    prepared = prepare_plan(
-        paths,
-        state_path=state_path,
-        endpoint=endpoint,
-        targets=targets,
-        excludes=excludes,
-        read_live=reader,
-        backend_url=backend,
-        lock_timeout=lock_timeout if lock else None,
-    )
-    for warning in prepared.warnings:
-        echo_warning(warning)
+    reader = live_reader(inputs.endpoint, inputs.state_path) if refresh else None
+    prepared = prepare_plan(inputs, read_live=reader, lock_timeout=lock_timeout)
     check = evaluate_cancellations(
         prepared.plan, prepared.state, prepared.manifest.policy, allow_cancellations
     )
     plan = with_policy(prepared.plan, check)
     print_plan(plan, fmt, show_pii)
-    if plan.has_errors:
-        raise error_summary(plan)
+    refuse_errors(plan)
     if out is not None:
         save_plan(plan, out)
-        files = " ".join(f"-f {shlex.quote(str(p))}" for p in paths)
-        echo_err(f"Saved the plan to {out}; apply it with: reconcile apply {shlex.quote(str(out))} {files}")
+        echo_err(f"Saved the plan to {out}; apply it with: {apply_command(out, inputs)}")
     if check.refused:
         raise PolicyError(check.message())
     if detailed_exitcode and (plan.has_changes or plan.has_drift):

@@ -2,54 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
-from reconcile.cli.output import echo, echo_err
+from reconcile.cli.options import RemoteInputs, format_option, remote_inputs
+from reconcile.cli.output import echo, echo_json
+from reconcile.cli.session import remote_session
 from reconcile.render.describe import describe_drift, safe
 
 
 @click.command("refresh")
-@click.option(
-    "-f",
-    "--file",
-    "paths",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Manifest file or folder (gives the environment and the entitlement names).",
-)
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Recorded state file (default: state/<environment>.json).",
-)
-@click.option(
-    "--backend",
-    metavar="URL",
-    help="Keep state in PostgreSQL at this DSN instead of a file; default $RECONCILE_BACKEND, "
-    "then the manifest's backend.postgres.dsnEnv.",
-)
-@click.option("--endpoint", metavar="URL", help="Partner API base URL (default: the environment's host).")
-@click.option(
-    "--lock-timeout",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Seconds to wait for another run's lock on the state.",
-)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def command(
-    paths: tuple[Path, ...],
-    state_path: Path | None,
-    backend: str | None,
-    endpoint: str | None,
-    lock_timeout: float,
-    fmt: str,
-) -> None:
+@remote_inputs("Manifest file or folder (gives the environment and the entitlement names).")
+@format_option()
+def command(inputs: RemoteInputs, fmt: str) -> None:
     """Update recorded state from the API (emails, names, contacts, entitlements, closed users).
 
     \b
@@ -57,33 +21,19 @@ def command(
     created outside stay unmanaged (adopt them with `reconcile import`). Needs API credentials
     (for environment sim: the embedded simulator). Runs under the state lock.
     """
-    from reconcile.adopt import refresh_state, state_dir_of, state_locked
-    from reconcile.api.connect import open_client
-    from reconcile.loader import load_manifest
-    from reconcile.stores import open_store
+    from reconcile.adopt import refresh_state
 
-    manifest = load_manifest(list(paths)).manifest
-    store = open_store(
-        manifest.environment, state_path=state_path, backend_url=backend, manifest_backend=manifest.backend
-    )
-    with (
-        state_locked(store, timeout=lock_timeout, purpose="refresh", on_wait=echo_err),
-        open_client(manifest.environment, endpoint=endpoint, state_dir=state_dir_of(store)) as client,
-    ):
+    with remote_session(inputs, "refresh") as (manifest, store, client):
         result = refresh_state(manifest, store, client)
     if fmt == "json":
-        echo(
-            json.dumps(
-                {
-                    "changed": list(result.changed),
-                    "drift": [d.model_dump(mode="json") for d in result.drift],
-                    "unmanaged": list(result.unmanaged),
-                    "state_serial": result.serial,
-                    "requests": result.requests,
-                },
-                indent=2,
-                sort_keys=True,
-            )
+        echo_json(
+            {
+                "changed": list(result.changed),
+                "drift": [d.model_dump(mode="json") for d in result.drift],
+                "unmanaged": list(result.unmanaged),
+                "state_serial": result.serial,
+                "requests": result.requests,
+            }
         )
         return
     for entry in result.drift:

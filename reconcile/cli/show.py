@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from reconcile.cli.plan import format_options, print_plan
+from reconcile.cli.options import format_options
+from reconcile.cli.plan import print_plan
 from reconcile.plan import load_plan
 
 

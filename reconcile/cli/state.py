@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import click
 
-from reconcile.cli.output import echo
+from reconcile.cli.options import backend_option, environment_option, format_option, options, state_option
+from reconcile.cli.output import echo, echo_json
 from reconcile.errors import LockError, StateError
 from reconcile.locking import unlock
-from reconcile.manifest import Environment
 from reconcile.state import FileStateStore, State, StateStore
 from reconcile.stores import BACKEND_VARIABLE, open_store
 
-_ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
-
-
-def _state_options(f: Any) -> Any:
-    f = click.option(
-        "--state",
-        "state_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="State file (default state/<environment>.json).",
-    )(f)
-    f = click.option(
-        "--backend",
-        metavar="URL",
-        help=f"State in PostgreSQL at this DSN instead of a file (default ${BACKEND_VARIABLE}).",
-    )(f)
-    f = click.option(
-        "-e", "--environment", type=click.Choice(_ENVIRONMENTS), default="sim", show_default=True
-    )(f)
-    return f
+_state_options = options(
+    environment_option(),
+    backend_option(f"State in PostgreSQL at this DSN instead of a file (default ${BACKEND_VARIABLE})."),
+    state_option("State file (default state/<environment>.json)."),
+)
 
 
 def _load(store: StateStore, environment: str) -> State:
@@ -50,7 +35,7 @@ def command() -> None:
 
 @command.command("show")
 @_state_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option()
 def show_command(environment: str, state_path: Path | None, backend: str | None, fmt: str) -> None:
     """Show the state's identity, counts, lock holder and open journal intents."""
     store = open_store(environment, state_path=state_path, backend_url=backend)
@@ -72,7 +57,7 @@ def show_command(environment: str, state_path: Path | None, backend: str | None,
         "open_intents": [{"id": i.id, "call": i.call, "users": len(i.actions)} for i in intents],
     }
     if fmt == "json":
-        echo(json.dumps(info, indent=2, sort_keys=True))
+        echo_json(info)
         return
     echo(
         f"{store.describe()}: environment {state.environment}, lineage {state.lineage}, serial {state.serial}"
@@ -91,7 +76,7 @@ def show_command(environment: str, state_path: Path | None, backend: str | None,
 
 @command.command("list")
 @_state_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option()
 def list_command(environment: str, state_path: Path | None, backend: str | None, fmt: str) -> None:
     """List the managed users: name, id, lifecycle, grants."""
     state = _load(open_store(environment, state_path=state_path, backend_url=backend), environment)
@@ -106,7 +91,7 @@ def list_command(environment: str, state_path: Path | None, backend: str | None,
         for name, record in sorted(state.users.items())
     ]
     if fmt == "json":
-        echo(json.dumps(rows, indent=2, sort_keys=True))
+        echo_json(rows)
         return
     for row in rows:
         grants = ", ".join(f"{k}={v}" for k, v in row["entitlements"].items()) or "-"

@@ -6,19 +6,24 @@ The ``state`` group (reconcile/cli/state.py) attaches these commands.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any, get_args
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import click
 
+from reconcile.cli.options import (
+    backend_option,
+    environment_option,
+    lock_timeout_option,
+    options,
+    state_option,
+)
 from reconcile.cli.output import echo, echo_err
 from reconcile.errors import StateError
 from reconcile.locking import state_lock
-from reconcile.manifest import Environment
 from reconcile.state import FileStateStore, default_state_path
 from reconcile.stores import BACKEND_VARIABLE, Transfer, backend_dsn, transfer_state
-
-_ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
 
 
 def _require_dsn(backend: str | None) -> str:
@@ -30,12 +35,7 @@ def _require_dsn(backend: str | None) -> str:
     return dsn
 
 
-def _backend_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--backend",
-        metavar="URL",
-        help=f"PostgreSQL DSN (postgresql://user@host/db); default ${BACKEND_VARIABLE}.",
-    )(f)
+_backend_option = backend_option(f"PostgreSQL DSN (postgresql://user@host/db); default ${BACKEND_VARIABLE}.")
 
 
 @click.command("migrate")
@@ -56,35 +56,20 @@ def migrate_command(backend: str | None) -> None:
         echo(f"{mask_dsn(dsn)}: state schema migrated from version {before} to {after}")
 
 
-def _transfer_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    for decorator in reversed(
-        (
-            click.option(
-                "-e", "--environment", required=True, type=click.Choice(_ENVIRONMENTS),
-                help="The environment whose state moves.",
-            ),
-            click.option(
-                "--state", "state_path", type=click.Path(dir_okay=False),
-                help="The state file (default state/<environment>.json).",
-            ),
-            _backend_option,
-            click.option(
-                "--force", is_flag=True,
-                help="Overwrite even another lineage, a newer serial or diverged content.",
-            ),
-            click.option(
-                "--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS",
-                help="How long to wait for a running apply's lock (negative: forever).",
-            ),
-        )
-    ):  # fmt: skip
-        f = decorator(f)
-    return f
+_transfer_options = options(
+    environment_option("The environment whose state moves.", required=True),
+    state_option("The state file (default state/<environment>.json)."),
+    _backend_option,
+    click.option(
+        "--force", is_flag=True, help="Overwrite even another lineage, a newer serial or diverged content."
+    ),
+    lock_timeout_option("How long to wait for a running apply's lock (negative: forever)."),
+)
 
 
 @contextlib.contextmanager
 def _locked_pair(
-    environment: str, state_path: str | None, backend: str | None, timeout: float, purpose: str
+    environment: str, state_path: Path | None, backend: str | None, timeout: float, purpose: str
 ) -> Iterator[tuple[FileStateStore, Any]]:
     """Open and lock both stores (file first, then PostgreSQL: one order everywhere, no deadlock)."""
     from reconcile.stores.postgres import PostgresStateStore
@@ -107,7 +92,7 @@ def _report(result: Transfer) -> None:
 @click.command("push")
 @_transfer_options
 def push_command(
-    environment: str, state_path: str | None, backend: str | None, force: bool, lock_timeout: float
+    environment: str, state_path: Path | None, backend: str | None, force: bool, lock_timeout: float
 ) -> None:
     """Copy the local state file into PostgreSQL (lineage and serial kept).
 
@@ -121,7 +106,7 @@ def push_command(
 @click.command("pull")
 @_transfer_options
 def pull_command(
-    environment: str, state_path: str | None, backend: str | None, force: bool, lock_timeout: float
+    environment: str, state_path: Path | None, backend: str | None, force: bool, lock_timeout: float
 ) -> None:
     """Copy the state in PostgreSQL into the local state file (lineage and serial kept).
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from reconcile.cli.options import files_option, format_option
 from reconcile.cli.output import echo, echo_warning
 from reconcile.errors import ManifestError, Problem
 from reconcile.loader import load_manifest
@@ -28,23 +29,9 @@ def _problem_json(problem: Problem) -> dict[str, object]:
 
 
 @click.command("validate")
-@click.option(
-    "-f",
-    "--file",
-    "paths",
-    multiple=True,
-    required=True,
-    type=click.Path(path_type=Path),
-    help="A manifest file, or a folder of *.yaml/*.yml files (recursive). Repeatable.",
-)
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json prints one document with ok, counts, problems and warnings.",
-)
+# Missing files are not click's to refuse: the loader lists them with every other problem.
+@files_option("A manifest file, or a folder of *.yaml/*.yml files (recursive). Repeatable.", must_exist=False)
+@format_option(help="json prints one document with ok, counts, problems and warnings.", dest="output_format")
 def command(paths: tuple[Path, ...], output_format: str) -> None:
     """Check manifests against every rule; change nothing, call no API.
 

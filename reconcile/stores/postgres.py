@@ -40,7 +40,7 @@ from pydantic import ValidationError
 
 from reconcile import __version__
 from reconcile.audit import AuditLog
-from reconcile.errors import LockError, StateError
+from reconcile.errors import LockError, StateError, first_invalid
 from reconcile.journal import Intent, IntentCall, Journal
 from reconcile.locking import LockHolder
 from reconcile.plan import Action
@@ -405,10 +405,8 @@ class PostgresStateStore(StateStore):
             try:
                 users[name] = UserRecord.model_validate(data)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where_ = ".".join(str(p) for p in first["loc"])
                 raise StateError(
-                    f"{self.describe()}: user {name!r} is not a valid record: {where_}: {first['msg']}"
+                    f"{self.describe()}: user {name!r} is not a valid record: {first_invalid(exc)}"
                 ) from None
         return users
 
@@ -676,26 +674,8 @@ class PostgresAuditLog(AuditLog):
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
 
-    def record(
-        self,
-        action: str,
-        *,
-        users: Sequence[str] = (),
-        outcome: str,
-        request_id: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Append one line: time, action, users, outcome, request id and a small detail map."""
-        line: dict[str, Any] = {
-            "time": self._clock().isoformat(timespec="milliseconds"),
-            "action": action,
-            "users": list(users),
-            "outcome": outcome,
-        }
-        if request_id:
-            line["request_id"] = request_id
-        if detail:
-            line["detail"] = detail
+    def _append(self, line: dict[str, Any]) -> None:
+        """Insert one line into the ``audit`` table."""
         store = self._store
         with store._errors("appending to the audit log of"):
             store._connection().execute(

@@ -1,0 +1,219 @@
+"""The options several commands share, defined once so every command spells them the same way.
+
+Each factory returns a click decorator; :func:`options` stacks several in the order they are
+listed (first listed = first in ``--help``). Help texts may be tailored per command (``help=``);
+names, defaults and types are fixed here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar, cast, get_args
+
+import click
+
+from reconcile.manifest import Environment
+from reconcile.render import formats
+from reconcile.stores import BACKEND_VARIABLE
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def options(*decorators: Callable[[Any], Any]) -> Callable[[F], F]:
+    """Stack ``decorators`` so they appear in ``--help`` in the order given."""
+
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def environment_option(help: str | None = None, *, required: bool = False) -> Callable[[F], F]:
+    """-e/--environment (``environment``), for commands without a manifest; sim unless ``required``."""
+    default: dict[str, Any] = {} if required else {"default": "sim", "show_default": True}
+    return click.option(
+        "-e",
+        "--environment",
+        type=click.Choice(get_args(Environment)),
+        required=required,
+        help=help,
+        **default,
+    )
+
+
+def files_option(
+    help: str = "Manifest file or folder of *.yaml files (repeatable; merged into one desired set).",
+    *,
+    must_exist: bool = True,
+) -> Callable[[F], F]:
+    """-f/--file (``paths``): manifest files or folders, at least one."""
+    return click.option(
+        "-f",
+        "--file",
+        "paths",
+        multiple=True,
+        required=True,
+        type=click.Path(exists=must_exist, path_type=Path),
+        help=help,
+    )
+
+
+def state_option(help: str = "Recorded state file (default: state/<environment>.json).") -> Callable[[F], F]:
+    """--state (``state_path``): the state file, when state is kept in a file."""
+    return click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), help=help)
+
+
+def backend_option(
+    help: str = "Keep state in PostgreSQL at this DSN (postgresql://user@host/db) instead of a file; "
+    f"default ${BACKEND_VARIABLE}, then the manifest's backend.postgres.dsnEnv.",
+) -> Callable[[F], F]:
+    """--backend (``backend``): a PostgreSQL DSN; the variable is read by ``reconcile.stores``."""
+    return click.option("--backend", metavar="URL", help=help)
+
+
+def endpoint_option(
+    help: str = "Partner API base URL (default: the environment's host).",
+) -> Callable[[F], F]:
+    """--endpoint (``endpoint``): override the environment's partner-API host."""
+    return click.option("--endpoint", metavar="URL", help=help)
+
+
+def lock_timeout_option(
+    help: str = "How long to wait for another run's lock on the state (negative: forever).",
+) -> Callable[[F], F]:
+    """--lock-timeout (``lock_timeout``): seconds, 0 = fail at once."""
+    return click.option(
+        "--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS", help=help
+    )
+
+
+def format_option(
+    choices: tuple[str, ...] = ("text", "json"), help: str | None = None, *, dest: str = "fmt"
+) -> Callable[[F], F]:
+    """--format (``fmt``), text by default."""
+    return click.option(
+        "--format", dest, type=click.Choice(choices), default="text", show_default=True, help=help
+    )
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What a planning command was asked to plan: manifests, where state is, the endpoint, targeting."""
+
+    paths: tuple[Path, ...]
+    state_path: Path | None
+    backend: str | None
+    endpoint: str | None
+    targets: tuple[str, ...]
+    excludes: tuple[str, ...]
+
+
+def _gather(function: F, names: tuple[str, ...], into: str, build: Callable[..., Any]) -> F:
+    """Call ``function`` with the options ``names`` replaced by ``into=build(**those options)``."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs[into] = build(**{name: kwargs.pop(name) for name in names})
+        return function(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+_planning_options = options(
+    files_option(),
+    state_option(),
+    backend_option(),
+    endpoint_option(
+        "Partner API base URL the plan is bound to (default: the environment's host). "
+        "Never contacted by plan."
+    ),
+    click.option(
+        "--target",
+        "targets",
+        multiple=True,
+        metavar="PATTERN",
+        help="Plan only users whose name matches this glob (repeatable).",
+    ),
+    click.option(
+        "--exclude",
+        "excludes",
+        multiple=True,
+        metavar="PATTERN",
+        help="Leave out users whose name matches this glob (repeatable).",
+    ),
+)
+
+
+def plan_inputs(function: F) -> F:
+    """Add -f, --state, --backend, --endpoint, --target and --exclude, passed as ``inputs: PlanInputs``."""
+    names = tuple(field.name for field in fields(PlanInputs))
+    return _planning_options(_gather(function, names, "inputs", PlanInputs))
+
+
+_lock_options = options(
+    click.option(
+        "--lock",
+        type=click.BOOL,
+        default=True,
+        show_default=True,
+        metavar="BOOL",
+        help="Hold the state lock while planning, so a running apply is never seen half-way; "
+        "--lock=false reads without it (for read-only checkouts).",
+    ),
+    lock_timeout_option("How long to wait for a running apply's lock on the state (negative: forever)."),
+)
+
+
+def lock_options(function: F) -> F:
+    """Add --lock and --lock-timeout (commands that only read state), passed as ``lock_timeout``.
+
+    ``lock_timeout`` is None with --lock=false: read state without taking the lock.
+    """
+
+    def timeout(lock: bool, lock_timeout: float) -> float | None:
+        return lock_timeout if lock else None
+
+    return _lock_options(_gather(function, ("lock", "lock_timeout"), "lock_timeout", timeout))
+
+
+format_options = options(
+    format_option(
+        formats(),
+        "text for people, json for machines (docs/plan-format.md), markdown for pull requests.",
+    ),
+    click.option(
+        "--show-pii",
+        is_flag=True,
+        help="Show emails, phones and street addresses in Markdown (masked by default).",
+    ),
+)
+"""--format (any renderer) and --show-pii."""
+
+
+@dataclass(frozen=True)
+class RemoteInputs:
+    """What a command that reads the API into state needs: manifests, state, endpoint, lock wait."""
+
+    paths: tuple[Path, ...]
+    state_path: Path | None
+    backend: str | None
+    endpoint: str | None
+    lock_timeout: float
+
+
+def remote_inputs(files_help: str) -> Callable[[F], F]:
+    """Add -f, --state, --backend, --endpoint and --lock-timeout, passed as ``inputs: RemoteInputs``."""
+    add_options = options(
+        files_option(files_help), state_option(), backend_option(), endpoint_option(), lock_timeout_option()
+    )
+    names = tuple(field.name for field in fields(RemoteInputs))
+
+    def decorate(function: F) -> F:
+        return add_options(_gather(function, names, "inputs", RemoteInputs))
+
+    return decorate
