@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconcile.errors import ReconcileError
-from reconcile.manifest import Manifest, PasswordFromEnv, PasswordFromFile, PasswordGenerate
+from reconcile.manifest import Manifest, PasswordFromEnv, PasswordFromFile, PasswordGenerate, User
 from reconcile.plan import CreateUser
 
 MIN_LENGTH = 8
@@ -77,14 +77,17 @@ def resolve_passwords(
     base_dir: Path | Callable[[str], Path | None] | None = None,
     generated_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    locate: Callable[[str], object | None] | None = None,
 ) -> ResolvedPasswords:
-    """Return the password of every create, or raise before anything is sent.
+    """Return the password of every create, or raise (listing every problem) before anything is sent.
 
     The source is taken from the manifest (the plan only says which kind it was, and the manifest
     is bound to the plan by digest). A relative ``{file: …}`` path is relative to ``base_dir``,
     or to ``base_dir(user name)`` (the folder of the manifest file that declares the user).
     Generated passwords are only generated here; the caller writes them with
     :meth:`ResolvedPasswords.write_generated_file` right before the create calls.
+    ``locate(user name)`` gives where the manifest declares the user (``FILE:LINE:COL``), so each
+    problem names the place to fix.
     """
     env = os.environ if environ is None else environ
     creates = list(creates)
@@ -108,40 +111,59 @@ def resolve_passwords(
         )
     passwords: dict[str, str] = {}
     generated: dict[str, str] = {}
+    problems: list[str] = []
     for create in creates:
-        user = by_name.get(create.user)
-        source = user.password if user is not None else None
-        if source is None:
-            raise PasswordError(
-                f"user {create.user}: the manifest has no password for this user; the plan does "
-                "not match the manifest: make a new plan"
-            )
-        if isinstance(source, PasswordFromEnv):
-            value = env.get(source.env)
-            if value is None:
-                raise PasswordError(
-                    f"user {create.user}: environment variable {source.env} is not set; "
-                    f"export {source.env} with the password before applying"
-                )
-            passwords[create.user] = _check_length(create.user, value, f"${source.env}")
-        elif isinstance(source, PasswordFromFile):
-            path = Path(source.file)
-            folder = base_dir(create.user) if callable(base_dir) else base_dir
-            if not path.is_absolute() and folder is not None:
-                path = folder / path
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
-                raise PasswordError(
-                    f"user {create.user}: cannot read password file {path}: {exc.strerror}"
-                ) from None
-            value = lines[0] if lines else ""
-            passwords[create.user] = _check_length(create.user, value, f"file {path}")
-        elif isinstance(source, PasswordGenerate):
+        try:
+            value = _resolve_one(create.user, by_name, base_dir, env)
+        except PasswordError as exc:
+            where = locate(create.user) if locate is not None else None
+            problems.append(f"{where}: {exc}" if where is not None else str(exc))
+            continue
+        if value is None:
             generated[create.user] = passwords[create.user] = generate_password()
         else:
-            passwords[create.user] = _check_length(create.user, source, "the manifest")
+            passwords[create.user] = value
+    if problems:
+        # Every missing variable at once: a pipeline fixed one by one would fail once per user.
+        raise PasswordError("\n".join(problems))
     return ResolvedPasswords(values=passwords, generated=sorted(generated), generated_file=generated_file)
+
+
+def _resolve_one(
+    name: str,
+    by_name: Mapping[str, User],
+    base_dir: Path | Callable[[str], Path | None] | None,
+    env: Mapping[str, str],
+) -> str | None:
+    """Return user ``name``'s password, or None when it is to be generated."""
+    user = by_name.get(name)
+    source = user.password if user is not None else None
+    if source is None:
+        raise PasswordError(
+            f"user {name}: the manifest has no password for this user; the plan does "
+            "not match the manifest: make a new plan"
+        )
+    if isinstance(source, PasswordFromEnv):
+        value = env.get(source.env)
+        if value is None:
+            raise PasswordError(
+                f"user {name}: environment variable {source.env} is not set; "
+                f"export {source.env} with the password before applying"
+            )
+        return _check_length(name, value, f"${source.env}")
+    if isinstance(source, PasswordFromFile):
+        path = Path(source.file)
+        folder = base_dir(name) if callable(base_dir) else base_dir
+        if not path.is_absolute() and folder is not None:
+            path = folder / path
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise PasswordError(f"user {name}: cannot read password file {path}: {exc.strerror}") from None
+        return _check_length(name, lines[0] if lines else "", f"file {path}")
+    if isinstance(source, PasswordGenerate):
+        return None
+    return _check_length(name, source, "the manifest")
 
 
 def write_generated(path: Path, passwords: Mapping[str, str]) -> None:

@@ -79,7 +79,12 @@ def apply_plan(
         password_base_dir = _declaring_folder(loaded)
     creates = [a for a in plan.actions if isinstance(a, CreateUser)]
     passwords = resolve_passwords(
-        creates, manifest, base_dir=password_base_dir, generated_file=generated_passwords, environ=environ
+        creates,
+        manifest,
+        base_dir=password_base_dir,
+        generated_file=generated_passwords,
+        environ=environ,
+        locate=getattr(loaded, "locations", {}).get,
     )
     state = store.load(manifest.environment)
     if state.serial == 0 and plan.binding.state_serial == 0:
