@@ -162,3 +162,22 @@ def test_the_apply_summary_speaks_of_one_email_and_one_contact_in_the_singular(t
 
     assert result.exit_code == 0, result.output
     assert "Apply complete: 1 email changed, 1 contact updated (state serial" in result.stdout
+
+
+def test_apply_says_where_the_generated_passwords_went_and_nothing_else_has_them(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "desk.yaml", [user("trader001"), user("trader002")])
+    state = tmp_path / "state" / "sim.json"
+    secrets_file = tmp_path / "new-passwords.txt"
+    result = run(
+        "apply", "-f", manifest, "--state", state, "--auto-approve", "--generated-passwords", secrets_file
+    )
+    assert result.exit_code == 0, result.output
+    assert f"Generated passwords of the new users are in {secrets_file} (mode 0600)" in result.stderr
+    generated = [line.split("\t")[1] for line in secrets_file.read_text().splitlines() if "\t" in line]
+    assert len(generated) == 2
+    for password in generated:
+        assert password not in result.output and password not in state.read_text()
+    # Nothing generated on a second run: no file, no message.
+    again = tmp_path / "again.txt"
+    result = run("apply", "-f", manifest, "--state", state, "--auto-approve", "--generated-passwords", again)
+    assert result.exit_code == 0 and not again.exists() and "Generated passwords" not in result.stderr

@@ -98,7 +98,7 @@ def _summary_text(result: ApplyResult) -> str:
     metavar="N",
     help="Allow this run to cancel up to N users, whatever the policy budget says.",
 )
-@format_option()
+@format_option(help="text for people; json prints the result as one JSON document on stdout.")
 def command(
     planfile: Path | None,
     inputs: PlanInputs,
@@ -187,6 +187,11 @@ def command(
                 settled=settled,
             )
     _report(result, fmt, plan)
+    if generated_passwords is not None and generated_passwords.exists():
+        echo_err(
+            f"Generated passwords of the new users are in {generated_passwords} (mode 0600), and "
+            "nowhere else: hand them to the traders securely, then delete the file."
+        )
     if not result.ok:
         sys.exit(1)
 

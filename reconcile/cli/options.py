@@ -130,7 +130,7 @@ _planning_options = options(
     backend_option(),
     endpoint_option(
         "Partner API base URL the plan is bound to (default: the environment's host). "
-        "Never contacted by plan."
+        "plan never contacts it; apply does."
     ),
     click.option(
         "--target",
