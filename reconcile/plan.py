@@ -137,7 +137,11 @@ class GrantEntitlement(_Model):
 
 
 class CancelEverything(_Model):
-    """Cancel everything of a user (batched ≤ 100 user ids per call). Irreversible."""
+    """Cancel everything of a user (batched ≤ 100 user ids per call). Irreversible.
+
+    Apply sends it to the endpoint and then to the binding's companion host, skipping a host the
+    state already records in the user's ``cancelledOn`` (a cancel an earlier apply half finished).
+    """
 
     action: Literal[ActionKind.cancel_everything] = ActionKind.cancel_everything
     user: str
@@ -206,6 +210,8 @@ class PlanBinding(_Model):
     environment: str
     endpoint: str
     tool_version: str
+    companion: str | None = None
+    """The host that also receives every cancel-everything (DESIGN §7); None when there is none."""
 
 
 class Plan(_Model):
@@ -268,6 +274,9 @@ class Plan(_Model):
         if data.get("refresh") is None:
             # Only refreshed plans carry the key: plans made without the API read as before.
             data.pop("refresh", None)
+        if data["binding"].get("companion") is None:
+            # Only plans with a companion host carry the key: the rest read as before.
+            data["binding"].pop("companion", None)
         return {"format_version": data.pop("format_version"), "summary": self.summary, **data}
 
 

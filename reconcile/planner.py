@@ -123,6 +123,14 @@ def make_plan(
                 "was cancelled (cancel-everything cannot be undone): cannot reactivate "
                 "a cancelled user; choose a new name for a new user, or set status: cancelled",
             )
+        elif record.cancelledOn:
+            acc.add(
+                "error",
+                user.name,
+                f"was cancelled on {', '.join(record.cancelledOn)} by an apply that did not finish "
+                "(cancel-everything cannot be undone): set status: cancelled (or remove it) so the "
+                "next apply finishes the cancel on the other host",
+            )
         else:
             _plan_existing(manifest, user, record, acc)
 
@@ -138,6 +146,15 @@ def make_plan(
                 reason="removed_from_manifest",
             )
         )
+
+    for action in acc.actions:
+        if isinstance(action, CancelEverything) and (done := state.users[action.user].cancelledOn):
+            acc.add(
+                "info",
+                action.user,
+                f"cancel still to finish: already cancelled on {', '.join(done)}; apply sends it "
+                "only to the host(s) still missing",
+            )
 
     selected = _selector(targets, excludes)
     actions = sorted((a for a in acc.actions if selected(a.user)), key=_action_key)

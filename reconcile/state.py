@@ -70,6 +70,12 @@ class UserRecord(_Model):
     createdAt: datetime
     updatedAt: datetime
     cancelledAt: datetime | None = None
+    cancelledOn: list[str] = Field(default_factory=list)
+    """Hosts (endpoint labels) whose cancel-everything succeeded; sorted.
+
+    ``lifecycle`` turns ``cancelled`` only once every host of the run did (DESIGN §7: live and
+    demo); until then the user stays ``active`` and the next plan finishes the cancel.
+    """
 
 
 class State(_Model):
@@ -251,7 +257,9 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
 
 
 def _user_json(record: UserRecord) -> str:
-    return record.model_dump_json(indent=2).replace("\n", "\n    ")
+    # A half-finished cancel is rare: other users' blocks stay as they were before the field.
+    exclude = None if record.cancelledOn else {"cancelledOn"}
+    return record.model_dump_json(indent=2, exclude=exclude).replace("\n", "\n    ")
 
 
 class FileStateStore(StateStore):

@@ -13,9 +13,24 @@ HOSTS = {
     "demo": "https://demo.tradovateapi.com/v1",
     "staging": "https://live-api.staging.ninjatrader.dev/v1",
 }
-"""Base URLs per environment. ``staging-demo`` is the staging demo host (full revocations need both)."""
+"""Base URLs per environment."""
 
 STAGING_DEMO = "https://demo-api.staging.ninjatrader.dev/v1"
+"""The staging demo host: only ever a companion (see :func:`resolve_companion`)."""
+
+COMPANIONS = {
+    HOSTS["live"]: HOSTS["demo"],
+    HOSTS["demo"]: HOSTS["live"],
+    HOSTS["staging"]: STAGING_DEMO,
+    STAGING_DEMO: HOSTS["staging"],
+}
+"""Host → the other host of its pair: canceleverything must reach both for a full revocation.
+
+A firm's evaluation users exist on the live and the demo host alike, so ``demo``'s companion is
+live just as ``live``'s is demo (DESIGN §7).
+"""
+
+COMPANION_ENV = "RECONCILE_COMPANION_ENDPOINT"
 
 EMBEDDED_SIM = "sim:embedded"
 """The label of the in-process simulator (environment ``sim`` without an endpoint override)."""
@@ -44,6 +59,34 @@ def resolve_endpoint(environment: str, override: str | None = None) -> str:
         if environment == "sim":
             return EMBEDDED_SIM
         return HOSTS[environment]
+    return _checked_url(url)
+
+
+def resolve_companion(endpoint: str, override: str | None = None) -> str | None:
+    """Return the host that also receives every cancel-everything, or None when there is none.
+
+    ``endpoint`` is the label :func:`resolve_endpoint` returned. ``override``
+    (``--companion-endpoint``) wins, then ``RECONCILE_COMPANION_ENDPOINT``, then the other host of
+    a known pair (:data:`COMPANIONS`). The embedded simulator stands for both hosts, and an
+    overridden endpoint has no companion unless one is given.
+    """
+    url = override or os.environ.get(COMPANION_ENV) or None
+    if url is None:
+        return COMPANIONS.get(endpoint)
+    if endpoint == EMBEDDED_SIM:
+        raise ReconcileError(
+            f"--companion-endpoint {url!r} needs --endpoint too: the embedded simulator stands for "
+            f"both hosts (unset {COMPANION_ENV}, or pass --endpoint)"
+        )
+    url = _checked_url(url)
+    if url == endpoint:
+        raise ReconcileError(
+            f"--companion-endpoint {url!r} is the endpoint itself; name the other host (live ↔ demo)"
+        )
+    return url
+
+
+def _checked_url(url: str) -> str:
     url = url.rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

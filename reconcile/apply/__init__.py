@@ -25,7 +25,7 @@ from reconcile.apply.executor import (
     execute,
     settle_journal,
 )
-from reconcile.apply.ports import ApplyClient
+from reconcile.apply.ports import ApplyClient, CancelClient
 from reconcile.audit import AuditLog
 from reconcile.journal import Journal
 from reconcile.manifest import Manifest
@@ -58,6 +58,7 @@ def apply_plan(
     journal: Journal,
     audit: AuditLog,
     endpoint: str | None = None,
+    companion: CancelClient | None = None,
     batch_size: int = 100,
     concurrency: int = 6,
     generated_passwords: Path | None = None,
@@ -72,7 +73,8 @@ def apply_plan(
     Passwords are resolved first, so a missing variable or file stops the run before any API
     call. Unsettled journal intents are settled next (unless ``settled`` says the caller did it
     already); then a plan whose manifest, state, environment, endpoint or tool version changed is
-    refused with :class:`~reconcile.errors.PlanError`.
+    refused with :class:`~reconcile.errors.PlanError`. Cancellations go to ``client`` and then
+    to ``companion`` (the other host of the pair); the plan must have been bound to that host.
     """
     manifest = loaded.manifest
     if password_base_dir is None:
@@ -100,6 +102,7 @@ def apply_plan(
         progress=progress,
         concurrency=concurrency,
         clock=clock,
+        companion=companion,
     )
     if settled is None:
         settle_journal(run)
@@ -111,6 +114,7 @@ def apply_plan(
         state=run.state,
         environment=manifest.environment,
         endpoint=endpoint,
+        companion=getattr(companion, "endpoint_label", None),
     )
     passwords.write_generated_file()
     return execute(
@@ -135,10 +139,23 @@ def _declaring_folder(loaded: LoadedLike) -> Callable[[str], Path | None] | None
 
 
 def settle(
-    *, store: StateStore, environment: str, client: ApplyClient, journal: Journal, audit: AuditLog
+    *,
+    store: StateStore,
+    environment: str,
+    client: ApplyClient,
+    journal: Journal,
+    audit: AuditLog,
+    companion: CancelClient | None = None,
 ) -> ApplyResult:
     """Settle unsettled journal intents and save the state (run before planning)."""
-    run = Run(store=store, state=store.load(environment), client=client, journal=journal, audit=audit)
+    run = Run(
+        store=store,
+        state=store.load(environment),
+        client=client,
+        journal=journal,
+        audit=audit,
+        companion=companion,
+    )
     return settle_journal(run)
 
 
@@ -147,6 +164,7 @@ __all__ = [
     "CRASH_ENV",
     "ApplyClient",
     "ApplyResult",
+    "CancelClient",
     "Failure",
     "LoadedLike",
     "Progress",

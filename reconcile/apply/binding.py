@@ -15,9 +15,13 @@ def check_plan_current(
     state: State,
     environment: str,
     endpoint: str | None,
+    companion: str | None = None,
     tool_version: str = __version__,
 ) -> None:
-    """Raise :class:`PlanError` listing everything that differs from what ``plan`` was made from."""
+    """Raise :class:`PlanError` listing everything that differs from what ``plan`` was made from.
+
+    ``companion`` (the host that also receives cancellations) is compared whenever ``endpoint`` is.
+    """
     made = plan.binding
     changed: list[str] = []
     if made.manifest_digest != manifest_digest:
@@ -40,6 +44,10 @@ def check_plan_current(
         changed.append(f"the environment changed ({made.environment} when planned, {environment} now)")
     if endpoint is not None and made.endpoint != endpoint:
         changed.append(f"the endpoint changed ({made.endpoint} when planned, {endpoint} now)")
+    if endpoint is not None and made.companion != companion:
+        changed.append(
+            f"the companion host changed ({made.companion or 'none'} when planned, {companion or 'none'} now)"
+        )
     if made.tool_version != tool_version:
         changed.append(f"reconcile changed (version {made.tool_version} when planned, {tool_version} now)")
     if changed:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from reconcile.apply import wire
-from reconcile.apply.ports import ApplyClient
+from reconcile.apply.ports import ApplyClient, CancelClient
 from reconcile.audit import AuditLog
 from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, ReconcileError
 from reconcile.journal import Intent, Journal
@@ -209,6 +209,17 @@ def _lost(call: str, exc: OutcomeUnknown) -> str:
     return f"{exc.call or call}: {exc.reason or 'no usable answer'} after the request was sent"
 
 
+def _request_id(client: object) -> str | None:
+    value = getattr(client, "last_request_id", None)
+    return value if isinstance(value, str) else None
+
+
+def _label(client: object) -> str:
+    """The endpoint label a client talks to (what ``cancelledOn`` records)."""
+    value = getattr(client, "endpoint_label", None)
+    return value if isinstance(value, str) else "endpoint"
+
+
 def _already_exists(error_text: str) -> bool:
     return "already exist" in error_text.lower()
 
@@ -230,10 +241,13 @@ class Run:
         progress: Progress | None = None,
         concurrency: int = 6,
         clock: Callable[[], datetime] | None = None,
+        companion: CancelClient | None = None,
     ) -> None:
         self.store = store
         self.state = state
         self.client = client
+        self.companion = companion
+        """The other host of the pair (DESIGN §7): it only ever receives cancel-everything."""
         self.journal = journal
         self.audit = audit
         self.progress: Progress = progress or _NoProgress()
@@ -261,8 +275,7 @@ class Run:
         self.result.failures.append(Failure(user, action, message))
 
     def _request_id(self) -> str | None:
-        value = getattr(self.client, "last_request_id", None)
-        return value if isinstance(value, str) else None
+        return _request_id(self.client)
 
     def record_created(self, action: CreateUser, user_id: int, origin: str = "created") -> None:
         now = self.clock()
@@ -572,39 +585,104 @@ class Run:
         for same_flags in by_flags.values():
             for batch in _chunks(same_flags, batch_size):
                 names = [a.user for a in batch]
+                # One intent covers every host: a dead run's cancel is finished on all of them.
                 intent = self.journal.begin("cancel", batch)
                 checkpoint("before_cancel_call")
-                try:
-                    self.client.cancel_everything([a.userId for a in batch], batch[0].flags, users=names)
-                except (AuthError, CaptchaRequired):
-                    self.audit.record("cancel_everything", users=names, outcome="refused")
-                    raise
-                except OutcomeUnknown as exc:
-                    self.audit.record(
-                        "cancel_everything", users=names, outcome="unknown", detail={"error": str(exc)}
-                    )
-                    self.settle_cancels(batch, _lost("canceleverything", exc))
-                except ApiError as exc:
-                    self.audit.record(
-                        "cancel_everything", users=names, outcome="refused", detail={"error": str(exc)}
-                    )
-                    for action in batch:
-                        self._fail(action.user, "cancel_everything", str(exc))
-                else:
-                    checkpoint("after_cancel_call")
-                    self.audit.record(
-                        "cancel_everything",
-                        users=names,
-                        outcome="cancelled",
-                        request_id=self._request_id(),
-                        detail={"flags": batch[0].flags.model_dump()},
-                    )
-                    for action in batch:
-                        self._record_cancelled(action.user)
+                self._cancel_on_hosts(batch)
                 self.save(names)
                 self.journal.settle(intent)
                 done += len(batch)
                 self.progress.advance(done)
+
+    def cancel_hosts(self) -> list[tuple[str, CancelClient]]:
+        """(label, client) of the endpoint, then of the companion host when there is one."""
+        hosts: list[tuple[str, CancelClient]] = [(_label(self.client), self.client)]
+        if self.companion is not None:
+            hosts.append((_label(self.companion), self.companion))
+        return hosts
+
+    def _cancel_on_hosts(self, batch: Sequence[CancelEverything], *, settling: bool = False) -> None:
+        """Send ``batch`` to each host that has not cancelled it yet; record users done on all.
+
+        When ``settling``, the endpoint is asked first which users it shows closed, and only
+        those are cancelled further (the operator may have changed the manifest since the dead run).
+        """
+        hosts = self.cancel_hosts()
+        for index, (host, client) in enumerate(hosts):
+            todo = [a for a in batch if self._cancel_open_on(a.user, host)]
+            if settling and index == 0:
+                self.settle_cancels(todo, None, host)
+                batch = [a for a in batch if host in self._cancelled_on(a.user)]
+            elif todo:
+                self._cancel_on(host, client, todo, primary=index == 0)
+        labels = {host for host, _ in hosts}
+        for action in batch:
+            record = self.state.users.get(action.user)
+            if record is not None and record.lifecycle == "active" and labels <= set(record.cancelledOn):
+                self._record_cancelled(action.user)
+
+    def _cancelled_on(self, name: str) -> list[str]:
+        record = self.state.users.get(name)
+        return record.cancelledOn if record is not None else []
+
+    def _cancel_open_on(self, name: str, host: str) -> bool:
+        record = self.state.users.get(name)
+        return record is not None and record.lifecycle == "active" and host not in record.cancelledOn
+
+    def _cancel_on(
+        self, host: str, client: CancelClient, batch: Sequence[CancelEverything], *, primary: bool
+    ) -> None:
+        names = [a.user for a in batch]
+        where = {"host": host}
+        try:
+            client.cancel_everything([a.userId for a in batch], batch[0].flags, users=names)
+        except (AuthError, CaptchaRequired):
+            self.audit.record("cancel_everything", users=names, outcome="refused", detail=where)
+            raise
+        except OutcomeUnknown as exc:
+            self.audit.record(
+                "cancel_everything", users=names, outcome="unknown", detail={**where, "error": str(exc)}
+            )
+            if primary:
+                self.settle_cancels(batch, _lost("canceleverything", exc), host)
+            else:
+                # Only cancel calls go to the companion: no look-up, the next apply sends it again.
+                for action in batch:
+                    self._fail(
+                        action.user,
+                        "cancel_everything",
+                        f"{self._on(host)}{_lost('canceleverything', exc)}; the next apply sends it again",
+                    )
+        except ApiError as exc:
+            self.audit.record(
+                "cancel_everything", users=names, outcome="refused", detail={**where, "error": str(exc)}
+            )
+            for action in batch:
+                self._fail(action.user, "cancel_everything", f"{self._on(host)}{exc}")
+        else:
+            if primary:
+                checkpoint("after_cancel_call")
+            self.audit.record(
+                "cancel_everything",
+                users=names,
+                outcome="cancelled",
+                request_id=_request_id(client),
+                detail={**where, "flags": batch[0].flags.model_dump()},
+            )
+            for action in batch:
+                self._record_cancelled_on(action.user, host)
+
+    def _on(self, host: str) -> str:
+        """Name the host in a cancel failure when there are two of them."""
+        return f"on {host}: " if self.companion is not None else ""
+
+    def _record_cancelled_on(self, name: str, host: str) -> None:
+        record = self.state.users[name]
+        if host in record.cancelledOn:
+            return
+        self.state.users[name] = record.model_copy(
+            update={"cancelledOn": sorted({*record.cancelledOn, host}), "updatedAt": self.clock()}
+        )
 
     def _record_cancelled(self, name: str) -> None:
         now = self.clock()
@@ -614,8 +692,13 @@ class Run:
         )
         self.result.cancelled.append(name)
 
-    def settle_cancels(self, batch: Sequence[CancelEverything], why: str | None) -> None:
-        """Record as cancelled the users the API shows closed; report the rest when ``why``."""
+    def settle_cancels(self, batch: Sequence[CancelEverything], why: str | None, host: str) -> None:
+        """Record as cancelled on ``host`` (the endpoint) the users it shows closed; report the rest.
+
+        The rest are reported only with ``why``.
+        """
+        if not batch:
+            return
         try:
             users = {u.id: u for u in self.client.user_items([a.userId for a in batch])}
         except ApiError as exc:
@@ -624,9 +707,11 @@ class Run:
         for action in batch:
             found = users.get(action.userId)
             if found is not None and (found.status or "").lower() == "closed":
-                self._record_cancelled(action.user)
+                self._record_cancelled_on(action.user, host)
             elif why:
-                self._fail(action.user, "cancel_everything", f"{why}; the next apply cancels it")
+                self._fail(
+                    action.user, "cancel_everything", f"{self._on(host)}{why}; the next apply cancels it"
+                )
 
     # -- settling what a dead run left open -------------------------------------------------------
 
@@ -647,7 +732,7 @@ class Run:
                     and r.lifecycle != "cancelled"
                 ]
                 if open_cancels:
-                    self.settle_cancels(open_cancels, None)
+                    self._cancel_on_hosts(open_cancels, settling=True)
             else:
                 self._settle_grants(
                     [a for a in intent.actions if isinstance(a, GrantEntitlement)], intent.agreement_alert_id

@@ -16,7 +16,7 @@ from reconcile.api.events import ClientEvent
 from reconcile.apply import ApplyResult, apply_plan, check_plan_current, settle
 from reconcile.cli.options import PlanInputs, format_option, lock_timeout_option, plan_inputs
 from reconcile.cli.output import echo, echo_err, style
-from reconcile.cli.plan import open_inputs, prepare_plan, print_plan, refuse_errors
+from reconcile.cli.plan import companion_of, open_inputs, prepare_plan, print_plan, refuse_errors
 from reconcile.errors import ReconcileError
 from reconcile.plan import Plan, load_plan
 from reconcile.policy import check_cancellations
@@ -132,7 +132,25 @@ def command(
             environment, endpoint=inputs.endpoint, state_dir=store.local_dir(), on_event=progress.client_event
         )
         stack.enter_context(client)
-        settled = settle(store=store, environment=environment, client=client, journal=journal, audit=audit)
+        companion_label = companion_of(inputs, endpoint_label)
+        companion = None
+        if companion_label is not None:
+            # Same credentials; its own cached token (the cache is keyed by endpoint).
+            companion = open_client(
+                environment,
+                endpoint=companion_label,
+                state_dir=store.local_dir(),
+                on_event=progress.client_event,
+            )
+            stack.enter_context(companion)
+        settled = settle(
+            store=store,
+            environment=environment,
+            client=client,
+            journal=journal,
+            audit=audit,
+            companion=companion,
+        )
         if settled.settled_intents:
             echo_err(f"settled {settled.settled_intents} action(s) an interrupted apply left open")
         if saved is None:
@@ -169,6 +187,7 @@ def command(
                     state=state,
                     environment=environment,
                     endpoint=endpoint_label,
+                    companion=companion_label,
                 )
             result = settled
             result.state_serial = state.serial
@@ -181,6 +200,7 @@ def command(
                 journal=journal,
                 audit=audit,
                 endpoint=endpoint_label,
+                companion=companion,
                 batch_size=batch_size,
                 generated_passwords=generated_passwords,
                 progress=progress,

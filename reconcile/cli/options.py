@@ -111,6 +111,7 @@ class PlanInputs:
     endpoint: str | None
     targets: tuple[str, ...]
     excludes: tuple[str, ...]
+    companion_endpoint: str | None = None
 
 
 def _gather(function: F, names: tuple[str, ...], into: str, build: Callable[..., Any]) -> F:
@@ -146,11 +147,21 @@ _planning_options = options(
         metavar="PATTERN",
         help="Leave out users whose name matches this glob (repeatable).",
     ),
+    click.option(
+        "--companion-endpoint",
+        metavar="URL",
+        help="Second host that also receives every cancel-everything (env "
+        "RECONCILE_COMPANION_ENDPOINT; default: demo for live, live for demo, the staging pair "
+        "likewise; none with --endpoint unless given).",
+    ),
 )
 
 
 def plan_inputs(function: F) -> F:
-    """Add -f, --state, --backend, --endpoint, --target and --exclude, passed as ``inputs: PlanInputs``."""
+    """Add -f, --state, --backend, --endpoint, --target, --exclude and --companion-endpoint.
+
+    They are passed as ``inputs: PlanInputs``.
+    """
     names = tuple(field.name for field in fields(PlanInputs))
     return _planning_options(_gather(function, names, "inputs", PlanInputs))
 

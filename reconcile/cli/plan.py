@@ -27,7 +27,7 @@ from reconcile.cli.output import echo, echo_err, echo_warning, use_colour
 from reconcile.errors import PlanError, PolicyError
 from reconcile.live import LiveSnapshot
 from reconcile.manifest import Manifest
-from reconcile.plan import Plan, PlanBinding, save_plan
+from reconcile.plan import CancelEverything, Diagnostic, Plan, PlanBinding, save_plan
 from reconcile.policy import CancellationCheck, evaluate_cancellations
 from reconcile.render import RenderOptions, render
 from reconcile.state import State, StateStore
@@ -77,6 +77,7 @@ def prepare_plan(
             environment=environment,
             endpoint=label,
             tool_version=__version__,
+            companion=companion_of(inputs, label),
         )
         live = read_live(manifest, state) if read_live is not None else None
         plan = make_plan(
@@ -84,7 +85,31 @@ def prepare_plan(
         )
     for warning in loaded.warnings:
         echo_warning(str(warning))
-    return PreparedPlan(plan, manifest, state)
+    return PreparedPlan(with_companion_note(plan), manifest, state)
+
+
+def companion_of(inputs: PlanInputs, label: str) -> str | None:
+    """The host that also receives cancellations for the endpoint ``label`` (None: no companion)."""
+    from reconcile.api.endpoints import resolve_companion
+
+    return resolve_companion(label, inputs.companion_endpoint)
+
+
+def with_companion_note(plan: Plan) -> Plan:
+    """Say once, when cancellations reach one host only because --endpoint has no companion."""
+    from reconcile.api.endpoints import EMBEDDED_SIM
+
+    binding = plan.binding
+    if binding.companion is not None or binding.endpoint == EMBEDDED_SIM:
+        return plan
+    if not any(isinstance(a, CancelEverything) for a in plan.actions):
+        return plan
+    note = Diagnostic(
+        severity="info",
+        message=f"cancellations go to {binding.endpoint} only: an --endpoint override has no companion "
+        "host; pass --companion-endpoint URL to cancel on the other host (live/demo) too",
+    )
+    return plan.model_copy(update={"diagnostics": (*plan.diagnostics, note)})
 
 
 def open_inputs(inputs: PlanInputs) -> tuple[LoadedManifest, str, StateStore]:
@@ -124,6 +149,8 @@ def apply_command(planfile: Path, inputs: PlanInputs) -> str:
         words += ["--state", str(inputs.state_path)]
     if inputs.endpoint is not None:
         words += ["--endpoint", inputs.endpoint]
+    if inputs.companion_endpoint is not None:
+        words += ["--companion-endpoint", inputs.companion_endpoint]
     command = shlex.join(words)
     return f"{command} --backend URL (the same as for this plan)" if inputs.backend else command
 
