@@ -153,6 +153,34 @@ def test_an_older_schema_asks_for_migrate(dsn: str) -> None:
         PostgresStateStore(dsn, "sim").read_header()
 
 
+def test_a_version_1_database_with_users_migrates_and_keeps_them(dsn: str) -> None:
+    from reconcile.stores.postgres import MIGRATIONS
+
+    with psycopg.connect(dsn, autocommit=True) as conn:  # a database made by schema version 1
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO reconcile.schema_version (version, migrated_by) VALUES (1, 'test')")
+        conn.execute(
+            "INSERT INTO reconcile.environments (environment, format_version, lineage, serial) "
+            "VALUES ('sim', 1, 'lineage-1', 4)"
+        )
+        conn.execute(
+            "INSERT INTO reconcile.users (environment, name, user_id, origin, lifecycle, email, "
+            "first_name, last_name, created_at, updated_at) VALUES ('sim', 'trader001', 100001, "
+            "'created', 'active', 't@example.com', 'Test', 'User', now(), now())"
+        )
+    with pytest.raises(StateError, match="reconcile state migrate"):
+        PostgresStateStore(dsn, "sim").read_header()
+    assert migrate(dsn) == (1, SCHEMA_VERSION)
+    with PostgresStateStore(dsn, "sim") as store:
+        state = store.read()
+        assert state is not None and state.serial == 4
+        assert state.users["trader001"].userId == 100001 and state.users["trader001"].cancelledOn == []
+        state.users["trader001"].cancelledOn = ["https://live.tradovateapi.com/v1"]
+        store.save(state, changed={"trader001"})
+        again = store.read()
+    assert again is not None and again.users["trader001"].cancelledOn == ["https://live.tradovateapi.com/v1"]
+
+
 # Secrets --------------------------------------------------------------------------------
 
 

@@ -114,7 +114,12 @@ CREATE TABLE reconcile.audit (
 CREATE INDEX audit_environment_id ON reconcile.audit (environment, id);
 """
 
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1,)
+_MIGRATION_2 = """
+-- The hosts that already cancelled a user (live and demo must both, DESIGN §7).
+ALTER TABLE reconcile.users ADD COLUMN cancelled_on text[] NOT NULL DEFAULT '{}';
+"""
+
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2)
 """``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``; append only."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -127,7 +132,7 @@ _MIGRATE_LOCK_KEY = 0x7265636F6E63696C  # "reconcil"
 
 _USER_COLUMNS = (
     "environment", "name", "user_id", "origin", "lifecycle", "email", "first_name", "last_name",
-    "subscription_plan_id", "contact", "created_at", "updated_at", "cancelled_at",
+    "subscription_plan_id", "contact", "created_at", "updated_at", "cancelled_at", "cancelled_on",
 )  # fmt: skip
 _GRANT_COLUMNS = ("environment", "name", "entitlement", "entitlement_id", "status", "updated_at")
 
@@ -257,7 +262,7 @@ def _user_row(environment: str, name: str, user: UserRecord) -> tuple[Any, ...]:
     return (
         environment, name, user.userId, user.origin, user.lifecycle, user.email, user.firstName,
         user.lastName, user.tradovateSubscriptionPlanId, contact, user.createdAt, user.updatedAt,
-        user.cancelledAt,
+        user.cancelledAt, list(user.cancelledOn),
     )  # fmt: skip
 
 
@@ -400,7 +405,7 @@ class PostgresStateStore(StateStore):
                 "userId": row[1], "origin": row[2], "lifecycle": row[3], "email": row[4],
                 "firstName": row[5], "lastName": row[6], "tradovateSubscriptionPlanId": row[7],
                 "contact": row[8], "createdAt": row[9], "updatedAt": row[10], "cancelledAt": row[11],
-                "entitlements": grants.get(name, {}),
+                "cancelledOn": list(row[12]), "entitlements": grants.get(name, {}),
             }  # fmt: skip
             try:
                 users[name] = UserRecord.model_validate(data)
