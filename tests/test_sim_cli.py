@@ -27,7 +27,7 @@ USER = {
 def run(*args: str) -> str:
     result = CliRunner().invoke(command, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 @pytest.fixture
@@ -70,6 +70,8 @@ def test_commands_work_on_the_file_without_a_server(tmp_path: Path) -> None:
     added = json.loads(run("add-user", "legacy01", "--email", "legacy@example.com", "--db", db))
     assert added["status"] == "Active"
     assert json.loads(run("sign", "legacy01", "--db", db))["relatedToUserId"] == added["id"]
+    told = CliRunner().invoke(command, ["sign", "legacy01", "--db", db]).stderr
+    assert "legacy01 signed the Market Data Agreement" in told and "grants Sim+" in told
     assert (
         json.loads(run("fault", "http500", "--path", "/user/list", "--count", "2", "--db", db))["count"] == 2
     )

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import httpx
 
-from reconcile.cli.output import echo
+from reconcile.cli.output import echo, echo_err
 from reconcile.errors import ReconcileError
 from reconcile.sim import admin
 from reconcile.sim.app import SimApp, create_app
@@ -175,8 +175,16 @@ def _from_env(var: str | None) -> str | None:
 @click.argument("name")
 @_with_target
 def sign_command(name: str, url: str | None, db_path: str) -> None:
-    """Sign the Market Data Agreement as the trader NAME (creates the pending AdminAlertSignal)."""
-    _print(_call(url, db_path, "POST", "agreements", {"name": name}))
+    """Sign the Market Data Agreement as the trader NAME (creates the pending AdminAlertSignal).
+
+    Prints the signal as JSON on stdout; a line for people on stderr.
+    """
+    signal = _call(url, db_path, "POST", "agreements", {"name": name})
+    _print(signal)
+    echo_err(
+        f"{name} signed the Market Data Agreement (signal {signal.get('id')}, alert "
+        f"{signal.get('adminAlertId')}): the next `reconcile apply` grants Sim+."
+    )
 
 
 @command.command("add-user")
