@@ -9,51 +9,15 @@ from typing import Any
 
 import click
 import pytest
-import yaml
-from click.testing import CliRunner, Result
 
 pytest.importorskip("reconcile.loader")
 
-from test_planner_support import CONTACT_NY, SIMPLUS_ID, grant, record
+from cli_support import run
+from test_planner_support import CONTACT_NY, SIMPLUS_ID, grant, record, write_manifest
+from test_planner_support import user as entry
 
-from reconcile.cli import all_commands, cli, main
+from reconcile.cli import all_commands, cli
 from reconcile.state import FileStateStore, State
-
-
-class _Entry(click.Command):
-    """Run the real entry point, so exit codes come from its error mapping."""
-
-    def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
-        main(list(args or ()))
-
-
-def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(_Entry("reconcile"), [str(a) for a in args], env=env)
-
-
-def write_manifest(path: Path, users: list[dict[str, Any]], **top: Any) -> Path:
-    data: dict[str, Any] = {
-        "apiVersion": "reconcile/v1",
-        "environment": "sim",
-        "partner": {"dataAccountId": 11111, "entitlements": {"simplus": SIMPLUS_ID, "tradingview": 31}},
-        "defaults": {"tradovateSubscriptionPlanId": 7},
-        "users": users,
-    }
-    data.update(top)
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def entry(name: str, **overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "name": name,
-        "email": f"{name}@example.com",
-        "password": {"generate": True},
-        "firstName": "Test",
-        "lastName": "User",
-    }
-    data.update(overrides)
-    return data
 
 
 def write_state(path: Path, **users: Any) -> Path:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from reconcile.manifest import SIMPLUS, Manifest
 from reconcile.plan import (
@@ -53,8 +56,8 @@ def user(name: str, **overrides: Any) -> dict[str, Any]:
     return entry
 
 
-def manifest(*users: dict[str, Any], **top: Any) -> Manifest:
-    """A manifest for environment sim with Sim+ and TradingView defined."""
+def manifest_data(*users: dict[str, Any], **top: Any) -> dict[str, Any]:
+    """A manifest document for environment sim with Sim+ and TradingView defined."""
     data: dict[str, Any] = {
         "apiVersion": "reconcile/v1",
         "environment": "sim",
@@ -66,7 +69,18 @@ def manifest(*users: dict[str, Any], **top: Any) -> Manifest:
         "users": list(users),
     }
     data.update(top)
-    return Manifest.model_validate(data)
+    return data
+
+
+def manifest(*users: dict[str, Any], **top: Any) -> Manifest:
+    """:func:`manifest_data`, validated."""
+    return Manifest.model_validate(manifest_data(*users, **top))
+
+
+def write_manifest(path: Path, users: list[dict[str, Any]], **top: Any) -> Path:
+    """:func:`manifest_data` written as a YAML file, for the command-line tests."""
+    path.write_text(yaml.safe_dump(manifest_data(*users, **top), sort_keys=False), encoding="utf-8")
+    return path
 
 
 def record(user_id: int, name: str, **overrides: Any) -> UserRecord:

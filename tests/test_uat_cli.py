@@ -5,49 +5,10 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Any
 
-import click
 import pytest
-import yaml
-from click.testing import CliRunner, Result
-
-from reconcile.cli import main
-
-
-class _Entry(click.Command):
-    """Run the real entry point, so exit codes come from its error mapping."""
-
-    def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
-        main(list(args or ()))
-
-
-def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(_Entry("reconcile"), [str(a) for a in args], env=env)
-
-
-def user(name: str, **overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "name": name,
-        "email": f"{name}@example.com",
-        "password": {"generate": True},
-        "firstName": "Test",
-        "lastName": "User",
-    }
-    data.update(overrides)
-    return data
-
-
-def write_manifest(path: Path, users: list[dict[str, Any]]) -> Path:
-    data = {
-        "apiVersion": "reconcile/v1",
-        "environment": "sim",
-        "partner": {"dataAccountId": 11111, "entitlements": {"simplus": 12345, "tradingview": 31}},
-        "defaults": {"tradovateSubscriptionPlanId": 7},
-        "users": users,
-    }
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
+from cli_support import run
+from test_planner_support import user, write_manifest
 
 
 def where(path: Path, text: str) -> str:
