@@ -8,7 +8,7 @@ from reconcile.cli.options import RemoteInputs, format_option, remote_inputs
 from reconcile.cli.output import echo, echo_json
 from reconcile.cli.session import remote_session
 from reconcile.errors import ReconcileError
-from reconcile.render.describe import safe
+from reconcile.render.describe import counted, safe
 
 
 @click.command("import")
@@ -56,9 +56,9 @@ def command(names: tuple[str, ...], all_users: bool, inputs: RemoteInputs, fmt: 
             f"{listing(result.left_unmanaged)}"
         )
     if result.adopted:
-        users = "user" if len(result.adopted) == 1 else "users"
         echo(
-            f"Adopted {len(result.adopted)} {users} into {store.describe()} (state serial {result.serial}): "
+            f"Adopted {counted(len(result.adopted), 'user')} into {store.describe()} "
+            f"(state serial {result.serial}): "
             f"{listing(result.adopted)}"
         )
     else:

@@ -7,7 +7,7 @@ import click
 from reconcile.cli.options import RemoteInputs, format_option, remote_inputs
 from reconcile.cli.output import echo, echo_json
 from reconcile.cli.session import remote_session
-from reconcile.render.describe import describe_drift, safe
+from reconcile.render.describe import counted, describe_drift, safe
 
 
 @click.command("refresh")
@@ -41,9 +41,8 @@ def command(inputs: RemoteInputs, fmt: str) -> None:
     if result.unmanaged:
         echo(f"Unmanaged (never changed or cancelled): {', '.join(safe(n) for n in result.unmanaged)}")
     if result.changed:
-        users = "user" if len(result.changed) == 1 else "users"
         echo(
-            f"Refreshed {len(result.changed)} {users} in {store.describe()} "
+            f"Refreshed {counted(len(result.changed), 'user')} in {store.describe()} "
             f"(state serial {result.serial}): {', '.join(safe(n) for n in result.changed)}"
         )
     else:

@@ -167,6 +167,11 @@ _PHRASES = {
 }
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 user``, ``3 users``: a count with its noun, singular for one."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def summary_sentence(plan: Plan) -> str:
     """``Plan: 3 to create, 1 contact update, 2 grants, 1 to cancel.`` or ``No changes.``
 
@@ -182,8 +187,7 @@ def summary_sentence(plan: Plan) -> str:
     sentence = f"Plan: {', '.join(parts)}." if parts else "No changes."
     rechecks = summary["recheck"]
     if rechecks:
-        grants = "grant" if rechecks == 1 else "grants"
-        sentence += f" {rechecks} {grants} awaiting agreement (checked again on apply)."
+        sentence += f" {counted(rechecks, 'grant')} awaiting agreement (checked again on apply)."
     return sentence
 
 

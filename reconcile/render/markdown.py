@@ -19,6 +19,7 @@ from reconcile.render import RenderOptions, renderer
 from reconcile.render.describe import (
     ActionLine,
     cancellations,
+    counted,
     describe,
     describe_drift,
     drift_sentence,
@@ -98,8 +99,7 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
 
     cancelled = cancellations(plan)
     if cancelled:
-        users = "user" if len(cancelled) == 1 else "users"
-        out.must(f"> [!CAUTION]\n> **{len(cancelled)} {users} will be cancelled, irreversibly:**")
+        out.must(f"> [!CAUTION]\n> **{counted(len(cancelled), 'user')} will be cancelled, irreversibly:**")
         for action in cancelled:
             out.item("cancellations", f"> - {code(action.user)} ({_REASONS[action.reason]})")
         out.must("")

@@ -11,6 +11,7 @@ from reconcile.render import RenderOptions, renderer
 from reconcile.render.describe import (
     ActionLine,
     cancellations,
+    counted,
     describe,
     describe_drift,
     drift_sentence,
@@ -64,9 +65,12 @@ def render_text(plan: Plan, options: RenderOptions) -> str:
     cancelled = cancellations(plan)
     if cancelled:
         names = ", ".join(safe(a.user) for a in cancelled)
-        users = "user" if len(cancelled) == 1 else "users"
         out += [
-            paint(f"!!! {len(cancelled)} {users} will be CANCELLED, irreversibly: {names}", "red", bold=True),
+            paint(
+                f"!!! {counted(len(cancelled), 'user')} will be CANCELLED, irreversibly: {names}",
+                "red",
+                bold=True,
+            ),
             "",
         ]
 
