@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from reconcile.cli import state_pg
 from reconcile.cli.options import backend_option, environment_option, format_option, options, state_option
 from reconcile.cli.output import echo, echo_json
 from reconcile.errors import LockError, StateError
@@ -113,16 +114,7 @@ def unlock_command(lock_id: str, environment: str, state_path: Path | None, back
     echo(f"removed {holder.describe()}")
 
 
-def _attach_backend_commands() -> None:
-    # The PostgreSQL commands live in their own module (another owner); attach them if present.
-    try:
-        from reconcile.cli import state_pg
-    except ModuleNotFoundError:
-        return
-    for name in ("migrate_command", "push_command", "pull_command"):
-        cmd = getattr(state_pg, name, None)
-        if isinstance(cmd, click.Command):
-            command.add_command(cmd)
-
-
-_attach_backend_commands()
+# The PostgreSQL commands (migrate, push, pull) live in their own module; psycopg itself is
+# imported only when one of them runs.
+for _backend_command in (state_pg.migrate_command, state_pg.push_command, state_pg.pull_command):
+    command.add_command(_backend_command)
