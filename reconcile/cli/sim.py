@@ -91,8 +91,10 @@ def command() -> None:
     The simulator plays a partner organization whose defaults match examples/desk.yaml:
     admin partner-admin / sim-admin-password, Sim+ = entitlement 12345, TradingView = 31,
     entitlement 22 fails a whole create request, subscription plans 7 and 8, data account
-    11111, Market Data Agreement alert 68 (70 on staging). Its data lives in SQLite
-    (state/sim.sqlite), shared by `serve`, the embedded `environment: sim` and these commands.
+    11111, Market Data Agreement alert 68 (70 on staging), template accounts 5001, 5002 and
+    5003 (50K, 100K, 150K evaluations) and risk categories 31 (standard) and 32 (halted).
+    Its data lives in SQLite (state/sim.sqlite), shared by `serve`, the embedded
+    `environment: sim` and these commands.
     """
 
 
