@@ -493,3 +493,9 @@ def test_default_organization_has_the_example_templates_and_categories() -> None
     }
     assert {i: c.name for i, c in config.risk_categories.items()} == {31: "standard", 32: "halted"}
     assert SimConfig().rate_limits["/accountriskstatus/switchriskcategory"].per_hour == 5000
+
+
+def test_reset_forgets_the_accounts(api: httpx.Client) -> None:
+    created(api, account(new_trader(api, 1), "EVAL1"))
+    assert api.post("/_sim/reset").status_code == 200
+    assert api.get("/_sim/accounts").json() == []

@@ -108,6 +108,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     UNIQUE (org_id, name)
 );
 CREATE INDEX IF NOT EXISTS accounts_user ON accounts (user_id);
+CREATE INDEX IF NOT EXISTS records_account ON records (account_id);
 -- One UserAccountAutoLiq and one AccountRiskStatus per account, each sharing the account's id.
 CREATE TABLE IF NOT EXISTS auto_liqs (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS risk_status (
