@@ -11,6 +11,7 @@ import httpx
 
 from reconcile.cli.output import echo, echo_err
 from reconcile.errors import ReconcileError
+from reconcile.render.describe import counted
 from reconcile.sim import admin
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.config import SimConfig
@@ -71,6 +72,10 @@ def _local(app: SimApp, method: str, route: str, body: dict[str, Any]) -> Any:
         return admin.arm_fault(store, body["kind"], body["path"], body["count"], body["seconds"])
     if route == "config":
         return admin.get_config(store, config) if method == "GET" else admin.set_config(store, config, body)
+    if route == "accounts":
+        return admin.dump_accounts(store, config)
+    if route == "accounts/pnl":
+        return admin.move_balance(store, config, body)
     return admin.reset(store, config)
 
 
@@ -86,8 +91,10 @@ def command() -> None:
     The simulator plays a partner organization whose defaults match examples/desk.yaml:
     admin partner-admin / sim-admin-password, Sim+ = entitlement 12345, TradingView = 31,
     entitlement 22 fails a whole create request, subscription plans 7 and 8, data account
-    11111, Market Data Agreement alert 68 (70 on staging). Its data lives in SQLite
-    (state/sim.sqlite), shared by `serve`, the embedded `environment: sim` and these commands.
+    11111, Market Data Agreement alert 68 (70 on staging), template accounts 5001, 5002 and
+    5003 (50K, 100K, 150K evaluations) and risk categories 31 (standard) and 32 (halted).
+    Its data lives in SQLite (state/sim.sqlite), shared by `serve`, the embedded
+    `environment: sim` and these commands.
     """
 
 
@@ -270,3 +277,30 @@ def reset_command(yes: bool, url: str | None, db_path: str) -> None:
 def users_command(url: str | None, db_path: str) -> None:
     """Print every simulated user with contact details, records and agreement signals (JSON)."""
     _print(_call(url, db_path, "GET", "users"))
+
+
+@command.command("accounts")
+@_with_target
+def accounts_command(url: str | None, db_path: str) -> None:
+    """Print every simulated evaluation account: user, template, balance, risk, permission, lock (JSON)."""
+    accounts = _call(url, db_path, "GET", "accounts")
+    _print(accounts)
+    echo_err(f"{counted(len(accounts), 'account')} in the simulator.")
+
+
+# A loss is a negative AMOUNT: let "-1250" through as the argument instead of an unknown option.
+@command.command("pnl", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("amount", type=float)
+@_with_target
+def pnl_command(name: str, amount: float, url: str | None, db_path: str) -> None:
+    """Move the balance of account NAME by AMOUNT dollars, as a day's trading would (a loss is negative).
+
+    Prints the account as JSON on stdout; a line for people on stderr.
+    """
+    account = _call(url, db_path, "POST", "accounts/pnl", {"name": name, "amount": amount})
+    _print(account)
+    echo_err(
+        f"{account.get('name')}: balance {account.get('balance'):,.2f} ({amount:+,.2f}); "
+        f"initial balance {account.get('initialBalance'):,.2f}."
+    )

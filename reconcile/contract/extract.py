@@ -37,6 +37,26 @@ USED_PATHS = (
     "/adminAlertSignal/deps",
     "/adminAlertSignal/item",
     "/adminAlertSignal/completealertsignal",
+    # Stage 4: evaluation accounts, trading permissions, risk settings and resets.
+    "/user/createevaluationaccounts",
+    "/user/revoketradingpermission",
+    "/user/revoketradingpermissions",
+    "/account/resetdemoaccountstate",
+    "/account/list",
+    "/account/deps",
+    "/account/ldeps",
+    "/tradingPermission/list",
+    "/tradingPermission/deps",
+    "/tradingPermission/ldeps",
+    "/accountRiskStatus/switchriskcategory",
+    "/accountRiskStatus/setadminautoliqaction",
+    "/accountRiskStatus/list",
+    "/accountRiskStatus/deps",
+    "/accountRiskStatus/ldeps",
+    "/userAccountAutoLiq/updateuserautoliqs",
+    "/userAccountAutoLiq/list",
+    "/userAccountAutoLiq/deps",
+    "/userAccountAutoLiq/ldeps",
 )
 """The partner-API paths the project calls or simulates, spelled as the contract spells them."""
 

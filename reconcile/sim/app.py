@@ -97,6 +97,14 @@ def _int_arg(request: Request, name: str) -> int:
     return int(value)
 
 
+def _int_list_arg(request: Request, name: str) -> list[int]:
+    """An array query parameter in either spelling: ``ids=1&ids=2`` or ``ids=1,2``."""
+    raw = [part for value in request.args.getlist(name) for part in value.split(",") if part]
+    if not raw or not all(part.strip().isdigit() for part in raw):
+        raise HttpError(400, f"query parameter {name!r} must list integers, e.g. {name}=100001,100002")
+    return [int(p) for p in raw]
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -149,6 +157,8 @@ class SimApp:
                 Rule("/_sim/config", endpoint="_sim_config", methods=["GET", "POST"]),
                 Rule("/_sim/faults", endpoint="_sim_faults", methods=["GET", "POST"]),
                 Rule("/_sim/reset", endpoint="_sim_reset", methods=["POST"]),
+                Rule("/_sim/accounts", endpoint="_sim_accounts", methods=["GET"]),
+                Rule("/_sim/accounts/pnl", endpoint="_sim_accounts_pnl", methods=["POST"]),
             ],
             strict_slashes=False,
         )
@@ -363,6 +373,10 @@ class SimApp:
                     400,
                     'expected {"kind": ..., "path": "/user/createevaluationusers", "count": N, "seconds": S}',
                 ) from None
+        if endpoint == "_sim_accounts":
+            return admin.dump_accounts(store, config)
+        if endpoint == "_sim_accounts_pnl":
+            return admin.move_balance(store, config, body)
         return admin.reset(store, config)
 
 
@@ -429,7 +443,7 @@ def me(app: SimApp, call: Call) -> Body:
         "userId": config.admin_user_id,
         "name": config.admin_name,
         "fullName": f"{config.organization_name} administrator",
-        "email": f"{config.admin_name}@partner.example",
+        "email": config.admin_email,
         "emailVerified": True,
         "isTrial": False,
         "organizationName": config.organization_name,
@@ -463,11 +477,7 @@ def user_item(app: SimApp, call: Call) -> Body:
 
 @_operation("GET", "/user/items")
 def user_items(app: SimApp, call: Call) -> Body:
-    # Both spellings of an array parameter: ids=1&ids=2 and ids=1,2.
-    raw = [part for value in call.request.args.getlist("ids") for part in value.split(",") if part]
-    if not raw or not all(part.strip().isdigit() for part in raw):
-        raise HttpError(400, "query parameter 'ids' must list integers, e.g. ids=100001,100002")
-    return rules.user_items(call.tx, app.config.organization_id, [int(p) for p in raw])
+    return rules.user_items(call.tx, app.config.organization_id, _int_list_arg(call.request, "ids"))
 
 
 @_operation("GET", "/user/find")
@@ -527,6 +537,84 @@ def admin_alert_signal_item(app: SimApp, call: Call) -> Body:
 @_operation("POST", "/adminAlertSignal/completealertsignal")
 def complete_alert_signal(app: SimApp, call: Call) -> Body:
     return rules.complete_alert_signal(call.tx, app.config.organization_id, call.body)
+
+
+# --- evaluation accounts (Stage 4) -----------------------------------------------------------------
+
+
+@_operation("POST", "/user/createevaluationaccounts")
+def create_evaluation_accounts(app: SimApp, call: Call) -> Body:
+    return rules.create_evaluation_accounts(call.tx, app.config, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/user/revoketradingpermission")
+def revoke_trading_permission(app: SimApp, call: Call) -> Body:
+    return rules.revoke_trading_permission(call.tx, app.config, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/user/revoketradingpermissions")
+def revoke_trading_permissions(app: SimApp, call: Call) -> Body:
+    return rules.revoke_trading_permissions(call.tx, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/account/resetdemoaccountstate")
+def reset_demo_account_state(app: SimApp, call: Call) -> Body:
+    return rules.reset_demo_account_state(call.tx, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/accountRiskStatus/switchriskcategory")
+def switch_risk_category(app: SimApp, call: Call) -> Body:
+    return rules.switch_risk_category(call.tx, app.config, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/accountRiskStatus/setadminautoliqaction")
+def set_admin_auto_liq_action(app: SimApp, call: Call) -> Body:
+    return rules.set_admin_auto_liq_action(call.tx, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/userAccountAutoLiq/updateuserautoliqs")
+def update_user_auto_liqs(app: SimApp, call: Call) -> Body:
+    return rules.update_user_auto_liqs(call.tx, app.config, app.config.organization_id, call.body)
+
+
+def _masters(call: Call, form: str) -> list[int] | None:
+    """The master ids a list/deps/ldeps read is limited to (None for ``list``: everything)."""
+    if form == "deps":
+        return [_int_arg(call.request, "masterid")]
+    if form == "ldeps":
+        return _int_list_arg(call.request, "masterids")
+    return None
+
+
+def _register_reads(entity: str, read: Callable[[SimApp, Call, list[int] | None], Body]) -> None:
+    """Register ``/{entity}/list``, ``/deps?masterid=`` and ``/ldeps?masterids=`` over one read."""
+    for form in ("list", "deps", "ldeps"):
+
+        def handler(app: SimApp, call: Call, form: str = form) -> Body:
+            return read(app, call, _masters(call, form))
+
+        handler.__name__ = f"{entity}_{form}"
+        _operation("GET", f"/{entity}/{form}")(handler)
+
+
+_register_reads(
+    "account",
+    lambda app, call, users: rules.list_accounts(call.tx, app.config, app.config.organization_id, users),
+)
+_register_reads(
+    "tradingPermission",
+    lambda app, call, users: rules.list_trading_permissions(
+        call.tx, app.config, app.config.organization_id, users
+    ),
+)
+_register_reads(
+    "userAccountAutoLiq",
+    lambda app, call, accounts: rules.list_auto_liqs(call.tx, app.config.organization_id, accounts),
+)
+_register_reads(
+    "accountRiskStatus",
+    lambda app, call, accounts: rules.list_risk_statuses(call.tx, app.config.organization_id, accounts),
+)
 
 
 def create_app(
