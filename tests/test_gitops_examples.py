@@ -206,5 +206,6 @@ def test_gitlab_plan_script_and_after_script_run_as_written(manifests_repo: Path
     assert len(after) == len(pipeline["apply"]["after_script"]) - 1
     done = _bash("\n".join(after), manifests_repo, **ci)
     assert done.returncode == 0, done.stderr
-    assert _git(manifests_repo, "log", "-1", "--format=%s") == "reconcile: record state after abc123 [skip ci]\n"
+    subject = _git(manifests_repo, "log", "-1", "--format=%s")
+    assert subject == "reconcile: record state after abc123 [skip ci]\n"
     assert "state/sim.json" in _git(manifests_repo, "show", "--stat", "--format=", "HEAD")
