@@ -180,8 +180,8 @@ _lock_options = options(
         "--lock/--no-lock",
         default=True,
         show_default=True,
-        help="Hold the state lock while planning, so a running apply is never seen half-way; "
-        "--no-lock reads without it (for read-only checkouts; the old --lock=false still works).",
+        help="--no-lock reads state without its lock, for read-only checkouts (the older --lock=false "
+        "too); by default the lock is held while planning, so a running apply is never seen half-way.",
     ),
     lock_timeout_option("How long to wait for a running apply's lock on the state (negative: forever)."),
 )
