@@ -9,6 +9,7 @@ from typing import Any
 import click
 import httpx
 
+from reconcile.cli.groups import SummaryGroup
 from reconcile.cli.output import echo, echo_err
 from reconcile.errors import ReconcileError
 from reconcile.render.describe import counted
@@ -83,7 +84,7 @@ def _print(value: Any) -> None:
     echo(admin.dumps(value))
 
 
-@click.group("sim")
+@click.group("sim", cls=SummaryGroup)
 def command() -> None:
     """Run the partner-API simulator and drive it.
 
@@ -101,7 +102,14 @@ def command() -> None:
 @command.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", default=8765, show_default=True, type=int, help="port (0 picks a free one)")
-@click.option("--db", "db_path", default=DEFAULT_DB, show_default=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--db",
+    "db_path",
+    default=DEFAULT_DB,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the simulator's SQLite file (created when missing)",
+)
 @click.option(
     "--limits/--no-limits", default=True, show_default=True, help="enforce the published rate limits"
 )
@@ -127,7 +135,8 @@ def command() -> None:
 @click.option(
     "--admin-password-env",
     metavar="VAR",
-    help="environment variable holding the admin's password (default: sim-admin-password)",
+    help="environment variable holding the admin's password (unset: the simulator's built-in one, "
+    "shown by `reconcile sim --help`)",
 )
 @click.option("--app-id", help="accept only this appId at login (default: any)")
 @click.option("--cid", help="accept only this cid at login (default: any)")
@@ -196,9 +205,9 @@ def sign_command(name: str, url: str | None, db_path: str) -> None:
 
 @command.command("add-user")
 @click.argument("name")
-@click.option("--email", required=True)
-@click.option("--first-name", default="Outside", show_default=True)
-@click.option("--last-name", default="User", show_default=True)
+@click.option("--email", required=True, help="the user's email address")
+@click.option("--first-name", default="Outside", show_default=True, help="the user's first name")
+@click.option("--last-name", default="User", show_default=True, help="the user's last name")
 @click.option("--organization-id", type=int, help="another organization's id (default: the admin's)")
 @_with_target
 def add_user_command(
@@ -217,16 +226,22 @@ def add_user_command(
     _print(_call(url, db_path, "POST", "users", fields))
 
 
-@command.command("fault")
-@click.argument("kind", type=click.Choice(FAULT_KINDS))
+@command.command(
+    "fault",
+    # KIND's choices in the text, not the usage line, which would wrap them mid-word.
+    help=f"Make the next COUNT requests to PATH fail as KIND: {', '.join(FAULT_KINDS)}.",
+    short_help="Make the next COUNT requests to PATH fail as KIND.",
+)
+@click.argument("kind", type=click.Choice(FAULT_KINDS), metavar="KIND")
 @click.option(
     "--path", "path", default="*", show_default=True, help="contract path, e.g. /user/createevaluationusers"
 )
-@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--count", default=1, show_default=True, type=click.IntRange(min=1), help="how many requests fail"
+)
 @click.option("--seconds", default=0.0, show_default=True, type=float, help="delay (slow) or wait (penalty)")
 @_with_target
 def fault_command(kind: str, path: str, count: int, seconds: float, url: str | None, db_path: str) -> None:
-    """Make the next COUNT requests to PATH fail as KIND."""
     _print(
         _call(
             url, db_path, "POST", "faults", {"kind": kind, "path": path, "count": count, "seconds": seconds}
@@ -263,11 +278,16 @@ def config_command(
 
 
 @command.command("reset")
-@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation (needed without a terminal)")
 @_with_target
 def reset_command(yes: bool, url: str | None, db_path: str) -> None:
     """Forget every simulated user, session, fault and limit counter."""
     if not yes:
+        if not sys.stdin.isatty():
+            raise ReconcileError(
+                f"refusing to reset the simulator {url or db_path} without confirmation: stdin is not "
+                "a terminal. Pass --yes to reset it"
+            )
         click.confirm(f"Delete every simulated user in {url or db_path}?", abort=True)
     _print(_call(url, db_path, "POST", "reset"))
 

@@ -4,7 +4,7 @@ The copy holds the paths the project uses and every component schema they refere
 (transitively), with descriptions dropped, so contract tests run on a fresh clone. Regenerate it
 after the published document or :data:`USED_PATHS` changes::
 
-    python -m reconcile.contract.extract ../shared/contract/tradovate-openapi-2026-08-21.json
+    python -m reconcile.contract.extract PATH/TO/tradovate-openapi-2026-08-21.json
 """
 
 from __future__ import annotations

@@ -129,6 +129,22 @@ _ALTERNATE_BODIES: dict[str, Callable[[Any], bool]] = {
         isinstance(b, dict) and isinstance(b.get("alertId"), int) and isinstance(b.get("userId"), int)
     ),
 }
+_DOCUMENTED_NUMBERS: dict[str, frozenset[str]] = {
+    # The partner docs' access-token example sends `cid: 0`, a number, where the contract types
+    # cid as a string. DESIGN §7: accept both shapes on input (the client sends a string).
+    "/auth/accesstokenrequest": frozenset({"cid"}),
+}
+
+
+def _contract_shape(path: str, body: Any) -> Any:
+    """Return ``body`` with the numbers the partner docs send where the contract wants text, as text."""
+    fields = _DOCUMENTED_NUMBERS.get(path)
+    if not fields or not isinstance(body, dict):
+        return body
+    return {
+        key: str(value) if key in fields and type(value) is int else value  # not bool: True is no id
+        for key, value in body.items()
+    }
 
 
 CHECK_CONTRACT_ENV = "RECONCILE_SIM_CHECK_CONTRACT"
@@ -224,6 +240,7 @@ class SimApp:
             return limited
         if request.method == "POST":
             body = {k: v for k, v in body.items() if k != "p-ticket"} if isinstance(body, dict) else body
+            body = _contract_shape(path, body)
             alternate = _ALTERNATE_BODIES.get(path)
             if alternate is None or not alternate(body):
                 try:
