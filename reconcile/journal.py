@@ -41,6 +41,8 @@ class Intent(BaseModel):
     actions: tuple[Action, ...]
     agreement_alert_id: int | None = None
     """For grants: where the agreement signals to complete are filed."""
+    passwords: str | None = None
+    """For creates with generated passwords: the pending file holding the candidates (a path only)."""
 
     @property
     def users(self) -> list[str]:
@@ -76,10 +78,17 @@ class Journal:
             os.close(fd)
 
     def begin(
-        self, call: IntentCall, actions: Iterable[Action], *, agreement_alert_id: int | None = None
+        self,
+        call: IntentCall,
+        actions: Iterable[Action],
+        *,
+        agreement_alert_id: int | None = None,
+        passwords: str | None = None,
     ) -> Intent:
         """Record that ``call`` is about to be made for ``actions``; return the intent."""
-        intent = Intent(call=call, actions=tuple(actions), agreement_alert_id=agreement_alert_id)
+        intent = Intent(
+            call=call, actions=tuple(actions), agreement_alert_id=agreement_alert_id, passwords=passwords
+        )
         self._append(intent)
         return intent
 
