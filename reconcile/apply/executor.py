@@ -425,6 +425,7 @@ class Run:
                 )
                 for action in batch:
                     self._fail(action.user, "create", str(exc))
+                self.ledger.resolve(pending, intent.id, not_set=names)
                 done += len(batch)
                 self._end_create_batch(intent, names, done)
                 continue

@@ -12,6 +12,7 @@ from reconcile.cli.options import backend_option, environment_option, format_opt
 from reconcile.cli.output import echo, echo_json
 from reconcile.errors import LockError, StateError
 from reconcile.locking import unlock
+from reconcile.render.describe import counted
 from reconcile.state import FileStateStore, State, StateStore
 from reconcile.stores import BACKEND_VARIABLE, open_store
 
@@ -69,10 +70,14 @@ def show_command(environment: str, state_path: Path | None, backend: str | None,
     )
     echo(f"lock: {holder.describe()}" if holder else "lock: not held")
     for intent in intents:
-        echo(
-            f"open intent {intent.id}: {intent.call} of {len(intent.actions)} user(s); "
-            "the next apply settles it"
+        # The lock's holder may be the very apply that wrote the intent, still waiting for its answer.
+        when = (
+            f"if {holder.describe()} is still running, this is its call in flight and it settles it "
+            "itself; if that apply died, the next apply settles it before anything else"
+            if holder
+            else "left by an apply that did not finish; the next apply settles it before anything else"
         )
+        echo(f"open intent {intent.id}: {intent.call} of {counted(len(intent.actions), 'user')}; {when}")
 
 
 @command.command("list")
