@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from reconcile.errors import StateError
@@ -40,13 +40,16 @@ def _fsync_dir(folder: Path) -> None:
 class PasswordLedger:
     """Candidates per journal intent, and the files confirmed passwords went to in this process."""
 
-    def __init__(self, target: Path | None = None) -> None:
+    def __init__(self, target: Path | None = None, on_new_file: Callable[[Path], None] | None = None) -> None:
         self.target = target.absolute() if target is not None else None
         """Where this run's confirmed generated passwords go (``--generated-passwords``)."""
         self.pending = pending_path_for(target) if target is not None else None
         """Where this run's candidates wait (the journal intent names it too)."""
         self.written: dict[Path, list[str]] = {}
         """File → users whose passwords this process wrote there."""
+        self.on_new_file = on_new_file
+        """Told each file before this process first writes to it, so even a run killed right after
+        has named where its passwords are."""
 
     # -- the pending file -------------------------------------------------------------------------
 
@@ -136,6 +139,8 @@ class PasswordLedger:
             present = set()
         lines = [f"{name}\t{pw}" for name, pw in sorted(passwords.items())]
         new = [line for line in lines if line not in present]
+        if path not in self.written and self.on_new_file is not None:
+            self.on_new_file(path)
         if new:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             with os.fdopen(fd, "a", encoding="utf-8") as fh:

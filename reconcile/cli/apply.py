@@ -125,7 +125,12 @@ def command(
     manifest = loaded.manifest
     environment = manifest.environment
     saved = load_plan(planfile) if planfile is not None else None
-    ledger = PasswordLedger(generated_passwords)
+    ledger = PasswordLedger(
+        generated_passwords,
+        on_new_file=lambda path: echo_err(
+            f"Generated passwords go to {path} (mode 0600) as their users are created."
+        ),
+    )
     with contextlib.ExitStack() as stack:
         # Whatever ends the run, the files that received generated passwords are named.
         stack.callback(_name_password_files, ledger)
