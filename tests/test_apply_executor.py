@@ -15,7 +15,7 @@ import pytest
 from reconcile import __version__
 from reconcile.api.models import EvaluationUser, UpdateContactInfo
 from reconcile.apply import RunStopped, apply_plan, settle, side_files
-from reconcile.errors import CaptchaRequired, OutcomeUnknown, PlanError, TransportError
+from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, PlanError, TransportError
 from reconcile.manifest import CancelFlags, Manifest, PasswordGenerate
 from reconcile.passwords import PasswordError
 from reconcile.plan import (
@@ -75,8 +75,8 @@ class FakeApi:
     drop_next_create: bool = False
     calls: list[tuple[str, Any]] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict)
-    captcha_at: dict[str, int] = field(default_factory=dict)
-    """Call kind → the number of that call which is answered with a captcha."""
+    person_needed_at: dict[str, tuple[int, ApiError]] = field(default_factory=dict)
+    """Call kind → (which call of that kind, the error that needs a person it raises)."""
     lookups_fail: bool = False
     _ids: Any = field(default_factory=lambda: itertools.count(500))
 
@@ -103,8 +103,9 @@ class FakeApi:
 
     def update_contact_info(self, req: UpdateContactInfo, *, user: str | None = None) -> None:
         self.calls.append(("contact", req.userId))
-        if self.count("contact") == self.captcha_at.get("contact"):
-            raise CaptchaRequired("updatecontactinfo: the partner API demands a captcha", call="contact")
+        nth, error = self.person_needed_at.get("contact", (0, ApiError("")))
+        if self.count("contact") == nth:
+            raise error
 
     def agreement_signals(self, alert_id: int) -> list[Signal]:
         self.calls.append(("signals", alert_id))
@@ -436,7 +437,19 @@ def _contact(i: int) -> ContactPayload:
     )  # fmt: skip
 
 
-def test_a_captcha_in_one_worker_stops_every_later_call_in_every_phase(env: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(CaptchaRequired("updatecontactinfo: the partner API demands a captcha"), id="captcha"),
+        pytest.param(AuthError("login as partner-admin failed: the account is locked"), id="account-locked"),
+        pytest.param(
+            AuthError("updatecontactinfo: the API refused the access token"), id="credentials-refused"
+        ),
+    ],
+)
+def test_a_condition_that_needs_a_person_in_one_worker_stops_every_later_call(
+    env: dict[str, Any], error: ApiError
+) -> None:
     m = make_manifest(250)
     run(env, plan_for(env["store"], creates(m)), m)
     state = env["store"].load("sim")
@@ -451,8 +464,8 @@ def test_a_captcha_in_one_worker_stops_every_later_call_in_every_phase(env: dict
         )
         for n in names[200:]
     ]
-    env["api"].captcha_at["contact"] = 3
-    with pytest.raises(RunStopped, match="demands a captcha"):
+    env["api"].person_needed_at["contact"] = (3, error)
+    with pytest.raises(RunStopped, match=str(error)):
         run(env, plan_for(env["store"], acts), m, concurrency=4)
     # At most the calls already in flight on the other three workers went out after the captcha.
     assert 3 <= env["api"].count("contact") <= 3 + 3

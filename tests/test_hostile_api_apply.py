@@ -24,6 +24,7 @@ from reconcile.journal import Journal
 from reconcile.sim import admin, rules
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.transport import SimTransport
+from reconcile.state import FileStateStore
 
 Corrupt = Callable[[httpx.Request, Callable[[], httpx.Response]], httpx.Response]
 """Given the request and a way to let the simulator answer it, return the answer the client sees."""
@@ -424,3 +425,22 @@ def test_generated_passwords_are_written_only_for_users_created_with_them(tmp_pa
     assert sorted(name for name, _ in lines) == NAMES
     for name, password in lines:
         assert log_in(desk, name, password) == 200, f"{name}'s password in {first} is not the one set"
+
+
+def test_state_show_says_whether_an_open_intent_may_still_be_in_flight(tmp_path: Path, desk: Desk) -> None:
+    write_desk(tmp_path / "desk.yaml", 1)
+    assert desk.apply()[0] == 0
+    write_desk(tmp_path / "desk.yaml", 2)
+    desk.hostile.rules[CREATE] = dropped_after_applying
+    desk.hostile.rules[FIND] = answer({"errorText": "busy"}, 500)
+    assert desk.apply()[0] == 1
+    show = ["state", "show", "-e", "sim", "--state", str(desk.state)]
+    with pytest.raises(SystemExit, match="0"):
+        main(show)
+    out = desk.capsys.readouterr().out
+    assert "create of 1 user; left by an apply that did not finish; the next apply settles it" in out
+    with FileStateStore(desk.state).lock(purpose="apply"):
+        with pytest.raises(SystemExit, match="0"):
+            main(show)
+        out = desk.capsys.readouterr().out
+    assert "(apply) is still running, this is its call in flight and it settles it itself" in out

@@ -245,7 +245,7 @@ def _mismatch(action: CancelEverything, found: UserLike | None, closed_by_us: bo
     if (found.status or "").lower() != "active" and not closed_by_us:
         return (
             f"{action.user} (id {action.userId}) is {found.status or 'of unknown status'} at the API, "
-            "not active; run `reconcile plan --refresh` to see what changed"
+            "not active; `reconcile plan --refresh` shows what changed and `reconcile refresh` records it"
         )
     return None
 
