@@ -332,6 +332,9 @@ def test_a_lost_create_whose_users_cannot_be_looked_up_stays_open_until_settled(
     assert "nothing was sent to the API after this" in err
     assert desk.recorded() == {}, "no false record"
     assert desk.unsettled() == [NAMES], "an intent whose outcome is unknown must stay in the journal"
+    with pytest.raises(SystemExit, match="0"):
+        main(["state", "show", "-e", "sim", "--state", str(desk.state)])
+    assert "create of 3 users; left by an apply that did not finish" in desk.capsys.readouterr().out
 
     # Without credentials, plan shows them waiting and plans nothing for them.
     code, out, _ = desk.run("plan", "--detailed-exitcode")

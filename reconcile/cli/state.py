@@ -41,9 +41,10 @@ def command() -> None:
 def show_command(environment: str, state_path: Path | None, backend: str | None, fmt: str) -> None:
     """Show the state's identity, counts, lock holder and open journal intents."""
     store = open_store(environment, state_path=state_path, backend_url=backend)
-    state = _load(store, environment)
-    holder = store.lock_holder()
     intents = store.journal(environment).unsettled()
+    # An interrupted first apply may have saved nothing yet: its open intents still need showing.
+    state = store.load(environment) if intents else _load(store, environment)
+    holder = store.lock_holder()
     lifecycle = {"active": 0, "cancelled": 0}
     awaiting = 0
     for record in state.users.values():
