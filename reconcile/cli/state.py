@@ -20,6 +20,7 @@ from reconcile.cli.options import (
 from reconcile.cli.output import echo, echo_json
 from reconcile.errors import LockError, StateError
 from reconcile.locking import unlock
+from reconcile.render.describe import counted
 from reconcile.state import FileStateStore, State, StateStore
 from reconcile.stores import BACKEND_VARIABLE, open_store
 
@@ -55,9 +56,10 @@ def show_command(scope: StateScope, state_path: Path | None, backend: str | None
     """Show the state's identity, counts, lock holder and open journal intents."""
     store = _open(scope, state_path, backend)
     environment = scope.environment
-    state = _load(store, environment)
-    holder = store.lock_holder()
     intents = store.journal(environment).unsettled()
+    # An interrupted first apply may have saved nothing yet: its open intents still need showing.
+    state = store.load(environment) if intents else _load(store, environment)
+    holder = store.lock_holder()
     lifecycle = {"active": 0, "cancelled": 0}
     awaiting = 0
     for record in state.users.values():
@@ -84,10 +86,14 @@ def show_command(scope: StateScope, state_path: Path | None, backend: str | None
     )
     echo(f"lock: {holder.describe()}" if holder else "lock: not held")
     for intent in intents:
-        echo(
-            f"open intent {intent.id}: {intent.call} of {len(intent.actions)} user(s); "
-            "the next apply settles it"
+        # The lock's holder may be the very apply that wrote the intent, still waiting for its answer.
+        when = (
+            f"if {holder.describe()} is still running, this is its call in flight and it settles it "
+            "itself; if that apply died, the next apply settles it before anything else"
+            if holder
+            else "left by an apply that did not finish; the next apply settles it before anything else"
         )
+        echo(f"open intent {intent.id}: {intent.call} of {counted(len(intent.actions), 'user')}; {when}")
 
 
 @command.command("list")

@@ -234,6 +234,12 @@ class SimApp:
 
     def _serve(self, tx: Tx, handler_name: str, path: str, request: Request, body: Any) -> Response:
         session = None if path in _NO_AUTH else self._session(tx, request)
+        if (
+            session is not None
+            and session["login"] != self.config.admin_name.lower()
+            and path not in _TRADER_CALLS
+        ):
+            raise HttpError(403, "access denied: this call needs the partner administrator's access token")
         login = session["login"] if session is not None else str(_field(body, "name")).lower()
         limited = self._limited(tx, path, f"{login}:{path}", body)
         if limited is not None:
@@ -402,21 +408,44 @@ class SimApp:
 _BAD_LOGIN = "Incorrect username or password. Please try again. Note that passwords are case-sensitive."
 
 
+_TRADER_CALLS = {"/auth/renewaccesstoken"}
+"""What a trader's own token may call here: the partner calls need the administrator's token."""
+
+
 @_operation("POST", "/auth/accesstokenrequest")
 def access_token_request(app: SimApp, call: Call) -> Body:
+    """Log the partner administrator in, or a trader with their own name and password."""
     config, tx, body = app.config, call.tx, call.body
-    checks = [
-        (body.get("name"), config.admin_name),
-        (body.get("password"), config.admin_password),
-        *[
-            (body.get(field), getattr(config, attr))
-            for field, attr in (("appId", "app_id"), ("cid", "cid"), ("sec", "sec"))
-            if getattr(config, attr) is not None
-        ],
+    app_checks = [
+        (body.get(field), getattr(config, attr))
+        for field, attr in (("appId", "app_id"), ("cid", "cid"), ("sec", "sec"))
+        if getattr(config, attr) is not None
     ]
-    if not all(secrets.compare_digest(str(given or ""), expected) for given, expected in checks):
-        return {"errorText": _BAD_LOGIN}
-    login = config.admin_name.lower()
+    name, password = str(body.get("name") or ""), str(body.get("password") or "")
+    if _same(name, config.admin_name):
+        checks = [(password, config.admin_password), *app_checks]
+        if not all(_same(str(given or ""), expected) for given, expected in checks):
+            raise HttpError(401, _BAD_LOGIN)
+        return _open_session(config, tx, config.admin_name.lower(), _token_answer)
+    trader = tx.one("SELECT * FROM users WHERE name = ?", (name,))
+    if trader is None or not rules.check_password(password, trader["password_hash"]):
+        raise HttpError(401, _BAD_LOGIN)
+    if not all(_same(str(given or ""), expected) for given, expected in app_checks):
+        raise HttpError(401, _BAD_LOGIN)
+    if trader["status"] != "Active":
+        raise HttpError(401, f"the user {name} is {trader['status']}: it cannot log in")
+    return _open_session(config, tx, name.lower(), lambda _c, t, e: _trader_token_answer(trader, t, e))
+
+
+def _same(given: str, expected: str) -> bool:
+    """Compare secrets in constant time (as bytes: any character may be sent)."""
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
+def _open_session(
+    config: SimConfig, tx: Tx, login: str, answer: Callable[[SimConfig, str, float], Body]
+) -> Body:
+    """Start a session for ``login`` (at most max_sessions at once) and answer its token."""
     open_sessions = tx.all(
         "SELECT token_hash FROM sessions WHERE login = ? AND closed_at IS NULL AND expires_at > ? "
         "ORDER BY issued_at, rowid",
@@ -428,7 +457,19 @@ def access_token_request(app: SimApp, call: Call) -> Body:
     token = secrets.token_urlsafe(32)
     expires = tx.now + config.token_lifetime_minutes * 60
     tx.run("INSERT INTO sessions VALUES (?, ?, ?, ?, NULL)", (_token_hash(token), login, tx.now, expires))
-    return _token_answer(config, token, expires)
+    return answer(config, token, expires)
+
+
+def _trader_token_answer(trader: Any, token: str, expires: float) -> Body:
+    return {
+        "accessToken": token,
+        "expirationTime": rules.iso(expires),
+        "userId": trader["id"],
+        "name": trader["name"],
+        "userStatus": trader["status"],
+        "hasLive": False,
+        "hasSimPlus": False,
+    }
 
 
 def _token_answer(config: SimConfig, token: str, expires: float) -> Body:

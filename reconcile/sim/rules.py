@@ -57,6 +57,12 @@ def trade_date(moment: float) -> dict[str, int]:
     return {"year": day.year, "month": day.month, "day": day.day}
 
 
+def check_password(password: str, stored: str) -> bool:
+    """True when ``password`` is the one :func:`hash_password` turned into ``stored``."""
+    _, salt, digest = stored.split("$", 2)
+    return secrets.compare_digest(hashlib.sha256((salt + password).encode()).hexdigest(), digest)
+
+
 def hash_password(password: str) -> str:
     """Return a salted SHA-256 of ``password``: never the password, and fast enough for 10,000 users."""
     salt = secrets.token_hex(8)
