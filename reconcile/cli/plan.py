@@ -28,7 +28,7 @@ from reconcile.errors import PlanError, PolicyError
 from reconcile.live import LiveSnapshot
 from reconcile.manifest import Manifest
 from reconcile.plan import CancelEverything, Diagnostic, Plan, PlanBinding, save_plan
-from reconcile.policy import CancellationCheck, evaluate_cancellations
+from reconcile.policy import CancellationCheck, cancellations_of, evaluate_cancellations
 from reconcile.render import RenderOptions, render
 from reconcile.state import State, StateStore
 
@@ -46,6 +46,8 @@ class PreparedPlan:
     plan: Plan
     manifest: Manifest
     state: State
+    whole: tuple[CancelEverything, ...] | None = None
+    """The cancellations of the whole manifest when --target/--exclude narrowed the plan."""
 
 
 def prepare_plan(
@@ -83,9 +85,25 @@ def prepare_plan(
         plan = make_plan(
             manifest, state, binding=binding, targets=inputs.targets, excludes=inputs.excludes, live=live
         )
+        whole = whole_cancellations(plan, manifest, state, live)
     for warning in loaded.warnings:
         echo_warning(str(warning))
-    return PreparedPlan(with_companion_note(plan), manifest, state)
+    return PreparedPlan(with_companion_note(plan), manifest, state, whole)
+
+
+def whole_cancellations(
+    plan: Plan, manifest: Manifest, state: State, live: LiveSnapshot | None = None
+) -> tuple[CancelEverything, ...] | None:
+    """The cancellations of ``manifest`` planned whole, when ``plan`` was narrowed; else None.
+
+    The policy judges these (reconcile/policy.py): --target must not slice an empty manifest
+    into budget-sized cancellations.
+    """
+    from reconcile.planner import make_plan
+
+    if not plan.targeted and not plan.excluded:
+        return None
+    return cancellations_of(make_plan(manifest, state, binding=plan.binding, live=live))
 
 
 def companion_of(inputs: PlanInputs, label: str) -> str | None:
@@ -219,7 +237,7 @@ def command(
     reader = live_reader(inputs.endpoint, inputs.state_path) if refresh else None
     prepared = prepare_plan(inputs, read_live=reader, lock_timeout=lock_timeout)
     check = evaluate_cancellations(
-        prepared.plan, prepared.state, prepared.manifest.policy, allow_cancellations
+        prepared.plan, prepared.state, prepared.manifest.policy, allow_cancellations, whole=prepared.whole
     )
     plan = with_policy(prepared.plan, check)
     print_plan(plan, fmt, show_pii)
