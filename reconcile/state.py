@@ -203,6 +203,78 @@ class StateStore(abc.ABC):
         return new
 
 
+_CORRUPT_ADVICE = (
+    "an id belongs to one trader, so acting on this state could change or cancel the wrong one. "
+    "Restore it from version control or a backup (or correct it by hand, each name with the one "
+    "userId the organization has for it), then check it with `reconcile plan --refresh`"
+)
+
+
+def refuse_shared_ids(state: State, where: str) -> None:
+    """Raise :class:`StateError` when two recorded names share one ``userId`` (DESIGN §8.8)."""
+    names_of: dict[int, str] = {}
+    shared: dict[int, list[str]] = {}
+    for name, record in state.users.items():
+        first = names_of.setdefault(record.userId, name)
+        if first != name:
+            shared.setdefault(record.userId, [first]).append(name)
+    if shared:
+        found = "; ".join(
+            f"userId {user_id} is recorded for {', '.join(sorted(names))}"
+            for user_id, names in sorted(shared.items())
+        )
+        raise StateError(f"state {where} is corrupt: {found}; {_CORRUPT_ADVICE}")
+
+
+def refuse_repeated_names(repeated: dict[str, list[object]], where: str) -> None:
+    """Raise :class:`StateError` when a name is recorded more than once (with its userIds)."""
+    if repeated:
+        found = "; ".join(
+            f"user {name!r} is recorded {len(ids)} times (userId {' and '.join(map(str, ids))})"
+            for name, ids in sorted(repeated.items())
+        )
+        raise StateError(f"state {where} is corrupt: {found}; {_CORRUPT_ADVICE}")
+
+
+class _Keys(dict[str, object]):
+    """A JSON object that remembers the values of keys it saw more than once."""
+
+    repeated: dict[str, list[object]]
+
+
+def _keep_repeats(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = _Keys(pairs)
+    obj.repeated = {}
+    if len(obj) != len(pairs):
+        for key, value in pairs:
+            obj.repeated.setdefault(key, []).append(value)
+        obj.repeated = {k: v for k, v in obj.repeated.items() if len(v) > 1}
+    return obj
+
+
+def _user_id_of(value: object) -> object:
+    return value.get("userId", "missing") if isinstance(value, dict) else "missing"
+
+
+def refuse_repeated_keys(raw: bytes, where: str) -> None:
+    """Raise :class:`StateError` when a state document repeats a user name or a user's userId.
+
+    JSON parsers keep the last of repeated keys silently; in state that hides a second id.
+    """
+    try:
+        data = json.loads(raw, object_pairs_hook=_keep_repeats)
+    except (ValueError, UnicodeDecodeError):
+        return  # the caller reports malformed JSON
+    users = data.get("users") if isinstance(data, dict) else None
+    if not isinstance(users, _Keys):
+        return
+    repeated = {name: [_user_id_of(v) for v in values] for name, values in users.repeated.items()}
+    for name, record in users.items():
+        if isinstance(record, _Keys) and "userId" in record.repeated:
+            repeated[name] = record.repeated["userId"]
+    refuse_repeated_names(repeated, where)
+
+
 def _record_models(state: State) -> Iterator[BaseModel]:
     for record in state.users.values():
         yield record
@@ -333,6 +405,11 @@ class FileStateStore(StateStore):
         except ValidationError:
             pass  # fall through to the slow path, which says exactly what is wrong
         else:
+            # Each record holds one "userId" key: more of them than users means a name or an id
+            # repeated (a bad merge), which the parser above silently resolved; look closer.
+            if raw.count(b'"userId"') != len(state.users):
+                refuse_repeated_keys(raw, str(self.path))
+            refuse_shared_ids(state, str(self.path))
             share_fields_sets(_record_models(state))
             if signature is not None:
                 self._snapshot = _Snapshot(signature, state.lineage, state.serial, None)
@@ -349,12 +426,14 @@ class FileStateStore(StateStore):
                 f"state {self.path} has format_version {data.get('format_version')!r}; this "
                 f"reconcile reads version {STATE_FORMAT_VERSION}: upgrade reconcile"
             )
+        refuse_repeated_keys(raw, str(self.path))
         try:
             state = State.model_validate(data)
         except ValidationError as exc:
             raise StateError(
                 f"state {self.path} is not a valid state document: {first_invalid(exc)}"
             ) from None
+        refuse_shared_ids(state, str(self.path))
         if signature is not None:
             self._snapshot = _Snapshot(signature, state.lineage, state.serial, None)
         return state

@@ -181,6 +181,25 @@ def test_a_version_1_database_with_users_migrates_and_keeps_them(dsn: str) -> No
     assert again is not None and again.users["trader001"].cancelledOn == ["https://live.tradovateapi.com/v1"]
 
 
+
+def test_a_name_stored_in_two_rows_is_refused_as_corrupt(store: PostgresStateStore, dsn: str) -> None:
+    state = store.load("sim")
+    state.users["trader001"] = _user(100001)
+    store.save(state)
+    with psycopg.connect(dsn, autocommit=True) as conn:  # a restore without the primary key
+        conn.execute("ALTER TABLE reconcile.grants DROP CONSTRAINT grants_environment_name_fkey")
+        conn.execute("ALTER TABLE reconcile.users DROP CONSTRAINT users_pkey")
+        conn.execute(
+            "INSERT INTO reconcile.users (environment, name, user_id, origin, lifecycle, email, "
+            "first_name, last_name, created_at, updated_at) VALUES ('sim', 'trader001', 100002, "
+            "'created', 'active', 't@example.com', 'Test', 'User', now(), now())"
+        )
+    with pytest.raises(StateError) as info:
+        store.load("sim")
+    message = str(info.value)
+    assert "is corrupt: user 'trader001' is recorded 2 times (userId 100001 and 100002)" in message
+    assert mask_dsn(dsn) in message
+
 # Secrets --------------------------------------------------------------------------------
 
 

@@ -44,7 +44,14 @@ from reconcile.errors import LockError, StateError, first_invalid
 from reconcile.journal import Intent, IntentCall, Journal
 from reconcile.locking import LockHolder
 from reconcile.plan import Action
-from reconcile.state import STATE_FORMAT_VERSION, State, StateStore, UserRecord
+from reconcile.state import (
+    STATE_FORMAT_VERSION,
+    State,
+    StateStore,
+    UserRecord,
+    refuse_repeated_names,
+    refuse_shared_ids,
+)
 
 SCHEMA = "reconcile"
 
@@ -372,13 +379,15 @@ class PostgresStateStore(StateStore):
                 f"{self.describe()} holds state format_version {format_version}; this reconcile "
                 f"reads version {STATE_FORMAT_VERSION}: upgrade reconcile"
             )
-        return State(
+        state = State(
             format_version=STATE_FORMAT_VERSION,
             lineage=lineage,
             serial=serial,
             environment=self.environment,
             users=users,
         )
+        refuse_shared_ids(state, self.describe())
+        return state
 
     def _read_users(self, cur: psycopg.Cursor[Any], names: Sequence[str] | None) -> dict[str, UserRecord]:
         """Return the stored users (all, or only ``names``), grants included, by name."""
@@ -399,8 +408,11 @@ class PostgresStateStore(StateStore):
         columns = ", ".join(_USER_COLUMNS[1:])
         cur.execute(f"SELECT {columns} FROM reconcile.users WHERE {where} ORDER BY name", args)
         users: dict[str, UserRecord] = {}
+        repeated: dict[str, list[object]] = {}
         for row in cur:
             name = row[0]
+            if name in users:  # only without the primary key (a restored dump, a hand edit)
+                repeated.setdefault(name, [users[name].userId]).append(row[1])
             data = {
                 "userId": row[1], "origin": row[2], "lifecycle": row[3], "email": row[4],
                 "firstName": row[5], "lastName": row[6], "tradovateSubscriptionPlanId": row[7],
@@ -413,6 +425,7 @@ class PostgresStateStore(StateStore):
                 raise StateError(
                     f"{self.describe()}: user {name!r} is not a valid record: {first_invalid(exc)}"
                 ) from None
+        refuse_repeated_names(repeated, self.describe())
         return users
 
     def _differs(self, state: State, changed: Collection[str] | None) -> bool:
