@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconcile.bulk import gc_paused, share_fields_sets
-from reconcile.errors import StateError, first_invalid
+from reconcile.errors import StateError, describe_os_error, first_invalid
 
 if TYPE_CHECKING:
     # Only for annotations: reconcile.locking imports this module.
@@ -156,6 +156,12 @@ class StateStore(abc.ABC):
         it when the wait begins.
         """
         raise StateError(f"{self.describe()} has no lock; refusing to use it for a run that writes")
+
+    def read_lock(
+        self, *, timeout: float = 0.0, on_wait: Callable[[str], None] | None = None
+    ) -> contextlib.AbstractContextManager[LockHolder | None]:
+        """Hold the lock while a reader (plan) reads, so it never sees a run half-way."""
+        return self.lock(timeout=timeout, purpose="plan", on_wait=on_wait)
 
     def lock_holder(self) -> LockHolder | None:
         """Return who holds this state's lock, as far as the backend records it."""
@@ -357,10 +363,22 @@ class FileStateStore(StateStore):
         purpose: str = "apply",
         on_wait: Callable[[str], None] | None = None,
     ) -> contextlib.AbstractContextManager[LockHolder]:
-        """Hold the lock file next to the state file (:func:`reconcile.locking.state_lock`)."""
+        """Hold the lock on the state file (:func:`reconcile.locking.state_lock`)."""
         from reconcile.locking import state_lock
 
         return state_lock(self.path, timeout=timeout, purpose=purpose, on_wait=on_wait)
+
+    def read_lock(
+        self, *, timeout: float = 0.0, on_wait: Callable[[str], None] | None = None
+    ) -> contextlib.AbstractContextManager[LockHolder | None]:
+        """Lock as :meth:`lock` does, but only when the state file exists.
+
+        With no state there is nothing a reader could see half-way, and a plan that only reads
+        must not leave a state folder or lock file where there was none.
+        """
+        if not self.path.exists():
+            return contextlib.nullcontext()
+        return self.lock(timeout=timeout, purpose="plan", on_wait=on_wait)
 
     def lock_holder(self) -> LockHolder | None:
         """Return the holder record next to the state file, if any."""
@@ -478,7 +496,17 @@ class FileStateStore(StateStore):
             + ('  "users": {\n' + body + "\n  }\n" if users else '  "users": {}\n')
             + "}\n"
         )
-        atomic_write_text(self.path, text)
+        from reconcile.locking import check_held
+
+        check_held(self.path)  # a lock file removed by hand must not let a second run write too
+        try:
+            atomic_write_text(self.path, text)
+        except OSError as exc:
+            # The rename is the last step: the file still holds its last complete version.
+            raise StateError(
+                describe_os_error(exc, "write state", self.path)
+                + " (the state file keeps its last complete version; nothing saved before is lost)"
+            ) from None
         signature = _file_signature(self.path)
         self._snapshot = (
             _Snapshot(signature, state.lineage, state.serial, users) if signature is not None else None

@@ -181,7 +181,6 @@ def test_a_version_1_database_with_users_migrates_and_keeps_them(dsn: str) -> No
     assert again is not None and again.users["trader001"].cancelledOn == ["https://live.tradovateapi.com/v1"]
 
 
-
 def test_a_name_stored_in_two_rows_is_refused_as_corrupt(store: PostgresStateStore, dsn: str) -> None:
     state = store.load("sim")
     state.users["trader001"] = _user(100001)
@@ -199,6 +198,7 @@ def test_a_name_stored_in_two_rows_is_refused_as_corrupt(store: PostgresStateSto
     message = str(info.value)
     assert "is corrupt: user 'trader001' is recorded 2 times (userId 100001 and 100002)" in message
     assert mask_dsn(dsn) in message
+
 
 # Secrets --------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import click
 
 from reconcile import __version__
 from reconcile.cli.output import echo_error
-from reconcile.errors import ReconcileError
+from reconcile.errors import ReconcileError, describe_os_error
 
 # Command name -> the module that defines it (each exposes ``command``). Modules are imported
 # only when their command runs (or help lists them): `reconcile plan` never pays for the
@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         echo_error("interrupted")
         sys.exit(130)
+    except OSError as exc:
+        # The last net under every file the run writes (journal, audit log, passwords, …).
+        if not isinstance(exc, BrokenPipeError):  # a closed pipe (`| head`) needs no message
+            echo_error(describe_os_error(exc, "access"))
+        sys.exit(1)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

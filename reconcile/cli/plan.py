@@ -68,7 +68,7 @@ def prepare_plan(
     locked = (
         contextlib.nullcontext()
         if lock_timeout is None
-        else store.lock(timeout=lock_timeout, purpose="plan", on_wait=echo_err)
+        else store.read_lock(timeout=lock_timeout, on_wait=echo_err)
     )
     with locked:
         state = store.load(environment)
