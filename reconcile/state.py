@@ -414,7 +414,7 @@ class FileStateStore(StateStore):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StateError(f"cannot read state {self.path}: {exc.strerror}") from None
+            raise StateError(describe_os_error(exc, "read state", self.path)) from None
         try:
             # The fast path: pydantic parses and validates in one pass (Rust), several times
             # quicker than json.loads + model_validate on a large desk.
