@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from reconcile.journal import Journal
     from reconcile.locking import LockHolder
 
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2
+"""Written by this reconcile; version 1 (before :class:`StateBinding`) is read too."""
 
 
 class _Model(BaseModel):
@@ -78,13 +79,27 @@ class UserRecord(_Model):
     """
 
 
+class StateBinding(_Model):
+    """The organization and endpoint a state belongs to (DESIGN §8.10): set on first write."""
+
+    endpoint: str
+    """The endpoint label plans are bound to: a base URL, or ``sim:embedded``."""
+    dataAccountId: int
+    """The partner's data account (``partner.dataAccountId``): the organization."""
+
+    def describe(self) -> str:
+        return f"{self.endpoint} (partner data account {self.dataAccountId})"
+
+
 class State(_Model):
     """The recorded state of one environment."""
 
-    format_version: Literal[1] = 1
+    format_version: Literal[1, 2] = 2
     lineage: str = Field(default_factory=lambda: str(uuid.uuid4()))
     serial: int = 0
     environment: str
+    binding: StateBinding | None = None
+    """None only in state written before version 2, until its next write."""
     users: dict[str, UserRecord] = Field(default_factory=dict)
 
     @classmethod
@@ -93,8 +108,12 @@ class State(_Model):
         return cls(environment=environment)
 
     def content_equals(self, other: State) -> bool:
-        """True when both hold the same users (lineage and serial aside)."""
-        return self.environment == other.environment and self.users == other.users
+        """True when both hold the same binding and users (lineage and serial aside)."""
+        return (
+            self.environment == other.environment
+            and self.binding == other.binding
+            and self.users == other.users
+        )
 
 
 class StateStore(abc.ABC):
@@ -126,17 +145,38 @@ class StateStore(abc.ABC):
         current = self.read()
         return current is None or not current.content_equals(state)
 
+    _expected: StateBinding | None = None
+
+    def bind(self, binding: StateBinding) -> None:
+        """From now on, :meth:`load` refuses state bound elsewhere and binds unbound state here."""
+        self._expected = binding
+
     def load(self, environment: str) -> State:
-        """Return the stored state, or a new empty one for ``environment``."""
+        """Return the stored state, or a new empty one for ``environment``.
+
+        After :meth:`bind`, state bound to another organization or endpoint is refused, and state
+        not bound yet (new, or written before version 2) comes back bound, for its next write.
+        """
         state = self.read()
         if state is None:
-            return State.empty(environment)
-        if state.environment != environment:
+            state = State.empty(environment)
+        elif state.environment != environment:
             raise StateError(
                 f"{self.describe()} holds state of environment {state.environment!r}, "
                 f"not {environment!r}; pass --state for the right file"
             )
-        return state
+        expected = self._expected
+        if expected is None or state.binding == expected:
+            return state
+        if state.binding is None:
+            return state.model_copy(update={"binding": expected})
+        raise StateError(
+            f"{self.describe()} belongs to {state.binding.describe()}, not {expected.describe()}: "
+            "its users are recorded there, and acting on them elsewhere would report or change "
+            f"users that are not there. Pass --endpoint {state.binding.endpoint} (and the manifest "
+            "of that organization) to use it where it belongs; if the organization really moved, "
+            "move the state on purpose with `reconcile state rebind -f MANIFEST --endpoint URL`"
+        )
 
     # What a run keeps with the state: its lock, intent journal and audit log. The file store
     # keeps them in files next to the state; a server backend keeps them on the server. Callers
@@ -204,7 +244,9 @@ class StateStore(abc.ABC):
         # A shallow copy with its own users mapping: deep-copying 100k records per batch would
         # cost more than the save. Records are shared with the caller's object; the store keeps
         # its own serialized copy, so nothing the caller does later reaches stored state.
-        new = state.model_copy(update={"serial": state.serial + 1, "users": dict(state.users)})
+        new = state.model_copy(
+            update={"serial": state.serial + 1, "users": dict(state.users), "format_version": 2}
+        )
         self._write(new, changed)
         return new
 
@@ -371,12 +413,13 @@ class FileStateStore(StateStore):
     def read_lock(
         self, *, timeout: float = 0.0, on_wait: Callable[[str], None] | None = None
     ) -> contextlib.AbstractContextManager[LockHolder | None]:
-        """Lock as :meth:`lock` does, but only when the state file exists.
+        """Lock as :meth:`lock` does, but only when the state folder exists.
 
-        With no state there is nothing a reader could see half-way, and a plan that only reads
-        must not leave a state folder or lock file where there was none.
+        With no state folder no run has begun writing, so there is nothing to see half-way; and a
+        plan that only reads must not create a state folder where there was none (its lock file
+        inside an existing one goes away with the lock).
         """
-        if not self.path.exists():
+        if not self.path.parent.is_dir():
             return contextlib.nullcontext()
         return self.lock(timeout=timeout, purpose="plan", on_wait=on_wait)
 
@@ -439,10 +482,10 @@ class FileStateStore(StateStore):
                 f"state {self.path} is not valid JSON ({exc}); restore it from version control "
                 "or a backup (it is never written partially by reconcile)"
             ) from None
-        if isinstance(data, dict) and data.get("format_version") not in (None, STATE_FORMAT_VERSION):
+        if isinstance(data, dict) and data.get("format_version") not in (None, 1, STATE_FORMAT_VERSION):
             raise StateError(
                 f"state {self.path} has format_version {data.get('format_version')!r}; this "
-                f"reconcile reads version {STATE_FORMAT_VERSION}: upgrade reconcile"
+                f"reconcile reads versions up to {STATE_FORMAT_VERSION}: upgrade reconcile"
             )
         refuse_repeated_keys(raw, str(self.path))
         try:
@@ -487,10 +530,12 @@ class FileStateStore(StateStore):
         else:
             users = {name: _user_json(record) for name, record in state.users.items()}
         body = ",\n".join(f"    {json.dumps(name)}: {users[name]}" for name in sorted(users))
+        binding = "" if state.binding is None else f'  "binding": {state.binding.model_dump_json()},\n'
         text = (
             "{\n"
-            f'  "environment": {json.dumps(state.environment)},\n'
-            f'  "format_version": {state.format_version},\n'
+            + binding
+            + f'  "environment": {json.dumps(state.environment)},\n'
+            f'  "format_version": {STATE_FORMAT_VERSION},\n'
             f'  "lineage": {json.dumps(state.lineage)},\n'
             f'  "serial": {state.serial},\n'
             + ('  "users": {\n' + body + "\n  }\n" if users else '  "users": {}\n')

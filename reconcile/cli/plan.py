@@ -30,7 +30,7 @@ from reconcile.manifest import Manifest
 from reconcile.plan import CancelEverything, Diagnostic, Plan, PlanBinding, save_plan
 from reconcile.policy import CancellationCheck, cancellations_of, evaluate_cancellations
 from reconcile.render import RenderOptions, render
-from reconcile.state import State, StateStore
+from reconcile.state import State, StateBinding, StateStore
 
 if TYPE_CHECKING:
     from reconcile.loader import LoadedManifest
@@ -145,6 +145,7 @@ def open_inputs(inputs: PlanInputs) -> tuple[LoadedManifest, str, StateStore]:
         backend_url=inputs.backend,
         manifest_backend=manifest.backend,
     )
+    store.bind(StateBinding(endpoint=label, dataAccountId=manifest.partner.dataAccountId))
     return loaded, label, store
 
 
