@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import StateError
-from reconcile.state import FileStateStore, GrantRecord, State, StateStore, UserRecord
+from reconcile.state import FileStateStore, GrantRecord, State, StateBinding, StateStore, UserRecord
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -192,6 +192,26 @@ def test_file_store_notices_a_write_by_another_process(tmp_path: Path) -> None:
     state.users["trader002"] = _user(2, "b@example.com")
     with pytest.raises(StateError, match="another run wrote it"):
         mine.save(state, changed={"trader002"})
+
+
+def test_binding_is_set_on_first_write_and_another_is_refused(store: StateStore) -> None:
+    here = StateBinding(endpoint="http://127.0.0.1:8765/v1", dataAccountId=11111)
+    store.bind(here)
+    state = store.load("sim")
+    assert state.binding == here, "a new state is bound where it is first used"
+    state.users["trader001"] = _user(100001, "a@example.com")
+    store.save(state)
+    again = store.read()
+    assert again is not None and again.binding == here and again.format_version == 2
+    for elsewhere in (
+        StateBinding(endpoint="sim:embedded", dataAccountId=11111),
+        StateBinding(endpoint=here.endpoint, dataAccountId=22222),
+    ):
+        store.bind(elsewhere)
+        with pytest.raises(StateError) as info:
+            store.load("sim")
+        assert f"belongs to {here.describe()}, not {elsewhere.describe()}" in str(info.value)
+        assert store.describe() in str(info.value)
 
 
 def test_two_names_sharing_one_user_id_are_refused_as_corrupt(store: StateStore) -> None:
