@@ -532,9 +532,7 @@ class FileStateStore(StateStore):
         body = ",\n".join(f"    {json.dumps(name)}: {users[name]}" for name in sorted(users))
         binding = "" if state.binding is None else f'  "binding": {state.binding.model_dump_json()},\n'
         text = (
-            "{\n"
-            + binding
-            + f'  "environment": {json.dumps(state.environment)},\n'
+            "{\n" + binding + f'  "environment": {json.dumps(state.environment)},\n'
             f'  "format_version": {STATE_FORMAT_VERSION},\n'
             f'  "lineage": {json.dumps(state.lineage)},\n'
             f'  "serial": {state.serial},\n'

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         # The last net under every file the run writes (journal, audit log, passwords, …).
         if not isinstance(exc, BrokenPipeError):  # a closed pipe (`| head`) needs no message
-            echo_error(describe_os_error(exc, "use a file"))
+            doing = "connect" if isinstance(exc, ConnectionError) else "use a file"
+            echo_error(describe_os_error(exc, doing))
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()
