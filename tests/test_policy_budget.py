@@ -138,6 +138,12 @@ def test_target_cannot_slice_a_manifest_past_the_policy(
         assert result.exit_code == 3, result.output
         assert f"the whole manifest (whatever --target/--exclude select) {whole}" in result.stderr
         assert "--allow-cancellations 10" in result.stderr
+    # A saved plan (made with an allowance) meets the same judgement when applied without one.
+    saved = tmp_path / "slice.plan.json"
+    result = run("plan", "-f", manifest, "--target", target, "--allow-cancellations", "10", "--out", saved)
+    assert result.exit_code == 0, result.stderr
+    result = run("apply", saved, "-f", manifest)
+    assert result.exit_code == 3 and whole in result.stderr, result.output
     recorded = json.loads((tmp_path / "state" / "sim.json").read_text())["users"]
     assert len(recorded) == 30 and all(u["lifecycle"] == "active" for u in recorded.values())
     # The operator may still retire a slice on purpose, for this run only.
