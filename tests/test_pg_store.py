@@ -19,7 +19,7 @@ from pg_fixtures import new_database
 
 from reconcile.errors import LockError, StateError
 from reconcile.manifest import Backend, PostgresBackend
-from reconcile.state import FileStateStore, GrantRecord, State, UserRecord
+from reconcile.state import FileStateStore, GrantRecord, State, StateBinding, UserRecord
 from reconcile.stores import open_store
 from reconcile.stores.postgres import SCHEMA_VERSION, PostgresStateStore, mask_dsn, migrate
 
@@ -172,13 +172,18 @@ def test_a_version_1_database_with_users_migrates_and_keeps_them(dsn: str) -> No
         PostgresStateStore(dsn, "sim").read_header()
     assert migrate(dsn) == (1, SCHEMA_VERSION)
     with PostgresStateStore(dsn, "sim") as store:
-        state = store.read()
-        assert state is not None and state.serial == 4
+        before = store.read()
+        assert before is not None and before.binding is None, "written before bindings"
+        here = StateBinding(endpoint="https://live.tradovateapi.com/v1", dataAccountId=11111)
+        store.bind(here)
+        state = store.load("sim")
+        assert state.serial == 4 and state.binding == here
         assert state.users["trader001"].userId == 100001 and state.users["trader001"].cancelledOn == []
         state.users["trader001"].cancelledOn = ["https://live.tradovateapi.com/v1"]
-        store.save(state, changed={"trader001"})
+        store.save(state, changed={"trader001"})  # the next write binds it
         again = store.read()
     assert again is not None and again.users["trader001"].cancelledOn == ["https://live.tradovateapi.com/v1"]
+    assert again.binding == here
 
 
 def test_a_name_stored_in_two_rows_is_refused_as_corrupt(store: PostgresStateStore, dsn: str) -> None:
