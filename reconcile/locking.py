@@ -90,16 +90,14 @@ def _is_at(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
-def _try_flock(lock_file: Path) -> int | None:
+def _try_flock(lock_file: Path, purpose: str = "apply") -> int | None:
     """Take the flock on ``lock_file`` without waiting; return its descriptor, or None when busy."""
     while True:
         try:
             fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StateError(
-                describe_os_error(exc, "create the lock file", lock_file)
-                + " (a plan can read state without the lock: --lock=false)"
-            ) from None
+            hint = " (a plan can read state without the lock: --lock=false)" if purpose == "plan" else ""
+            raise StateError(describe_os_error(exc, "create the lock file", lock_file) + hint) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -168,7 +166,7 @@ def state_lock(
         lock_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StateError(describe_os_error(exc, "create the state folder", lock_file.parent)) from None
-    fd = _try_flock(lock_file)
+    fd = _try_flock(lock_file, purpose)
     if fd is None:
         if timeout == 0:
             raise _busy(state_path)
@@ -181,7 +179,7 @@ def state_lock(
             if deadline is not None and time.monotonic() >= deadline:
                 raise _busy(state_path)
             time.sleep(_POLL_SECONDS)
-            fd = _try_flock(lock_file)
+            fd = _try_flock(lock_file, purpose)
     try:
         stray = _live_other_holder(state_path)
         if stray is not None:

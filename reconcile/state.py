@@ -244,9 +244,8 @@ class StateStore(abc.ABC):
         # A shallow copy with its own users mapping: deep-copying 100k records per batch would
         # cost more than the save. Records are shared with the caller's object; the store keeps
         # its own serialized copy, so nothing the caller does later reaches stored state.
-        new = state.model_copy(
-            update={"serial": state.serial + 1, "users": dict(state.users), "format_version": 2}
-        )
+        update = {"serial": state.serial + 1, "users": dict(state.users)}
+        new = state.model_copy(update={**update, "format_version": STATE_FORMAT_VERSION})
         self._write(new, changed)
         return new
 
