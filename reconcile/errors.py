@@ -33,6 +33,25 @@ def first_invalid(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
+def describe_os_error(exc: OSError, doing: str, path: object | None = None) -> str:
+    """Say what failed on which path, why in plain words, and what to do: ``cannot DOING PATH: …``."""
+    import errno
+
+    where = path if path is not None else (exc.filename or "")
+    reason = exc.strerror or str(exc)
+    advice = {
+        errno.EACCES: "check that this user may use that folder (its owner and permissions), "
+        "or pass --state PATH to one it may use",
+        errno.EPERM: "check that this user may use that folder (its owner and permissions), "
+        "or pass --state PATH to one it may use",
+        errno.ENOSPC: "the disk is full: free space on it, then run again",
+        errno.EDQUOT: "the disk quota is used up: free space in it, then run again",
+        errno.EROFS: "the file system is read-only: run from a writable checkout, or pass --state PATH",
+        errno.ENOTDIR: "a part of that path is a file, not a folder: fix the path (--state PATH)",
+    }.get(exc.errno or 0, "fix the cause, then run again")
+    return f"cannot {doing}{f' {where}' if where else ''}: {reason}; {advice}"
+
+
 class ReconcileError(Exception):
     """An error meant for a person; ``str(exc)`` is the full message."""
 

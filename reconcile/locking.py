@@ -1,28 +1,40 @@
 """An exclusive lock on one state, held for a whole plan or apply.
 
-The lock itself is a ``filelock`` lock on ``<state>.lock`` (flock: the kernel drops it when the
-holder dies, so a crashed run never leaves the state stuck). Next to it, ``<state>.lock.json``
-records who holds it (lock id, pid, host, since, purpose) so a waiter can name the holder. The
-record is advisory: it is overwritten by the next holder and removed on release; ``reconcile
+The lock is a ``flock`` on ``<state>.lock``: the kernel drops it when the holder dies, so a
+crashed run never leaves the state stuck. The file exists only while someone holds it (the
+holder removes it on release; a crashed holder's is taken over and removed by the next run),
+so no empty ``*.lock`` is left beside the state. Next to it, ``<state>.lock.json`` records who
+holds it (lock id, pid, host, since, purpose) so a waiter can name the holder; ``reconcile
 state unlock LOCK_ID`` removes one left behind.
+
+A lock file removed by hand while held (a stray ``rm``) must not let a second run in: a run
+that takes the lock checks the holder record (a live holder on this host means its file was
+removed), and the holder checks its file before every state write (:func:`check_held`),
+taking the lock again on a new file when its own vanished.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import filelock
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from reconcile.errors import LockError
+from reconcile.errors import LockError, StateError, describe_os_error
 from reconcile.state import atomic_write_text
+
+_POLL_SECONDS = 0.05
+
+# Lock file (absolute) -> the descriptor this process holds its flock on.
+_HELD: dict[Path, int] = {}
 
 
 class LockHolder(BaseModel):
@@ -68,6 +80,72 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _is_at(fd: int, path: Path) -> bool:
+    """True when ``path`` still names the file open on ``fd`` (not removed, not replaced)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _try_flock(lock_file: Path, purpose: str = "apply") -> int | None:
+    """Take the flock on ``lock_file`` without waiting; return its descriptor, or None when busy."""
+    while True:
+        try:
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            hint = " (a plan can read state without the lock: --lock=false)" if purpose == "plan" else ""
+            raise StateError(describe_os_error(exc, "create the lock file", lock_file) + hint) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        if _is_at(fd, lock_file):
+            return fd
+        # Removed (a holder releasing) or replaced between open and flock: lock what is there now.
+        os.close(fd)
+
+
+def _release(fd: int, lock_file: Path) -> None:
+    """Remove the lock file if it is still this one (under the flock), then drop the flock."""
+    try:
+        if _is_at(fd, lock_file):
+            with contextlib.suppress(FileNotFoundError):
+                lock_file.unlink()
+    finally:
+        os.close(fd)
+
+
+def _busy(state_path: str | os.PathLike[str]) -> LockError:
+    holder = read_holder(state_path)
+    who = holder.describe() if holder else "another run (it left no holder record)"
+    hint = ""
+    if holder is not None and holder.host == socket.gethostname() and not _pid_alive(holder.pid):
+        hint = f"; pid {holder.pid} is gone, so the lock is held by a process it started"
+    return LockError(
+        f"state {state_path} is locked: {who}{hint}. Wait for it to finish, or raise "
+        "--lock-timeout to wait longer"
+    )
+
+
+def _live_other_holder(state_path: str | os.PathLike[str]) -> LockHolder | None:
+    """The recorded holder when it is another process still running on this host."""
+    holder = read_holder(state_path)
+    if holder is None or holder.host != socket.gethostname() or holder.pid == os.getpid():
+        return None
+    return holder if _pid_alive(holder.pid) else None
+
+
+def _write_record(record: Path, holder: LockHolder) -> None:
+    try:
+        atomic_write_text(record, json.dumps(holder.model_dump(mode="json"), sort_keys=True) + "\n")
+    except OSError as exc:
+        raise StateError(describe_os_error(exc, "record the lock holder in", record)) from None
+
+
 @contextlib.contextmanager
 def state_lock(
     state_path: str | os.PathLike[str],
@@ -83,45 +161,80 @@ def state_lock(
     lock is busy and the wait begins.
     """
     lock_file, record = lock_paths(state_path)
-    lock_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = filelock.FileLock(lock_file, timeout=timeout, thread_local=False)
+    lock_file = lock_file.absolute()
     try:
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            if timeout == 0:
-                raise
-            if on_wait is not None:
-                holder = read_holder(state_path)
-                who = holder.describe() if holder else "another run (it left no holder record)"
-                on_wait(f"waiting for the lock on state {state_path}: {who}")
-            lock.acquire()
-    except filelock.Timeout:
-        holder = read_holder(state_path)
-        who = holder.describe() if holder else "another run (it left no holder record)"
-        hint = ""
-        if holder is not None and holder.host == socket.gethostname() and not _pid_alive(holder.pid):
-            hint = f"; pid {holder.pid} is gone, so the lock is held by a process it started"
-        raise LockError(
-            f"state {state_path} is locked: {who}{hint}. Wait for it to finish, or raise "
-            "--lock-timeout to wait longer"
-        ) from None
-    holder = LockHolder(
-        lock_id=str(uuid.uuid4()),
-        pid=os.getpid(),
-        host=socket.gethostname(),
-        since=datetime.now(UTC),
-        purpose=purpose,
-    )
+        lock_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(describe_os_error(exc, "create the state folder", lock_file.parent)) from None
+    fd = _try_flock(lock_file, purpose)
+    if fd is None:
+        if timeout == 0:
+            raise _busy(state_path)
+        if on_wait is not None:
+            holder = read_holder(state_path)
+            who = holder.describe() if holder else "another run (it left no holder record)"
+            on_wait(f"waiting for the lock on state {state_path}: {who}")
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        while fd is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _busy(state_path)
+            time.sleep(_POLL_SECONDS)
+            fd = _try_flock(lock_file, purpose)
     try:
-        atomic_write_text(record, json.dumps(holder.model_dump(mode="json"), sort_keys=True) + "\n")
+        stray = _live_other_holder(state_path)
+        if stray is not None:
+            raise LockError(
+                f"state {state_path}: its lock file {lock_file.name} was removed while "
+                f"{stray.describe()} was running; refusing to start a second run beside it. Wait "
+                f"for pid {stray.pid} to finish (if it is no reconcile run, remove the record with "
+                f"`reconcile state unlock {stray.lock_id}`)"
+            )
+        holder = LockHolder(
+            lock_id=str(uuid.uuid4()),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            since=datetime.now(UTC),
+            purpose=purpose,
+        )
+        _write_record(record, holder)
+    except BaseException:
+        _release(fd, lock_file)
+        raise
+    _HELD[lock_file] = fd
+    try:
         yield holder
     finally:
-        current = read_holder(state_path)
-        if current is not None and current.lock_id == holder.lock_id:
-            with contextlib.suppress(FileNotFoundError):
-                record.unlink()
-        lock.release()
+        fd = _HELD.pop(lock_file, fd)
+        try:
+            current = read_holder(state_path)
+            if current is not None and current.lock_id == holder.lock_id:
+                with contextlib.suppress(FileNotFoundError):
+                    record.unlink()
+        finally:
+            _release(fd, lock_file)
+
+
+def check_held(state_path: str | os.PathLike[str]) -> None:
+    """Before writing state: if this process holds its lock, make sure the lock file is still there.
+
+    A lock file removed by hand is locked again at once (on a new file); when another run got
+    there first, raise :class:`LockError` rather than write beside it.
+    """
+    lock_file = lock_paths(state_path)[0].absolute()
+    fd = _HELD.get(lock_file)
+    if fd is None or _is_at(fd, lock_file):
+        return
+    again = _try_flock(lock_file)
+    if again is None:
+        other = read_holder(state_path)
+        who = other.describe() if other else "no holder record"
+        raise LockError(
+            f"the lock file {lock_file} of state {state_path} was removed during this run and "
+            f"another run holds it now ({who}); this run stops before writing state beside it. "
+            "The journal keeps what it sent: apply again once that run is done, and it settles them"
+        )
+    _HELD[lock_file] = again
+    os.close(fd)
 
 
 def unlock(state_path: str | os.PathLike[str], lock_id: str) -> LockHolder:
@@ -135,17 +248,15 @@ def unlock(state_path: str | os.PathLike[str], lock_id: str) -> LockHolder:
             "check the id with `reconcile state show`"
         )
     lock_file, record = lock_paths(state_path)
-    probe = filelock.FileLock(lock_file, timeout=0, thread_local=False)
-    try:
-        probe.acquire()
-    except filelock.Timeout:
+    probe = _try_flock(lock_file)
+    if probe is None:
         raise LockError(
             f"{holder.describe()} is still running and holds the lock; stop that run first "
             "(unlock only removes records left behind by runs that are gone)"
-        ) from None
+        )
     try:
         with contextlib.suppress(FileNotFoundError):
             record.unlink()
     finally:
-        probe.release()
+        _release(probe, lock_file)
     return holder

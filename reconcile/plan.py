@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reconcile.errors import PlanError, first_invalid
+from reconcile.errors import PlanError, describe_os_error, first_invalid
 from reconcile.manifest import CancelFlags, PasswordFromEnv, PasswordFromFile, PasswordGenerate
 
 PLAN_FORMAT_VERSION = 1
@@ -289,7 +289,10 @@ def save_plan(plan: Plan, path: str | Path) -> None:
     """Write a plan file (JSON, mode 0600)."""
     from reconcile.state import atomic_write_text
 
-    atomic_write_text(Path(path), dumps_plan(plan))
+    try:
+        atomic_write_text(Path(path), dumps_plan(plan))
+    except OSError as exc:
+        raise PlanError(describe_os_error(exc, "write the plan file", path)) from None
 
 
 def load_plan(path: str | Path) -> Plan:

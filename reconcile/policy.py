@@ -11,11 +11,17 @@ and, whatever the budgets say, a plan that would cancel *every* managed active u
 cancel the desk). ``--allow-cancellations N`` replaces all of this for one run: a plan cancelling
 at most N users passes. Every cancellation counts, whether the user was removed from the
 manifest or marked ``status: cancelled``.
+
+``--target``/``--exclude`` narrow what a run does, never what the policy judges: a run that
+cancels anyone is refused when the *whole* manifest, against the whole state, would cancel the
+desk or more than the budget (else an empty manifest applied with ``--target 'kt*'`` cancels
+every ``kt*`` trader, one budget-sized slice at a time).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reconcile.errors import PolicyError
@@ -34,6 +40,8 @@ class CancellationCheck:
     active_users: int
     budget: int
     allowed: int | None
+    whole: int | None
+    """Cancellations of the whole manifest when the plan was narrowed by --target/--exclude."""
     refused_reason: str | None
     """Why the plan is refused (a sentence), or None when it passes."""
 
@@ -73,27 +81,43 @@ def budget_for(policy: Policy, active_users: int) -> int:
     return min(policy.maxCancellations, by_percent)
 
 
+def cancellations_of(plan: Plan) -> tuple[CancelEverything, ...]:
+    """The cancel-everything actions of ``plan``."""
+    return tuple(a for a in plan.actions if isinstance(a, CancelEverything))
+
+
 def evaluate_cancellations(
-    plan: Plan, state: State, policy: Policy, allow_cancellations: int | None = None
+    plan: Plan,
+    state: State,
+    policy: Policy,
+    allow_cancellations: int | None = None,
+    *,
+    whole: Sequence[CancelEverything] | None = None,
 ) -> CancellationCheck:
-    """Compare the cancellations of ``plan`` with the budget; never raises."""
-    cancellations = tuple(a for a in plan.actions if isinstance(a, CancelEverything))
+    """Compare the cancellations of ``plan`` with the budget; never raises.
+
+    ``whole`` holds the cancellations of the same manifest and state planned without
+    --target/--exclude (None when ``plan`` is not narrowed): budgets judge those.
+    """
+    cancellations = cancellations_of(plan)
     active = sum(1 for record in state.users.values() if record.lifecycle == "active")
     budget = budget_for(policy, active)
     count = len(cancellations)
+    judged = count if whole is None else max(count, len(whole))
+    subject = "the plan" if whole is None else "the whole manifest (whatever --target/--exclude select)"
     reason: str | None = None
     if allow_cancellations is not None:
         if count > allow_cancellations:
             reason = f"the plan cancels {count} users, more than --allow-cancellations {allow_cancellations}"
-    elif count and count >= active:
+    elif count and judged >= active:
         reason = (
-            f"the plan cancels all {active} managed active user(s); cancelling the whole desk "
+            f"{subject} cancels all {active} managed active user(s); cancelling the whole desk "
             "is never within the policy budget"
         )
-    elif count > budget:
+    elif count and judged > budget:
         percent_budget = max(1, math.floor(active * policy.maxCancellationPercent / 100))
         reason = (
-            f"the plan cancels {count} users; the budget is {budget} (policy.maxCancellations "
+            f"{subject} cancels {judged} users; the budget is {budget} (policy.maxCancellations "
             f"{policy.maxCancellations}; policy.maxCancellationPercent {policy.maxCancellationPercent:g}% "
             f"of {active} managed active users allows {percent_budget})"
         )
@@ -102,19 +126,25 @@ def evaluate_cancellations(
         active_users=active,
         budget=budget,
         allowed=allow_cancellations,
+        whole=None if whole is None else len(whole),
         refused_reason=reason,
     )
 
 
 def check_cancellations(
-    plan: Plan, state: State, policy: Policy, allow_cancellations: int | None = None
+    plan: Plan,
+    state: State,
+    policy: Policy,
+    allow_cancellations: int | None = None,
+    *,
+    whole: Sequence[CancelEverything] | None = None,
 ) -> CancellationCheck:
     """Raise :class:`PolicyError` (exit 3) when ``plan`` cancels more users than allowed.
 
     Returns the passing check, for callers that record it (the audit log notes
     ``allow_cancellations`` when it was used).
     """
-    check = evaluate_cancellations(plan, state, policy, allow_cancellations)
+    check = evaluate_cancellations(plan, state, policy, allow_cancellations, whole=whole)
     if check.refused:
         raise PolicyError(check.message())
     return check

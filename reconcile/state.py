@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconcile.bulk import gc_paused, share_fields_sets
-from reconcile.errors import StateError, first_invalid
+from reconcile.errors import StateError, describe_os_error, first_invalid
 
 if TYPE_CHECKING:
     # Only for annotations: reconcile.locking imports this module.
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from reconcile.journal import Journal
     from reconcile.locking import LockHolder
 
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2
+"""Written by this reconcile; version 1 (before :class:`StateBinding`) is read too."""
 
 
 class _Model(BaseModel):
@@ -78,13 +79,27 @@ class UserRecord(_Model):
     """
 
 
+class StateBinding(_Model):
+    """The organization and endpoint a state belongs to (DESIGN §8.10): set on first write."""
+
+    endpoint: str
+    """The endpoint label plans are bound to: a base URL, or ``sim:embedded``."""
+    dataAccountId: int
+    """The partner's data account (``partner.dataAccountId``): the organization."""
+
+    def describe(self) -> str:
+        return f"{self.endpoint} (partner data account {self.dataAccountId})"
+
+
 class State(_Model):
     """The recorded state of one environment."""
 
-    format_version: Literal[1] = 1
+    format_version: Literal[1, 2] = 2
     lineage: str = Field(default_factory=lambda: str(uuid.uuid4()))
     serial: int = 0
     environment: str
+    binding: StateBinding | None = None
+    """None only in state written before version 2, until its next write."""
     users: dict[str, UserRecord] = Field(default_factory=dict)
 
     @classmethod
@@ -93,8 +108,12 @@ class State(_Model):
         return cls(environment=environment)
 
     def content_equals(self, other: State) -> bool:
-        """True when both hold the same users (lineage and serial aside)."""
-        return self.environment == other.environment and self.users == other.users
+        """True when both hold the same binding and users (lineage and serial aside)."""
+        return (
+            self.environment == other.environment
+            and self.binding == other.binding
+            and self.users == other.users
+        )
 
 
 class StateStore(abc.ABC):
@@ -126,17 +145,38 @@ class StateStore(abc.ABC):
         current = self.read()
         return current is None or not current.content_equals(state)
 
+    _expected: StateBinding | None = None
+
+    def bind(self, binding: StateBinding) -> None:
+        """From now on, :meth:`load` refuses state bound elsewhere and binds unbound state here."""
+        self._expected = binding
+
     def load(self, environment: str) -> State:
-        """Return the stored state, or a new empty one for ``environment``."""
+        """Return the stored state, or a new empty one for ``environment``.
+
+        After :meth:`bind`, state bound to another organization or endpoint is refused, and state
+        not bound yet (new, or written before version 2) comes back bound, for its next write.
+        """
         state = self.read()
         if state is None:
-            return State.empty(environment)
-        if state.environment != environment:
+            state = State.empty(environment)
+        elif state.environment != environment:
             raise StateError(
                 f"{self.describe()} holds state of environment {state.environment!r}, "
                 f"not {environment!r}; pass --state for the right file"
             )
-        return state
+        expected = self._expected
+        if expected is None or state.binding == expected:
+            return state
+        if state.binding is None:
+            return state.model_copy(update={"binding": expected})
+        raise StateError(
+            f"{self.describe()} belongs to {state.binding.describe()}, not {expected.describe()}: "
+            "its users are recorded there, and acting on them elsewhere would report or change "
+            f"users that are not there. Pass --endpoint {state.binding.endpoint} (and the manifest "
+            "of that organization) to use it where it belongs; if the organization really moved, "
+            "move the state on purpose with `reconcile state rebind -f MANIFEST --endpoint URL`"
+        )
 
     # What a run keeps with the state: its lock, intent journal and audit log. The file store
     # keeps them in files next to the state; a server backend keeps them on the server. Callers
@@ -156,6 +196,12 @@ class StateStore(abc.ABC):
         it when the wait begins.
         """
         raise StateError(f"{self.describe()} has no lock; refusing to use it for a run that writes")
+
+    def read_lock(
+        self, *, timeout: float = 0.0, on_wait: Callable[[str], None] | None = None
+    ) -> contextlib.AbstractContextManager[LockHolder | None]:
+        """Hold the lock while a reader (plan) reads, so it never sees a run half-way."""
+        return self.lock(timeout=timeout, purpose="plan", on_wait=on_wait)
 
     def lock_holder(self) -> LockHolder | None:
         """Return who holds this state's lock, as far as the backend records it."""
@@ -198,9 +244,82 @@ class StateStore(abc.ABC):
         # A shallow copy with its own users mapping: deep-copying 100k records per batch would
         # cost more than the save. Records are shared with the caller's object; the store keeps
         # its own serialized copy, so nothing the caller does later reaches stored state.
-        new = state.model_copy(update={"serial": state.serial + 1, "users": dict(state.users)})
+        update = {"serial": state.serial + 1, "users": dict(state.users)}
+        new = state.model_copy(update={**update, "format_version": STATE_FORMAT_VERSION})
         self._write(new, changed)
         return new
+
+
+_CORRUPT_ADVICE = (
+    "an id belongs to one trader, so acting on this state could change or cancel the wrong one. "
+    "Restore it from version control or a backup (or correct it by hand, each name with the one "
+    "userId the organization has for it), then check it with `reconcile plan --refresh`"
+)
+
+
+def refuse_shared_ids(state: State, where: str) -> None:
+    """Raise :class:`StateError` when two recorded names share one ``userId`` (DESIGN §8.8)."""
+    names_of: dict[int, str] = {}
+    shared: dict[int, list[str]] = {}
+    for name, record in state.users.items():
+        first = names_of.setdefault(record.userId, name)
+        if first != name:
+            shared.setdefault(record.userId, [first]).append(name)
+    if shared:
+        found = "; ".join(
+            f"userId {user_id} is recorded for {', '.join(sorted(names))}"
+            for user_id, names in sorted(shared.items())
+        )
+        raise StateError(f"state {where} is corrupt: {found}; {_CORRUPT_ADVICE}")
+
+
+def refuse_repeated_names(repeated: dict[str, list[object]], where: str) -> None:
+    """Raise :class:`StateError` when a name is recorded more than once (with its userIds)."""
+    if repeated:
+        found = "; ".join(
+            f"user {name!r} is recorded {len(ids)} times (userId {' and '.join(map(str, ids))})"
+            for name, ids in sorted(repeated.items())
+        )
+        raise StateError(f"state {where} is corrupt: {found}; {_CORRUPT_ADVICE}")
+
+
+class _Keys(dict[str, object]):
+    """A JSON object that remembers the values of keys it saw more than once."""
+
+    repeated: dict[str, list[object]]
+
+
+def _keep_repeats(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = _Keys(pairs)
+    obj.repeated = {}
+    if len(obj) != len(pairs):
+        for key, value in pairs:
+            obj.repeated.setdefault(key, []).append(value)
+        obj.repeated = {k: v for k, v in obj.repeated.items() if len(v) > 1}
+    return obj
+
+
+def _user_id_of(value: object) -> object:
+    return value.get("userId", "missing") if isinstance(value, dict) else "missing"
+
+
+def refuse_repeated_keys(raw: bytes, where: str) -> None:
+    """Raise :class:`StateError` when a state document repeats a user name or a user's userId.
+
+    JSON parsers keep the last of repeated keys silently; in state that hides a second id.
+    """
+    try:
+        data = json.loads(raw, object_pairs_hook=_keep_repeats)
+    except (ValueError, UnicodeDecodeError):
+        return  # the caller reports malformed JSON
+    users = data.get("users") if isinstance(data, dict) else None
+    if not isinstance(users, _Keys):
+        return
+    repeated = {name: [_user_id_of(v) for v in values] for name, values in users.repeated.items()}
+    for name, record in users.items():
+        if isinstance(record, _Keys) and "userId" in record.repeated:
+            repeated[name] = record.repeated["userId"]
+    refuse_repeated_names(repeated, where)
 
 
 def _record_models(state: State) -> Iterator[BaseModel]:
@@ -285,10 +404,23 @@ class FileStateStore(StateStore):
         purpose: str = "apply",
         on_wait: Callable[[str], None] | None = None,
     ) -> contextlib.AbstractContextManager[LockHolder]:
-        """Hold the lock file next to the state file (:func:`reconcile.locking.state_lock`)."""
+        """Hold the lock on the state file (:func:`reconcile.locking.state_lock`)."""
         from reconcile.locking import state_lock
 
         return state_lock(self.path, timeout=timeout, purpose=purpose, on_wait=on_wait)
+
+    def read_lock(
+        self, *, timeout: float = 0.0, on_wait: Callable[[str], None] | None = None
+    ) -> contextlib.AbstractContextManager[LockHolder | None]:
+        """Lock as :meth:`lock` does, but only when the state folder exists.
+
+        With no state folder no run has begun writing, so there is nothing to see half-way; and a
+        plan that only reads must not create a state folder where there was none (its lock file
+        inside an existing one goes away with the lock).
+        """
+        if not self.path.parent.is_dir():
+            return contextlib.nullcontext()
+        return self.lock(timeout=timeout, purpose="plan", on_wait=on_wait)
 
     def lock_holder(self) -> LockHolder | None:
         """Return the holder record next to the state file, if any."""
@@ -324,7 +456,7 @@ class FileStateStore(StateStore):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StateError(f"cannot read state {self.path}: {exc.strerror}") from None
+            raise StateError(describe_os_error(exc, "read state", self.path)) from None
         try:
             # The fast path: pydantic parses and validates in one pass (Rust), several times
             # quicker than json.loads + model_validate on a large desk.
@@ -333,6 +465,11 @@ class FileStateStore(StateStore):
         except ValidationError:
             pass  # fall through to the slow path, which says exactly what is wrong
         else:
+            # Each record holds one "userId" key: more of them than users means a name or an id
+            # repeated (a bad merge), which the parser above silently resolved; look closer.
+            if raw.count(b'"userId"') != len(state.users):
+                refuse_repeated_keys(raw, str(self.path))
+            refuse_shared_ids(state, str(self.path))
             share_fields_sets(_record_models(state))
             if signature is not None:
                 self._snapshot = _Snapshot(signature, state.lineage, state.serial, None)
@@ -344,17 +481,19 @@ class FileStateStore(StateStore):
                 f"state {self.path} is not valid JSON ({exc}); restore it from version control "
                 "or a backup (it is never written partially by reconcile)"
             ) from None
-        if isinstance(data, dict) and data.get("format_version") not in (None, STATE_FORMAT_VERSION):
+        if isinstance(data, dict) and data.get("format_version") not in (None, 1, STATE_FORMAT_VERSION):
             raise StateError(
                 f"state {self.path} has format_version {data.get('format_version')!r}; this "
-                f"reconcile reads version {STATE_FORMAT_VERSION}: upgrade reconcile"
+                f"reconcile reads versions up to {STATE_FORMAT_VERSION}: upgrade reconcile"
             )
+        refuse_repeated_keys(raw, str(self.path))
         try:
             state = State.model_validate(data)
         except ValidationError as exc:
             raise StateError(
                 f"state {self.path} is not a valid state document: {first_invalid(exc)}"
             ) from None
+        refuse_shared_ids(state, str(self.path))
         if signature is not None:
             self._snapshot = _Snapshot(signature, state.lineage, state.serial, None)
         return state
@@ -390,16 +529,26 @@ class FileStateStore(StateStore):
         else:
             users = {name: _user_json(record) for name, record in state.users.items()}
         body = ",\n".join(f"    {json.dumps(name)}: {users[name]}" for name in sorted(users))
+        binding = "" if state.binding is None else f'  "binding": {state.binding.model_dump_json()},\n'
         text = (
-            "{\n"
-            f'  "environment": {json.dumps(state.environment)},\n'
-            f'  "format_version": {state.format_version},\n'
+            "{\n" + binding + f'  "environment": {json.dumps(state.environment)},\n'
+            f'  "format_version": {STATE_FORMAT_VERSION},\n'
             f'  "lineage": {json.dumps(state.lineage)},\n'
             f'  "serial": {state.serial},\n'
             + ('  "users": {\n' + body + "\n  }\n" if users else '  "users": {}\n')
             + "}\n"
         )
-        atomic_write_text(self.path, text)
+        from reconcile.locking import check_held
+
+        check_held(self.path)  # a lock file removed by hand must not let a second run write too
+        try:
+            atomic_write_text(self.path, text)
+        except OSError as exc:
+            # The rename is the last step: the file still holds its last complete version.
+            raise StateError(
+                describe_os_error(exc, "write state", self.path)
+                + " (the state file keeps its last complete version; nothing saved before is lost)"
+            ) from None
         signature = _file_signature(self.path)
         self._snapshot = (
             _Snapshot(signature, state.lineage, state.serial, users) if signature is not None else None

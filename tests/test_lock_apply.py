@@ -58,11 +58,8 @@ def sim(tmp_path: Path, *args: str) -> str:
     return done.stdout
 
 
-def test_second_apply_fails_naming_the_holder_and_the_first_finishes(tmp_path: Path) -> None:
-    manifest = write_desk(tmp_path / "desk.yaml", 30)
-    (tmp_path / "state").mkdir()
-    # Hold the first apply inside its lock, just before its first create call, until released.
-    release = tmp_path / "release"
+def start_paused_apply(tmp_path: Path, manifest: Path, release: Path) -> subprocess.Popen[str]:
+    """Start an apply held inside its lock, just before its first create call, until ``release`` exists."""
     first = start_apply(
         tmp_path, manifest, env={"RECONCILE_TEST_PAUSE_AT": f"before_create_call:{release}"}
     )
@@ -72,18 +69,33 @@ def test_second_apply_fails_naming_the_holder_and_the_first_finishes(tmp_path: P
             break
         time.sleep(0.02)
     assert reached.exists(), first.communicate()
+    return first
+
+
+@pytest.mark.parametrize("lock_file_removed", [False, True])
+def test_second_apply_fails_naming_the_holder_and_the_first_finishes(
+    tmp_path: Path, lock_file_removed: bool
+) -> None:
+    manifest = write_desk(tmp_path / "desk.yaml", 30)
+    (tmp_path / "state").mkdir()
+    release = tmp_path / "release"
+    first = start_paused_apply(tmp_path, manifest, release)
     state = tmp_path / "state" / "sim.json"
     holder = read_holder(state)
     assert holder is not None and holder.pid == first.pid
+    if lock_file_removed:
+        (tmp_path / "state" / "sim.json.lock").unlink()  # a stray `rm` must not open the door
     second = start_apply(tmp_path, manifest, "--lock-timeout", "0")
     _, err = second.communicate(timeout=60)
     assert second.returncode == 1
-    assert "locked" in err and f"pid {first.pid}" in err and holder.lock_id in err
+    assert f"pid {first.pid}" in err and holder.lock_id in err
+    assert ("sim.json.lock was removed while" if lock_file_removed else "is locked") in err
     release.touch()
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     recorded = json.loads(state.read_text())
     assert len(recorded["users"]) == 30 and recorded["serial"] == 3
+    assert not list(state.parent.glob("*.lock*")), "no lock file is left beside the state"
 
 
 def test_two_applies_started_together_with_waiting_create_each_trader_once(tmp_path: Path) -> None:

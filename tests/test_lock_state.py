@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from reconcile.errors import LockError
 from reconcile.locking import read_holder, state_lock, unlock
+from reconcile.state import UserRecord
 
 
 def test_second_holder_fails_naming_the_first(tmp_path: Path) -> None:
@@ -87,3 +90,107 @@ def test_state_show_names_a_left_behind_lock_and_state_unlock_removes_it(
     assert code == 0 and read_holder(state) is None
     code, out, _ = run("state", "show", "--state", str(state))
     assert "lock: not held" in out
+
+
+def _record() -> UserRecord:
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    return UserRecord(
+        userId=1, email="a@example.com", firstName="A", lastName="B", createdAt=now, updatedAt=now
+    )
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_a_plan_from_a_clean_examples_folder_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from cli_support import run
+
+    examples = tmp_path / "examples"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples", examples)
+    before = _files(examples)
+    monkeypatch.chdir(examples)
+    result = run("plan", "-f", "desk.yaml")
+    assert result.exit_code == 0, result.stderr
+    assert "to create" in result.stdout
+    assert _files(examples) == before
+
+
+def test_the_lock_leaves_no_file_behind_and_a_crashed_holders_file_is_cleared(tmp_path: Path) -> None:
+    state = tmp_path / "sim.json"
+    with state_lock(state, purpose="apply"):
+        assert _files(tmp_path) == {"sim.json.lock", "sim.json.lock.json"}
+    assert _files(tmp_path) == set()
+    script = (
+        "import os, signal\nfrom reconcile.locking import state_lock\n"
+        f"with state_lock({str(state)!r}, purpose='apply'):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=False)
+    assert _files(tmp_path) == {"sim.json.lock", "sim.json.lock.json"}
+    with state_lock(state, timeout=0):  # the next run takes the crashed holder's file over
+        pass
+    assert _files(tmp_path) == set()
+
+
+def test_a_lock_file_removed_under_a_running_holder_does_not_let_a_second_run_in(tmp_path: Path) -> None:
+    state = tmp_path / "sim.json"
+    release = tmp_path / "release"
+    script = textwrap.dedent(
+        f"""
+        import pathlib, time
+        from reconcile.locking import state_lock
+        with state_lock({str(state)!r}, purpose="apply"):
+            pathlib.Path({str(release)!r} + ".reached").touch()
+            while not pathlib.Path({str(release)!r}).exists():
+                time.sleep(0.02)
+        """
+    )
+    first = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        reached = Path(f"{release}.reached")
+        for _ in range(6000):  # a bound, not a timing assumption: the holder waits for `release`
+            if reached.exists() or first.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert reached.exists()
+        holder = read_holder(state)
+        assert holder is not None and holder.pid == first.pid
+        (tmp_path / "sim.json.lock").unlink()  # a stray `rm`
+        with pytest.raises(LockError) as err, state_lock(state, timeout=0):
+            pass
+        message = str(err.value)
+        assert "sim.json.lock was removed while" in message and f"pid {first.pid}" in message
+        assert holder.lock_id in message
+    finally:
+        release.touch()
+        first.wait(timeout=60)
+    assert first.returncode == 0
+
+
+def test_the_holder_locks_a_removed_lock_file_again_before_writing_state(tmp_path: Path) -> None:
+    import fcntl
+
+    from reconcile.state import FileStateStore, State
+
+    path = tmp_path / "sim.json"
+    store = FileStateStore(path)
+    with store.lock():
+        (tmp_path / "sim.json.lock").unlink()
+        saved = store.save(State.empty("sim"))  # locks a new lock file first
+        assert (tmp_path / "sim.json.lock").exists()
+        with pytest.raises(LockError), state_lock(path, timeout=0):  # the new file is held
+            pass
+        (tmp_path / "sim.json.lock").unlink()
+        fd = os.open(tmp_path / "sim.json.lock", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run got the new file first
+            changed = saved.model_copy(update={"users": {"trader001": _record()}})
+            with pytest.raises(LockError, match="was removed during this run and another run holds it"):
+                store.save(changed)
+        finally:
+            os.close(fd)
+    assert store.read() == saved, "nothing was written beside the other run"

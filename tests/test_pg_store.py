@@ -19,7 +19,7 @@ from pg_fixtures import new_database
 
 from reconcile.errors import LockError, StateError
 from reconcile.manifest import Backend, PostgresBackend
-from reconcile.state import FileStateStore, GrantRecord, State, UserRecord
+from reconcile.state import FileStateStore, GrantRecord, State, StateBinding, UserRecord
 from reconcile.stores import open_store
 from reconcile.stores.postgres import SCHEMA_VERSION, PostgresStateStore, mask_dsn, migrate
 
@@ -172,13 +172,37 @@ def test_a_version_1_database_with_users_migrates_and_keeps_them(dsn: str) -> No
         PostgresStateStore(dsn, "sim").read_header()
     assert migrate(dsn) == (1, SCHEMA_VERSION)
     with PostgresStateStore(dsn, "sim") as store:
-        state = store.read()
-        assert state is not None and state.serial == 4
+        before = store.read()
+        assert before is not None and before.binding is None, "written before bindings"
+        here = StateBinding(endpoint="https://live.tradovateapi.com/v1", dataAccountId=11111)
+        store.bind(here)
+        state = store.load("sim")
+        assert state.serial == 4 and state.binding == here
         assert state.users["trader001"].userId == 100001 and state.users["trader001"].cancelledOn == []
         state.users["trader001"].cancelledOn = ["https://live.tradovateapi.com/v1"]
-        store.save(state, changed={"trader001"})
+        store.save(state, changed={"trader001"})  # the next write binds it
         again = store.read()
     assert again is not None and again.users["trader001"].cancelledOn == ["https://live.tradovateapi.com/v1"]
+    assert again.binding == here
+
+
+def test_a_name_stored_in_two_rows_is_refused_as_corrupt(store: PostgresStateStore, dsn: str) -> None:
+    state = store.load("sim")
+    state.users["trader001"] = _user(100001)
+    store.save(state)
+    with psycopg.connect(dsn, autocommit=True) as conn:  # a restore without the primary key
+        conn.execute("ALTER TABLE reconcile.grants DROP CONSTRAINT grants_environment_name_fkey")
+        conn.execute("ALTER TABLE reconcile.users DROP CONSTRAINT users_pkey")
+        conn.execute(
+            "INSERT INTO reconcile.users (environment, name, user_id, origin, lifecycle, email, "
+            "first_name, last_name, created_at, updated_at) VALUES ('sim', 'trader001', 100002, "
+            "'created', 'active', 't@example.com', 'Test', 'User', now(), now())"
+        )
+    with pytest.raises(StateError) as info:
+        store.load("sim")
+    message = str(info.value)
+    assert "is corrupt: user 'trader001' is recorded 2 times (userId 100001 and 100002)" in message
+    assert mask_dsn(dsn) in message
 
 
 # Secrets --------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from test_planner_support import BINDING, manifest, record, state, user
 
@@ -101,3 +104,48 @@ def test_refusal_diagnostic_tells_the_reviewer_what_apply_will_do():
     )
     passing, s2, policy2 = desk(100, keep=100)
     assert evaluate_cancellations(passing, s2, policy2).diagnostic() is None
+
+
+@pytest.mark.parametrize(
+    ("keep", "target", "whole"),
+    [
+        (0, "trader000*", "cancels all 30 managed active user(s)"),  # users: [] sliced by --target
+        (10, "trader001*", "cancels 20 users; the budget is 15"),  # 20 leave; --target picks 10
+    ],
+)
+def test_target_cannot_slice_a_manifest_past_the_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: int, target: str, whole: str
+) -> None:
+    from apply_support import PASSWORD, write_desk
+    from cli_support import run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRADER_PASSWORD", PASSWORD)
+    manifest = tmp_path / "desk.yaml"
+
+    def write(n: int) -> None:
+        write_desk(manifest, n)
+        manifest.write_text(
+            manifest.read_text().replace("users:\n", "policy:\n  maxCancellationPercent: 50\nusers:\n", 1)
+            + ("" if n else "  []\n")
+        )
+
+    write(30)
+    assert run("apply", "-f", manifest, "--auto-approve").exit_code == 0
+    write(keep)
+    for command in (["plan"], ["apply", "--auto-approve"]):
+        result = run(*command, "-f", manifest, "--target", target)
+        assert result.exit_code == 3, result.output
+        assert f"the whole manifest (whatever --target/--exclude select) {whole}" in result.stderr
+        assert "--allow-cancellations 10" in result.stderr
+    # A saved plan (made with an allowance) meets the same judgement when applied without one.
+    saved = tmp_path / "slice.plan.json"
+    result = run("plan", "-f", manifest, "--target", target, "--allow-cancellations", "10", "--out", saved)
+    assert result.exit_code == 0, result.stderr
+    result = run("apply", saved, "-f", manifest)
+    assert result.exit_code == 3 and whole in result.stderr, result.output
+    recorded = json.loads((tmp_path / "state" / "sim.json").read_text())["users"]
+    assert len(recorded) == 30 and all(u["lifecycle"] == "active" for u in recorded.values())
+    # The operator may still retire a slice on purpose, for this run only.
+    result = run("apply", "-f", manifest, "--target", target, "--auto-approve", "--allow-cancellations", "10")
+    assert result.exit_code == 0, result.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import StateError
-from reconcile.state import FileStateStore, GrantRecord, State, StateStore, UserRecord
+from reconcile.state import FileStateStore, GrantRecord, State, StateBinding, StateStore, UserRecord
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -192,3 +192,105 @@ def test_file_store_notices_a_write_by_another_process(tmp_path: Path) -> None:
     state.users["trader002"] = _user(2, "b@example.com")
     with pytest.raises(StateError, match="another run wrote it"):
         mine.save(state, changed={"trader002"})
+
+
+def test_binding_is_set_on_first_write_and_another_is_refused(store: StateStore) -> None:
+    here = StateBinding(endpoint="http://127.0.0.1:8765/v1", dataAccountId=11111)
+    store.bind(here)
+    state = store.load("sim")
+    assert state.binding == here, "a new state is bound where it is first used"
+    state.users["trader001"] = _user(100001, "a@example.com")
+    store.save(state)
+    again = store.read()
+    assert again is not None and again.binding == here and again.format_version == 2
+    for elsewhere in (
+        StateBinding(endpoint="sim:embedded", dataAccountId=11111),
+        StateBinding(endpoint=here.endpoint, dataAccountId=22222),
+    ):
+        store.bind(elsewhere)
+        with pytest.raises(StateError) as info:
+            store.load("sim")
+        assert f"belongs to {here.describe()}, not {elsewhere.describe()}" in str(info.value)
+        assert store.describe() in str(info.value)
+
+
+def test_two_names_sharing_one_user_id_are_refused_as_corrupt(store: StateStore) -> None:
+    state = store.load("sim")
+    state.users["trader001"] = _user(100001, "a@example.com")
+    state.users["trader002"] = _user(100001, "b@example.com")  # a bad merge or a hand edit
+    store.save(state)
+    with pytest.raises(StateError) as info:
+        store.load("sim")
+    message = str(info.value)
+    assert "is corrupt: userId 100001 is recorded for trader001, trader002" in message
+    assert store.describe() in message and "Restore it from version control" in message
+
+
+def _document(users: str) -> bytes:
+    return (
+        '{"environment": "sim", "format_version": 1, "lineage": "l", "serial": 3, "users": {' + users + "}}"
+    ).encode()
+
+
+def _record_json(user_id: int, *, extra: str = "") -> str:
+    return _user(user_id, "a@example.com").model_dump_json()[:-1] + extra + "}"
+
+
+@pytest.mark.parametrize(
+    ("users", "found"),
+    [
+        # One name, two records: a JSON parser keeps the last one and forgets the first id.
+        (
+            f'"trader001": {_record_json(100001)}, "trader001": {_record_json(100002)}',
+            "user 'trader001' is recorded 2 times (userId 100001 and 100002)",
+        ),
+        # One record, two ids.
+        (
+            '"trader001": ' + _record_json(100001, extra=', "userId": 100003'),
+            "user 'trader001' is recorded 2 times (userId 100001 and 100003)",
+        ),
+    ],
+)
+def test_file_store_refuses_a_document_that_repeats_a_name_or_an_id(
+    tmp_path: Path, users: str, found: str
+) -> None:
+    path = tmp_path / "sim.json"
+    path.write_bytes(_document(users))
+    with pytest.raises(StateError) as info:
+        FileStateStore(path).read()
+    assert f"state {path} is corrupt: {found}" in str(info.value)
+
+
+def test_file_store_reads_a_name_that_merely_looks_like_the_user_id_key(tmp_path: Path) -> None:
+    path = tmp_path / "sim.json"
+    record = _user(100001, "a@example.com").model_copy(update={"firstName": "userId"})
+    path.write_bytes(_document(f'"trader001": {record.model_dump_json()}'))
+    state = FileStateStore(path).read()
+    assert state is not None and state.users["trader001"].firstName == "userId"
+
+
+def test_apply_on_state_sharing_an_id_cancels_nobody(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from apply_support import PASSWORD, write_desk
+    from cli_support import run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRADER_PASSWORD", PASSWORD)
+    manifest = write_desk(tmp_path / "desk.yaml", 3)
+    assert run("apply", "-f", manifest, "--auto-approve").exit_code == 0
+    path = tmp_path / "state" / "sim.json"
+    document = json.loads(path.read_text())
+    kept_id = document["users"]["trader0001"]["userId"]
+    document["users"]["trader0002"]["userId"] = kept_id  # corrupt: trader0002 now names trader0001's id
+    path.write_text(json.dumps(document))
+    write_desk(manifest, 2)  # trader0002 leaves; trader0001 stays
+    for command in (["plan"], ["apply", "--auto-approve", "--allow-cancellations", "1"]):
+        result = run(*command, "-f", manifest)
+        assert result.exit_code == 1, result.output
+        assert f"is corrupt: userId {kept_id} is recorded for trader0001, trader0002" in result.stderr
+        assert "Traceback" not in result.output
+    listed = run("sim", "users", "--db", tmp_path / "state" / "sim.sqlite")
+    assert {u["name"]: u["status"] for u in json.loads(listed.stdout)} == dict.fromkeys(
+        ["trader0000", "trader0001", "trader0002"], "Active"
+    )

@@ -15,7 +15,7 @@ import click
 from reconcile import __version__
 from reconcile.cli.groups import SummaryGroup
 from reconcile.cli.output import echo_error
-from reconcile.errors import ReconcileError
+from reconcile.errors import ReconcileError, describe_os_error
 
 # Command name -> (the module that defines it, exposing ``command``; its summary). Modules are
 # imported only when their command runs: `reconcile plan` never pays for the simulator,
@@ -104,6 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         echo_error("interrupted")
         sys.exit(130)
+    except OSError as exc:
+        # The last net under every file the run writes (journal, audit log, passwords, …).
+        if not isinstance(exc, BrokenPipeError):  # a closed pipe (`| head`) needs no message
+            doing = "connect" if isinstance(exc, ConnectionError) else "use a file"
+            echo_error(describe_os_error(exc, doing))
+        sys.exit(1)
     except click.ClickException as exc:
         exc.show()
         # click's usage errors exit 2, which pipelines read as "changes present" (plan

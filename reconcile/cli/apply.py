@@ -16,7 +16,14 @@ from reconcile.api.events import ClientEvent
 from reconcile.apply import ApplyResult, PasswordLedger, apply_plan, check_plan_current, settle
 from reconcile.cli.options import PlanInputs, format_option, lock_timeout_option, plan_inputs
 from reconcile.cli.output import echo, echo_err, style
-from reconcile.cli.plan import companion_of, open_inputs, prepare_plan, print_plan, refuse_errors
+from reconcile.cli.plan import (
+    companion_of,
+    open_inputs,
+    prepare_plan,
+    print_plan,
+    refuse_errors,
+    whole_cancellations,
+)
 from reconcile.errors import ReconcileError
 from reconcile.plan import Plan, load_plan
 from reconcile.policy import check_cancellations
@@ -167,13 +174,14 @@ def command(
         if saved is None:
             # Planned only now, under the lock and after settling, so it sees what is really there.
             prepared = prepare_plan(inputs)
-            plan, state = prepared.plan, prepared.state
+            plan, state, whole = prepared.plan, prepared.state, prepared.whole
             # With --format json, stdout is kept for the result document.
             print_plan(plan, "text", show_pii=False, err=fmt == "json")
         else:
             plan, state = saved, store.load(environment)
+            whole = whole_cancellations(plan, manifest, state)
         refuse_errors(plan)
-        check = check_cancellations(plan, state, manifest.policy, allow_cancellations)
+        check = check_cancellations(plan, state, manifest.policy, allow_cancellations, whole=whole)
         if allow_cancellations is not None:
             audit.record(
                 "policy",

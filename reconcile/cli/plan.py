@@ -28,9 +28,9 @@ from reconcile.errors import PlanError, PolicyError
 from reconcile.live import LiveSnapshot
 from reconcile.manifest import Manifest
 from reconcile.plan import CancelEverything, Diagnostic, Plan, PlanBinding, save_plan
-from reconcile.policy import CancellationCheck, evaluate_cancellations
+from reconcile.policy import CancellationCheck, cancellations_of, evaluate_cancellations
 from reconcile.render import RenderOptions, render
-from reconcile.state import State, StateStore
+from reconcile.state import State, StateBinding, StateStore
 
 if TYPE_CHECKING:
     from reconcile.loader import LoadedManifest
@@ -48,6 +48,8 @@ class PreparedPlan:
     state: State
     unsettled: int = 0
     """Journal intents an interrupted apply left open (their users are left out of the plan)."""
+    whole: tuple[CancelEverything, ...] | None = None
+    """The cancellations of the whole manifest when --target/--exclude narrowed the plan."""
 
 
 def prepare_plan(
@@ -69,7 +71,7 @@ def prepare_plan(
     locked = (
         contextlib.nullcontext()
         if lock_timeout is None
-        else store.lock(timeout=lock_timeout, purpose="plan", on_wait=echo_err)
+        else store.read_lock(timeout=lock_timeout, on_wait=echo_err)
     )
     with locked:
         state = store.load(environment)
@@ -87,9 +89,27 @@ def prepare_plan(
             manifest, state, binding=binding, targets=inputs.targets, excludes=inputs.excludes, live=live
         )
         intents = store.journal(environment).unsettled()
+        whole = whole_cancellations(plan, manifest, state, live)
     for warning in loaded.warnings:
         echo_warning(str(warning))
-    return PreparedPlan(with_companion_note(hold_unsettled(plan, intents)), manifest, state, len(intents))
+    return PreparedPlan(
+        with_companion_note(hold_unsettled(plan, intents)), manifest, state, len(intents), whole
+    )
+
+
+def whole_cancellations(
+    plan: Plan, manifest: Manifest, state: State, live: LiveSnapshot | None = None
+) -> tuple[CancelEverything, ...] | None:
+    """The cancellations of ``manifest`` planned whole, when ``plan`` was narrowed; else None.
+
+    The policy judges these (reconcile/policy.py): --target must not slice an empty manifest
+    into budget-sized cancellations.
+    """
+    from reconcile.planner import make_plan
+
+    if not plan.targeted and not plan.excluded:
+        return None
+    return cancellations_of(make_plan(manifest, state, binding=plan.binding, live=live))
 
 
 def companion_of(inputs: PlanInputs, label: str) -> str | None:
@@ -131,6 +151,7 @@ def open_inputs(inputs: PlanInputs) -> tuple[LoadedManifest, str, StateStore]:
         backend_url=inputs.backend,
         manifest_backend=manifest.backend,
     )
+    store.bind(StateBinding(endpoint=label, dataAccountId=manifest.partner.dataAccountId))
     return loaded, label, store
 
 
@@ -223,7 +244,7 @@ def command(
     reader = live_reader(inputs.endpoint, inputs.state_path) if refresh else None
     prepared = prepare_plan(inputs, read_live=reader, lock_timeout=lock_timeout)
     check = evaluate_cancellations(
-        prepared.plan, prepared.state, prepared.manifest.policy, allow_cancellations
+        prepared.plan, prepared.state, prepared.manifest.policy, allow_cancellations, whole=prepared.whole
     )
     plan = with_policy(prepared.plan, check)
     print_plan(plan, fmt, show_pii)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from reconcile.cli.options import RemoteInputs
 from reconcile.cli.output import echo_err
 from reconcile.manifest import Manifest
-from reconcile.state import StateStore
+from reconcile.state import StateBinding, StateStore
 
 if TYPE_CHECKING:
     from reconcile.api.client import PartnerClient
@@ -22,6 +22,7 @@ def remote_session(
     """Load the manifest, hold its state lock (waits are said on stderr) and open its API client."""
     from reconcile.adopt import state_dir_of, state_locked
     from reconcile.api.connect import open_client
+    from reconcile.api.endpoints import resolve_endpoint
     from reconcile.loader import load_manifest
     from reconcile.stores import open_store
 
@@ -32,6 +33,8 @@ def remote_session(
         backend_url=inputs.backend,
         manifest_backend=manifest.backend,
     )
+    label = resolve_endpoint(manifest.environment, inputs.endpoint)
+    store.bind(StateBinding(endpoint=label, dataAccountId=manifest.partner.dataAccountId))
     with (
         state_locked(store, timeout=inputs.lock_timeout, purpose=purpose, on_wait=echo_err),
         open_client(manifest.environment, endpoint=inputs.endpoint, state_dir=state_dir_of(store)) as client,

@@ -1,4 +1,4 @@
-"""``reconcile state show | list | unlock`` (and the PostgreSQL commands of cli/state_pg.py)."""
+"""``reconcile state show | list | unlock | rebind`` (and the PostgreSQL commands of cli/state_pg.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,20 @@ import click
 from reconcile.cli import state_pg
 from reconcile.cli.groups import SummaryGroup
 from reconcile.cli.options import (
+    RemoteInputs,
     StateScope,
     backend_option,
     format_option,
     options,
+    remote_inputs,
     state_option,
     state_scope,
 )
-from reconcile.cli.output import echo, echo_json
+from reconcile.cli.output import echo, echo_err, echo_json
 from reconcile.errors import LockError, StateError
 from reconcile.locking import unlock
 from reconcile.render.describe import counted
-from reconcile.state import FileStateStore, State, StateStore
+from reconcile.state import FileStateStore, State, StateBinding, StateStore
 from reconcile.stores import BACKEND_VARIABLE, open_store
 
 _state_options = options(
@@ -70,6 +72,7 @@ def show_command(scope: StateScope, state_path: Path | None, backend: str | None
         "environment": state.environment,
         "lineage": state.lineage,
         "serial": state.serial,
+        "binding": state.binding.model_dump(mode="json") if state.binding else None,
         "users": {"total": len(state.users), **lifecycle, "awaiting_agreement": awaiting},
         "lock": holder.model_dump(mode="json") if holder else None,
         "open_intents": [{"id": i.id, "call": i.call, "users": len(i.actions)} for i in intents],
@@ -79,6 +82,11 @@ def show_command(scope: StateScope, state_path: Path | None, backend: str | None
         return
     echo(
         f"{store.describe()}: environment {state.environment}, lineage {state.lineage}, serial {state.serial}"
+    )
+    echo(
+        f"bound to: {state.binding.describe()}"
+        if state.binding
+        else "bound to: nothing yet (state written before bindings; the next write binds it)"
     )
     echo(
         f"users: {len(state.users)} ({lifecycle['active']} active, {lifecycle['cancelled']} cancelled, "
@@ -133,6 +141,45 @@ def unlock_command(lock_id: str, scope: StateScope, state_path: Path | None, bac
         )
     holder = unlock(store.path, lock_id)
     echo(f"removed {holder.describe()}")
+
+
+@command.command("rebind")
+@remote_inputs("Manifest of the organization the state moves to (its partner.dataAccountId).")
+def rebind_command(inputs: RemoteInputs) -> None:
+    """Move the state to another endpoint or organization, on purpose.
+
+    plan and apply refuse state bound elsewhere; use this when the organization really moved
+    (a new --endpoint URL, a new partner data account). Then check the state against it with
+    `reconcile plan --refresh`.
+    """
+    from reconcile.api.endpoints import resolve_endpoint
+    from reconcile.loader import load_manifest
+
+    manifest = load_manifest(list(inputs.paths)).manifest
+    environment = manifest.environment
+    store = open_store(
+        environment,
+        state_path=inputs.state_path,
+        backend_url=inputs.backend,
+        manifest_backend=manifest.backend,
+    )
+    new = StateBinding(
+        endpoint=resolve_endpoint(environment, inputs.endpoint), dataAccountId=manifest.partner.dataAccountId
+    )
+    with store.lock(timeout=inputs.lock_timeout, purpose="state rebind", on_wait=echo_err):
+        state = store.load(environment)
+        if state.serial == 0:
+            raise StateError(f"no state at {store.describe()}; nothing to rebind (the first apply binds it)")
+        old = state.binding
+        if old == new:
+            echo(f"{store.describe()} is already bound to {new.describe()}; nothing to do")
+            return
+        saved = store.save(state.model_copy(update={"binding": new}))
+    was = old.describe() if old else "nothing (written before bindings)"
+    echo(
+        f"{store.describe()}: rebound from {was} to {new.describe()} (serial {saved.serial}). "
+        "Check it against the organization there with `reconcile plan --refresh`."
+    )
 
 
 # The PostgreSQL commands (migrate, push, pull) live in their own module; psycopg itself is

@@ -3,7 +3,8 @@
 Layout (schema ``reconcile``, version :data:`SCHEMA_VERSION`)::
 
     schema_version   one row: the schema version this database is at
-    environments     one header row per environment: lineage, serial, format version
+    environments     one header row per environment: lineage, serial, format version, and
+                     the endpoint and partner data account the state is bound to
     users            one row per managed user          (environment, name)
     grants           one row per entitlement of a user (environment, name, entitlement)
     lock_holders     who holds each environment's advisory lock (host, pid, since, pipeline)
@@ -44,7 +45,15 @@ from reconcile.errors import LockError, StateError, first_invalid
 from reconcile.journal import Intent, IntentCall, Journal
 from reconcile.locking import LockHolder
 from reconcile.plan import Action
-from reconcile.state import STATE_FORMAT_VERSION, State, StateStore, UserRecord
+from reconcile.state import (
+    STATE_FORMAT_VERSION,
+    State,
+    StateBinding,
+    StateStore,
+    UserRecord,
+    refuse_repeated_names,
+    refuse_shared_ids,
+)
 
 SCHEMA = "reconcile"
 
@@ -119,7 +128,13 @@ _MIGRATION_2 = """
 ALTER TABLE reconcile.users ADD COLUMN cancelled_on text[] NOT NULL DEFAULT '{}';
 """
 
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2)
+_MIGRATION_3 = """
+-- The organization and endpoint the state belongs to (DESIGN §8.10); NULL until the next write.
+ALTER TABLE reconcile.environments ADD COLUMN bound_endpoint text;
+ALTER TABLE reconcile.environments ADD COLUMN bound_data_account bigint;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3)
 """``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``; append only."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -358,27 +373,33 @@ class PostgresStateStore(StateStore):
                 # One snapshot for header, users and grants, so a concurrent save is seen whole or not at all.
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 cur.execute(
-                    "SELECT format_version, lineage, serial FROM reconcile.environments "
-                    "WHERE environment = %s",
+                    "SELECT format_version, lineage, serial, bound_endpoint, bound_data_account "
+                    "FROM reconcile.environments WHERE environment = %s",
                     (self.environment,),
                 )
                 header = cur.fetchone()
                 if header is None:
                     return None
                 users = self._read_users(cur, None)
-        format_version, lineage, serial = header
-        if format_version != STATE_FORMAT_VERSION:
+        format_version, lineage, serial, bound_endpoint, bound_data_account = header
+        if format_version not in (1, STATE_FORMAT_VERSION):
             raise StateError(
                 f"{self.describe()} holds state format_version {format_version}; this reconcile "
-                f"reads version {STATE_FORMAT_VERSION}: upgrade reconcile"
+                f"reads versions up to {STATE_FORMAT_VERSION}: upgrade reconcile"
             )
-        return State(
+        binding = None
+        if bound_endpoint is not None and bound_data_account is not None:
+            binding = StateBinding(endpoint=bound_endpoint, dataAccountId=bound_data_account)
+        state = State(
             format_version=STATE_FORMAT_VERSION,
             lineage=lineage,
             serial=serial,
             environment=self.environment,
+            binding=binding,
             users=users,
         )
+        refuse_shared_ids(state, self.describe())
+        return state
 
     def _read_users(self, cur: psycopg.Cursor[Any], names: Sequence[str] | None) -> dict[str, UserRecord]:
         """Return the stored users (all, or only ``names``), grants included, by name."""
@@ -399,8 +420,11 @@ class PostgresStateStore(StateStore):
         columns = ", ".join(_USER_COLUMNS[1:])
         cur.execute(f"SELECT {columns} FROM reconcile.users WHERE {where} ORDER BY name", args)
         users: dict[str, UserRecord] = {}
+        repeated: dict[str, list[object]] = {}
         for row in cur:
             name = row[0]
+            if name in users:  # only without the primary key (a restored dump, a hand edit)
+                repeated.setdefault(name, [users[name].userId]).append(row[1])
             data = {
                 "userId": row[1], "origin": row[2], "lifecycle": row[3], "email": row[4],
                 "firstName": row[5], "lastName": row[6], "tradovateSubscriptionPlanId": row[7],
@@ -413,6 +437,7 @@ class PostgresStateStore(StateStore):
                 raise StateError(
                     f"{self.describe()}: user {name!r} is not a valid record: {first_invalid(exc)}"
                 ) from None
+        refuse_repeated_names(repeated, self.describe())
         return users
 
     def _differs(self, state: State, changed: Collection[str] | None) -> bool:
@@ -497,21 +522,26 @@ class PostgresStateStore(StateStore):
         self, cur: psycopg.Cursor[Any], state: State, expected: tuple[str, int] | None, exact: bool
     ) -> bool:
         """Set the header to ``state``'s lineage and serial iff it is still ``expected``."""
+        bound = state.binding
+        endpoint, data_account = (None, None) if bound is None else (bound.endpoint, bound.dataAccountId)
         if expected is not None:
             cur.execute(
                 "UPDATE reconcile.environments SET serial = %s, lineage = %s, format_version = %s, "
-                "updated_at = now() WHERE environment = %s AND lineage = %s AND serial = %s",
-                (state.serial, state.lineage, STATE_FORMAT_VERSION, self.environment, *expected),
-            )
+                "bound_endpoint = %s, bound_data_account = %s, updated_at = now() "
+                "WHERE environment = %s AND lineage = %s AND serial = %s",
+                (state.serial, state.lineage, STATE_FORMAT_VERSION, endpoint, data_account,
+                 self.environment, *expected),
+            )  # fmt: skip
             if cur.rowcount == 1:
                 return True
             # A first save has serial 1 and nothing stored; anything else had to match.
             if exact or state.serial != 1:
                 return False
         cur.execute(
-            "INSERT INTO reconcile.environments (environment, format_version, lineage, serial) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (environment) DO NOTHING",
-            (self.environment, STATE_FORMAT_VERSION, state.lineage, state.serial),
+            "INSERT INTO reconcile.environments (environment, format_version, lineage, serial, "
+            "bound_endpoint, bound_data_account) VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (environment) DO NOTHING",
+            (self.environment, STATE_FORMAT_VERSION, state.lineage, state.serial, endpoint, data_account),
         )
         return cur.rowcount == 1
 
