@@ -46,7 +46,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconcile.bulk import gc_paused, share_fields_sets
-from reconcile.errors import Location, ManifestError, Problem
+from reconcile.errors import Location, ManifestError, Problem, counted
 from reconcile.manifest import (
     CROSS_CHECKS_BY_CALLER,
     PASSWORD_EXPECTED,
@@ -647,10 +647,10 @@ def _message(kind: str, error: ErrorDetails, found: _Found, path: _Path, secret:
         return f"expected a number{got}"
     if kind == "string_too_short":
         length = "" if secret else f" (has {len(value)})"
-        return f"too short: expected at least {_count(ctx['min_length'], 'character')}{length}"
+        return f"too short: expected at least {counted(ctx['min_length'], 'character')}{length}"
     if kind == "string_too_long":
         length = "" if secret else f" (has {len(value)})"
-        return f"too long: expected at most {_count(ctx['max_length'], 'character')}{length}"
+        return f"too long: expected at most {counted(ctx['max_length'], 'character')}{length}"
     if kind == "string_pattern_mismatch":
         return f"expected text matching {ctx['pattern']}{got}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -697,10 +697,6 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if origin is None and not isinstance(annotation, types.UnionType):
         return []
     return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _type_word(value: Any) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconcile.errors import ReconcileError
+from reconcile.errors import ReconcileError, counted, plural
 from reconcile.manifest import Manifest, PasswordFromEnv, PasswordFromFile, PasswordGenerate, User
 from reconcile.plan import CreateUser
 
@@ -100,7 +100,8 @@ def resolve_passwords(
     if to_generate and generated_file is None:
         shown = ", ".join(to_generate[:5]) + (" …" if len(to_generate) > 5 else "")
         raise PasswordError(
-            f"{len(to_generate)} user(s) to create have password {{generate: true}} ({shown}); "
+            f"{counted(len(to_generate), 'user')} to create {plural(len(to_generate), 'has', 'have')} "
+            f"password {{generate: true}} ({shown}); "
             "name a file to receive the generated passwords with --generated-passwords FILE "
             "(it is created with mode 0600 and never overwritten)"
         )

@@ -34,7 +34,7 @@ from deepdiff import DeepDiff
 
 from reconcile.bulk import gc_paused
 from reconcile.drift import compare
-from reconcile.errors import PlanError
+from reconcile.errors import PlanError, plural
 from reconcile.live import LiveSnapshot
 from reconcile.manifest import SIMPLUS, Contact, Manifest, User
 from reconcile.plan import (
@@ -153,7 +153,7 @@ def make_plan(
                 "info",
                 action.user,
                 f"cancel still to finish: already cancelled on {', '.join(done)}; apply sends it "
-                "only to the host(s) still missing",
+                f"only to the {plural(len(done), 'host')} still missing",
             )
 
     selected = _selector(targets, excludes)

@@ -31,7 +31,7 @@ from reconcile import __version__
 from reconcile.api.events import ClientEvent, OnEvent
 from reconcile.api.models import AccessTokenResponse, PenaltyTicket
 from reconcile.api.pacing import Pacer
-from reconcile.errors import AuthError, CaptchaRequired
+from reconcile.errors import AuthError, CaptchaRequired, plural, sentences
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Credentials:
         unknown = sorted(str(k) for k in document if k not in _FILE_KEYS)
         if unknown:
             raise AuthError(
-                f"{file}: unknown key(s) {', '.join(unknown)}; expected some of "
+                f"{file}: unknown {plural(len(unknown), 'key')} {', '.join(unknown)}; expected some of "
                 "username, password, appId, appVersion, cid, sec, deviceId",
                 call="login",
             )
@@ -359,8 +359,11 @@ class TokenAuth(httpx.Auth):
         if answer.accessToken is None:
             reason = redact(answer.errorText or "the answer has no accessToken", self.secrets())
             raise AuthError(
-                f"login as {who} failed: {reason}. Check TRADOVATE_USERNAME, TRADOVATE_PASSWORD and the "
-                "app credentials (TRADOVATE_APP_ID, TRADOVATE_CID, TRADOVATE_SEC)",
+                sentences(
+                    f"login as {who} failed: {reason}",
+                    "Check TRADOVATE_USERNAME, TRADOVATE_PASSWORD and the app credentials "
+                    "(TRADOVATE_APP_ID, TRADOVATE_CID, TRADOVATE_SEC)",
+                ),
                 call="accesstokenrequest",
             )
         self.logins += 1

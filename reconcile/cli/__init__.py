@@ -8,13 +8,14 @@ function and prints through :mod:`reconcile.cli.output`. Errors map to exit code
 from __future__ import annotations
 
 import importlib
+import io
 import sys
 
 import click
 
 from reconcile import __version__
-from reconcile.cli.output import echo_error
-from reconcile.errors import ReconcileError
+from reconcile.cli.output import echo_err, echo_error
+from reconcile.errors import ReconcileError, printable
 
 # Command name -> the module that defines it (each exposes ``command``). Modules are imported
 # only when their command runs (or help lists them): `reconcile plan` never pays for the
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
         echo_error("interrupted")
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        # click quotes the offending argument: escape control characters like every other error.
+        shown = io.StringIO()
+        exc.show(file=shown)
+        echo_err(printable(shown.getvalue().rstrip("\n"), keep_newlines=True))
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

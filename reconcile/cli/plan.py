@@ -24,7 +24,7 @@ import click
 from reconcile import __version__
 from reconcile.cli.options import PlanInputs, format_options, lock_options, plan_inputs
 from reconcile.cli.output import echo, echo_err, echo_warning, use_colour
-from reconcile.errors import PlanError, PolicyError
+from reconcile.errors import PlanError, PolicyError, counted
 from reconcile.live import LiveSnapshot
 from reconcile.manifest import Manifest
 from reconcile.plan import CancelEverything, Diagnostic, Plan, PlanBinding, save_plan
@@ -168,8 +168,9 @@ def refuse_errors(plan: Plan) -> None:
     if not plan.has_errors:
         return
     count = sum(1 for d in plan.diagnostics if d.severity == "error")
-    errors = "error" if count == 1 else "errors"
-    raise PlanError(f"the plan has {count} {errors} (listed above); fix the manifest, then plan again")
+    raise PlanError(
+        f"the plan has {counted(count, 'error')} (listed above); fix the manifest, then plan again"
+    )
 
 
 @click.command("plan")

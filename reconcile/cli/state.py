@@ -10,7 +10,7 @@ import click
 from reconcile.cli import state_pg
 from reconcile.cli.options import backend_option, environment_option, format_option, options, state_option
 from reconcile.cli.output import echo, echo_json
-from reconcile.errors import LockError, StateError
+from reconcile.errors import LockError, StateError, counted
 from reconcile.locking import unlock
 from reconcile.state import FileStateStore, State, StateStore
 from reconcile.stores import BACKEND_VARIABLE, open_store
@@ -70,7 +70,7 @@ def show_command(environment: str, state_path: Path | None, backend: str | None,
     echo(f"lock: {holder.describe()}" if holder else "lock: not held")
     for intent in intents:
         echo(
-            f"open intent {intent.id}: {intent.call} of {len(intent.actions)} user(s); "
+            f"open intent {intent.id}: {intent.call} of {counted(len(intent.actions), 'user')}; "
             "the next apply settles it"
         )
 

@@ -13,7 +13,7 @@ import click
 
 from reconcile.cli.options import files_option, format_option
 from reconcile.cli.output import echo, echo_warning
-from reconcile.errors import ManifestError, Problem
+from reconcile.errors import ManifestError, Problem, counted
 from reconcile.loader import load_manifest
 
 
@@ -74,6 +74,6 @@ def command(paths: tuple[Path, ...], output_format: str) -> None:
         )
         return
     echo(
-        f"OK: {users} user{'s' * (users != 1)} ({statuses['active']} active, "
-        f"{statuses['cancelled']} cancelled) in {files} file{'s' * (files != 1)}"
+        f"OK: {counted(users, 'user')} ({statuses['active']} active, "
+        f"{statuses['cancelled']} cancelled) in {counted(files, 'file')}"
     )

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from reconcile.errors import counted, printable
 from reconcile.manifest import PasswordFromEnv, PasswordFromFile
 from reconcile.plan import (
     Action,
@@ -47,9 +48,7 @@ class ActionLine:
 
 def safe(text: str) -> str:
     """Return ``text`` with control characters escaped (names come from untrusted manifests)."""
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape").decode("ascii")
+    return printable(text)
 
 
 def mask(field: str, value: Any) -> Any:
@@ -158,18 +157,17 @@ def _line(action: Action, what: str, details: list[str]) -> ActionLine:
     )
 
 
-_PHRASES = {
-    ActionKind.create: ("{n} to create", "{n} to create"),
-    ActionKind.update_email: ("{n} email change", "{n} email changes"),
-    ActionKind.update_contact: ("{n} contact update", "{n} contact updates"),
-    ActionKind.grant_entitlement: ("{n} grant", "{n} grants"),
-    ActionKind.cancel_everything: ("{n} to cancel", "{n} to cancel"),
+_NOUNS = {
+    ActionKind.update_email: "email change",
+    ActionKind.update_contact: "contact update",
+    ActionKind.grant_entitlement: "grant",
 }
+"""Kinds counted with a noun; creates and cancels read "3 to create", "1 to cancel"."""
 
 
-def counted(n: int, noun: str) -> str:
-    """``1 user``, ``3 users``: a count with its noun, singular for one."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def _phrase(kind: ActionKind, n: int) -> str:
+    noun = _NOUNS.get(kind)
+    return counted(n, noun) if noun else f"{n} to {'create' if kind is ActionKind.create else 'cancel'}"
 
 
 def summary_sentence(plan: Plan) -> str:
@@ -182,8 +180,7 @@ def summary_sentence(plan: Plan) -> str:
     for kind in ActionKind:
         n = summary[kind.value]
         if n:
-            one, many = _PHRASES[kind]
-            parts.append((one if n == 1 else many).format(n=n))
+            parts.append(_phrase(kind, n))
     sentence = f"Plan: {', '.join(parts)}." if parts else "No changes."
     rechecks = summary["recheck"]
     if rechecks:
@@ -230,10 +227,10 @@ def drift_sentence(plan: Plan) -> str:
         return ""
     drift, unmanaged = len(plan.refresh.drift), len(plan.refresh.unmanaged)
     found = (
-        f"Drift: {drift} difference{'s' if drift != 1 else ''} between recorded state and the API."
+        f"Drift: {counted(drift, 'difference')} between recorded state and the API."
         if drift
         else "No drift: the API matches recorded state."
     )
     if unmanaged:
-        found += f" {unmanaged} unmanaged user{'s' if unmanaged != 1 else ''} (never changed or cancelled)."
+        found += f" {counted(unmanaged, 'unmanaged user')} (never changed or cancelled)."
     return found
