@@ -101,11 +101,18 @@ def make_plan(
         if user.status == "cancelled":
             _plan_cancelled_in_manifest(manifest, user, record, acc)
         elif record is None and user.name in unmanaged:
+            assert live is not None  # only a refreshed plan knows unmanaged users
+            # The hint must work: `import` refuses a closed user.
+            hint = (
+                "it is closed, so it cannot be adopted: choose a new name, or set status: cancelled"
+                if live.by_name[user.name].closed
+                else f"adopt it with `reconcile import {user.name}`"
+            )
             acc.add(
                 "warning",
                 user.name,
-                "already exists in the organization, but reconcile neither created nor adopted it: "
-                f"not created again; adopt it with `reconcile import {user.name}`",
+                f"already exists in the organization, but reconcile neither created nor adopted it: "
+                f"not created again; {hint}",
             )
         elif record is None:
             _plan_create(manifest, user, acc)

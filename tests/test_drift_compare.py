@@ -250,7 +250,11 @@ def refreshed_plan_with_drift() -> Any:
 def test_text_and_markdown_show_drift_as_its_own_section_with_pii_masked_in_markdown() -> None:
     plan = refreshed_plan_with_drift()
     text = render(plan, "text")
-    assert "Drift: 2 differences between recorded state and the API. 1 unmanaged user" in text
+    assert (
+        "Drift: 1 difference between recorded state and the API; "
+        "1 active user created outside reconcile (listed as unmanaged)." in text
+    )
+    assert text.count("outsider") == 1
     assert (
         '! trader001  changed outside reconcile: email: email: "trader001@example.com" → "hand@example.com"'
         in text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from reconcile.plan import (
     CancelEverything,
     CreateUser,
     DriftEntry,
+    DriftKind,
     FieldChange,
     GrantEntitlement,
     Plan,
@@ -221,16 +223,31 @@ def describe_drift(entry: DriftEntry, *, show_pii: bool) -> str:
     return text
 
 
+def differences(entries: Sequence[DriftEntry]) -> list[DriftEntry]:
+    """The drift entries shown one per line: all but ``created_outside``.
+
+    A user created outside is shown once, in the list of unmanaged users, not again as a line.
+    """
+    return [d for d in entries if d.kind is not DriftKind.created_outside]
+
+
 def drift_sentence(plan: Plan) -> str:
     """What a refreshed plan found; empty for a plan made without reading the API."""
     if plan.refresh is None:
         return ""
-    drift, unmanaged = len(plan.refresh.drift), len(plan.refresh.unmanaged)
-    found = (
-        f"Drift: {counted(drift, 'difference')} between recorded state and the API."
-        if drift
-        else "No drift: the API matches recorded state."
-    )
-    if unmanaged:
-        found += f" {counted(unmanaged, 'unmanaged user')} (never changed or cancelled)."
-    return found
+    shown = len(differences(plan.refresh.drift))
+    outside = len(plan.refresh.drift) - shown
+    found = []
+    if shown:
+        found.append(f"{counted(shown, 'difference')} between recorded state and the API")
+    if outside:
+        found.append(f"{counted(outside, 'active user')} created outside reconcile (listed as unmanaged)")
+    return f"Drift: {'; '.join(found)}." if found else "No drift: the API matches recorded state."
+
+
+def unmanaged_sentence(unmanaged: Sequence[str]) -> str:
+    """The unmanaged users, each named once; empty when there are none."""
+    if not unmanaged:
+        return ""
+    names = ", ".join(safe(n) for n in unmanaged)
+    return f"Unmanaged (in the organization; never changed or cancelled by reconcile): {names}"
