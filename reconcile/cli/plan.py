@@ -222,14 +222,17 @@ def command(
     check = evaluate_cancellations(
         prepared.plan, prepared.state, prepared.manifest.policy, allow_cancellations
     )
-    plan = with_policy(prepared.plan, check)
+    # A person at a terminal reads the refusal once, as the error below; review formats (a pull
+    # request comment, a JSON consumer) do not see stderr, so the plan itself carries it there.
+    plan = prepared.plan if fmt == "text" else with_policy(prepared.plan, check)
     print_plan(plan, fmt, show_pii)
     refuse_errors(plan)
+    if check.refused:
+        # No plan file: apply would refuse it for the same reason.
+        raise PolicyError(check.message())
     if out is not None:
         save_plan(plan, out)
         echo_err(f"Saved the plan to {out}; apply it with: {apply_command(out, inputs)}")
-    if check.refused:
-        raise PolicyError(check.message())
     if detailed_exitcode and (plan.has_changes or plan.has_drift):
         click.get_current_context().exit(2)
 
