@@ -47,8 +47,8 @@ def test_first_apply_shows_no_grant_progress_for_grants_that_only_wait(desk: Pat
     assert "grant:" not in err
     assert "Apply complete: 8 created, 5 contacts updated, 4 awaiting agreement (state serial 3)." in out
     assert (
-        f"4 users await the Market Data Agreement; Sim+ is granted by a later apply once they sign: {', '.join(WAITING)}"
-        in out
+        "4 users await the Market Data Agreement; Sim+ is granted by a later apply once they sign: "
+        f"{', '.join(WAITING)}" in out
     )
 
 
@@ -111,7 +111,7 @@ def test_no_message_in_the_package_writes_a_plural_as_s_in_brackets() -> None:
 
 
 def test_drift_names_each_unmanaged_user_once_and_hints_import_only_where_it_works(desk: Path) -> None:
-    """Each unmanaged user was shown three times, with `reconcile import NAME` for a user not in the manifest."""
+    """An unmanaged user was shown three times, with `reconcile import` though not in the manifest."""
     apply_desk(desk)
     assert run("sim", "add-user", "outsider1", "--email", "outsider1@example.com").exit_code == 0
     result = run("plan", "-f", desk, "--refresh", "--detailed-exitcode")
