@@ -30,7 +30,6 @@ Digest
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 import types
@@ -46,7 +45,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconcile.bulk import gc_paused, share_fields_sets
-from reconcile.errors import Location, ManifestError, Problem, counted
+from reconcile.errors import Location, ManifestError, Problem, counted, did_you_mean
 from reconcile.manifest import (
     CROSS_CHECKS_BY_CALLER,
     PASSWORD_EXPECTED,
@@ -447,8 +446,9 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
         raise ManifestError(problems)
     parse_problems = len(problems)
     merged = _merge(sources, problems)
-    if len(problems) > parse_problems:
-        raise ManifestError(problems)
+    # Sections set differently in two files: the rest is still checked (with the first value), so
+    # every problem is reported at once; only entitlement references wait for one partner section.
+    conflicting = {p.path for p in problems[parse_problems:]}
 
     def place(path: _Path) -> tuple[_Source, _Path]:
         if len(path) >= 2 and path[0] == "users" and isinstance(path[1], int):
@@ -469,6 +469,8 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
         known: Mapping[str, int] | None = manifest.partner.entitlements
     else:
         keys, known = _raw_user_keys(merged.data)
+    if "partner" in conflicting:
+        known = None
     for cross in cross_reference_problems(keys, known):
         source, path = place(cross.path)
         found = _locate(source, path)
@@ -631,9 +633,7 @@ def _message(kind: str, error: ErrorDetails, found: _Found, path: _Path, secret:
     if kind == "extra_forbidden":
         allowed = _allowed_keys(found.walked[:-1])
         key = str(path[-1])
-        hint = difflib.get_close_matches(key, allowed, n=1)
-        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
-        return f"unknown key {key!r} (expected one of: {', '.join(allowed)}{did_you_mean})"
+        return f"unknown key {key!r} (expected one of: {', '.join(allowed)}{did_you_mean(key, allowed)})"
     if kind == "string_type":
         quote = ""
         if found.node is not None and isinstance(found.node, yaml.ScalarNode) and not secret:

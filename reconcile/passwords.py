@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconcile.errors import ReconcileError, counted, plural
+from reconcile.errors import Location, Problem, ReconcileError, counted, plural
 from reconcile.manifest import Manifest, PasswordFromEnv, PasswordFromFile, PasswordGenerate, User
 from reconcile.plan import CreateUser
 
@@ -180,3 +180,46 @@ def write_generated(path: Path, passwords: Mapping[str, str]) -> None:
             fh.write(f"{name}\t{passwords[name]}\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def unreadable_sources(
+    manifest: Manifest,
+    locate: Mapping[str, Location],
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> list[Problem]:
+    """The password sources apply could not read now: variables not set, files missing.
+
+    For ``validate``: a plan needs no secrets (CI plans without them), so these are warnings
+    there, and errors with ``--strict``. ``locate`` gives where each user is declared; a
+    relative ``{file: …}`` is relative to that file's folder, as apply reads it.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[Problem] = []
+    for user in manifest.users:
+        source = user.password
+        where = locate.get(user.name)
+        if user.status != "active":
+            continue
+        if isinstance(source, PasswordFromEnv) and source.env not in env:
+            problems.append(
+                Problem(
+                    where,
+                    f"{user.name}.password",
+                    f"environment variable {source.env} is not set: apply needs it to create "
+                    f"{user.name}; export it before applying (plan does not need it)",
+                )
+            )
+        elif isinstance(source, PasswordFromFile):
+            path = Path(source.file)
+            if not path.is_absolute() and where is not None:
+                path = Path(where.file).parent / path
+            if not path.is_file():
+                problems.append(
+                    Problem(
+                        where,
+                        f"{user.name}.password",
+                        f"password file {path} does not exist: apply needs it to create {user.name}",
+                    )
+                )
+    return problems

@@ -26,8 +26,8 @@ from reconcile.cli.options import PlanInputs, format_options, lock_options, plan
 from reconcile.cli.output import echo, echo_err, echo_warning, use_colour
 from reconcile.errors import PlanError, PolicyError, counted
 from reconcile.live import LiveSnapshot
-from reconcile.manifest import Manifest
-from reconcile.plan import CancelEverything, Diagnostic, Plan, PlanBinding, save_plan
+from reconcile.manifest import Manifest, PasswordGenerate
+from reconcile.plan import CancelEverything, CreateUser, Diagnostic, Plan, PlanBinding, save_plan
 from reconcile.policy import CancellationCheck, evaluate_cancellations
 from reconcile.render import RenderOptions, render
 from reconcile.state import State, StateStore
@@ -137,10 +137,15 @@ def print_plan(plan: Plan, fmt: str, show_pii: bool, *, err: bool = False) -> No
     (echo_err if err else echo)(render(plan, fmt, options).rstrip("\n"))
 
 
-def apply_command(planfile: Path, inputs: PlanInputs) -> str:
+GENERATED_PASSWORDS_HINT = "new-passwords.txt"
+"""The file the saved-plan hint names for generated passwords (apply creates it, mode 0600)."""
+
+
+def apply_command(planfile: Path, inputs: PlanInputs, plan: Plan | None = None) -> str:
     """The command that applies ``planfile``: the plan is bound to its state and endpoint, so say them.
 
-    A DSN may carry a password, so ``--backend`` is named but never printed.
+    A DSN may carry a password, so ``--backend`` is named but never printed. When ``plan``
+    creates users with ``{generate: true}``, apply needs ``--generated-passwords``: say it too.
     """
     words = ["reconcile", "apply", str(planfile)]
     for path in inputs.paths:
@@ -151,6 +156,10 @@ def apply_command(planfile: Path, inputs: PlanInputs) -> str:
         words += ["--endpoint", inputs.endpoint]
     if inputs.companion_endpoint is not None:
         words += ["--companion-endpoint", inputs.companion_endpoint]
+    if plan is not None and any(
+        isinstance(a, CreateUser) and isinstance(a.password, PasswordGenerate) for a in plan.actions
+    ):
+        words += ["--generated-passwords", GENERATED_PASSWORDS_HINT]
     command = shlex.join(words)
     return f"{command} --backend URL (the same as for this plan)" if inputs.backend else command
 
@@ -232,7 +241,7 @@ def command(
         raise PolicyError(check.message())
     if out is not None:
         save_plan(plan, out)
-        echo_err(f"Saved the plan to {out}; apply it with: {apply_command(out, inputs)}")
+        echo_err(f"Saved the plan to {out}; apply it with: {apply_command(out, inputs, plan)}")
     if detailed_exitcode and (plan.has_changes or plan.has_drift):
         click.get_current_context().exit(2)
 

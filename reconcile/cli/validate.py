@@ -15,6 +15,7 @@ from reconcile.cli.options import files_option, format_option
 from reconcile.cli.output import echo, echo_warning
 from reconcile.errors import ManifestError, Problem, counted
 from reconcile.loader import load_manifest
+from reconcile.passwords import unreadable_sources
 
 
 def _problem_json(problem: Problem) -> dict[str, object]:
@@ -32,15 +33,26 @@ def _problem_json(problem: Problem) -> dict[str, object]:
 # Missing files are not click's to refuse: the loader lists them with every other problem.
 @files_option("A manifest file, or a folder of *.yaml/*.yml files (recursive). Repeatable.", must_exist=False)
 @format_option(help="json prints one document with ok, counts, problems and warnings.", dest="output_format")
-def command(paths: tuple[Path, ...], output_format: str) -> None:
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Treat warnings as problems (exit 1), e.g. a password variable that is not set.",
+)
+def command(paths: tuple[Path, ...], output_format: str, strict: bool) -> None:
     """Check manifests against every rule; change nothing, call no API.
 
     \b
+    Password sources apply could not read now (a variable not set, a missing file) are warnings:
+    a plan needs no secrets. With --strict, every warning is a problem.
     reconcile validate -f desk.yaml
     reconcile validate -f users/ -f org.yaml --format json
+    reconcile validate -f desk.yaml --strict      # where apply runs, with its secrets
     """
     try:
         loaded = load_manifest(paths)
+        warnings = [*loaded.warnings, *unreadable_sources(loaded.manifest, loaded.locations)]
+        if strict and warnings:
+            raise ManifestError(warnings)
     except ManifestError as exc:
         if output_format == "json":
             echo(
@@ -51,7 +63,7 @@ def command(paths: tuple[Path, ...], output_format: str) -> None:
             )
             raise click.exceptions.Exit(1) from None
         raise
-    for warning in loaded.warnings:
+    for warning in warnings:
         echo_warning(str(warning))
     statuses = Counter(user.status for user in loaded.manifest.users)
     users = len(loaded.manifest.users)
@@ -67,7 +79,7 @@ def command(paths: tuple[Path, ...], output_format: str) -> None:
                     "files": list(loaded.files),
                     "digest": loaded.digest,
                     "problems": [],
-                    "warnings": [_problem_json(w) for w in loaded.warnings],
+                    "warnings": [_problem_json(w) for w in warnings],
                 },
                 indent=2,
             )
