@@ -334,10 +334,7 @@ def _scan_events(source: _Source) -> list[Problem]:
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = source.at(mark.line + 1, mark.column + 1) if mark else source.at(1, 1)
-        reason = " ".join(p for p in (exc.context, exc.problem) if p)
-        return [Problem(where, "", f"invalid YAML: {reason}")]
+        return [_syntax_problem(source, exc)]
     except yaml.YAMLError as exc:
         return [Problem(source.at(1, 1), "", f"invalid YAML: {exc}")]
     try:
@@ -353,6 +350,45 @@ def _scan_events(source: _Source) -> list[Problem]:
         mark = root.start_mark
         return [Problem(source.at(mark.line + 1, mark.column + 1), "", _not_mapping(_node_kind(root)))]
     return _duplicate_keys(source, root)
+
+
+def _syntax_problem(source: _Source, exc: yaml.MarkedYAMLError) -> Problem:
+    """A YAML syntax error in plain words, at the place to fix, with the likely fix.
+
+    The parser's own words ("while parsing a flow sequence did not find expected ','") name its
+    internals; the common mistakes are recognised here, anything else keeps the parser's words.
+    """
+    problem, context = exc.problem or "", exc.context or ""
+    mark, start = exc.problem_mark, exc.context_mark
+    began = f"at line {start.line + 1}, column {start.column + 1}" if start else ""
+    line = source.text.splitlines()[mark.line] if mark and mark.line < len(source.text.splitlines()) else ""
+    found = line[mark.column] if mark and mark.column < len(line) else ""
+    reason = ""
+    if ("cannot start any token" in problem and found == "\t") or "tab character" in problem:
+        reason = "a tab character: YAML indents with spaces; replace the tab with spaces"
+    elif "cannot start any token" in problem:
+        reason = f"{found!r} cannot start a value: quote the value"
+    elif "flow sequence" in context:
+        reason = f"the list in [brackets] opened {began} is not closed: add the missing ']', or a ','"
+    elif "flow mapping" in context:
+        reason = f"the mapping in {{braces}} opened {began} is not closed: add the missing '}}', or a ','"
+    elif "quoted scalar" in context and "end of stream" in problem:
+        reason = "a quoted value is never closed: add the closing quote"
+        mark = start or mark
+    elif "unknown escape character" in problem:
+        reason = "an unknown backslash escape in double-quoted text: write \\\\ for a backslash, or use '…'"
+    elif "mapping values are not allowed" in problem:
+        reason = "a ': ' inside a value: quote the value (\"a: b\"), or indent the line under its key"
+    elif "block mapping" in context or "block collection" in context:
+        reason = (
+            f"the indentation does not line up with the block that starts {began}: the keys of a "
+            "mapping, and the '- ' items of a list, start in the same column"
+        )
+    elif "simple key" in context:
+        reason = "this line is neither 'key: value' nor a '- ' item: add ': ' after the key, or quote it"
+        mark = start or mark
+    where = source.at(mark.line + 1, mark.column + 1) if mark else source.at(1, 1)
+    return Problem(where, "", f"invalid YAML: {reason or ' '.join(p for p in (context, problem) if p)}")
 
 
 def _duplicate_keys(source: _Source, root: yaml.Node) -> list[Problem]:
