@@ -509,10 +509,8 @@ def emit_penalty_wait(on_event: OnEvent | None, call: str, seconds: float, now: 
                 call=call,
                 seconds=seconds,
                 until=until,
-                message=(
-                    f"{call}: penalty ticket, waiting until "
-                    f"{time.strftime('%H:%M:%S', time.localtime(until))}"
-                ),
+                # The time is ``until``: whoever shows the message adds it, in its own format.
+                message=f"{call}: penalty ticket, waiting",
             )
         )
 

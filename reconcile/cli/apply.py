@@ -53,7 +53,8 @@ class StderrProgress:
         if event.kind not in ("rate_limit_wait", "penalty_wait", "retry"):
             return
         until = ""
-        if event.until is not None:
+        # A retry says "retrying in 1.0 s" itself; a wait's message leaves the time to us.
+        if event.until is not None and event.kind != "retry":
             until = " until " + datetime.fromtimestamp(event.until, UTC).strftime("%H:%M:%S UTC")
         echo_err(f"{event.message}{until}")
 
