@@ -6,14 +6,20 @@ user would: apply, `reconcile sim sign`, apply again, import, plan --refresh.
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from cli_support import run
 
 import reconcile
+from reconcile.apply.executor import CRASH_ENV
 
 DESK = Path(__file__).resolve().parents[1] / "examples" / "desk.yaml"
 WAITING = ["trader001", "trader002", "trader004", "trader006"]
@@ -140,3 +146,202 @@ def test_drift_names_each_unmanaged_user_once_and_hints_import_only_where_it_wor
     ]
     assert "adopt it with `reconcile import trader010`" in result.stdout
     assert run("import", "trader010", "-f", desk).exit_code == 0
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def hinted_apply(stderr: str) -> list[str]:
+    """The arguments of the `reconcile apply …` that `plan --out` tells the user to run."""
+    line = next(x for x in stderr.splitlines() if "apply it with: " in x)
+    words = shlex.split(line.split("apply it with: ", 1)[1])
+    assert words[:2] == ["reconcile", "apply"]
+    return words[1:]
+
+
+def test_saved_plan_hint_names_generated_passwords_and_following_it_works(desk: Path) -> None:
+    """The hint omitted --generated-passwords, which that apply then demanded."""
+    planned = run("plan", "-f", desk, "--out", "p.json")
+    assert planned.exit_code == 0, planned.stderr
+    words = hinted_apply(planned.stderr)
+    assert words == ["apply", "p.json", "-f", str(desk), "--generated-passwords", "new-passwords.txt"]
+    applied = run(*words)
+    assert applied.exit_code == 0, applied.stderr
+    assert "Apply complete: 8 created" in applied.stdout
+
+
+def test_a_stale_plan_is_refused_as_stale_before_its_passwords_are_asked_for(desk: Path) -> None:
+    """The password check ran first, so a stale plan reported the wrong problem."""
+    assert run("plan", "-f", desk, "--out", "p.json").exit_code == 0
+    apply_desk(desk)  # the state moves on
+    result = run("apply", "p.json", "-f", desk)
+    assert result.exit_code == 1
+    assert "the saved plan is stale: the state was written since" in result.stderr
+    assert "--generated-passwords" not in result.stderr
+
+
+def test_validate_warns_of_an_unset_password_variable_and_strict_makes_it_an_error(
+    desk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`validate` said OK for `password: {env: NOT_SET}`; only apply noticed."""
+    monkeypatch.delenv("TRADER001_PASSWORD")
+    problem = (
+        f"{desk}:22:5: trader001.password: environment variable TRADER001_PASSWORD is not set: apply needs "
+        "it to create trader001; export it before applying (plan does not need it)"
+    )
+    result = run("validate", "-f", desk)
+    assert result.exit_code == 0  # a CI plan runs without the traders' secrets
+    assert result.stdout.startswith("OK: 9 users")
+    assert result.stderr == f"Warning: {problem}\n"
+    strict = run("validate", "-f", desk, "--strict")
+    assert strict.exit_code == 1
+    assert strict.stderr == f"Error: {problem}\n"
+    monkeypatch.setenv("TRADER001_PASSWORD", "Sim-Passw0rd-001")
+    assert run("validate", "-f", desk, "--strict").stderr == ""
+
+
+def test_validate_reports_a_section_conflict_and_a_duplicate_user_at_once(tmp_path: Path) -> None:
+    """With two files, only the `environment:` conflict was reported, not the duplicate user."""
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(DESK.read_text(encoding="utf-8"), encoding="utf-8")
+    second.write_text(
+        "environment: demo\nusers:\n  - name: trader001\n    email: other@example.com\n"
+        "    password: {generate: true}\n    firstName: A\n    lastName: B\n",
+        encoding="utf-8",
+    )
+    result = run("validate", "-f", first, "-f", second)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {second}:1:1: environment: also set at {first}:5:1 with a different value: set each "
+        "top-level section in one file (or identically in every file that sets it)",
+        f"{second}:3:11: users[0].name: user 'trader001' is defined twice (first defined at {first}:22:5)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("not json at all", "it is not JSON (Expecting value: line 1 column 1 (char 0))"),
+        ('{"a": 1}', "(it has no format_version)"),
+        ("[]", "(it has no format_version)"),
+    ],
+)
+def test_show_says_a_file_that_is_not_a_plan_is_not_one(tmp_path: Path, content: str, said: str) -> None:
+    """`show garbage.json` said "has format_version None"."""
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text(content, encoding="utf-8")
+    result = run("show", garbage)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {garbage} is not a reconcile plan file{' ' if said.startswith('(') else ': '}{said}; "
+        "make one with `reconcile plan --out PLANFILE`\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "users: [trader001, trader002\n",
+            "4:1: invalid YAML: the list in [brackets] opened at line 3, column 8 is not closed: add the "
+            "missing ']', or a ','",
+        ),
+        (
+            "users:\n\t- name: trader001\n",
+            "4:1: invalid YAML: a tab character: YAML indents with spaces; replace the tab with spaces",
+        ),
+        (
+            'users:\n  - name: "trader001\n',
+            "4:11: invalid YAML: a quoted value is never closed: add the closing quote",
+        ),
+    ],
+)
+def test_yaml_syntax_errors_say_what_is_wrong_where_and_the_fix(tmp_path: Path, text: str, said: str) -> None:
+    """YAML errors read "while parsing a flow sequence did not find expected ','"; a tab was not named."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("apiVersion: reconcile/v1\nenvironment: sim\n" + text, encoding="utf-8")
+    result = run("validate", "-f", manifest)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {manifest}:{said}\n"
+
+
+def test_an_unknown_entitlement_gets_a_did_you_mean(desk: Path) -> None:
+    desk.write_text(desk.read_text(encoding="utf-8").replace("[simplus]", "[simplu]"), encoding="utf-8")
+    result = run("validate", "-f", desk)
+    assert result.exit_code == 1
+    problems = result.stderr.removeprefix("Error: ").splitlines()
+    assert len(problems) == 2
+    assert all(
+        p.endswith(
+            "'simplu' is not defined under partner.entitlements (defined: simplus, tradingview); "
+            "did you mean 'simplus'?"
+        )
+        for p in problems
+    )
+
+
+def test_sim_sign_says_what_happened_in_plain_words(desk: Path) -> None:
+    """`sim sign` said "(signal 1, alert 68)"."""
+    apply_desk(desk)
+    result = run("sim", "sign", "trader001")
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "trader001 signed the Market Data Agreement: the next `reconcile apply` grants Sim+ to trader001.\n"
+    )
+
+
+def test_a_penalty_wait_says_once_until_when(desk: Path) -> None:
+    """ "waiting until 08:52:11 until 08:52:11 UTC"."""
+    fault = run("sim", "fault", "penalty", "--path", "/user/createevaluationusers", "--seconds", "1")
+    assert fault.exit_code == 0
+    _, err = apply_desk(desk)
+    (line,) = [x for x in err.splitlines() if "penalty ticket" in x]
+    assert re.fullmatch(r"createevaluationusers: penalty ticket, waiting until \d\d:\d\d:\d\d UTC", line)
+
+
+def test_settling_an_interrupted_apply_counts_users(desk: Path) -> None:
+    """ "settled 1 action(s)" when one create call of 8 users was left open."""
+    apply_args = ["apply", "-f", str(desk), "--auto-approve", "--generated-passwords", "pw.txt"]
+    killed = subprocess.run(
+        [sys.executable, "-m", "reconcile", *apply_args],
+        env={**os.environ, CRASH_ENV: "after_create_call"},
+        cwd=desk.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    result = run("apply", "-f", desk, "--auto-approve", "--generated-passwords", "pw2.txt")
+    assert result.exit_code == 0, result.stderr
+    assert "settled what an interrupted apply left open for 8 users\n" in result.stderr
+
+
+def test_control_characters_in_an_error_are_escaped(desk: Path) -> None:
+    """A raw NUL from the manifest reached the terminal inside an error."""
+    desk.write_text(
+        desk.read_text(encoding="utf-8").replace("{env: TRADER001_PASSWORD}", '{env: "TRADER\\0X"}'),
+        encoding="utf-8",
+    )
+    result = run("apply", "-f", desk, "--auto-approve", "--generated-passwords", "pw.txt")
+    assert result.exit_code == 1
+    assert "environment variable TRADER\\x00X is not set" in result.stderr
+    assert "\x00" not in result.stdout + result.stderr
+
+
+def test_a_refused_login_says_it_in_sentences_with_one_period(
+    sim_server: str, monkeypatch: pytest.MonkeyPatch, desk: Path
+) -> None:
+    """The simulator's "…case-sensitive." became "…case-sensitive.. Check …"."""
+    for name, value in {
+        "TRADOVATE_USERNAME": "partner-admin",
+        "TRADOVATE_PASSWORD": "not-the-password",
+        "TRADOVATE_APP_ID": "app",
+        "TRADOVATE_CID": "1",
+        "TRADOVATE_SEC": "sec",
+    }.items():
+        monkeypatch.setenv(name, value)
+    result = run("plan", "-f", desk, "--refresh", "--endpoint", sim_server)
+    assert result.exit_code == 1
+    assert "Note that passwords are case-sensitive. Check TRADOVATE_USERNAME" in result.stderr
+    assert ".." not in result.stderr
+    assert result.stderr.endswith("(TRADOVATE_APP_ID, TRADOVATE_CID, TRADOVATE_SEC).\n")
