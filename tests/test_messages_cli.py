@@ -66,7 +66,7 @@ def test_agreement_rechecks_are_not_counted_as_changes_by_apply(desk: Path) -> N
     assert result.exit_code == 0, result.stderr
     assert "No changes. 4 grants awaiting agreement (checked again on apply)." in result.stdout
     assert (
-        "Apply complete: no changes; agreement re-checked for 4 grants: 1 signed since and granted, "
+        "Apply complete: no planned changes; agreement re-checked for 4 grants: 1 signed since and granted, "
         "3 still awaiting (state serial 4)." in result.stdout
     )
     assert "grant: 1/1" in result.stderr  # the one grant sent

@@ -94,10 +94,12 @@ def _summary_text(result: ApplyResult, plan: Plan) -> str:
         if n
     ]
     head = "Apply complete" if result.ok else "Apply finished with failures"
-    text = f"{head}: " + (", ".join(parts) if parts else "no changes")
-    if still_waiting or signed_since:
+    rechecked = still_waiting + signed_since
+    done = ", ".join(parts) if parts else "no planned changes" if rechecked else "nothing to do"
+    text = f"{head}: {done}"
+    if rechecked:
         text += (
-            f"; agreement re-checked for {counted(still_waiting + signed_since, 'grant')}: "
+            f"; agreement re-checked for {counted(rechecked, 'grant')}: "
             f"{signed_since} signed since and granted, {still_waiting} still awaiting"
         )
     return f"{text} (state serial {result.state_serial})."
