@@ -18,7 +18,7 @@ from reconcile.apply import ApplyResult, apply_plan, check_plan_current, settle
 from reconcile.cli.options import PlanInputs, format_option, lock_timeout_option, plan_inputs
 from reconcile.cli.output import echo, echo_err, style
 from reconcile.cli.plan import companion_of, open_inputs, prepare_plan, print_plan, refuse_errors
-from reconcile.errors import ReconcileError, counted, plural
+from reconcile.errors import ReconcileError, counted, plural, printable
 from reconcile.plan import Plan, load_plan
 from reconcile.policy import check_cancellations
 from reconcile.render.describe import rechecks
@@ -254,7 +254,8 @@ def _report(result: ApplyResult, fmt: str, plan: Plan) -> None:
         echo(json.dumps(data, indent=2, sort_keys=True))
         return
     for failure in sorted(result.failures, key=lambda f: (f.user, f.action)):
-        echo_err(style("failed: ", fg="red", bold=True, stream=sys.stderr) + str(failure))
+        # A failure quotes the API's answer and manifest names: untrusted text.
+        echo_err(style("failed: ", fg="red", bold=True, stream=sys.stderr) + printable(str(failure)))
     if result.awaiting_agreement:
         names = sorted(set(result.awaiting_agreement))
         echo(
