@@ -257,7 +257,7 @@ def _report(result: ApplyResult, fmt: str, plan: Plan) -> None:
         # A failure quotes the API's answer and manifest names: untrusted text.
         echo_err(style("failed: ", fg="red", bold=True, stream=sys.stderr) + printable(str(failure)))
     if result.awaiting_agreement:
-        names = sorted(set(result.awaiting_agreement))
+        names = [printable(n) for n in sorted(set(result.awaiting_agreement))]
         echo(
             f"{counted(len(names), 'user')} {plural(len(names), 'awaits', 'await')} the Market Data "
             "Agreement; Sim+ is granted by a later apply once they sign: "
