@@ -48,9 +48,8 @@ class ActionLine:
     kind: ActionKind
 
 
-def safe(text: str) -> str:
-    """Return ``text`` with control characters escaped (names come from untrusted manifests)."""
-    return printable(text)
+safe = printable
+"""Return ``text`` with control characters escaped (names come from untrusted manifests)."""
 
 
 def mask(field: str, value: Any) -> Any:
