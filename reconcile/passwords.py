@@ -206,7 +206,7 @@ def unreadable_sources(
                 Problem(
                     where,
                     f"{user.name}.password",
-                    f"environment variable {source.env} is not set: apply needs it to create "
+                    f"environment variable {source.env} is not set: apply needs it when it creates "
                     f"{user.name}; export it before applying (plan does not need it)",
                 )
             )
@@ -219,7 +219,7 @@ def unreadable_sources(
                     Problem(
                         where,
                         f"{user.name}.password",
-                        f"password file {path} does not exist: apply needs it to create {user.name}",
+                        f"password file {path} does not exist: apply needs it when it creates {user.name}",
                     )
                 )
     return problems

@@ -187,7 +187,7 @@ def test_validate_warns_of_an_unset_password_variable_and_strict_makes_it_an_err
     monkeypatch.delenv("TRADER001_PASSWORD")
     problem = (
         f"{desk}:22:5: trader001.password: environment variable TRADER001_PASSWORD is not set: apply needs "
-        "it to create trader001; export it before applying (plan does not need it)"
+        "it when it creates trader001; export it before applying (plan does not need it)"
     )
     result = run("validate", "-f", desk)
     assert result.exit_code == 0  # a CI plan runs without the traders' secrets
