@@ -127,6 +127,8 @@ def test_drift_names_each_unmanaged_user_once_and_hints_import_only_where_it_wor
         "Unmanaged (in the organization; never changed or cancelled by reconcile): outsider1" in result.stdout
     )
     assert "reconcile import" not in result.stdout + result.stderr
+    markdown = run("plan", "-f", desk, "--refresh", "--format", "markdown")
+    assert markdown.stdout.count("outsider1") == 1
     refreshed = run("refresh", "-f", desk)
     assert refreshed.stdout.count("outsider1") == 1
 
