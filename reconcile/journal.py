@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reconcile.errors import StateError
-from reconcile.plan import Action
+from reconcile.plan import Action, Diagnostic, Plan
 
 IntentCall = Literal["create", "grant", "cancel"]
 
@@ -41,6 +41,8 @@ class Intent(BaseModel):
     actions: tuple[Action, ...]
     agreement_alert_id: int | None = None
     """For grants: where the agreement signals to complete are filed."""
+    passwords: str | None = None
+    """For creates with generated passwords: the pending file holding the candidates (a path only)."""
 
     @property
     def users(self) -> list[str]:
@@ -76,10 +78,17 @@ class Journal:
             os.close(fd)
 
     def begin(
-        self, call: IntentCall, actions: Iterable[Action], *, agreement_alert_id: int | None = None
+        self,
+        call: IntentCall,
+        actions: Iterable[Action],
+        *,
+        agreement_alert_id: int | None = None,
+        passwords: str | None = None,
     ) -> Intent:
         """Record that ``call`` is about to be made for ``actions``; return the intent."""
-        intent = Intent(call=call, actions=tuple(actions), agreement_alert_id=agreement_alert_id)
+        intent = Intent(
+            call=call, actions=tuple(actions), agreement_alert_id=agreement_alert_id, passwords=passwords
+        )
         self._append(intent)
         return intent
 
@@ -128,3 +137,33 @@ class Journal:
             except ValidationError as exc:
                 raise StateError(f"journal {self.path} line {number} is not a valid entry: {exc}") from None
         return list(open_intents.values())
+
+
+def hold_unsettled(plan: Plan, intents: Sequence[Intent]) -> Plan:
+    """Leave every user an unsettled intent names out of ``plan``, with one warning per intent.
+
+    Their outcome is unknown until an apply (which has credentials) looks them up: planning them
+    now would show creates that may already have happened.
+    """
+    if not intents:
+        return plan
+    held = {name for intent in intents for name in intent.users}
+    notes = []
+    for intent in intents:
+        names = intent.users
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        notes.append(
+            Diagnostic(
+                severity="warning",
+                message=f"waiting to be settled: the {intent.call} of {shown} (intent {intent.id}) was "
+                "sent by an apply that did not finish; whether it happened is unknown until an apply "
+                "looks these users up, so they are left out of this plan. The next apply settles them "
+                "first, then plans them",
+            )
+        )
+    return plan.model_copy(
+        update={
+            "actions": tuple(a for a in plan.actions if a.user not in held),
+            "diagnostics": (*plan.diagnostics, *notes),
+        }
+    )

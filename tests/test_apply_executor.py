@@ -14,8 +14,8 @@ import pytest
 
 from reconcile import __version__
 from reconcile.api.models import EvaluationUser, UpdateContactInfo
-from reconcile.apply import apply_plan, settle, side_files
-from reconcile.errors import OutcomeUnknown, PlanError
+from reconcile.apply import RunStopped, apply_plan, settle, side_files
+from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, PlanError, TransportError
 from reconcile.manifest import CancelFlags, Manifest, PasswordGenerate
 from reconcile.passwords import PasswordError
 from reconcile.plan import (
@@ -75,6 +75,9 @@ class FakeApi:
     drop_next_create: bool = False
     calls: list[tuple[str, Any]] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict)
+    person_needed_at: dict[str, tuple[int, ApiError]] = field(default_factory=dict)
+    """Call kind → (which call of that kind, the error that needs a person it raises)."""
+    lookups_fail: bool = False
     _ids: Any = field(default_factory=lambda: itertools.count(500))
 
     def create_evaluation_users(self, users: list[EvaluationUser]) -> list[Result]:
@@ -100,6 +103,9 @@ class FakeApi:
 
     def update_contact_info(self, req: UpdateContactInfo, *, user: str | None = None) -> None:
         self.calls.append(("contact", req.userId))
+        nth, error = self.person_needed_at.get("contact", (0, ApiError("")))
+        if self.count("contact") == nth:
+            raise error
 
     def agreement_signals(self, alert_id: int) -> list[Signal]:
         self.calls.append(("signals", alert_id))
@@ -128,6 +134,8 @@ class FakeApi:
         for u in self.users.values():
             if u.id in user_ids:
                 u.status = "Closed"
+        if self.lookups_fail:
+            raise OutcomeUnknown("canceleverything: the connection failed", call="cancel")
         return {}
 
     def find_user(self, name: str) -> FakeUser | None:
@@ -135,6 +143,9 @@ class FakeApi:
         return self.users.get(name)
 
     def user_items(self, ids: list[int]) -> list[FakeUser]:
+        self.calls.append(("items", list(ids)))
+        if self.lookups_fail and self.count("cancel"):
+            raise TransportError("user/items: the API answered HTTP 500", call="items")
         return [u for u in self.users.values() if u.id in ids]
 
     def user_plugins(self, user_id: int) -> list[Plugin]:
@@ -417,3 +428,67 @@ def test_grant_interrupted_before_its_signal_was_completed_is_settled(env: dict[
     users = env["store"].load("sim").users
     assert users["trader000"].entitlements["simplus"].status == "granted"
     assert "simplus" not in users["trader001"].entitlements
+
+
+def _contact(i: int) -> ContactPayload:
+    return ContactPayload(
+        firstName="Ann", lastName=f"Lee{i}", phone="+12125550100", streetAddress1="1 Main",
+        city="New York", state="NY", postCode="10001", country="US",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(CaptchaRequired("updatecontactinfo: the partner API demands a captcha"), id="captcha"),
+        pytest.param(AuthError("login as partner-admin failed: the account is locked"), id="account-locked"),
+        pytest.param(
+            AuthError("updatecontactinfo: the API refused the access token"), id="credentials-refused"
+        ),
+    ],
+)
+def test_a_condition_that_needs_a_person_in_one_worker_stops_every_later_call(
+    env: dict[str, Any], error: ApiError
+) -> None:
+    m = make_manifest(250)
+    run(env, plan_for(env["store"], creates(m)), m)
+    state = env["store"].load("sim")
+    names = sorted(state.users)
+    acts: list[Any] = [
+        UpdateContact(user=n, userId=state.users[n].userId, changes=(), contact=_contact(i))
+        for i, n in enumerate(names[:200])
+    ]
+    acts += [
+        CancelEverything(
+            user=n, userId=state.users[n].userId, flags=CancelFlags(), reason="removed_from_manifest"
+        )
+        for n in names[200:]
+    ]
+    env["api"].person_needed_at["contact"] = (3, error)
+    with pytest.raises(RunStopped, match=str(error)):
+        run(env, plan_for(env["store"], acts), m, concurrency=4)
+    # At most the calls already in flight on the other three workers went out after the captcha.
+    assert 3 <= env["api"].count("contact") <= 3 + 3
+    assert env["api"].count("cancel") == 0 and env["api"].count("items") == 0
+    audit = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
+    assert audit[-1]["action"] == "stop"
+
+
+def test_a_cancel_whose_outcome_stays_unknown_keeps_its_intent_and_stops(env: dict[str, Any]) -> None:
+    m = make_manifest(3)
+    run(env, plan_for(env["store"], creates(m)), m)
+    state = env["store"].load("sim")
+    acts = [
+        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
+        for n, r in sorted(state.users.items())
+    ]
+    env["api"].lookups_fail = True
+    with pytest.raises(RunStopped, match="whether they are cancelled is unknown"):
+        run(env, plan_for(env["store"], acts), m)
+    assert [i.call for i in env["journal"].unsettled()] == ["cancel"]
+    assert all(r.lifecycle == "active" for r in env["store"].load("sim").users.values())
+    env["api"].lookups_fail = False
+    result = settle(
+        store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
+    )
+    assert sorted(result.cancelled) == sorted(state.users) and env["journal"].unsettled() == []

@@ -61,6 +61,6 @@ def test_generated_passwords_are_strong_and_the_file_is_never_overwritten(tmp_pa
     assert len({generate_password() for _ in range(100)}) == 100
     out = tmp_path / "pw.txt"
     out.write_text("earlier run\n")
-    with pytest.raises(PasswordError, match="already exists; refusing to overwrite"):
+    with pytest.raises(PasswordError, match="not written by reconcile apply; refusing to overwrite"):
         resolve_passwords([CREATE], manifest({"generate": True}), generated_file=out)
     assert out.read_text() == "earlier run\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -57,7 +57,13 @@ def _state_args(tmp_path: Path, dsn: str | None) -> list[str]:
 
 
 def apply(
-    tmp_path: Path, url: str, manifest: Path, crash: str | None = None, dsn: str | None = None
+    tmp_path: Path,
+    url: str,
+    manifest: Path,
+    crash: str | None = None,
+    dsn: str | None = None,
+    extra: Sequence[str] = (),
+    batch_size: int = 10,
 ) -> subprocess.CompletedProcess[str]:
     env = served_sim_env(tmp_path)
     env.pop("RECONCILE_TEST_CRASH_AT", None)
@@ -77,9 +83,10 @@ def apply(
             url,
             "--auto-approve",
             "--batch-size",
-            "10",
+            str(batch_size),
             "--allow-cancellations",
             str(LEAVING),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -224,3 +231,153 @@ def test_applied_then_dropped_answers_are_settled_without_doubles(
     active = DESK - LEAVING if "cancel" in path else DESK
     assert_converged(tmp_path, server, active=active, granted=0, dsn=backend)
     assert plan_is_empty(tmp_path, server, manifest, dsn=backend)
+
+
+# --- kills and faults layered, with generated passwords -------------------------------------------
+#
+# Each scenario is a list of steps on one desk of SMALL users whose passwords are generated; each
+# apply names a new --generated-passwords file. ("fault", kind, path, seconds) arms a fault;
+# ("apply", crash point or None, expected exit) runs an apply (-9: killed there; 1: stopped);
+# "sign" has the first SIGNERS users sign the agreement; "shrink" drops the last LEAVING_SMALL
+# users from the manifest; "contact" gives every user a contact.
+
+SMALL = 12
+SIGNERS = 8
+LEAVING_SMALL = 4
+LONG_WAIT = 900.0
+"""An http429 asking for longer than a run waits: the look-up fails at once, without retries."""
+
+Step = tuple[object, ...]
+SCENARIOS: dict[str, list[Step]] = {
+    "create": [
+        ("fault", "drop_after_apply", "/user/createevaluationusers", 0),
+        ("fault", "http429", "/user/find", LONG_WAIT),
+        ("apply", None, 1),  # answer lost, look-up refused: the intent stays, the run stops
+        ("apply", "after_create_call:1", -9),  # settles the first batch, then dies after the next call
+        ("apply", "before_create_call:1", -9),  # settles that batch, dies before the last call
+        ("apply", None, 0),
+    ],
+    "contact": [
+        ("apply", None, 0),
+        "contact",
+        "shrink",
+        ("fault", "captcha", "/contactinfo/updatecontactinfo", 0),
+        ("apply", None, 1),  # the captcha stops the updates and the cancels after them
+        ("apply", "after_updates_call:1", -9),
+        ("apply", None, 0),
+    ],
+    "grant": [
+        ("apply", None, 0),
+        "sign",
+        "shrink",
+        ("fault", "captcha", "/userplugin/addentitlementsubscription", 0),
+        ("apply", None, 1),
+        ("apply", "after_grant_call:1", -9),
+        ("apply", None, 0),
+    ],
+    "cancel": [
+        ("apply", None, 0),
+        "shrink",
+        ("fault", "drop_after_apply", "/user/canceleverything", 0),
+        ("apply", "before_cancel_call:1", -9),
+        ("apply", "after_cancel_call:1", -9),  # the lost answer is settled by a look-up, then killed
+        ("apply", None, 0),
+    ],
+}
+
+
+def _closed(url: str) -> set[str]:
+    return {u["name"] for u in admin(url, "GET", "users") if u["status"] == "Closed"}
+
+
+def _audit(tmp_path: Path) -> list[dict[str, object]]:
+    import json
+
+    path = tmp_path / "state" / "sim.audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _log_in(url: str, name: str, password: str) -> int:
+    import httpx
+
+    return httpx.post(f"{url}/auth/accesstokenrequest", json={"name": name, "password": password}).status_code
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_kills_and_faults_keep_every_promise(tmp_path: Path, server: str, scenario: str) -> None:
+    manifest = tmp_path / "desk.yaml"
+    contact = signed = False
+    size = SMALL
+
+    def write() -> None:
+        write_desk(manifest, size, simplus=True, contact=contact)
+        manifest.write_text(manifest.read_text().replace("{env: TRADER_PASSWORD}", "{generate: true}"))
+
+    write()
+    files: list[Path] = []
+    said = ""
+    for step in SCENARIOS[scenario]:
+        if step == "contact":
+            contact = True
+            write()
+        elif step == "shrink":
+            size = SMALL - LEAVING_SMALL
+            write()
+        elif step == "sign":
+            signed = True
+            for i in range(SIGNERS):
+                admin(server, "POST", "agreements", {"name": f"trader{i:04d}"})
+        elif step[0] == "fault":
+            _, kind, path, seconds = step
+            admin(server, "POST", "faults", {"kind": kind, "path": path, "count": 1, "seconds": seconds})
+        else:
+            _, crash, expected = step
+            files.append(tmp_path / f"passwords-{len(files)}.txt")
+            closed_before, audit_before = _closed(server), len(_audit(tmp_path))
+            done = apply(
+                tmp_path, server, manifest, crash=crash,  # type: ignore[arg-type]
+                extra=["--generated-passwords", str(files[-1])], batch_size=5,
+            )  # fmt: skip
+            assert done.returncode == expected, done.stdout + done.stderr
+            said += done.stderr
+            if expected == 1:
+                # A stop is a stop: one message, nothing after it in the audit log, nobody cancelled.
+                assert done.stderr.count("apply stopped here: nothing was sent") == 1, done.stderr
+                assert [a["action"] for a in _audit(tmp_path)[audit_before:]][-1] == "stop"
+                assert _closed(server) == closed_before
+
+    users = admin(server, "GET", "users")
+    names = [u["name"] for u in users]
+    assert len(names) == len(set(names)) == SMALL, "a trader was created twice, or never"
+    store = _store(tmp_path, None)
+    assert store.journal("sim").unsettled() == []
+    state = store.load("sim")
+    assert {n: r.userId for n, r in state.users.items()} == {u["name"]: u["id"] for u in users}, (
+        "a lost id or a false record"
+    )
+    leaving = {f"trader{i:04d}" for i in range(size, SMALL)}
+    assert _closed(server) == leaving, "a name the manifest keeps was cancelled, or one it drops was not"
+    assert {n for n, r in state.users.items() if r.lifecycle == "cancelled"} == leaving
+    if signed:
+        granted = {
+            n
+            for n, r in state.users.items()
+            if (g := r.entitlements.get("simplus")) and g.status == "granted"
+        }
+        assert granted == {f"trader{i:04d}" for i in range(SIGNERS)}
+    # Every generated password that was set is in exactly one named file; none that wasn't is.
+    assert not list(tmp_path.glob("*.pending")), "a candidate password was left pending"
+    handed_out: dict[str, list[str]] = {}
+    for file in files:
+        if file.exists():
+            assert f"Generated passwords go to {file} (mode 0600)" in said, f"no run named {file}"
+            assert file.stat().st_mode & 0o777 == 0o600
+            for line in file.read_text().splitlines():
+                if "\t" in line:
+                    name, password = line.split("\t")
+                    handed_out.setdefault(name, []).append(password)
+    assert sorted(handed_out) == sorted(names)
+    for name, passwords in handed_out.items():
+        assert len(passwords) == 1, f"{name} has {len(passwords)} passwords in the files"
+        if name not in leaving:  # a cancelled trader cannot log in any more
+            assert _log_in(server, name, passwords[0]) == 200, f"{name}'s password in the files was never set"

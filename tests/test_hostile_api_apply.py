@@ -20,9 +20,11 @@ from apply_support import PASSWORD, write_desk
 
 import reconcile.api.connect as connect
 from reconcile.cli import main
+from reconcile.journal import Journal
 from reconcile.sim import admin, rules
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.transport import SimTransport
+from reconcile.state import FileStateStore
 
 Corrupt = Callable[[httpx.Request, Callable[[], httpx.Response]], httpx.Response]
 """Given the request and a way to let the simulator answer it, return the answer the client sees."""
@@ -64,13 +66,24 @@ class Desk:
         return self.tmp / "state" / "sim.json"
 
     def apply(self, *extra: str) -> tuple[int, str, str]:
-        args = ["apply", "-f", "desk.yaml", "--state", str(self.state), "--auto-approve", *extra]
+        return self.run("apply", "--auto-approve", *extra)
+
+    def run(self, command: str, *extra: str) -> tuple[int, str, str]:
+        """Run ``reconcile COMMAND -f desk.yaml --state …``; return (exit code, stdout, stderr)."""
+        code = 0
         try:
-            main(args)
+            main([command, "-f", "desk.yaml", "--state", str(self.state), *extra])
         except SystemExit as exc:
             code = int(exc.code or 0)
         out, err = self.capsys.readouterr()
         return code, out, err
+
+    def audit(self) -> list[dict[str, Any]]:
+        path = self.tmp / "state" / "sim.audit.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def unsettled(self) -> list[list[str]]:
+        return [i.users for i in Journal(self.tmp / "state" / "sim.journal.jsonl").unsettled()]
 
     def recorded(self) -> dict[str, Any]:
         if not self.state.exists():
@@ -289,3 +302,148 @@ def test_agreement_signals_of_the_wrong_shape_stop_the_grants_and_say_which_call
     )
     desk.assert_state_is_the_truth()
     desk.converge()
+
+
+def dropped_after_applying(_req: httpx.Request, forward: Callable[[], httpx.Response]) -> httpx.Response:
+    """Let the simulator apply the request, then lose the connection before the answer."""
+    forward()
+    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+def log_in(desk: Desk, name: str, password: str) -> int:
+    """Log in to the simulator as the trader ``name``; return the HTTP status."""
+    with httpx.Client(transport=SimTransport(desk.hostile.app), base_url="http://sim.test/v1") as http:
+        return http.post("/auth/accesstokenrequest", json={"name": name, "password": password}).status_code
+
+
+CAPTCHA = answer({"p-ticket": "t1", "p-time": 0, "p-captcha": True})
+FIND = "/user/find"
+
+
+def test_a_lost_create_whose_users_cannot_be_looked_up_stays_open_until_settled(
+    tmp_path: Path, desk: Desk
+) -> None:
+    write_desk(tmp_path / "desk.yaml", 3)
+    desk.hostile.rules[CREATE] = dropped_after_applying
+    desk.hostile.rules[FIND] = answer({"errorText": "busy"}, 500)
+    code, _, err = desk.apply()
+    assert code == 1
+    assert "looking the user up failed, so whether it exists is unknown" in err
+    assert "nothing was sent to the API after this" in err
+    assert desk.recorded() == {}, "no false record"
+    assert desk.unsettled() == [NAMES], "an intent whose outcome is unknown must stay in the journal"
+    with pytest.raises(SystemExit, match="0"):
+        main(["state", "show", "-e", "sim", "--state", str(desk.state)])
+    assert "create of 3 users; left by an apply that did not finish" in desk.capsys.readouterr().out
+
+    # Without credentials, plan shows them waiting and plans nothing for them.
+    code, out, _ = desk.run("plan", "--detailed-exitcode")
+    assert code == 2
+    assert "waiting to be settled: the create of trader0000, trader0001, trader0002" in out
+    assert "No changes." in out, "users whose create may have happened must not be planned again"
+
+    # While the API still cannot answer, apply refuses to plan or send anything.
+    code, _, err = desk.apply()
+    assert code == 1 and "whether it exists is unknown" in err
+    assert desk.hostile.hits[CREATE] == 1 and desk.unsettled() == [NAMES]
+
+    desk.hostile.rules.clear()
+    code, out, err = desk.apply()
+    assert code == 0, err
+    assert "3 adopted" in out and desk.hostile.hits[CREATE] == 1, "settled by looking up, not by a resend"
+    assert {r["origin"] for r in desk.recorded().values()} == {"adopted"}
+    assert desk.unsettled() == []
+    desk.converge()
+
+
+@pytest.mark.parametrize(
+    ("path", "change"),
+    [
+        pytest.param("/contactinfo/updatecontactinfo", {"contact": True}, id="contact"),
+        pytest.param("/userplugin/addentitlementsubscription", {"simplus": True}, id="grant"),
+    ],
+)
+def test_a_captcha_stops_every_later_call_of_the_run(
+    tmp_path: Path, desk: Desk, path: str, change: dict[str, bool]
+) -> None:
+    write_desk(tmp_path / "desk.yaml", 6)
+    assert desk.apply()[0] == 0
+    for i in range(5):
+        admin.sign_agreement(desk.hostile.app.store, desk.hostile.app.config, f"trader{i:04d}")
+    write_desk(tmp_path / "desk.yaml", 5, **change)  # trader0005 leaves: a cancel would follow
+    desk.hostile.rules[path] = CAPTCHA
+    code, out, err = desk.apply()
+    assert code == 1
+    assert "demands a captcha" in err and "apply stopped here: nothing was sent" in err
+    assert err.count("demands a captcha") == 1 and "Apply complete" not in out + err, "one clear message"
+    assert "/user/canceleverything" not in desk.hostile.hits
+    assert desk.recorded()["trader0005"]["lifecycle"] == "active"
+    closed = [u["name"] for u in admin.dump_users(desk.hostile.app.store) if u["status"] == "Closed"]
+    assert closed == []
+    audit = desk.audit()
+    assert audit[-1]["action"] == "stop" and "captcha" in audit[-1]["detail"]["reason"]
+    assert all(a["action"] != "cancel_everything" for a in audit)
+    desk.assert_state_is_the_truth()
+    desk.converge()
+
+
+def test_cancel_is_not_sent_for_an_id_that_belongs_to_someone_else(tmp_path: Path, desk: Desk) -> None:
+    write_desk(tmp_path / "desk.yaml", 2)
+    assert desk.apply()[0] == 0
+    outsider = admin.add_user(
+        desk.hostile.app.store, desk.hostile.app.config, {"name": "outsider", "email": "o@example.com"}
+    )
+    state = json.loads(desk.state.read_text())
+    state["users"]["trader0001"]["userId"] = outsider["id"]  # state is wrong about trader0001
+    desk.state.write_text(json.dumps(state))
+    write_desk(tmp_path / "desk.yaml", 1)
+    code, _, err = desk.apply()
+    assert code == 1
+    assert f"trader0001: cancel_everything: not sent: id {outsider['id']} belongs to outsider" in err
+    statuses = {u["name"]: u["status"] for u in admin.dump_users(desk.hostile.app.store)}
+    assert statuses == {"trader0000": "Active", "trader0001": "Active", "outsider": "Active"}
+    assert desk.recorded()["trader0001"]["lifecycle"] == "active"
+
+
+def test_generated_passwords_are_written_only_for_users_created_with_them(tmp_path: Path, desk: Desk) -> None:
+    write_desk(tmp_path / "desk.yaml", 3)
+    text = (tmp_path / "desk.yaml").read_text().replace("{env: TRADER_PASSWORD}", "{generate: true}")
+    (tmp_path / "desk.yaml").write_text(text)
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    desk.hostile.rules[CREATE] = answer({"errorText": "Partner quota exceeded"})
+    code, _, err = desk.apply("--generated-passwords", str(first))
+    assert code == 1 and "Partner quota exceeded" in err
+    assert not first.exists() and not first.with_name("first.txt.pending").exists()
+    # The answer is lost and the users can't be looked up: the candidates wait, presented nowhere.
+    desk.hostile.rules[CREATE] = dropped_after_applying
+    desk.hostile.rules[FIND] = answer({"errorText": "busy"}, 500)
+    assert desk.apply("--generated-passwords", str(first))[0] == 1
+    assert not first.exists() and first.with_name("first.txt.pending").stat().st_mode & 0o777 == 0o600
+    desk.hostile.rules.clear()
+    code, _, err = desk.apply("--generated-passwords", str(second))
+    assert code == 0, err
+    assert f"Generated passwords of 3 users are in {first} (mode 0600)" in err
+    assert not second.exists() and not first.with_name("first.txt.pending").exists()
+    lines = [ln.split("\t") for ln in first.read_text().splitlines() if "\t" in ln]
+    assert sorted(name for name, _ in lines) == NAMES
+    for name, password in lines:
+        assert log_in(desk, name, password) == 200, f"{name}'s password in {first} is not the one set"
+
+
+def test_state_show_says_whether_an_open_intent_may_still_be_in_flight(tmp_path: Path, desk: Desk) -> None:
+    write_desk(tmp_path / "desk.yaml", 1)
+    assert desk.apply()[0] == 0
+    write_desk(tmp_path / "desk.yaml", 2)
+    desk.hostile.rules[CREATE] = dropped_after_applying
+    desk.hostile.rules[FIND] = answer({"errorText": "busy"}, 500)
+    assert desk.apply()[0] == 1
+    show = ["state", "show", "-e", "sim", "--state", str(desk.state)]
+    with pytest.raises(SystemExit, match="0"):
+        main(show)
+    out = desk.capsys.readouterr().out
+    assert "create of 1 user; left by an apply that did not finish; the next apply settles it" in out
+    with FileStateStore(desk.state).lock(purpose="apply"):
+        with pytest.raises(SystemExit, match="0"):
+            main(show)
+        out = desk.capsys.readouterr().out
+    assert "(apply) is still running, this is its call in flight and it settles it itself" in out

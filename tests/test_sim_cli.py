@@ -13,7 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from reconcile.cli.sim import command
+from reconcile.sim.app import create_app
 from reconcile.sim.testing import login
+from reconcile.sim.transport import SimTransport
 
 USER = {
     "name": "trader001",
@@ -92,3 +94,48 @@ def test_errors_say_what_to_do(tmp_path: Path) -> None:
 def test_every_command_has_help() -> None:
     for name in command.commands:  # type: ignore[attr-defined]
         assert "Usage:" in run(name, "--help")
+
+
+def _with_account(db: Path, name: str = "FIRMEVAL00001") -> None:
+    """Create trader001 and an evaluation account for it in the simulator file ``db``."""
+    app = create_app(db_path=db)
+    try:
+        with httpx.Client(transport=SimTransport(app), base_url="http://sim.test/v1") as client:
+            client.headers["Authorization"] = f"Bearer {login(client)}"
+            users = client.post("/user/createevaluationusers", json={"users": [USER]}).json()
+            item = {"userId": users["results"][0]["userId"], "name": name}
+            item |= {"templateAccountId": 5001, "initialBalance": 50000}
+            answer = client.post("/user/createevaluationaccounts", json={"accounts": [item]}).json()
+            assert "accountId" in answer["results"][0], answer
+    finally:
+        app.store.close()
+
+
+def test_accounts_and_pnl_on_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "sim.sqlite"
+    _with_account(db)
+    result = CliRunner().invoke(command, ["pnl", "firmeval00001", "-1250.5", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["balance"] == 48749.5
+    assert "FIRMEVAL00001: balance 48,749.50 (-1,250.50); initial balance 50,000.00." in result.stderr
+    listed = CliRunner().invoke(command, ["accounts", "--db", str(db)])
+    (only,) = json.loads(listed.stdout)
+    assert (only["userName"], only["template"], only["balance"]) == ("trader001", "Evaluation 50K", 48749.5)
+    assert (only["riskCategory"], only["permissionStatus"], only["adminAction"]) == (
+        "standard",
+        "Approved",
+        "Normal",
+    )
+    assert "1 account in the simulator." in listed.stderr
+
+
+def test_accounts_and_pnl_by_url(served: tuple[str, Path]) -> None:
+    url, db = served
+    _with_account(db)
+    assert json.loads(run("pnl", "FIRMEVAL00001", "300", "--url", url))["balance"] == 50300
+    assert [a["balance"] for a in json.loads(run("accounts", "--url", url))] == [50300]
+
+
+def test_pnl_of_an_unknown_account_says_what_to_do(tmp_path: Path) -> None:
+    result = CliRunner().invoke(command, ["pnl", "ghost", "-5", "--db", str(tmp_path / "s.sqlite")])
+    assert result.exit_code != 0 and "no account named 'ghost'" in str(result.exception)

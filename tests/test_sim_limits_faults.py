@@ -68,6 +68,26 @@ def test_bad_credentials_get_the_apis_error_text(sim: Sim) -> None:
     assert "accessToken" not in body
 
 
+def test_bad_credentials_are_refused_with_401(sim: Sim) -> None:
+    response = sim.client.post("/auth/accesstokenrequest", json=LOGIN | {"password": "wrong"})
+    assert response.status_code == 401
+
+
+def test_a_trader_logs_in_with_their_own_name_and_password_and_only_that(sim: Sim) -> None:
+    sim.authorise()
+    assert sim.create().json()["results"][0]["userId"]
+    own = sim.client.post(
+        "/auth/accesstokenrequest", json={"name": USER["name"], "password": USER["password"]}
+    )
+    assert own.status_code == 200 and own.json()["name"] == USER["name"] and own.json()["accessToken"]
+    for wrong in ({"name": USER["name"], "password": "Passw0rd!y"}, {"name": "nobody", "password": "x" * 10}):
+        refused = sim.client.post("/auth/accesstokenrequest", json=wrong)
+        assert refused.status_code == 401 and "Incorrect username or password" in refused.json()["errorText"]
+    # A trader's token is theirs: the partner calls still need the administrator's.
+    as_trader = {"Authorization": f"Bearer {own.json()['accessToken']}"}
+    assert sim.client.get("/user/list", headers=as_trader).status_code == 403
+
+
 def test_configured_app_credentials_are_checked(tmp_path: Path) -> None:
     sim = Sim(tmp_path, SimConfig(cid="42", sec="s3cret"))
     body = sim.client.post("/auth/accesstokenrequest", json=LOGIN | {"cid": "42", "sec": "nope"}).json()

@@ -133,7 +133,7 @@ def test_apply_says_where_the_generated_passwords_went_and_nothing_else_has_them
         "apply", "-f", manifest, "--state", state, "--auto-approve", "--generated-passwords", secrets_file
     )
     assert result.exit_code == 0, result.output
-    assert f"Generated passwords of the new users are in {secrets_file} (mode 0600)" in result.stderr
+    assert f"Generated passwords of 2 users are in {secrets_file} (mode 0600)" in result.stderr
     generated = [line.split("\t")[1] for line in secrets_file.read_text().splitlines() if "\t" in line]
     assert len(generated) == 2
     for password in generated:

@@ -351,7 +351,8 @@ class TokenAuth(httpx.Auth):
         request = httpx.Request("POST", self.base_url + LOGIN_PATH, json=self.credentials.login_body())
         response = yield from self._exchange(request, "accesstokenrequest")
         answer = _token_answer(response)
-        if response.status_code != 200 or answer is None:
+        refused = response.status_code == 401 and answer is not None and answer.errorText is not None
+        if (response.status_code != 200 and not refused) or answer is None:
             raise AuthError(
                 f"login as {who} failed: HTTP {response.status_code}, not an access-token answer",
                 call="accesstokenrequest",

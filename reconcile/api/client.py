@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -38,6 +39,9 @@ from reconcile.api.auth import (
 from reconcile.api.auth import for_users as _for
 from reconcile.api.events import ClientEvent, OnEvent
 from reconcile.api.models import (
+    Account,
+    AccountRiskStatus,
+    AccountRiskStatusResponse,
     AddEntitlementSubscription,
     AdminAlertSignal,
     AdminAlertSignalResponse,
@@ -45,15 +49,32 @@ from reconcile.api.models import (
     CancelEverythingResult,
     CompleteAlertSignal,
     ContactInfo,
+    CreateAccountResult,
+    CreateEvaluationAccounts,
+    CreateEvaluationAccountsResponse,
     CreateEvaluationUsers,
     CreateEvaluationUsersResponse,
     CreateResult,
     EntitlementSubscriptionResult,
+    EvaluationAccount,
     EvaluationUser,
     ModifyEmailAddress,
+    ResetDemoAccountState,
+    RevokeTradingPermission,
+    RevokeTradingPermissions,
+    SetAdminAutoLiqAction,
+    SimpleResponse,
+    SwitchRiskCategory,
+    TradeDate,
+    TradingPermission,
+    TradingPermissionResponse,
     UpdateContactInfo,
     UpdateContactInfoResponse,
+    UpdateUserAutoLiqItem,
+    UpdateUserAutoLiqs,
+    UpdateUserAutoLiqsResponse,
     User,
+    UserAccountAutoLiq,
     UserPlugin,
     UserStatusMessage,
     wire,
@@ -65,7 +86,9 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
-MAX_USERS_PER_CREATE = 100
+MAX_ITEMS_PER_CALL = 100
+"""The most users, accounts or ids one bulk call carries (createevaluationusers' published limit)."""
+MAX_USERS_PER_CREATE = MAX_ITEMS_PER_CALL
 _MAX_PENALTIES = 5
 _IDS_PER_READ = 100
 
@@ -167,12 +190,9 @@ class PartnerClient:
         Raises :class:`OutcomeUnknown` when the request was sent and no usable answer came, and
         :class:`ApiError` when the API refused the whole request.
         """
-        if not 0 < len(users) <= MAX_USERS_PER_CREATE:
-            raise ValueError(
-                f"createevaluationusers takes 1 to {MAX_USERS_PER_CREATE} users, got {len(users)}"
-            )
-        names = tuple(u.name for u in users)
         call = "createevaluationusers"
+        _check_batch(call, len(users), "users")
+        names = tuple(u.name for u in users)
         data = self._call(
             "POST",
             "/user/createevaluationusers",
@@ -183,21 +203,7 @@ class PartnerClient:
             business_errors=False,
         )
         answer = self._parse(CreateEvaluationUsersResponse, data, call, names, sent=True)
-        if not answer.results and answer.errorText:
-            raise ApiError(
-                f"{call}{_for(names)}: the API refused the whole request: {answer.errorText}",
-                call=call,
-                users=names,
-            )
-        if len(answer.results) != len(users):
-            raise OutcomeUnknown(
-                f"{call}{_for(names)}: the API answered {len(answer.results)} results for {len(users)} "
-                "users, so it is not known which were created; look the users up before creating "
-                "them again",
-                call=call,
-                users=names,
-                reason=f"the API answered {len(answer.results)} results for {len(users)} users",
-            )
+        _check_results(call, names, "users", len(answer.results), answer.errorText)
         return [
             r
             if r.userId is not None or r.errorText
@@ -289,6 +295,180 @@ class PartnerClient:
             "POST", "/user/canceleverything", call="canceleverything", users=who, body=wire(request)
         )
         return self._parse(CancelEverythingResult, data, "canceleverything", who)
+
+    # -- evaluation accounts (Stage 4) -------------------------------------------------------------
+
+    def create_evaluation_accounts(self, accounts: Sequence[EvaluationAccount]) -> list[CreateAccountResult]:
+        """Create up to 100 accounts with their trading permissions; one result per account, in order.
+
+        Each result has ``accountId`` and ``tradingPermissionId``, or ``errorText``. Raises
+        :class:`OutcomeUnknown` when the request was sent and no usable answer came (it is never
+        resent), and :class:`ApiError` when the API refused the whole request.
+        """
+        call = "createevaluationaccounts"
+        _check_batch(call, len(accounts), "accounts")
+        names = tuple(a.name for a in accounts)
+        data = self._call(
+            "POST",
+            "/user/createevaluationaccounts",
+            call=call,
+            users=names,
+            body=wire(CreateEvaluationAccounts(accounts=list(accounts))),
+            idempotent=False,
+            business_errors=False,
+        )
+        answer = self._parse(CreateEvaluationAccountsResponse, data, call, names, sent=True)
+        _check_results(call, names, "accounts", len(answer.results), answer.errorText)
+        return [
+            r
+            if r.accountId is not None or r.errorText
+            else r.model_copy(
+                update={"errorText": "the API answered neither an account id nor an error for this account"}
+            )
+            for r in answer.results
+        ]
+
+    def revoke_trading_permission(
+        self, permission_id: int, *, account: str | None = None
+    ) -> TradingPermission:
+        """Revoke one trading permission; return it as the API now has it (status Revoked)."""
+        call = "revoketradingpermission"
+        who = (account or f"trading permission {permission_id}",)
+        data = self._call(
+            "POST",
+            "/user/revoketradingpermission",
+            call=call,
+            users=who,
+            body=wire(RevokeTradingPermission(tradingPermissionId=permission_id)),
+        )
+        answer = self._parse(TradingPermissionResponse, data, call, who)
+        if answer.tradingPermission is None:
+            raise TransportError(
+                f"{call}{_for(who)}: the answer has no tradingPermission; read the permission "
+                "(/tradingPermission/list) to see whether it was revoked",
+                call=call,
+                users=who,
+            )
+        return answer.tradingPermission
+
+    def revoke_trading_permissions(
+        self, permission_ids: Sequence[int], *, accounts: Sequence[str] = ()
+    ) -> None:
+        """Revoke up to 100 trading permissions in one call (revoking a revoked one again is harmless)."""
+        call = "revoketradingpermissions"
+        _check_batch(call, len(permission_ids), "trading permission ids")
+        who = tuple(accounts) or tuple(f"trading permission {i}" for i in permission_ids)
+        body = wire(RevokeTradingPermissions(tradingPermissionIds=list(permission_ids)))
+        self._simple("/user/revoketradingpermissions", call, body, who)
+
+    def reset_demo_account_state(
+        self, account_ids: Sequence[int], trade_date: date, *, accounts: Sequence[str] = ()
+    ) -> None:
+        """Return up to 100 accounts to their state at market open on ``trade_date``.
+
+        Not resent after an unknown outcome: a second reset would also undo the trading done since
+        the first, so whether to reset again is the caller's decision (its journal's).
+        """
+        call = "resetdemoaccountstate"
+        _check_batch(call, len(account_ids), "account ids")
+        day = TradeDate(year=trade_date.year, month=trade_date.month, day=trade_date.day)
+        body = wire(ResetDemoAccountState(accountIds=list(account_ids), resetTradeDate=day))
+        self._simple(
+            "/account/resetdemoaccountstate", call, body, _accounts(account_ids, accounts), idempotent=False
+        )
+
+    def switch_risk_category(
+        self, account_ids: Sequence[int], category_id: int, *, accounts: Sequence[str] = ()
+    ) -> None:
+        """Move up to 100 accounts to risk category ``category_id`` (those already there are skipped)."""
+        call = "switchriskcategory"
+        _check_batch(call, len(account_ids), "account ids")
+        body = wire(SwitchRiskCategory(accountIds=list(account_ids), riskCategoryId=category_id))
+        self._simple("/accountRiskStatus/switchriskcategory", call, body, _accounts(account_ids, accounts))
+
+    def set_admin_auto_liq_action(
+        self,
+        account_id: int,
+        action: str,
+        *,
+        reason_code: str = "Other",
+        reason: str | None = None,
+        account: str | None = None,
+    ) -> AccountRiskStatus:
+        """Set an account's admin action: ``LockTradingImmediately`` locks it, ``Normal`` unlocks it.
+
+        The API wants a ``reason`` when ``reason_code`` is Other (the code most partners use).
+        """
+        call = "setadminautoliqaction"
+        if reason_code == "Other" and not reason:
+            raise ValueError(f"{call}: reason_code Other needs a reason")
+        who = (account or f"account id {account_id}",)
+        request = SetAdminAutoLiqAction(
+            accountId=account_id,
+            adminAction=action,
+            adminActionReasonCode=reason_code,
+            adminActionReason=reason,
+        )
+        data = self._call(
+            "POST", "/accountRiskStatus/setadminautoliqaction", call=call, users=who, body=wire(request)
+        )
+        answer = self._parse(AccountRiskStatusResponse, data, call, who)
+        if answer.accountRiskStatus is None:
+            raise TransportError(
+                f"{call}{_for(who)}: the answer has no accountRiskStatus; read the account's risk "
+                "status (/accountRiskStatus/list) to see whether the action was set",
+                call=call,
+                users=who,
+            )
+        return answer.accountRiskStatus
+
+    def update_user_auto_liqs(
+        self, items: Sequence[UpdateUserAutoLiqItem], *, accounts: Sequence[str] = ()
+    ) -> list[UserAccountAutoLiq]:
+        """Change the auto-liquidation settings of up to 100 accounts; return them as the API stored them."""
+        call = "updateuserautoliqs"
+        _check_batch(call, len(items), "items")
+        who = _accounts([i.accountId for i in items], accounts)
+        data = self._call(
+            "POST",
+            "/userAccountAutoLiq/updateuserautoliqs",
+            call=call,
+            users=who,
+            body=wire(UpdateUserAutoLiqs(items=list(items))),
+        )
+        answer = self._parse(UpdateUserAutoLiqsResponse, data, call, who)
+        return [a.userAccountAutoLiq for a in answer.userAutoLiqs if a.userAccountAutoLiq is not None]
+
+    def list_accounts(self) -> list[Account]:
+        """Return every account of the organization (one call)."""
+        return self._parse_list(
+            Account, self._call("GET", "/account/list", call="account/list"), "account/list", ()
+        )
+
+    def list_trading_permissions(self) -> list[TradingPermission]:
+        """Return every trading permission of the organization's accounts (one call)."""
+        data = self._call("GET", "/tradingPermission/list", call="tradingPermission/list")
+        return self._parse_list(TradingPermission, data, "tradingPermission/list", ())
+
+    def list_user_auto_liqs(self) -> list[UserAccountAutoLiq]:
+        """Return the auto-liquidation settings of every account (one call)."""
+        data = self._call("GET", "/userAccountAutoLiq/list", call="userAccountAutoLiq/list")
+        return self._parse_list(UserAccountAutoLiq, data, "userAccountAutoLiq/list", ())
+
+    def list_account_risk_statuses(self) -> list[AccountRiskStatus]:
+        """Return the risk status (admin action) of every account (one call)."""
+        data = self._call("GET", "/accountRiskStatus/list", call="accountRiskStatus/list")
+        return self._parse_list(AccountRiskStatus, data, "accountRiskStatus/list", ())
+
+    def _simple(
+        self, path: str, call: str, body: dict[str, Any], who: tuple[str, ...], *, idempotent: bool = True
+    ) -> None:
+        """Send a call the API answers ``{"ok": ...}``; raise unless it answered ok."""
+        data = self._call("POST", path, call=call, users=who, body=body, idempotent=idempotent)
+        if not self._parse(SimpleResponse, data, call, who, sent=not idempotent).ok:
+            raise ApiError(
+                f"{call}{_for(who)}: the API answered ok: false and gave no reason", call=call, users=who
+            )
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -596,6 +776,32 @@ class PartnerClient:
                 )
 
         return report
+
+
+def _check_batch(call: str, count: int, noun: str) -> None:
+    if not 0 < count <= MAX_ITEMS_PER_CALL:
+        raise ValueError(f"{call} takes 1 to {MAX_ITEMS_PER_CALL} {noun}, got {count}")
+
+
+def _check_results(call: str, names: tuple[str, ...], noun: str, answered: int, error: str | None) -> None:
+    """Refuse a create answer that is not one result per item: a whole-request refusal or a short list."""
+    if not answered and error:
+        raise ApiError(
+            f"{call}{_for(names)}: the API refused the whole request: {error}", call=call, users=names
+        )
+    if answered != len(names):
+        raise OutcomeUnknown(
+            f"{call}{_for(names)}: the API answered {answered} results for {len(names)} {noun}, so it "
+            f"is not known which were created; look the {noun} up before creating them again",
+            call=call,
+            users=names,
+            reason=f"the API answered {answered} results for {len(names)} {noun}",
+        )
+
+
+def _accounts(account_ids: Sequence[int], names: Sequence[str]) -> tuple[str, ...]:
+    """Who a call is about, for messages: the account names when known, else their ids."""
+    return tuple(names) or tuple(f"account id {i}" for i in account_ids)
 
 
 @functools.cache

@@ -232,3 +232,188 @@ class CompleteAlertSignal(_Request):
 class AdminAlertSignalResponse(_Response):
     adminAlertSignal: AdminAlertSignal | None = None
     errorText: str | None = None
+
+
+# --- evaluation accounts (Stage 4) ----------------------------------------------------------------
+
+
+class _AutoLiqSettings(BaseModel):
+    """The auto-liquidation settings shared by PostTradeRisk, UpdateUserAutoLiqItem and UserAccountAutoLiq."""
+
+    marginPercentageAlert: float | None = None
+    dailyLossPercentageAlert: float | None = None
+    dailyLossAlert: float | None = None
+    marginPercentageLiqOnly: float | None = None
+    dailyLossPercentageLiqOnly: float | None = None
+    dailyLossLiqOnly: float | None = None
+    marginPercentageAutoLiq: float | None = None
+    dailyLossPercentageAutoLiq: float | None = None
+    dailyLossAutoLiq: float | None = None
+    weeklyLossAutoLiq: float | None = None
+    flattenTimestamp: str | None = None
+    trailingMaxDrawdown: float | None = None
+    trailingMaxDrawdownLimit: float | None = None
+    trailingMaxDrawdownMode: str | None = None
+    """EOD or RealTime."""
+    dailyProfitAutoLiq: float | None = None
+    weeklyProfitAutoLiq: float | None = None
+    doNotUnlock: bool | None = None
+    changesLocked: bool | None = None
+
+
+class PostTradeRisk(_Request, _AutoLiqSettings):
+    """The auto-liquidation settings a new evaluation account starts with."""
+
+
+class EvaluationAccount(_Request):
+    """One entry of POST /user/createevaluationaccounts."""
+
+    userId: int
+    templateAccountId: int
+    name: str
+    initialBalance: float
+    preTradeRisk: list[dict[str, Any]] | None = None
+    """Position limits; "in most cases templateAccountId is all you need"."""
+    postTradeRisk: PostTradeRisk | None = None
+
+
+class CreateEvaluationAccounts(_Request):
+    accounts: list[EvaluationAccount]
+
+
+class CreateAccountResult(_Response):
+    """One account's outcome of createevaluationaccounts: its ids, or ``errorText`` ("" means none)."""
+
+    accountId: int | None = None
+    tradingPermissionId: int | None = None
+    errorText: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("errorText") == "":
+            data = {**data, "errorText": None}
+        return data
+
+
+class CreateEvaluationAccountsResponse(_Response):
+    results: list[CreateAccountResult] = Field(default_factory=list)
+    errorText: str | None = None
+
+
+class SimpleResponse(_Response):
+    """``{"ok": true}`` or ``{"ok": false, "errorText": ...}``."""
+
+    ok: bool
+    errorText: str | None = None
+
+
+class RevokeTradingPermission(_Request):
+    tradingPermissionId: int
+
+
+class RevokeTradingPermissions(_Request):
+    tradingPermissionIds: list[int]
+
+
+class TradingPermission(_Response):
+    """GET /tradingPermission/list; ``status`` is Requested, Approved, Accepted, Declined or Revoked."""
+
+    id: int
+    userId: int
+    accountId: int
+    status: str
+    updated: str | None = None
+
+
+class TradingPermissionResponse(_Response):
+    tradingPermission: TradingPermission | None = None
+    errorText: str | None = None
+
+
+class TradeDate(_Request):
+    year: int
+    month: int
+    day: int
+
+
+class ResetDemoAccountState(_Request):
+    accountIds: list[int]
+    resetTradeDate: TradeDate
+
+
+class SwitchRiskCategory(_Request):
+    accountIds: list[int]
+    riskCategoryId: int
+
+
+class SetAdminAutoLiqAction(_Request):
+    """Lock (``LockTradingImmediately``) or unlock (``Normal``) an account; Other needs a reason."""
+
+    accountId: int
+    adminAction: str
+    adminActionReasonCode: str
+    adminActionReason: str | None = None
+
+
+class AccountRiskStatus(_Response):
+    """GET /accountRiskStatus/list: one per account (``id`` is the account's), ``adminAction`` as text."""
+
+    id: int
+    adminAction: str | None = None
+    adminTimestamp: str | None = None
+
+
+class AccountRiskStatusResponse(_Response):
+    accountRiskStatus: AccountRiskStatus | None = None
+    errorText: str | None = None
+
+
+class UpdateUserAutoLiqItem(_Request, _AutoLiqSettings):
+    """One account's changed auto-liquidation settings; fields left None are not sent."""
+
+    accountId: int
+    asOwner: bool | None = None
+
+
+class UpdateUserAutoLiqs(_Request):
+    items: list[UpdateUserAutoLiqItem]
+
+
+class UserAccountAutoLiq(_Response, _AutoLiqSettings):
+    """An account's auto-liquidation settings (assumed to share the account's id)."""
+
+    id: int
+
+
+class UpdateUserAutoLiqItemResponse(_Response):
+    userAccountAutoLiq: UserAccountAutoLiq | None = None
+
+
+class UpdateUserAutoLiqsResponse(_Response):
+    userAutoLiqs: list[UpdateUserAutoLiqItemResponse] = Field(default_factory=list)
+    errorText: str | None = None
+
+
+class Account(_Response):
+    """GET /account/list.
+
+    The contract says ``closed``; the partner documentation speaks of ``active``. Both are read,
+    into ``closed``.
+    """
+
+    id: int
+    name: str
+    userId: int
+    riskCategoryId: int | None = None
+    closed: bool | None = None
+    restricted: bool | None = None
+    evaluationSize: float | None = None
+    timestamp: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _active_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("closed") is None and isinstance(data.get("active"), bool):
+            data = {**data, "closed": not data["active"]}
+        return data

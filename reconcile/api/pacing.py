@@ -19,6 +19,7 @@ PUBLISHED_LIMITS: Mapping[str, int] = {
     "/user/createevaluationusers": 100,
     "/auth/accesstokenrequest": 5,
     "/auth/renewaccesstoken": 15,
+    "/accountRiskStatus/switchriskcategory": 5000,
 }
 """Requests per hour per path (lower-case contract paths), from the partner documentation."""
 

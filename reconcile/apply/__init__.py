@@ -25,7 +25,9 @@ from reconcile.apply.executor import (
     execute,
     settle_journal,
 )
+from reconcile.apply.generated import PasswordLedger
 from reconcile.apply.ports import ApplyClient, CancelClient
+from reconcile.apply.stop import RunStopped
 from reconcile.audit import AuditLog
 from reconcile.journal import Journal
 from reconcile.manifest import Manifest
@@ -67,14 +69,17 @@ def apply_plan(
     progress: Progress | None = None,
     clock: Callable[[], datetime] | None = None,
     settled: ApplyResult | None = None,
+    ledger: PasswordLedger | None = None,
 ) -> ApplyResult:
     """Execute exactly ``plan``'s actions and return what happened.
 
     Unsettled journal intents are settled first (unless ``settled`` says the caller did it
     already); then a plan whose manifest, state, environment, endpoint or tool version changed is
     refused with :class:`~reconcile.errors.PlanError`; then passwords are resolved, so a missing
-    variable or file stops the run before any change is sent. Cancellations go to ``client`` and then
-    to ``companion`` (the other host of the pair); the plan must have been bound to that host.
+    variable or file stops the run before any change is sent. Cancellations go to ``client`` and
+    then to ``companion`` (the other host of the pair); the plan must have been bound to that host.
+    Generated passwords reach ``generated_passwords`` only once their create is known to have
+    set them (see :mod:`reconcile.apply.generated`); ``ledger.written`` says which file got which.
     """
     manifest = loaded.manifest
     if password_base_dir is None:
@@ -84,6 +89,8 @@ def apply_plan(
         # Nothing was ever saved: the plan was made from an empty state whose lineage was never
         # written, so this run's first save takes the plan's lineage.
         state = state.model_copy(update={"lineage": plan.binding.state_lineage})
+    if ledger is None:
+        ledger = PasswordLedger(generated_passwords)
     run = Run(
         store=store,
         state=state,
@@ -94,6 +101,7 @@ def apply_plan(
         concurrency=concurrency,
         clock=clock,
         companion=companion,
+        ledger=ledger,
     )
     if settled is None:
         settle_journal(run)
@@ -117,11 +125,11 @@ def apply_plan(
         environ=environ,
         locate=getattr(loaded, "locations", {}).get,
     )
-    passwords.write_generated_file()
     return execute(
         run,
         plan,
         passwords=passwords.values,
+        generated=passwords.generated,
         batch_size=batch_size,
         agreement_alert_id=manifest.agreement_alert_id,
     )
@@ -147,8 +155,13 @@ def settle(
     journal: Journal,
     audit: AuditLog,
     companion: CancelClient | None = None,
+    ledger: PasswordLedger | None = None,
 ) -> ApplyResult:
-    """Settle unsettled journal intents and save the state (run before planning)."""
+    """Settle unsettled journal intents and save the state (run before planning).
+
+    Raises :class:`RunStopped` when an intent's outcome still cannot be learned: the intent stays
+    in the journal and nothing may be planned until it is settled.
+    """
     run = Run(
         store=store,
         state=store.load(environment),
@@ -156,6 +169,7 @@ def settle(
         journal=journal,
         audit=audit,
         companion=companion,
+        ledger=ledger,
     )
     return settle_journal(run)
 
@@ -168,7 +182,9 @@ __all__ = [
     "CancelClient",
     "Failure",
     "LoadedLike",
+    "PasswordLedger",
     "Progress",
+    "RunStopped",
     "apply_plan",
     "check_plan_current",
     "settle",

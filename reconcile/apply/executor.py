@@ -8,11 +8,12 @@ announced in the journal first, so the next run can settle what the dead one lef
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from reconcile.apply import wire
-from reconcile.apply.ports import ApplyClient, CancelClient
+from reconcile.apply.generated import PasswordLedger
+from reconcile.apply.ports import ApplyClient, CancelClient, UserLike
+from reconcile.apply.stop import NEEDS_A_PERSON, GuardedClient, RunStopped, Stop
 from reconcile.audit import AuditLog
-from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, ReconcileError
+from reconcile.errors import ApiError, OutcomeUnknown, ReconcileError
 from reconcile.journal import Intent, Journal
 from reconcile.plan import (
     Action,
@@ -34,6 +37,9 @@ from reconcile.plan import (
     UpdateEmail,
 )
 from reconcile.state import ContactRecord, GrantRecord, State, StateStore, UserRecord
+
+Adoption = Literal["adopted", "absent", "refused", "unknown"]
+"""What looking a user up by name found: adopted it, no such user, another person, or no answer."""
 
 MAX_BATCH = 100
 GROUP = 100
@@ -202,6 +208,10 @@ class ApplyResult:
         }
 
 
+_NOT_SENT = "not sent: the run stopped"
+"""A worker's answer when the stop was tripped before its call (nothing to record)."""
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -221,6 +231,26 @@ def _label(client: object) -> str:
     """The endpoint label a client talks to (what ``cancelledOn`` records)."""
     value = getattr(client, "endpoint_label", None)
     return value if isinstance(value, str) else "endpoint"
+
+
+def _mismatch(action: CancelEverything, found: UserLike | None, closed_by_us: bool) -> str | None:
+    """Why ``action`` must not be sent given what the API shows for its id (None: send it)."""
+    if found is None:
+        return (
+            f"the API has no user with id {action.userId}, which state records for {action.user}; "
+            "check the state (reconcile state list) and the organization"
+        )
+    if found.name.lower() != action.user.lower():
+        return (
+            f"id {action.userId} belongs to {found.name} at the API, not to {action.user} as state "
+            "records; the state is wrong about this user: check it before cancelling anyone"
+        )
+    if (found.status or "").lower() != "active" and not closed_by_us:
+        return (
+            f"{action.user} (id {action.userId}) is {found.status or 'of unknown status'} at the API, "
+            "not active; `reconcile plan --refresh` shows what changed and `reconcile refresh` records it"
+        )
+    return None
 
 
 def _already_exists(error_text: str) -> bool:
@@ -245,14 +275,22 @@ class Run:
         concurrency: int = 6,
         clock: Callable[[], datetime] | None = None,
         companion: CancelClient | None = None,
+        stop: Stop | None = None,
+        ledger: PasswordLedger | None = None,
     ) -> None:
         self.store = store
         self.state = state
-        self.client = client
-        self.companion = companion
+        self.stop = stop or Stop()
+        """Shared by every phase and worker: once tripped, no call of this run is sent."""
+        self.client: ApplyClient = GuardedClient(client, self.stop)
+        self.companion: CancelClient | None = (
+            GuardedClient(companion, self.stop) if companion is not None else None
+        )
         """The other host of the pair (DESIGN §7): it only ever receives cancel-everything."""
         self.journal = journal
         self.audit = audit
+        self.ledger = ledger or PasswordLedger()
+        """Where generated passwords wait for their create's outcome, and where they go then."""
         self.progress: Progress = progress or _NoProgress()
         self.concurrency = max(1, concurrency)
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -280,11 +318,13 @@ class Run:
     def _request_id(self) -> str | None:
         return _request_id(self.client)
 
-    def record_created(self, action: CreateUser, user_id: int, origin: str = "created") -> None:
+    def record_created(
+        self, action: CreateUser, user_id: int, origin: Literal["created", "adopted"] = "created"
+    ) -> None:
         now = self.clock()
         self.state.users[action.user] = UserRecord(
             userId=user_id,
-            origin="created",
+            origin=origin,
             email=action.email,
             firstName=action.firstName,
             lastName=action.lastName,
@@ -300,15 +340,23 @@ class Run:
 
     # -- adoption (shared by crash settling, lost answers and "already exists") ------------------
 
-    def adopt_or_report(self, action: CreateUser, why: str) -> bool:
-        """Look ``action.user`` up by name; adopt it when it is the same person. True if adopted."""
+    def adopt_or_report(self, action: CreateUser, why: str) -> Adoption:
+        """Look ``action.user`` up by name; adopt it when it is the same person.
+
+        ``unknown`` means the look-up itself failed: whether the user exists is still open, so
+        the caller keeps its intent in the journal and stops the run.
+        """
         try:
             found = self.client.find_user(action.user)
         except ApiError as exc:
-            self._fail(action.user, "create", f"{why}; looking the user up failed: {exc}")
-            return False
+            self.stop.trip(
+                f"{action.user}: {why}; looking the user up failed, so whether it exists is unknown: "
+                f"{exc}. The intent stays in the journal: the next plan shows it and the next apply "
+                "settles it before anything else"
+            )
+            return "unknown"
         if found is None:
-            return False
+            return "absent"
         if found.email.lower() != action.email.lower():
             self._fail(
                 action.user,
@@ -317,19 +365,33 @@ class Run:
                 f"({found.email}, manifest says {action.email}); not adopted. Rename the user in the "
                 "manifest, or fix the email if it is the same person",
             )
-            return False
+            return "refused"
         self.record_created(action, found.id, origin="adopted")
-        return True
+        return "adopted"
 
     # -- creates ----------------------------------------------------------------------------------
 
-    def creates(self, actions: Sequence[CreateUser], passwords: dict[str, str], batch_size: int) -> None:
+    def creates(
+        self,
+        actions: Sequence[CreateUser],
+        passwords: dict[str, str],
+        batch_size: int,
+        generated: Collection[str] = (),
+    ) -> None:
+        """Create ``actions`` in batches; ``generated`` names the users whose password was generated."""
         if not actions:
             return
         self.progress.phase("create", len(actions))
         done = 0
         for batch in _chunks(actions, batch_size):
-            intent = self.journal.begin("create", batch)
+            self.stop.check()
+            candidates = {a.user: passwords[a.user] for a in batch if a.user in generated}
+            pending = self.ledger.pending if candidates else None
+            intent = self.journal.begin(
+                "create", batch, passwords=str(pending) if pending is not None else None
+            )
+            # The candidates are durable before the call, so a kill never loses a password that was set.
+            self.ledger.hold(intent.id, candidates)
             checkpoint("before_create_call")
             names = [a.user for a in batch]
             try:
@@ -338,11 +400,10 @@ class Run:
                         [wire.evaluation_user(a, passwords[a.user]) for a in batch]
                     )
                 )
-            except (AuthError, CaptchaRequired):
-                # Nothing was applied (the call was refused before it ran) or we cannot look it
-                # up now; the intent stays open and the next run settles it.
+            except NEEDS_A_PERSON:
+                # Refused before it ran; the intent stays open and the next run settles it.
                 self.audit.record("create", users=names, outcome="refused", request_id=self._request_id())
-                raise
+                raise self.stop.error() from None
             except OutcomeUnknown as exc:
                 # Sent, but no usable answer: the users may exist now. Look them up, adopt.
                 self.audit.record(
@@ -352,7 +413,7 @@ class Run:
                     request_id=self._request_id(),
                     detail={"error": str(exc)},
                 )
-                self._settle_creates(batch, _lost("createevaluationusers", exc))
+                self._settle_creates(intent, batch, _lost("createevaluationusers", exc))
                 done += len(batch)
                 self._end_create_batch(intent, names, done)
                 continue
@@ -367,30 +428,36 @@ class Run:
                 )
                 for action in batch:
                     self._fail(action.user, "create", str(exc))
+                self.ledger.resolve(pending, intent.id, not_set=names)
                 done += len(batch)
                 self._end_create_batch(intent, names, done)
                 continue
             checkpoint("after_create_call")
-            created = failed = 0
+            made: list[str] = []
+            failed = 0
             if len(results) != len(batch):
-                self._settle_creates(batch, f"the API answered {len(results)} results for {len(batch)} users")
+                self._settle_creates(
+                    intent, batch, f"the API answered {len(results)} results for {len(batch)} users"
+                )
             else:
                 for action, res in zip(batch, results, strict=True):
                     if res.userId is not None and not res.errorText:
                         self.record_created(action, res.userId)
-                        created += 1
+                        made.append(action.user)
                     elif res.errorText and _already_exists(res.errorText):
-                        if not self.adopt_or_report(action, f"the API said: {res.errorText}"):
+                        # The API refused this create, so the candidate was never set: it is dropped.
+                        if self.adopt_or_report(action, f"the API said: {res.errorText}") != "adopted":
                             if not any(f.user == action.user for f in self.result.failures):
                                 self._fail(action.user, "create", res.errorText)
                             failed += 1
                     else:
                         self._fail(action.user, "create", res.errorText or "the API gave no user id")
                         failed += 1
+                self.ledger.resolve(pending, intent.id, set_for=made, not_set=set(names) - set(made))
             self.audit.record(
                 "create",
                 users=names,
-                outcome=f"created {created}, failed {failed}",
+                outcome=f"created {len(made)}, failed {failed}",
                 request_id=self._request_id(),
             )
             done += len(batch)
@@ -399,19 +466,41 @@ class Run:
     def _end_create_batch(self, intent: Intent, names: list[str], done: int) -> None:
         self.save(names)
         checkpoint("after_create_save")
+        if self.stop.reason is not None:
+            # An outcome is still unknown: the intent stays in the journal until a run settles it.
+            raise self.stop.error()
         self.journal.settle(intent)
         self.progress.advance(done)
 
-    def _settle_creates(self, batch: Sequence[CreateUser], why: str) -> None:
+    def _settle_creates(
+        self, intent: Intent, batch: Sequence[CreateUser], why: str, *, report: bool = True
+    ) -> None:
+        """Look up each user of a create whose answer was lost; adopt, report, or leave it open.
+
+        Without ``report`` a user that does not exist is no failure (the plan that follows creates it).
+        """
+        adopted: list[str] = []
+        absent: list[str] = []
         for action in batch:
             if action.user in self.state.users:
+                # Recorded before this intent was begun, or by the run that made it before it died:
+                # its candidate was decided then (passwords are moved before state is saved).
+                absent.append(action.user)
                 continue
-            if not self.adopt_or_report(action, why) and not any(
-                f.user == action.user for f in self.result.failures
-            ):
+            outcome = self.adopt_or_report(action, why)
+            if outcome == "adopted":
+                adopted.append(action.user)
+                continue
+            if outcome == "unknown":
+                continue  # left open with its candidate; the stop is tripped
+            absent.append(action.user)
+            reported = any(f.user == action.user for f in self.result.failures)
+            if report and outcome == "absent" and not reported:
                 self._fail(
                     action.user, "create", f"{why}; the user does not exist, the next apply creates it"
                 )
+        pending = Path(intent.passwords) if intent.passwords else None
+        self.ledger.resolve(pending, intent.id, set_for=adopted, not_set=absent)
 
     # -- email and contact updates (idempotent: no journal) ---------------------------------------
 
@@ -422,11 +511,14 @@ class Run:
         done = 0
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="apply") as pool:
             for group in _chunks(actions, GROUP):
+                self.stop.check()
                 # Ids are looked up here, on the one thread that changes state.
                 futures = [pool.submit(self._update_one, a, self.user_id(a.user, a.userId)) for a in group]
                 changed: list[str] = []
                 for action, future in zip(group, futures, strict=True):
                     outcome = future.result()
+                    if outcome is _NOT_SENT:
+                        continue
                     if outcome is None:
                         self._record_update(action)
                         changed.append(action.user)
@@ -440,6 +532,7 @@ class Run:
                     )
                 checkpoint("after_updates_call")
                 self.save(changed)
+                self.stop.check()
                 done += len(group)
                 self.progress.advance(done)
 
@@ -454,6 +547,8 @@ class Run:
                 self.client.update_contact_info(
                     wire.contact_request(user_id, action.contact), user=action.user
                 )
+        except RunStopped:
+            return _NOT_SENT
         except ReconcileError as exc:
             return str(exc)
         return None
@@ -514,6 +609,7 @@ class Run:
         done = 0
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="grant") as pool:
             for group in _chunks(ready, GROUP):
+                self.stop.check()
                 intent = self.journal.begin(
                     "grant", [a for a, _ in group], agreement_alert_id=agreement_alert_id
                 )
@@ -525,6 +621,8 @@ class Run:
                 changed: list[str] = []
                 for (action, _), future in zip(group, futures, strict=True):
                     outcome, error = future.result()
+                    if outcome == _NOT_SENT:
+                        continue
                     self.audit.record(
                         "grant_entitlement",
                         users=[action.user],
@@ -538,6 +636,8 @@ class Run:
                         self._fail(action.user, "grant_entitlement", error)
                 checkpoint("after_grant_call")
                 self.save(changed)
+                # A stopped group keeps its intent: the next run checks which grants exist.
+                self.stop.check()
                 self.journal.settle(intent)
                 done += len(group)
                 self.progress.advance(done)
@@ -555,6 +655,8 @@ class Run:
                 return "failed", f"addentitlementsubscription: {reason} (errorCode {res.errorCode})"
             for signal_id in signals:
                 self.client.complete_alert_signal(signal_id, user=action.user)
+        except RunStopped:
+            return _NOT_SENT, None
         except ReconcileError as exc:
             return "failed", str(exc)
         return ("already_granted" if res.errorCode == "ConflictWithExisting" else "granted"), None
@@ -588,15 +690,47 @@ class Run:
         done = 0
         for same_flags in by_flags.values():
             for batch in _chunks(same_flags, batch_size):
+                self.stop.check()
                 names = [a.user for a in batch]
-                # One intent covers every host: a dead run's cancel is finished on all of them.
-                intent = self.journal.begin("cancel", batch)
-                checkpoint("before_cancel_call")
-                self._cancel_on_hosts(batch)
-                self.save(names)
-                self.journal.settle(intent)
+                confirmed = self._confirm_cancels(batch)
+                if confirmed:
+                    # One intent covers every host: a dead run's cancel is finished on all of them.
+                    intent = self.journal.begin("cancel", confirmed)
+                    checkpoint("before_cancel_call")
+                    self._cancel_on_hosts(confirmed)
+                    self.save(names)
+                    # An outcome still unknown keeps the intent for the next run to settle.
+                    self.stop.check()
+                    self.journal.settle(intent)
                 done += len(batch)
                 self.progress.advance(done)
+
+    def _confirm_cancels(self, batch: Sequence[CancelEverything]) -> list[CancelEverything]:
+        """Keep the cancels whose id the endpoint still shows under the recorded name, active.
+
+        One read per batch (DESIGN §8.8: nothing irreversible on a guess). A user this run or a
+        dead one already closed on the endpoint passes, so the companion host still gets it.
+        """
+        primary = _label(self.client)
+        try:
+            found = {u.id: u for u in self.client.user_items([a.userId for a in batch])}
+        except ApiError as exc:
+            self.stop.trip(
+                f"canceleverything for {', '.join(a.user for a in batch[:5])}: not sent, because "
+                f"confirming the users' ids first failed: {exc}"
+            )
+            raise self.stop.error() from None
+        confirmed: list[CancelEverything] = []
+        for action in batch:
+            problem = _mismatch(action, found.get(action.userId), primary in self._cancelled_on(action.user))
+            if problem is None:
+                confirmed.append(action)
+                continue
+            self.audit.record(
+                "cancel_everything", users=[action.user], outcome="not_sent", detail={"error": problem}
+            )
+            self._fail(action.user, "cancel_everything", f"not sent: {problem}")
+        return confirmed
 
     def cancel_hosts(self) -> list[tuple[str, CancelClient]]:
         """(label, client) of the endpoint, then of the companion host when there is one."""
@@ -613,6 +747,8 @@ class Run:
         """
         hosts = self.cancel_hosts()
         for index, (host, client) in enumerate(hosts):
+            if self.stop.reason is not None:
+                break  # the caller saves what was done, then stops
             todo = [a for a in batch if self._cancel_open_on(a.user, host)]
             if settling and index == 0:
                 self.settle_cancels(todo, None, host)
@@ -640,9 +776,10 @@ class Run:
         where = {"host": host}
         try:
             client.cancel_everything([a.userId for a in batch], batch[0].flags, users=names)
-        except (AuthError, CaptchaRequired):
+        except NEEDS_A_PERSON:
+            # The stop is tripped: the caller saves what the other hosts did, then stops.
             self.audit.record("cancel_everything", users=names, outcome="refused", detail=where)
-            raise
+            return
         except OutcomeUnknown as exc:
             self.audit.record(
                 "cancel_everything", users=names, outcome="unknown", detail={**where, "error": str(exc)}
@@ -706,11 +843,20 @@ class Run:
         try:
             users = {u.id: u for u in self.client.user_items([a.userId for a in batch])}
         except ApiError as exc:
-            users = {}
-            why = f"{why or 'settling an interrupted cancel'}; looking the users up failed: {exc}"
+            # An irreversible call whose outcome stays unknown: a person must look (DESIGN §8.9).
+            self.stop.trip(
+                f"canceleverything for {', '.join(a.user for a in batch[:5])}: "
+                f"{why or 'settling an interrupted cancel'}; looking the users up failed, so whether "
+                f"they are cancelled is unknown: {exc}. The intent stays in the journal for the next apply"
+            )
+            return
         for action in batch:
             found = users.get(action.userId)
-            if found is not None and (found.status or "").lower() == "closed":
+            if (
+                found is not None
+                and found.name.lower() == action.user.lower()
+                and (found.status or "").lower() == "closed"
+            ):
                 self._record_cancelled_on(action.user, host)
             elif why:
                 self._fail(
@@ -722,11 +868,12 @@ class Run:
     def settle(self, intents: Sequence[Intent]) -> None:
         """Settle unsettled intents by looking their users up; adopt what exists."""
         for intent in intents:
+            self.stop.check()
             changed = [a.user for a in intent.actions]
             if intent.call == "create":
-                for action in intent.actions:
-                    if isinstance(action, CreateUser) and action.user not in self.state.users:
-                        self.adopt_or_report(action, "an interrupted apply may have created it")
+                creates = [a for a in intent.actions if isinstance(a, CreateUser)]
+                why = "an interrupted apply may have created it"
+                self._settle_creates(intent, creates, why, report=False)
             elif intent.call == "cancel":
                 open_cancels = [
                     a
@@ -743,6 +890,8 @@ class Run:
                 )
             self.audit.record("settle", users=changed, outcome=intent.call, detail={"intent": intent.id})
             self.save(changed)
+            # Still unknown: the intent stays, and nothing is planned or sent until it is settled.
+            self.stop.check()
             self.journal.settle(intent)
             self.result.settled_intents += 1
             self.result.settled_users.extend(changed)
@@ -781,18 +930,24 @@ def execute(
     passwords: dict[str, str],
     batch_size: int,
     agreement_alert_id: int,
+    generated: Collection[str] = (),
 ) -> ApplyResult:
-    """Run every action of ``plan`` in the documented order; return what happened."""
+    """Run every action of ``plan`` in the documented order; return what happened.
+
+    Raises :class:`~reconcile.apply.stop.RunStopped` when a condition that needs a person stopped
+    the run; everything done before it is saved, and nothing was sent after it.
+    """
     batch_size = max(1, min(batch_size, MAX_BATCH))
     started = time.monotonic()
     by_kind: dict[type[Any], list[Action]] = {}
     for action in plan.actions:
         by_kind.setdefault(type(action), []).append(action)
-    run.creates(by_kind.get(CreateUser, []), passwords, batch_size)  # type: ignore[arg-type]
-    updates = [*by_kind.get(UpdateEmail, []), *by_kind.get(UpdateContact, [])]
-    run.updates(updates)  # type: ignore[arg-type]
-    run.grants(by_kind.get(GrantEntitlement, []), agreement_alert_id)  # type: ignore[arg-type]
-    run.cancels(by_kind.get(CancelEverything, []), batch_size)  # type: ignore[arg-type]
+    with _recording_stop(run):
+        run.creates(by_kind.get(CreateUser, []), passwords, batch_size, generated)  # type: ignore[arg-type]
+        updates = [*by_kind.get(UpdateEmail, []), *by_kind.get(UpdateContact, [])]
+        run.updates(updates)  # type: ignore[arg-type]
+        run.grants(by_kind.get(GrantEntitlement, []), agreement_alert_id)  # type: ignore[arg-type]
+        run.cancels(by_kind.get(CancelEverything, []), batch_size)  # type: ignore[arg-type]
     run.audit.record(
         "apply",
         outcome="ok" if run.result.ok else "failed",
@@ -806,8 +961,20 @@ def settle_journal(run: Run) -> ApplyResult:
     """Settle whatever a previous run left open in the journal (no-op when it is empty)."""
     intents = run.journal.unsettled()
     if intents:
-        run.settle(intents)
+        with _recording_stop(run):
+            run.settle(intents)
     return run.result
+
+
+@contextlib.contextmanager
+def _recording_stop(run: Run) -> Iterator[None]:
+    """Write the stop to the audit log as its last line, then let it end the run."""
+    try:
+        yield
+    except RunStopped:
+        run.audit.record("stop", outcome="stopped", detail={"reason": run.stop.reason})
+        run.audit.sync()
+        raise
 
 
 __all__ = [

@@ -14,37 +14,45 @@ import sys
 import click
 
 from reconcile import __version__
+from reconcile.cli.groups import SummaryGroup
 from reconcile.cli.output import echo_err, echo_error
 from reconcile.errors import ReconcileError, printable
 
-# Command name -> the module that defines it (each exposes ``command``). Modules are imported
-# only when their command runs (or help lists them): `reconcile plan` never pays for the
-# simulator, jsonschema or psycopg.
-_COMMAND_MODULES = {
-    "validate": "validate",
-    "plan": "plan",
-    "show": "show",
-    "check": "check",
-    "apply": "apply",
-    "refresh": "refresh",
-    "import": "import_cmd",
-    "state": "state",
-    "sim": "sim",
-    "schema": "schema",
+# Command name -> (the module that defines it, exposing ``command``; its summary). Modules are
+# imported only when their command runs: `reconcile plan` never pays for the simulator,
+# jsonschema or psycopg, and `reconcile --help` lists the summaries below without importing any.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("validate", "Check manifests against every rule; change nothing, call no API."),
+    "plan": ("plan", "Show what apply would change; needs no API credentials (except with --refresh)."),
+    "show": ("show", "Show a plan saved with `reconcile plan --out PLANFILE`."),
+    "check": ("check", "Exit 1 (and print the plan) when apply would change something; 0 when in sync."),
+    "apply": ("apply", "Make the partner API match the manifest, or do exactly what a saved plan says."),
+    "refresh": ("refresh", "Update recorded state from the API; change nothing remote."),
+    "import": ("import_cmd", "Adopt users that already exist in the organization into state."),
+    "state": ("state", "Inspect recorded state and its lock; move state to and from PostgreSQL."),
+    "sim": ("sim", "Run the partner-API simulator and drive it."),
+    "schema": ("schema", "Print the manifest JSON Schema (for editors and CI checks)."),
 }
 
 
-class _LazyGroup(click.Group):
+class _LazyGroup(SummaryGroup):
     """A click group that imports a command's module on first use (click's documented pattern)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(_COMMAND_MODULES) | set(self.commands))
+        return sorted(set(_COMMANDS) | set(self.commands))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands and cmd_name in _COMMAND_MODULES:
-            module = importlib.import_module(f"reconcile.cli.{_COMMAND_MODULES[cmd_name]}")
-            self.add_command(module.command, cmd_name)
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            module_name, summary = _COMMANDS[cmd_name]
+            command: click.Command = importlib.import_module(f"reconcile.cli.{module_name}").command
+            command.short_help = summary
+            self.add_command(command, cmd_name)
         return self.commands.get(cmd_name)
+
+    def summary(self, ctx: click.Context, name: str) -> str | None:
+        if name in _COMMANDS and name not in self.commands:
+            return _COMMANDS[name][1]
+        return super().summary(ctx, name)
 
 
 @click.group(
@@ -69,11 +77,23 @@ def all_commands() -> dict[str, click.Command]:
     return {name: command for name, command in found.items() if command is not None}
 
 
+def _lock_switch(args: list[str]) -> list[str]:
+    """Return ``args`` with the old ``--lock=false`` / ``--lock=true`` as ``--no-lock`` / ``--lock``."""
+    switched = []
+    for arg in args:
+        name, _, value = arg.partition("=")
+        if name == "--lock" and value.lower() in ("false", "no", "0", "off", "true", "yes", "1", "on"):
+            arg = "--lock" if value.lower() in ("true", "yes", "1", "on") else "--no-lock"
+        switched.append(arg)
+    return switched
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map errors to exit codes."""
+    args = _lock_switch(sys.argv[1:] if argv is None else list(argv))
     try:
         # Without standalone mode, click returns ctx.exit(code)'s code instead of exiting.
-        code = cli.main(args=argv, prog_name="reconcile", standalone_mode=False)
+        code = cli.main(args=args, prog_name="reconcile", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except ReconcileError as exc:
@@ -90,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         shown = io.StringIO()
         exc.show(file=shown)
         echo_err(printable(shown.getvalue().rstrip("\n"), keep_newlines=True))
-        sys.exit(exc.exit_code)
+        # click's usage errors exit 2, which pipelines read as "changes present" (plan
+        # --detailed-exitcode): every error is 1 here.
+        sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     sys.exit(0)

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from reconcile.api.events import ClientEvent
-from reconcile.apply import ApplyResult, apply_plan, check_plan_current, settle
+from reconcile.apply import ApplyResult, PasswordLedger, apply_plan, check_plan_current, settle
 from reconcile.cli.options import PlanInputs, format_option, lock_timeout_option, plan_inputs
 from reconcile.cli.output import echo, echo_err, style
 from reconcile.cli.plan import companion_of, open_inputs, prepare_plan, print_plan, refuse_errors
@@ -119,7 +119,8 @@ def _summary_text(result: ApplyResult, plan: Plan) -> str:
 @click.option(
     "--generated-passwords",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="New file (mode 0600) that receives the passwords of users with {generate: true}.",
+    help="File (mode 0600) that receives the passwords of users with {generate: true}, each once its "
+    "user is created; a file an earlier apply started is added to, any other is never overwritten.",
 )
 @lock_timeout_option()
 @click.option(
@@ -153,7 +154,15 @@ def command(
     manifest = loaded.manifest
     environment = manifest.environment
     saved = load_plan(planfile) if planfile is not None else None
+    ledger = PasswordLedger(
+        generated_passwords,
+        on_new_file=lambda path: echo_err(
+            f"Generated passwords go to {path} (mode 0600) as their users are created."
+        ),
+    )
     with contextlib.ExitStack() as stack:
+        # Whatever ends the run, the files that received generated passwords are named.
+        stack.callback(_name_password_files, ledger)
         stack.enter_context(store.lock(timeout=lock_timeout, purpose="apply", on_wait=echo_err))
         journal, audit = store.journal(environment), store.audit_log(environment)
         stack.callback(audit.close)
@@ -180,6 +189,7 @@ def command(
             journal=journal,
             audit=audit,
             companion=companion,
+            ledger=ledger,
         )
         if settled.settled_intents:
             users = counted(len(set(settled.settled_users)), "user")
@@ -236,15 +246,20 @@ def command(
                 generated_passwords=generated_passwords,
                 progress=progress,
                 settled=settled,
+                ledger=ledger,
             )
     _report(result, fmt, plan)
-    if generated_passwords is not None and generated_passwords.exists():
-        echo_err(
-            f"Generated passwords of the new users are in {generated_passwords} (mode 0600), and "
-            "nowhere else: hand them to the traders securely, then delete the file."
-        )
     if not result.ok:
         sys.exit(1)
+
+
+def _name_password_files(ledger: PasswordLedger) -> None:
+    """Say which file holds the generated passwords this run made sure of (an earlier run's too)."""
+    for path, names in sorted(ledger.written.items()):
+        echo_err(
+            f"Generated passwords of {counted(len(set(names)), 'user')} are in {path} (mode 0600), and "
+            "nowhere else: hand them to the traders securely, then delete the file."
+        )
 
 
 def _report(result: ApplyResult, fmt: str, plan: Plan) -> None:

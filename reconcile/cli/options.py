@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast, get_args
 
 import click
 
-from reconcile.manifest import Environment
+from reconcile.manifest import Backend, Environment
 from reconcile.render import formats
 from reconcile.stores import BACKEND_VARIABLE
 
@@ -33,9 +33,14 @@ def options(*decorators: Callable[[Any], Any]) -> Callable[[F], F]:
     return apply
 
 
-def environment_option(help: str | None = None, *, required: bool = False) -> Callable[[F], F]:
-    """-e/--environment (``environment``), for commands without a manifest; sim unless ``required``."""
-    default: dict[str, Any] = {} if required else {"default": "sim", "show_default": True}
+def environment_option(
+    help: str | None = None, *, required: bool = False, default_sim: bool = True
+) -> Callable[[F], F]:
+    """-e/--environment (``environment``), for commands without a manifest; sim unless ``required``.
+
+    With ``default_sim=False`` it is None when not given (a manifest may name the environment).
+    """
+    default: dict[str, Any] = {"default": "sim", "show_default": True} if default_sim and not required else {}
     return click.option(
         "-e",
         "--environment",
@@ -50,14 +55,15 @@ def files_option(
     help: str = "Manifest file or folder of *.yaml files (repeatable; merged into one desired set).",
     *,
     must_exist: bool = True,
+    required: bool = True,
 ) -> Callable[[F], F]:
-    """-f/--file (``paths``): manifest files or folders, at least one."""
+    """-f/--file (``paths``): manifest files or folders, at least one unless not ``required``."""
     return click.option(
         "-f",
         "--file",
         "paths",
         multiple=True,
-        required=True,
+        required=required,
         type=click.Path(exists=must_exist, path_type=Path),
         help=help,
     )
@@ -93,7 +99,10 @@ def lock_timeout_option(
 
 
 def format_option(
-    choices: tuple[str, ...] = ("text", "json"), help: str | None = None, *, dest: str = "fmt"
+    choices: tuple[str, ...] = ("text", "json"),
+    help: str = "text for people; json prints one JSON document on stdout for scripts.",
+    *,
+    dest: str = "fmt",
 ) -> Callable[[F], F]:
     """--format (``fmt``), text by default."""
     return click.option(
@@ -168,13 +177,11 @@ def plan_inputs(function: F) -> F:
 
 _lock_options = options(
     click.option(
-        "--lock",
-        type=click.BOOL,
+        "--lock/--no-lock",
         default=True,
         show_default=True,
-        metavar="BOOL",
-        help="Hold the state lock while planning, so a running apply is never seen half-way; "
-        "--lock=false reads without it (for read-only checkouts).",
+        help="--no-lock reads state without its lock, for read-only checkouts (the older --lock=false "
+        "too); by default the lock is held while planning, so a running apply is never seen half-way.",
     ),
     lock_timeout_option("How long to wait for a running apply's lock on the state (negative: forever)."),
 )
@@ -183,7 +190,7 @@ _lock_options = options(
 def lock_options(function: F) -> F:
     """Add --lock and --lock-timeout (commands that only read state), passed as ``lock_timeout``.
 
-    ``lock_timeout`` is None with --lock=false: read state without taking the lock.
+    ``lock_timeout`` is None with --no-lock: read state without taking the lock.
     """
 
     def timeout(lock: bool, lock_timeout: float) -> float | None:
@@ -226,5 +233,51 @@ def remote_inputs(files_help: str) -> Callable[[F], F]:
 
     def decorate(function: F) -> F:
         return add_options(_gather(function, names, "inputs", RemoteInputs))
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class StateScope:
+    """Which state a ``state`` command works on: the environment, and the manifest's backend if any."""
+
+    environment: str
+    manifest_backend: Backend | None = None
+
+
+def state_scope(*, required: bool = False) -> Callable[[F], F]:
+    """Add -f (a manifest names environment and backend) and -e, passed as ``scope: StateScope``.
+
+    Without either, the environment is sim unless ``required``.
+    """
+    default = "required unless -f is given" if required else "default: sim"
+    add_options = options(
+        files_option(
+            "Manifest file or folder: take the environment and the state backend from it "
+            "(repeatable; as for plan and apply).",
+            required=False,
+        ),
+        environment_option(
+            f"The environment whose state to use, without a manifest ({default}).", default_sim=False
+        ),
+    )
+
+    def build(paths: tuple[Path, ...], environment: str | None) -> StateScope:
+        if not paths:
+            if environment is None and required:
+                raise click.UsageError("name the state: -f MANIFEST or -e ENVIRONMENT")
+            return StateScope(environment or "sim")
+        from reconcile.loader import load_manifest
+
+        manifest = load_manifest(list(paths)).manifest
+        if environment is not None and environment != manifest.environment:
+            raise click.UsageError(
+                f"-e {environment} contradicts the manifest's environment: {manifest.environment}; "
+                "give -f or -e, not both"
+            )
+        return StateScope(manifest.environment, manifest.backend)
+
+    def decorate(function: F) -> F:
+        return add_options(_gather(function, ("paths", "environment"), "scope", build))
 
     return decorate

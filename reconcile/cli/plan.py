@@ -46,6 +46,8 @@ class PreparedPlan:
     plan: Plan
     manifest: Manifest
     state: State
+    unsettled: int = 0
+    """Journal intents an interrupted apply left open (their users are left out of the plan)."""
 
 
 def prepare_plan(
@@ -58,6 +60,7 @@ def prepare_plan(
     read and planned, so a plan never sees an apply half-way; None plans without it (``apply``
     plans under the lock it already holds).
     """
+    from reconcile.journal import hold_unsettled
     from reconcile.planner import make_plan
 
     loaded, label, store = open_inputs(inputs)
@@ -83,9 +86,10 @@ def prepare_plan(
         plan = make_plan(
             manifest, state, binding=binding, targets=inputs.targets, excludes=inputs.excludes, live=live
         )
+        intents = store.journal(environment).unsettled()
     for warning in loaded.warnings:
         echo_warning(str(warning))
-    return PreparedPlan(with_companion_note(plan), manifest, state)
+    return PreparedPlan(with_companion_note(hold_unsettled(plan, intents)), manifest, state, len(intents))
 
 
 def companion_of(inputs: PlanInputs, label: str) -> str | None:
@@ -242,7 +246,7 @@ def command(
     if out is not None:
         save_plan(plan, out)
         echo_err(f"Saved the plan to {out}; apply it with: {apply_command(out, inputs, plan)}")
-    if detailed_exitcode and (plan.has_changes or plan.has_drift):
+    if detailed_exitcode and (plan.has_changes or plan.has_drift or prepared.unsettled):
         click.get_current_context().exit(2)
 
 

@@ -9,8 +9,10 @@ from typing import Any
 import click
 import httpx
 
+from reconcile.cli.groups import SummaryGroup
 from reconcile.cli.output import echo, echo_err
 from reconcile.errors import ReconcileError
+from reconcile.render.describe import counted
 from reconcile.sim import admin
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.config import SimConfig
@@ -71,6 +73,10 @@ def _local(app: SimApp, method: str, route: str, body: dict[str, Any]) -> Any:
         return admin.arm_fault(store, body["kind"], body["path"], body["count"], body["seconds"])
     if route == "config":
         return admin.get_config(store, config) if method == "GET" else admin.set_config(store, config, body)
+    if route == "accounts":
+        return admin.dump_accounts(store, config)
+    if route == "accounts/pnl":
+        return admin.move_balance(store, config, body)
     return admin.reset(store, config)
 
 
@@ -78,7 +84,7 @@ def _print(value: Any) -> None:
     echo(admin.dumps(value))
 
 
-@click.group("sim")
+@click.group("sim", cls=SummaryGroup)
 def command() -> None:
     """Run the partner-API simulator and drive it.
 
@@ -86,15 +92,24 @@ def command() -> None:
     The simulator plays a partner organization whose defaults match examples/desk.yaml:
     admin partner-admin / sim-admin-password, Sim+ = entitlement 12345, TradingView = 31,
     entitlement 22 fails a whole create request, subscription plans 7 and 8, data account
-    11111, Market Data Agreement alert 68 (70 on staging). Its data lives in SQLite
-    (state/sim.sqlite), shared by `serve`, the embedded `environment: sim` and these commands.
+    11111, Market Data Agreement alert 68 (70 on staging), template accounts 5001, 5002 and
+    5003 (50K, 100K, 150K evaluations) and risk categories 31 (standard) and 32 (halted).
+    Its data lives in SQLite (state/sim.sqlite), shared by `serve`, the embedded
+    `environment: sim` and these commands.
     """
 
 
 @command.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", default=8765, show_default=True, type=int, help="port (0 picks a free one)")
-@click.option("--db", "db_path", default=DEFAULT_DB, show_default=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--db",
+    "db_path",
+    default=DEFAULT_DB,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the simulator's SQLite file (created when missing)",
+)
 @click.option(
     "--limits/--no-limits", default=True, show_default=True, help="enforce the published rate limits"
 )
@@ -120,7 +135,8 @@ def command() -> None:
 @click.option(
     "--admin-password-env",
     metavar="VAR",
-    help="environment variable holding the admin's password (default: sim-admin-password)",
+    help="environment variable holding the admin's password (unset: the simulator's built-in one, "
+    "shown by `reconcile sim --help`)",
 )
 @click.option("--app-id", help="accept only this appId at login (default: any)")
 @click.option("--cid", help="accept only this cid at login (default: any)")
@@ -186,9 +202,9 @@ def sign_command(name: str, url: str | None, db_path: str) -> None:
 
 @command.command("add-user")
 @click.argument("name")
-@click.option("--email", required=True)
-@click.option("--first-name", default="Outside", show_default=True)
-@click.option("--last-name", default="User", show_default=True)
+@click.option("--email", required=True, help="the user's email address")
+@click.option("--first-name", default="Outside", show_default=True, help="the user's first name")
+@click.option("--last-name", default="User", show_default=True, help="the user's last name")
 @click.option("--organization-id", type=int, help="another organization's id (default: the admin's)")
 @_with_target
 def add_user_command(
@@ -207,16 +223,22 @@ def add_user_command(
     _print(_call(url, db_path, "POST", "users", fields))
 
 
-@command.command("fault")
-@click.argument("kind", type=click.Choice(FAULT_KINDS))
+@command.command(
+    "fault",
+    # KIND's choices in the text, not the usage line, which would wrap them mid-word.
+    help=f"Make the next COUNT requests to PATH fail as KIND: {', '.join(FAULT_KINDS)}.",
+    short_help="Make the next COUNT requests to PATH fail as KIND.",
+)
+@click.argument("kind", type=click.Choice(FAULT_KINDS), metavar="KIND")
 @click.option(
     "--path", "path", default="*", show_default=True, help="contract path, e.g. /user/createevaluationusers"
 )
-@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--count", default=1, show_default=True, type=click.IntRange(min=1), help="how many requests fail"
+)
 @click.option("--seconds", default=0.0, show_default=True, type=float, help="delay (slow) or wait (penalty)")
 @_with_target
 def fault_command(kind: str, path: str, count: int, seconds: float, url: str | None, db_path: str) -> None:
-    """Make the next COUNT requests to PATH fail as KIND."""
     _print(
         _call(
             url, db_path, "POST", "faults", {"kind": kind, "path": path, "count": count, "seconds": seconds}
@@ -253,11 +275,16 @@ def config_command(
 
 
 @command.command("reset")
-@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation (needed without a terminal)")
 @_with_target
 def reset_command(yes: bool, url: str | None, db_path: str) -> None:
     """Forget every simulated user, session, fault and limit counter."""
     if not yes:
+        if not sys.stdin.isatty():
+            raise ReconcileError(
+                f"refusing to reset the simulator {url or db_path} without confirmation: stdin is not "
+                "a terminal. Pass --yes to reset it"
+            )
         click.confirm(f"Delete every simulated user in {url or db_path}?", abort=True)
     _print(_call(url, db_path, "POST", "reset"))
 
@@ -267,3 +294,30 @@ def reset_command(yes: bool, url: str | None, db_path: str) -> None:
 def users_command(url: str | None, db_path: str) -> None:
     """Print every simulated user with contact details, records and agreement signals (JSON)."""
     _print(_call(url, db_path, "GET", "users"))
+
+
+@command.command("accounts")
+@_with_target
+def accounts_command(url: str | None, db_path: str) -> None:
+    """Print every simulated evaluation account: user, template, balance, risk, permission, lock (JSON)."""
+    accounts = _call(url, db_path, "GET", "accounts")
+    _print(accounts)
+    echo_err(f"{counted(len(accounts), 'account')} in the simulator.")
+
+
+# A loss is a negative AMOUNT: let "-1250" through as the argument instead of an unknown option.
+@command.command("pnl", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("amount", type=float)
+@_with_target
+def pnl_command(name: str, amount: float, url: str | None, db_path: str) -> None:
+    """Move the balance of account NAME by AMOUNT dollars, as a day's trading would (a loss is negative).
+
+    Prints the account as JSON on stdout; a line for people on stderr.
+    """
+    account = _call(url, db_path, "POST", "accounts/pnl", {"name": name, "amount": amount})
+    _print(account)
+    echo_err(
+        f"{account.get('name')}: balance {account.get('balance'):,.2f} ({amount:+,.2f}); "
+        f"initial balance {account.get('initialBalance'):,.2f}."
+    )

@@ -8,7 +8,15 @@ from typing import Any
 import click
 
 from reconcile.cli import state_pg
-from reconcile.cli.options import backend_option, environment_option, format_option, options, state_option
+from reconcile.cli.groups import SummaryGroup
+from reconcile.cli.options import (
+    StateScope,
+    backend_option,
+    format_option,
+    options,
+    state_option,
+    state_scope,
+)
 from reconcile.cli.output import echo, echo_json
 from reconcile.errors import LockError, StateError, counted
 from reconcile.locking import unlock
@@ -16,10 +24,16 @@ from reconcile.state import FileStateStore, State, StateStore
 from reconcile.stores import BACKEND_VARIABLE, open_store
 
 _state_options = options(
-    environment_option(),
+    state_scope(),
     backend_option(f"State in PostgreSQL at this DSN instead of a file (default ${BACKEND_VARIABLE})."),
     state_option("State file (default state/<environment>.json)."),
 )
+
+
+def _open(scope: StateScope, state_path: Path | None, backend: str | None) -> StateStore:
+    return open_store(
+        scope.environment, state_path=state_path, backend_url=backend, manifest_backend=scope.manifest_backend
+    )
 
 
 def _load(store: StateStore, environment: str) -> State:
@@ -29,7 +43,7 @@ def _load(store: StateStore, environment: str) -> State:
     return state
 
 
-@click.group("state")
+@click.group("state", cls=SummaryGroup)
 def command() -> None:
     """Inspect recorded state and its lock."""
 
@@ -37,12 +51,14 @@ def command() -> None:
 @command.command("show")
 @_state_options
 @format_option()
-def show_command(environment: str, state_path: Path | None, backend: str | None, fmt: str) -> None:
+def show_command(scope: StateScope, state_path: Path | None, backend: str | None, fmt: str) -> None:
     """Show the state's identity, counts, lock holder and open journal intents."""
-    store = open_store(environment, state_path=state_path, backend_url=backend)
-    state = _load(store, environment)
-    holder = store.lock_holder()
+    store = _open(scope, state_path, backend)
+    environment = scope.environment
     intents = store.journal(environment).unsettled()
+    # An interrupted first apply may have saved nothing yet: its open intents still need showing.
+    state = store.load(environment) if intents else _load(store, environment)
+    holder = store.lock_holder()
     lifecycle = {"active": 0, "cancelled": 0}
     awaiting = 0
     for record in state.users.values():
@@ -69,18 +85,22 @@ def show_command(environment: str, state_path: Path | None, backend: str | None,
     )
     echo(f"lock: {holder.describe()}" if holder else "lock: not held")
     for intent in intents:
-        echo(
-            f"open intent {intent.id}: {intent.call} of {counted(len(intent.actions), 'user')}; "
-            "the next apply settles it"
+        # The lock's holder may be the very apply that wrote the intent, still waiting for its answer.
+        when = (
+            f"if {holder.describe()} is still running, this is its call in flight and it settles it "
+            "itself; if that apply died, the next apply settles it before anything else"
+            if holder
+            else "left by an apply that did not finish; the next apply settles it before anything else"
         )
+        echo(f"open intent {intent.id}: {intent.call} of {counted(len(intent.actions), 'user')}; {when}")
 
 
 @command.command("list")
 @_state_options
 @format_option()
-def list_command(environment: str, state_path: Path | None, backend: str | None, fmt: str) -> None:
+def list_command(scope: StateScope, state_path: Path | None, backend: str | None, fmt: str) -> None:
     """List the managed users: name, id, lifecycle, grants."""
-    state = _load(open_store(environment, state_path=state_path, backend_url=backend), environment)
+    state = _load(_open(scope, state_path, backend), scope.environment)
     rows: list[dict[str, Any]] = [
         {
             "name": name,
@@ -102,9 +122,9 @@ def list_command(environment: str, state_path: Path | None, backend: str | None,
 @command.command("unlock")
 @click.argument("lock_id")
 @_state_options
-def unlock_command(lock_id: str, environment: str, state_path: Path | None, backend: str | None) -> None:
+def unlock_command(lock_id: str, scope: StateScope, state_path: Path | None, backend: str | None) -> None:
     """Remove the lock record LOCK_ID left behind by a run that is gone."""
-    store = open_store(environment, state_path=state_path, backend_url=backend)
+    store = _open(scope, state_path, backend)
     if not isinstance(store, FileStateStore):
         raise LockError(
             f"{store.describe()} needs no unlock: its lock is released the moment the holder's "

@@ -13,11 +13,12 @@ from typing import Any
 import click
 
 from reconcile.cli.options import (
+    StateScope,
     backend_option,
-    environment_option,
     lock_timeout_option,
     options,
     state_option,
+    state_scope,
 )
 from reconcile.cli.output import echo, echo_err
 from reconcile.errors import StateError
@@ -26,8 +27,8 @@ from reconcile.state import FileStateStore, default_state_path
 from reconcile.stores import BACKEND_VARIABLE, Transfer, backend_dsn, transfer_state
 
 
-def _require_dsn(backend: str | None) -> str:
-    dsn = backend_dsn(backend_url=backend)
+def _require_dsn(backend: str | None, scope: StateScope | None = None) -> str:
+    dsn = backend_dsn(backend_url=backend, manifest_backend=scope.manifest_backend if scope else None)
     if dsn is None:
         raise StateError(
             f"no PostgreSQL backend given: pass --backend postgresql://… or set {BACKEND_VARIABLE}"
@@ -57,7 +58,7 @@ def migrate_command(backend: str | None) -> None:
 
 
 _transfer_options = options(
-    environment_option("The environment whose state moves.", required=True),
+    state_scope(required=True),
     state_option("The state file (default state/<environment>.json)."),
     _backend_option,
     click.option(
@@ -69,12 +70,13 @@ _transfer_options = options(
 
 @contextlib.contextmanager
 def _locked_pair(
-    environment: str, state_path: Path | None, backend: str | None, timeout: float, purpose: str
+    scope: StateScope, state_path: Path | None, backend: str | None, timeout: float, purpose: str
 ) -> Iterator[tuple[FileStateStore, Any]]:
     """Open and lock both stores (file first, then PostgreSQL: one order everywhere, no deadlock)."""
     from reconcile.stores.postgres import PostgresStateStore
 
-    dsn = _require_dsn(backend)
+    environment = scope.environment
+    dsn = _require_dsn(backend, scope)
     path = state_path if state_path is not None else default_state_path(environment)
     file_store = FileStateStore(path)
     with (
@@ -92,26 +94,26 @@ def _report(result: Transfer) -> None:
 @click.command("push")
 @_transfer_options
 def push_command(
-    environment: str, state_path: Path | None, backend: str | None, force: bool, lock_timeout: float
+    scope: StateScope, state_path: Path | None, backend: str | None, force: bool, lock_timeout: float
 ) -> None:
     """Copy the local state file into PostgreSQL (lineage and serial kept).
 
     Refused when PostgreSQL holds another lineage, a newer serial, or diverged content, unless
     --force. Both sides are locked while copying.
     """
-    with _locked_pair(environment, state_path, backend, lock_timeout, "state push") as (file_store, pg_store):
-        _report(transfer_state(file_store, pg_store, environment, force=force))
+    with _locked_pair(scope, state_path, backend, lock_timeout, "state push") as (file_store, pg_store):
+        _report(transfer_state(file_store, pg_store, scope.environment, force=force))
 
 
 @click.command("pull")
 @_transfer_options
 def pull_command(
-    environment: str, state_path: Path | None, backend: str | None, force: bool, lock_timeout: float
+    scope: StateScope, state_path: Path | None, backend: str | None, force: bool, lock_timeout: float
 ) -> None:
     """Copy the state in PostgreSQL into the local state file (lineage and serial kept).
 
     Refused when the file holds another lineage, a newer serial, or diverged content, unless
     --force. Both sides are locked while copying.
     """
-    with _locked_pair(environment, state_path, backend, lock_timeout, "state pull") as (file_store, pg_store):
-        _report(transfer_state(pg_store, file_store, environment, force=force))
+    with _locked_pair(scope, state_path, backend, lock_timeout, "state pull") as (file_store, pg_store):
+        _report(transfer_state(pg_store, file_store, scope.environment, force=force))

@@ -4,7 +4,7 @@ The copy holds the paths the project uses and every component schema they refere
 (transitively), with descriptions dropped, so contract tests run on a fresh clone. Regenerate it
 after the published document or :data:`USED_PATHS` changes::
 
-    python -m reconcile.contract.extract ../shared/contract/tradovate-openapi-2026-08-21.json
+    python -m reconcile.contract.extract PATH/TO/tradovate-openapi-2026-08-21.json
 """
 
 from __future__ import annotations
@@ -37,6 +37,26 @@ USED_PATHS = (
     "/adminAlertSignal/deps",
     "/adminAlertSignal/item",
     "/adminAlertSignal/completealertsignal",
+    # Stage 4: evaluation accounts, trading permissions, risk settings and resets.
+    "/user/createevaluationaccounts",
+    "/user/revoketradingpermission",
+    "/user/revoketradingpermissions",
+    "/account/resetdemoaccountstate",
+    "/account/list",
+    "/account/deps",
+    "/account/ldeps",
+    "/tradingPermission/list",
+    "/tradingPermission/deps",
+    "/tradingPermission/ldeps",
+    "/accountRiskStatus/switchriskcategory",
+    "/accountRiskStatus/setadminautoliqaction",
+    "/accountRiskStatus/list",
+    "/accountRiskStatus/deps",
+    "/accountRiskStatus/ldeps",
+    "/userAccountAutoLiq/updateuserautoliqs",
+    "/userAccountAutoLiq/list",
+    "/userAccountAutoLiq/deps",
+    "/userAccountAutoLiq/ldeps",
 )
 """The partner-API paths the project calls or simulates, spelled as the contract spells them."""
 

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconcile.errors import counted, printable
+# counted is re-exported: commands import it from here as well as from reconcile.errors.
+from reconcile.errors import counted as counted
+from reconcile.errors import printable
 from reconcile.manifest import PasswordFromEnv, PasswordFromFile
 from reconcile.plan import (
     Action,

@@ -8,6 +8,7 @@ change limits and time, and read everything back.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from reconcile.errors import plural
@@ -181,3 +182,68 @@ def dump_users(store: Store) -> list[Body]:
 def dumps(value: Any) -> str:
     """Deterministic JSON for admin answers and CLI output."""
     return json.dumps(value, indent=2, sort_keys=True)
+
+
+# --- evaluation accounts ---------------------------------------------------------------------------
+
+_ACCOUNT_DUMP = """
+SELECT a.*, u.name AS user_name, p.id AS permission_id, p.cancelled_at, l.data AS auto_liq,
+       s.admin_action, s.reason_code, s.reason
+FROM accounts a
+LEFT JOIN users u ON u.id = a.user_id
+LEFT JOIN records p ON p.account_id = a.id AND p.kind = 'tradingPermission'
+LEFT JOIN auto_liqs l ON l.id = a.id
+LEFT JOIN risk_status s ON s.id = a.id
+"""
+
+
+def _account_entry(row: Any, config: SimConfig) -> Body:
+    template = config.account_templates.get(row["template_account_id"])
+    category = config.risk_categories.get(row["risk_category_id"])
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "organizationId": row["org_id"],
+        "userId": row["user_id"],
+        "userName": row["user_name"],
+        "templateAccountId": row["template_account_id"],
+        "template": template.name if template else None,
+        "initialBalance": row["initial_balance"],
+        "balance": row["balance"],
+        "autoLiq": json.loads(row["auto_liq"]) if row["auto_liq"] else {},
+        "riskCategoryId": row["risk_category_id"],
+        "riskCategory": category.name if category else None,
+        "tradingPermissionId": row["permission_id"],
+        "permissionStatus": None if row["permission_id"] is None else rules.permission_status(row),
+        "adminAction": row["admin_action"],
+        "adminActionReasonCode": row["reason_code"],
+        "adminActionReason": row["reason"],
+        "active": bool(row["active"]),
+        "resets": row["resets"],
+        "lastResetTradeDate": row["last_reset_trade_date"],
+    }
+
+
+def dump_accounts(store: Store, config: SimConfig) -> list[Body]:
+    """Every account with user, template, balance, risk settings, category, permission and lock."""
+    with store.transaction() as tx:
+        return [_account_entry(r, config) for r in tx.all(_ACCOUNT_DUMP + " ORDER BY a.id")]
+
+
+def move_balance(store: Store, config: SimConfig, fields: Body) -> Body:
+    """Move the balance of the account ``name`` by ``amount`` dollars, as a day's trading would."""
+    name, amount = fields.get("name"), fields.get("amount")
+    if (
+        set(fields) != {"name", "amount"}
+        or not isinstance(name, str)
+        or isinstance(amount, bool)
+        or not isinstance(amount, int | float)
+        or not math.isfinite(amount)
+    ):
+        raise HttpError(400, 'expected {"name": "<account name>", "amount": <dollars, e.g. -1250.5>}')
+    with store.transaction() as tx:
+        row = tx.one("SELECT id FROM accounts WHERE name = ?", (name,))
+        if row is None:
+            raise HttpError(404, f"no account named {name!r}; create it first (reconcile apply)")
+        tx.run("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, row["id"]))
+        return _account_entry(tx.one(_ACCOUNT_DUMP + " WHERE a.id = ?", (row["id"],)), config)

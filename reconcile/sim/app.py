@@ -97,6 +97,14 @@ def _int_arg(request: Request, name: str) -> int:
     return int(value)
 
 
+def _int_list_arg(request: Request, name: str) -> list[int]:
+    """An array query parameter in either spelling: ``ids=1&ids=2`` or ``ids=1,2``."""
+    raw = [part for value in request.args.getlist(name) for part in value.split(",") if part]
+    if not raw or not all(part.strip().isdigit() for part in raw):
+        raise HttpError(400, f"query parameter {name!r} must list integers, e.g. {name}=100001,100002")
+    return [int(p) for p in raw]
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -121,6 +129,22 @@ _ALTERNATE_BODIES: dict[str, Callable[[Any], bool]] = {
         isinstance(b, dict) and isinstance(b.get("alertId"), int) and isinstance(b.get("userId"), int)
     ),
 }
+_DOCUMENTED_NUMBERS: dict[str, frozenset[str]] = {
+    # The partner docs' access-token example sends `cid: 0`, a number, where the contract types
+    # cid as a string. DESIGN §7: accept both shapes on input (the client sends a string).
+    "/auth/accesstokenrequest": frozenset({"cid"}),
+}
+
+
+def _contract_shape(path: str, body: Any) -> Any:
+    """Return ``body`` with the numbers the partner docs send where the contract wants text, as text."""
+    fields = _DOCUMENTED_NUMBERS.get(path)
+    if not fields or not isinstance(body, dict):
+        return body
+    return {
+        key: str(value) if key in fields and type(value) is int else value  # not bool: True is no id
+        for key, value in body.items()
+    }
 
 
 CHECK_CONTRACT_ENV = "RECONCILE_SIM_CHECK_CONTRACT"
@@ -149,6 +173,8 @@ class SimApp:
                 Rule("/_sim/config", endpoint="_sim_config", methods=["GET", "POST"]),
                 Rule("/_sim/faults", endpoint="_sim_faults", methods=["GET", "POST"]),
                 Rule("/_sim/reset", endpoint="_sim_reset", methods=["POST"]),
+                Rule("/_sim/accounts", endpoint="_sim_accounts", methods=["GET"]),
+                Rule("/_sim/accounts/pnl", endpoint="_sim_accounts_pnl", methods=["POST"]),
             ],
             strict_slashes=False,
         )
@@ -208,12 +234,19 @@ class SimApp:
 
     def _serve(self, tx: Tx, handler_name: str, path: str, request: Request, body: Any) -> Response:
         session = None if path in _NO_AUTH else self._session(tx, request)
+        if (
+            session is not None
+            and session["login"] != self.config.admin_name.lower()
+            and path not in _TRADER_CALLS
+        ):
+            raise HttpError(403, "access denied: this call needs the partner administrator's access token")
         login = session["login"] if session is not None else str(_field(body, "name")).lower()
         limited = self._limited(tx, path, f"{login}:{path}", body)
         if limited is not None:
             return limited
         if request.method == "POST":
             body = {k: v for k, v in body.items() if k != "p-ticket"} if isinstance(body, dict) else body
+            body = _contract_shape(path, body)
             alternate = _ALTERNATE_BODIES.get(path)
             if alternate is None or not alternate(body):
                 try:
@@ -363,6 +396,10 @@ class SimApp:
                     400,
                     'expected {"kind": ..., "path": "/user/createevaluationusers", "count": N, "seconds": S}',
                 ) from None
+        if endpoint == "_sim_accounts":
+            return admin.dump_accounts(store, config)
+        if endpoint == "_sim_accounts_pnl":
+            return admin.move_balance(store, config, body)
         return admin.reset(store, config)
 
 
@@ -371,21 +408,44 @@ class SimApp:
 _BAD_LOGIN = "Incorrect username or password. Please try again. Note that passwords are case-sensitive."
 
 
+_TRADER_CALLS = {"/auth/renewaccesstoken"}
+"""What a trader's own token may call here: the partner calls need the administrator's token."""
+
+
 @_operation("POST", "/auth/accesstokenrequest")
 def access_token_request(app: SimApp, call: Call) -> Body:
+    """Log the partner administrator in, or a trader with their own name and password."""
     config, tx, body = app.config, call.tx, call.body
-    checks = [
-        (body.get("name"), config.admin_name),
-        (body.get("password"), config.admin_password),
-        *[
-            (body.get(field), getattr(config, attr))
-            for field, attr in (("appId", "app_id"), ("cid", "cid"), ("sec", "sec"))
-            if getattr(config, attr) is not None
-        ],
+    app_checks = [
+        (body.get(field), getattr(config, attr))
+        for field, attr in (("appId", "app_id"), ("cid", "cid"), ("sec", "sec"))
+        if getattr(config, attr) is not None
     ]
-    if not all(secrets.compare_digest(str(given or ""), expected) for given, expected in checks):
-        return {"errorText": _BAD_LOGIN}
-    login = config.admin_name.lower()
+    name, password = str(body.get("name") or ""), str(body.get("password") or "")
+    if _same(name, config.admin_name):
+        checks = [(password, config.admin_password), *app_checks]
+        if not all(_same(str(given or ""), expected) for given, expected in checks):
+            raise HttpError(401, _BAD_LOGIN)
+        return _open_session(config, tx, config.admin_name.lower(), _token_answer)
+    trader = tx.one("SELECT * FROM users WHERE name = ?", (name,))
+    if trader is None or not rules.check_password(password, trader["password_hash"]):
+        raise HttpError(401, _BAD_LOGIN)
+    if not all(_same(str(given or ""), expected) for given, expected in app_checks):
+        raise HttpError(401, _BAD_LOGIN)
+    if trader["status"] != "Active":
+        raise HttpError(401, f"the user {name} is {trader['status']}: it cannot log in")
+    return _open_session(config, tx, name.lower(), lambda _c, t, e: _trader_token_answer(trader, t, e))
+
+
+def _same(given: str, expected: str) -> bool:
+    """Compare secrets in constant time (as bytes: any character may be sent)."""
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
+def _open_session(
+    config: SimConfig, tx: Tx, login: str, answer: Callable[[SimConfig, str, float], Body]
+) -> Body:
+    """Start a session for ``login`` (at most max_sessions at once) and answer its token."""
     open_sessions = tx.all(
         "SELECT token_hash FROM sessions WHERE login = ? AND closed_at IS NULL AND expires_at > ? "
         "ORDER BY issued_at, rowid",
@@ -397,7 +457,19 @@ def access_token_request(app: SimApp, call: Call) -> Body:
     token = secrets.token_urlsafe(32)
     expires = tx.now + config.token_lifetime_minutes * 60
     tx.run("INSERT INTO sessions VALUES (?, ?, ?, ?, NULL)", (_token_hash(token), login, tx.now, expires))
-    return _token_answer(config, token, expires)
+    return answer(config, token, expires)
+
+
+def _trader_token_answer(trader: Any, token: str, expires: float) -> Body:
+    return {
+        "accessToken": token,
+        "expirationTime": rules.iso(expires),
+        "userId": trader["id"],
+        "name": trader["name"],
+        "userStatus": trader["status"],
+        "hasLive": False,
+        "hasSimPlus": False,
+    }
 
 
 def _token_answer(config: SimConfig, token: str, expires: float) -> Body:
@@ -429,7 +501,7 @@ def me(app: SimApp, call: Call) -> Body:
         "userId": config.admin_user_id,
         "name": config.admin_name,
         "fullName": f"{config.organization_name} administrator",
-        "email": f"{config.admin_name}@partner.example",
+        "email": config.admin_email,
         "emailVerified": True,
         "isTrial": False,
         "organizationName": config.organization_name,
@@ -463,11 +535,7 @@ def user_item(app: SimApp, call: Call) -> Body:
 
 @_operation("GET", "/user/items")
 def user_items(app: SimApp, call: Call) -> Body:
-    # Both spellings of an array parameter: ids=1&ids=2 and ids=1,2.
-    raw = [part for value in call.request.args.getlist("ids") for part in value.split(",") if part]
-    if not raw or not all(part.strip().isdigit() for part in raw):
-        raise HttpError(400, "query parameter 'ids' must list integers, e.g. ids=100001,100002")
-    return rules.user_items(call.tx, app.config.organization_id, [int(p) for p in raw])
+    return rules.user_items(call.tx, app.config.organization_id, _int_list_arg(call.request, "ids"))
 
 
 @_operation("GET", "/user/find")
@@ -527,6 +595,84 @@ def admin_alert_signal_item(app: SimApp, call: Call) -> Body:
 @_operation("POST", "/adminAlertSignal/completealertsignal")
 def complete_alert_signal(app: SimApp, call: Call) -> Body:
     return rules.complete_alert_signal(call.tx, app.config.organization_id, call.body)
+
+
+# --- evaluation accounts (Stage 4) -----------------------------------------------------------------
+
+
+@_operation("POST", "/user/createevaluationaccounts")
+def create_evaluation_accounts(app: SimApp, call: Call) -> Body:
+    return rules.create_evaluation_accounts(call.tx, app.config, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/user/revoketradingpermission")
+def revoke_trading_permission(app: SimApp, call: Call) -> Body:
+    return rules.revoke_trading_permission(call.tx, app.config, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/user/revoketradingpermissions")
+def revoke_trading_permissions(app: SimApp, call: Call) -> Body:
+    return rules.revoke_trading_permissions(call.tx, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/account/resetdemoaccountstate")
+def reset_demo_account_state(app: SimApp, call: Call) -> Body:
+    return rules.reset_demo_account_state(call.tx, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/accountRiskStatus/switchriskcategory")
+def switch_risk_category(app: SimApp, call: Call) -> Body:
+    return rules.switch_risk_category(call.tx, app.config, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/accountRiskStatus/setadminautoliqaction")
+def set_admin_auto_liq_action(app: SimApp, call: Call) -> Body:
+    return rules.set_admin_auto_liq_action(call.tx, app.config.organization_id, call.body)
+
+
+@_operation("POST", "/userAccountAutoLiq/updateuserautoliqs")
+def update_user_auto_liqs(app: SimApp, call: Call) -> Body:
+    return rules.update_user_auto_liqs(call.tx, app.config, app.config.organization_id, call.body)
+
+
+def _masters(call: Call, form: str) -> list[int] | None:
+    """The master ids a list/deps/ldeps read is limited to (None for ``list``: everything)."""
+    if form == "deps":
+        return [_int_arg(call.request, "masterid")]
+    if form == "ldeps":
+        return _int_list_arg(call.request, "masterids")
+    return None
+
+
+def _register_reads(entity: str, read: Callable[[SimApp, Call, list[int] | None], Body]) -> None:
+    """Register ``/{entity}/list``, ``/deps?masterid=`` and ``/ldeps?masterids=`` over one read."""
+    for form in ("list", "deps", "ldeps"):
+
+        def handler(app: SimApp, call: Call, form: str = form) -> Body:
+            return read(app, call, _masters(call, form))
+
+        handler.__name__ = f"{entity}_{form}"
+        _operation("GET", f"/{entity}/{form}")(handler)
+
+
+_register_reads(
+    "account",
+    lambda app, call, users: rules.list_accounts(call.tx, app.config, app.config.organization_id, users),
+)
+_register_reads(
+    "tradingPermission",
+    lambda app, call, users: rules.list_trading_permissions(
+        call.tx, app.config, app.config.organization_id, users
+    ),
+)
+_register_reads(
+    "userAccountAutoLiq",
+    lambda app, call, accounts: rules.list_auto_liqs(call.tx, app.config.organization_id, accounts),
+)
+_register_reads(
+    "accountRiskStatus",
+    lambda app, call, accounts: rules.list_risk_statuses(call.tx, app.config.organization_id, accounts),
+)
 
 
 def create_app(

@@ -21,6 +21,22 @@ class EntitlementDef(_Model):
     """Assigning it at creation fails the whole createevaluationusers request (as id 22 does)."""
 
 
+class TemplateAccountDef(_Model):
+    """A template account of the organization: what /user/createevaluationaccounts copies."""
+
+    name: str
+    size: float
+    """The evaluation size in dollars (the Account's ``evaluationSize``)."""
+    risk_category_id: int
+    """The risk category a new account starts in."""
+
+
+class RiskCategoryDef(_Model):
+    """A risk category of the organization (the base risk profile of a template)."""
+
+    name: str
+
+
 class RateLimit(_Model):
     """At most ``per_hour`` requests per simulated hour, per user (per login name before login)."""
 
@@ -37,12 +53,25 @@ def _default_entitlements() -> dict[int, EntitlementDef]:
     }
 
 
+def _default_templates() -> dict[int, TemplateAccountDef]:
+    return {
+        5001: TemplateAccountDef(name="Evaluation 50K", size=50_000, risk_category_id=31),
+        5002: TemplateAccountDef(name="Evaluation 100K", size=100_000, risk_category_id=31),
+        5003: TemplateAccountDef(name="Evaluation 150K", size=150_000, risk_category_id=31),
+    }
+
+
+def _default_risk_categories() -> dict[int, RiskCategoryDef]:
+    return {31: RiskCategoryDef(name="standard"), 32: RiskCategoryDef(name="halted")}
+
+
 def _default_limits() -> dict[str, RateLimit]:
     # The published numbers (DESIGN §7); keys are lower-case contract paths.
     return {
         "/user/createevaluationusers": RateLimit(per_hour=100),
         "/auth/accesstokenrequest": RateLimit(per_hour=5),
         "/auth/renewaccesstoken": RateLimit(per_hour=15),
+        "/accountriskstatus/switchriskcategory": RateLimit(per_hour=5000),
     }
 
 
@@ -80,6 +109,17 @@ class SimConfig(_Model):
     """Simulated seconds a penalty ticket makes the client wait."""
     time_scale: Annotated[float, Field(gt=0)] = 1.0
     first_user_id: int = 100001
+    account_templates: dict[int, TemplateAccountDef] = Field(default_factory=_default_templates)
+    risk_categories: dict[int, RiskCategoryDef] = Field(default_factory=_default_risk_categories)
+    max_accounts_per_request: Annotated[int, Field(ge=1)] = 100
+    """createevaluationaccounts and updateuserautoliqs take at most this many items."""
+    max_accounts_per_switch: Annotated[int, Field(ge=1)] = 10_000
+    first_account_id: int = 500001
+
+    @property
+    def admin_email(self) -> str:
+        """The admin's email address, as /auth/me gives it."""
+        return f"{self.admin_name}@partner.example"
 
     @property
     def agreement_alert(self) -> int:

@@ -11,12 +11,14 @@ import hashlib
 import json
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 
+from reconcile.contract import contract
 from reconcile.sim.config import SimConfig
 from reconcile.sim.store import Tx
 
@@ -53,6 +55,12 @@ def iso(moment: float) -> str:
 def trade_date(moment: float) -> dict[str, int]:
     day = datetime.fromtimestamp(moment, UTC)
     return {"year": day.year, "month": day.month, "day": day.day}
+
+
+def check_password(password: str, stored: str) -> bool:
+    """True when ``password`` is the one :func:`hash_password` turned into ``stored``."""
+    _, salt, digest = stored.split("$", 2)
+    return secrets.compare_digest(hashlib.sha256((salt + password).encode()).hexdigest(), digest)
 
 
 def hash_password(password: str) -> str:
@@ -551,3 +559,361 @@ def complete_alert_signal(tx: Tx, org_id: int, body: Body) -> Body:
         tx.run("UPDATE alert_signals SET completed_at = ? WHERE id = ?", (tx.now, row["id"]))
         row = tx.one("SELECT * FROM alert_signals WHERE id = ?", (row["id"],))
     return {"adminAlertSignal": signal_json(row)}
+
+
+# --- evaluation accounts (Stage 4) ---------------------------------------------------------------
+#
+# An account's trading permission is a `records` row (kind tradingPermission, with account_id), so
+# /user/canceleverything revokes it with the user's other permissions. Its status is Approved
+# until revoked; the Requested/Accepted/Declined hand-shake of person-to-person permissions is not
+# simulated. Per-user permission rows without an account (made with the user) are not
+# TradingPermission entities: the reads and revocations below see only those with an account.
+
+
+@cache
+def auto_liq_fields() -> frozenset[str]:
+    """The settings a UserAccountAutoLiq holds (the contract's schema, without its ``id``)."""
+    properties: dict[str, Any] = contract()["components"]["schemas"]["UserAccountAutoLiq"]["properties"]
+    return frozenset(properties) - {"id"}
+
+
+def _auto_liq_settings(fields: Body) -> Body:
+    return {k: v for k, v in fields.items() if k in auto_liq_fields()}
+
+
+def account_json(row: Any, config: SimConfig) -> Body:
+    template = config.account_templates.get(row["template_account_id"])
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "userId": row["user_id"],
+        "accountType": "Customer",
+        "restricted": False,
+        "closed": not row["active"],
+        "clearingHouseId": 1,
+        "riskCategoryId": row["risk_category_id"],
+        # The auto-liquidation profile is the account's own UserAccountAutoLiq (same id).
+        "autoLiqProfileId": row["id"],
+        "marginAccountType": "Speculator",
+        "legalStatus": "Individual",
+        "timestamp": iso(row["created_at"]),
+        "evaluationSize": template.size if template else row["initial_balance"],
+        "readonly": False,
+    }
+
+
+def permission_status(row: Any) -> str:
+    return "Revoked" if row["cancelled_at"] is not None else "Approved"
+
+
+def trading_permission_json(row: Any, config: SimConfig) -> Body:
+    """A TradingPermission from a records row joined with its user (first_name, last_name, email)."""
+    return {
+        "id": row["id"],
+        "userId": row["user_id"],
+        "accountId": row["account_id"],
+        # The partner holds the evaluation account; the trader is the party allowed to trade it.
+        "accountHolderContact": config.organization_name,
+        "accountHolderEmail": config.admin_email,
+        "ctaContact": f"{row['first_name']} {row['last_name']}",
+        "ctaEmail": row["email"],
+        "status": permission_status(row),
+        "updated": iso(row["cancelled_at"] if row["cancelled_at"] is not None else row["created_at"]),
+        "approvedById": config.admin_user_id,
+    }
+
+
+def auto_liq_json(row: Any) -> Body:
+    data: Body = json.loads(row["data"])
+    return {"id": row["id"], **data}
+
+
+def risk_status_json(row: Any) -> Body:
+    status: Body = {"id": row["id"], "adminAction": row["admin_action"], "userTriggeredLiqOnly": False}
+    if row["admin_timestamp"] is not None:
+        status["adminTimestamp"] = iso(row["admin_timestamp"])
+    return status
+
+
+def _id_list(ids: Sequence[int]) -> str:
+    return json.dumps(list(ids))
+
+
+def _ids_text(ids: Sequence[int]) -> str:
+    return ", ".join(str(i) for i in ids)
+
+
+def _org_accounts(tx: Tx, org_id: int, ids: Sequence[int]) -> dict[int, Any]:
+    rows = tx.all(
+        "SELECT * FROM accounts WHERE org_id = ? AND id IN (SELECT value FROM json_each(?))",
+        (org_id, _id_list(ids)),
+    )
+    return {r["id"]: r for r in rows}
+
+
+def _missing_accounts(tx: Tx, org_id: int, ids: Sequence[int]) -> list[int]:
+    found = _org_accounts(tx, org_id, ids)
+    return sorted({i for i in ids if i not in found})
+
+
+_PERMISSIONS = (
+    "SELECT r.*, u.first_name, u.last_name, u.email FROM records r JOIN users u ON u.id = r.user_id "
+    "WHERE r.kind = 'tradingPermission' AND r.account_id IS NOT NULL AND u.org_id = ?"
+)
+
+
+def _org_permissions(tx: Tx, org_id: int, ids: Sequence[int]) -> dict[int, Any]:
+    rows = tx.all(_PERMISSIONS + " AND r.id IN (SELECT value FROM json_each(?))", (org_id, _id_list(ids)))
+    return {r["id"]: r for r in rows}
+
+
+def _evaluation_account_problem(
+    tx: Tx, config: SimConfig, org_id: int, item: Body, taken_names: set[str]
+) -> str | None:
+    name: str = item["name"]
+    if not name.strip():
+        return "name is required"
+    template_id = item["templateAccountId"]
+    if template_id not in config.account_templates:
+        known = _ids_text(sorted(config.account_templates))
+        return f"templateAccountId {template_id} is not a template account of this organization ({known})"
+    user = org_user(tx, org_id, item["userId"])
+    if user is None:
+        return f"user {item['userId']} not found in this organization"
+    if user["status"] != "Active":
+        return f"user {user['name']!r} is not active ({user['status']})"
+    if not item["initialBalance"] > 0:
+        return f"initialBalance must be greater than 0 (got {item['initialBalance']})"
+    if name.lower() in taken_names:
+        return f"an account named {name!r} already exists"
+    return None
+
+
+def create_evaluation_accounts(tx: Tx, config: SimConfig, org_id: int, body: Body) -> Body:
+    """POST /user/createevaluationaccounts: account, trading permission, auto-liq and risk status per item."""
+    accounts: list[Body] = body["accounts"]
+    if len(accounts) > config.max_accounts_per_request:
+        return {
+            "errorText": f"At most {config.max_accounts_per_request} accounts per request "
+            f"(got {len(accounts)})",
+            "results": [],
+        }
+    names = json.dumps([a["name"] for a in accounts])
+    taken_names = {
+        r[0].lower()
+        for r in tx.all(
+            "SELECT name FROM accounts WHERE org_id = ? AND name IN (SELECT value FROM json_each(?))",
+            (org_id, names),
+        )
+    }
+    next_id = max(config.first_account_id, (tx.scalar("SELECT max(id) FROM accounts") or 0) + 1)
+    results: list[Body] = []
+    for item in accounts:
+        problem = _evaluation_account_problem(tx, config, org_id, item, taken_names)
+        if problem is not None:
+            results.append({"errorText": problem})
+            continue
+        account_id = next_id
+        next_id += 1
+        taken_names.add(item["name"].lower())
+        template = config.account_templates[item["templateAccountId"]]
+        tx.run(
+            "INSERT INTO accounts (id, org_id, name, user_id, template_account_id, initial_balance, balance, "
+            "risk_category_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                account_id,
+                org_id,
+                item["name"],
+                item["userId"],
+                item["templateAccountId"],
+                item["initialBalance"],
+                item["initialBalance"],
+                template.risk_category_id,
+                tx.now,
+            ),
+        )
+        permission_id = tx.run(
+            "INSERT INTO records (kind, user_id, account_id, created_at) VALUES (?, ?, ?, ?)",
+            (TRADING_PERMISSION, item["userId"], account_id, tx.now),
+        )
+        settings = _auto_liq_settings(item.get("postTradeRisk") or {})
+        tx.run("INSERT INTO auto_liqs VALUES (?, ?)", (account_id, json.dumps(settings, sort_keys=True)))
+        tx.run("INSERT INTO risk_status (id, admin_action) VALUES (?, 'Normal')", (account_id,))
+        results.append({"accountId": account_id, "tradingPermissionId": permission_id})
+    return {"results": results}
+
+
+def _revoke(tx: Tx, ids: Sequence[int]) -> None:
+    tx.run(
+        "UPDATE records SET cancelled_at = ? WHERE cancelled_at IS NULL "
+        "AND id IN (SELECT value FROM json_each(?))",
+        (tx.now, _id_list(ids)),
+    )
+
+
+def revoke_trading_permission(tx: Tx, config: SimConfig, org_id: int, body: Body) -> Body:
+    """POST /user/revoketradingpermission: revoke one permission (again is harmless); answer it."""
+    permission_id = body["tradingPermissionId"]
+    if permission_id not in _org_permissions(tx, org_id, [permission_id]):
+        return {"errorText": f"Trading permission {permission_id} not found"}
+    _revoke(tx, [permission_id])
+    return {
+        "tradingPermission": trading_permission_json(
+            _org_permissions(tx, org_id, [permission_id])[permission_id], config
+        )
+    }
+
+
+def revoke_trading_permissions(tx: Tx, org_id: int, body: Body) -> Body:
+    """POST /user/revoketradingpermissions: all or nothing; an unknown id refuses the request."""
+    ids: list[int] = body["tradingPermissionIds"]
+    if not ids:
+        return {"ok": False, "errorText": "Empty tradingPermissionIds"}
+    found = _org_permissions(tx, org_id, ids)
+    unknown = sorted({i for i in ids if i not in found})
+    if unknown:
+        return {"ok": False, "errorText": f"Trading permissions not found: {_ids_text(unknown)}"}
+    _revoke(tx, ids)
+    return {"ok": True}
+
+
+def reset_demo_account_state(tx: Tx, org_id: int, body: Body) -> Body:
+    """POST /account/resetdemoaccountstate: balances back to ``initialBalance`` (no history is kept)."""
+    ids: list[int] = body["accountIds"]
+    if not ids:
+        return {"ok": False, "errorText": "Empty accountIds"}
+    day = body["resetTradeDate"]
+    try:
+        reset_day = date(day["year"], day["month"], day["day"])
+    except ValueError:
+        return {
+            "ok": False,
+            "errorText": f"resetTradeDate {day['year']}-{day['month']}-{day['day']} is not a date",
+        }
+    today = datetime.fromtimestamp(tx.now, UTC).date()
+    if reset_day > today:
+        return {"ok": False, "errorText": f"resetTradeDate {reset_day} is in the future (today is {today})"}
+    if missing := _missing_accounts(tx, org_id, ids):
+        raise HttpError(404, f"accounts not found: {_ids_text(missing)}")
+    tx.run(
+        "UPDATE accounts SET balance = initial_balance, resets = resets + 1, last_reset_trade_date = ? "
+        "WHERE id IN (SELECT value FROM json_each(?))",
+        (reset_day.isoformat(), _id_list(ids)),
+    )
+    return {"ok": True}
+
+
+def switch_risk_category(tx: Tx, config: SimConfig, org_id: int, body: Body) -> Body:
+    """POST /accountRiskStatus/switchriskcategory: accounts already in the category are skipped."""
+    ids: list[int] = body["accountIds"]
+    category = body["riskCategoryId"]
+    if not ids:
+        return {"ok": False, "errorText": "Empty accountIds"}
+    if len(ids) > config.max_accounts_per_switch:
+        return {
+            "ok": False,
+            "errorText": f"Only {config.max_accounts_per_switch} accounts are allowed in single operation",
+        }
+    if category not in config.risk_categories:
+        raise HttpError(404, f"risk category {category} not found")
+    if missing := _missing_accounts(tx, org_id, ids):
+        raise HttpError(404, f"accounts not found: {_ids_text(missing)}")
+    tx.run(
+        "UPDATE accounts SET risk_category_id = ? WHERE risk_category_id != ? "
+        "AND id IN (SELECT value FROM json_each(?))",
+        (category, category, _id_list(ids)),
+    )
+    return {"ok": True}
+
+
+_MAX_REASON = 8192
+
+
+def set_admin_auto_liq_action(tx: Tx, org_id: int, body: Body) -> Body:
+    """POST /accountRiskStatus/setadminautoliqaction: persistent until set again (Normal unlocks)."""
+    account_id: int = body["accountId"]
+    reason = body.get("adminActionReason")
+    if account_id <= 0:
+        return {"errorText": "Account Id should be greater than 0"}
+    if body["adminActionReasonCode"] == "Other" and not reason:
+        return {"errorText": "Admin Action Reason should be specified"}
+    if reason is not None and len(reason) > _MAX_REASON:
+        return {"errorText": f"Admin Action Reason should be no longer than {_MAX_REASON}"}
+    if _missing_accounts(tx, org_id, [account_id]):
+        raise HttpError(404, f"account {account_id} not found")
+    tx.run(
+        "UPDATE risk_status SET admin_action = ?, admin_timestamp = ?, reason_code = ?, reason = ? "
+        "WHERE id = ?",
+        (body["adminAction"], tx.now, body["adminActionReasonCode"], reason, account_id),
+    )
+    return {
+        "accountRiskStatus": risk_status_json(tx.one("SELECT * FROM risk_status WHERE id = ?", (account_id,)))
+    }
+
+
+def update_user_auto_liqs(tx: Tx, config: SimConfig, org_id: int, body: Body) -> Body:
+    """POST /userAccountAutoLiq/updateuserautoliqs: given fields change, others stay; all or nothing."""
+    items: list[Body] = body["items"]
+    if len(items) > config.max_accounts_per_request:
+        return {
+            "errorText": f"At most {config.max_accounts_per_request} items per request (got {len(items)})",
+            "userAutoLiqs": [],
+        }
+    if missing := _missing_accounts(tx, org_id, [i["accountId"] for i in items]):
+        return {"errorText": f"accounts not found: {_ids_text(missing)}", "userAutoLiqs": []}
+    answers: list[Body] = []
+    for item in items:
+        row = tx.one("SELECT * FROM auto_liqs WHERE id = ?", (item["accountId"],))
+        settings = (json.loads(row["data"]) if row is not None else {}) | _auto_liq_settings(item)
+        tx.run(
+            "INSERT INTO auto_liqs VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            (item["accountId"], json.dumps(settings, sort_keys=True)),
+        )
+        answers.append({"userAccountAutoLiq": {"id": item["accountId"], **settings}})
+    return {"userAutoLiqs": answers}
+
+
+def _only(ids: Sequence[int] | None, column: str) -> tuple[str, tuple[Any, ...]]:
+    """An extra WHERE clause keeping rows whose ``column`` is in ``ids`` (none when ``ids`` is None)."""
+    if ids is None:
+        return "", ()
+    return f" AND {column} IN (SELECT value FROM json_each(?))", (_id_list(ids),)
+
+
+def list_accounts(
+    tx: Tx, config: SimConfig, org_id: int, user_ids: Sequence[int] | None = None
+) -> list[Body]:
+    """/account/list, or /account/deps and /ldeps (the accounts of these users)."""
+    extra, params = _only(user_ids, "user_id")
+    rows = tx.all(f"SELECT * FROM accounts WHERE org_id = ?{extra} ORDER BY id", (org_id, *params))
+    return [account_json(r, config) for r in rows]
+
+
+def list_trading_permissions(
+    tx: Tx, config: SimConfig, org_id: int, user_ids: Sequence[int] | None = None
+) -> list[Body]:
+    """/tradingPermission/list, or /deps and /ldeps (the permissions of these users)."""
+    extra, params = _only(user_ids, "r.user_id")
+    rows = tx.all(f"{_PERMISSIONS}{extra} ORDER BY r.id", (org_id, *params))
+    return [trading_permission_json(r, config) for r in rows]
+
+
+def list_auto_liqs(tx: Tx, org_id: int, account_ids: Sequence[int] | None = None) -> list[Body]:
+    """/userAccountAutoLiq/list, or /deps and /ldeps (the settings of these accounts)."""
+    extra, params = _only(account_ids, "a.id")
+    rows = tx.all(
+        f"SELECT l.* FROM auto_liqs l JOIN accounts a ON a.id = l.id WHERE a.org_id = ?{extra} ORDER BY l.id",
+        (org_id, *params),
+    )
+    return [auto_liq_json(r) for r in rows]
+
+
+def list_risk_statuses(tx: Tx, org_id: int, account_ids: Sequence[int] | None = None) -> list[Body]:
+    """/accountRiskStatus/list, or /deps and /ldeps (the risk status of these accounts)."""
+    extra, params = _only(account_ids, "a.id")
+    rows = tx.all(
+        f"SELECT s.* FROM risk_status s JOIN accounts a ON a.id = s.id "
+        f"WHERE a.org_id = ?{extra} ORDER BY s.id",
+        (org_id, *params),
+    )
+    return [risk_status_json(r) for r in rows]

@@ -90,6 +90,34 @@ CREATE TABLE IF NOT EXISTS penalties (
     captcha INTEGER NOT NULL,
     used INTEGER NOT NULL DEFAULT 0
 );
+-- Evaluation accounts (Stage 4). An account's trading permission is a `records` row of kind
+-- tradingPermission with its account_id, so canceleverything revokes it like any permission.
+CREATE TABLE IF NOT EXISTS accounts (
+    id INTEGER PRIMARY KEY,
+    org_id INTEGER NOT NULL,
+    name TEXT NOT NULL COLLATE NOCASE,
+    user_id INTEGER NOT NULL,
+    template_account_id INTEGER NOT NULL,
+    initial_balance REAL NOT NULL,
+    balance REAL NOT NULL,
+    risk_category_id INTEGER NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL,
+    resets INTEGER NOT NULL DEFAULT 0,
+    last_reset_trade_date TEXT,
+    UNIQUE (org_id, name)
+);
+CREATE INDEX IF NOT EXISTS accounts_user ON accounts (user_id);
+CREATE INDEX IF NOT EXISTS records_account ON records (account_id);
+-- One UserAccountAutoLiq and one AccountRiskStatus per account, each sharing the account's id.
+CREATE TABLE IF NOT EXISTS auto_liqs (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS risk_status (
+    id INTEGER PRIMARY KEY,
+    admin_action TEXT NOT NULL,
+    admin_timestamp REAL,
+    reason_code TEXT,
+    reason TEXT
+);
 """
 
 _DATA_TABLES = (
@@ -101,6 +129,9 @@ _DATA_TABLES = (
     "rate_events",
     "faults",
     "penalties",
+    "accounts",
+    "auto_liqs",
+    "risk_status",
 )
 
 

@@ -28,7 +28,9 @@ def _postgres(dsn: str, environment: str) -> PostgresStateStore:
     try:
         from reconcile.stores.postgres import PostgresStateStore
     except ImportError:
-        raise StateError("the PostgreSQL backend needs psycopg: install reconcile[postgres]") from None
+        raise StateError(
+            "the PostgreSQL backend needs psycopg: pip install 'reconcile-partner[postgres]'"
+        ) from None
     return PostgresStateStore(dsn, environment)
 
 

@@ -715,10 +715,17 @@ class PostgresJournal(Journal):
         self._store = store
 
     def begin(
-        self, call: IntentCall, actions: Iterable[Action], *, agreement_alert_id: int | None = None
+        self,
+        call: IntentCall,
+        actions: Iterable[Action],
+        *,
+        agreement_alert_id: int | None = None,
+        passwords: str | None = None,
     ) -> Intent:
         """Record that ``call`` is about to be made for ``actions``; return the intent."""
-        intent = Intent(call=call, actions=tuple(actions), agreement_alert_id=agreement_alert_id)
+        intent = Intent(
+            call=call, actions=tuple(actions), agreement_alert_id=agreement_alert_id, passwords=passwords
+        )
         store = self._store
         with store._errors("recording an intent in the journal of"):
             store._connection().execute(
