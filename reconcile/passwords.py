@@ -178,44 +178,27 @@ def _resolve_one(
     return _check_length(name, source, "the manifest")
 
 
-def unreadable_sources(
+def unset_password_variables(
     manifest: Manifest,
     locate: Mapping[str, Location],
     *,
     environ: Mapping[str, str] | None = None,
 ) -> list[Problem]:
-    """The password sources apply could not read now: variables not set, files missing.
+    """The ``{env: VAR}`` password sources whose variable is not set now, one problem each.
 
     For ``validate``: a plan needs no secrets (CI plans without them), so these are warnings
-    there, and errors with ``--strict``. ``locate`` gives where each user is declared; a
-    relative ``{file: …}`` is relative to that file's folder, as apply reads it.
+    there, and errors with ``--strict``. ``locate`` gives where each user is declared.
     """
     env = os.environ if environ is None else environ
-    problems: list[Problem] = []
-    for user in manifest.users:
-        source = user.password
-        where = locate.get(user.name)
-        if user.status != "active":
-            continue
-        if isinstance(source, PasswordFromEnv) and source.env not in env:
-            problems.append(
-                Problem(
-                    where,
-                    f"{user.name}.password",
-                    f"environment variable {source.env} is not set: apply needs it when it creates "
-                    f"{user.name}; export it before applying (plan does not need it)",
-                )
-            )
-        elif isinstance(source, PasswordFromFile):
-            path = Path(source.file)
-            if not path.is_absolute() and where is not None:
-                path = Path(where.file).parent / path
-            if not path.is_file():
-                problems.append(
-                    Problem(
-                        where,
-                        f"{user.name}.password",
-                        f"password file {path} does not exist: apply needs it when it creates {user.name}",
-                    )
-                )
-    return problems
+    return [
+        Problem(
+            locate.get(user.name),
+            f"{user.name}.password",
+            f"environment variable {user.password.env} is not set: apply needs it when it creates "
+            f"{user.name}; export it before applying (plan does not need it)",
+        )
+        for user in manifest.users
+        if user.status == "active"
+        and isinstance(user.password, PasswordFromEnv)
+        and user.password.env not in env
+    ]

@@ -15,7 +15,7 @@ from reconcile.cli.options import files_option, format_option
 from reconcile.cli.output import echo, echo_warning
 from reconcile.errors import ManifestError, Problem, counted
 from reconcile.loader import load_manifest
-from reconcile.passwords import unreadable_sources
+from reconcile.passwords import unset_password_variables
 
 
 def _problem_json(problem: Problem) -> dict[str, object]:
@@ -42,15 +42,15 @@ def command(paths: tuple[Path, ...], output_format: str, strict: bool) -> None:
     """Check manifests against every rule; change nothing, call no API.
 
     \b
-    Password sources apply could not read now (a variable not set, a missing file) are warnings:
-    a plan needs no secrets. With --strict, every warning is a problem.
+    A password variable ({env: VAR}) that is not set is a warning: a plan needs no secrets.
+    With --strict, every warning is a problem.
     reconcile validate -f desk.yaml
     reconcile validate -f users/ -f org.yaml --format json
     reconcile validate -f desk.yaml --strict      # where apply runs, with its secrets
     """
     try:
         loaded = load_manifest(paths)
-        warnings = [*loaded.warnings, *unreadable_sources(loaded.manifest, loaded.locations)]
+        warnings = [*loaded.warnings, *unset_password_variables(loaded.manifest, loaded.locations)]
         if strict and warnings:
             raise ManifestError(warnings)
     except ManifestError as exc:
