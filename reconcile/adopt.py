@@ -13,9 +13,11 @@ the state lock the caller holds (:func:`state_locked`).
   and reports the organization users it leaves unmanaged because the manifest does not name them.
 
 The record takes what the API shows: id, email, contact and names (from contact info), and the
-grants of entitlements named under ``partner.entitlements``. What the API cannot show is taken
-from the manifest: the names of a user without contact info, and the subscription plan (set at
-creation, readable nowhere), so an adopted user the manifest describes truly plans no change.
+grants of entitlements named under ``partner.entitlements``; a Sim+ the manifest wants for a
+trader who has not signed the agreement is recorded as awaiting it, as apply would. What the
+API cannot show is taken from the manifest: the names of a user without contact info, and the
+subscription plan (set at creation, readable nowhere), so an adopted user the manifest describes
+truly plans no change.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from reconcile.drift import compare
 from reconcile.errors import ReconcileError
 from reconcile.live import CONTACT_FIELDS, LiveReader, LiveSnapshot, LiveUser, read_live, with_contacts
-from reconcile.manifest import Manifest, User
+from reconcile.manifest import SIMPLUS, Manifest, User
 from reconcile.plan import DriftEntry
 from reconcile.state import ContactRecord, GrantRecord, State, StateStore, UserRecord
 
@@ -201,6 +203,12 @@ def adopted_record(user: User, live: LiveUser, manifest: Manifest, now: datetime
         for name, eid in sorted(manifest.partner.entitlements.items())
         if eid in live.entitlementIds
     }
+    if SIMPLUS in user.entitlements and SIMPLUS not in grants and not live.agreement_signed:
+        # What apply would record, from the same read: the trader has not signed, so there is
+        # nothing to grant yet, and the plan shows an agreement re-check, not a change.
+        grants[SIMPLUS] = GrantRecord(
+            entitlementId=manifest.partner.entitlements[SIMPLUS], status="awaiting_agreement", updatedAt=now
+        )
     return UserRecord(
         userId=live.userId,
         origin="adopted",

@@ -67,8 +67,8 @@ def compare(state: State, live: LiveSnapshot, entitlements: Mapping[str, int]) -
                 kind=DriftKind.created_outside,
                 user=user.name,
                 userId=user.userId,
-                message="is in the organization but reconcile neither created nor adopted it "
-                "(it is never changed or cancelled); adopt it with `reconcile import`",
+                message="is in the organization, but reconcile neither created nor adopted it: "
+                "it is never changed or cancelled",
             )
         )
     drift.sort(key=lambda d: (d.user, list(DriftKind).index(d.kind), d.entitlement or ""))

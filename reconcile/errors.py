@@ -20,7 +20,54 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from pydantic import ValidationError
+
+
+# --- words for people: every message is built with these -----------------------------------------
+
+
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """``noun`` for one, its plural otherwise (``many``, or ``noun`` + s): the word without the count."""
+    return noun if n == 1 else many or noun + "s"
+
+
+def counted(n: int, noun: str, many: str | None = None) -> str:
+    """``1 user``, ``3 users``: a count with its noun, singular for one (``many`` when not noun + s)."""
+    return f"{n} {plural(n, noun, many)}"
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """Return ``text`` with control characters escaped (``\\x00``, ``\\t``…), so none reaches a terminal.
+
+    Names and values come from untrusted manifests, state and API answers; a raw NUL or escape
+    sequence would corrupt or forge what a person reads. ``keep_newlines`` keeps line breaks
+    (multi-line messages) and escapes everything else in each line.
+    """
+    if keep_newlines:
+        return "\n".join(printable(line) for line in text.split("\n"))
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def sentences(*parts: str) -> str:
+    """Join message parts as sentences: each ends with exactly one period (or its own ! or ?).
+
+    Messages quote other messages (an API's ``errorText`` often ends with a period already), so
+    parts are joined here rather than with ``". "`` in place.
+    """
+    done = [p.strip().rstrip(".").rstrip() for p in parts if p and p.strip().rstrip(".")]
+    return " ".join(p if p.endswith(("!", "?")) else p + "." for p in done)
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """``; did you mean 'simplus'?`` for the closest of ``choices``, or empty when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def first_invalid(exc: ValidationError) -> str:

@@ -30,7 +30,6 @@ Digest
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 import types
@@ -46,7 +45,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconcile.bulk import gc_paused, share_fields_sets
-from reconcile.errors import Location, ManifestError, Problem
+from reconcile.errors import Location, ManifestError, Problem, counted, did_you_mean
 from reconcile.manifest import (
     CROSS_CHECKS_BY_CALLER,
     PASSWORD_EXPECTED,
@@ -335,10 +334,7 @@ def _scan_events(source: _Source) -> list[Problem]:
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = source.at(mark.line + 1, mark.column + 1) if mark else source.at(1, 1)
-        reason = " ".join(p for p in (exc.context, exc.problem) if p)
-        return [Problem(where, "", f"invalid YAML: {reason}")]
+        return [_syntax_problem(source, exc)]
     except yaml.YAMLError as exc:
         return [Problem(source.at(1, 1), "", f"invalid YAML: {exc}")]
     try:
@@ -354,6 +350,45 @@ def _scan_events(source: _Source) -> list[Problem]:
         mark = root.start_mark
         return [Problem(source.at(mark.line + 1, mark.column + 1), "", _not_mapping(_node_kind(root)))]
     return _duplicate_keys(source, root)
+
+
+def _syntax_problem(source: _Source, exc: yaml.MarkedYAMLError) -> Problem:
+    """A YAML syntax error in plain words, at the place to fix, with the likely fix.
+
+    The parser's own words ("while parsing a flow sequence did not find expected ','") name its
+    internals; the common mistakes are recognised here, anything else keeps the parser's words.
+    """
+    problem, context = exc.problem or "", exc.context or ""
+    mark, start = exc.problem_mark, exc.context_mark
+    began = f"at line {start.line + 1}, column {start.column + 1}" if start else ""
+    line = source.text.splitlines()[mark.line] if mark and mark.line < len(source.text.splitlines()) else ""
+    found = line[mark.column] if mark and mark.column < len(line) else ""
+    reason = ""
+    if ("cannot start any token" in problem and found == "\t") or "tab character" in problem:
+        reason = "a tab character: YAML indents with spaces; replace the tab with spaces"
+    elif "cannot start any token" in problem:
+        reason = f"{found!r} cannot start a value: quote the value"
+    elif "flow sequence" in context:
+        reason = f"the list in [brackets] opened {began} is not closed: add the missing ']', or a ','"
+    elif "flow mapping" in context:
+        reason = f"the mapping in {{braces}} opened {began} is not closed: add the missing '}}', or a ','"
+    elif "quoted scalar" in context and "end of stream" in problem:
+        reason = "a quoted value is never closed: add the closing quote"
+        mark = start or mark
+    elif "unknown escape character" in problem:
+        reason = "an unknown backslash escape in double-quoted text: write \\\\ for a backslash, or use '…'"
+    elif "mapping values are not allowed" in problem:
+        reason = "a ': ' inside a value: quote the value (\"a: b\"), or indent the line under its key"
+    elif "block mapping" in context or "block collection" in context:
+        reason = (
+            f"the indentation does not line up with the block that starts {began}: the keys of a "
+            "mapping, and the '- ' items of a list, start in the same column"
+        )
+    elif "simple key" in context:
+        reason = "this line is neither 'key: value' nor a '- ' item: add ': ' after the key, or quote it"
+        mark = start or mark
+    where = source.at(mark.line + 1, mark.column + 1) if mark else source.at(1, 1)
+    return Problem(where, "", f"invalid YAML: {reason or ' '.join(p for p in (context, problem) if p)}")
 
 
 def _duplicate_keys(source: _Source, root: yaml.Node) -> list[Problem]:
@@ -447,8 +482,9 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
         raise ManifestError(problems)
     parse_problems = len(problems)
     merged = _merge(sources, problems)
-    if len(problems) > parse_problems:
-        raise ManifestError(problems)
+    # Sections set differently in two files: the rest is still checked (with the first value), so
+    # every problem is reported at once; only entitlement references wait for one partner section.
+    conflicting = {p.path for p in problems[parse_problems:]}
 
     def place(path: _Path) -> tuple[_Source, _Path]:
         if len(path) >= 2 and path[0] == "users" and isinstance(path[1], int):
@@ -469,6 +505,8 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
         known: Mapping[str, int] | None = manifest.partner.entitlements
     else:
         keys, known = _raw_user_keys(merged.data)
+    if "partner" in conflicting:
+        known = None
     for cross in cross_reference_problems(keys, known):
         source, path = place(cross.path)
         found = _locate(source, path)
@@ -631,9 +669,7 @@ def _message(kind: str, error: ErrorDetails, found: _Found, path: _Path, secret:
     if kind == "extra_forbidden":
         allowed = _allowed_keys(found.walked[:-1])
         key = str(path[-1])
-        hint = difflib.get_close_matches(key, allowed, n=1)
-        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
-        return f"unknown key {key!r} (expected one of: {', '.join(allowed)}{did_you_mean})"
+        return f"unknown key {key!r} (expected one of: {', '.join(allowed)}{did_you_mean(key, allowed)})"
     if kind == "string_type":
         quote = ""
         if found.node is not None and isinstance(found.node, yaml.ScalarNode) and not secret:
@@ -647,10 +683,10 @@ def _message(kind: str, error: ErrorDetails, found: _Found, path: _Path, secret:
         return f"expected a number{got}"
     if kind == "string_too_short":
         length = "" if secret else f" (has {len(value)})"
-        return f"too short: expected at least {_count(ctx['min_length'], 'character')}{length}"
+        return f"too short: expected at least {counted(ctx['min_length'], 'character')}{length}"
     if kind == "string_too_long":
         length = "" if secret else f" (has {len(value)})"
-        return f"too long: expected at most {_count(ctx['max_length'], 'character')}{length}"
+        return f"too long: expected at most {counted(ctx['max_length'], 'character')}{length}"
     if kind == "string_pattern_mismatch":
         return f"expected text matching {ctx['pattern']}{got}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -697,10 +733,6 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if origin is None and not isinstance(annotation, types.UnionType):
         return []
     return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _type_word(value: Any) -> str:

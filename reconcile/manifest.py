@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from reconcile.errors import did_you_mean
+
 SIMPLUS = "simplus"
 """The reserved entitlement name of Sim+: granted only after the Market Data Agreement is signed."""
 
@@ -320,7 +322,8 @@ def cross_reference_problems(
             if name not in known_entitlements:
                 yield CrossProblem(
                     ("users", index, "entitlements", position),
-                    f"{name!r} is not defined under partner.entitlements (defined: {defined})",
+                    f"{name!r} is not defined under partner.entitlements (defined: {defined})"
+                    + did_you_mean(name, sorted(known_entitlements)),
                 )
 
 

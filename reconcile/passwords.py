@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconcile.errors import ReconcileError
+from reconcile.errors import Location, Problem, ReconcileError, counted, plural
 from reconcile.manifest import Manifest, PasswordFromEnv, PasswordFromFile, PasswordGenerate, User
 from reconcile.plan import CreateUser
 
@@ -111,7 +111,8 @@ def resolve_passwords(
     if to_generate and generated_file is None:
         shown = ", ".join(to_generate[:5]) + (" …" if len(to_generate) > 5 else "")
         raise PasswordError(
-            f"{len(to_generate)} user(s) to create have password {{generate: true}} ({shown}); "
+            f"{counted(len(to_generate), 'user')} to create {plural(len(to_generate), 'has', 'have')} "
+            f"password {{generate: true}} ({shown}); "
             "name a file to receive the generated passwords with --generated-passwords FILE "
             "(it is created with mode 0600 and never overwritten)"
         )
@@ -175,3 +176,29 @@ def _resolve_one(
     if isinstance(source, PasswordGenerate):
         return None
     return _check_length(name, source, "the manifest")
+
+
+def unset_password_variables(
+    manifest: Manifest,
+    locate: Mapping[str, Location],
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> list[Problem]:
+    """The ``{env: VAR}`` password sources whose variable is not set now, one problem each.
+
+    For ``validate``: a plan needs no secrets (CI plans without them), so these are warnings
+    there, and errors with ``--strict``. ``locate`` gives where each user is declared.
+    """
+    env = os.environ if environ is None else environ
+    return [
+        Problem(
+            locate.get(user.name),
+            f"{user.name}.password",
+            f"environment variable {user.password.env} is not set: apply needs it when it creates "
+            f"{user.name}; export it before applying (plan does not need it)",
+        )
+        for user in manifest.users
+        if user.status == "active"
+        and isinstance(user.password, PasswordFromEnv)
+        and user.password.env not in env
+    ]

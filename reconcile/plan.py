@@ -297,14 +297,18 @@ def save_plan(plan: Plan, path: str | Path) -> None:
 
 def load_plan(path: str | Path) -> Plan:
     """Read a plan file written by :func:`save_plan`."""
+    make_one = "make one with `reconcile plan --out PLANFILE`"
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PlanError(f"plan file {path} does not exist") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise PlanError(f"plan file {path} is not a readable JSON plan: {exc}") from None
-    if not isinstance(data, dict):
-        raise PlanError(f"plan file {path} is not a plan (expected a JSON object)")
+        raise PlanError(f"plan file {path} does not exist; {make_one}") from None
+    except OSError as exc:
+        raise PlanError(f"cannot read plan file {path}: {exc.strerror}") from None
+    except ValueError as exc:  # UnicodeDecodeError included
+        reason = "not text" if isinstance(exc, UnicodeDecodeError) else f"not JSON ({exc})"
+        raise PlanError(f"{path} is not a reconcile plan file: it is {reason}; {make_one}") from None
+    if not isinstance(data, dict) or "format_version" not in data:
+        raise PlanError(f"{path} is not a reconcile plan file (it has no format_version); {make_one}")
     if data.get("format_version") != PLAN_FORMAT_VERSION:
         raise PlanError(
             f"plan file {path} has format_version {data.get('format_version')!r}; "

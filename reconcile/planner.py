@@ -34,7 +34,7 @@ from deepdiff import DeepDiff
 
 from reconcile.bulk import gc_paused
 from reconcile.drift import compare
-from reconcile.errors import PlanError
+from reconcile.errors import PlanError, plural
 from reconcile.live import LiveSnapshot
 from reconcile.manifest import SIMPLUS, Contact, Manifest, User
 from reconcile.plan import (
@@ -101,11 +101,18 @@ def make_plan(
         if user.status == "cancelled":
             _plan_cancelled_in_manifest(manifest, user, record, acc)
         elif record is None and user.name in unmanaged:
+            assert live is not None  # only a refreshed plan knows unmanaged users
+            # The hint must work: `import` refuses a closed user.
+            hint = (
+                "it is closed, so it cannot be adopted: choose a new name, or set status: cancelled"
+                if live.by_name[user.name].closed
+                else f"adopt it with `reconcile import {user.name}`"
+            )
             acc.add(
                 "warning",
                 user.name,
-                "already exists in the organization, but reconcile neither created nor adopted it: "
-                f"not created again; adopt it with `reconcile import {user.name}`",
+                f"already exists in the organization, but reconcile neither created nor adopted it: "
+                f"not created again; {hint}",
             )
         elif record is None:
             _plan_create(manifest, user, acc)
@@ -153,7 +160,7 @@ def make_plan(
                 "info",
                 action.user,
                 f"cancel still to finish: already cancelled on {', '.join(done)}; apply sends it "
-                "only to the host(s) still missing",
+                f"only to the {plural(len(done), 'host')} still missing",
             )
 
     selected = _selector(targets, excludes)

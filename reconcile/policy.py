@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reconcile.errors import PolicyError
+from reconcile.errors import PolicyError, counted, plural
 from reconcile.manifest import Policy
 from reconcile.plan import CancelEverything, Diagnostic, Plan
 from reconcile.state import State
@@ -69,7 +69,8 @@ class CancellationCheck:
         users = "\n".join(f"  - {a.user} (id {a.userId}, {_REASONS[a.reason]})" for a in self.cancellations)
         return (
             f"refused by policy: {self.refused_reason}.\n"
-            f"The plan would cancel these {count} user(s), irreversibly:\n{users}\n"
+            f"The plan would cancel {plural(count, 'this user', f'these {count} users')}, "
+            f"irreversibly:\n{users}\n"
             "If the manifest lost users by mistake (a bad merge, a missing file), restore them. "
             f"If these cancellations are intended, run again with --allow-cancellations {count}."
         )
@@ -111,7 +112,7 @@ def evaluate_cancellations(
             reason = f"the plan cancels {count} users, more than --allow-cancellations {allow_cancellations}"
     elif count and judged >= active:
         reason = (
-            f"{subject} cancels all {active} managed active user(s); cancelling the whole desk "
+            f"{subject} cancels all {counted(active, 'managed active user')}; cancelling the whole desk "
             "is never within the policy budget"
         )
     elif count and judged > budget:

@@ -34,8 +34,9 @@ def test_the_sixth_login_in_an_hour_waits_for_the_first_to_age_out() -> None:
         assert pacer.acquire("/auth/accesstokenrequest") == 0
     assert pacer.acquire("/auth/AccessTokenRequest") == 3600 - 4 * 60
     assert clock.slept == [3600 - 4 * 60]
-    assert len(events) == 1 and events[0].message.startswith("waiting for rate limit until ")
-    assert events[0].until == 3600 - 4 * 60
+    (event,) = events
+    assert event.message == "/auth/accesstokenrequest: rate limit of 5 per hour, waiting"
+    assert event.until == 3600 - 4 * 60
 
 
 def test_unlimited_paths_never_wait() -> None:

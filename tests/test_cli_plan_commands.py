@@ -126,14 +126,19 @@ def _big_desk(tmp_path: Path, keep: int) -> tuple[Path, Path]:
     return manifest, state
 
 
-def test_plan_past_the_cancellation_budget_exits_3_and_lists_the_users(tmp_path: Path) -> None:
+def test_plan_past_the_cancellation_budget_says_so_once_exits_3_and_saves_no_plan(tmp_path: Path) -> None:
     manifest, state = _big_desk(tmp_path, keep=1)
-    result = run("plan", "-f", manifest, "--state", state)
+    planfile = tmp_path / "plan.json"
+    result = run("plan", "-f", manifest, "--state", state, "--out", planfile)
     assert result.exit_code == 3
-    assert "policy: apply will refuse this plan" in result.stdout  # the plan itself says so
     assert "Plan: 5 to cancel." in result.stdout
-    assert "refused by policy" in result.stderr
+    assert (result.stdout + result.stderr).count("refuse") == 1  # one message: the error
+    assert result.stderr.startswith("Error: refused by policy")
     assert all(f"trader{i:03d} (id {1000 + i}" in result.stderr for i in range(1, 6))
+    assert not planfile.exists() and "Saved the plan" not in result.stderr
+    # A review format carries the refusal in the plan: a pull-request comment has no stderr.
+    markdown = run("plan", "-f", manifest, "--state", state, "--format", "markdown")
+    assert markdown.exit_code == 3 and "policy: apply will refuse this plan" in markdown.stdout
 
 
 def test_allow_cancellations_raises_the_budget_for_one_run(tmp_path: Path) -> None:

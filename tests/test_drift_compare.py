@@ -223,6 +223,19 @@ def test_manifest_user_that_exists_unmanaged_is_not_created_again() -> None:
     assert "reconcile import trader001" in warning.message
 
 
+def test_manifest_user_that_exists_closed_gets_no_import_hint_import_would_refuse() -> None:
+    plan = make_plan(
+        manifest(user("trader001")),
+        state(),
+        binding=BINDING,
+        live=snapshot(live_user(5001, "trader001", status="Closed")),
+    )
+    assert plan.actions == ()
+    (warning,) = plan.diagnostics
+    assert "reconcile import" not in warning.message
+    assert "it is closed, so it cannot be adopted: choose a new name" in warning.message
+
+
 def test_targeted_refreshed_plan_reports_only_the_targeted_users() -> None:
     m = manifest(user("trader001"), user("trader002"))
     s = state(trader001=record(1001, "trader001"), trader002=record(1002, "trader002"))
@@ -250,7 +263,11 @@ def refreshed_plan_with_drift() -> Any:
 def test_text_and_markdown_show_drift_as_its_own_section_with_pii_masked_in_markdown() -> None:
     plan = refreshed_plan_with_drift()
     text = render(plan, "text")
-    assert "Drift: 2 differences between recorded state and the API. 1 unmanaged user" in text
+    assert (
+        "Drift: 1 difference between recorded state and the API; "
+        "1 active user created outside reconcile (listed as unmanaged)." in text
+    )
+    assert text.count("outsider") == 1
     assert (
         '! trader001  changed outside reconcile: email: email: "trader001@example.com" → "hand@example.com"'
         in text

@@ -11,19 +11,19 @@ ROOT = Path(__file__).parent.parent
 CORPUS = Path(__file__).parent / "corpus"
 
 
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "reconcile", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
+        env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin", **(env or {})},
         timeout=120,
     )
 
 
 def test_validate_ok_summary() -> None:
-    result = run("validate", "-f", "examples/desk.yaml")
+    result = run("validate", "-f", "examples/desk.yaml", env={"TRADER001_PASSWORD": "Sim-Passw0rd-001"})
     assert (result.returncode, result.stdout, result.stderr) == (
         0,
         "OK: 9 users (8 active, 1 cancelled) in 1 file\n",

@@ -31,7 +31,7 @@ from reconcile import __version__
 from reconcile.api.events import ClientEvent, OnEvent
 from reconcile.api.models import AccessTokenResponse, PenaltyTicket
 from reconcile.api.pacing import Pacer
-from reconcile.errors import AuthError, CaptchaRequired
+from reconcile.errors import AuthError, CaptchaRequired, plural, sentences
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Credentials:
         unknown = sorted(str(k) for k in document if k not in _FILE_KEYS)
         if unknown:
             raise AuthError(
-                f"{file}: unknown key(s) {', '.join(unknown)}; expected some of "
+                f"{file}: unknown {plural(len(unknown), 'key')} {', '.join(unknown)}; expected some of "
                 "username, password, appId, appVersion, cid, sec, deviceId",
                 call="login",
             )
@@ -360,8 +360,11 @@ class TokenAuth(httpx.Auth):
         if answer.accessToken is None:
             reason = redact(answer.errorText or "the answer has no accessToken", self.secrets())
             raise AuthError(
-                f"login as {who} failed: {reason}. Check TRADOVATE_USERNAME, TRADOVATE_PASSWORD and the "
-                "app credentials (TRADOVATE_APP_ID, TRADOVATE_CID, TRADOVATE_SEC)",
+                sentences(
+                    f"login as {who} failed: {reason}",
+                    "Check TRADOVATE_USERNAME, TRADOVATE_PASSWORD and the app credentials "
+                    "(TRADOVATE_APP_ID, TRADOVATE_CID, TRADOVATE_SEC)",
+                ),
                 call="accesstokenrequest",
             )
         self.logins += 1
@@ -507,10 +510,8 @@ def emit_penalty_wait(on_event: OnEvent | None, call: str, seconds: float, now: 
                 call=call,
                 seconds=seconds,
                 until=until,
-                message=(
-                    f"{call}: penalty ticket, waiting until "
-                    f"{time.strftime('%H:%M:%S', time.localtime(until))}"
-                ),
+                # The time is ``until``: whoever shows the message adds it, in its own format.
+                message=f"{call}: penalty ticket, waiting",
             )
         )
 

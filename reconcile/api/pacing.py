@@ -2,7 +2,7 @@
 
 A sliding one-hour window per path (DESIGN §7). Kept small rather than taken from a rate-limit
 library because the caller needs what those hide: the exact time a wait ends (for the
-"waiting for rate limit until HH:MM:SS" event), an injected clock and sleep for tests, a time
+"rate limit, waiting" event and its ``until``), an injected clock and sleep for tests, a time
 scale for the simulator, and thread safety for the applier's concurrent updates.
 """
 
@@ -79,10 +79,8 @@ class Pacer:
                     call=key,
                     seconds=wait,
                     until=until,
-                    message=(
-                        f"waiting for rate limit until {time.strftime('%H:%M:%S', time.localtime(until))} "
-                        f"({key}: at most {limit} per hour)"
-                    ),
+                    # The time is ``until``: whoever shows the message adds it, in its own format.
+                    message=f"{key}: rate limit of {limit} per hour, waiting",
                 )
             )
         self.sleep(wait)

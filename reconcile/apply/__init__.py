@@ -73,26 +73,17 @@ def apply_plan(
 ) -> ApplyResult:
     """Execute exactly ``plan``'s actions and return what happened.
 
-    Passwords are resolved first, so a missing variable or file stops the run before any API
-    call. Unsettled journal intents are settled next (unless ``settled`` says the caller did it
+    Unsettled journal intents are settled first (unless ``settled`` says the caller did it
     already); then a plan whose manifest, state, environment, endpoint or tool version changed is
-    refused with :class:`~reconcile.errors.PlanError`. Cancellations go to ``client`` and then
-    to ``companion`` (the other host of the pair); the plan must have been bound to that host.
+    refused with :class:`~reconcile.errors.PlanError`; then passwords are resolved, so a missing
+    variable or file stops the run before any change is sent. Cancellations go to ``client`` and
+    then to ``companion`` (the other host of the pair); the plan must have been bound to that host.
     Generated passwords reach ``generated_passwords`` only once their create is known to have
     set them (see :mod:`reconcile.apply.generated`); ``ledger.written`` says which file got which.
     """
     manifest = loaded.manifest
     if password_base_dir is None:
         password_base_dir = _declaring_folder(loaded)
-    creates = [a for a in plan.actions if isinstance(a, CreateUser)]
-    passwords = resolve_passwords(
-        creates,
-        manifest,
-        base_dir=password_base_dir,
-        generated_file=generated_passwords,
-        environ=environ,
-        locate=getattr(loaded, "locations", {}).get,
-    )
     state = store.load(manifest.environment)
     if state.serial == 0 and plan.binding.state_serial == 0:
         # Nothing was ever saved: the plan was made from an empty state whose lineage was never
@@ -123,6 +114,16 @@ def apply_plan(
         environment=manifest.environment,
         endpoint=endpoint,
         companion=getattr(companion, "endpoint_label", None),
+    )
+    # After the staleness check: a stale plan is refused for that, not for a password it lacks.
+    creates = [a for a in plan.actions if isinstance(a, CreateUser)]
+    passwords = resolve_passwords(
+        creates,
+        manifest,
+        base_dir=password_base_dir,
+        generated_file=generated_passwords,
+        environ=environ,
+        locate=getattr(loaded, "locations", {}).get,
     )
     return execute(
         run,

@@ -147,6 +147,8 @@ class ApplyResult:
     cancelled: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     settled_intents: int = 0
+    settled_users: list[str] = field(default_factory=list)
+    """The users of the settled intents (a user may appear in several)."""
     state_serial: int = 0
 
     @property
@@ -171,6 +173,7 @@ class ApplyResult:
         ):
             getattr(self, name).extend(getattr(other, name))
         self.settled_intents += other.settled_intents
+        self.settled_users.extend(other.settled_users)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -576,7 +579,6 @@ class Run:
     def grants(self, actions: Sequence[GrantEntitlement], agreement_alert_id: int) -> None:
         if not actions:
             return
-        self.progress.phase("grant", len(actions))
         pending: dict[int, list[int]] = {}
         if any(a.agreement_gated for a in actions):
             # One read for the whole apply, not one per user.
@@ -601,8 +603,10 @@ class Run:
             else:
                 ready.append((action, user_id))
         self.save(waiting)
-        done = len(actions) - len(ready)
-        self.progress.advance(done)
+        # Progress counts the grants sent: one that waits for the agreement is recorded, not granted.
+        if ready:
+            self.progress.phase("grant", len(ready))
+        done = 0
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="grant") as pool:
             for group in _chunks(ready, GROUP):
                 self.stop.check()
@@ -890,6 +894,7 @@ class Run:
             self.stop.check()
             self.journal.settle(intent)
             self.result.settled_intents += 1
+            self.result.settled_users.extend(changed)
 
     def _settle_grants(self, actions: Sequence[GrantEntitlement], alert_id: int | None) -> None:
         """Record grants whose plugin exists; complete the signals a dead run left open for them."""

@@ -8,14 +8,15 @@ function and prints through :mod:`reconcile.cli.output`. Errors map to exit code
 from __future__ import annotations
 
 import importlib
+import io
 import sys
 
 import click
 
 from reconcile import __version__
 from reconcile.cli.groups import SummaryGroup
-from reconcile.cli.output import echo_error
-from reconcile.errors import ReconcileError, describe_os_error
+from reconcile.cli.output import echo_err, echo_error
+from reconcile.errors import ReconcileError, describe_os_error, printable
 
 # Command name -> (the module that defines it, exposing ``command``; its summary). Modules are
 # imported only when their command runs: `reconcile plan` never pays for the simulator,
@@ -111,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
             echo_error(describe_os_error(exc, doing))
         sys.exit(1)
     except click.ClickException as exc:
-        exc.show()
+        # click quotes the offending argument: escape control characters like every other error.
+        shown = io.StringIO()
+        exc.show(file=shown)
+        echo_err(printable(shown.getvalue().rstrip("\n"), keep_newlines=True))
         # click's usage errors exit 2, which pipelines read as "changes present" (plan
         # --detailed-exitcode): every error is 1 here.
         sys.exit(1)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,10 @@ from reconcile.cli.plan import (
     refuse_errors,
     whole_cancellations,
 )
-from reconcile.errors import ReconcileError
+from reconcile.errors import ReconcileError, counted, plural, printable
 from reconcile.plan import Plan, load_plan
 from reconcile.policy import check_cancellations
-from reconcile.render.describe import counted
+from reconcile.render.describe import rechecks
 
 
 class StderrProgress:
@@ -59,28 +60,56 @@ class StderrProgress:
         if event.kind not in ("rate_limit_wait", "penalty_wait", "retry"):
             return
         until = ""
-        if event.until is not None:
+        # A retry says "retrying in 1.0 s" itself; a wait's message leaves the time to us.
+        if event.until is not None and event.kind != "retry":
             until = " until " + datetime.fromtimestamp(event.until, UTC).strftime("%H:%M:%S UTC")
         echo_err(f"{event.message}{until}")
 
 
-# The counts whose words change with the number ("1 email changed", "2 emails changed").
-_SINGULAR = {"emails_changed": "email changed", "contacts_updated": "contact updated"}
+# How each count reads: (one, many) for the words that change with the number.
+_WORDS = {
+    "emails_changed": ("email changed", "emails changed"),
+    "contacts_updated": ("contact updated", "contacts updated"),
+    "awaiting_agreement": ("awaiting agreement", "awaiting agreement"),
+}
 
 
-def _summary_text(result: ApplyResult) -> str:
+def _summary_text(result: ApplyResult, plan: Plan) -> str:
+    """``Apply complete: 8 created, …``: the changes made, then what the agreement re-checks found.
+
+    A re-check is not a change (the plan said "No changes."), so its outcome is reported apart:
+    a trader who signed since is granted, the others still wait.
+    """
     counts = result.counts()
+    recheck_left = Counter(a.user for a in rechecks(plan))
+    still_waiting = signed_since = 0
+    # Only Sim+ waits, so a waiting user of a re-check is that re-check; grants left over are
+    # the re-checks whose trader signed (any other grant of that user is a change).
+    for user in result.awaiting_agreement:
+        if recheck_left[user]:
+            recheck_left[user] -= 1
+            still_waiting += 1
+    for user in result.granted:
+        if recheck_left[user]:
+            recheck_left[user] -= 1
+            signed_since += 1
+    counts["awaiting_agreement"] -= still_waiting
+    counts["granted"] -= signed_since
     parts = [
-        f"{v} {_SINGULAR[k] if v == 1 and k in _SINGULAR else k.replace('_', ' ')}"
-        for k, v in counts.items()
-        if v
+        counted(n, *_WORDS[k]) if k in _WORDS else f"{n} {k.replace('_', ' ')}"
+        for k, n in counts.items()
+        if n
     ]
     head = "Apply complete" if result.ok else "Apply finished with failures"
-    return (
-        f"{head}: "
-        + (", ".join(parts) if parts else "nothing to do")
-        + f" (state serial {result.state_serial})."
-    )
+    rechecked = still_waiting + signed_since
+    done = ", ".join(parts) if parts else "no planned changes" if rechecked else "nothing to do"
+    text = f"{head}: {done}"
+    if rechecked:
+        text += (
+            f"; agreement re-checked for {counted(rechecked, 'grant')}: "
+            f"{signed_since} signed since and granted, {still_waiting} still awaiting"
+        )
+    return f"{text} (state serial {result.state_serial})."
 
 
 @click.command("apply")
@@ -170,7 +199,8 @@ def command(
             ledger=ledger,
         )
         if settled.settled_intents:
-            echo_err(f"settled {settled.settled_intents} action(s) an interrupted apply left open")
+            users = counted(len(set(settled.settled_users)), "user")
+            echo_err(f"settled what an interrupted apply left open for {users}")
         if saved is None:
             # Planned only now, under the lock and after settling, so it sees what is really there.
             prepared = prepare_plan(inputs)
@@ -247,11 +277,13 @@ def _report(result: ApplyResult, fmt: str, plan: Plan) -> None:
         echo(json.dumps(data, indent=2, sort_keys=True))
         return
     for failure in sorted(result.failures, key=lambda f: (f.user, f.action)):
-        echo_err(style("failed: ", fg="red", bold=True, stream=sys.stderr) + str(failure))
+        # A failure quotes the API's answer and manifest names: untrusted text.
+        echo_err(style("failed: ", fg="red", bold=True, stream=sys.stderr) + printable(str(failure)))
     if result.awaiting_agreement:
-        names = sorted(set(result.awaiting_agreement))
+        names = [printable(n) for n in sorted(set(result.awaiting_agreement))]
         echo(
-            f"{len(names)} user(s) await the Market Data Agreement; Sim+ is granted by a later apply "
-            f"once they sign: {', '.join(names[:10])}{' …' if len(names) > 10 else ''}"
+            f"{counted(len(names), 'user')} {plural(len(names), 'awaits', 'await')} the Market Data "
+            "Agreement; Sim+ is granted by a later apply once they sign: "
+            f"{', '.join(names[:10])}{' …' if len(names) > 10 else ''}"
         )
-    echo(_summary_text(result))
+    echo(_summary_text(result, plan))

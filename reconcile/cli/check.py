@@ -6,7 +6,7 @@ import click
 
 from reconcile.cli.options import PlanInputs, format_options, lock_options, plan_inputs
 from reconcile.cli.plan import prepare_plan, print_plan, refuse_errors
-from reconcile.errors import ReconcileError
+from reconcile.errors import ReconcileError, counted
 
 
 @click.command("check")
@@ -23,8 +23,7 @@ def command(inputs: PlanInputs, fmt: str, show_pii: bool, lock_timeout: float | 
     print_plan(plan, fmt, show_pii)
     refuse_errors(plan)
     if plan.has_changes:
-        count = len(plan.changes)
-        changes = "change" if count == 1 else "changes"
         raise ReconcileError(
-            f"not in sync: the plan has {count} {changes}; run `reconcile apply` to make them"
+            f"not in sync: the plan has {counted(len(plan.changes), 'change')}; "
+            "run `reconcile apply` to make them"
         )

@@ -7,8 +7,8 @@ import click
 from reconcile.cli.options import RemoteInputs, format_option, remote_inputs
 from reconcile.cli.output import echo, echo_json
 from reconcile.cli.session import remote_session
-from reconcile.errors import ReconcileError
-from reconcile.render.describe import counted, safe
+from reconcile.errors import ReconcileError, counted
+from reconcile.render.describe import safe
 
 
 @click.command("import")

@@ -9,6 +9,8 @@ from typing import IO
 
 import click
 
+from reconcile.errors import printable
+
 
 def use_colour(stream: IO[str] | None = None) -> bool:
     """True when ``stream`` is a terminal and NO_COLOR is unset (https://no-color.org)."""
@@ -36,11 +38,15 @@ def echo_err(text: str = "") -> None:
 
 
 def echo_warning(text: str) -> None:
-    echo_err(style("Warning: ", fg="yellow", bold=True, stream=sys.stderr) + text)
+    """Print a warning to stderr, control characters escaped (it may quote untrusted input)."""
+    label = style("Warning: ", fg="yellow", bold=True, stream=sys.stderr)
+    echo_err(label + printable(text, keep_newlines=True))
 
 
 def echo_error(text: str) -> None:
-    echo_err(style("Error: ", fg="red", bold=True, stream=sys.stderr) + text)
+    """Print an error to stderr, control characters escaped (it may quote untrusted input)."""
+    label = style("Error: ", fg="red", bold=True, stream=sys.stderr)
+    echo_err(label + printable(text, keep_newlines=True))
 
 
 def echo_json(value: object) -> None:

@@ -24,10 +24,10 @@ import click
 from reconcile import __version__
 from reconcile.cli.options import PlanInputs, format_options, lock_options, plan_inputs
 from reconcile.cli.output import echo, echo_err, echo_warning, use_colour
-from reconcile.errors import PlanError, PolicyError
+from reconcile.errors import PlanError, PolicyError, counted
 from reconcile.live import LiveSnapshot
-from reconcile.manifest import Manifest
-from reconcile.plan import CancelEverything, Diagnostic, Plan, PlanBinding, save_plan
+from reconcile.manifest import Manifest, PasswordGenerate
+from reconcile.plan import CancelEverything, CreateUser, Diagnostic, Plan, PlanBinding, save_plan
 from reconcile.policy import CancellationCheck, cancellations_of, evaluate_cancellations
 from reconcile.render import RenderOptions, render
 from reconcile.state import State, StateBinding, StateStore
@@ -162,10 +162,15 @@ def print_plan(plan: Plan, fmt: str, show_pii: bool, *, err: bool = False) -> No
     (echo_err if err else echo)(render(plan, fmt, options).rstrip("\n"))
 
 
-def apply_command(planfile: Path, inputs: PlanInputs) -> str:
+GENERATED_PASSWORDS_HINT = "new-passwords.txt"
+"""The file the saved-plan hint names for generated passwords (apply creates it, mode 0600)."""
+
+
+def apply_command(planfile: Path, inputs: PlanInputs, plan: Plan | None = None) -> str:
     """The command that applies ``planfile``: the plan is bound to its state and endpoint, so say them.
 
-    A DSN may carry a password, so ``--backend`` is named but never printed.
+    A DSN may carry a password, so ``--backend`` is named but never printed. When ``plan``
+    creates users with ``{generate: true}``, apply needs ``--generated-passwords``: say it too.
     """
     words = ["reconcile", "apply", str(planfile)]
     for path in inputs.paths:
@@ -176,6 +181,10 @@ def apply_command(planfile: Path, inputs: PlanInputs) -> str:
         words += ["--endpoint", inputs.endpoint]
     if inputs.companion_endpoint is not None:
         words += ["--companion-endpoint", inputs.companion_endpoint]
+    if plan is not None and any(
+        isinstance(a, CreateUser) and isinstance(a.password, PasswordGenerate) for a in plan.actions
+    ):
+        words += ["--generated-passwords", GENERATED_PASSWORDS_HINT]
     command = shlex.join(words)
     return f"{command} --backend URL (the same as for this plan)" if inputs.backend else command
 
@@ -193,8 +202,9 @@ def refuse_errors(plan: Plan) -> None:
     if not plan.has_errors:
         return
     count = sum(1 for d in plan.diagnostics if d.severity == "error")
-    errors = "error" if count == 1 else "errors"
-    raise PlanError(f"the plan has {count} {errors} (listed above); fix the manifest, then plan again")
+    raise PlanError(
+        f"the plan has {counted(count, 'error')} (listed above); fix the manifest, then plan again"
+    )
 
 
 @click.command("plan")
@@ -246,14 +256,17 @@ def command(
     check = evaluate_cancellations(
         prepared.plan, prepared.state, prepared.manifest.policy, allow_cancellations, whole=prepared.whole
     )
-    plan = with_policy(prepared.plan, check)
+    # A person at a terminal reads the refusal once, as the error below; review formats (a pull
+    # request comment, a JSON consumer) do not see stderr, so the plan itself carries it there.
+    plan = prepared.plan if fmt == "text" else with_policy(prepared.plan, check)
     print_plan(plan, fmt, show_pii)
     refuse_errors(plan)
+    if check.refused:
+        # No plan file: apply would refuse it for the same reason.
+        raise PolicyError(check.message())
     if out is not None:
         save_plan(plan, out)
-        echo_err(f"Saved the plan to {out}; apply it with: {apply_command(out, inputs)}")
-    if check.refused:
-        raise PolicyError(check.message())
+        echo_err(f"Saved the plan to {out}; apply it with: {apply_command(out, inputs, plan)}")
     if detailed_exitcode and (plan.has_changes or plan.has_drift or prepared.unsettled):
         click.get_current_context().exit(2)
 

@@ -7,7 +7,9 @@ import click
 from reconcile.cli.options import RemoteInputs, format_option, remote_inputs
 from reconcile.cli.output import echo, echo_json
 from reconcile.cli.session import remote_session
-from reconcile.render.describe import counted, describe_drift, safe
+from reconcile.errors import counted
+from reconcile.render.describe import safe, unmanaged_sentence
+from reconcile.render.text import drift_lines
 
 
 @click.command("refresh")
@@ -36,10 +38,10 @@ def command(inputs: RemoteInputs, fmt: str) -> None:
             }
         )
         return
-    for entry in result.drift:
-        echo(f"  ! {safe(entry.user)}  {describe_drift(entry, show_pii=True)}")
+    for line in drift_lines(result.drift):
+        echo(line)
     if result.unmanaged:
-        echo(f"Unmanaged (never changed or cancelled): {', '.join(safe(n) for n in result.unmanaged)}")
+        echo(unmanaged_sentence(result.unmanaged))
     if result.changed:
         echo(
             f"Refreshed {counted(len(result.changed), 'user')} in {store.describe()} "

@@ -197,10 +197,7 @@ def sign_command(name: str, url: str | None, db_path: str) -> None:
     """
     signal = _call(url, db_path, "POST", "agreements", {"name": name})
     _print(signal)
-    echo_err(
-        f"{name} signed the Market Data Agreement (signal {signal.get('id')}, alert "
-        f"{signal.get('adminAlertId')}): the next `reconcile apply` grants Sim+."
-    )
+    echo_err(f"{name} signed the Market Data Agreement: the next `reconcile apply` grants Sim+ to {name}.")
 
 
 @command.command("add-user")

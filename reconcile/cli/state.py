@@ -20,9 +20,8 @@ from reconcile.cli.options import (
     state_scope,
 )
 from reconcile.cli.output import echo, echo_err, echo_json
-from reconcile.errors import LockError, StateError
+from reconcile.errors import LockError, StateError, counted
 from reconcile.locking import unlock
-from reconcile.render.describe import counted
 from reconcile.state import FileStateStore, State, StateBinding, StateStore
 from reconcile.stores import BACKEND_VARIABLE, open_store
 

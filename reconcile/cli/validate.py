@@ -13,8 +13,9 @@ import click
 
 from reconcile.cli.options import files_option, format_option
 from reconcile.cli.output import echo, echo_warning
-from reconcile.errors import ManifestError, Problem
+from reconcile.errors import ManifestError, Problem, counted
 from reconcile.loader import load_manifest
+from reconcile.passwords import unset_password_variables
 
 
 def _problem_json(problem: Problem) -> dict[str, object]:
@@ -32,15 +33,26 @@ def _problem_json(problem: Problem) -> dict[str, object]:
 # Missing files are not click's to refuse: the loader lists them with every other problem.
 @files_option("A manifest file, or a folder of *.yaml/*.yml files (recursive). Repeatable.", must_exist=False)
 @format_option(help="json prints one document with ok, counts, problems and warnings.", dest="output_format")
-def command(paths: tuple[Path, ...], output_format: str) -> None:
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Treat warnings as problems (exit 1), e.g. a password variable that is not set.",
+)
+def command(paths: tuple[Path, ...], output_format: str, strict: bool) -> None:
     """Check manifests against every rule; change nothing, call no API.
 
     \b
+    A password variable ({env: VAR}) that is not set is a warning: a plan needs no secrets.
+    With --strict, every warning is a problem.
     reconcile validate -f desk.yaml
     reconcile validate -f users/ -f org.yaml --format json
+    reconcile validate -f desk.yaml --strict      # where apply runs, with its secrets
     """
     try:
         loaded = load_manifest(paths)
+        warnings = [*loaded.warnings, *unset_password_variables(loaded.manifest, loaded.locations)]
+        if strict and warnings:
+            raise ManifestError(warnings)
     except ManifestError as exc:
         if output_format == "json":
             echo(
@@ -51,7 +63,7 @@ def command(paths: tuple[Path, ...], output_format: str) -> None:
             )
             raise click.exceptions.Exit(1) from None
         raise
-    for warning in loaded.warnings:
+    for warning in warnings:
         echo_warning(str(warning))
     statuses = Counter(user.status for user in loaded.manifest.users)
     users = len(loaded.manifest.users)
@@ -67,13 +79,13 @@ def command(paths: tuple[Path, ...], output_format: str) -> None:
                     "files": list(loaded.files),
                     "digest": loaded.digest,
                     "problems": [],
-                    "warnings": [_problem_json(w) for w in loaded.warnings],
+                    "warnings": [_problem_json(w) for w in warnings],
                 },
                 indent=2,
             )
         )
         return
     echo(
-        f"OK: {users} user{'s' * (users != 1)} ({statuses['active']} active, "
-        f"{statuses['cancelled']} cancelled) in {files} file{'s' * (files != 1)}"
+        f"OK: {counted(users, 'user')} ({statuses['active']} active, "
+        f"{statuses['cancelled']} cancelled) in {counted(files, 'file')}"
     )

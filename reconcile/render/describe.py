@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# counted is re-exported: commands import it from here as well as from reconcile.errors.
+from reconcile.errors import counted as counted
+from reconcile.errors import printable
 from reconcile.manifest import PasswordFromEnv, PasswordFromFile
 from reconcile.plan import (
     Action,
@@ -17,6 +21,7 @@ from reconcile.plan import (
     CancelEverything,
     CreateUser,
     DriftEntry,
+    DriftKind,
     FieldChange,
     GrantEntitlement,
     Plan,
@@ -45,11 +50,8 @@ class ActionLine:
     kind: ActionKind
 
 
-def safe(text: str) -> str:
-    """Return ``text`` with control characters escaped (names come from untrusted manifests)."""
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape").decode("ascii")
+safe = printable
+"""Return ``text`` with control characters escaped (names come from untrusted manifests)."""
 
 
 def mask(field: str, value: Any) -> Any:
@@ -158,18 +160,17 @@ def _line(action: Action, what: str, details: list[str]) -> ActionLine:
     )
 
 
-_PHRASES = {
-    ActionKind.create: ("{n} to create", "{n} to create"),
-    ActionKind.update_email: ("{n} email change", "{n} email changes"),
-    ActionKind.update_contact: ("{n} contact update", "{n} contact updates"),
-    ActionKind.grant_entitlement: ("{n} grant", "{n} grants"),
-    ActionKind.cancel_everything: ("{n} to cancel", "{n} to cancel"),
+_NOUNS = {
+    ActionKind.update_email: "email change",
+    ActionKind.update_contact: "contact update",
+    ActionKind.grant_entitlement: "grant",
 }
+"""Kinds counted with a noun; creates and cancels read "3 to create", "1 to cancel"."""
 
 
-def counted(n: int, noun: str) -> str:
-    """``1 user``, ``3 users``: a count with its noun, singular for one."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def _phrase(kind: ActionKind, n: int) -> str:
+    noun = _NOUNS.get(kind)
+    return counted(n, noun) if noun else f"{n} to {'create' if kind is ActionKind.create else 'cancel'}"
 
 
 def summary_sentence(plan: Plan) -> str:
@@ -182,8 +183,7 @@ def summary_sentence(plan: Plan) -> str:
     for kind in ActionKind:
         n = summary[kind.value]
         if n:
-            one, many = _PHRASES[kind]
-            parts.append((one if n == 1 else many).format(n=n))
+            parts.append(_phrase(kind, n))
     sentence = f"Plan: {', '.join(parts)}." if parts else "No changes."
     rechecks = summary["recheck"]
     if rechecks:
@@ -224,16 +224,31 @@ def describe_drift(entry: DriftEntry, *, show_pii: bool) -> str:
     return text
 
 
+def differences(entries: Sequence[DriftEntry]) -> list[DriftEntry]:
+    """The drift entries shown one per line: all but ``created_outside``.
+
+    A user created outside is shown once, in the list of unmanaged users, not again as a line.
+    """
+    return [d for d in entries if d.kind is not DriftKind.created_outside]
+
+
 def drift_sentence(plan: Plan) -> str:
     """What a refreshed plan found; empty for a plan made without reading the API."""
     if plan.refresh is None:
         return ""
-    drift, unmanaged = len(plan.refresh.drift), len(plan.refresh.unmanaged)
-    found = (
-        f"Drift: {drift} difference{'s' if drift != 1 else ''} between recorded state and the API."
-        if drift
-        else "No drift: the API matches recorded state."
-    )
-    if unmanaged:
-        found += f" {unmanaged} unmanaged user{'s' if unmanaged != 1 else ''} (never changed or cancelled)."
-    return found
+    shown = len(differences(plan.refresh.drift))
+    outside = len(plan.refresh.drift) - shown
+    found = []
+    if shown:
+        found.append(f"{counted(shown, 'difference')} between recorded state and the API")
+    if outside:
+        found.append(f"{counted(outside, 'active user')} created outside reconcile (listed as unmanaged)")
+    return f"Drift: {'; '.join(found)}." if found else "No drift: the API matches recorded state."
+
+
+def unmanaged_sentence(unmanaged: Sequence[str]) -> str:
+    """The unmanaged users, each named once; empty when there are none."""
+    if not unmanaged:
+        return ""
+    names = ", ".join(safe(n) for n in unmanaged)
+    return f"Unmanaged (in the organization; never changed or cancelled by reconcile): {names}"

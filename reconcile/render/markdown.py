@@ -14,14 +14,15 @@ import html
 import re
 from collections import Counter
 
+from reconcile.errors import counted
 from reconcile.plan import ActionKind, Plan
 from reconcile.render import RenderOptions, renderer
 from reconcile.render.describe import (
     ActionLine,
     cancellations,
-    counted,
     describe,
     describe_drift,
+    differences,
     drift_sentence,
     rechecks,
     safe,
@@ -148,10 +149,11 @@ def _drift(out: _Budget, plan: Plan, options: RenderOptions) -> None:
         return
     out.must("### Drift\n")
     out.must(f"{prose(drift_sentence(plan))}\n")
-    for entry in plan.refresh.drift:
+    shown = differences(plan.refresh.drift)
+    for entry in shown:
         what = describe_drift(entry, show_pii=options.show_pii)
         out.item("drift entries", f"- {code(entry.user)}: {prose(what)}")
-    if plan.refresh.drift:
+    if shown:
         out.must("")
     if plan.refresh.unmanaged:
         out.must("Unmanaged users (in the organization; never changed or cancelled by reconcile):\n")

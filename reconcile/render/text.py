@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import click
 
-from reconcile.plan import ActionKind, Diagnostic, Plan
+from reconcile.errors import counted
+from reconcile.plan import ActionKind, Diagnostic, DriftEntry, Plan
 from reconcile.render import RenderOptions, renderer
 from reconcile.render.describe import (
     ActionLine,
     cancellations,
-    counted,
     describe,
     describe_drift,
+    differences,
     drift_sentence,
     rechecks,
     safe,
     summary_sentence,
     targeting_sentence,
+    unmanaged_sentence,
 )
 
 _COLOURS = {
@@ -107,11 +109,15 @@ def _drift(plan: Plan, paint: Callable[..., str]) -> list[str]:
     if plan.refresh is None:
         return []
     out = [paint(drift_sentence(plan), "magenta" if plan.refresh.drift else None, bold=True)]
-    entries = plan.refresh.drift
-    if entries:
-        width = max(len(safe(d.user)) for d in entries)
-        out += [f"  ! {safe(d.user).ljust(width)}  {describe_drift(d, show_pii=True)}" for d in entries]
-    if plan.refresh.unmanaged:
-        names = ", ".join(safe(n) for n in plan.refresh.unmanaged)
-        out.append(f"Unmanaged (in the organization; never changed or cancelled by reconcile): {names}")
-    return [*out, ""]
+    out += drift_lines(plan.refresh.drift)
+    unmanaged = unmanaged_sentence(plan.refresh.unmanaged)
+    return [*out, unmanaged, ""] if unmanaged else [*out, ""]
+
+
+def drift_lines(entries: Sequence[DriftEntry]) -> list[str]:
+    """``  ! trader001  changed outside reconcile: …``, one line per difference (PII shown)."""
+    shown = differences(entries)
+    if not shown:
+        return []
+    width = max(len(safe(d.user)) for d in shown)
+    return [f"  ! {safe(d.user).ljust(width)}  {describe_drift(d, show_pii=True)}" for d in shown]

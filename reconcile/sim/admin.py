@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+from reconcile.errors import plural
 from reconcile.sim import rules
 from reconcile.sim.config import RuntimeSettings, SimConfig
 from reconcile.sim.faults import FAULT_KINDS
@@ -35,11 +36,13 @@ def add_user(store: Store, config: SimConfig, fields: Body) -> Body:
     unknown = sorted(set(fields) - known)
     if unknown:
         raise HttpError(
-            400, f"unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
+            400,
+            f"unknown {plural(len(unknown), 'field')} {', '.join(unknown)}; "
+            f"expected some of {', '.join(sorted(known))}",
         )
     missing = [f for f in ("name", "email") if not fields.get(f)]
     if missing:
-        raise HttpError(400, f"missing field(s): {', '.join(missing)}")
+        raise HttpError(400, f"missing {plural(len(missing), 'field')}: {', '.join(missing)}")
     with store.transaction() as tx:
         user_id = rules.insert_user(
             tx,
@@ -105,7 +108,9 @@ def set_config(store: Store, config: SimConfig, changes: Body) -> Body:
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise HttpError(
-            400, f"unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}"
+            400,
+            f"unknown {plural(len(unknown), 'setting')} {', '.join(unknown)}; "
+            f"expected some of {', '.join(sorted(allowed))}",
         )
     advance = float(changes.pop("advance_seconds", 0.0))
     if advance < 0:
