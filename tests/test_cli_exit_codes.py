@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 import pytest
 import yaml
+from cli_support import run
 
 from reconcile.cli import all_commands, cli
-from tests.cli_support import run
 
 CI = Path(__file__).resolve().parent.parent / "examples" / "ci"
 
