@@ -18,6 +18,7 @@ from reconcile.cli.options import PlanInputs, format_option, lock_timeout_option
 from reconcile.cli.output import echo, echo_err, style
 from reconcile.cli.plan import companion_of, open_inputs, prepare_plan, print_plan, refuse_errors
 from reconcile.errors import ReconcileError
+from reconcile.passwords import refuse_unreadable_password_files
 from reconcile.plan import Plan, load_plan
 from reconcile.policy import check_cancellations
 
@@ -123,6 +124,9 @@ def command(
     manifest = loaded.manifest
     environment = manifest.environment
     saved = load_plan(planfile) if planfile is not None else None
+    # Before the lock: a password file that cannot be read whole and at once (a FIFO, a device,
+    # a huge file) is refused here, not while the state is held.
+    refuse_unreadable_password_files(loaded.manifest, loaded.locations)
     with contextlib.ExitStack() as stack:
         stack.enter_context(store.lock(timeout=lock_timeout, purpose="apply", on_wait=echo_err))
         journal, audit = store.journal(environment), store.audit_log(environment)

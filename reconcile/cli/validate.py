@@ -1,4 +1,4 @@
-"""``reconcile validate``: check manifests and change nothing.
+"""``reconcile validate``: check manifests (and the password files they name) and change nothing.
 
 Exit 0 when valid (warnings go to stderr), 1 with every problem listed.
 """
@@ -14,7 +14,8 @@ import click
 from reconcile.cli.options import files_option, format_option
 from reconcile.cli.output import echo, echo_warning
 from reconcile.errors import ManifestError, Problem
-from reconcile.loader import load_manifest
+from reconcile.loader import LoadedManifest, load_manifest
+from reconcile.passwords import declaring_folder, password_file_problems
 
 
 def _problem_json(problem: Problem) -> dict[str, object]:
@@ -26,6 +27,16 @@ def _problem_json(problem: Problem) -> dict[str, object]:
         "path": problem.path,
         "message": problem.message,
     }
+
+
+def _check_password_files(loaded: LoadedManifest) -> None:
+    """Refuse ``{file: …}`` password sources apply could not read (missing, not regular, too big)."""
+    found = password_file_problems(loaded.manifest, declaring_folder(loaded.locations), missing_ok=False)
+    if found:
+        users = loaded.manifest.users
+        raise ManifestError(
+            [Problem(loaded.locations.get(users[i].name), "", message) for i, message in found]
+        )
 
 
 @click.command("validate")
@@ -41,6 +52,7 @@ def command(paths: tuple[Path, ...], output_format: str) -> None:
     """
     try:
         loaded = load_manifest(paths)
+        _check_password_files(loaded)
     except ManifestError as exc:
         if output_format == "json":
             echo(
