@@ -32,17 +32,18 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 import yaml_rs
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconcile.bulk import gc_paused, share_fields_sets
@@ -50,17 +51,31 @@ from reconcile.errors import Location, ManifestError, Problem
 from reconcile.manifest import (
     CROSS_CHECKS_BY_CALLER,
     PASSWORD_EXPECTED,
+    CrossProblem,
     Manifest,
+    User,
     UserKeys,
     cross_reference_problems,
     dotted_path,
 )
 
-MAX_FILE_BYTES = 256 * 1024 * 1024
-"""Largest manifest file read (a 100k-user manifest is about 35 MB)."""
+MAX_FILE_BYTES = 512 * 1024 * 1024
+"""Largest manifest file read (a 100k-user manifest is about 35 MB, a million users ~350 MB)."""
 
 MAX_DEPTH = 32
 """Deepest nesting allowed; a manifest needs 5 levels (users → user → contact → field)."""
+
+MAX_USERS = 1_000_000
+"""Most users one manifest file may list (and all files together hold)."""
+
+MAX_ITEMS = 1_000
+"""Most items in any other list or mapping (entitlements, a user's keys, …)."""
+
+MAX_USER_VALUES = 1_000
+"""Most values (keys included) in one user entry; a user needs about 30."""
+
+MAX_SCALAR_CHARS = 4_096
+"""Longest single value; the longest a model accepts is 64 characters."""
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 
@@ -83,6 +98,25 @@ def _maybe_deep(text: str) -> bool:
         or "\t" in text
         or _STACKED_INDICATORS.search(text) is not None
     )
+
+
+# The limits (items, value length, …) are checked by the event scan, which costs ~1 s per million
+# values: too slow for every big desk. A file goes through it when it might break one: dense
+# (more than one line or comma per 16 characters once past 100k of them: a real desk spends
+# ~25 characters per line, `users: [1,1,1,…]` two) or with a very long line. Other files are
+# parsed at once: their size bounds what they can build.
+_DENSE_AFTER = 100_000
+_DENSE_CHARS = 16
+_LONG_LINE_WINDOW = 32 * 1024
+"""A line of 64 KiB or more fills one whole window of this size without a newline."""
+
+
+def _maybe_over_limits(text: str) -> bool:
+    separators = text.count("\n") + text.count(",")
+    if separators > _DENSE_AFTER and len(text) < _DENSE_CHARS * separators:
+        return True
+    window = _LONG_LINE_WINDOW
+    return any(text.find("\n", i, i + window) == -1 for i in range(0, len(text) - window + 1, window))
 
 
 _RS_POSITION = re.compile(r"at line (\d+), column (\d+)")
@@ -175,30 +209,150 @@ class _Source:
     text: str
     data: Any = None
     _root: yaml.Node | None = None
+    _wanted: set[_Path] = field(default_factory=set)
+    _covered: frozenset[_Path] | None = None
 
-    def root(self) -> yaml.Node | None:
-        """The composed node tree (with marks); parsed on first use; None if PyYAML cannot read it."""
-        if self._root is None:
-            try:
-                self._root = yaml.compose(self.text, Loader=_SAFE_LOADER)
-            except yaml.YAMLError:
-                # yaml-rs read it but PyYAML cannot (e.g. a surrogate-pair escape such as
-                # "\ud800\udc00"): problems then point at the file's start.
-                return None
+    def want(self, paths: Iterable[_Path]) -> None:
+        """Announce paths about to be located, so a big file is walked once for all of them."""
+        self._wanted.update(paths)
+
+    def root(self, path: _Path = ()) -> yaml.Node | None:
+        """The node tree (with marks) holding at least ``path``; None if PyYAML cannot read it.
+
+        A small file is composed whole, once. A big one is composed only along the wanted paths
+        (:func:`_compose_pruned`): composing 500k users takes seconds and hundreds of MB.
+        """
+        if len(self.text) <= _PRUNE_FROM:
+            if self._root is None:
+                self._root = _compose(self.text)
+            return self._root
+        self._wanted.add(path)
+        if self._covered is None or not self._wanted <= self._covered:
+            self._covered = frozenset(self._wanted)
+            self._root = _compose(self.text, self._covered)
         return self._root
 
     def at(self, line: int, column: int) -> Location:
         return Location(self.name, line, column)
 
 
+_PRUNE_FROM = 1024 * 1024
+"""Files larger than this (in characters) are composed only along the paths to locate."""
+
+
+def _compose(text: str, wanted: frozenset[_Path] | None = None) -> yaml.Node | None:
+    try:
+        if wanted is None:
+            return yaml.compose(text, Loader=_SAFE_LOADER)
+        return _compose_pruned(text, wanted)
+    except yaml.YAMLError:
+        # yaml-rs read it but PyYAML cannot (e.g. a surrogate-pair escape such as
+        # "\ud800\udc00"): problems then point at the file's start.
+        return None
+
+
+def _without_union_tags(path: _Path) -> _Path:
+    return tuple(p for p in path if p not in _UNION_TAGS)
+
+
+def _stub(event: Any) -> yaml.Node:
+    """A node for ``event`` with its marks; a collection's items are added by the caller."""
+    tag: str = event.tag or ""
+    start: Any = event.start_mark
+    end: Any = event.end_mark
+    if isinstance(event, yaml.ScalarEvent):
+        return yaml.ScalarNode(tag, event.value, start, end, event.style)
+    if isinstance(event, yaml.MappingStartEvent):
+        return yaml.MappingNode(tag, [], start, None)
+    return yaml.SequenceNode(tag, [], start, None)
+
+
+def _compose_pruned(text: str, wanted: frozenset[_Path]) -> yaml.Node | None:
+    """Compose only the nodes on ``wanted`` paths (and their keys); stop once all are seen.
+
+    A list on the way keeps its length (``None`` for items not built), so indices still work in
+    :func:`_locate`. Pydantic's union tags (``from-file``…) are not in the data: paths are also
+    wanted without them, as :func:`_locate` skips them.
+    """
+    paths = wanted | {_without_union_tags(p) for p in wanted}
+    prefixes = {p[:i] for p in paths for i in range(len(p) + 1)}
+    inner = {p[:i] for p in paths for i in range(len(p))}
+    remaining = prefixes - inner  # the leaves: found when they start
+    root: yaml.Node | None = None
+    # Open built collections: (path, node, pending key label, pending key node).
+    stack: list[list[Any]] = []
+    skipping = 0  # depth inside a collection that is not built
+    event: Any
+    for event in yaml.parse(text, Loader=_SAFE_LOADER):
+        if skipping:
+            if isinstance(event, yaml.CollectionStartEvent):
+                skipping += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                skipping -= 1
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            closed = stack.pop()[0]
+            remaining = {p for p in remaining if p[: len(closed)] != closed}
+            if not remaining:
+                break
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        key_event = False
+        if not stack:
+            path: _Path | None = ()
+        else:
+            frame = stack[-1]
+            parent, container = frame[0], frame[1]
+            if isinstance(container, yaml.SequenceNode):
+                path = (*parent, len(container.value))
+            elif frame[2] is None and frame[3] is None:  # a key
+                key_event = True
+                label = event.value if isinstance(event, yaml.ScalarEvent) else None
+                path = (*parent, label) if label is not None else None
+            else:
+                path = (*parent, frame[2]) if frame[2] is not None else None
+        build = path is not None and path in prefixes
+        if key_event:
+            frame[2] = path[-1] if path is not None else None
+            frame[3] = _stub(event) if build else False
+            if isinstance(event, yaml.CollectionStartEvent):
+                skipping = 1
+            continue
+        node: yaml.Node | None = None
+        if build:
+            node = _stub(event)
+            remaining.discard(path)
+        if stack:
+            frame = stack[-1]
+            if isinstance(frame[1], yaml.SequenceNode):
+                frame[1].value.append(node)
+            else:
+                if node is not None and frame[3]:
+                    frame[1].value.append((frame[3], node))
+                frame[2], frame[3] = None, None
+        else:
+            root = node
+        if isinstance(event, yaml.CollectionStartEvent):
+            if node is None:
+                skipping = 1
+            else:
+                stack.append([path, node, None, None])
+        if not remaining:
+            break
+    return root
+
+
 def _read(name: str, problems: list[Problem]) -> _Source | None:
     try:
         with open(name, "rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+            # The size first: a file far over the limit is refused without reading it.
+            too_big = os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES
+            raw = b"" if too_big else handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         problems.append(Problem(None, "", f"{name}: cannot read the file: {exc.strerror}"))
         return None
-    if len(raw) > MAX_FILE_BYTES:
+    if too_big or len(raw) > MAX_FILE_BYTES:
         problems.append(
             Problem(
                 Location(name, 1, 1),
@@ -241,7 +395,7 @@ def _read(name: str, problems: list[Problem]) -> _Source | None:
 
 def _parse(source: _Source) -> list[Problem]:
     """Parse one file into ``source.data``; return its problems (syntax, shape, duplicates, aliases)."""
-    if _maybe_deep(source.text):
+    if _maybe_deep(source.text) or _maybe_over_limits(source.text):
         scanned = _scan_events(source)
         if scanned:
             return scanned
@@ -295,10 +449,39 @@ def _explain_parse_failure(source: _Source, rs_message: str) -> list[Problem]:
     return [Problem(where, "", f"invalid YAML: {reason}")]
 
 
+class _Frame:
+    """One open collection during :func:`_scan_events`: its path and what it holds so far."""
+
+    __slots__ = ("items", "key", "keys", "mapping", "path")
+
+    def __init__(self, path: _Path, mapping: bool) -> None:
+        self.path = path
+        self.mapping = mapping
+        self.items = 0
+        self.key: str | None = None
+        """In a mapping: the key whose value comes next (None: a key comes next)."""
+        self.keys: dict[str, int] = {}
+        """In a mapping: each scalar key → its line (for duplicates)."""
+
+
 def _scan_events(source: _Source) -> list[Problem]:
-    """Check one file with PyYAML's iterative event parser: syntax, depth, aliases, documents, keys."""
-    depth = 0
+    """Check one file with PyYAML's event parser, in constant memory, stopping at the first excess.
+
+    Syntax, aliases, documents, duplicate keys, the top-level kind, and the limits: depth
+    (:data:`MAX_DEPTH`), value length (:data:`MAX_SCALAR_CHARS`), items per list or mapping
+    (:data:`MAX_USERS` in ``users``, :data:`MAX_ITEMS` elsewhere) and values per user entry
+    (:data:`MAX_USER_VALUES`). Nothing is built, so a hostile file costs time, not memory.
+    """
     documents = 0
+    stack: list[_Frame] = []
+    root: Problem | None = None
+    root_seen = False
+    user_values = 0
+    duplicates: list[Problem] = []
+
+    def at(mark: Any) -> Location:
+        return source.at(mark.line + 1, mark.column + 1)
+
     try:
         for event in yaml.parse(source.text, Loader=_SAFE_LOADER):
             mark = event.start_mark
@@ -306,7 +489,7 @@ def _scan_events(source: _Source) -> list[Problem]:
             if isinstance(event, yaml.AliasEvent):
                 return [
                     Problem(
-                        source.at(mark.line + 1, mark.column + 1),
+                        at(mark),
                         "",
                         f"aliases (*{event.anchor}) are not allowed in manifests: write the value out "
                         "(refused so that no file can expand into a 'billion laughs' bomb)",
@@ -316,71 +499,90 @@ def _scan_events(source: _Source) -> list[Problem]:
                 documents += 1
                 if documents > 1:
                     return [
-                        Problem(
-                            source.at(mark.line + 1, mark.column + 1),
-                            "",
-                            "a second YAML document (---): put one document in each file",
-                        )
-                    ]
-            elif isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    return [
-                        Problem(
-                            source.at(mark.line + 1, mark.column + 1),
-                            "",
-                            f"nested more than {MAX_DEPTH} levels deep: a manifest needs at most 5",
-                        )
+                        Problem(at(mark), "", "a second YAML document (---): put one document in each file")
                     ]
             elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
+                stack.pop()
+            elif isinstance(event, yaml.NodeEvent):
+                if not root_seen:
+                    root_seen = True
+                    if not isinstance(event, yaml.MappingStartEvent):
+                        kind: Any = event.value if isinstance(event, yaml.ScalarEvent) else []
+                        root = Problem(at(mark), "", _not_mapping(kind))
+                path = _place_node(stack[-1], event, duplicates, at) if stack else ()
+                excess = _excess(stack, path, event, user_values)
+                if excess is not None:
+                    return [Problem(at(mark), dotted_path(excess[0]), excess[1])]
+                if len(path) >= 2 and path[0] == "users":
+                    user_values = 1 if len(path) == 2 else user_values + 1
+                if isinstance(event, yaml.CollectionStartEvent):
+                    stack.append(_Frame(path, isinstance(event, yaml.MappingStartEvent)))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = source.at(mark.line + 1, mark.column + 1) if mark else source.at(1, 1)
+        where = at(mark) if mark else source.at(1, 1)
         reason = " ".join(p for p in (exc.context, exc.problem) if p)
         return [Problem(where, "", f"invalid YAML: {reason}")]
     except yaml.YAMLError as exc:
         return [Problem(source.at(1, 1), "", f"invalid YAML: {exc}")]
-    try:
-        root = yaml.compose(source.text, Loader=_SAFE_LOADER)
-    except yaml.MarkedYAMLError as exc:  # the events parsed, so this is rare (bad escapes)
-        mark = exc.problem_mark
-        where = source.at(mark.line + 1, mark.column + 1) if mark else source.at(1, 1)
-        return [Problem(where, "", f"invalid YAML: {exc.problem}")]
-    source._root = root
-    if root is None:
+    if not root_seen:
         return [Problem(source.at(1, 1), "", _EMPTY)]
-    if not isinstance(root, yaml.MappingNode):
-        mark = root.start_mark
-        return [Problem(source.at(mark.line + 1, mark.column + 1), "", _not_mapping(_node_kind(root)))]
-    return _duplicate_keys(source, root)
+    return [root] if root is not None else duplicates
 
 
-def _duplicate_keys(source: _Source, root: yaml.Node) -> list[Problem]:
-    problems: list[Problem] = []
-    stack: list[tuple[yaml.Node, _Path]] = [(root, ())]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, yaml.MappingNode):
-            first: dict[Any, yaml.Node] = {}
-            for key, value in node.value:
-                label = key.value if isinstance(key, yaml.ScalarNode) else repr(key)
-                if label in first:
-                    m, f = key.start_mark, first[label].start_mark
-                    problems.append(
-                        Problem(
-                            source.at(m.line + 1, m.column + 1),
-                            dotted_path((*path, label)),
-                            f"duplicate key {label!r} (first at line {f.line + 1}): "
-                            "keep one (YAML would silently use the last)",
-                        )
-                    )
-                else:
-                    first[label] = key
-                stack.append((value, (*path, label)))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
-    return problems
+def _place_node(
+    parent: _Frame, event: Any, duplicates: list[Problem], at: Callable[[Any], Location]
+) -> _Path:
+    """Count a node into its open parent and return its path (a key's path is the key's own)."""
+    if not parent.mapping:
+        parent.items += 1
+        return (*parent.path, parent.items - 1)
+    if parent.key is not None:  # the value of the pending key
+        key, parent.key = parent.key, None
+        return (*parent.path, key)
+    parent.items += 1
+    scalar = isinstance(event, yaml.ScalarEvent)
+    label = event.value if scalar else f"(key {parent.items})"
+    parent.key = label
+    line = event.start_mark.line + 1
+    if scalar and label in parent.keys:
+        duplicates.append(
+            Problem(
+                at(event.start_mark),
+                dotted_path((*parent.path, label)),
+                f"duplicate key {label!r} (first at line {parent.keys[label]}): "
+                "keep one (YAML would silently use the last)",
+            )
+        )
+    elif scalar:
+        parent.keys[label] = line
+    return (*parent.path, label)
+
+
+def _excess(stack: list[_Frame], path: _Path, event: Any, user_values: int) -> tuple[_Path, str] | None:
+    """The limit this node breaks, as (where, message), or None."""
+    if stack:
+        parent = stack[-1]
+        if parent.path == ("users",) and parent.items > MAX_USERS:
+            return parent.path, (
+                f"more than {MAX_USERS:,} users in one file, the most a manifest may hold; "
+                "split the desk into manifests with their own state"
+            )
+        if parent.path != ("users",) and parent.items > MAX_ITEMS:
+            return parent.path, (
+                f"more than {MAX_ITEMS:,} items in one list or mapping: no manifest needs that many "
+                "(only users may hold more)"
+            )
+    if len(path) > 2 and path[0] == "users" and user_values >= MAX_USER_VALUES:
+        return path[:2], (
+            f"a user entry with more than {MAX_USER_VALUES:,} values: a user needs a few dozen"
+        )
+    if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_SCALAR_CHARS:
+        return path, (
+            f"a value longer than {MAX_SCALAR_CHARS:,} characters: no manifest value is that long"
+        )
+    if isinstance(event, yaml.CollectionStartEvent) and len(stack) >= MAX_DEPTH:
+        return (), f"nested more than {MAX_DEPTH} levels deep: a manifest needs at most 5"
+    return None
 
 
 # --------------------------------------------------------------------------------------- merging
@@ -412,6 +614,16 @@ def _merge(sources: list[_Source], problems: list[Problem]) -> _Merged:
                         )
                     )
                     continue
+                if len(users) + len(value) > MAX_USERS:
+                    problems.append(
+                        Problem(
+                            _locate(source, ("users",), key_node=True).location,
+                            "users",
+                            f"the files together list more than {MAX_USERS:,} users, the most a "
+                            "manifest may hold; split the desk into manifests with their own state",
+                        )
+                    )
+                    break
                 users.extend(value)
                 user_origin.extend((index, i) for i in range(len(value)))
                 key_origin.setdefault(key, index)
@@ -457,19 +669,27 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
         key = path[0] if path else None
         return sources[merged.key_origin.get(str(key), 0)], path
 
-    manifest: Manifest | None = None
-    try:
-        manifest = Manifest.model_validate(merged.data, context={CROSS_CHECKS_BY_CALLER: True})
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            source, path = place(tuple(error["loc"]))
-            problems.append(_problem_for(source, path, error))
+    manifest, errors, total = _validate(merged.data)
+    located = [(*place(tuple(error["loc"])), error) for error in errors]
+    for source, path, _ in located:
+        source.want([path])
+    problems.extend(_problem_for(source, path, error) for source, path, error in located)
     if manifest is not None:
         keys = [UserKeys(u.name, u.email, u.entitlements) for u in manifest.users]
         known: Mapping[str, int] | None = manifest.partner.entitlements
     else:
         keys, known = _raw_user_keys(merged.data)
+    crosses: list[CrossProblem] = []
     for cross in cross_reference_problems(keys, known):
+        total += 1
+        if len(problems) + len(crosses) < MAX_PROBLEMS:
+            crosses.append(cross)
+    for cross in crosses:
+        for part in (cross.path, cross.other):
+            if part is not None:
+                source, path = place(part)
+                source.want([path])
+    for cross in crosses:
         source, path = place(cross.path)
         found = _locate(source, path)
         message = cross.message
@@ -478,11 +698,15 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
             message += f" (first defined at {_locate(other_source, other_path).location})"
         problems.append(Problem(found.location, found.path, message))
     if problems or manifest is None:
-        raise ManifestError(problems)
+        raise ManifestError(problems, omitted=total - len(errors) - len(crosses))
     share_fields_sets(_user_models(manifest))
 
     warnings: list[Problem] = []
     if manifest.environment != "sim":
+        for index, user in enumerate(manifest.users):
+            if user.has_literal_password:
+                source, path = place(("users", index, "password"))
+                source.want([path])
         for index, user in enumerate(manifest.users):
             if user.has_literal_password:
                 source, path = place(("users", index, "password"))
@@ -508,6 +732,49 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
         warnings=tuple(warnings),
         locations=_UserLocations(manifest, sources, merged.user_origin),
     )
+
+
+MAX_PROBLEMS = 100
+"""Most problems reported at once (the rest are counted): a broken 500k-user file gets a page."""
+
+_CHUNK = 10_000
+_USERS: TypeAdapter[tuple[User, ...]] = TypeAdapter(tuple[User, ...])
+
+
+def _validate(data: dict[str, Any]) -> tuple[Manifest | None, list[ErrorDetails], int]:
+    """Validate merged data: the manifest, or its first :data:`MAX_PROBLEMS` errors and their total.
+
+    Users are validated in chunks, so a file of a million broken entries never holds all their
+    errors at once.
+    """
+    context = {CROSS_CHECKS_BY_CALLER: True}
+    errors: list[ErrorDetails] = []
+    total = 0
+
+    def collect(exc: ValidationError, users_from: int | None) -> None:
+        nonlocal total
+        total += exc.error_count()
+        for error in exc.errors(include_url=False)[: max(0, MAX_PROBLEMS - len(errors))]:
+            if users_from is not None:  # an index within the chunk → within the whole list
+                index, *rest = error["loc"]
+                error["loc"] = ("users", users_from + int(index), *rest)
+            errors.append(error)
+
+    top: Manifest | None = None
+    try:
+        top = Manifest.model_validate({k: v for k, v in data.items() if k != "users"}, context=context)
+    except ValidationError as exc:
+        collect(exc, None)
+    users: list[Any] = data.get("users") or []
+    validated: list[User] = []
+    for start in range(0, len(users), _CHUNK):
+        try:
+            validated.extend(_USERS.validate_python(users[start : start + _CHUNK], context=context))
+        except ValidationError as exc:
+            collect(exc, start)
+    if errors or top is None:
+        return None, errors, total
+    return top.model_copy(update={"users": tuple(validated)}), errors, total
 
 
 def _user_models(manifest: Manifest) -> Iterator[BaseModel]:
@@ -553,6 +820,8 @@ class _UserLocations(Mapping[str, Location]):
     def _build(self) -> dict[str, Location]:
         if self._table is None:
             table: dict[str, Location] = {}
+            for file_index, local in self._origin:
+                self._sources[file_index].want([("users", local)])
             for name, (file_index, local) in zip(self._names, self._origin, strict=True):
                 found = _locate(self._sources[file_index], ("users", local))
                 if found.location is not None:
@@ -580,7 +849,7 @@ class _Found:
 
 def _locate(source: _Source, path: _Path, *, key_node: bool = False) -> _Found:
     """Walk ``path`` through the file's nodes; parts that are not in the data (union tags) are skipped."""
-    root = source.root()
+    root = source.root(path)
     if root is None:
         return _Found(source.at(1, 1), dotted_path(path), None, ())
     node: yaml.Node | None = root
