@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import os
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,12 @@ def _maybe_deep(text: str) -> bool:
 
 
 # The limits (items, value length, …) are checked by the event scan, which costs ~1 s per million
-# values: too slow for every big desk. A file goes through it when it might break one: dense
-# (more than one line or comma per 16 characters once past 100k of them: a real desk spends
-# ~25 characters per line, `users: [1,1,1,…]` two) or with a very long line. Other files are
-# parsed at once: their size bounds what they can build.
+# values: too slow for every big desk. A file goes through it when it might break one: a very
+# long line (a giant value, or `users: [1,1,1,…]` on one line), or, past a size where building it
+# could cost hundreds of MB, density: more than one line or comma per 16 characters (a real desk
+# spends ~25 characters per line; `- 1` lines spend 4). A smaller file is parsed at once: its
+# size bounds what it can build, and the users limit is checked on the result.
+_DENSE_FROM_CHARS = 8 * 1024 * 1024
 _DENSE_AFTER = 100_000
 _DENSE_CHARS = 16
 _LONG_LINE_WINDOW = 32 * 1024
@@ -112,9 +115,10 @@ _LONG_LINE_WINDOW = 32 * 1024
 
 
 def _maybe_over_limits(text: str) -> bool:
-    separators = text.count("\n") + text.count(",")
-    if separators > _DENSE_AFTER and len(text) < _DENSE_CHARS * separators:
-        return True
+    if len(text) > _DENSE_FROM_CHARS:
+        separators = text.count("\n") + text.count(",")
+        if separators > _DENSE_AFTER and len(text) < _DENSE_CHARS * separators:
+            return True
     window = _LONG_LINE_WINDOW
     return any(text.find("\n", i, i + window) == -1 for i in range(0, len(text) - window + 1, window))
 
@@ -452,16 +456,30 @@ def _explain_parse_failure(source: _Source, rs_message: str) -> list[Problem]:
 class _Frame:
     """One open collection during :func:`_scan_events`: its path and what it holds so far."""
 
-    __slots__ = ("items", "key", "keys", "mapping", "path")
+    __slots__ = ("current", "items", "key", "keys", "limit", "mapping", "path")
 
     def __init__(self, path: _Path, mapping: bool) -> None:
         self.path = path
         self.mapping = mapping
         self.items = 0
+        self.limit = MAX_USERS if path == ("users",) else MAX_ITEMS
         self.key: str | None = None
         """In a mapping: the key whose value comes next (None: a key comes next)."""
+        self.current = ""
+        """In a mapping: the key of the node just counted (a key's path is the key's own)."""
         self.keys: dict[str, int] = {}
         """In a mapping: each scalar key → its line (for duplicates)."""
+
+    def child(self) -> _Path:
+        """The path of the node just counted into this collection."""
+        if not self.mapping:
+            return (*self.path, self.items - 1)
+        return (*self.path, self.current)
+
+
+_SCALAR = yaml.ScalarEvent
+_STARTS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_ENDS = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
 
 
 def _scan_events(source: _Source) -> list[Problem]:
@@ -471,9 +489,11 @@ def _scan_events(source: _Source) -> list[Problem]:
     (:data:`MAX_DEPTH`), value length (:data:`MAX_SCALAR_CHARS`), items per list or mapping
     (:data:`MAX_USERS` in ``users``, :data:`MAX_ITEMS` elsewhere) and values per user entry
     (:data:`MAX_USER_VALUES`). Nothing is built, so a hostile file costs time, not memory.
+    (One loop without helper calls: it runs once per value, a million times on a big desk.)
     """
     documents = 0
     stack: list[_Frame] = []
+    users_at = -1  # index in ``stack`` of the open ``users`` list, if any
     root: Problem | None = None
     root_seen = False
     user_values = 0
@@ -482,41 +502,94 @@ def _scan_events(source: _Source) -> list[Problem]:
     def at(mark: Any) -> Location:
         return source.at(mark.line + 1, mark.column + 1)
 
+    def excess(mark: Any, path: _Path, message: str) -> list[Problem]:
+        return [Problem(at(mark), dotted_path(path), message)]
+
+    event: Any
     try:
         for event in yaml.parse(source.text, Loader=_SAFE_LOADER):
-            mark = event.start_mark
-            assert mark is not None  # the parser marks every event
-            if isinstance(event, yaml.AliasEvent):
-                return [
-                    Problem(
-                        at(mark),
-                        "",
+            kind = type(event)
+            if kind in _ENDS:
+                if len(stack) - 1 == users_at:
+                    users_at = -1
+                stack.pop()
+                continue
+            is_scalar = kind is _SCALAR
+            if not is_scalar and kind not in _STARTS:
+                if kind is yaml.AliasEvent:
+                    return excess(
+                        event.start_mark,
+                        (),
                         f"aliases (*{event.anchor}) are not allowed in manifests: write the value out "
                         "(refused so that no file can expand into a 'billion laughs' bomb)",
                     )
-                ]
-            if isinstance(event, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    return [
-                        Problem(at(mark), "", "a second YAML document (---): put one document in each file")
-                    ]
-            elif isinstance(event, yaml.CollectionEndEvent):
-                stack.pop()
-            elif isinstance(event, yaml.NodeEvent):
-                if not root_seen:
-                    root_seen = True
-                    if not isinstance(event, yaml.MappingStartEvent):
-                        kind: Any = event.value if isinstance(event, yaml.ScalarEvent) else []
-                        root = Problem(at(mark), "", _not_mapping(kind))
-                path = _place_node(stack[-1], event, duplicates, at) if stack else ()
-                excess = _excess(stack, path, event, user_values)
-                if excess is not None:
-                    return [Problem(at(mark), dotted_path(excess[0]), excess[1])]
-                if len(path) >= 2 and path[0] == "users":
-                    user_values = 1 if len(path) == 2 else user_values + 1
-                if isinstance(event, yaml.CollectionStartEvent):
-                    stack.append(_Frame(path, isinstance(event, yaml.MappingStartEvent)))
+                if kind is yaml.DocumentStartEvent:
+                    documents += 1
+                    if documents > 1:
+                        return excess(
+                            event.start_mark,
+                            (),
+                            "a second YAML document (---): put one document in each file",
+                        )
+                continue
+            if stack:
+                parent = stack[-1]
+                if not parent.mapping:
+                    parent.items += 1
+                elif parent.key is not None:
+                    parent.current, parent.key = parent.key, None  # this is the pending key's value
+                else:
+                    parent.items += 1
+                    label = event.value if is_scalar else f"(key {parent.items})"
+                    if is_scalar and label in parent.keys:
+                        duplicates.append(
+                            Problem(
+                                at(event.start_mark),
+                                dotted_path((*parent.path, label)),
+                                f"duplicate key {label!r} (first at line {parent.keys[label]}): "
+                                "keep one (YAML would silently use the last)",
+                            )
+                        )
+                    elif is_scalar:
+                        parent.keys[label] = event.start_mark.line + 1
+                    parent.key = parent.current = label
+                if parent.items > parent.limit:
+                    return excess(event.start_mark, parent.path, _too_many(parent))
+                if users_at >= 0:
+                    if len(stack) - 1 == users_at:
+                        user_values = 1
+                    else:
+                        user_values += 1
+                        if user_values > MAX_USER_VALUES:
+                            entry = stack[users_at + 1].path
+                            return excess(
+                                event.start_mark,
+                                entry,
+                                f"a user entry with more than {MAX_USER_VALUES:,} values: "
+                                "a user needs a few dozen",
+                            )
+            elif not root_seen:
+                root_seen = True
+                if kind is not yaml.MappingStartEvent:
+                    root = Problem(at(event.start_mark), "", _not_mapping(event.value if is_scalar else []))
+            if is_scalar:
+                if len(event.value) > MAX_SCALAR_CHARS:
+                    return excess(
+                        event.start_mark,
+                        stack[-1].child() if stack else (),
+                        f"a value longer than {MAX_SCALAR_CHARS:,} characters: no manifest value is",
+                    )
+                continue
+            if len(stack) >= MAX_DEPTH:
+                return excess(
+                    event.start_mark,
+                    (),
+                    f"nested more than {MAX_DEPTH} levels deep: a manifest needs at most 5",
+                )
+            path = stack[-1].child() if stack else ()
+            stack.append(_Frame(path, kind is yaml.MappingStartEvent))
+            if path == ("users",):
+                users_at = len(stack) - 1
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = at(mark) if mark else source.at(1, 1)
@@ -529,60 +602,15 @@ def _scan_events(source: _Source) -> list[Problem]:
     return [root] if root is not None else duplicates
 
 
-def _place_node(
-    parent: _Frame, event: Any, duplicates: list[Problem], at: Callable[[Any], Location]
-) -> _Path:
-    """Count a node into its open parent and return its path (a key's path is the key's own)."""
-    if not parent.mapping:
-        parent.items += 1
-        return (*parent.path, parent.items - 1)
-    if parent.key is not None:  # the value of the pending key
-        key, parent.key = parent.key, None
-        return (*parent.path, key)
-    parent.items += 1
-    scalar = isinstance(event, yaml.ScalarEvent)
-    label = event.value if scalar else f"(key {parent.items})"
-    parent.key = label
-    line = event.start_mark.line + 1
-    if scalar and label in parent.keys:
-        duplicates.append(
-            Problem(
-                at(event.start_mark),
-                dotted_path((*parent.path, label)),
-                f"duplicate key {label!r} (first at line {parent.keys[label]}): "
-                "keep one (YAML would silently use the last)",
-            )
+def _too_many(frame: _Frame) -> str:
+    if frame.limit == MAX_USERS:
+        return (
+            f"more than {MAX_USERS:,} users in one file, the most a manifest may hold; "
+            "split the desk into manifests with their own state"
         )
-    elif scalar:
-        parent.keys[label] = line
-    return (*parent.path, label)
-
-
-def _excess(stack: list[_Frame], path: _Path, event: Any, user_values: int) -> tuple[_Path, str] | None:
-    """The limit this node breaks, as (where, message), or None."""
-    if stack:
-        parent = stack[-1]
-        if parent.path == ("users",) and parent.items > MAX_USERS:
-            return parent.path, (
-                f"more than {MAX_USERS:,} users in one file, the most a manifest may hold; "
-                "split the desk into manifests with their own state"
-            )
-        if parent.path != ("users",) and parent.items > MAX_ITEMS:
-            return parent.path, (
-                f"more than {MAX_ITEMS:,} items in one list or mapping: no manifest needs that many "
-                "(only users may hold more)"
-            )
-    if len(path) > 2 and path[0] == "users" and user_values >= MAX_USER_VALUES:
-        return path[:2], (
-            f"a user entry with more than {MAX_USER_VALUES:,} values: a user needs a few dozen"
-        )
-    if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_SCALAR_CHARS:
-        return path, (
-            f"a value longer than {MAX_SCALAR_CHARS:,} characters: no manifest value is that long"
-        )
-    if isinstance(event, yaml.CollectionStartEvent) and len(stack) >= MAX_DEPTH:
-        return (), f"nested more than {MAX_DEPTH} levels deep: a manifest needs at most 5"
-    return None
+    return (
+        f"more than {MAX_ITEMS:,} items in one list or mapping: no manifest needs that many (only users may)"
+    )
 
 
 # --------------------------------------------------------------------------------------- merging
@@ -625,7 +653,7 @@ def _merge(sources: list[_Source], problems: list[Problem]) -> _Merged:
                     )
                     break
                 users.extend(value)
-                user_origin.extend((index, i) for i in range(len(value)))
+                user_origin.extend(zip(itertools.repeat(index), range(len(value)), strict=False))
                 key_origin.setdefault(key, index)
             elif key in merged:
                 if merged[key] != value:
@@ -677,8 +705,10 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
     if manifest is not None:
         keys = [UserKeys(u.name, u.email, u.entitlements) for u in manifest.users]
         known: Mapping[str, int] | None = manifest.partner.entitlements
-    else:
+    elif len(errors) < MAX_PROBLEMS:
         keys, known = _raw_user_keys(merged.data)
+    else:
+        keys, known = [], None  # the page is full: rules across users wait for the next run
     crosses: list[CrossProblem] = []
     for cross in cross_reference_problems(keys, known):
         total += 1
@@ -754,7 +784,9 @@ def _validate(data: dict[str, Any]) -> tuple[Manifest | None, list[ErrorDetails]
     def collect(exc: ValidationError, users_from: int | None) -> None:
         nonlocal total
         total += exc.error_count()
-        for error in exc.errors(include_url=False)[: max(0, MAX_PROBLEMS - len(errors))]:
+        if len(errors) >= MAX_PROBLEMS:
+            return  # counted only: listing them would cost a dict per error
+        for error in exc.errors(include_url=False)[: MAX_PROBLEMS - len(errors)]:
             if users_from is not None:  # an index within the chunk → within the whole list
                 index, *rest = error["loc"]
                 error["loc"] = ("users", users_from + int(index), *rest)
