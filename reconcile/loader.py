@@ -608,9 +608,7 @@ def _too_many(frame: _Frame) -> str:
             f"more than {MAX_USERS:,} users in one file, the most a manifest may hold; "
             "split the desk into manifests with their own state"
         )
-    return (
-        f"more than {MAX_ITEMS:,} items in one list or mapping: no manifest needs that many (only users may)"
-    )
+    return f"more than {MAX_ITEMS:,} items in one list or mapping: only users may hold that many"
 
 
 # --------------------------------------------------------------------------------------- merging
