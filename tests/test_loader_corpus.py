@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.errors import ManifestError
 from reconcile import loader
+from reconcile.errors import ManifestError
 from reconcile.loader import load_manifest
 
 CORPUS = Path(__file__).parent / "corpus"
