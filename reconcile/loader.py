@@ -13,8 +13,15 @@ Strict YAML
     and ``on`` are strings. ``postCode: 01234`` is the number 1234, and a number where a string is
     expected is an error asking to quote it. Duplicate keys are errors (PyYAML keeps the last one
     silently). Aliases (``*name``) are refused outright: manifests do not need them, and refusing
-    them shuts out "billion laughs" bombs. Nesting is bounded (:data:`MAX_DEPTH`), so is file size
-    (:data:`MAX_FILE_BYTES`). One YAML document per file.
+    them shuts out "billion laughs" bombs. One YAML document per file.
+
+Limits
+    File size (:data:`MAX_FILE_BYTES`), users (:data:`MAX_USERS`), items of any other collection
+    (:data:`MAX_ITEMS`), values per user entry (:data:`MAX_USER_VALUES`), value length
+    (:data:`MAX_SCALAR_CHARS`) and depth (:data:`MAX_DEPTH`). A file that might break one is
+    checked first by :func:`_scan_events`, in constant memory, which stops at the first excess;
+    the others are small or sparse enough that parsing them is cheap, and the users limit is
+    checked on the result. At most :data:`MAX_PROBLEMS` problems are listed.
 
 Speed
     The happy path parses with yaml-rs (Rust) and validates all users in one pydantic call with
