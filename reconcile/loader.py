@@ -117,8 +117,8 @@ def _maybe_deep(text: str) -> bool:
 _DENSE_FROM_CHARS = 8 * 1024 * 1024
 _DENSE_AFTER = 100_000
 _DENSE_CHARS = 16
-_LONG_LINE_WINDOW = 32 * 1024
-"""A line of 64 KiB or more fills one whole window of this size without a newline."""
+_LONG_LINE_WINDOW = MAX_SCALAR_CHARS // 2
+"""A line longer than MAX_SCALAR_CHARS fills one whole window of this size without a newline."""
 
 
 def _maybe_over_limits(text: str) -> bool:
