@@ -44,6 +44,7 @@ import os
 import re
 import types
 import typing
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,11 @@ from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import Location, ManifestError, Problem
 from reconcile.manifest import (
     CROSS_CHECKS_BY_CALLER,
+    NAME_PATTERN,
     PASSWORD_EXPECTED,
+    TEXT_PATTERN,
+    UNSAFE_IN_NAMES,
+    UNSAFE_IN_TEXT,
     CrossProblem,
     Manifest,
     User,
@@ -957,6 +962,8 @@ def _message(kind: str, error: ErrorDetails, found: _Found, path: _Path, secret:
     if kind == "string_too_long":
         length = "" if secret else f" (has {len(value)})"
         return f"too long: expected at most {_count(ctx['max_length'], 'character')}{length}"
+    if kind == "string_pattern_mismatch" and ctx["pattern"] in _UNSAFE_BY_PATTERN:
+        return _unsafe_character(str(value), _UNSAFE_BY_PATTERN[ctx["pattern"]], secret)
     if kind == "string_pattern_mismatch":
         return f"expected text matching {ctx['pattern']}{got}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -979,6 +986,26 @@ def _message(kind: str, error: ErrorDetails, found: _Found, path: _Path, secret:
         return PASSWORD_EXPECTED
     message = error["msg"]
     return message.removeprefix("Value error, ")
+
+
+_UNSAFE_BY_PATTERN = {
+    NAME_PATTERN: re.compile(f"[{UNSAFE_IN_NAMES}]"),
+    TEXT_PATTERN: re.compile(f"[{UNSAFE_IN_TEXT}]"),
+}
+
+
+def _unsafe_character(value: str, unsafe: re.Pattern[str], secret: bool) -> str:
+    """Name the first invisible or control character of ``value`` and where it is (never the value)."""
+    found = unsafe.search(value)
+    if found is None:  # pragma: no cover - the pattern refused it, so one is there
+        return "contains a control or invisible character: remove it"
+    char = found.group()
+    what = f"U+{ord(char):04X} {unicodedata.name(char, 'control character')}"
+    where = "" if secret else f" at character {found.start() + 1}"
+    return (
+        f"contains {what}{where}: remove it (control, invisible and bidirectional characters "
+        "are refused: they change what a terminal or a review shows)"
+    )
 
 
 def _allowed_keys(path: _Path) -> list[str]:

@@ -36,11 +36,18 @@ def echo_err(text: str = "") -> None:
 
 
 def echo_warning(text: str) -> None:
-    echo_err(style("Warning: ", fg="yellow", bold=True, stream=sys.stderr) + text)
+    echo_err(style("Warning: ", fg="yellow", bold=True, stream=sys.stderr) + _escaped_lines(text))
 
 
 def echo_error(text: str) -> None:
-    echo_err(style("Error: ", fg="red", bold=True, stream=sys.stderr) + text)
+    echo_err(style("Error: ", fg="red", bold=True, stream=sys.stderr) + _escaped_lines(text))
+
+
+def _escaped_lines(text: str) -> str:
+    """Escape what a terminal would act on (ANSI escapes, bidi overrides) in names an error quotes."""
+    from reconcile.render.describe import safe
+
+    return "\n".join(safe(line) for line in text.split("\n"))
 
 
 def echo_json(value: object) -> None:

@@ -12,6 +12,7 @@ from reconcile.cli.options import backend_option, environment_option, format_opt
 from reconcile.cli.output import echo, echo_json
 from reconcile.errors import LockError, StateError
 from reconcile.locking import unlock
+from reconcile.render.describe import safe
 from reconcile.state import FileStateStore, State, StateStore
 from reconcile.stores import BACKEND_VARIABLE, open_store
 
@@ -67,7 +68,7 @@ def show_command(environment: str, state_path: Path | None, backend: str | None,
         f"users: {len(state.users)} ({lifecycle['active']} active, {lifecycle['cancelled']} cancelled, "
         f"{awaiting} awaiting the agreement)"
     )
-    echo(f"lock: {holder.describe()}" if holder else "lock: not held")
+    echo(f"lock: {safe(holder.describe())}" if holder else "lock: not held")
     for intent in intents:
         echo(
             f"open intent {intent.id}: {intent.call} of {len(intent.actions)} user(s); "
@@ -96,7 +97,8 @@ def list_command(environment: str, state_path: Path | None, backend: str | None,
         return
     for row in rows:
         grants = ", ".join(f"{k}={v}" for k, v in row["entitlements"].items()) or "-"
-        echo(f"{row['name']}\t{row['userId']}\t{row['lifecycle']}\t{grants}")
+        # Names come from state (and the API, for adopted users): escaped, never raw to a terminal.
+        echo(f"{safe(row['name'])}\t{row['userId']}\t{row['lifecycle']}\t{safe(grants)}")
 
 
 @command.command("unlock")
