@@ -55,6 +55,7 @@ import yaml_rs
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from reconcile import manifest as manifest_module
 from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import Location, ManifestError, Problem
 from reconcile.manifest import (
@@ -81,7 +82,7 @@ MAX_DEPTH = 32
 MAX_USERS = 1_000_000
 """Most users one manifest file may list (and all files together hold)."""
 
-MAX_ITEMS = 1_000
+MAX_ITEMS = manifest_module.MAX_ITEMS
 """Most items in any other list or mapping (entitlements, a user's keys, …)."""
 
 MAX_USER_VALUES = 1_000
@@ -980,6 +981,8 @@ def _message(kind: str, error: ErrorDetails, found: _Found, path: _Path, secret:
         return f"expected {expected}{got}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"expected a mapping (key: value lines){got}"
+    if kind == "too_long":
+        return f"more than {ctx['max_length']:,} items in one list or mapping: only users may hold that many"
     if kind in ("tuple_type", "list_type"):
         return f"expected a list{got}"
     if kind == "password_source":

@@ -61,6 +61,9 @@ TEXT_PATTERN = f"^[^{UNSAFE_IN_TEXT}]*$"
 NameText = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 """An identity or key (user name, email, entitlement name, variable, path): nothing invisible."""
 
+MAX_ITEMS = 1_000
+"""Most items in any list or mapping but ``users`` (the loader also checks it before parsing)."""
+
 StrictInt = Annotated[int, Strict()]
 StrictBool = Annotated[bool, Strict()]
 PositiveId = Annotated[int, Field(gt=0, strict=True)]
@@ -198,7 +201,7 @@ class User(_Model):
     firstName: Annotated[str, StringConstraints(min_length=1, pattern=TEXT_PATTERN)] | None = None
     lastName: Annotated[str, StringConstraints(min_length=1, pattern=TEXT_PATTERN)] | None = None
     tradovateSubscriptionPlanId: PositiveId | None = None
-    entitlements: tuple[NameText, ...] = ()
+    entitlements: Annotated[tuple[NameText, ...], Field(max_length=MAX_ITEMS)] = ()
     contact: Contact | None = None
 
     @field_validator("email")
@@ -236,7 +239,7 @@ class Partner(_Model):
     """The partner organization's fixed ids."""
 
     dataAccountId: PositiveId
-    entitlements: dict[NameText, PositiveId] = Field(default_factory=dict)
+    entitlements: dict[NameText, PositiveId] = Field(default_factory=dict, max_length=MAX_ITEMS)
     agreementAlertId: PositiveId | None = None
 
     @model_validator(mode="after")

@@ -106,3 +106,12 @@ def test_a_file_over_the_size_limit_is_not_read(tmp_path: Path, monkeypatch: pyt
     assert problems(path) == [
         f"{path}:1:1: file is larger than 2 MiB: split the users over several files in a folder"
     ]
+
+
+def test_too_many_entitlements_on_the_direct_path_too(tmp_path: Path) -> None:
+    names = "".join(f"\n      - e{i}" for i in range(loader.MAX_ITEMS + 1))
+    path = write(tmp_path, user(entitlements=names))
+    found = problems(path)
+    assert found[0].startswith(
+        f"{path}:13:7: users[0].entitlements: more than 1,000 items in one list or mapping"
+    )
