@@ -6,6 +6,7 @@ every line "long", `direct` leaves a short-lined file to yaml-rs.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,14 @@ def test_too_many_entitlements_on_the_direct_path_too(tmp_path: Path) -> None:
     assert found[0].startswith(
         f"{path}:13:7: users[0].entitlements: more than 1,000 items in one list or mapping"
     )
+
+
+def test_validate_json_counts_the_problems_it_leaves_out(tmp_path: Path) -> None:
+    from cli_support import run
+
+    path = tmp_path / "broken.yaml"
+    path.write_text(HEADER.format(environment="sim") + "- {}\n" * 150)
+    result = run("validate", "-f", path, "--format", "json")
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert (len(document["problems"]), document["more_problems"]) == (100, 50)

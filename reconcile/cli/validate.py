@@ -57,7 +57,12 @@ def command(paths: tuple[Path, ...], output_format: str) -> None:
         if output_format == "json":
             echo(
                 json.dumps(
-                    {"ok": False, "problems": [_problem_json(p) for p in exc.problems], "warnings": []},
+                    {
+                        "ok": False,
+                        "problems": [_problem_json(p) for p in exc.problems],
+                        "more_problems": exc.omitted,
+                        "warnings": [],
+                    },
                     indent=2,
                 )
             )
