@@ -231,7 +231,8 @@ class _Source:
 
     def want(self, paths: Iterable[_Path]) -> None:
         """Announce paths about to be located, so a big file is walked once for all of them."""
-        self._wanted.update(paths)
+        covered = self._covered or frozenset()
+        self._wanted.update(p for p in paths if p not in covered)
 
     def root(self, path: _Path = ()) -> yaml.Node | None:
         """The node tree (with marks) holding at least ``path``; None if PyYAML cannot read it.
@@ -243,9 +244,11 @@ class _Source:
             if self._root is None:
                 self._root = _compose(self.text)
             return self._root
-        self._wanted.add(path)
-        if self._covered is None or not self._wanted <= self._covered:
-            self._covered = frozenset(self._wanted)
+        if self._covered is None or path not in self._covered:
+            self._wanted.add(path)
+        if self._wanted:  # paths not composed yet: one walk for all of them
+            self._covered = (self._covered or frozenset()) | self._wanted
+            self._wanted = set()
             self._root = _compose(self.text, self._covered)
         return self._root
 
@@ -293,8 +296,11 @@ def _compose_pruned(text: str, wanted: frozenset[_Path]) -> yaml.Node | None:
     """
     paths = wanted | {_without_union_tags(p) for p in wanted}
     prefixes = {p[:i] for p in paths for i in range(len(p) + 1)}
-    inner = {p[:i] for p in paths for i in range(len(p))}
-    remaining = prefixes - inner  # the leaves: found when they start
+    below: dict[_Path, list[_Path]] = {}  # inner path → the leaves under it
+    for leaf in paths:
+        for i in range(len(leaf)):
+            below.setdefault(leaf[:i], []).append(leaf)
+    remaining = prefixes - below.keys()  # the leaves: found when they start
     root: yaml.Node | None = None
     # Open built collections: (path, node, pending key label, pending key node).
     stack: list[list[Any]] = []
@@ -308,8 +314,8 @@ def _compose_pruned(text: str, wanted: frozenset[_Path]) -> yaml.Node | None:
                 skipping -= 1
             continue
         if isinstance(event, yaml.CollectionEndEvent):
-            closed = stack.pop()[0]
-            remaining = {p for p in remaining if p[: len(closed)] != closed}
+            # Closed: what was wanted below it and not seen is not in the file (a missing key).
+            remaining.difference_update(below.get(stack.pop()[0], ()))
             if not remaining:
                 break
             continue

@@ -127,3 +127,13 @@ def test_validate_json_counts_the_problems_it_leaves_out(tmp_path: Path) -> None
     assert result.exit_code == 1
     document = json.loads(result.stdout)
     assert (len(document["problems"]), document["more_problems"]) == (100, 50)
+
+
+def test_user_locations_are_the_same_when_a_big_file_is_composed_along_the_wanted_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, users(50))
+    whole = dict(load_manifest([path]).locations)
+    monkeypatch.setattr(loader, "_PRUNE_FROM", 0)  # as for a file over 1 MiB
+    assert dict(load_manifest([path]).locations) == whole
+    assert len(whole) == 50 and whole["trader049"].line == 7 + 49 * 5
