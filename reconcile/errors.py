@@ -134,11 +134,16 @@ class Problem:
 class ManifestError(ReconcileError):
     """The manifest is invalid; every problem is listed, nothing is changed."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], *, omitted: int = 0) -> None:
         self.problems = sorted(
             problems, key=lambda p: (p.location or Location("", 0, 0), p.path, p.message)
         )
-        super().__init__("\n".join(str(p) for p in self.problems))
+        self.omitted = omitted
+        """Problems found but not listed (past the loader's MAX_PROBLEMS)."""
+        lines = [str(p) for p in self.problems]
+        if omitted:
+            lines.append(f"… and {omitted} more problem{'s' * (omitted != 1)}: fix these first")
+        super().__init__("\n".join(lines))
 
 
 class StateError(ReconcileError):

@@ -13,8 +13,15 @@ Strict YAML
     and ``on`` are strings. ``postCode: 01234`` is the number 1234, and a number where a string is
     expected is an error asking to quote it. Duplicate keys are errors (PyYAML keeps the last one
     silently). Aliases (``*name``) are refused outright: manifests do not need them, and refusing
-    them shuts out "billion laughs" bombs. Nesting is bounded (:data:`MAX_DEPTH`), so is file size
-    (:data:`MAX_FILE_BYTES`). One YAML document per file.
+    them shuts out "billion laughs" bombs. One YAML document per file.
+
+Limits
+    File size (:data:`MAX_FILE_BYTES`), users (:data:`MAX_USERS`), items of any other collection
+    (:data:`MAX_ITEMS`), values per user entry (:data:`MAX_USER_VALUES`), value length
+    (:data:`MAX_SCALAR_CHARS`) and depth (:data:`MAX_DEPTH`). A file that might break one is
+    checked first by :func:`_scan_events`, in constant memory, which stops at the first excess;
+    the others are small or sparse enough that parsing them is cheap, and the users limit is
+    checked on the result. At most :data:`MAX_PROBLEMS` problems are listed.
 
 Speed
     The happy path parses with yaml-rs (Rust) and validates all users in one pydantic call with
@@ -31,35 +38,57 @@ Digest
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 import yaml_rs
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from reconcile import manifest as manifest_module
 from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import Location, ManifestError, Problem, counted, did_you_mean
 from reconcile.manifest import (
     CROSS_CHECKS_BY_CALLER,
+    NAME_PATTERN,
     PASSWORD_EXPECTED,
+    TEXT_PATTERN,
+    UNSAFE_IN_NAMES,
+    UNSAFE_IN_TEXT,
+    CrossProblem,
     Manifest,
+    User,
     UserKeys,
     cross_reference_problems,
     dotted_path,
 )
 
-MAX_FILE_BYTES = 256 * 1024 * 1024
-"""Largest manifest file read (a 100k-user manifest is about 35 MB)."""
+MAX_FILE_BYTES = 512 * 1024 * 1024
+"""Largest manifest file read (a 100k-user manifest is about 35 MB, a million users ~350 MB)."""
 
 MAX_DEPTH = 32
 """Deepest nesting allowed; a manifest needs 5 levels (users → user → contact → field)."""
+
+MAX_USERS = 1_000_000
+"""Most users one manifest file may list (and all files together hold)."""
+
+MAX_ITEMS = manifest_module.MAX_ITEMS
+"""Most items in any other list or mapping (entitlements, a user's keys, …)."""
+
+MAX_USER_VALUES = 1_000
+"""Most values (keys included) in one user entry; a user needs about 30."""
+
+MAX_SCALAR_CHARS = 4_096
+"""Longest single value; the longest a model accepts is 64 characters."""
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 
@@ -82,6 +111,28 @@ def _maybe_deep(text: str) -> bool:
         or "\t" in text
         or _STACKED_INDICATORS.search(text) is not None
     )
+
+
+# The limits (items, value length, …) are checked by the event scan, which costs ~1 s per million
+# values: too slow for every big desk. A file goes through it when it might break one: a very
+# long line (a giant value, or `users: [1,1,1,…]` on one line), or, past a size where building it
+# could cost hundreds of MB, density: more than one line or comma per 16 characters (a real desk
+# spends ~25 characters per line; `- 1` lines spend 4). A smaller file is parsed at once: its
+# size bounds what it can build, and the users limit is checked on the result.
+_DENSE_FROM_CHARS = 8 * 1024 * 1024
+_DENSE_AFTER = 100_000
+_DENSE_CHARS = 16
+_LONG_LINE_WINDOW = MAX_SCALAR_CHARS // 2
+"""A line longer than MAX_SCALAR_CHARS fills one whole window of this size without a newline."""
+
+
+def _maybe_over_limits(text: str) -> bool:
+    if len(text) > _DENSE_FROM_CHARS:
+        separators = text.count("\n") + text.count(",")
+        if separators > _DENSE_AFTER and len(text) < _DENSE_CHARS * separators:
+            return True
+    window = _LONG_LINE_WINDOW
+    return any(text.find("\n", i, i + window) == -1 for i in range(0, len(text) - window + 1, window))
 
 
 _RS_POSITION = re.compile(r"at line (\d+), column (\d+)")
@@ -174,30 +225,156 @@ class _Source:
     text: str
     data: Any = None
     _root: yaml.Node | None = None
+    _wanted: set[_Path] = field(default_factory=set)
+    _covered: frozenset[_Path] | None = None
 
-    def root(self) -> yaml.Node | None:
-        """The composed node tree (with marks); parsed on first use; None if PyYAML cannot read it."""
-        if self._root is None:
-            try:
-                self._root = yaml.compose(self.text, Loader=_SAFE_LOADER)
-            except yaml.YAMLError:
-                # yaml-rs read it but PyYAML cannot (e.g. a surrogate-pair escape such as
-                # "\ud800\udc00"): problems then point at the file's start.
-                return None
+    def want(self, paths: Iterable[_Path]) -> None:
+        """Announce paths about to be located, so a big file is walked once for all of them."""
+        covered = self._covered or frozenset()
+        self._wanted.update(p for p in paths if p not in covered)
+
+    def root(self, path: _Path = ()) -> yaml.Node | None:
+        """The node tree (with marks) holding at least ``path``; None if PyYAML cannot read it.
+
+        A small file is composed whole, once. A big one is composed only along the wanted paths
+        (:func:`_compose_pruned`): composing 500k users takes seconds and hundreds of MB.
+        """
+        if len(self.text) <= _PRUNE_FROM:
+            if self._root is None:
+                self._root = _compose(self.text)
+            return self._root
+        if self._covered is None or path not in self._covered:
+            self._wanted.add(path)
+        if self._wanted:  # paths not composed yet: one walk for all of them
+            self._covered = (self._covered or frozenset()) | self._wanted
+            self._wanted = set()
+            self._root = _compose(self.text, self._covered)
         return self._root
 
     def at(self, line: int, column: int) -> Location:
         return Location(self.name, line, column)
 
 
+_PRUNE_FROM = 1024 * 1024
+"""Files larger than this (in characters) are composed only along the paths to locate."""
+
+
+def _compose(text: str, wanted: frozenset[_Path] | None = None) -> yaml.Node | None:
+    try:
+        if wanted is None:
+            return yaml.compose(text, Loader=_SAFE_LOADER)
+        return _compose_pruned(text, wanted)
+    except yaml.YAMLError:
+        # yaml-rs read it but PyYAML cannot (e.g. a surrogate-pair escape such as
+        # "\ud800\udc00"): problems then point at the file's start.
+        return None
+
+
+def _without_union_tags(path: _Path) -> _Path:
+    return tuple(p for p in path if p not in _UNION_TAGS)
+
+
+def _stub(event: Any) -> yaml.Node:
+    """A node for ``event`` with its marks; a collection's items are added by the caller."""
+    tag: str = event.tag or ""
+    start: Any = event.start_mark
+    end: Any = event.end_mark
+    if isinstance(event, yaml.ScalarEvent):
+        return yaml.ScalarNode(tag, event.value, start, end, event.style)
+    if isinstance(event, yaml.MappingStartEvent):
+        return yaml.MappingNode(tag, [], start, None)
+    return yaml.SequenceNode(tag, [], start, None)
+
+
+def _compose_pruned(text: str, wanted: frozenset[_Path]) -> yaml.Node | None:
+    """Compose only the nodes on ``wanted`` paths (and their keys); stop once all are seen.
+
+    A list on the way keeps its length (``None`` for items not built), so indices still work in
+    :func:`_locate`. Pydantic's union tags (``from-file``…) are not in the data: paths are also
+    wanted without them, as :func:`_locate` skips them.
+    """
+    paths = wanted | {_without_union_tags(p) for p in wanted}
+    prefixes = {p[:i] for p in paths for i in range(len(p) + 1)}
+    below: dict[_Path, list[_Path]] = {}  # inner path → the leaves under it
+    for leaf in paths:
+        for i in range(len(leaf)):
+            below.setdefault(leaf[:i], []).append(leaf)
+    remaining = prefixes - below.keys()  # the leaves: found when they start
+    root: yaml.Node | None = None
+    # Open built collections: (path, node, pending key label, pending key node).
+    stack: list[list[Any]] = []
+    skipping = 0  # depth inside a collection that is not built
+    event: Any
+    for event in yaml.parse(text, Loader=_SAFE_LOADER):
+        if skipping:
+            if isinstance(event, yaml.CollectionStartEvent):
+                skipping += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                skipping -= 1
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            # Closed: what was wanted below it and not seen is not in the file (a missing key).
+            remaining.difference_update(below.get(stack.pop()[0], ()))
+            if not remaining:
+                break
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        key_event = False
+        if not stack:
+            path: _Path | None = ()
+        else:
+            frame = stack[-1]
+            parent, container = frame[0], frame[1]
+            if isinstance(container, yaml.SequenceNode):
+                path = (*parent, len(container.value))
+            elif frame[2] is None and frame[3] is None:  # a key
+                key_event = True
+                label = event.value if isinstance(event, yaml.ScalarEvent) else None
+                path = (*parent, label) if label is not None else None
+            else:
+                path = (*parent, frame[2]) if frame[2] is not None else None
+        build = path is not None and path in prefixes
+        if key_event:
+            frame[2] = path[-1] if path is not None else None
+            frame[3] = _stub(event) if build else False
+            if isinstance(event, yaml.CollectionStartEvent):
+                skipping = 1
+            continue
+        node: yaml.Node | None = None
+        if build:
+            node = _stub(event)
+            remaining.discard(path)
+        if stack:
+            frame = stack[-1]
+            if isinstance(frame[1], yaml.SequenceNode):
+                frame[1].value.append(node)
+            else:
+                if node is not None and frame[3]:
+                    frame[1].value.append((frame[3], node))
+                frame[2], frame[3] = None, None
+        else:
+            root = node
+        if isinstance(event, yaml.CollectionStartEvent):
+            if node is None:
+                skipping = 1
+            else:
+                stack.append([path, node, None, None])
+        if not remaining:
+            break
+    return root
+
+
 def _read(name: str, problems: list[Problem]) -> _Source | None:
     try:
         with open(name, "rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+            # The size first: a file far over the limit is refused without reading it.
+            too_big = os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES
+            raw = b"" if too_big else handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         problems.append(Problem(None, "", f"{name}: cannot read the file: {exc.strerror}"))
         return None
-    if len(raw) > MAX_FILE_BYTES:
+    if too_big or len(raw) > MAX_FILE_BYTES:
         problems.append(
             Problem(
                 Location(name, 1, 1),
@@ -240,7 +417,7 @@ def _read(name: str, problems: list[Problem]) -> _Source | None:
 
 def _parse(source: _Source) -> list[Problem]:
     """Parse one file into ``source.data``; return its problems (syntax, shape, duplicates, aliases)."""
-    if _maybe_deep(source.text):
+    if _maybe_deep(source.text) or _maybe_over_limits(source.text):
         scanned = _scan_events(source)
         if scanned:
             return scanned
@@ -294,62 +471,150 @@ def _explain_parse_failure(source: _Source, rs_message: str) -> list[Problem]:
     return [Problem(where, "", f"invalid YAML: {reason}")]
 
 
+class _Frame:
+    """One open collection during :func:`_scan_events`: its path and what it holds so far."""
+
+    __slots__ = ("current", "items", "key", "keys", "limit", "mapping", "path")
+
+    def __init__(self, path: _Path, mapping: bool) -> None:
+        self.path = path
+        self.mapping = mapping
+        self.items = 0
+        self.limit = MAX_USERS if path == ("users",) else MAX_ITEMS
+        self.key: str | None = None
+        """In a mapping: the key whose value comes next (None: a key comes next)."""
+        self.current = ""
+        """In a mapping: the key of the node just counted (a key's path is the key's own)."""
+        self.keys: dict[str, int] = {}
+        """In a mapping: each scalar key → its line (for duplicates)."""
+
+    def child(self) -> _Path:
+        """The path of the node just counted into this collection."""
+        if not self.mapping:
+            return (*self.path, self.items - 1)
+        return (*self.path, self.current)
+
+
+_SCALAR = yaml.ScalarEvent
+_STARTS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_ENDS = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
 def _scan_events(source: _Source) -> list[Problem]:
-    """Check one file with PyYAML's iterative event parser: syntax, depth, aliases, documents, keys."""
-    depth = 0
+    """Check one file with PyYAML's event parser, in constant memory, stopping at the first excess.
+
+    Syntax, aliases, documents, duplicate keys, the top-level kind, and the limits: depth
+    (:data:`MAX_DEPTH`), value length (:data:`MAX_SCALAR_CHARS`), items per list or mapping
+    (:data:`MAX_USERS` in ``users``, :data:`MAX_ITEMS` elsewhere) and values per user entry
+    (:data:`MAX_USER_VALUES`). Nothing is built, so a hostile file costs time, not memory.
+    (One loop without helper calls: it runs once per value, a million times on a big desk.)
+    """
     documents = 0
+    stack: list[_Frame] = []
+    users_at = -1  # index in ``stack`` of the open ``users`` list, if any
+    root: Problem | None = None
+    root_seen = False
+    user_values = 0
+    duplicates: list[Problem] = []
+
+    def at(mark: Any) -> Location:
+        return source.at(mark.line + 1, mark.column + 1)
+
+    def excess(mark: Any, path: _Path, message: str) -> list[Problem]:
+        return [Problem(at(mark), dotted_path(path), message)]
+
+    event: Any
     try:
         for event in yaml.parse(source.text, Loader=_SAFE_LOADER):
-            mark = event.start_mark
-            assert mark is not None  # the parser marks every event
-            if isinstance(event, yaml.AliasEvent):
-                return [
-                    Problem(
-                        source.at(mark.line + 1, mark.column + 1),
-                        "",
+            kind = type(event)
+            if kind in _ENDS:
+                if len(stack) - 1 == users_at:
+                    users_at = -1
+                stack.pop()
+                continue
+            is_scalar = kind is _SCALAR
+            if not is_scalar and kind not in _STARTS:
+                if kind is yaml.AliasEvent:
+                    return excess(
+                        event.start_mark,
+                        (),
                         f"aliases (*{event.anchor}) are not allowed in manifests: write the value out "
                         "(refused so that no file can expand into a 'billion laughs' bomb)",
                     )
-                ]
-            if isinstance(event, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    return [
-                        Problem(
-                            source.at(mark.line + 1, mark.column + 1),
-                            "",
+                if kind is yaml.DocumentStartEvent:
+                    documents += 1
+                    if documents > 1:
+                        return excess(
+                            event.start_mark,
+                            (),
                             "a second YAML document (---): put one document in each file",
                         )
-                    ]
-            elif isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    return [
-                        Problem(
-                            source.at(mark.line + 1, mark.column + 1),
-                            "",
-                            f"nested more than {MAX_DEPTH} levels deep: a manifest needs at most 5",
+                continue
+            if stack:
+                parent = stack[-1]
+                if not parent.mapping:
+                    parent.items += 1
+                elif parent.key is not None:
+                    parent.current, parent.key = parent.key, None  # this is the pending key's value
+                else:
+                    parent.items += 1
+                    label = event.value if is_scalar else f"(key {parent.items})"
+                    if is_scalar and label in parent.keys:
+                        duplicates.append(
+                            Problem(
+                                at(event.start_mark),
+                                dotted_path((*parent.path, label)),
+                                f"duplicate key {label!r} (first at line {parent.keys[label]}): "
+                                "keep one (YAML would silently use the last)",
+                            )
                         )
-                    ]
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
+                    elif is_scalar:
+                        parent.keys[label] = event.start_mark.line + 1
+                    parent.key = parent.current = label
+                if parent.items > parent.limit:
+                    return excess(event.start_mark, parent.path, _too_many(parent))
+                if users_at >= 0:
+                    if len(stack) - 1 == users_at:
+                        user_values = 1
+                    else:
+                        user_values += 1
+                        if user_values > MAX_USER_VALUES:
+                            entry = stack[users_at + 1].path
+                            return excess(
+                                event.start_mark,
+                                entry,
+                                f"a user entry with more than {MAX_USER_VALUES:,} values: "
+                                "a user needs a few dozen",
+                            )
+            elif not root_seen:
+                root_seen = True
+                if kind is not yaml.MappingStartEvent:
+                    root = Problem(at(event.start_mark), "", _not_mapping(event.value if is_scalar else []))
+            if is_scalar:
+                if len(event.value) > MAX_SCALAR_CHARS:
+                    return excess(
+                        event.start_mark,
+                        stack[-1].child() if stack else (),
+                        f"a value longer than {MAX_SCALAR_CHARS:,} characters: no manifest value is",
+                    )
+                continue
+            if len(stack) >= MAX_DEPTH:
+                return excess(
+                    event.start_mark,
+                    (),
+                    f"nested more than {MAX_DEPTH} levels deep: a manifest needs at most 5",
+                )
+            path = stack[-1].child() if stack else ()
+            stack.append(_Frame(path, kind is yaml.MappingStartEvent))
+            if path == ("users",):
+                users_at = len(stack) - 1
     except yaml.MarkedYAMLError as exc:
         return [_syntax_problem(source, exc)]
     except yaml.YAMLError as exc:
         return [Problem(source.at(1, 1), "", f"invalid YAML: {exc}")]
-    try:
-        root = yaml.compose(source.text, Loader=_SAFE_LOADER)
-    except yaml.MarkedYAMLError as exc:  # the events parsed, so this is rare (bad escapes)
-        mark = exc.problem_mark
-        where = source.at(mark.line + 1, mark.column + 1) if mark else source.at(1, 1)
-        return [Problem(where, "", f"invalid YAML: {exc.problem}")]
-    source._root = root
-    if root is None:
+    if not root_seen:
         return [Problem(source.at(1, 1), "", _EMPTY)]
-    if not isinstance(root, yaml.MappingNode):
-        mark = root.start_mark
-        return [Problem(source.at(mark.line + 1, mark.column + 1), "", _not_mapping(_node_kind(root)))]
-    return _duplicate_keys(source, root)
+    return [root] if root is not None else duplicates
 
 
 def _syntax_problem(source: _Source, exc: yaml.MarkedYAMLError) -> Problem:
@@ -391,31 +656,13 @@ def _syntax_problem(source: _Source, exc: yaml.MarkedYAMLError) -> Problem:
     return Problem(where, "", f"invalid YAML: {reason or ' '.join(p for p in (context, problem) if p)}")
 
 
-def _duplicate_keys(source: _Source, root: yaml.Node) -> list[Problem]:
-    problems: list[Problem] = []
-    stack: list[tuple[yaml.Node, _Path]] = [(root, ())]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, yaml.MappingNode):
-            first: dict[Any, yaml.Node] = {}
-            for key, value in node.value:
-                label = key.value if isinstance(key, yaml.ScalarNode) else repr(key)
-                if label in first:
-                    m, f = key.start_mark, first[label].start_mark
-                    problems.append(
-                        Problem(
-                            source.at(m.line + 1, m.column + 1),
-                            dotted_path((*path, label)),
-                            f"duplicate key {label!r} (first at line {f.line + 1}): "
-                            "keep one (YAML would silently use the last)",
-                        )
-                    )
-                else:
-                    first[label] = key
-                stack.append((value, (*path, label)))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
-    return problems
+def _too_many(frame: _Frame) -> str:
+    if frame.limit == MAX_USERS:
+        return (
+            f"more than {MAX_USERS:,} users in one file, the most a manifest may hold; "
+            "split the desk into manifests with their own state"
+        )
+    return f"more than {MAX_ITEMS:,} items in one list or mapping: only users may hold that many"
 
 
 # --------------------------------------------------------------------------------------- merging
@@ -447,8 +694,18 @@ def _merge(sources: list[_Source], problems: list[Problem]) -> _Merged:
                         )
                     )
                     continue
+                if len(users) + len(value) > MAX_USERS:
+                    problems.append(
+                        Problem(
+                            _locate(source, ("users",), key_node=True).location,
+                            "users",
+                            f"the files together list more than {MAX_USERS:,} users, the most a "
+                            "manifest may hold; split the desk into manifests with their own state",
+                        )
+                    )
+                    break
                 users.extend(value)
-                user_origin.extend((index, i) for i in range(len(value)))
+                user_origin.extend(zip(itertools.repeat(index), range(len(value)), strict=False))
                 key_origin.setdefault(key, index)
             elif key in merged:
                 if merged[key] != value:
@@ -493,21 +750,31 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
         key = path[0] if path else None
         return sources[merged.key_origin.get(str(key), 0)], path
 
-    manifest: Manifest | None = None
-    try:
-        manifest = Manifest.model_validate(merged.data, context={CROSS_CHECKS_BY_CALLER: True})
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            source, path = place(tuple(error["loc"]))
-            problems.append(_problem_for(source, path, error))
+    manifest, errors, total = _validate(merged.data)
+    located = [(*place(tuple(error["loc"])), error) for error in errors]
+    for source, path, _ in located:
+        source.want([path])
+    problems.extend(_problem_for(source, path, error) for source, path, error in located)
     if manifest is not None:
         keys = [UserKeys(u.name, u.email, u.entitlements) for u in manifest.users]
         known: Mapping[str, int] | None = manifest.partner.entitlements
-    else:
+    elif len(errors) < MAX_PROBLEMS:
         keys, known = _raw_user_keys(merged.data)
+    else:
+        keys, known = [], None  # the page is full: rules across users wait for the next run
     if "partner" in conflicting:
         known = None
+    crosses: list[CrossProblem] = []
     for cross in cross_reference_problems(keys, known):
+        total += 1
+        if len(problems) + len(crosses) < MAX_PROBLEMS:
+            crosses.append(cross)
+    for cross in crosses:
+        for part in (cross.path, cross.other):
+            if part is not None:
+                source, path = place(part)
+                source.want([path])
+    for cross in crosses:
         source, path = place(cross.path)
         found = _locate(source, path)
         message = cross.message
@@ -516,11 +783,15 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
             message += f" (first defined at {_locate(other_source, other_path).location})"
         problems.append(Problem(found.location, found.path, message))
     if problems or manifest is None:
-        raise ManifestError(problems)
+        raise ManifestError(problems, omitted=total - len(errors) - len(crosses))
     share_fields_sets(_user_models(manifest))
 
     warnings: list[Problem] = []
     if manifest.environment != "sim":
+        for index, user in enumerate(manifest.users):
+            if user.has_literal_password:
+                source, path = place(("users", index, "password"))
+                source.want([path])
         for index, user in enumerate(manifest.users):
             if user.has_literal_password:
                 source, path = place(("users", index, "password"))
@@ -546,6 +817,51 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
         warnings=tuple(warnings),
         locations=_UserLocations(manifest, sources, merged.user_origin),
     )
+
+
+MAX_PROBLEMS = 100
+"""Most problems reported at once (the rest are counted): a broken 500k-user file gets a page."""
+
+_CHUNK = 10_000
+_USERS: TypeAdapter[tuple[User, ...]] = TypeAdapter(tuple[User, ...])
+
+
+def _validate(data: dict[str, Any]) -> tuple[Manifest | None, list[ErrorDetails], int]:
+    """Validate merged data: the manifest, or its first :data:`MAX_PROBLEMS` errors and their total.
+
+    Users are validated in chunks, so a file of a million broken entries never holds all their
+    errors at once.
+    """
+    context = {CROSS_CHECKS_BY_CALLER: True}
+    errors: list[ErrorDetails] = []
+    total = 0
+
+    def collect(exc: ValidationError, users_from: int | None) -> None:
+        nonlocal total
+        total += exc.error_count()
+        if len(errors) >= MAX_PROBLEMS:
+            return  # counted only: listing them would cost a dict per error
+        for error in exc.errors(include_url=False)[: MAX_PROBLEMS - len(errors)]:
+            if users_from is not None:  # an index within the chunk → within the whole list
+                index, *rest = error["loc"]
+                error["loc"] = ("users", users_from + int(index), *rest)
+            errors.append(error)
+
+    top: Manifest | None = None
+    try:
+        top = Manifest.model_validate({k: v for k, v in data.items() if k != "users"}, context=context)
+    except ValidationError as exc:
+        collect(exc, None)
+    users: list[Any] = data.get("users") or []
+    validated: list[User] = []
+    for start in range(0, len(users), _CHUNK):
+        try:
+            validated.extend(_USERS.validate_python(users[start : start + _CHUNK], context=context))
+        except ValidationError as exc:
+            collect(exc, start)
+    if errors or top is None:
+        return None, errors, total
+    return top.model_copy(update={"users": tuple(validated)}), errors, total
 
 
 def _user_models(manifest: Manifest) -> Iterator[BaseModel]:
@@ -591,6 +907,8 @@ class _UserLocations(Mapping[str, Location]):
     def _build(self) -> dict[str, Location]:
         if self._table is None:
             table: dict[str, Location] = {}
+            for file_index, local in self._origin:
+                self._sources[file_index].want([("users", local)])
             for name, (file_index, local) in zip(self._names, self._origin, strict=True):
                 found = _locate(self._sources[file_index], ("users", local))
                 if found.location is not None:
@@ -618,7 +936,7 @@ class _Found:
 
 def _locate(source: _Source, path: _Path, *, key_node: bool = False) -> _Found:
     """Walk ``path`` through the file's nodes; parts that are not in the data (union tags) are skipped."""
-    root = source.root()
+    root = source.root(path)
     if root is None:
         return _Found(source.at(1, 1), dotted_path(path), None, ())
     node: yaml.Node | None = root
@@ -687,6 +1005,8 @@ def _message(kind: str, error: ErrorDetails, found: _Found, path: _Path, secret:
     if kind == "string_too_long":
         length = "" if secret else f" (has {len(value)})"
         return f"too long: expected at most {counted(ctx['max_length'], 'character')}{length}"
+    if kind == "string_pattern_mismatch" and ctx["pattern"] in _UNSAFE_BY_PATTERN:
+        return _unsafe_character(str(value), _UNSAFE_BY_PATTERN[ctx["pattern"]], secret)
     if kind == "string_pattern_mismatch":
         return f"expected text matching {ctx['pattern']}{got}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -703,12 +1023,34 @@ def _message(kind: str, error: ErrorDetails, found: _Found, path: _Path, secret:
         return f"expected {expected}{got}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"expected a mapping (key: value lines){got}"
+    if kind == "too_long":
+        return f"more than {ctx['max_length']:,} items in one list or mapping: only users may hold that many"
     if kind in ("tuple_type", "list_type"):
         return f"expected a list{got}"
     if kind == "password_source":
         return PASSWORD_EXPECTED
     message = error["msg"]
     return message.removeprefix("Value error, ")
+
+
+_UNSAFE_BY_PATTERN = {
+    NAME_PATTERN: re.compile(f"[{UNSAFE_IN_NAMES}]"),
+    TEXT_PATTERN: re.compile(f"[{UNSAFE_IN_TEXT}]"),
+}
+
+
+def _unsafe_character(value: str, unsafe: re.Pattern[str], secret: bool) -> str:
+    """Name the first invisible or control character of ``value`` and where it is (never the value)."""
+    found = unsafe.search(value)
+    if found is None:  # pragma: no cover - the pattern refused it, so one is there
+        return "contains a control or invisible character: remove it"
+    char = found.group()
+    what = f"U+{ord(char):04X} {unicodedata.name(char, 'control character')}"
+    where = "" if secret else f" at character {found.start() + 1}"
+    return (
+        f"contains {what}{where}: remove it (control, invisible and bidirectional characters "
+        "are refused: they change what a terminal or a review shows)"
+    )
 
 
 def _allowed_keys(path: _Path) -> list[str]:

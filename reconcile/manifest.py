@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -47,6 +48,24 @@ _PHONE = re.compile(r"^\+[0-9][0-9 ()./-]*[0-9]$")
 # Everything else goes through the library whole. 100k users x email_validator is ~10 s otherwise.
 _SIMPLE_EMAIL = re.compile(r"^[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@([A-Za-z0-9.-]+)$")
 
+# Characters that disguise what a terminal or a review shows: C0/C1 controls (ANSI escapes),
+# bidirectional overrides and isolates (U+202E turns "001redart" into "trader100"), invisible
+# format characters and line separators. Names and other keys refuse all of them; free text
+# (first and last names, addresses) keeps the joiners some scripts need (ZWJ/ZWNJ). Written as
+# \x/\u escapes: pydantic (Rust regex), Python's re and JSON Schema validators all read them.
+UNSAFE_IN_NAMES = (
+    r"\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064"
+    r"\u2066-\u206f\ufeff\ufff9-\ufffb"
+)
+UNSAFE_IN_TEXT = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+NAME_PATTERN = f"^[^{UNSAFE_IN_NAMES}]*$"
+TEXT_PATTERN = f"^[^{UNSAFE_IN_TEXT}]*$"
+NameText = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+"""An identity or key (user name, email, entitlement name, variable, path): nothing invisible."""
+
+MAX_ITEMS = 1_000
+"""Most items in any list or mapping but ``users`` (the loader also checks it before parsing)."""
+
 StrictInt = Annotated[int, Strict()]
 StrictBool = Annotated[bool, Strict()]
 PositiveId = Annotated[int, Field(gt=0, strict=True)]
@@ -59,13 +78,13 @@ class _Model(BaseModel):
 class PasswordFromEnv(_Model):
     """Read the password from an environment variable at apply time."""
 
-    env: Annotated[str, StringConstraints(min_length=1)]
+    env: Annotated[str, StringConstraints(min_length=1, pattern=NAME_PATTERN)]
 
 
 class PasswordFromFile(_Model):
     """Read the password from a file (first line) at apply time."""
 
-    file: Annotated[str, StringConstraints(min_length=1)]
+    file: Annotated[str, StringConstraints(min_length=1, pattern=NAME_PATTERN)]
 
 
 class PasswordGenerate(_Model):
@@ -115,11 +134,13 @@ class Contact(_Model):
     """Contact details, reconciled with /contactInfo/updatecontactinfo."""
 
     phone: Annotated[str, StringConstraints(min_length=10, max_length=21)]
-    streetAddress1: Annotated[str, StringConstraints(min_length=3, max_length=61)]
-    streetAddress2: Annotated[str, StringConstraints(max_length=61)] | None = None
-    city: Annotated[str, StringConstraints(min_length=2, max_length=35)]
-    state: Annotated[str, StringConstraints(min_length=1, max_length=35)] | None = None
-    postCode: Annotated[str, StringConstraints(min_length=4, max_length=11)] | None = None
+    streetAddress1: Annotated[str, StringConstraints(min_length=3, max_length=61, pattern=TEXT_PATTERN)]
+    streetAddress2: Annotated[str, StringConstraints(max_length=61, pattern=TEXT_PATTERN)] | None = None
+    city: Annotated[str, StringConstraints(min_length=2, max_length=35, pattern=TEXT_PATTERN)]
+    state: Annotated[str, StringConstraints(min_length=1, max_length=35, pattern=TEXT_PATTERN)] | None = None
+    postCode: Annotated[str, StringConstraints(min_length=4, max_length=11, pattern=TEXT_PATTERN)] | None = (
+        None
+    )
     country: Annotated[str, StringConstraints(min_length=2, max_length=2)]
 
     @field_validator("phone")
@@ -175,14 +196,14 @@ def email_problem(address: str) -> str | None:
 class User(_Model):
     """One evaluation trader. ``name`` is the identity key."""
 
-    name: Annotated[str, StringConstraints(min_length=3, max_length=64)]
+    name: Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=NAME_PATTERN)]
     status: Literal["active", "cancelled"] = "active"
-    email: Annotated[str, StringConstraints(max_length=64)] | None = None
+    email: Annotated[str, StringConstraints(max_length=64, pattern=NAME_PATTERN)] | None = None
     password: PasswordSource | None = None
-    firstName: Annotated[str, StringConstraints(min_length=1)] | None = None
-    lastName: Annotated[str, StringConstraints(min_length=1)] | None = None
+    firstName: Annotated[str, StringConstraints(min_length=1, pattern=TEXT_PATTERN)] | None = None
+    lastName: Annotated[str, StringConstraints(min_length=1, pattern=TEXT_PATTERN)] | None = None
     tradovateSubscriptionPlanId: PositiveId | None = None
-    entitlements: tuple[str, ...] = ()
+    entitlements: Annotated[tuple[NameText, ...], Field(max_length=MAX_ITEMS)] = ()
     contact: Contact | None = None
 
     @field_validator("email")
@@ -220,7 +241,7 @@ class Partner(_Model):
     """The partner organization's fixed ids."""
 
     dataAccountId: PositiveId
-    entitlements: dict[str, PositiveId] = Field(default_factory=dict)
+    entitlements: dict[NameText, PositiveId] = Field(default_factory=dict, max_length=MAX_ITEMS)
     agreementAlertId: PositiveId | None = None
 
     @model_validator(mode="after")
@@ -299,6 +320,7 @@ def cross_reference_problems(
     """
     defined = ", ".join(sorted(known_entitlements or ())) or "none"
     names: dict[str, int] = {}
+    skeletons: dict[str, int] = {}
     emails: dict[str, int] = {}
     for index, user in enumerate(users):
         if user.name is not None:
@@ -307,6 +329,16 @@ def cross_reference_problems(
                 yield CrossProblem(
                     ("users", index, "name"), f"user {user.name!r} is defined twice", ("users", first)
                 )
+            else:
+                first = skeletons.setdefault(name_skeleton(user.name), index)
+                if first != index:
+                    other = users[first].name
+                    yield CrossProblem(
+                        ("users", index, "name"),
+                        f"user {user.name!a} looks like user {other!a}: the names differ only "
+                        "in case or look-alike letters (Cyrillic, Greek, full-width…); rename one",
+                        ("users", first),
+                    )
         if user.email is not None:
             first = emails.setdefault(user.email.casefold(), index)
             if first != index:
@@ -325,6 +357,22 @@ def cross_reference_problems(
                     f"{name!r} is not defined under partner.entitlements (defined: {defined})"
                     + did_you_mean(name, sorted(known_entitlements)),
                 )
+
+
+# Letters of other scripts drawn like Latin ones (a subset of Unicode's confusables.txt, TR39):
+# enough to catch "tr\u0430der001" (a Cyrillic a) beside "trader001" without a 6,000-entry
+# dependency. Both cases are listed, as the look-alike differs (Greek capital nu is N, small v).
+_LOOK_ALIKES = str.maketrans(
+    "АВЕКМНОРСТУХЅІЈӀҮҺԚԜаеорсухѕіјӏүһԛԝԁвкмнтɑıΑΒΕΖΗΙΚΜΝΟΡΤΥΧαοριτυχνεγω",
+    "ABEKMHOPCTYXSIJlYHQWaeopcyxsijlyhqwdbkmhtaiABEZHIKMNOPTYXaopituxveyw",
+)
+
+
+def name_skeleton(name: str) -> str:
+    """What ``name`` looks like: NFKC, look-alike letters made Latin, case folded (TR39's idea)."""
+    if name.isascii():
+        return name.casefold()
+    return unicodedata.normalize("NFKC", name).translate(_LOOK_ALIKES).casefold()
 
 
 class Manifest(_Model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from reconcile.plan import CreateUser
 MIN_LENGTH = 8
 MAX_LENGTH = 64
 GENERATED_LENGTH = 24
+
+MAX_PASSWORD_FILE_BYTES = 4096
+"""Largest ``{file: …}`` password file read: a password is at most 64 characters on its first line."""
 
 # Symbols every password form accepts; quotes, backslashes and spaces are left out so a generated
 # password survives being pasted into a shell or a YAML file.
@@ -164,15 +168,8 @@ def _resolve_one(
             )
         return _check_length(name, value, f"${source.env}")
     if isinstance(source, PasswordFromFile):
-        path = Path(source.file)
-        folder = base_dir(name) if callable(base_dir) else base_dir
-        if not path.is_absolute() and folder is not None:
-            path = folder / path
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise PasswordError(f"user {name}: cannot read password file {path}: {exc.strerror}") from None
-        return _check_length(name, lines[0] if lines else "", f"file {path}")
+        path = password_file_path(source, base_dir(name) if callable(base_dir) else base_dir)
+        return _check_length(name, read_password_file(name, path), f"file {path}")
     if isinstance(source, PasswordGenerate):
         return None
     return _check_length(name, source, "the manifest")
@@ -202,3 +199,101 @@ def unset_password_variables(
         and isinstance(user.password, PasswordFromEnv)
         and user.password.env not in env
     ]
+
+
+def password_file_path(source: PasswordFromFile, folder: Path | None) -> Path:
+    """Where a ``{file: …}`` source points: relative paths start at the declaring manifest's folder."""
+    path = Path(source.file)
+    return folder / path if not path.is_absolute() and folder is not None else path
+
+
+def read_password_file(user: str, path: Path) -> str:
+    """Return the first line of the regular file ``path``; refuse devices, FIFOs and big files.
+
+    Never blocks and never reads more than :data:`MAX_PASSWORD_FILE_BYTES`: ``/dev/zero`` would
+    grow without end, a FIFO would hold the run (and its state lock) until someone writes to it.
+    """
+    where = f"user {user}: password file {path}"
+    try:
+        _check_regular(where, os.stat(path))
+        # O_NONBLOCK: had the path become a FIFO since the stat, opening it still returns at once.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise PasswordError(f"user {user}: cannot read password file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        _check_regular(where, os.fstat(fd))
+        raw = handle.read(MAX_PASSWORD_FILE_BYTES + 1)
+    if len(raw) > MAX_PASSWORD_FILE_BYTES:
+        raise _too_big(where)  # it grew since the stat
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise PasswordError(f"{where}: not UTF-8 text") from None
+    return lines[0] if lines else ""
+
+
+def _check_regular(where: str, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((word for test, word in _NOT_REGULAR if test(info.st_mode)), "not a regular file")
+        raise PasswordError(f"{where}: {kind}; a password file must be a regular file")
+    if info.st_size > MAX_PASSWORD_FILE_BYTES:
+        raise _too_big(where)
+
+
+_NOT_REGULAR: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _too_big(where: str) -> PasswordError:
+    return PasswordError(
+        f"{where}: larger than {MAX_PASSWORD_FILE_BYTES} bytes; put the password alone on its first line"
+    )
+
+
+def declaring_folder(locations: Mapping[str, Location]) -> Callable[[str], Path | None]:
+    """User name → folder of the manifest file that declares it (where relative paths start)."""
+
+    def folder(name: str) -> Path | None:
+        location = locations.get(name)
+        return Path(location.file).parent if location is not None else None
+
+    return folder
+
+
+def password_file_problems(
+    manifest: Manifest,
+    folder: Callable[[str], Path | None],
+    *,
+    missing_ok: bool,
+) -> list[tuple[int, str]]:
+    """Check every ``{file: …}`` source of ``manifest`` (regular, readable, size, 8-64 characters).
+
+    Returns ``(user index, message)`` pairs. With ``missing_ok``, a file that does not exist is
+    not a problem: only creating that user needs it (apply checks before taking its lock, when
+    it does not yet know whom it creates).
+    """
+    problems: list[tuple[int, str]] = []
+    for index, user in enumerate(manifest.users):
+        if not isinstance(user.password, PasswordFromFile):
+            continue
+        path = password_file_path(user.password, folder(user.name))
+        if missing_ok and not os.path.lexists(path):
+            continue
+        try:
+            _check_length(user.name, read_password_file(user.name, path), f"file {path}")
+        except PasswordError as exc:
+            problems.append((index, str(exc)))
+    return problems
+
+
+def refuse_unreadable_password_files(manifest: Manifest, locations: Mapping[str, Location]) -> None:
+    """Raise PasswordError for every ``{file: …}`` source that exists but cannot serve a password."""
+    found = password_file_problems(manifest, declaring_folder(locations), missing_ok=True)
+    if found:
+        located = [(locations.get(manifest.users[i].name), message) for i, message in found]
+        raise PasswordError("\n".join(f"{at}: {message}" if at else message for at, message in located))

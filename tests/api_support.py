@@ -89,10 +89,11 @@ def make_client(
     cache: TokenCache | None = None,
     now: Callable[[], float] = lambda: NOW,
     sleep: Sleeps | None = None,
+    creds: Credentials | None = None,
     **kwargs: Any,
 ) -> tuple[PartnerClient, Sleeps]:
     sleeps = sleep if sleep is not None else Sleeps()
-    auth = TokenAuth(credentials(), endpoint=BASE, cache=cache, wallclock=now)
+    auth = TokenAuth(creds or credentials(), endpoint=BASE, cache=cache, wallclock=now)
     client = PartnerClient(
         BASE, transport=httpx.MockTransport(script), auth=auth, sleep=sleeps, wallclock=now, **kwargs
     )

@@ -6,6 +6,7 @@ import json
 import logging
 import stat
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -85,18 +86,51 @@ def test_credentials_file_errors_do_not_quote_the_file(tmp_path: Path) -> None:
 
 def test_token_cache_is_private_keyed_and_never_holds_the_password(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path / "tokens")
-    cache.save(BASE, "partner-admin", CachedToken(SECRET_TOKEN, NOW))
+    cache.save(BASE, credentials(), CachedToken(SECRET_TOKEN, NOW))
     files = list((tmp_path / "tokens").iterdir())
     assert len(files) == 1
     assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "tokens").stat().st_mode) == 0o700
     assert "partner-admin" not in files[0].name and "partner.test" not in files[0].name
-    assert SECRET_PASSWORD not in files[0].read_text()
-    assert cache.load(BASE, "partner-admin") == CachedToken(SECRET_TOKEN, NOW)
-    assert cache.load(BASE, "someone-else") is None
-    assert cache.load("https://other.test/v1", "partner-admin") is None
+    assert SECRET_PASSWORD not in files[0].read_text() and SECRET_SEC not in files[0].read_text()
+    assert cache.load(BASE, credentials()) == CachedToken(SECRET_TOKEN, NOW)
+    assert cache.load(BASE, replace(credentials(), username="someone-else")) is None
+    assert cache.load("https://other.test/v1", credentials()) is None
     files[0].chmod(0o644)  # someone else could have read (or planted) it: do not trust it
-    assert cache.load(BASE, "partner-admin") is None
+    assert cache.load(BASE, credentials()) is None
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"password": "a-wrong-password"},
+        {"sec": "another-secret"},
+        {"app_id": "another-app"},
+        {"cid": "43"},
+        {"device_id": "another-device"},
+    ],
+    ids=lambda c: next(iter(c)),
+)
+def test_a_cached_token_serves_only_the_credentials_that_obtained_it(
+    tmp_path: Path, changed: dict[str, str]
+) -> None:
+    cache = TokenCache(tmp_path)
+    cache.save(BASE, credentials(), CachedToken(SECRET_TOKEN, NOW + 3600))
+    assert cache.load(BASE, replace(credentials(), **changed)) is None
+    assert cache.load(BASE, credentials()) == CachedToken(SECRET_TOKEN, NOW + 3600)
+
+
+def test_a_wrong_password_is_refused_even_while_a_token_is_cached(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path)
+    good = Script({"/user/list": [httpx.Response(200, json=[])]})
+    make_client(good, cache=cache)[0].list_users()
+    assert len(good.calls(LOGIN)) == 1
+    wrong = Script({LOGIN: [httpx.Response(200, json={"errorText": "Incorrect username or password"})]})
+    client, _ = make_client(wrong, cache=cache, creds=replace(credentials(), password="wrong"))
+    with pytest.raises(AuthError):
+        client.list_users()
+    assert len(wrong.calls(LOGIN)) == 1  # it tried to log in, instead of riding the cached token
+    assert wrong.calls("/user/list") == []
 
 
 def test_cache_dir_follows_reconcile_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,7 +185,7 @@ def test_a_failed_renewal_falls_back_to_a_login(tmp_path: Path) -> None:
 
 def test_an_expired_cached_token_means_a_login_not_a_renewal(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path)
-    cache.save(BASE, "partner-admin", CachedToken("old", NOW - 10))
+    cache.save(BASE, credentials(), CachedToken("old", NOW - 10))
     script = Script({"/user/list": [httpx.Response(200, json=[])]})
     client, _ = make_client(script, cache=cache)
     client.list_users()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from reconcile import loader
 from reconcile.errors import ManifestError
 from reconcile.loader import load_manifest
 
@@ -18,8 +19,14 @@ def _input(case: Path) -> str:
     return folder.name if folder.is_dir() else f"{case.name}.yaml"
 
 
+@pytest.mark.parametrize("composed", ["whole", "pruned"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_corpus_case_reports_expected_problems(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corpus_case_reports_expected_problems(
+    case: Path, composed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "pruned": locate as in a big file, composing only the paths to report (same answers).
+    if composed == "pruned":
+        monkeypatch.setattr(loader, "_PRUNE_FROM", 0)
     monkeypatch.chdir(CORPUS)
     with pytest.raises(ManifestError) as caught:
         load_manifest([_input(case)])

@@ -178,7 +178,10 @@ def test_markdown_highlights_cancellations_and_carries_the_policy_warning() -> N
 
 def test_hostile_names_cannot_inject_markdown_html_or_terminal_escapes() -> None:
     evil = "<img src=x onerror=alert(1)>[click](https://evil.example)\x1b[2J|x"
-    plan = make_plan(manifest(user(evil, email="evil@example.com")), state(), binding=BINDING)
+    # A manifest refuses such a name now; recorded state (or the API) may still hold one.
+    recorded = state(**{evil: record(7, "evil"), "keep001": record(8, "keep001")})
+    plan = make_plan(manifest(user("keep001")), recorded, binding=BINDING)
+    assert evil in {a.user for a in plan.actions}
     md = render(plan, "markdown")
     assert "<img" not in md and "](https://evil" not in md and "\x1b" not in md
     assert "&lt;img" in md

@@ -8,7 +8,9 @@ when there is no usable token or renewal fails.
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -154,6 +156,25 @@ class CachedToken:
     expires: float
 
 
+_DIGEST_ROUNDS = 20_000
+
+
+@functools.lru_cache(maxsize=16)
+def credentials_digest(endpoint: str, credentials: Credentials) -> str:
+    """Fingerprint everything a login sends (endpoint, name, password, appId, cid, sec, deviceId).
+
+    PBKDF2 rather than a bare hash: the digest sits in the token cache, and must not make a cheap
+    oracle for guessing the password. Memoised: one derivation per process and credentials.
+    """
+    body = credentials.login_body()
+    fields = [endpoint, *(str(body.get(k, "")) for k in ("name", "appId", "cid", "deviceId"))]
+    secrets = [str(body.get(k, "")) for k in ("password", "sec")]
+    derived = hashlib.pbkdf2_hmac(
+        "sha256", json.dumps(secrets).encode(), json.dumps(fields).encode(), _DIGEST_ROUNDS
+    )
+    return derived.hex()
+
+
 def default_cache_dir() -> Path:
     """Return ``RECONCILE_CACHE_DIR`` or the user cache directory of reconcile."""
     override = os.environ.get("RECONCILE_CACHE_DIR")
@@ -164,32 +185,37 @@ class TokenCache:
     """Access tokens between runs: one file per endpoint and user, mode 0600 in a 0700 folder.
 
     Files are named by a hash of endpoint and user, so the folder says nothing about either.
-    The password is never stored.
+    A token is handed out only to the credentials that obtained it: each file records a digest of
+    all of them (:func:`credentials_digest`), so a wrong password configured while a token is
+    cached is not hidden behind it. Neither the password nor the API secret is stored.
     """
 
     def __init__(self, directory: str | Path | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir() / "tokens"
 
-    def path(self, endpoint: str, username: str) -> Path:
-        digest = hashlib.sha256(f"{endpoint}\0{username.lower()}".encode()).hexdigest()[:32]
+    def path(self, endpoint: str, credentials: Credentials) -> Path:
+        digest = hashlib.sha256(f"{endpoint}\0{credentials.username.lower()}".encode()).hexdigest()[:32]
         return self.directory / f"{digest}.json"
 
-    def load(self, endpoint: str, username: str) -> CachedToken | None:
-        """Return the cached token, or None (missing, unreadable, or not private)."""
-        file = self.path(endpoint, username)
+    def load(self, endpoint: str, credentials: Credentials) -> CachedToken | None:
+        """Return the token these credentials obtained, or None (missing, unreadable, not private)."""
+        file = self.path(endpoint, credentials)
         try:
             if stat.S_IMODE(file.stat().st_mode) & 0o077:
                 log.warning("ignoring token cache %s: readable by other users", file)
                 return None
             data = json.loads(file.read_text(encoding="utf-8"))
+            made_by = str(data.get("credentials", ""))
+            if not hmac.compare_digest(made_by, credentials_digest(endpoint, credentials)):
+                return None  # obtained with other credentials: log in with the ones configured now
             return CachedToken(token=str(data["token"]), expires=float(data["expires"]))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             log.warning("ignoring unreadable token cache %s", file)
             return None
 
-    def save(self, endpoint: str, username: str, token: CachedToken) -> None:
+    def save(self, endpoint: str, credentials: Credentials, token: CachedToken) -> None:
         """Store ``token`` (atomically); a cache that cannot be written only costs a login later."""
         from reconcile.state import atomic_write_text
 
@@ -199,17 +225,23 @@ class TokenCache:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.directory, 0o700)
             atomic_write_text(
-                self.path(endpoint, username),
-                json.dumps({"token": token.token, "expires": token.expires}),
+                self.path(endpoint, credentials),
+                json.dumps(
+                    {
+                        "token": token.token,
+                        "expires": token.expires,
+                        "credentials": credentials_digest(endpoint, credentials),
+                    }
+                ),
                 mode=0o600,
             )
         except OSError as exc:
             log.warning("cannot write the token cache in %s: %s", self.directory, exc.strerror)
 
-    def forget(self, endpoint: str, username: str) -> None:
+    def forget(self, endpoint: str, credentials: Credentials) -> None:
         """Drop the cached token (it was refused)."""
         try:
-            self.path(endpoint, username).unlink()
+            self.path(endpoint, credentials).unlink()
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -313,7 +345,7 @@ class TokenAuth(httpx.Auth):
 
     def _usable_token(self) -> Generator[httpx.Request, httpx.Response, str]:
         if not self._loaded and self.cache is not None:
-            self._token = self.cache.load(self.endpoint, self.credentials.username)
+            self._token = self.cache.load(self.endpoint, self.credentials)
         self._loaded = True
         now = self.wallclock()
         current = self._token
@@ -404,7 +436,7 @@ class TokenAuth(httpx.Auth):
             expires = fallback.expires if fallback is not None else self.wallclock() + 80 * 60
         self._token = CachedToken(token=answer.accessToken.get_secret_value(), expires=expires)
         if self.cache is not None:
-            self.cache.save(self.endpoint, self.credentials.username, self._token)
+            self.cache.save(self.endpoint, self.credentials, self._token)
         return self._token.token
 
     def secrets(self) -> list[str]:
@@ -417,7 +449,7 @@ class TokenAuth(httpx.Auth):
     def _drop(self) -> None:
         self._token = None
         if self.cache is not None:
-            self.cache.forget(self.endpoint, self.credentials.username)
+            self.cache.forget(self.endpoint, self.credentials)
 
     def _emit(self, kind: Any, call: str, message: str) -> None:
         log.info("%s", message)

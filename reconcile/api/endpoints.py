@@ -89,6 +89,13 @@ def resolve_companion(endpoint: str, override: str | None = None) -> str | None:
 def _checked_url(url: str) -> str:
     url = url.rstrip("/")
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # Checked first, and the URL is not echoed: it holds a secret that would otherwise reach
+        # the plan file, the state and this very message.
+        raise ReconcileError(
+            "the endpoint URL holds credentials (user:password@host); remove them: partner-API "
+            "credentials come from the TRADOVATE_* variables or a credentials file (mode 0600)"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ReconcileError(
             f"endpoint {url!r} is not an http(s) URL; expected for example http://127.0.0.1:8765/v1"

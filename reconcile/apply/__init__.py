@@ -31,7 +31,7 @@ from reconcile.apply.stop import RunStopped
 from reconcile.audit import AuditLog
 from reconcile.journal import Journal
 from reconcile.manifest import Manifest
-from reconcile.passwords import resolve_passwords
+from reconcile.passwords import declaring_folder, resolve_passwords
 from reconcile.plan import CreateUser, Plan
 from reconcile.state import FileStateStore, StateStore
 
@@ -139,12 +139,7 @@ def _declaring_folder(loaded: LoadedLike) -> Callable[[str], Path | None] | None
     """User name → folder of the manifest file that declares it, when the loader knows."""
     if not hasattr(loaded, "locations"):
         return None
-
-    def folder(name: str) -> Path | None:
-        location = loaded.locations.get(name)
-        return Path(location.file).parent if location is not None else None
-
-    return folder
+    return declaring_folder(loaded.locations)
 
 
 def settle(

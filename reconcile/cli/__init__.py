@@ -2,7 +2,10 @@
 
 Each command lives in its own module, turns options into plain values, calls one library
 function and prints through :mod:`reconcile.cli.output`. Errors map to exit codes in one place
-(:func:`main`): ReconcileError → its ``exit_code`` (1, or 3 for policy), Ctrl-C → 130.
+(:func:`main`): ReconcileError → its ``exit_code`` (1, or 3 for policy), a usage error (missing
+file, unknown option or command) → 1, Ctrl-C → 130. Exit 2 is reserved for
+``--detailed-exitcode``'s "changes present": click's own 2 for usage errors would let a CI step
+``… --detailed-exitcode || test $? -eq 2`` pass on a typo or a missing manifest.
 """
 
 from __future__ import annotations

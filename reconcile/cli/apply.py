@@ -26,6 +26,7 @@ from reconcile.cli.plan import (
     whole_cancellations,
 )
 from reconcile.errors import ReconcileError, counted, plural, printable
+from reconcile.passwords import refuse_unreadable_password_files
 from reconcile.plan import Plan, load_plan
 from reconcile.policy import check_cancellations
 from reconcile.render.describe import rechecks
@@ -161,6 +162,9 @@ def command(
     manifest = loaded.manifest
     environment = manifest.environment
     saved = load_plan(planfile) if planfile is not None else None
+    # Before the lock: a password file that cannot be read whole and at once (a FIFO, a device,
+    # a huge file) is refused here, not while the state is held.
+    refuse_unreadable_password_files(loaded.manifest, loaded.locations)
     ledger = PasswordLedger(
         generated_passwords,
         on_new_file=lambda path: echo_err(

@@ -43,14 +43,28 @@ def _with_target(func: Any) -> Any:
 def _call(url: str | None, db_path: str, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
     """Run one ``/_sim/`` operation over HTTP (``url``) or directly on the SQLite file."""
     if url:
+        from reconcile.sim.server import ADMIN_TOKEN_ENV, admin_token
+
         root = url.rstrip("/").removesuffix("/v1")
+        token = admin_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            response = httpx.request(method, f"{root}/_sim/{route}", json=body, timeout=30)
+            response = httpx.request(method, f"{root}/_sim/{route}", json=body, headers=headers, timeout=30)
         except httpx.HTTPError as exc:
             raise ReconcileError(
                 f"no simulator answers at {url} ({exc}); start one with `reconcile sim serve` or use --db"
             ) from None
-        answer = response.json()
+        if response.status_code == 401:
+            raise ReconcileError(
+                f"simulator at {url} refused the admin call: set {ADMIN_TOKEN_ENV} to the token "
+                "it was started with"
+            )
+        try:
+            answer = response.json()
+        except ValueError:
+            raise ReconcileError(
+                f"{url} answered HTTP {response.status_code} without JSON: is it a reconcile simulator?"
+            ) from None
         if response.status_code != 200:
             raise ReconcileError(f"simulator at {url}: {answer.get('errorText', response.text)}")
         return answer
@@ -100,7 +114,12 @@ def command() -> None:
 
 
 @command.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address to listen on; beyond loopback only with RECONCILE_SIM_ADMIN_TOKEN set",
+)
 @click.option("--port", default=8765, show_default=True, type=int, help="port (0 picks a free one)")
 @click.option(
     "--db",
@@ -155,8 +174,12 @@ def serve_command(
     cid: str | None,
     sec_env: str | None,
 ) -> None:
-    """Serve the simulator over HTTP until Ctrl-C; prints `listening on URL` first."""
-    from reconcile.sim.server import base_url, make
+    """Serve the simulator over HTTP until Ctrl-C; prints `listening on URL` first.
+
+    Only on loopback, unless RECONCILE_SIM_ADMIN_TOKEN is set: then any host, and every /_sim/
+    request (what `reconcile sim … --url` sends) must carry that token.
+    """
+    from reconcile.sim.server import ADMIN_TOKEN_ENV, admin_token, base_url, make
 
     config = SimConfig(
         limits_enabled=limits,
@@ -169,8 +192,11 @@ def serve_command(
         cid=cid,
         sec=_from_env(sec_env),
     )
-    server = make(create_app(config, db_path), host, port)
+    token = admin_token()
+    server = make(create_app(config, db_path), host, port, token=token)
     click.echo(f"listening on {base_url(server)}")
+    if token is not None:
+        echo_err(f"/_sim/ routes require the admin token from {ADMIN_TOKEN_ENV}")
     sys.stdout.flush()  # tests start `serve --port 0` as a subprocess and read this line
     try:
         server.serve_forever()

@@ -20,7 +20,7 @@ from reconcile.cli.options import (
     state_scope,
 )
 from reconcile.cli.output import echo, echo_err, echo_json
-from reconcile.errors import LockError, StateError, counted
+from reconcile.errors import LockError, StateError, counted, printable
 from reconcile.locking import unlock
 from reconcile.state import FileStateStore, State, StateBinding, StateStore
 from reconcile.stores import BACKEND_VARIABLE, open_store
@@ -91,7 +91,7 @@ def show_command(scope: StateScope, state_path: Path | None, backend: str | None
         f"users: {len(state.users)} ({lifecycle['active']} active, {lifecycle['cancelled']} cancelled, "
         f"{awaiting} awaiting the agreement)"
     )
-    echo(f"lock: {holder.describe()}" if holder else "lock: not held")
+    echo(f"lock: {printable(holder.describe())}" if holder else "lock: not held")
     for intent in intents:
         # The lock's holder may be the very apply that wrote the intent, still waiting for its answer.
         when = (
@@ -124,7 +124,8 @@ def list_command(scope: StateScope, state_path: Path | None, backend: str | None
         return
     for row in rows:
         grants = ", ".join(f"{k}={v}" for k, v in row["entitlements"].items()) or "-"
-        echo(f"{row['name']}\t{row['userId']}\t{row['lifecycle']}\t{grants}")
+        # Names come from state (and the API, for adopted users): escaped, never raw to a terminal.
+        echo(f"{printable(row['name'])}\t{row['userId']}\t{row['lifecycle']}\t{printable(grants)}")
 
 
 @command.command("unlock")

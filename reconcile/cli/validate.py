@@ -1,4 +1,4 @@
-"""``reconcile validate``: check manifests and change nothing.
+"""``reconcile validate``: check manifests (and the password files they name) and change nothing.
 
 Exit 0 when valid (warnings go to stderr), 1 with every problem listed.
 """
@@ -14,8 +14,8 @@ import click
 from reconcile.cli.options import files_option, format_option
 from reconcile.cli.output import echo, echo_warning
 from reconcile.errors import ManifestError, Problem, counted
-from reconcile.loader import load_manifest
-from reconcile.passwords import unset_password_variables
+from reconcile.loader import LoadedManifest, load_manifest
+from reconcile.passwords import declaring_folder, password_file_problems, unset_password_variables
 
 
 def _problem_json(problem: Problem) -> dict[str, object]:
@@ -27,6 +27,16 @@ def _problem_json(problem: Problem) -> dict[str, object]:
         "path": problem.path,
         "message": problem.message,
     }
+
+
+def _check_password_files(loaded: LoadedManifest) -> None:
+    """Refuse ``{file: …}`` password sources apply could not read (missing, not regular, too big)."""
+    found = password_file_problems(loaded.manifest, declaring_folder(loaded.locations), missing_ok=False)
+    if found:
+        users = loaded.manifest.users
+        raise ManifestError(
+            [Problem(loaded.locations.get(users[i].name), "", message) for i, message in found]
+        )
 
 
 @click.command("validate")
@@ -50,6 +60,7 @@ def command(paths: tuple[Path, ...], output_format: str, strict: bool) -> None:
     """
     try:
         loaded = load_manifest(paths)
+        _check_password_files(loaded)
         warnings = [*loaded.warnings, *unset_password_variables(loaded.manifest, loaded.locations)]
         if strict and warnings:
             raise ManifestError(warnings)
@@ -57,7 +68,12 @@ def command(paths: tuple[Path, ...], output_format: str, strict: bool) -> None:
         if output_format == "json":
             echo(
                 json.dumps(
-                    {"ok": False, "problems": [_problem_json(p) for p in exc.problems], "warnings": []},
+                    {
+                        "ok": False,
+                        "problems": [_problem_json(p) for p in exc.problems],
+                        "more_problems": exc.omitted,
+                        "warnings": [],
+                    },
                     indent=2,
                 )
             )

@@ -1,0 +1,89 @@
+"""Nothing secret rides in an endpoint URL, and the simulator's admin routes stay off the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_support import run
+from test_planner_support import user, write_manifest
+
+from reconcile.errors import ReconcileError
+from reconcile.sim.app import SimApp
+from reconcile.sim.server import ADMIN_TOKEN_ENV, check_exposure, serve
+
+SECRET = "Hunter2-in-the-url"
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--endpoint", f"https://admin:{SECRET}@demo.tradovateapi.com/v1"),
+        ("--endpoint", f"http://{SECRET}@127.0.0.1:8765/v1"),
+        ("--endpoint", "https://127.0.0.1/v1", "--companion-endpoint", f"https://u:{SECRET}@h.test/v1"),
+    ],
+    ids=["user-password", "token-only", "companion"],
+)
+def test_an_endpoint_with_credentials_in_it_is_refused_without_echoing_them(
+    tmp_path: Path, option: tuple[str, ...]
+) -> None:
+    desk = write_manifest(tmp_path / "desk.yaml", [user("trader001")])
+    plan_file = tmp_path / "plan.json"
+    result = run("plan", "-f", desk, "--state", tmp_path / "s.json", "--out", plan_file, *option)
+    assert result.exit_code == 1, result.output
+    assert "holds credentials (user:password@host); remove them" in result.stderr
+    assert SECRET not in result.output and not plan_file.exists()
+
+
+def test_the_endpoint_variable_is_checked_alike(tmp_path: Path) -> None:
+    desk = write_manifest(tmp_path / "desk.yaml", [user("trader001")])
+    result = run(
+        "plan", "-f", desk, "--state", tmp_path / "s.json",
+        env={"RECONCILE_ENDPOINT": f"https://admin:{SECRET}@demo.tradovateapi.com/v1"},
+    )  # fmt: skip
+    assert result.exit_code == 1 and SECRET not in result.output
+    assert "holds credentials" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "sim.example.com"])
+def test_serving_beyond_loopback_needs_an_admin_token(host: str) -> None:
+    with pytest.raises(ReconcileError, match=f"refusing to serve the simulator on {host}.*{ADMIN_TOKEN_ENV}"):
+        check_exposure(host, None)
+    check_exposure(host, "a-long-admin-token")  # allowed: the token guards /_sim/
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]"])
+def test_loopback_needs_no_token(host: str) -> None:
+    check_exposure(host, None)
+
+
+def test_sim_serve_on_all_interfaces_is_refused_before_binding(tmp_path: Path) -> None:
+    # The refusal comes before any socket: this test never binds 0.0.0.0.
+    result = run("sim", "serve", "--host", "0.0.0.0", "--port", "0", "--db", tmp_path / "sim.sqlite",
+                 env={ADMIN_TOKEN_ENV: ""})  # fmt: skip
+    assert result.exit_code == 1
+    assert "refusing to serve the simulator on 0.0.0.0" in result.stderr
+    assert "listening" not in result.stdout
+
+
+def test_with_a_token_every_sim_route_requires_it(sim_app: SimApp, tmp_path: Path) -> None:
+    token = "admin-token-for-this-test"
+    with serve(sim_app, token=token) as url:
+        root = url.removesuffix("/v1")
+        for method, route in (("GET", "users"), ("GET", "config"), ("GET", "faults"), ("POST", "reset")):
+            assert httpx.request(method, f"{root}/_sim/{route}").status_code == 401
+            wrong = httpx.request(method, f"{root}/_sim/{route}", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+        good = httpx.get(f"{root}/_sim/users", headers={"Authorization": f"Bearer {token}"})
+        assert good.status_code == 200 and good.json() == []
+        # The partner API itself keeps its own login.
+        assert httpx.get(f"{url}/user/list").status_code == 401
+
+        refused = run("sim", "users", "--url", url, env={ADMIN_TOKEN_ENV: ""})
+        assert refused.exit_code == 1 and f"set {ADMIN_TOKEN_ENV}" in refused.stderr
+        added = run("sim", "add-user", "outside01", "--email", "o@example.com", "--url", url,
+                    env={ADMIN_TOKEN_ENV: token})  # fmt: skip
+        assert added.exit_code == 0, added.output
+        listed = run("sim", "users", "--url", url, env={ADMIN_TOKEN_ENV: token})
+        assert listed.exit_code == 0 and "outside01" in listed.stdout

@@ -1,0 +1,139 @@
+"""Hostile input gets a located error and exit 1 in bounded time and memory: no traceback, no hang.
+
+Each case runs the real CLI in a subprocess under a 2 GiB address-space cap (``ulimit -v``) and a
+generous timeout; the wall time is printed (the target is under 2 s a file), never asserted:
+machines are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconcile.passwords import MAX_PASSWORD_FILE_BYTES
+
+MEMORY_CAP = 2 * 1024**3
+HEAD = (
+    "apiVersion: reconcile/v1\nenvironment: sim\n"
+    "partner:\n  dataAccountId: 11111\n  entitlements: {simplus: 12345}\n"
+)
+LOCATED = re.compile(r"\.yaml:\d+:\d+: ")
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+
+
+def reconcile(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``reconcile ARGS`` as a person would, under the memory cap; print how long it took."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "reconcile", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_cap_memory,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    print(f"reconcile {args[0]} {Path(str(args[2])).name}: {time.monotonic() - started:.2f} s")
+    return done
+
+
+def _user(password: str = "{generate: true}") -> str:
+    return (
+        "- name: trader001\n  email: trader001@example.com\n  firstName: A\n  lastName: B\n"
+        f"  password: {password}\n"
+    )
+
+
+MANIFESTS: dict[str, Callable[[], bytes]] = {
+    # 10 MB on one line: five million list items.
+    "one-line-list": lambda: (HEAD + "users: [" + ",".join(["1"] * 5_000_000) + "]\n").encode(),
+    "500k-items": lambda: (HEAD + "users:\n" + "- 1\n" * 500_000).encode(),
+    "500k-empty-users": lambda: (HEAD + "users:\n" + "- {}\n" * 500_000).encode(),
+    "deep-flow": lambda: (HEAD + "users: " + "[" * 100_000 + "]" * 100_000 + "\n").encode(),
+    "deep-block": lambda: (HEAD + "users:\n" + "".join(f"{' ' * i}- \n" for i in range(0, 9999, 2))).encode(),
+    "long-name": lambda: (HEAD + "users:\n- name: " + "a" * 50_000_000 + "\n").encode(),
+    "long-quoted": lambda: (HEAD + 'users:\n- name: "' + "\\t" * 20_000_000 + '"\n').encode(),
+    "binary": lambda: os.urandom(1_000_000),
+    "nul": lambda: (HEAD + "users: []\n\0\n").encode(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MANIFESTS))
+def test_a_hostile_manifest_is_refused_with_a_location(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / f"{kind}.yaml"
+    path.write_bytes(MANIFESTS[kind]())
+    for command in ("validate", "plan"):
+        done = reconcile(command, "-f", path, cwd=tmp_path)
+        assert done.returncode == 1, (kind, command, done.returncode, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
+        assert LOCATED.search(done.stderr), done.stderr[-2000:]
+        assert len(done.stderr) < 20_000  # a bounded report, not a line per item
+
+
+def _dev_zero(folder: Path) -> str:
+    return "/dev/zero"
+
+
+def _fifo(folder: Path) -> str:
+    os.mkfifo(folder / "pw.fifo")
+    return "pw.fifo"
+
+
+def _big(folder: Path) -> str:
+    (folder / "big.pw").write_text("Passw0rd-x\n" + "x" * MAX_PASSWORD_FILE_BYTES)
+    return "big.pw"
+
+
+def _folder(folder: Path) -> str:
+    (folder / "pw.d").mkdir()
+    return "pw.d"
+
+
+PASSWORD_FILES: dict[str, tuple[Callable[[Path], str], str]] = {
+    "dev-zero": (_dev_zero, "a device; a password file must be a regular file"),
+    "fifo": (_fifo, "a FIFO; a password file must be a regular file"),
+    "big": (_big, f"larger than {MAX_PASSWORD_FILE_BYTES} bytes"),
+    "folder": (_folder, "a folder; a password file must be a regular file"),
+}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("kind", sorted(PASSWORD_FILES))
+def test_a_password_file_that_is_no_regular_small_file_is_refused(tmp_path: Path, kind: str) -> None:
+    make, expected = PASSWORD_FILES[kind]
+    manifest = tmp_path / "desk.yaml"
+    manifest.write_text(HEAD + "users:\n" + _user(f"{{file: {make(tmp_path)}}}"))
+    state = tmp_path / "state" / "sim.json"
+    for args in (("validate", "-f", manifest), ("apply", "-f", manifest, "--state", state, "--auto-approve")):
+        done = reconcile(*args, cwd=tmp_path)
+        assert done.returncode == 1, (args[0], done.stderr[-2000:])
+        assert "Traceback" not in done.stderr
+        assert expected in done.stderr and "user trader001" in done.stderr
+    assert not state.exists()  # nothing was applied, nothing recorded
+
+
+def test_password_files_are_checked_before_the_state_lock_is_taken(tmp_path: Path) -> None:
+    from cli_support import run
+
+    from reconcile.state import FileStateStore
+
+    os.mkfifo(tmp_path / "pw.fifo")
+    manifest = tmp_path / "desk.yaml"
+    manifest.write_text(HEAD + "users:\n" + _user("{file: pw.fifo}"))
+    state = tmp_path / "state" / "sim.json"
+    with FileStateStore(state).lock(timeout=0, purpose="another apply"):
+        result = run("apply", "-f", manifest, "--state", state, "--auto-approve", "--lock-timeout", "0")
+    assert result.exit_code == 1
+    assert "a FIFO; a password file must be a regular file" in result.stderr
+    assert "locked" not in result.stderr
