@@ -45,7 +45,11 @@ def test_the_walk_reaches_every_command_and_subcommand() -> None:
 def test_an_option_typo_exits_1_on_every_command(path: tuple[str, ...]) -> None:
     result = run(*path, "--no-such-option")
     assert result.exit_code == 1, result.output
-    assert "No such option '--no-such-option'" in result.stderr
+    if path == ("sim", "pnl"):
+        # pnl takes unknown dashes as its arguments so that a loss reads `sim pnl NAME -500`.
+        assert "Missing argument 'AMOUNT'" in result.stderr
+    else:
+        assert "No such option '--no-such-option'" in result.stderr
 
 
 @pytest.mark.parametrize("path", GROUPS, ids=lambda p: " ".join(p) or "reconcile")

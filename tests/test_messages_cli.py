@@ -326,8 +326,14 @@ def test_control_characters_in_an_error_are_escaped(desk: Path) -> None:
     )
     result = run("apply", "-f", desk, "--auto-approve", "--generated-passwords", "pw.txt")
     assert result.exit_code == 1
-    assert "environment variable TRADER\\x00X is not set" in result.stderr
+    # The loader refuses the character where it stands, and never prints it raw.
+    assert f"{desk}:24:21: users[0].password.env" in result.stderr
     assert "\x00" not in result.stdout + result.stderr
+    # An error that quotes what a person typed (click's own, here) escapes it too.
+    missing = run("plan", "-f", "desk\x1b[31m.yaml")
+    assert missing.exit_code == 1
+    assert "desk\\x1b[31m.yaml" in missing.stderr
+    assert "\x1b" not in missing.stdout + missing.stderr
 
 
 def test_a_refused_login_says_it_in_sentences_with_one_period(
