@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import StateError
-from reconcile.journal import Journal
-from reconcile.plan import CreateUser
+from reconcile.planning.plan import CreateUser
+from reconcile.state.journal import Journal
 
 
 def create(name: str) -> CreateUser:

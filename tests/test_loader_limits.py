@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from test_loader_rules import HEADER, problems, user, write
 
-import reconcile.loader as loader
+import reconcile.manifest.loader as loader
 from reconcile.errors import ManifestError
-from reconcile.loader import load_manifest
+from reconcile.manifest.loader import load_manifest
 
 PATHS = ["direct", "scanned"]
 

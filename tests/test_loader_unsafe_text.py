@@ -9,7 +9,7 @@ from cli_support import run
 from test_loader_rules import problems, user, write
 from test_planner_support import record
 
-from reconcile.state import FileStateStore, State
+from reconcile.state.model import FileStateStore, State
 
 ESC = "\x1b"
 RLO = "\u202e"
@@ -50,7 +50,7 @@ def test_control_and_bidi_characters_are_refused_with_their_place(
 
 def test_joiners_stay_allowed_in_personal_names(tmp_path: Path) -> None:
     path = write(tmp_path, user(firstName='"Mohammad\\u200cReza"'))  # ZWNJ, as Persian writes it
-    from reconcile.loader import load_manifest
+    from reconcile.manifest.loader import load_manifest
 
     assert load_manifest([path]).manifest.users[0].firstName == "Mohammad\u200cReza"
 

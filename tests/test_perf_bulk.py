@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from test_planner_support import CONTACT_NY, T0
 
 from reconcile import bulk
-from reconcile.loader import load_manifest
-from reconcile.planner import _field_changes
-from reconcile.state import ContactRecord, FileStateStore, State, UserRecord
+from reconcile.manifest.loader import load_manifest
+from reconcile.planning.planner import _field_changes
+from reconcile.state.model import ContactRecord, FileStateStore, State, UserRecord
 
 _values = st.one_of(
     st.none(),

@@ -21,20 +21,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from reconcile.errors import StateError
-from reconcile.passwords import GENERATED_HEADER
+from reconcile.fsutil import fsync_dir
+from reconcile.manifest.passwords import GENERATED_HEADER
 
 
 def pending_path_for(target: Path) -> Path:
     """``FILE.pending``: where the candidates meant for ``FILE`` wait."""
     return target.absolute().with_name(target.name + ".pending")
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PasswordLedger:
@@ -128,7 +121,7 @@ class PasswordLedger:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, pending)
-        _fsync_dir(pending.parent)
+        fsync_dir(pending.parent)
 
     def _append_final(self, path: Path, passwords: Mapping[str, str]) -> None:
         """Append ``name<TAB>password`` lines (0600, fsynced), skipping lines already there."""

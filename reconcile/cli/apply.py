@@ -26,9 +26,9 @@ from reconcile.cli.plan import (
     whole_cancellations,
 )
 from reconcile.errors import ReconcileError, counted, plural, printable
-from reconcile.passwords import refuse_unreadable_password_files
-from reconcile.plan import Plan, load_plan
-from reconcile.policy import check_cancellations
+from reconcile.manifest.passwords import refuse_unreadable_password_files
+from reconcile.planning.plan import Plan, load_plan
+from reconcile.planning.policy import check_cancellations
 from reconcile.render.describe import rechecks
 
 

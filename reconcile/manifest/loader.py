@@ -54,10 +54,10 @@ import yaml_rs
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from reconcile import manifest as manifest_module
 from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import Location, ManifestError, Problem, counted, did_you_mean
-from reconcile.manifest import (
+from reconcile.manifest import models as manifest_module
+from reconcile.manifest.models import (
     CROSS_CHECKS_BY_CALLER,
     NAME_PATTERN,
     PASSWORD_EXPECTED,

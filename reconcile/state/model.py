@@ -10,7 +10,6 @@ import abc
 import contextlib
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
@@ -21,12 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import StateError, describe_os_error, first_invalid
+from reconcile.fsutil import atomic_write_text
 
 if TYPE_CHECKING:
-    # Only for annotations: reconcile.locking imports this module.
-    from reconcile.audit import AuditLog
-    from reconcile.journal import Journal
-    from reconcile.locking import LockHolder
+    # Only for annotations: reconcile.state.lock imports this module.
+    from reconcile.state.audit import AuditLog
+    from reconcile.state.journal import Journal
+    from reconcile.state.lock import LockHolder
 
 STATE_FORMAT_VERSION = 2
 """Written by this reconcile; version 1 (before :class:`StateBinding`) is read too."""
@@ -330,33 +330,6 @@ def _record_models(state: State) -> Iterator[BaseModel]:
         yield from record.entitlements.values()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder."""
-    # A folder made here holds private files (state, plans): only its owner may enter it.
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 class _Snapshot(NamedTuple):
     """What a FileStateStore last read or wrote: the file's identity and each user's JSON."""
 
@@ -404,8 +377,8 @@ class FileStateStore(StateStore):
         purpose: str = "apply",
         on_wait: Callable[[str], None] | None = None,
     ) -> contextlib.AbstractContextManager[LockHolder]:
-        """Hold the lock on the state file (:func:`reconcile.locking.state_lock`)."""
-        from reconcile.locking import state_lock
+        """Hold the lock on the state file (:func:`reconcile.state.lock.state_lock`)."""
+        from reconcile.state.lock import state_lock
 
         return state_lock(self.path, timeout=timeout, purpose=purpose, on_wait=on_wait)
 
@@ -424,19 +397,19 @@ class FileStateStore(StateStore):
 
     def lock_holder(self) -> LockHolder | None:
         """Return the holder record next to the state file, if any."""
-        from reconcile.locking import read_holder
+        from reconcile.state.lock import read_holder
 
         return read_holder(self.path)
 
     def journal(self, environment: str) -> Journal:
         """Return ``<state folder>/<environment>.journal.jsonl``."""
-        from reconcile.journal import Journal, journal_path_for
+        from reconcile.state.journal import Journal, journal_path_for
 
         return Journal(journal_path_for(self.path, environment))
 
     def audit_log(self, environment: str, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
         """Return ``<state folder>/<environment>.audit.jsonl``."""
-        from reconcile.audit import AuditLog, audit_path_for
+        from reconcile.state.audit import AuditLog, audit_path_for
 
         return AuditLog(audit_path_for(self.path, environment), clock=clock)
 
@@ -538,7 +511,7 @@ class FileStateStore(StateStore):
             + ('  "users": {\n' + body + "\n  }\n" if users else '  "users": {}\n')
             + "}\n"
         )
-        from reconcile.locking import check_held
+        from reconcile.state.lock import check_held
 
         check_held(self.path)  # a lock file removed by hand must not let a second run write too
         try:
