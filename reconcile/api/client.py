@@ -26,17 +26,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from reconcile.api.auth import (
-    LoginDeferred,
-    TokenAuth,
-    captcha_required,
-    emit_penalty_wait,
-    penalty_ticket,
-    redact,
-    retry_after_seconds,
-    with_ticket,
-)
-from reconcile.api.auth import for_users as _for
+from reconcile.api.auth import LoginDeferred, TokenAuth
 from reconcile.api.events import ClientEvent, OnEvent
 from reconcile.api.models import (
     Account,
@@ -80,6 +70,9 @@ from reconcile.api.models import (
     wire,
 )
 from reconcile.api.pacing import Pacer
+from reconcile.api.penalties import drive, resend_while_penalised, retry_after_seconds
+from reconcile.api.penalties import for_users as _for
+from reconcile.api.redact import redact, request_secrets
 from reconcile.errors import ApiError, AuthError, OutcomeUnknown, TransportError
 
 log = logging.getLogger(__name__)
@@ -89,7 +82,6 @@ M = TypeVar("M", bound=BaseModel)
 MAX_ITEMS_PER_CALL = 100
 """The most users, accounts or ids one bulk call carries (createevaluationusers' published limit)."""
 MAX_USERS_PER_CREATE = MAX_ITEMS_PER_CALL
-_MAX_PENALTIES = 5
 _IDS_PER_READ = 100
 
 # Exceptions raised before the request left this machine: always safe to retry.
@@ -567,22 +559,17 @@ class PartnerClient:
     def _attempt(
         self, request: httpx.Request, call: str, users: tuple[str, ...], *, idempotent: bool, missing_ok: bool
     ) -> Any:
-        for _ in range(_MAX_PENALTIES + 1):
-            response = self._send(request, call, users, idempotent=idempotent)
-            ticket = penalty_ticket(response)
-            if ticket is None:
-                return self._answer(response, call, users, idempotent=idempotent, missing_ok=missing_ok)
-            if ticket.captcha:
-                raise captcha_required(call, users)
-            # A penalty ticket means the request was not applied: resending it is safe.
-            emit_penalty_wait(self.on_event, call, ticket.time, self.wallclock())
-            self.sleep(ticket.time)
-            request = with_ticket(request, ticket.ticket)
-        raise ApiError(
-            f"{call}{_for(users)}: still penalised after {_MAX_PENALTIES} waits; try again later",
-            call=call,
-            users=users,
+        exchange = resend_while_penalised(
+            request,
+            call,
+            users,
+            sleep=self.sleep,
+            wallclock=self.wallclock,
+            on_event=self.on_event,
+            error=ApiError,
         )
+        response = drive(exchange, lambda r: self._send(r, call, users, idempotent=idempotent))
+        return self._answer(response, call, users, idempotent=idempotent, missing_ok=missing_ok)
 
     def _send(
         self, request: httpx.Request, call: str, users: tuple[str, ...], *, idempotent: bool
@@ -617,6 +604,13 @@ class PartnerClient:
             ) from None
         response = self._redacted(response, request)
         self._local.request_id = response.headers.get("X-Request-Id") or self._local.request_id
+        self._check_status(response, call, users, idempotent=idempotent)
+        return response
+
+    def _check_status(
+        self, response: httpx.Response, call: str, users: tuple[str, ...], *, idempotent: bool
+    ) -> None:
+        """Raise for an answer that is no answer: rate limited, a server error, or the token refused."""
         status = response.status_code
         if status in (423, 429):
             raise _Retry(
@@ -645,7 +639,6 @@ class PartnerClient:
                 call=call,
                 users=users,
             )
-        return response
 
     def _answer(
         self,
@@ -682,7 +675,7 @@ class PartnerClient:
     def _redacted(self, response: httpx.Response, request: httpx.Request) -> httpx.Response:
         """Read ``response``; drop any secret of ``request`` it echoes, so no message can carry one."""
         content = response.read()
-        secrets = _request_secrets(request) + (self.auth.secrets() if self.auth is not None else [])
+        secrets = request_secrets(request) + (self.auth.secrets() if self.auth is not None else [])
         text = content.decode("utf-8", errors="replace")
         scrubbed = redact(text, secrets)
         if scrubbed == text:
@@ -808,24 +801,6 @@ def _accounts(account_ids: Sequence[int], names: Sequence[str]) -> tuple[str, ..
 def _list_adapter(model: type[M]) -> TypeAdapter[list[M]]:
     # Building an adapter costs far more than validating with it: build one per model.
     return TypeAdapter(list[model])  # type: ignore[valid-type]
-
-
-def _request_secrets(request: httpx.Request) -> list[str]:
-    """The secrets a request carries: its bearer token and any password in its JSON body."""
-    found = []
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token:
-        found.append(token)
-    if b"password" in request.content:
-        try:
-            body = json.loads(request.content)
-        except ValueError:
-            body = None
-        users = body.get("users") if isinstance(body, dict) else None
-        for item in [body, *(users if isinstance(users, list) else [])]:
-            if isinstance(item, dict) and isinstance(item.get("password"), str):
-                found.append(item["password"])
-    return found
 
 
 def _snippet(response: httpx.Response) -> str:
