@@ -12,13 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from datetime import datetime
-from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
 from reconcile.api.credentials import Credentials
-from reconcile.api.events import ClientEvent, OnEvent
+from reconcile.api.events import ClientEvent, EventKind, OnEvent
 from reconcile.api.models import AccessTokenResponse
 from reconcile.api.pacing import Pacer
 from reconcile.api.penalties import Exchange, resend_while_penalised, retry_after_seconds
@@ -47,6 +46,10 @@ def _epoch(expiration: str | None) -> float | None:
         return datetime.fromisoformat(expiration).timestamp()
     except ValueError:
         return None
+
+
+class _ThisThread(threading.local):
+    authenticating: bool = False
 
 
 class TokenAuth(httpx.Auth):
@@ -81,7 +84,7 @@ class TokenAuth(httpx.Auth):
         self._token: CachedToken | None = None
         self._loaded = False
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._local = _ThisThread()
 
     def attach(
         self,
@@ -100,7 +103,7 @@ class TokenAuth(httpx.Auth):
     @property
     def authenticating(self) -> bool:
         """True while this thread's login or renewal request is in flight (the real one is not sent)."""
-        return bool(getattr(self._local, "authenticating", False))
+        return self._local.authenticating
 
     def reset_authenticating(self) -> None:
         self._local.authenticating = False
@@ -235,7 +238,7 @@ class TokenAuth(httpx.Auth):
         if self.cache is not None:
             self.cache.forget(self.endpoint, self.credentials)
 
-    def _emit(self, kind: Any, call: str, message: str) -> None:
+    def _emit(self, kind: EventKind, call: str, message: str) -> None:
         log.info("%s", message)
         if self.on_event is not None:
             self.on_event(ClientEvent(kind=kind, call=call, message=message))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Generator, Sequence
 import httpx
 from pydantic import ValidationError
 
-from reconcile.api.events import ClientEvent, OnEvent
+from reconcile.api.events import OnEvent, emit_wait
 from reconcile.api.models import PenaltyTicket
 from reconcile.errors import ApiError, CaptchaRequired
 
@@ -55,7 +55,8 @@ def resend_while_penalised(
             return response
         if ticket.captcha:
             raise captcha_required(call, users)
-        emit_penalty_wait(on_event, call, ticket.time, wallclock())
+        log.info("%s: penalty ticket, waiting %.1f s", call, ticket.time)
+        emit_wait(on_event, "penalty_wait", call, f"{call}: penalty ticket, waiting", ticket.time, wallclock)
         sleep(ticket.time)
         request = with_ticket(request, ticket.ticket)
     raise error(
@@ -118,22 +119,6 @@ def captcha_required(call: str, users: tuple[str, ...]) -> CaptchaRequired:
         call=call,
         users=users,
     )
-
-
-def emit_penalty_wait(on_event: OnEvent | None, call: str, seconds: float, now: float) -> None:
-    log.info("%s: penalty ticket, waiting %.1f s", call, seconds)
-    if on_event is not None:
-        until = now + seconds
-        on_event(
-            ClientEvent(
-                kind="penalty_wait",
-                call=call,
-                seconds=seconds,
-                until=until,
-                # The time is ``until``: whoever shows the message adds it, in its own format.
-                message=f"{call}: penalty ticket, waiting",
-            )
-        )
 
 
 def retry_after_seconds(response: httpx.Response, now: float) -> float | None:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 CACHE_DIR_VAR = "RECONCILE_CACHE_DIR"
 """Names the folder the token cache lives in, instead of the user cache directory."""
 
+
 @dataclass(frozen=True)
 class CachedToken:
     """An access token and when it expires (epoch seconds)."""
@@ -51,6 +52,7 @@ def credentials_digest(endpoint: str, credentials: Credentials) -> str:
         "sha256", json.dumps(secrets).encode(), json.dumps(fields).encode(), _DIGEST_ROUNDS
     )
     return derived.hex()
+
 
 def default_cache_dir(environ: Mapping[str, str]) -> Path:
     """Return the folder ``RECONCILE_CACHE_DIR`` names in ``environ``, else the user cache folder."""
