@@ -48,13 +48,15 @@ def resend_while_penalised(
     Raises :class:`CaptchaRequired` when a ticket demands a captcha, and ``error`` after
     :data:`MAX_PENALTIES` waits. A penalty ticket means the request was not applied: resending is safe.
     """
-    for _ in range(MAX_PENALTIES + 1):
+    for waits in range(MAX_PENALTIES + 1):
         response = yield from send(request)
         ticket = penalty_ticket(response)
         if ticket is None:
             return response
         if ticket.captcha:
             raise captcha_required(call, users)
+        if waits == MAX_PENALTIES:
+            break  # a wait now would be followed by no resend
         log.info("%s: penalty ticket, waiting %.1f s", call, ticket.time)
         emit_wait(on_event, "penalty_wait", call, f"{call}: penalty ticket, waiting", ticket.time, wallclock)
         sleep(ticket.time)
