@@ -50,17 +50,17 @@ def resend_while_penalised(
     """
     for waits in range(MAX_PENALTIES + 1):
         response = yield from send(request)
-        ticket = penalty_ticket(response)
+        ticket = _penalty_ticket(response)
         if ticket is None:
             return response
         if ticket.captcha:
-            raise captcha_required(call, users)
+            raise _captcha_required(call, users)
         if waits == MAX_PENALTIES:
             break  # a wait now would be followed by no resend
         log.info("%s: penalty ticket, waiting %.1f s", call, ticket.time)
         emit_wait(on_event, "penalty_wait", call, f"{call}: penalty ticket, waiting", ticket.time, wallclock)
         sleep(ticket.time)
-        request = with_ticket(request, ticket.ticket)
+        request = _with_ticket(request, ticket.ticket)
     raise error(
         f"{call}{for_users(users)}: still penalised after {MAX_PENALTIES} waits; try again later",
         call=call,
@@ -79,7 +79,7 @@ def drive(exchange: Exchange, send: Callable[[httpx.Request], httpx.Response]) -
             return response
 
 
-def penalty_ticket(response: httpx.Response) -> PenaltyTicket | None:
+def _penalty_ticket(response: httpx.Response) -> PenaltyTicket | None:
     """Return the penalty ticket an HTTP 200 answer carries, if it is one."""
     if response.status_code != 200 or b"p-ticket" not in response.content:
         return None
@@ -95,7 +95,7 @@ def penalty_ticket(response: httpx.Response) -> PenaltyTicket | None:
         return None
 
 
-def with_ticket(request: httpx.Request, ticket: str) -> httpx.Request:
+def _with_ticket(request: httpx.Request, ticket: str) -> httpx.Request:
     """Return ``request`` again, its JSON body plus ``"p-ticket"`` (a GET is resent as it was)."""
     if request.method != "POST":
         return httpx.Request(request.method, request.url, headers=request.headers)
@@ -113,7 +113,7 @@ def for_users(users: Sequence[str]) -> str:
     return f" for {shown}"
 
 
-def captcha_required(call: str, users: tuple[str, ...]) -> CaptchaRequired:
+def _captcha_required(call: str, users: tuple[str, ...]) -> CaptchaRequired:
     return CaptchaRequired(
         f"{call}{for_users(users)}: the partner API demands a captcha (penalty ticket with p-captcha). "
         "A person must log in to the Tradovate web trader with the partner account and solve it; "
