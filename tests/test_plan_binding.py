@@ -33,7 +33,9 @@ CURRENT = {
 }
 
 
-def _check(plan_binding: PlanBinding = MADE, *, serial: int = 7, lineage: str = LINEAGE, **now: object) -> None:
+def _check(
+    plan_binding: PlanBinding = MADE, *, serial: int = 7, lineage: str = LINEAGE, **now: object
+) -> None:
     state = State(environment="sim", lineage=lineage, serial=serial)
     check_plan_current(Plan(binding=plan_binding), state=state, **{**CURRENT, **now})  # type: ignore[arg-type]
 
@@ -133,7 +135,9 @@ def test_a_plan_made_before_the_last_apply_is_refused_and_nothing_is_sent(
     stale = run("apply", "b.plan", *files, env=env)
 
     assert stale.exit_code == 1
-    assert "the saved plan is stale: the state was written since (serial 1 when planned, 2 now)" in stale.stderr
+    assert "the saved plan is stale: the state was written since (serial 1 when planned, 2 now)" in (
+        stale.stderr
+    )
     assert "reconcile plan --out" in stale.stderr
     # State and audit log unchanged: no call was made.
     assert _recorded(tmp_path / "state") == recorded
