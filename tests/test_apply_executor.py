@@ -234,16 +234,33 @@ def test_250_creates_take_three_calls_and_are_all_recorded(env: dict[str, Any]) 
     m = make_manifest(250)
     result = run(env, plan_for(env["store"], creates(m)), m)
     assert result.ok and len(result.created) == 250
-    assert env["api"].count("create") == 3
+    assert call_sizes(env, "create") == [100, 100, 50]  # batches of 99 would also make 3 calls
     state = env["store"].load("sim")
     assert {n: r.userId for n, r in state.users.items()} == {n: u.id for n, u in env["api"].users.items()}
     assert state.serial == 3  # saved after every batch
 
 
+def call_sizes(env: dict[str, Any], kind: str) -> list[int]:
+    return [len(c[1]) for c in env["api"].calls if c[0] == kind]
+
+
 def test_batch_size_lowers_the_calls_size(env: dict[str, Any]) -> None:
     m = make_manifest(25)
     run(env, plan_for(env["store"], creates(m)), m, batch_size=10)
-    assert [len(c[1]) for c in env["api"].calls if c[0] == "create"] == [10, 10, 5]
+    assert call_sizes(env, "create") == [10, 10, 5]
+
+
+def test_a_batch_size_above_100_still_sends_at_most_100_users_per_call(env: dict[str, Any]) -> None:
+    m = make_manifest(250)
+    run(env, plan_for(env["store"], creates(m)), m, batch_size=500)
+    assert call_sizes(env, "create") == [100, 100, 50]
+    state = env["store"].load("sim")
+    acts = [
+        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
+        for n, r in sorted(state.users.items())
+    ]
+    run(env, plan_for(env["store"], acts), m, batch_size=500)
+    assert call_sizes(env, "cancel") == [100, 100, 50]
 
 
 def test_one_bad_user_fails_alone_with_the_apis_words(env: dict[str, Any]) -> None:
@@ -353,7 +370,7 @@ def test_cancels_go_in_batches_and_are_recorded(env: dict[str, Any]) -> None:
     ]
     result = run(env, plan_for(env["store"], acts), m)
     assert len(result.cancelled) == 150
-    assert [len(c[1]) for c in env["api"].calls if c[0] == "cancel"] == [100, 50]
+    assert call_sizes(env, "cancel") == [100, 50]
     assert all(r.lifecycle == "cancelled" for r in env["store"].load("sim").users.values())
 
 
