@@ -193,7 +193,7 @@ def test_cancellations_past_the_budget_exit_3_until_allowed_and_the_allowance_is
     code, _, err = run_cli(base, capsys)
     assert code == 3 and "--allow-cancellations 3" in err
     users = json.loads(desk["state"].read_text())["users"]
-    assert all(u["lifecycle"] == "active" for u in users.values())
+    assert [u["lifecycle"] for u in users.values()] == ["active"] * 4
     code, _, err = run_cli([*base, "--allow-cancellations", "3"], capsys)
     assert code == 0, err
     users = json.loads(desk["state"].read_text())["users"]
