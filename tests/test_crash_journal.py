@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +43,54 @@ def test_a_torn_last_line_is_ignored_but_a_torn_middle_is_an_error(tmp_path: Pat
     assert [i.id for i in journal.unsettled()] == [intent.id]
     with journal.path.open("a") as fh:
         fh.write("\n" + journal.path.read_text().splitlines()[0] + "\n")
-    with pytest.raises(StateError, match="line 2 is not JSON"):
+    with pytest.raises(StateError) as caught:
         journal.unsettled()
+    assert str(caught.value) == (
+        f"journal {journal.path} line 2 is not JSON; it is written only by reconcile: "
+        "inspect it, then remove it if no run is in progress"
+    )
+
+
+def test_an_entry_of_the_wrong_shape_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "sim.journal.jsonl")
+    journal.begin("create", [create("ann")])
+    with journal.path.open("a") as fh:
+        fh.write('{"kind": "intent", "call": "launch", "actions": []}\n')
+    with pytest.raises(StateError) as caught:
+        journal.unsettled()
+    assert str(caught.value) == (
+        f"journal {journal.path} line 2 is not a valid entry (call: Input should be 'create', 'grant' "
+        "or 'cancel'); it is written only by reconcile: inspect it, then remove it if no run is in progress"
+    )
+
+
+def test_blank_lines_and_a_repeated_settle_are_harmless(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "sim.journal.jsonl")
+    first = journal.begin("create", [create("ann")])
+    with journal.path.open("a") as fh:
+        fh.write("\n   \n")
+    second = journal.begin("create", [create("bob")])
+    assert [i.id for i in journal.unsettled()] == [first.id, second.id]
+    journal.settle(first)
+    journal.settle(first)  # a settled line for an intent no longer open
+    assert [i.id for i in journal.unsettled()] == [second.id]
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_the_journal_and_its_new_folders_are_private(tmp_path: Path) -> None:
+    """Intents name users and their password sources: only the owner may read them."""
+    journal = Journal(tmp_path / "deep" / "state" / "sim.journal.jsonl")
+    journal.begin("create", [create("ann")])
+    assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(journal.path.parent.stat().st_mode) == 0o700
+    cleared = Journal(tmp_path / "cleared.journal.jsonl")
+    cleared.clear()
+    assert cleared.path.read_text() == "" and stat.S_IMODE(cleared.path.stat().st_mode) == 0o600
 
