@@ -109,7 +109,7 @@ def test_refusal_diagnostic_tells_the_reviewer_what_apply_will_do():
 @pytest.mark.parametrize(
     ("keep", "target", "whole"),
     [
-        (0, "trader000*", "cancels all 30 managed active user(s)"),  # users: [] sliced by --target
+        (0, "trader000*", "cancels all 30 managed active users"),  # users: [] sliced by --target
         (10, "trader001*", "cancels 20 users; the budget is 15"),  # 20 leave; --target picks 10
     ],
 )
