@@ -134,3 +134,14 @@ def test_plain_values_are_compared_without_deepdiff(
 
     monkeypatch.setattr(planner, "DeepDiff", no_deepdiff)
     assert [c.field for c in _field_changes(before, after)] == changed
+
+
+def test_a_grant_awaiting_the_agreement_is_rechecked_for_the_recorded_user() -> None:
+    awaiting = {"simplus": grant(SIMPLUS_ID, "awaiting_agreement")}
+    plan = plan_of(
+        [user("trader001", entitlements=["simplus"])],
+        state(trader001=record(1001, "trader001", entitlements=awaiting)),
+    )
+    assert [(a.user, a.userId, a.entitlement, a.recheck) for a in plan.actions] == [
+        ("trader001", 1001, "simplus", True)
+    ]
