@@ -244,10 +244,11 @@ def call_sizes(env: dict[str, Any], kind: str) -> list[int]:
     return [len(c[1]) for c in env["api"].calls if c[0] == kind]
 
 
-def test_batch_size_lowers_the_calls_size(env: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("batch_size", "sizes"), [(10, [10, 10, 5]), (1, [1] * 25)])
+def test_batch_size_lowers_the_calls_size(env: dict[str, Any], batch_size: int, sizes: list[int]) -> None:
     m = make_manifest(25)
-    run(env, plan_for(env["store"], creates(m)), m, batch_size=10)
-    assert call_sizes(env, "create") == [10, 10, 5]
+    run(env, plan_for(env["store"], creates(m)), m, batch_size=batch_size)
+    assert call_sizes(env, "create") == sizes
 
 
 def test_a_batch_size_above_100_still_sends_at_most_100_users_per_call(env: dict[str, Any]) -> None:
