@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import StateError
-from reconcile.journal import Journal
+from reconcile.journal import Journal, hold_unsettled
 from reconcile.plan import CreateUser
 
 
@@ -94,3 +94,36 @@ def test_the_journal_and_its_new_folders_are_private(tmp_path: Path) -> None:
     cleared.clear()
     assert cleared.path.read_text() == "" and stat.S_IMODE(cleared.path.stat().st_mode) == 0o600
 
+
+def test_users_of_unsettled_intents_are_held_out_of_a_plan_with_one_warning_per_intent(
+    tmp_path: Path,
+) -> None:
+    from test_planner_support import BINDING
+
+    from reconcile.plan import Diagnostic, Plan
+
+    journal = Journal(tmp_path / "sim.journal.jsonl")
+    seven = journal.begin("create", [create(f"u{i}") for i in range(7)])
+    one = journal.begin("cancel", [create("solo")])
+    kept = create("other")
+    earlier = Diagnostic(severity="info", message="already there")
+    plan = Plan(
+        binding=BINDING, actions=(create("u0"), create("solo"), kept, create("u6")), diagnostics=(earlier,)
+    )
+
+    held = hold_unsettled(plan, journal.unsettled())
+
+    assert held.actions == (kept,)
+    assert [(d.severity, d.message) for d in held.diagnostics] == [
+        ("info", "already there"),
+        *[
+            (
+                "warning",
+                f"waiting to be settled: the {intent.call} of {shown} (intent {intent.id}) was sent by an "
+                "apply that did not finish; whether it happened is unknown until an apply looks these users "
+                "up, so they are left out of this plan. The next apply settles them first, then plans them",
+            )
+            for intent, shown in ((seven, "u0, u1, u2, u3, u4 and 2 more"), (one, "solo"))
+        ],
+    ]
+    assert hold_unsettled(plan, []) is plan

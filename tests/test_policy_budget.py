@@ -188,3 +188,24 @@ def test_a_passing_check_has_no_message_and_remembers_the_allowance():
     allowed = evaluate_cancellations(plan, s, policy, allow_cancellations=11)
     assert not allowed.refused and allowed.message() == "" and allowed.allowed == 11
     assert evaluate_cancellations(plan, s, policy).allowed is None
+
+
+def test_a_refusal_of_one_user_speaks_of_this_user():
+    plan, s, policy = desk(100, keep=99, maxCancellations=0)
+    text = evaluate_cancellations(plan, s, policy).message()
+    assert (
+        "\nThe plan would cancel this user, irreversibly:\n"
+        "  - trader099 (id 1099, removed from the manifest)\n" in text
+    )
+    many, s, policy = desk(100, keep=89)
+    assert (
+        "\nThe plan would cancel these 11 users, irreversibly:\n"
+        in evaluate_cancellations(many, s, policy).message()
+    )
+
+
+def test_the_check_counts_the_whole_manifests_cancellations_when_the_plan_is_narrowed():
+    plan, s, policy = desk(100, keep=89)
+    whole = tuple(a for a in plan.actions if a.user != "trader099")
+    assert evaluate_cancellations(plan, s, policy, whole=whole).whole == 10
+    assert evaluate_cancellations(plan, s, policy).whole is None
