@@ -82,3 +82,13 @@ def test_an_answer_that_is_not_utf8_is_still_reported() -> None:
     client, _ = make_client(Script({"/user/list": [httpx.Response(502, content=b"\xff\xfe bad gateway")]}))
     with pytest.raises(TransportError, match="HTTP 502"):
         client.list_users()
+
+
+
+def test_a_client_without_login_still_reports_what_the_server_said() -> None:
+    from reconcile.api.client import PartnerClient
+
+    script = Script({"/user/list": [httpx.Response(400, json={"errorText": "closed for maintenance"})]})
+    client = PartnerClient(BASE, transport=httpx.MockTransport(script), sleep=lambda _: None)
+    with pytest.raises(ApiError, match="closed for maintenance"):
+        client.list_users()
