@@ -22,10 +22,12 @@ from reconcile.plan import (
     CancelEverything,
     ContactPayload,
     CreateUser,
+    FieldChange,
     GrantEntitlement,
     Plan,
     PlanBinding,
     UpdateContact,
+    UpdateEmail,
 )
 from reconcile.state import FileStateStore, State
 
@@ -510,3 +512,63 @@ def test_a_cancel_whose_outcome_stays_unknown_keeps_its_intent_and_stops(env: di
         store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
     )
     assert sorted(result.cancelled) == sorted(state.users) and env["journal"].unsettled() == []
+
+
+@dataclass
+class RecordedProgress:
+    events: list[tuple[str, int]] = field(default_factory=list)
+
+    def phase(self, name: str, total: int) -> None:
+        self.events.append((name, total))
+
+    def advance(self, done: int) -> None:
+        self.events.append(("done", done))
+
+
+def test_progress_counts_each_batch_of_creates_and_cancels(env: dict[str, Any]) -> None:
+    m = make_manifest(250)
+    progress = RecordedProgress()
+    run(env, plan_for(env["store"], creates(m)), m, progress=progress)
+    assert [e for e in progress.events if e[0] in ("create", "done")] == [
+        ("create", 250), ("done", 100), ("done", 200), ("done", 250)
+    ]  # fmt: skip
+    state = env["store"].load("sim")
+    acts = [
+        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
+        for n, r in sorted(state.users.items())[:150]
+    ]
+    progress = RecordedProgress()
+    run(env, plan_for(env["store"], acts), m, progress=progress)
+    assert [e for e in progress.events if e[0] in ("cancel", "done")] == [
+        ("cancel", 150),
+        ("done", 100),
+        ("done", 150),
+    ]
+
+
+def test_the_apply_audit_line_says_how_it_ended_with_the_counts(env: dict[str, Any]) -> None:
+    m = make_manifest(3)
+    env["api"].refuse["trader001"] = "email is not valid for this organization"
+    run(env, plan_for(env["store"], creates(m)), m)
+    run(env, plan_for(env["store"], []), m)
+    failed, ok = [json.loads(x) for x in env["audit"].path.read_text().splitlines() if '"apply"' in x]
+    assert (failed["action"], failed["outcome"]) == ("apply", "failed")
+    assert (ok["action"], ok["outcome"]) == ("apply", "ok")
+    assert failed["detail"]["created"] == 2 and failed["detail"]["failed"] == 1
+    assert ok["detail"]["created"] == 0 and ok["detail"]["failed"] == 0
+    assert isinstance(failed["detail"]["seconds"], float) and failed["detail"]["seconds"] >= 0
+
+
+def test_email_updates_are_sent_with_the_recorded_id(env: dict[str, Any]) -> None:
+    m = make_manifest(2)
+    run(env, plan_for(env["store"], creates(m)), m)
+    ids = {n: u.id for n, u in env["api"].users.items()}
+    change = UpdateEmail(
+        user="trader001",
+        userId=ids["trader001"],
+        email="new@example.com",
+        changes=(FieldChange(field="email", before="trader001@example.com", after="new@example.com"),),
+    )
+    result = run(env, plan_for(env["store"], [change]), m)
+    assert result.ok and ("email", ids["trader001"]) in env["api"].calls
+    assert env["store"].load("sim").users["trader001"].email == "new@example.com"
