@@ -127,3 +127,17 @@ def test_users_of_unsettled_intents_are_held_out_of_a_plan_with_one_warning_per_
         ],
     ]
     assert hold_unsettled(plan, []) is plan
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"), [(5, "u0, u1, u2, u3, u4"), (6, "u0, u1, u2, u3, u4 and 1 more")]
+)
+def test_an_intent_names_five_users_and_counts_the_rest(tmp_path: Path, count: int, shown: str) -> None:
+    from test_planner_support import BINDING
+
+    from reconcile.plan import Plan
+
+    journal = Journal(tmp_path / "sim.journal.jsonl")
+    intent = journal.begin("create", [create(f"u{i}") for i in range(count)])
+    (note,) = hold_unsettled(Plan(binding=BINDING), [intent]).diagnostics
+    assert note.message.startswith(f"waiting to be settled: the create of {shown} (intent {intent.id})")
