@@ -4,7 +4,7 @@ For each size it writes a manifest and a matching recorded state in which 10% of
 differ (new users, changed emails, changed contacts), then runs, each in its own process:
 
 - ``reconcile plan -f manifest.yaml --state state.json`` as a user would (output to a file),
-- the manifest loader alone (``reconcile.loader.load_manifest``),
+- the manifest loader alone (``reconcile.manifest.loader.load_manifest``),
 - ``yaml.load(..., Loader=yaml.CSafeLoader)`` on the same manifest (parse only, nothing else),
 
 and prints wall time and peak memory (max RSS) of each. Target at 100k users: the whole plan
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconcile.state import ContactRecord, GrantRecord, State, UserRecord  # noqa: E402
+from reconcile.state.model import ContactRecord, GrantRecord, State, UserRecord  # noqa: E402
 
 ENTITLEMENTS = {"simplus": 12345, "tradingview": 31}
 CHANGED_EVERY = 10  # 10% of the users differ from the recorded state
@@ -119,7 +119,7 @@ _PARSE = (
 )
 _LOAD = (
     "import sys, time\n"
-    "from reconcile.loader import load_manifest\n"
+    "from reconcile.manifest.loader import load_manifest\n"
     "t = time.perf_counter(); m = load_manifest([sys.argv[1]])\n"
     "print(time.perf_counter() - t, len(m.manifest.users))\n"
 )

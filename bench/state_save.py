@@ -28,8 +28,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import psycopg  # noqa: E402
 
-from reconcile.state import FileStateStore, GrantRecord, State, StateStore, UserRecord  # noqa: E402
-from reconcile.stores.postgres import PostgresStateStore  # noqa: E402
+from reconcile.state.model import FileStateStore, GrantRecord, State, StateStore, UserRecord  # noqa: E402
+from reconcile.state.postgres import PostgresStateStore  # noqa: E402
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 BATCH = 100
@@ -76,7 +76,7 @@ def _database(admin: str) -> str:
 
 _HOLDER = """
 import sys, time
-from reconcile.stores.postgres import PostgresStateStore
+from reconcile.state.postgres import PostgresStateStore
 with PostgresStateStore(sys.argv[1], "sim").lock(timeout=-1):
     print("locked", flush=True)
     time.sleep(600)

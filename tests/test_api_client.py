@@ -9,7 +9,7 @@ from api_support import Script, make_client, token_answer
 from reconcile.api.events import ClientEvent
 from reconcile.api.models import EvaluationUser, UpdateContactInfo
 from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, TransportError
-from reconcile.manifest import CancelFlags
+from reconcile.manifest.models import CancelFlags
 
 CREATE = "/user/createevaluationusers"
 

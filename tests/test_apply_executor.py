@@ -16,9 +16,9 @@ from reconcile import __version__
 from reconcile.api.models import EvaluationUser, UpdateContactInfo
 from reconcile.apply import RunStopped, apply_plan, settle, side_files
 from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, PlanError, TransportError
-from reconcile.manifest import CancelFlags, Manifest, PasswordGenerate
-from reconcile.passwords import PasswordError
-from reconcile.plan import (
+from reconcile.manifest.models import CancelFlags, Manifest, PasswordGenerate
+from reconcile.manifest.passwords import PasswordError
+from reconcile.planning.plan import (
     CancelEverything,
     ContactPayload,
     CreateUser,
@@ -29,7 +29,7 @@ from reconcile.plan import (
     UpdateContact,
     UpdateEmail,
 )
-from reconcile.state import FileStateStore, State
+from reconcile.state.model import FileStateStore, State
 
 SECRET = "S3cret-Password!"
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from reconcile.manifest import Manifest
-from reconcile.passwords import PasswordError, generate_password, resolve_passwords
-from reconcile.plan import CreateUser
+from reconcile.manifest.models import Manifest
+from reconcile.manifest.passwords import PasswordError, generate_password, resolve_passwords
+from reconcile.planning.plan import CreateUser
 
 
 def manifest(password: Any) -> Manifest:

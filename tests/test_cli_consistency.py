@@ -160,7 +160,7 @@ def held_lock(tmp_path: Path) -> Iterator[Path]:
     """Another process holds the lock of tmp_path/state.json until the test ends."""
     state = tmp_path / "state.json"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom reconcile.locking import state_lock\n"
+        [sys.executable, "-c", "import sys\nfrom reconcile.state.lock import state_lock\n"
          f"with state_lock({str(state)!r}):\n    print('held', flush=True)\n    sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -10,14 +10,14 @@ from typing import Any
 import click
 import pytest
 
-pytest.importorskip("reconcile.loader")
+pytest.importorskip("reconcile.manifest.loader")
 
 from cli_support import run
 from test_planner_support import CONTACT_NY, SIMPLUS_ID, grant, record, write_manifest
 from test_planner_support import user as entry
 
 from reconcile.cli import all_commands, cli
-from reconcile.state import FileStateStore, State
+from reconcile.state.model import FileStateStore, State
 
 
 def write_state(path: Path, **users: Any) -> Path:

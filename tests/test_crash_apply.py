@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("reconcile.loader")
+pytest.importorskip("reconcile.manifest.loader")
 pytest.importorskip("reconcile.api.connect")
 
 from apply_support import served_sim, served_sim_env, write_desk
 from apply_support import sim_admin as admin
 
-from reconcile.state import StateStore
-from reconcile.stores import open_store
+from reconcile.state.model import StateStore
+from reconcile.state.open import open_store
 
 pytestmark = pytest.mark.slow
 

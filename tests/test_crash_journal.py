@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import StateError
-from reconcile.journal import Journal, hold_unsettled
-from reconcile.plan import CreateUser
+from reconcile.planning.plan import CreateUser
+from reconcile.state.journal import Journal, hold_unsettled
 
 
 def create(name: str) -> CreateUser:
@@ -100,7 +100,7 @@ def test_users_of_unsettled_intents_are_held_out_of_a_plan_with_one_warning_per_
 ) -> None:
     from test_planner_support import BINDING
 
-    from reconcile.plan import Diagnostic, Plan
+    from reconcile.planning.plan import Diagnostic, Plan
 
     journal = Journal(tmp_path / "sim.journal.jsonl")
     seven = journal.begin("create", [create(f"u{i}") for i in range(7)])
@@ -135,7 +135,7 @@ def test_users_of_unsettled_intents_are_held_out_of_a_plan_with_one_warning_per_
 def test_an_intent_names_five_users_and_counts_the_rest(tmp_path: Path, count: int, shown: str) -> None:
     from test_planner_support import BINDING
 
-    from reconcile.plan import Plan
+    from reconcile.planning.plan import Plan
 
     journal = Journal(tmp_path / "sim.journal.jsonl")
     intent = journal.begin("create", [create(f"u{i}") for i in range(count)])

@@ -17,11 +17,11 @@ import pytest
 import yaml
 
 from reconcile.cli import main
-from reconcile.locking import state_lock
 from reconcile.sim import admin
 from reconcile.sim.app import create_app
 from reconcile.sim.testing import login
 from reconcile.sim.transport import SimTransport
+from reconcile.state.lock import state_lock
 
 PASSWORD = "Pw-for-tests-only-1"
 CONTACT = {

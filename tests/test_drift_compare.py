@@ -19,9 +19,9 @@ from test_planner_support import (
     user,
 )
 
-from reconcile.drift import compare
-from reconcile.live import LiveContact, LiveSnapshot, LiveUser
-from reconcile.plan import (
+from reconcile.planning.drift import compare
+from reconcile.planning.live import LiveContact, LiveSnapshot, LiveUser
+from reconcile.planning.plan import (
     CancelEverything,
     CreateUser,
     DriftKind,
@@ -31,7 +31,7 @@ from reconcile.plan import (
     load_plan,
     save_plan,
 )
-from reconcile.planner import make_plan
+from reconcile.planning.planner import make_plan
 from reconcile.render import render
 
 READ_AT = datetime(2026, 2, 1, tzinfo=UTC)

@@ -14,10 +14,10 @@ from reconcile import __version__
 from reconcile.api.endpoints import HOSTS, STAGING_DEMO, resolve_companion
 from reconcile.apply import apply_plan, check_plan_current, settle, side_files
 from reconcile.errors import ApiError, PlanError, ReconcileError
-from reconcile.manifest import CancelFlags, Manifest
-from reconcile.plan import CancelEverything, Plan, PlanBinding
-from reconcile.planner import make_plan
-from reconcile.state import FileStateStore
+from reconcile.manifest.models import CancelFlags, Manifest
+from reconcile.planning.plan import CancelEverything, Plan, PlanBinding
+from reconcile.planning.planner import make_plan
+from reconcile.state.model import FileStateStore
 
 PRIMARY = "http://127.0.0.1:1/v1"
 COMPANION = "http://127.0.0.1:2/v1"

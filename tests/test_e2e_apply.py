@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("reconcile.loader")
+pytest.importorskip("reconcile.manifest.loader")
 pytest.importorskip("reconcile.api.connect")
 
 from apply_support import PASSWORD, write_desk

@@ -20,11 +20,11 @@ from apply_support import PASSWORD, write_desk
 
 import reconcile.api.connect as connect
 from reconcile.cli import main
-from reconcile.journal import Journal
 from reconcile.sim import admin, rules
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.transport import SimTransport
-from reconcile.state import FileStateStore
+from reconcile.state.journal import Journal
+from reconcile.state.model import FileStateStore
 
 Corrupt = Callable[[httpx.Request, Callable[[], httpx.Response]], httpx.Response]
 """Given the request and a way to let the simulator answer it, return the answer the client sees."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import ManifestError
-from reconcile.loader import load_manifest
+from reconcile.manifest.loader import load_manifest
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted(p.with_suffix("") for p in CORPUS.glob("*.expected"))

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconcile.errors import ManifestError
-from reconcile.loader import load_manifest
+from reconcile.manifest.loader import load_manifest
 
 DESK = (Path(__file__).parent.parent / "examples" / "desk.yaml").read_bytes()
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

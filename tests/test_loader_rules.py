@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import reconcile.loader as loader_module
+import reconcile.manifest.loader as loader_module
 from reconcile.errors import Location, ManifestError
-from reconcile.loader import load_manifest
+from reconcile.manifest.loader import load_manifest
 
 HEADER = """\
 apiVersion: reconcile/v1
@@ -283,7 +283,7 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
 def test_cross_checks_also_run_when_the_models_are_used_directly() -> None:
     from pydantic import ValidationError
 
-    from reconcile.manifest import Manifest
+    from reconcile.manifest.models import Manifest
 
     entry = {"email": "a@example.com", "password": {"generate": True}, "firstName": "A", "lastName": "B"}
     data = {

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("reconcile.loader")
+pytest.importorskip("reconcile.manifest.loader")
 pytest.importorskip("reconcile.api.connect")
 
 from apply_support import PASSWORD, write_desk
 
-from reconcile.locking import read_holder
+from reconcile.state.lock import read_holder
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import LockError
-from reconcile.locking import read_holder, state_lock, unlock
-from reconcile.state import UserRecord
+from reconcile.state.lock import read_holder, state_lock, unlock
+from reconcile.state.model import UserRecord
 
 
 def test_second_holder_fails_naming_the_first(tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ def test_lock_of_a_killed_process_is_taken_over_and_its_record_can_be_removed(tm
     script = textwrap.dedent(
         f"""
         import os, signal
-        from reconcile.locking import state_lock
+        from reconcile.state.lock import state_lock
         with state_lock({str(state)!r}, purpose="apply"):
             os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -62,12 +62,12 @@ def test_state_show_names_a_left_behind_lock_and_state_unlock_removes_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from reconcile.cli import main
-    from reconcile.state import FileStateStore, State
+    from reconcile.state.model import FileStateStore, State
 
     state = tmp_path / "sim.json"
     FileStateStore(state).save(State.empty("sim"))
     script = (
-        "import os, signal\nfrom reconcile.locking import state_lock\n"
+        "import os, signal\nfrom reconcile.state.lock import state_lock\n"
         f"with state_lock({str(state)!r}, purpose='apply'):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     subprocess.run([sys.executable, "-c", script], check=False)
@@ -126,7 +126,7 @@ def test_the_lock_leaves_no_file_behind_and_a_crashed_holders_file_is_cleared(tm
         assert _files(tmp_path) == {"sim.json.lock", "sim.json.lock.json"}
     assert _files(tmp_path) == set()
     script = (
-        "import os, signal\nfrom reconcile.locking import state_lock\n"
+        "import os, signal\nfrom reconcile.state.lock import state_lock\n"
         f"with state_lock({str(state)!r}, purpose='apply'):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     subprocess.run([sys.executable, "-c", script], check=False)
@@ -142,7 +142,7 @@ def test_a_lock_file_removed_under_a_running_holder_does_not_let_a_second_run_in
     script = textwrap.dedent(
         f"""
         import pathlib, time
-        from reconcile.locking import state_lock
+        from reconcile.state.lock import state_lock
         with state_lock({str(state)!r}, purpose="apply"):
             pathlib.Path({str(release)!r} + ".reached").touch()
             while not pathlib.Path({str(release)!r}).exists():
@@ -174,7 +174,7 @@ def test_a_lock_file_removed_under_a_running_holder_does_not_let_a_second_run_in
 def test_the_holder_locks_a_removed_lock_file_again_before_writing_state(tmp_path: Path) -> None:
     import fcntl
 
-    from reconcile.state import FileStateStore, State
+    from reconcile.state.model import FileStateStore, State
 
     path = tmp_path / "sim.json"
     store = FileStateStore(path)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from reconcile.cli import cli
 from reconcile.cli.schema import schema_text
-from reconcile.loader import load_manifest
+from reconcile.manifest.loader import load_manifest
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = ROOT / "reconcile" / "schema" / "manifest.schema.json"

@@ -18,10 +18,10 @@ from pg_fixtures import new_database
 from poll_support import polling
 
 from reconcile.errors import LockError, StateError
-from reconcile.manifest import Backend, PostgresBackend
-from reconcile.state import FileStateStore, GrantRecord, State, StateBinding, UserRecord
-from reconcile.stores import open_store
-from reconcile.stores.postgres import SCHEMA_VERSION, PostgresStateStore, mask_dsn, migrate
+from reconcile.manifest.models import Backend, PostgresBackend
+from reconcile.state.model import FileStateStore, GrantRecord, State, StateBinding, UserRecord
+from reconcile.state.open import open_store
+from reconcile.state.postgres import SCHEMA_VERSION, PostgresStateStore, mask_dsn, migrate
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ def test_an_older_schema_asks_for_migrate(dsn: str) -> None:
 
 
 def test_a_version_1_database_with_users_migrates_and_keeps_them(dsn: str) -> None:
-    from reconcile.stores.postgres import MIGRATIONS
+    from reconcile.state.postgres import MIGRATIONS
 
     with psycopg.connect(dsn, autocommit=True) as conn:  # a database made by schema version 1
         conn.execute(MIGRATIONS[0])
@@ -263,7 +263,7 @@ def test_manifest_backend_takes_only_an_env_variable_name() -> None:
 _HOLDER = textwrap.dedent(
     """
     import sys, time
-    from reconcile.stores.postgres import PostgresStateStore
+    from reconcile.state.postgres import PostgresStateStore
     store = PostgresStateStore(sys.argv[1], "sim")
     with store.lock(timeout=-1, purpose="apply"):
         print("locked", flush=True)
@@ -348,8 +348,8 @@ _WORKER = textwrap.dedent(
     """
     import sys
     from datetime import UTC, datetime
-    from reconcile.state import UserRecord
-    from reconcile.stores.postgres import PostgresStateStore
+    from reconcile.state.model import UserRecord
+    from reconcile.state.postgres import PostgresStateStore
     dsn, tag, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     now = datetime.now(UTC)
     with PostgresStateStore(dsn, "sim") as store:
@@ -412,7 +412,7 @@ def test_state_read_back_equals_what_was_saved_field_by_field(store: PostgresSta
 
 
 def test_journal_keeps_unsettled_intents_across_connections(store: PostgresStateStore, dsn: str) -> None:
-    from reconcile.plan import GrantEntitlement
+    from reconcile.planning.plan import GrantEntitlement
 
     grant = GrantEntitlement(
         user="a", userId=1, entitlement="simplus", entitlementId=12345, accountId=11111, agreement_gated=True

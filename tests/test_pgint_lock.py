@@ -24,7 +24,7 @@ from apply_support import served_sim, served_sim_env, sim_admin, write_desk
 from pg_fixtures import new_database
 from poll_support import polling
 
-from reconcile.stores.postgres import PostgresStateStore
+from reconcile.state.postgres import PostgresStateStore
 
 pytestmark = pytest.mark.slow
 

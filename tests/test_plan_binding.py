@@ -11,8 +11,8 @@ from cli_support import run
 from reconcile import __version__
 from reconcile.apply import check_plan_current
 from reconcile.errors import PlanError
-from reconcile.plan import Plan, PlanBinding
-from reconcile.state import State
+from reconcile.planning.plan import Plan, PlanBinding
+from reconcile.state.model import State
 
 LINEAGE = "0e4cbb5e-6f0c-4c3c-9d7e-000000000001"
 MADE = PlanBinding(

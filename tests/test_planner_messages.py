@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from test_planner_support import BINDING, CONTACT_NY, SIMPLUS_ID, grant, manifest, record, state, user
 
-from reconcile import planner
-from reconcile.plan import CreateUser, Plan
-from reconcile.planner import _field_changes, make_plan
-from reconcile.state import State
+from reconcile.planning import planner
+from reconcile.planning.plan import CreateUser, Plan
+from reconcile.planning.planner import _field_changes, make_plan
+from reconcile.state.model import State
 
 
 def plan_of(users: list[dict[str, Any]], s: State) -> Plan:

@@ -18,10 +18,10 @@ from test_planner_support import (
     state,
 )
 
-from reconcile.manifest import Manifest
-from reconcile.plan import CreateUser
-from reconcile.planner import make_plan
-from reconcile.state import State
+from reconcile.manifest.models import Manifest
+from reconcile.planning.plan import CreateUser
+from reconcile.planning.planner import make_plan
+from reconcile.state.model import State
 
 NAMES = [f"trader{i:03d}" for i in range(1, 7)]
 CONTACT_GB = {

@@ -17,8 +17,8 @@ from test_planner_support import (
 )
 
 from reconcile.errors import PlanError
-from reconcile.manifest import CancelFlags
-from reconcile.plan import (
+from reconcile.manifest.models import CancelFlags
+from reconcile.planning.plan import (
     CancelEverything,
     CreateUser,
     FieldChange,
@@ -26,8 +26,8 @@ from reconcile.plan import (
     UpdateContact,
     UpdateEmail,
 )
-from reconcile.planner import make_plan
-from reconcile.state import State
+from reconcile.planning.planner import make_plan
+from reconcile.state.model import State
 
 CANCELLED = {"status": "cancelled", "email": None, "password": None, "firstName": None, "lastName": None}
 

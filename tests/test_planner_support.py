@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from reconcile.manifest import SIMPLUS, Manifest
-from reconcile.plan import (
+from reconcile.manifest.models import SIMPLUS, Manifest
+from reconcile.planning.plan import (
     CreateUser,
     GrantEntitlement,
     Plan,
@@ -17,7 +17,7 @@ from reconcile.plan import (
     UpdateContact,
     UpdateEmail,
 )
-from reconcile.state import ContactRecord, GrantRecord, State, UserRecord
+from reconcile.state.model import ContactRecord, GrantRecord, State, UserRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SIMPLUS_ID = 12345

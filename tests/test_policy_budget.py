@@ -9,9 +9,9 @@ import pytest
 from test_planner_support import BINDING, manifest, record, state, user
 
 from reconcile.errors import PolicyError
-from reconcile.manifest import Policy
-from reconcile.planner import make_plan
-from reconcile.policy import budget_for, check_cancellations, evaluate_cancellations
+from reconcile.manifest.models import Policy
+from reconcile.planning.planner import make_plan
+from reconcile.planning.policy import budget_for, check_cancellations, evaluate_cancellations
 
 
 def desk(active: int, keep: int, *, cancelled_in_state: int = 0, **policy: object):

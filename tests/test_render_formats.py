@@ -23,10 +23,10 @@ from test_planner_support import (
     user,
 )
 
-from reconcile.manifest import Policy
-from reconcile.plan import Plan, load_plan, save_plan
-from reconcile.planner import make_plan
-from reconcile.policy import evaluate_cancellations
+from reconcile.manifest.models import Policy
+from reconcile.planning.plan import Plan, load_plan, save_plan
+from reconcile.planning.planner import make_plan
+from reconcile.planning.policy import evaluate_cancellations
 from reconcile.render import RenderOptions, formats, render
 from reconcile.render.describe import summary_sentence
 

@@ -19,7 +19,7 @@ from api_support import SECRET_PASSWORD, SECRET_SEC, SECRET_TOKEN, Script, make_
 from reconcile.api.client import PartnerClient
 from reconcile.api.models import EvaluationUser, UpdateContactInfo
 from reconcile.errors import ApiError, AuthError
-from reconcile.manifest import CancelFlags
+from reconcile.manifest.models import CancelFlags
 
 TRADER_PASSWORD = 'Trader"Pw\\SECRET-77'  # quotes and a backslash: JSON escapes them in an echo
 SECRETS = (SECRET_PASSWORD, SECRET_SEC, SECRET_TOKEN, TRADER_PASSWORD)

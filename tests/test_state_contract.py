@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import StateError
-from reconcile.state import FileStateStore, GrantRecord, State, StateBinding, StateStore, UserRecord
+from reconcile.state.model import FileStateStore, GrantRecord, State, StateBinding, StateStore, UserRecord
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -42,7 +42,7 @@ def _postgres_store(tmp_path: Path) -> StateStore:
     # A database of its own per test, on the throwaway server of tests/pg_fixtures.py.
     from pg_fixtures import new_database
 
-    from reconcile.stores.postgres import PostgresStateStore
+    from reconcile.state.postgres import PostgresStateStore
 
     return PostgresStateStore(new_database(), "sim")
 

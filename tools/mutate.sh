@@ -13,13 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 declare -A TARGETS=(
-    [planner]="reconcile.planner.*"
+    [planner]="reconcile.planning.planner.*"
     # The applier's batching: the chunking, the batch-size cap and the create/cancel batch loops.
     [batching]="reconcile.apply.executor.x__chunks__* reconcile.apply.executor.x_execute__*
                 reconcile.apply.executor.xǁRunǁcreates__* reconcile.apply.executor.xǁRunǁ_end_create_batch__*
                 reconcile.apply.executor.xǁRunǁcancels__*"
-    [journal]="reconcile.journal.*"
-    [policy]="reconcile.policy.*"
+    [journal]="reconcile.state.journal.*"
+    [policy]="reconcile.planning.policy.*"
     [binding]="reconcile.apply.binding.*"
     # Secrets echoed by a server are redacted before any message, log or error can carry them.
     [masking]="reconcile.api.auth.x_redact__* reconcile.api.auth.x__escaped_forms__*

@@ -191,7 +191,7 @@ class TokenCache:
 
     def save(self, endpoint: str, username: str, token: CachedToken) -> None:
         """Store ``token`` (atomically); a cache that cannot be written only costs a login later."""
-        from reconcile.state import atomic_write_text
+        from reconcile.state.model import atomic_write_text
 
         try:
             # The cache's own folder too: whoever may write there could swap the tokens folder.

@@ -28,16 +28,16 @@ from reconcile.apply.executor import (
 from reconcile.apply.generated import PasswordLedger
 from reconcile.apply.ports import ApplyClient, CancelClient
 from reconcile.apply.stop import RunStopped
-from reconcile.audit import AuditLog
-from reconcile.journal import Journal
-from reconcile.manifest import Manifest
-from reconcile.passwords import resolve_passwords
-from reconcile.plan import CreateUser, Plan
-from reconcile.state import FileStateStore, StateStore
+from reconcile.manifest.models import Manifest
+from reconcile.manifest.passwords import resolve_passwords
+from reconcile.planning.plan import CreateUser, Plan
+from reconcile.state.audit import AuditLog
+from reconcile.state.journal import Journal
+from reconcile.state.model import FileStateStore, StateStore
 
 
 class LoadedLike(Protocol):
-    """What apply needs of a loaded manifest (:class:`reconcile.loader.LoadedManifest`)."""
+    """What apply needs of a loaded manifest (:class:`reconcile.manifest.loader.LoadedManifest`)."""
 
     @property
     def manifest(self) -> Manifest: ...

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from reconcile import __version__
 from reconcile.errors import PlanError
-from reconcile.plan import Plan
-from reconcile.state import State
+from reconcile.planning.plan import Plan
+from reconcile.state.model import State
 
 
 def check_plan_current(

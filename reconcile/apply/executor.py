@@ -24,10 +24,8 @@ from reconcile.apply import wire
 from reconcile.apply.generated import PasswordLedger
 from reconcile.apply.ports import ApplyClient, CancelClient, UserLike
 from reconcile.apply.stop import NEEDS_A_PERSON, GuardedClient, RunStopped, Stop
-from reconcile.audit import AuditLog
 from reconcile.errors import ApiError, OutcomeUnknown, ReconcileError
-from reconcile.journal import Intent, Journal
-from reconcile.plan import (
+from reconcile.planning.plan import (
     Action,
     CancelEverything,
     CreateUser,
@@ -36,7 +34,9 @@ from reconcile.plan import (
     UpdateContact,
     UpdateEmail,
 )
-from reconcile.state import ContactRecord, GrantRecord, State, StateStore, UserRecord
+from reconcile.state.audit import AuditLog
+from reconcile.state.journal import Intent, Journal
+from reconcile.state.model import ContactRecord, GrantRecord, State, StateStore, UserRecord
 
 Adoption = Literal["adopted", "absent", "refused", "unknown"]
 """What looking a user up by name found: adopted it, no such user, another person, or no answer."""

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from reconcile.errors import StateError
-from reconcile.passwords import GENERATED_HEADER
+from reconcile.manifest.passwords import GENERATED_HEADER
 
 
 def pending_path_for(target: Path) -> Path:

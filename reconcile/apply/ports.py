@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from reconcile.manifest import CancelFlags
+from reconcile.manifest.models import CancelFlags
 
 
 class CreateResultLike(Protocol):

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from reconcile.apply.ports import ApplyClient, CancelClient, GrantResultLike, PluginLike, SignalLike, UserLike
 from reconcile.errors import ApiError, AuthError, CaptchaRequired, ReconcileError
-from reconcile.manifest import CancelFlags
+from reconcile.manifest.models import CancelFlags
 
 T = TypeVar("T")
 

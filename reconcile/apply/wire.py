@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconcile.plan import ContactPayload, CreateUser
+from reconcile.planning.plan import ContactPayload, CreateUser
 
 
 def evaluation_user(action: CreateUser, password: str) -> Any:

@@ -26,8 +26,8 @@ from reconcile.cli.plan import (
     whole_cancellations,
 )
 from reconcile.errors import ReconcileError, counted, plural, printable
-from reconcile.plan import Plan, load_plan
-from reconcile.policy import check_cancellations
+from reconcile.planning.plan import Plan, load_plan
+from reconcile.planning.policy import check_cancellations
 from reconcile.render.describe import rechecks
 
 

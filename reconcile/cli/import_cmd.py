@@ -25,7 +25,7 @@ def command(names: tuple[str, ...], all_users: bool, inputs: RemoteInputs, fmt: 
     --all adopts every active organization user the manifest names and lists the organization
     users it leaves unmanaged because the manifest does not name them. Runs under the state lock.
     """
-    from reconcile.adopt import import_users
+    from reconcile.operations.adopt import import_users
 
     if all_users == bool(names):
         raise ReconcileError("name the users to import, or pass --all (not both)")

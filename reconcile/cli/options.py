@@ -15,9 +15,9 @@ from typing import Any, TypeVar, cast, get_args
 
 import click
 
-from reconcile.manifest import Backend, Environment
+from reconcile.manifest.models import Backend, Environment
 from reconcile.render import formats
-from reconcile.stores import BACKEND_VARIABLE
+from reconcile.state.open import BACKEND_VARIABLE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,7 +78,7 @@ def backend_option(
     help: str = "Keep state in PostgreSQL at this DSN (postgresql://user@host/db) instead of a file; "
     f"default ${BACKEND_VARIABLE}, then the manifest's backend.postgres.dsnEnv.",
 ) -> Callable[[F], F]:
-    """--backend (``backend``): a PostgreSQL DSN; the variable is read by ``reconcile.stores``."""
+    """--backend (``backend``): a PostgreSQL DSN; the variable is read by ``reconcile.state.open``."""
     return click.option("--backend", metavar="URL", help=help)
 
 
@@ -267,7 +267,7 @@ def state_scope(*, required: bool = False) -> Callable[[F], F]:
             if environment is None and required:
                 raise click.UsageError("name the state: -f MANIFEST or -e ENVIRONMENT")
             return StateScope(environment or "sim")
-        from reconcile.loader import load_manifest
+        from reconcile.manifest.loader import load_manifest
 
         manifest = load_manifest(list(paths)).manifest
         if environment is not None and environment != manifest.environment:

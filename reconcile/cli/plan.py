@@ -25,15 +25,15 @@ from reconcile import __version__
 from reconcile.cli.options import PlanInputs, format_options, lock_options, plan_inputs
 from reconcile.cli.output import echo, echo_err, echo_warning, use_colour
 from reconcile.errors import PlanError, PolicyError, counted
-from reconcile.live import LiveSnapshot
-from reconcile.manifest import Manifest, PasswordGenerate
-from reconcile.plan import CancelEverything, CreateUser, Diagnostic, Plan, PlanBinding, save_plan
-from reconcile.policy import CancellationCheck, cancellations_of, evaluate_cancellations
+from reconcile.manifest.models import Manifest, PasswordGenerate
+from reconcile.planning.live import LiveSnapshot
+from reconcile.planning.plan import CancelEverything, CreateUser, Diagnostic, Plan, PlanBinding, save_plan
+from reconcile.planning.policy import CancellationCheck, cancellations_of, evaluate_cancellations
 from reconcile.render import RenderOptions, render
-from reconcile.state import State, StateBinding, StateStore
+from reconcile.state.model import State, StateBinding, StateStore
 
 if TYPE_CHECKING:
-    from reconcile.loader import LoadedManifest
+    from reconcile.manifest.loader import LoadedManifest
 
 LiveRead = Callable[[Manifest, State], LiveSnapshot]
 """Reads the live organization for a manifest and its recorded state (``plan --refresh``)."""
@@ -62,8 +62,8 @@ def prepare_plan(
     read and planned, so a plan never sees an apply half-way; None plans without it (``apply``
     plans under the lock it already holds).
     """
-    from reconcile.journal import hold_unsettled
-    from reconcile.planner import make_plan
+    from reconcile.planning.planner import make_plan
+    from reconcile.state.journal import hold_unsettled
 
     loaded, label, store = open_inputs(inputs)
     manifest = loaded.manifest
@@ -102,10 +102,10 @@ def whole_cancellations(
 ) -> tuple[CancelEverything, ...] | None:
     """The cancellations of ``manifest`` planned whole, when ``plan`` was narrowed; else None.
 
-    The policy judges these (reconcile/policy.py): --target must not slice an empty manifest
+    The policy judges these (reconcile/planning/policy.py): --target must not slice an empty manifest
     into budget-sized cancellations.
     """
-    from reconcile.planner import make_plan
+    from reconcile.planning.planner import make_plan
 
     if not plan.targeted and not plan.excluded:
         return None
@@ -139,8 +139,8 @@ def with_companion_note(plan: Plan) -> Plan:
 def open_inputs(inputs: PlanInputs) -> tuple[LoadedManifest, str, StateStore]:
     """Load the manifests, then resolve the endpoint label and open the state store they choose."""
     from reconcile.api.endpoints import resolve_endpoint
-    from reconcile.loader import load_manifest
-    from reconcile.stores import open_store
+    from reconcile.manifest.loader import load_manifest
+    from reconcile.state.open import open_store
 
     loaded = load_manifest(list(inputs.paths))
     manifest = loaded.manifest
@@ -278,7 +278,7 @@ def live_reader(endpoint: str | None, state_path: Path | None) -> LiveRead:
         from datetime import UTC, datetime
 
         from reconcile.api.connect import open_client
-        from reconcile.live import read_live
+        from reconcile.planning.live import read_live
 
         state_dir = state_path.parent if state_path is not None else Path("state")
         with open_client(manifest.environment, endpoint=endpoint, state_dir=state_dir) as client:

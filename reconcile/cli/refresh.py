@@ -23,7 +23,7 @@ def command(inputs: RemoteInputs, fmt: str) -> None:
     created outside stay unmanaged (adopt them with `reconcile import`). Needs API credentials
     (for environment sim: the embedded simulator). Runs under the state lock.
     """
-    from reconcile.adopt import refresh_state
+    from reconcile.operations.adopt import refresh_state
 
     with remote_session(inputs, "refresh") as (manifest, store, client):
         result = refresh_state(manifest, store, client)

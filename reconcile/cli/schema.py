@@ -7,7 +7,7 @@ import json
 import click
 
 from reconcile.cli.output import echo
-from reconcile.loader import manifest_schema
+from reconcile.manifest.loader import manifest_schema
 
 
 def schema_text() -> str:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from reconcile.cli.options import RemoteInputs
 from reconcile.cli.output import echo_err
-from reconcile.manifest import Manifest
-from reconcile.state import StateBinding, StateStore
+from reconcile.manifest.models import Manifest
+from reconcile.state.model import StateBinding, StateStore
 
 if TYPE_CHECKING:
     from reconcile.api.client import PartnerClient
@@ -20,11 +20,11 @@ def remote_session(
     inputs: RemoteInputs, purpose: str
 ) -> Iterator[tuple[Manifest, StateStore, PartnerClient]]:
     """Load the manifest, hold its state lock (waits are said on stderr) and open its API client."""
-    from reconcile.adopt import state_dir_of, state_locked
     from reconcile.api.connect import open_client
     from reconcile.api.endpoints import resolve_endpoint
-    from reconcile.loader import load_manifest
-    from reconcile.stores import open_store
+    from reconcile.manifest.loader import load_manifest
+    from reconcile.operations.adopt import state_dir_of, state_locked
+    from reconcile.state.open import open_store
 
     manifest = load_manifest(list(inputs.paths)).manifest
     store = open_store(

@@ -8,7 +8,7 @@ import click
 
 from reconcile.cli.options import format_options
 from reconcile.cli.plan import print_plan
-from reconcile.plan import load_plan
+from reconcile.planning.plan import load_plan
 
 
 @click.command("show")

@@ -21,9 +21,9 @@ from reconcile.cli.options import (
 )
 from reconcile.cli.output import echo, echo_err, echo_json
 from reconcile.errors import LockError, StateError, counted
-from reconcile.locking import unlock
-from reconcile.state import FileStateStore, State, StateBinding, StateStore
-from reconcile.stores import BACKEND_VARIABLE, open_store
+from reconcile.state.lock import unlock
+from reconcile.state.model import FileStateStore, State, StateBinding, StateStore
+from reconcile.state.open import BACKEND_VARIABLE, open_store
 
 _state_options = options(
     state_scope(),
@@ -152,7 +152,7 @@ def rebind_command(inputs: RemoteInputs) -> None:
     `reconcile plan --refresh`.
     """
     from reconcile.api.endpoints import resolve_endpoint
-    from reconcile.loader import load_manifest
+    from reconcile.manifest.loader import load_manifest
 
     manifest = load_manifest(list(inputs.paths)).manifest
     environment = manifest.environment

@@ -22,9 +22,9 @@ from reconcile.cli.options import (
 )
 from reconcile.cli.output import echo, echo_err
 from reconcile.errors import StateError
-from reconcile.locking import state_lock
-from reconcile.state import FileStateStore, default_state_path
-from reconcile.stores import BACKEND_VARIABLE, Transfer, backend_dsn, transfer_state
+from reconcile.state.lock import state_lock
+from reconcile.state.model import FileStateStore, default_state_path
+from reconcile.state.open import BACKEND_VARIABLE, Transfer, backend_dsn, transfer_state
 
 
 def _require_dsn(backend: str | None, scope: StateScope | None = None) -> str:
@@ -47,7 +47,7 @@ def migrate_command(backend: str | None) -> None:
     Safe to run at any time and from several places at once: it does nothing when the schema is
     current, and refuses a schema newer than this reconcile knows.
     """
-    from reconcile.stores.postgres import mask_dsn, migrate
+    from reconcile.state.postgres import mask_dsn, migrate
 
     dsn = _require_dsn(backend)
     before, after = migrate(dsn)
@@ -73,7 +73,7 @@ def _locked_pair(
     scope: StateScope, state_path: Path | None, backend: str | None, timeout: float, purpose: str
 ) -> Iterator[tuple[FileStateStore, Any]]:
     """Open and lock both stores (file first, then PostgreSQL: one order everywhere, no deadlock)."""
-    from reconcile.stores.postgres import PostgresStateStore
+    from reconcile.state.postgres import PostgresStateStore
 
     environment = scope.environment
     dsn = _require_dsn(backend, scope)

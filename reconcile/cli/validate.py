@@ -14,8 +14,8 @@ import click
 from reconcile.cli.options import files_option, format_option
 from reconcile.cli.output import echo, echo_warning
 from reconcile.errors import ManifestError, Problem, counted
-from reconcile.loader import load_manifest
-from reconcile.passwords import unset_password_variables
+from reconcile.manifest.loader import load_manifest
+from reconcile.manifest.passwords import unset_password_variables
 
 
 def _problem_json(problem: Problem) -> dict[str, object]:

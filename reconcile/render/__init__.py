@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from reconcile.plan import Plan
+from reconcile.planning.plan import Plan
 
 MARKDOWN_LIMIT = 60_000
 """Characters a Markdown plan may take: under GitHub's 65,536 and GitLab's 1,000,000 comment limits."""

@@ -14,8 +14,8 @@ from typing import Any
 # counted is re-exported: commands import it from here as well as from reconcile.errors.
 from reconcile.errors import counted as counted
 from reconcile.errors import printable
-from reconcile.manifest import PasswordFromEnv, PasswordFromFile
-from reconcile.plan import (
+from reconcile.manifest.models import PasswordFromEnv, PasswordFromFile
+from reconcile.planning.plan import (
     Action,
     ActionKind,
     CancelEverything,

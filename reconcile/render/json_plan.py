@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconcile.plan import Plan, dumps_plan
+from reconcile.planning.plan import Plan, dumps_plan
 from reconcile.render import RenderOptions, renderer
 
 

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 
 from reconcile.errors import counted
-from reconcile.plan import ActionKind, Plan
+from reconcile.planning.plan import ActionKind, Plan
 from reconcile.render import RenderOptions, renderer
 from reconcile.render.describe import (
     ActionLine,

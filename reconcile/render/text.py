@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import click
 
 from reconcile.errors import counted
-from reconcile.plan import ActionKind, Diagnostic, DriftEntry, Plan
+from reconcile.planning.plan import ActionKind, Diagnostic, DriftEntry, Plan
 from reconcile.render import RenderOptions, renderer
 from reconcile.render.describe import (
     ActionLine,

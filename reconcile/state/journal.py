@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reconcile.errors import StateError, first_invalid
-from reconcile.plan import Action, Diagnostic, Plan
+from reconcile.planning.plan import Action, Diagnostic, Plan
 
 IntentCall = Literal["create", "grant", "cancel"]
 

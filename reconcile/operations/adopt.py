@@ -1,6 +1,6 @@
 """Bring the API's view into recorded state: adopt existing users (``import``) and ``refresh``.
 
-Both read a live snapshot (:mod:`reconcile.live`), change nothing remote, and save state under
+Both read a live snapshot (:mod:`reconcile.planning.live`), change nothing remote, and save state under
 the state lock the caller holds (:func:`state_locked`).
 
 ``import`` rules (DESIGN §8.3: only created or adopted users are ever changed or cancelled):
@@ -28,12 +28,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconcile.drift import compare
 from reconcile.errors import ReconcileError
-from reconcile.live import CONTACT_FIELDS, LiveReader, LiveSnapshot, LiveUser, read_live, with_contacts
-from reconcile.manifest import SIMPLUS, Manifest, User
-from reconcile.plan import DriftEntry
-from reconcile.state import ContactRecord, GrantRecord, State, StateStore, UserRecord
+from reconcile.manifest.models import SIMPLUS, Manifest, User
+from reconcile.planning.drift import compare
+from reconcile.planning.live import (
+    CONTACT_FIELDS,
+    LiveReader,
+    LiveSnapshot,
+    LiveUser,
+    read_live,
+    with_contacts,
+)
+from reconcile.planning.plan import DriftEntry
+from reconcile.state.model import ContactRecord, GrantRecord, State, StateStore, UserRecord
 
 
 @contextlib.contextmanager

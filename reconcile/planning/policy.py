@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reconcile.errors import PolicyError, counted, plural
-from reconcile.manifest import Policy
-from reconcile.plan import CancelEverything, Diagnostic, Plan
-from reconcile.state import State
+from reconcile.manifest.models import Policy
+from reconcile.planning.plan import CancelEverything, Diagnostic, Plan
+from reconcile.state.model import State
 
 _REASONS = {"removed_from_manifest": "removed from the manifest", "status_cancelled": "status: cancelled"}
 

@@ -16,7 +16,7 @@ Passwords are create-only and never compared. Users the tool never created or ad
 touched (DESIGN §8.3): only state users can get anything but a create.
 
 With a live snapshot (``plan --refresh``) the plan is made against recorded state as the API has
-it now (:func:`reconcile.drift.compare`), so it repairs what the manifest governs: an email
+it now (:func:`reconcile.planning.drift.compare`), so it repairs what the manifest governs: an email
 changed by hand gets ``update_email`` back, a missing Sim+ is granted again. The differences go
 into ``Plan.refresh``. Users closed outside get no actions (a warning, not an error: a drift check
 must still report), and a manifest user that exists unmanaged in the organization is not created
@@ -33,11 +33,11 @@ from typing import Any, Literal
 from deepdiff import DeepDiff
 
 from reconcile.bulk import gc_paused
-from reconcile.drift import compare
 from reconcile.errors import PlanError, plural
-from reconcile.live import LiveSnapshot
-from reconcile.manifest import SIMPLUS, Contact, Manifest, User
-from reconcile.plan import (
+from reconcile.manifest.models import SIMPLUS, Contact, Manifest, User
+from reconcile.planning.drift import compare
+from reconcile.planning.live import LiveSnapshot
+from reconcile.planning.plan import (
     Action,
     CancelEverything,
     ContactPayload,
@@ -52,7 +52,7 @@ from reconcile.plan import (
     UpdateContact,
     UpdateEmail,
 )
-from reconcile.state import ContactRecord, State, UserRecord
+from reconcile.state.model import ContactRecord, State, UserRecord
 
 Severity = Literal["error", "warning", "info"]
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}

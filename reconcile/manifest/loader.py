@@ -46,7 +46,7 @@ from pydantic_core import ErrorDetails
 
 from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import Location, ManifestError, Problem, counted, did_you_mean
-from reconcile.manifest import (
+from reconcile.manifest.models import (
     CROSS_CHECKS_BY_CALLER,
     PASSWORD_EXPECTED,
     Manifest,

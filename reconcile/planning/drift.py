@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconcile.live import CONTACT_FIELDS, LiveSnapshot, LiveUser
-from reconcile.plan import DriftEntry, DriftKind, FieldChange
-from reconcile.state import ContactRecord, GrantRecord, State, UserRecord
+from reconcile.planning.live import CONTACT_FIELDS, LiveSnapshot, LiveUser
+from reconcile.planning.plan import DriftEntry, DriftKind, FieldChange
+from reconcile.state.model import ContactRecord, GrantRecord, State, UserRecord
 
 _REQUIRED_CONTACT = ("phone", "streetAddress1", "city", "country")
 

@@ -2,7 +2,7 @@
 
 The models are the single source of truth for what a manifest may say; ``reconcile schema``
 exports them as JSON Schema. Loading YAML with file:line:column errors lives in
-:mod:`reconcile.loader`, which also turns the rules' messages into located problems.
+:mod:`reconcile.manifest.loader`, which also turns the rules' messages into located problems.
 """
 
 from __future__ import annotations

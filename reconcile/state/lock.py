@@ -29,7 +29,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reconcile.errors import LockError, StateError, describe_os_error
-from reconcile.state import atomic_write_text
+from reconcile.state.model import atomic_write_text
 
 _POLL_SECONDS = 0.05
 

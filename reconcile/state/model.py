@@ -23,10 +23,10 @@ from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import StateError, describe_os_error, first_invalid
 
 if TYPE_CHECKING:
-    # Only for annotations: reconcile.locking imports this module.
-    from reconcile.audit import AuditLog
-    from reconcile.journal import Journal
-    from reconcile.locking import LockHolder
+    # Only for annotations: reconcile.state.lock imports this module.
+    from reconcile.state.audit import AuditLog
+    from reconcile.state.journal import Journal
+    from reconcile.state.lock import LockHolder
 
 STATE_FORMAT_VERSION = 2
 """Written by this reconcile; version 1 (before :class:`StateBinding`) is read too."""
@@ -404,8 +404,8 @@ class FileStateStore(StateStore):
         purpose: str = "apply",
         on_wait: Callable[[str], None] | None = None,
     ) -> contextlib.AbstractContextManager[LockHolder]:
-        """Hold the lock on the state file (:func:`reconcile.locking.state_lock`)."""
-        from reconcile.locking import state_lock
+        """Hold the lock on the state file (:func:`reconcile.state.lock.state_lock`)."""
+        from reconcile.state.lock import state_lock
 
         return state_lock(self.path, timeout=timeout, purpose=purpose, on_wait=on_wait)
 
@@ -424,19 +424,19 @@ class FileStateStore(StateStore):
 
     def lock_holder(self) -> LockHolder | None:
         """Return the holder record next to the state file, if any."""
-        from reconcile.locking import read_holder
+        from reconcile.state.lock import read_holder
 
         return read_holder(self.path)
 
     def journal(self, environment: str) -> Journal:
         """Return ``<state folder>/<environment>.journal.jsonl``."""
-        from reconcile.journal import Journal, journal_path_for
+        from reconcile.state.journal import Journal, journal_path_for
 
         return Journal(journal_path_for(self.path, environment))
 
     def audit_log(self, environment: str, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
         """Return ``<state folder>/<environment>.audit.jsonl``."""
-        from reconcile.audit import AuditLog, audit_path_for
+        from reconcile.state.audit import AuditLog, audit_path_for
 
         return AuditLog(audit_path_for(self.path, environment), clock=clock)
 
@@ -538,7 +538,7 @@ class FileStateStore(StateStore):
             + ('  "users": {\n' + body + "\n  }\n" if users else '  "users": {}\n')
             + "}\n"
         )
-        from reconcile.locking import check_held
+        from reconcile.state.lock import check_held
 
         check_held(self.path)  # a lock file removed by hand must not let a second run write too
         try:

@@ -40,12 +40,12 @@ from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from reconcile import __version__
-from reconcile.audit import AuditLog
 from reconcile.errors import LockError, StateError, first_invalid
-from reconcile.journal import Intent, IntentCall, Journal
-from reconcile.locking import LockHolder
-from reconcile.plan import Action
-from reconcile.state import (
+from reconcile.planning.plan import Action
+from reconcile.state.audit import AuditLog
+from reconcile.state.journal import Intent, IntentCall, Journal
+from reconcile.state.lock import LockHolder
+from reconcile.state.model import (
     STATE_FORMAT_VERSION,
     State,
     StateBinding,
@@ -582,7 +582,7 @@ class PostgresStateStore(StateStore):
     ) -> Iterator[PostgresLockHolder]:
         """Hold this environment's advisory lock for the ``with`` block.
 
-        Same contract as :func:`reconcile.locking.state_lock`: waits up to ``timeout`` seconds
+        Same contract as :func:`reconcile.state.lock.state_lock`: waits up to ``timeout`` seconds
         (0 = fail at once, negative = forever), then raises :class:`LockError` naming the
         holder. ``on_wait`` is told once, with the holder, when the lock is busy.
         """
@@ -662,14 +662,14 @@ class PostgresStateStore(StateStore):
     # Journal and audit ----------------------------------------------------------------------
 
     def journal(self, environment: str | None = None) -> PostgresJournal:
-        """The intent journal of this environment (the interface of :class:`reconcile.journal.Journal`)."""
+        """The intent journal of this environment (the interface of :class:`reconcile.state.journal.Journal`)."""
         self._check_environment(environment)
         return PostgresJournal(self)
 
     def audit_log(
         self, environment: str | None = None, *, clock: Callable[[], datetime] | None = None
     ) -> PostgresAuditLog:
-        """The audit log of this environment, with the interface of :class:`reconcile.audit.AuditLog`."""
+        """The audit log of this environment, with the interface of :class:`reconcile.state.audit.AuditLog`."""
         self._check_environment(environment)
         return PostgresAuditLog(self, clock=clock)
 
@@ -702,7 +702,7 @@ def _read_holder(conn: psycopg.Connection[Any], environment: str, key: int) -> P
 
 
 class PostgresAuditLog(AuditLog):
-    """Audit lines in the ``audit`` table; same interface as :class:`reconcile.audit.AuditLog`."""
+    """Audit lines in the ``audit`` table; same interface as :class:`reconcile.state.audit.AuditLog`."""
 
     def __init__(self, store: PostgresStateStore, *, clock: Callable[[], datetime] | None = None) -> None:
         # No super().__init__: there is no audit file, and code reaching for .path should fail loudly.
@@ -734,7 +734,7 @@ class PostgresAuditLog(AuditLog):
 
 
 class PostgresJournal(Journal):
-    """Unsettled intents as rows of the ``journal`` table (see :class:`reconcile.journal.Journal`).
+    """Unsettled intents as rows of the ``journal`` table (see :class:`reconcile.state.journal.Journal`).
 
     An intent is a row from ``begin`` until ``settle`` deletes it; each statement commits on its
     own, so an intent is durable before the call it announces is made.

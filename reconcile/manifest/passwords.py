@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconcile.errors import Location, Problem, ReconcileError, counted, plural
-from reconcile.manifest import Manifest, PasswordFromEnv, PasswordFromFile, PasswordGenerate, User
-from reconcile.plan import CreateUser
+from reconcile.manifest.models import Manifest, PasswordFromEnv, PasswordFromFile, PasswordGenerate, User
+from reconcile.planning.plan import CreateUser
 
 MIN_LENGTH = 8
 MAX_LENGTH = 64

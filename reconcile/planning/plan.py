@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconcile.errors import PlanError, describe_os_error, first_invalid
-from reconcile.manifest import CancelFlags, PasswordFromEnv, PasswordFromFile, PasswordGenerate
+from reconcile.manifest.models import CancelFlags, PasswordFromEnv, PasswordFromFile, PasswordGenerate
 
 PLAN_FORMAT_VERSION = 1
 
@@ -287,7 +287,7 @@ def dumps_plan(plan: Plan) -> str:
 
 def save_plan(plan: Plan, path: str | Path) -> None:
     """Write a plan file (JSON, mode 0600)."""
-    from reconcile.state import atomic_write_text
+    from reconcile.state.model import atomic_write_text
 
     try:
         atomic_write_text(Path(path), dumps_plan(plan))

@@ -4,7 +4,7 @@ Precedence, first found wins: ``--backend URL`` (``backend_url``), then ``RECONC
 then the manifest's ``backend: {postgres: {dsnEnv: VAR}}``, else the local file
 ``state/<environment>.json`` (or ``--state PATH``).
 
-The PostgreSQL backend lives in :mod:`reconcile.stores.postgres`; it is imported only when
+The PostgreSQL backend lives in :mod:`reconcile.state.postgres`; it is imported only when
 chosen, so the file backend works without psycopg installed.
 """
 
@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from reconcile.errors import StateError
-from reconcile.manifest import Backend
-from reconcile.state import FileStateStore, State, StateStore, default_state_path
+from reconcile.manifest.models import Backend
+from reconcile.state.model import FileStateStore, State, StateStore, default_state_path
 
 if TYPE_CHECKING:
-    from reconcile.stores.postgres import PostgresStateStore
+    from reconcile.state.postgres import PostgresStateStore
 
 BACKEND_VARIABLE = "RECONCILE_BACKEND"
 
 
 def _postgres(dsn: str, environment: str) -> PostgresStateStore:
     try:
-        from reconcile.stores.postgres import PostgresStateStore
+        from reconcile.state.postgres import PostgresStateStore
     except ImportError:
         raise StateError(
             "the PostgreSQL backend needs psycopg: pip install 'reconcile-partner[postgres]'"
@@ -143,7 +143,7 @@ def _replace(target: StateStore, state: State, expected: tuple[str, int] | None)
         # Writes exactly this document (the base class's save would move the serial).
         target._write(state, None)
         return
-    from reconcile.stores.postgres import PostgresStateStore  # only reached when it was opened
+    from reconcile.state.postgres import PostgresStateStore  # only reached when it was opened
 
     if not isinstance(target, PostgresStateStore):
         raise StateError(f"cannot copy state into {target.describe()}: unsupported store")
