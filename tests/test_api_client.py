@@ -236,6 +236,40 @@ def test_cancel_sends_all_four_flags_explicitly() -> None:
     ]
 
 
+CANCEL = "/user/canceleverything"
+CANCELLED = httpx.Response(
+    200,
+    json={
+        "tradovateSubscriptionIds": [],
+        "userPluginIds": [],
+        "marketDataSubscriptionIds": [],
+        "tradingPermissionIds": [],
+    },
+)
+
+
+def test_a_call_takes_at_most_100_users_and_a_bigger_one_is_refused_before_sending() -> None:
+    """The partner API takes up to 100 users per call: a cap of 101 passed every test before."""
+    script = Script({CREATE: [created(*range(1, 101))], CANCEL: [CANCELLED]})
+    client, _ = make_client(script)
+    names = [f"user{i:03d}" for i in range(101)]
+
+    assert len(client.create_evaluation_users(users(*names[:100]))) == 100
+    client.cancel_everything(list(range(1, 101)), CancelFlags())
+    assert [len(b["users"]) for b in script.bodies(CREATE)] == [100]
+    assert [len(b["userIds"]) for b in script.bodies(CANCEL)] == [100]
+
+    with pytest.raises(ValueError, match="createevaluationusers takes 1 to 100 users, got 101"):
+        client.create_evaluation_users(users(*names))
+    with pytest.raises(ValueError, match="canceleverything takes 1 to 100 users, got 101"):
+        client.cancel_everything(list(range(1, 102)), CancelFlags())
+    with pytest.raises(ValueError, match="takes 1 to 100 users, got 0"):
+        client.create_evaluation_users([])
+    with pytest.raises(ValueError, match="takes 1 to 100 users, got 0"):
+        client.cancel_everything([], CancelFlags())
+    assert len(script.bodies(CREATE)) == 1 and len(script.bodies(CANCEL)) == 1  # nothing more sent
+
+
 def test_a_401_logs_in_again_once_and_resends() -> None:
     script = Script(
         {

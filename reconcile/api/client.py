@@ -266,6 +266,7 @@ class PartnerClient:
         self, user_ids: Sequence[int], flags: CancelFlagsLike, *, users: Sequence[str] = ()
     ) -> CancelEverythingResult:
         """Cancel subscriptions, permissions and plugins of up to 100 users; all four flags sent."""
+        _check_batch("canceleverything", len(user_ids), "users")
         who = tuple(users) or tuple(f"user id {i}" for i in user_ids)
         request = CancelEverything(
             userIds=list(user_ids),
