@@ -6,8 +6,7 @@ import httpx
 import pytest
 from api_support import BASE, SECRET_PASSWORD, SECRET_SEC, SECRET_TOKEN, Script, make_client
 
-from reconcile.api.auth import redact
-from reconcile.api.client import _request_secrets
+from reconcile.api.redact import redact, request_secrets
 from reconcile.errors import ApiError, TransportError
 
 
@@ -53,7 +52,7 @@ def request(content: bytes = b"", authorization: str | None = None) -> httpx.Req
 def test_the_secrets_of_a_request_are_its_bearer_token_and_passwords(
     sent: httpx.Request, secrets: list[str]
 ) -> None:
-    assert _request_secrets(sent) == secrets
+    assert request_secrets(sent) == secrets
 
 
 def test_an_echoed_account_password_and_api_secret_never_reach_the_error() -> None:
