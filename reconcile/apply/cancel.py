@@ -51,14 +51,9 @@ def _confirm(run: Run, batch: Sequence[CancelEverything]) -> list[CancelEverythi
     the companion host still gets it.
     """
     primary = run.client.endpoint_label
-    try:
-        found = {u.id: u for u in run.client.user_items([a.userId for a in batch])}
-    except ApiError as exc:
-        run.stop.trip(
-            f"canceleverything for {', '.join(a.user for a in batch[:5])}: not sent, because "
-            f"confirming the users' ids first failed: {exc}"
-        )
-        raise run.stop.error() from None
+    found = _look_up(run, batch, "not sent, because confirming the users' ids first failed")
+    if found is None:
+        raise run.stop.error()
     confirmed: list[CancelEverything] = []
     for action in batch:
         problem = _mismatch(action, found.get(action.userId), primary in _cancelled_on(run, action.user))
@@ -70,6 +65,18 @@ def _confirm(run: Run, batch: Sequence[CancelEverything]) -> list[CancelEverythi
         )
         run.result.fail(action.user, "cancel_everything", f"not sent: {problem}")
     return confirmed
+
+
+def _look_up(
+    run: Run, batch: Sequence[CancelEverything], failed: str, *, then: str = ""
+) -> dict[int, UserLike] | None:
+    """What the endpoint shows for ``batch``'s ids; None (and the run stopped) when it cannot tell."""
+    try:
+        return {u.id: u for u in run.client.user_items([a.userId for a in batch])}
+    except ApiError as exc:
+        names = ", ".join(a.user for a in batch[:5])
+        run.stop.trip(f"canceleverything for {names}: {failed}: {exc}" + (f". {then}" if then else ""))
+        return None
 
 
 def _mismatch(action: CancelEverything, found: UserLike | None, closed_by_us: bool) -> str | None:
@@ -211,15 +218,15 @@ def settle_cancels(run: Run, batch: Sequence[CancelEverything], why: str | None,
     """
     if not batch:
         return
-    try:
-        users = {u.id: u for u in run.client.user_items([a.userId for a in batch])}
-    except ApiError as exc:
-        # An irreversible call whose outcome stays unknown: a person must look (DESIGN §8.9).
-        run.stop.trip(
-            f"canceleverything for {', '.join(a.user for a in batch[:5])}: "
-            f"{why or 'settling an interrupted cancel'}; looking the users up failed, so whether "
-            f"they are cancelled is unknown: {exc}. The intent stays in the journal for the next apply"
-        )
+    # An irreversible call whose outcome stays unknown: a person must look (DESIGN §8.9).
+    users = _look_up(
+        run,
+        batch,
+        f"{why or 'settling an interrupted cancel'}; looking the users up failed, so whether they "
+        "are cancelled is unknown",
+        then="The intent stays in the journal for the next apply",
+    )
+    if users is None:
         return
     for action in batch:
         found = users.get(action.userId)
