@@ -48,10 +48,10 @@ class Executor(Generic[A]):
     """An :class:`ActionExecutor` from a function over the actions of ``kinds``, in plan order."""
 
     kinds: tuple[type[A], ...]
-    execute: Callable[[Run, Sequence[A], ExecuteOptions], None]
+    function: Callable[[Run, Sequence[A], ExecuteOptions], None]
 
     def __call__(self, run: Run, actions: Sequence[Action], options: ExecuteOptions) -> None:
-        self.execute(run, [a for a in actions if isinstance(a, self.kinds)], options)
+        self.function(run, [a for a in actions if isinstance(a, self.kinds)], options)
 
 
 EXECUTORS: tuple[ActionExecutor, ...] = (

@@ -35,18 +35,6 @@ class Failure:
         return f"{self.user}: {self.action}: {self.message}"
 
 
-_OUTCOMES = (
-    "created",
-    "adopted",
-    "emails_changed",
-    "contacts_updated",
-    "granted",
-    "awaiting_agreement",
-    "cancelled",
-)
-"""The per-user outcome lists of :class:`ApplyResult`, in the order reports show them."""
-
-
 @dataclass
 class ApplyResult:
     """What an apply (or a settle) did, per user."""
@@ -73,9 +61,17 @@ class ApplyResult:
     def exit_code(self) -> int:
         return 0 if self.ok else 1
 
-    def _users(self, outcome: str) -> list[str]:
-        users: list[str] = getattr(self, outcome)
-        return users
+    def _outcomes(self) -> dict[str, list[str]]:
+        """The per-user outcome lists, in the order reports show them."""
+        return {
+            "created": self.created,
+            "adopted": self.adopted,
+            "emails_changed": self.emails_changed,
+            "contacts_updated": self.contacts_updated,
+            "granted": self.granted,
+            "awaiting_agreement": self.awaiting_agreement,
+            "cancelled": self.cancelled,
+        }
 
     def fail(self, user: str, action: str, message: str) -> None:
         """Report that ``user``'s ``action`` did not happen."""
@@ -86,21 +82,26 @@ class ApplyResult:
         return any(f.user == user for f in self.failures)
 
     def merge(self, other: ApplyResult) -> None:
-        for outcome in _OUTCOMES:
-            self._users(outcome).extend(other._users(outcome))
+        """Add what ``other`` (a settle run before this apply) did."""
+        theirs = other._outcomes()
+        for outcome, users in self._outcomes().items():
+            users.extend(theirs[outcome])
         self.failures.extend(other.failures)
         self.settled_intents += other.settled_intents
         self.settled_users.extend(other.settled_users)
 
     def counts(self) -> dict[str, int]:
-        return {**{outcome: len(self._users(outcome)) for outcome in _OUTCOMES}, "failed": len(self.failures)}
+        return {
+            **{outcome: len(users) for outcome, users in self._outcomes().items()},
+            "failed": len(self.failures),
+        }
 
     def to_json_dict(self) -> dict[str, Any]:
         """The ``--format json`` result: counts, users per outcome (sorted), failures."""
         return {
             "ok": self.ok,
             "summary": self.counts(),
-            **{outcome: sorted(self._users(outcome)) for outcome in _OUTCOMES},
+            **{outcome: sorted(users) for outcome, users in self._outcomes().items()},
             "failures": [
                 {"user": f.user, "action": f.action, "message": f.message}
                 for f in sorted(self.failures, key=lambda f: (f.user, f.action))
