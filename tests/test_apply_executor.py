@@ -14,7 +14,7 @@ import pytest
 
 from reconcile import __version__
 from reconcile.api.models import EvaluationUser, UpdateContactInfo
-from reconcile.apply import RunStopped, apply_plan, settle, side_files
+from reconcile.apply import IntentJournal, RunStopped, apply_plan, settle, side_files
 from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, PlanError, TransportError
 from reconcile.manifest.models import CancelFlags, Manifest, PasswordGenerate
 from reconcile.manifest.passwords import PasswordError
@@ -80,6 +80,8 @@ class FakeApi:
     person_needed_at: dict[str, tuple[int, ApiError]] = field(default_factory=dict)
     """Call kind → (which call of that kind, the error that needs a person it raises)."""
     lookups_fail: bool = False
+    endpoint_label: str = "endpoint"
+    last_request_id: str | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(500))
 
     def create_evaluation_users(self, users: list[EvaluationUser]) -> list[Result]:
@@ -161,6 +163,7 @@ class FakeApi:
 class Loaded:
     manifest: Manifest
     digest: str = "digest-1"
+    locations: dict[str, Any] = field(default_factory=dict)
 
 
 def make_manifest(n: int, password: Any = None) -> Manifest:
@@ -305,7 +308,7 @@ def test_existing_name_is_adopted_when_the_email_matches_and_reported_otherwise(
 def test_unsettled_create_intent_is_adopted_before_anything_else(env: dict[str, Any]) -> None:
     m = make_manifest(2)
     acts = creates(m)
-    env["journal"].begin("create", acts)  # a run died after announcing the call
+    IntentJournal(env["journal"]).begin("create", acts)  # a run died after announcing the call
     env["api"].users["trader000"] = FakeUser(77, "trader000", "trader000@example.com")
     result = settle(
         store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
@@ -438,7 +441,7 @@ def test_grant_interrupted_before_its_signal_was_completed_is_settled(env: dict[
         for n in sorted(ids)
     ]
     env["api"].signals = [Signal(7, ids["trader000"]), Signal(8, ids["trader001"])]
-    env["journal"].begin("grant", grants, agreement_alert_id=68)
+    IntentJournal(env["journal"]).begin("grant", grants, agreement_alert_id=68)
     env["api"].plugins[ids["trader000"]] = {12345}  # the dead run granted trader000 only
     result = settle(
         store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]

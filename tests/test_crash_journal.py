@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from reconcile.apply.intents import IntentJournal, hold_unsettled
 from reconcile.errors import StateError
 from reconcile.planning.plan import CreateUser
-from reconcile.state.journal import Journal, hold_unsettled
+from reconcile.state.journal import FileJournal
 
 
 def create(name: str) -> CreateUser:
@@ -21,10 +23,11 @@ def create(name: str) -> CreateUser:
 
 
 def test_open_intents_are_read_back_and_settling_compacts(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "sim.journal.jsonl")
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    journal = IntentJournal(log)
     first = journal.begin("create", [create("ann"), create("bob")])
     second = journal.begin("create", [create("cat")])
-    reopened = Journal(journal.path)  # as the next run sees it
+    reopened = IntentJournal(FileJournal(log.path))  # as the next run sees it
     assert [(i.id, i.users) for i in reopened.unsettled()] == [
         (first.id, ["ann", "bob"]),
         (second.id, ["cat"]),
@@ -32,42 +35,76 @@ def test_open_intents_are_read_back_and_settling_compacts(tmp_path: Path) -> Non
     journal.settle(first)
     assert [i.id for i in reopened.unsettled()] == [second.id]
     journal.settle(second)
-    assert reopened.unsettled() == [] and journal.path.read_text() == ""
+    assert reopened.unsettled() == [] and log.path.read_text() == ""
 
 
 def test_a_torn_last_line_is_ignored_but_a_torn_middle_is_an_error(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "sim.journal.jsonl")
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    journal = IntentJournal(log)
     intent = journal.begin("create", [create("ann")])
-    with journal.path.open("a") as fh:
+    with log.path.open("a") as fh:
         fh.write('{"kind": "intent", "id": "x", "call": "cre')
     assert [i.id for i in journal.unsettled()] == [intent.id]
-    with journal.path.open("a") as fh:
-        fh.write("\n" + journal.path.read_text().splitlines()[0] + "\n")
+    with log.path.open("a") as fh:
+        fh.write("\n" + log.path.read_text().splitlines()[0] + "\n")
     with pytest.raises(StateError) as caught:
         journal.unsettled()
     assert str(caught.value) == (
-        f"journal {journal.path} line 2 is not JSON; it is written only by reconcile: "
+        f"journal {log.path} line 2 is not JSON; it is written only by reconcile: "
         "inspect it, then remove it if no run is in progress"
     )
 
 
+
+def test_a_journal_written_before_entries_were_opaque_still_loads(tmp_path: Path) -> None:
+    """Intent lines keep their layout: the actions and alert id sit beside the journal's own keys."""
+    path = tmp_path / "sim.journal.jsonl"
+    written = (  # as reconcile 0.1.0 wrote them, byte for byte
+        '{"kind":"intent","id":"4f1c","call":"grant","time":"2026-11-01T10:00:00Z","actions":[{"action":'
+        '"grant_entitlement","user":"ann","userId":7,"entitlement":"simplus","entitlementId":12345,'
+        '"accountId":11111,"agreement_gated":true,"recheck":false}],"agreement_alert_id":68,"passwords":null}\n'
+        '{"kind":"intent","id":"9a2b","call":"create","time":"2026-11-01T10:00:01Z","actions":[],'
+        '"agreement_alert_id":null,"passwords":"/tmp/pw.txt.pending"}\n'
+        '{"kind":"settled","id":"9a2b"}\n'
+    )
+    path.write_text(written)
+    [intent] = IntentJournal(FileJournal(path)).unsettled()
+    assert (intent.id, intent.call, intent.users, intent.agreement_alert_id) == ("4f1c", "grant", ["ann"], 68)
+    again = IntentJournal(FileJournal(tmp_path / "again.jsonl"))
+    again.journal.append(intent.to_entry())
+    assert (tmp_path / "again.jsonl").read_text() == written.splitlines(keepends=True)[0]
+
+
+def test_an_intent_line_with_a_key_nobody_wrote_is_refused(tmp_path: Path) -> None:
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    IntentJournal(log).begin("create", [create("ann")])
+    line = log.path.read_text().replace('"actions"', '"surprise":1,"actions"')
+    log.path.write_text(line)
+    assert [e.payload["surprise"] for e in log.unsettled()] == [1]
+    with pytest.raises(StateError, match="is not a valid entry"):
+        IntentJournal(log).unsettled()
+
+
 def test_an_entry_of_the_wrong_shape_is_an_error_naming_its_line(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "sim.journal.jsonl")
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    journal = IntentJournal(log)
     journal.begin("create", [create("ann")])
-    with journal.path.open("a") as fh:
+    with log.path.open("a") as fh:
         fh.write('{"kind": "intent", "call": "launch", "actions": []}\n')
     with pytest.raises(StateError) as caught:
         journal.unsettled()
-    assert str(caught.value) == (
-        f"journal {journal.path} line 2 is not a valid entry (call: Input should be 'create', 'grant' "
-        "or 'cancel'); it is written only by reconcile: inspect it, then remove it if no run is in progress"
+    assert re.fullmatch(
+        r"journal intent \w+ is not a valid entry \(call: Input should be 'create', 'grant' or 'cancel'\); "
+        r"it is written only by reconcile: inspect it, then remove it if no run is in progress",
+        str(caught.value),
     )
 
 
 def test_blank_lines_and_a_repeated_settle_are_harmless(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "sim.journal.jsonl")
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    journal = IntentJournal(log)
     first = journal.begin("create", [create("ann")])
-    with journal.path.open("a") as fh:
+    with log.path.open("a") as fh:
         fh.write("\n   \n")
     second = journal.begin("create", [create("bob")])
     assert [i.id for i in journal.unsettled()] == [first.id, second.id]
@@ -86,11 +123,12 @@ def umask_022() -> Iterator[None]:
 @pytest.mark.usefixtures("umask_022")
 def test_the_journal_and_its_new_folders_are_private(tmp_path: Path) -> None:
     """Intents name users and their password sources: only the owner may read them."""
-    journal = Journal(tmp_path / "deep" / "state" / "sim.journal.jsonl")
+    log = FileJournal(tmp_path / "deep" / "state" / "sim.journal.jsonl")
+    journal = IntentJournal(log)
     journal.begin("create", [create("ann")])
-    assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(journal.path.parent.stat().st_mode) == 0o700
-    cleared = Journal(tmp_path / "cleared.journal.jsonl")
+    assert stat.S_IMODE(log.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.path.parent.stat().st_mode) == 0o700
+    cleared = FileJournal(tmp_path / "cleared.journal.jsonl")
     cleared.clear()
     assert cleared.path.read_text() == "" and stat.S_IMODE(cleared.path.stat().st_mode) == 0o600
 
@@ -102,7 +140,8 @@ def test_users_of_unsettled_intents_are_held_out_of_a_plan_with_one_warning_per_
 
     from reconcile.planning.plan import Diagnostic, Plan
 
-    journal = Journal(tmp_path / "sim.journal.jsonl")
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    journal = IntentJournal(log)
     seven = journal.begin("create", [create(f"u{i}") for i in range(7)])
     one = journal.begin("cancel", [create("solo")])
     kept = create("other")
@@ -137,7 +176,8 @@ def test_an_intent_names_five_users_and_counts_the_rest(tmp_path: Path, count: i
 
     from reconcile.planning.plan import Plan
 
-    journal = Journal(tmp_path / "sim.journal.jsonl")
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    journal = IntentJournal(log)
     intent = journal.begin("create", [create(f"u{i}") for i in range(count)])
     (note,) = hold_unsettled(Plan(binding=BINDING), [intent]).diagnostics
     assert note.message.startswith(f"waiting to be settled: the create of {shown} (intent {intent.id})")

@@ -12,7 +12,7 @@ from test_apply_executor import SECRET, FakeApi, Loaded, creates, make_manifest,
 
 from reconcile import __version__
 from reconcile.api.endpoints import HOSTS, STAGING_DEMO, resolve_companion
-from reconcile.apply import apply_plan, check_plan_current, settle, side_files
+from reconcile.apply import IntentJournal, apply_plan, check_plan_current, settle, side_files
 from reconcile.errors import ApiError, PlanError, ReconcileError
 from reconcile.manifest.models import CancelFlags, Manifest
 from reconcile.planning.plan import CancelEverything, Plan, PlanBinding
@@ -28,6 +28,7 @@ class FakeCompanion:
     """A companion host: it only takes cancel-everything, and can be told to refuse it."""
 
     endpoint_label: str = COMPANION
+    last_request_id: str | None = None
     refuse: bool = False
     calls: list[list[int]] = field(default_factory=list)
 
@@ -45,7 +46,7 @@ def desk(tmp_path: Path) -> dict[str, Any]:
     store = FileStateStore(tmp_path / "state" / "sim.json")
     journal, audit = side_files(store.path, "sim")
     api = FakeApi()
-    api.endpoint_label = PRIMARY  # type: ignore[attr-defined]
+    api.endpoint_label = PRIMARY
     return {"store": store, "journal": journal, "audit": audit, "api": api, "companion": FakeCompanion()}
 
 
@@ -173,11 +174,12 @@ def test_settling_an_interrupted_cancel_finishes_it_on_the_companion(desk: dict[
     _created(desk, 2)
     plan = _cancel_all(desk)
     # A run died after the primary's answer and before recording it: the intent is still open.
-    intent = desk["journal"].begin("cancel", list(plan.actions))
+    journal = IntentJournal(desk["journal"])
+    intent = journal.begin("cancel", list(plan.actions))
     desk["api"].cancel_everything(
         [a.userId for a in plan.actions if isinstance(a, CancelEverything)], CancelFlags()
     )
-    assert desk["journal"].unsettled() == [intent]
+    assert journal.unsettled() == [intent]
     result = settle(
         store=desk["store"],
         environment="sim",

@@ -19,11 +19,12 @@ import pytest
 from apply_support import PASSWORD, write_desk
 
 import reconcile.api.connect as connect
+from reconcile.apply.intents import IntentJournal
 from reconcile.cli import main
 from reconcile.sim import admin, rules
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.transport import SimTransport
-from reconcile.state.journal import Journal
+from reconcile.state.journal import FileJournal
 from reconcile.state.model import FileStateStore
 
 Corrupt = Callable[[httpx.Request, Callable[[], httpx.Response]], httpx.Response]
@@ -83,7 +84,8 @@ class Desk:
         return [json.loads(line) for line in path.read_text().splitlines()]
 
     def unsettled(self) -> list[list[str]]:
-        return [i.users for i in Journal(self.tmp / "state" / "sim.journal.jsonl").unsettled()]
+        journal = IntentJournal(FileJournal(self.tmp / "state" / "sim.journal.jsonl"))
+        return [i.users for i in journal.unsettled()]
 
     def recorded(self) -> dict[str, Any]:
         if not self.state.exists():

@@ -19,7 +19,7 @@ import pytest
 from cli_support import run
 
 import reconcile
-from reconcile.apply.executor import CRASH_ENV
+from reconcile.apply.crashpoints import CRASH_ENV
 
 DESK = Path(__file__).resolve().parents[1] / "examples" / "desk.yaml"
 WAITING = ["trader001", "trader002", "trader004", "trader006"]

@@ -412,18 +412,20 @@ def test_state_read_back_equals_what_was_saved_field_by_field(store: PostgresSta
 
 
 def test_journal_keeps_unsettled_intents_across_connections(store: PostgresStateStore, dsn: str) -> None:
+    from reconcile.apply.intents import IntentJournal
     from reconcile.planning.plan import GrantEntitlement
 
     grant = GrantEntitlement(
         user="a", userId=1, entitlement="simplus", entitlementId=12345, accountId=11111, agreement_gated=True
     )
-    journal = store.journal()
+    journal = IntentJournal(store.journal())
     first = journal.begin("grant", [grant])
     second = journal.begin("grant", [grant.model_copy(update={"user": "b"})])
     journal.settle(first)
     # A run that died: a new connection (the next run) sees what was left open, as it was.
     with PostgresStateStore(dsn, "sim") as next_run:
-        assert [(i.id, i.users) for i in next_run.journal().unsettled()] == [(second.id, ["b"])]
-        assert next_run.journal().unsettled()[0] == second
-        next_run.journal().clear()
+        reopened = IntentJournal(next_run.journal())
+        assert [(i.id, i.users) for i in reopened.unsettled()] == [(second.id, ["b"])]
+        assert reopened.unsettled()[0] == second
+        reopened.clear()
     assert journal.unsettled() == []

@@ -15,6 +15,7 @@ import pytest
 from apply_support import PASSWORD, write_desk
 from pg_fixtures import new_database
 
+from reconcile.apply.intents import IntentJournal
 from reconcile.cli import main
 from reconcile.state.model import FileStateStore, StateStore
 from reconcile.state.postgres import PostgresStateStore
@@ -119,7 +120,7 @@ def test_state_show_and_list_read_postgres(
     serial = apply_to_postgres(capsys, desk, dsn)["state_serial"]
     password = str(psycopg.conninfo.conninfo_to_dict(dsn)["password"])
     with PostgresStateStore(dsn, "sim") as store:
-        intent = store.journal("sim").begin("cancel", [])
+        intent = IntentJournal(store.journal("sim")).begin("cancel", [])
         with store.lock(purpose="apply") as holder:
             code, out, err = run(capsys, "state", "show", "--backend", dsn, "--format", "json")
             assert code == 0, err

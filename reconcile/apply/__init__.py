@@ -1,10 +1,11 @@
 """Apply a plan: the library behind ``reconcile apply``.
 
-:func:`apply_plan` is the one entry point: it settles what an interrupted run left open, refuses a
-stale plan, resolves passwords (before any create call), then executes the plan's actions with
-:mod:`reconcile.apply.executor`. The caller holds the state lock (:meth:`StateStore.lock`) and
-passes the journal and audit log kept with the state (:meth:`StateStore.journal`,
-:meth:`StateStore.audit_log`): files next to a state file, or tables in PostgreSQL.
+:func:`apply_plan` is the one entry point: it settles what an interrupted run left open
+(:mod:`reconcile.apply.recovery`), refuses a stale plan, resolves passwords (before any create
+call), then executes the plan's actions with :mod:`reconcile.apply.executor`, one executor per
+kind of action. The caller holds the state lock (:meth:`StateStore.lock`) and passes the journal
+and audit log kept with the state (:meth:`StateStore.journal`, :meth:`StateStore.audit_log`):
+files next to a state file, or tables in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,37 +13,22 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 from reconcile.apply.binding import check_plan_current
-from reconcile.apply.executor import (
-    CHECKPOINTS,
-    CRASH_ENV,
-    ApplyResult,
-    Failure,
-    Progress,
-    Run,
-    execute,
-    settle_journal,
-)
+from reconcile.apply.crashpoints import CHECKPOINTS, CRASH_ENV
+from reconcile.apply.executor import execute
 from reconcile.apply.generated import PasswordLedger
-from reconcile.apply.ports import ApplyClient, CancelClient
+from reconcile.apply.intents import Intent, IntentJournal, hold_unsettled
+from reconcile.apply.ports import ApplyClient, CancelClient, LoadedLike
+from reconcile.apply.recovery import settle_journal
+from reconcile.apply.result import ApplyResult, Failure, Progress
+from reconcile.apply.run import ExecuteOptions, Run
 from reconcile.apply.stop import RunStopped
-from reconcile.manifest.models import Manifest
-from reconcile.manifest.passwords import declaring_folder, resolve_passwords
+from reconcile.manifest.passwords import ResolvedPasswords, declaring_folder, resolve_passwords
 from reconcile.planning.plan import CreateUser, Plan
 from reconcile.state.audit import AuditLog
 from reconcile.state.journal import Journal
-from reconcile.state.model import FileStateStore, StateStore
-
-
-class LoadedLike(Protocol):
-    """What apply needs of a loaded manifest (:class:`reconcile.manifest.loader.LoadedManifest`)."""
-
-    @property
-    def manifest(self) -> Manifest: ...
-    @property
-    def digest(self) -> str: ...
+from reconcile.state.model import FileStateStore, State, StateStore
 
 
 def side_files(state_path: Path, environment: str) -> tuple[Journal, AuditLog]:
@@ -82,18 +68,9 @@ def apply_plan(
     set them (see :mod:`reconcile.apply.generated`); ``ledger.written`` says which file got which.
     """
     manifest = loaded.manifest
-    if password_base_dir is None:
-        password_base_dir = _declaring_folder(loaded)
-    state = store.load(manifest.environment)
-    if state.serial == 0 and plan.binding.state_serial == 0:
-        # Nothing was ever saved: the plan was made from an empty state whose lineage was never
-        # written, so this run's first save takes the plan's lineage.
-        state = state.model_copy(update={"lineage": plan.binding.state_lineage})
-    if ledger is None:
-        ledger = PasswordLedger(generated_passwords)
     run = Run(
         store=store,
-        state=state,
+        state=_state_for(plan, store, manifest.environment),
         client=client,
         journal=journal,
         audit=audit,
@@ -101,7 +78,7 @@ def apply_plan(
         concurrency=concurrency,
         clock=clock,
         companion=companion,
-        ledger=ledger,
+        ledger=ledger if ledger is not None else PasswordLedger(generated_passwords),
     )
     if settled is None:
         settle_journal(run)
@@ -113,33 +90,40 @@ def apply_plan(
         state=run.state,
         environment=manifest.environment,
         endpoint=endpoint,
-        companion=getattr(companion, "endpoint_label", None),
+        companion=companion.endpoint_label if companion is not None else None,
     )
     # After the staleness check: a stale plan is refused for that, not for a password it lacks.
-    creates = [a for a in plan.actions if isinstance(a, CreateUser)]
-    passwords = resolve_passwords(
-        creates,
-        manifest,
-        base_dir=password_base_dir,
-        generated_file=generated_passwords,
+    passwords = _resolve_passwords(plan, loaded, password_base_dir, generated_passwords, environ)
+    options = ExecuteOptions(passwords.values, passwords.generated, batch_size, manifest.agreement_alert_id)
+    return execute(run, plan.actions, options)
+
+
+def _resolve_passwords(
+    plan: Plan,
+    loaded: LoadedLike,
+    base_dir: Path | Callable[[str], Path | None] | None,
+    generated_file: Path | None,
+    environ: Mapping[str, str] | None,
+) -> ResolvedPasswords:
+    """The passwords of ``plan``'s creates; relative files start where the manifest declares the user."""
+    return resolve_passwords(
+        [a for a in plan.actions if isinstance(a, CreateUser)],
+        loaded.manifest,
+        base_dir=declaring_folder(loaded.locations) if base_dir is None else base_dir,
+        generated_file=generated_file,
         environ=environ,
-        locate=getattr(loaded, "locations", {}).get,
-    )
-    return execute(
-        run,
-        plan,
-        passwords=passwords.values,
-        generated=passwords.generated,
-        batch_size=batch_size,
-        agreement_alert_id=manifest.agreement_alert_id,
+        locate=loaded.locations.get,
     )
 
 
-def _declaring_folder(loaded: LoadedLike) -> Callable[[str], Path | None] | None:
-    """User name → folder of the manifest file that declares it, when the loader knows."""
-    if not hasattr(loaded, "locations"):
-        return None
-    return declaring_folder(loaded.locations)
+def _state_for(plan: Plan, store: StateStore, environment: str) -> State:
+    """The state ``plan`` is applied to."""
+    state = store.load(environment)
+    if state.serial == 0 and plan.binding.state_serial == 0:
+        # Nothing was ever saved: the plan was made from an empty state whose lineage was never
+        # written, so this run's first save takes the plan's lineage.
+        state = state.model_copy(update={"lineage": plan.binding.state_lineage})
+    return state
 
 
 def settle(
@@ -176,12 +160,15 @@ __all__ = [
     "ApplyResult",
     "CancelClient",
     "Failure",
+    "Intent",
+    "IntentJournal",
     "LoadedLike",
     "PasswordLedger",
     "Progress",
     "RunStopped",
     "apply_plan",
     "check_plan_current",
+    "hold_unsettled",
     "settle",
     "side_files",
 ]

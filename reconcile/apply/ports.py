@@ -1,15 +1,29 @@
-"""What the applier needs from the partner-API client, as structural types.
+"""What the applier needs from the partner-API client and the loaded manifest, as structural types.
 
-:class:`reconcile.api.client.PartnerClient` satisfies :class:`ApplyClient`; unit tests pass a
-small in-memory fake. Only the attributes the applier reads are named here.
+:class:`reconcile.api.client.PartnerClient` satisfies :class:`ApplyClient`, and
+:class:`reconcile.manifest.loader.LoadedManifest` :class:`LoadedLike`; unit tests pass small
+in-memory fakes. Only the attributes the applier reads are named here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from reconcile.manifest.models import CancelFlags
+from reconcile.errors import Location
+from reconcile.manifest.models import CancelFlags, Manifest
+
+
+class LoadedLike(Protocol):
+    """What apply needs of a loaded manifest."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def locations(self) -> Mapping[str, Location]:
+        """User name → where the manifest declares it (relative password files start there)."""
 
 
 class CreateResultLike(Protocol):
@@ -51,7 +65,23 @@ class PluginLike(Protocol):
     def entitlementId(self) -> int | None: ...
 
 
-class ApplyClient(Protocol):
+class CancelClient(Protocol):
+    """The one call a companion host receives (DESIGN §7: cancel on both live and demo)."""
+
+    @property
+    def endpoint_label(self) -> str:
+        """The host this client talks to, as state records it (``cancelledOn``)."""
+
+    @property
+    def last_request_id(self) -> str | None:
+        """The server's id of the last request sent, for the audit log."""
+
+    def cancel_everything(
+        self, user_ids: Sequence[int], flags: CancelFlags, *, users: Sequence[str] = ()
+    ) -> Any: ...
+
+
+class ApplyClient(CancelClient, Protocol):
     """The partner-API calls the applier makes."""
 
     def create_evaluation_users(self, users: Sequence[Any]) -> Sequence[CreateResultLike]: ...
@@ -62,17 +92,6 @@ class ApplyClient(Protocol):
     ) -> GrantResultLike: ...
     def agreement_signals(self, alert_id: int) -> Sequence[SignalLike]: ...
     def complete_alert_signal(self, signal_id: int, *, user: str | None = None) -> Any: ...
-    def cancel_everything(
-        self, user_ids: Sequence[int], flags: CancelFlags, *, users: Sequence[str] = ()
-    ) -> Any: ...
     def find_user(self, name: str) -> UserLike | None: ...
     def user_items(self, ids: Sequence[int]) -> Sequence[UserLike]: ...
     def user_plugins(self, user_id: int) -> Sequence[PluginLike]: ...
-
-
-class CancelClient(Protocol):
-    """The one call a companion host receives (DESIGN §7: cancel on both live and demo)."""
-
-    def cancel_everything(
-        self, user_ids: Sequence[int], flags: CancelFlags, *, users: Sequence[str] = ()
-    ) -> Any: ...

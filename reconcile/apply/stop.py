@@ -1,7 +1,8 @@
 """A stop is a stop (DESIGN §8.9): once a run meets a condition that needs a person, nothing more is sent.
 
-Every API call of a run goes through :class:`GuardedClient`, which checks the run's one shared
-:class:`Stop` before sending, from any phase and any worker thread, so no phase can forget it.
+Every API call of a run goes through :class:`GuardedClient` (the companion's through
+:class:`GuardedCancelClient`), which checks the run's one shared :class:`Stop` before sending,
+from any phase and any worker thread, so no phase can forget it.
 A refused login, a captcha or an account the API locks trips the stop by itself; the executor
 trips it for an outcome it cannot settle (an unknown answer to a create or a cancel whose users
 it cannot look up).
@@ -13,7 +14,15 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from reconcile.apply.ports import ApplyClient, CancelClient, GrantResultLike, PluginLike, SignalLike, UserLike
+from reconcile.apply.ports import (
+    ApplyClient,
+    CancelClient,
+    CreateResultLike,
+    GrantResultLike,
+    PluginLike,
+    SignalLike,
+    UserLike,
+)
 from reconcile.errors import ApiError, AuthError, CaptchaRequired, ReconcileError
 from reconcile.manifest.models import CancelFlags
 
@@ -57,19 +66,23 @@ class Stop:
             raise self.error()
 
 
-class GuardedClient:
-    """An :class:`~reconcile.apply.ports.ApplyClient` that checks ``stop`` before every call.
+class GuardedCancelClient:
+    """A :class:`~reconcile.apply.ports.CancelClient` that checks ``stop`` before every call.
 
-    An error that needs a person trips the stop before it is raised to the caller. Other
-    attributes (``endpoint_label``, ``last_request_id``) are the wrapped client's.
+    An error that needs a person trips the stop before it is raised to the caller.
     """
 
-    def __init__(self, client: ApplyClient | CancelClient, stop: Stop) -> None:
+    def __init__(self, client: CancelClient, stop: Stop) -> None:
         self._client = client
         self.stop = stop
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+    @property
+    def endpoint_label(self) -> str:
+        return self._client.endpoint_label
+
+    @property
+    def last_request_id(self) -> str | None:
+        return self._client.last_request_id
 
     def _send(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         self.stop.check()
@@ -79,12 +92,20 @@ class GuardedClient:
             self.stop.trip(str(exc))
             raise
 
-    @property
-    def _full(self) -> ApplyClient:
-        # Only the endpoint is ever asked more than cancel_everything (the companion is not).
-        return self._client  # type: ignore[return-value]
+    def cancel_everything(
+        self, user_ids: Sequence[int], flags: CancelFlags, *, users: Sequence[str] = ()
+    ) -> Any:
+        return self._send(self._client.cancel_everything, user_ids, flags, users=users)
 
-    def create_evaluation_users(self, users: Sequence[Any]) -> Sequence[Any]:
+
+class GuardedClient(GuardedCancelClient):
+    """An :class:`~reconcile.apply.ports.ApplyClient` that checks ``stop`` before every call."""
+
+    def __init__(self, client: ApplyClient, stop: Stop) -> None:
+        super().__init__(client, stop)
+        self._full = client
+
+    def create_evaluation_users(self, users: Sequence[Any]) -> Sequence[CreateResultLike]:
         return self._send(self._full.create_evaluation_users, users)
 
     def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> Any:
@@ -105,11 +126,6 @@ class GuardedClient:
 
     def complete_alert_signal(self, signal_id: int, *, user: str | None = None) -> Any:
         return self._send(self._full.complete_alert_signal, signal_id, user=user)
-
-    def cancel_everything(
-        self, user_ids: Sequence[int], flags: CancelFlags, *, users: Sequence[str] = ()
-    ) -> Any:
-        return self._send(self._client.cancel_everything, user_ids, flags, users=users)
 
     def find_user(self, name: str) -> UserLike | None:
         return self._send(self._full.find_user, name)

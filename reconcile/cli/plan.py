@@ -62,8 +62,8 @@ def prepare_plan(
     read and planned, so a plan never sees an apply half-way; None plans without it (``apply``
     plans under the lock it already holds).
     """
+    from reconcile.apply.intents import IntentJournal, hold_unsettled
     from reconcile.planning.planner import make_plan
-    from reconcile.state.journal import hold_unsettled
 
     loaded, label, store = open_inputs(inputs)
     manifest = loaded.manifest
@@ -88,7 +88,7 @@ def prepare_plan(
         plan = make_plan(
             manifest, state, binding=binding, targets=inputs.targets, excludes=inputs.excludes, live=live
         )
-        intents = store.journal(environment).unsettled()
+        intents = IntentJournal(store.journal(environment)).unsettled()
         whole = whole_cancellations(plan, manifest, state, live)
     for warning in loaded.warnings:
         echo_warning(str(warning))

@@ -55,9 +55,11 @@ def command() -> None:
 @format_option()
 def show_command(scope: StateScope, state_path: Path | None, backend: str | None, fmt: str) -> None:
     """Show the state's identity, counts, lock holder and open journal intents."""
+    from reconcile.apply.intents import IntentJournal
+
     store = _open(scope, state_path, backend)
     environment = scope.environment
-    intents = store.journal(environment).unsettled()
+    intents = IntentJournal(store.journal(environment)).unsettled()
     # An interrupted first apply may have saved nothing yet: its open intents still need showing.
     state = store.load(environment) if intents else _load(store, environment)
     holder = store.lock_holder()

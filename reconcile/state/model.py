@@ -403,9 +403,9 @@ class FileStateStore(StateStore):
 
     def journal(self, environment: str) -> Journal:
         """Return ``<state folder>/<environment>.journal.jsonl``."""
-        from reconcile.state.journal import Journal, journal_path_for
+        from reconcile.state.journal import FileJournal, journal_path_for
 
-        return Journal(journal_path_for(self.path, environment))
+        return FileJournal(journal_path_for(self.path, environment))
 
     def audit_log(self, environment: str, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
         """Return ``<state folder>/<environment>.audit.jsonl``."""

@@ -29,7 +29,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,9 +41,8 @@ from pydantic import ValidationError
 
 from reconcile import __version__
 from reconcile.errors import LockError, StateError, first_invalid
-from reconcile.planning.plan import Action
 from reconcile.state.audit import AuditLog
-from reconcile.state.journal import Intent, IntentCall, Journal
+from reconcile.state.journal import JournalEntry
 from reconcile.state.lock import LockHolder
 from reconcile.state.model import (
     STATE_FORMAT_VERSION,
@@ -662,7 +661,7 @@ class PostgresStateStore(StateStore):
     # Journal and audit ----------------------------------------------------------------------
 
     def journal(self, environment: str | None = None) -> PostgresJournal:
-        """The intent journal of this environment (interface: :class:`reconcile.state.journal.Journal`)."""
+        """The intent journal of this environment (a :class:`reconcile.state.journal.Journal`)."""
         self._check_environment(environment)
         return PostgresJournal(self)
 
@@ -733,44 +732,32 @@ class PostgresAuditLog(AuditLog):
         return [dict(row[0]) for row in rows]
 
 
-class PostgresJournal(Journal):
-    """Unsettled intents as rows of the ``journal`` table (see :class:`reconcile.state.journal.Journal`).
+class PostgresJournal:
+    """Unsettled intents as rows of the ``journal`` table (a :class:`reconcile.state.journal.Journal`).
 
-    An intent is a row from ``begin`` until ``settle`` deletes it; each statement commits on its
+    An intent is a row from ``append`` until ``settle`` deletes it; each statement commits on its
     own, so an intent is durable before the call it announces is made.
     """
 
     def __init__(self, store: PostgresStateStore) -> None:
-        # No super().__init__: there is no journal file, and code reaching for .path should fail loudly.
         self._store = store
 
-    def begin(
-        self,
-        call: IntentCall,
-        actions: Iterable[Action],
-        *,
-        agreement_alert_id: int | None = None,
-        passwords: str | None = None,
-    ) -> Intent:
-        """Record that ``call`` is about to be made for ``actions``; return the intent."""
-        intent = Intent(
-            call=call, actions=tuple(actions), agreement_alert_id=agreement_alert_id, passwords=passwords
-        )
+    def append(self, entry: JournalEntry) -> None:
+        """Insert ``entry`` as a row (committed when this returns)."""
         store = self._store
         with store._errors("recording an intent in the journal of"):
             store._connection().execute(
                 "INSERT INTO reconcile.journal (environment, intent_id, intent) VALUES (%s, %s, %s)",
-                (store.environment, intent.id, Jsonb(intent.model_dump(mode="json"))),
+                (store.environment, entry.id, Jsonb(entry.to_json_dict())),
             )
-        return intent
 
-    def settle(self, intent: Intent) -> None:
-        """Record that the outcome of ``intent`` is in state."""
+    def settle(self, entry_id: str) -> None:
+        """Delete the row of ``entry_id``: its outcome is in state."""
         store = self._store
         with store._errors("settling an intent in the journal of"):
             store._connection().execute(
                 "DELETE FROM reconcile.journal WHERE environment = %s AND intent_id = %s",
-                (store.environment, intent.id),
+                (store.environment, entry_id),
             )
 
     def clear(self) -> None:
@@ -781,7 +768,7 @@ class PostgresJournal(Journal):
                 "DELETE FROM reconcile.journal WHERE environment = %s", (store.environment,)
             )
 
-    def unsettled(self) -> list[Intent]:
+    def unsettled(self) -> list[JournalEntry]:
         """Return the intents not settled yet, oldest first."""
         store = self._store
         with store._errors("reading the journal of"):
@@ -793,15 +780,15 @@ class PostgresJournal(Journal):
                 )
                 .fetchall()
             )
-        intents = []
+        entries = []
         for intent_id, data in rows:
             try:
-                intents.append(Intent.model_validate(data))
-            except ValidationError as exc:
+                entries.append(JournalEntry.from_json_dict(dict(data)))
+            except ValueError as exc:
                 raise StateError(
                     f"journal of {store.describe()}: intent {intent_id} is not a valid entry: {exc}"
                 ) from None
-        return intents
+        return entries
 
 
 def _dumps(obj: Any) -> str:

@@ -1,0 +1,118 @@
+"""One run of the applier: the state it changes, the clients it calls, what it reports.
+
+Every action executor (:mod:`reconcile.apply.create`, ``update``, ``grant``, ``cancel``) and the
+journal's settling (:mod:`reconcile.apply.recovery`) work on a :class:`Run`; only its thread
+changes ``run.state``, and every group of calls ends with :meth:`Run.save`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from reconcile.apply.generated import PasswordLedger
+from reconcile.apply.intents import IntentJournal
+from reconcile.apply.ports import ApplyClient, CancelClient
+from reconcile.apply.result import ApplyResult, NoProgress, Progress
+from reconcile.apply.stop import GuardedCancelClient, GuardedClient, RunStopped, Stop
+from reconcile.errors import OutcomeUnknown
+from reconcile.state.audit import AuditLog
+from reconcile.state.journal import Journal
+from reconcile.state.model import State, StateStore
+
+T = TypeVar("T")
+
+NOT_SENT = "not sent: the run stopped"
+"""A worker's answer when the stop was tripped before its call (nothing to record)."""
+
+GROUP = 100
+"""Updates and grants are saved to state every this many users."""
+
+
+@dataclass(frozen=True)
+class ExecuteOptions:
+    """What the executors need beside the run and their actions."""
+
+    passwords: Mapping[str, str] = field(default_factory=dict)
+    """User name → password, for every create."""
+    generated: Collection[str] = ()
+    """The users whose password was generated (they wait in the ledger until their create settles)."""
+    batch_size: int = 100
+    """Creates and cancels per call."""
+    agreement_alert_id: int = 0
+    """Where the agreement signals of grants gated by it are filed."""
+
+
+class Run:
+    """One apply (or settle) against one state: holds the current state and saves it as it goes."""
+
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        state: State,
+        client: ApplyClient,
+        journal: Journal,
+        audit: AuditLog,
+        progress: Progress | None = None,
+        concurrency: int = 6,
+        clock: Callable[[], datetime] | None = None,
+        companion: CancelClient | None = None,
+        stop: Stop | None = None,
+        ledger: PasswordLedger | None = None,
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.stop = stop or Stop()
+        """Shared by every phase and worker: once tripped, no call of this run is sent."""
+        self.client = GuardedClient(client, self.stop)
+        self.companion = GuardedCancelClient(companion, self.stop) if companion is not None else None
+        """The other host of the pair (DESIGN §7): it only ever receives cancel-everything."""
+        self.journal = IntentJournal(journal)
+        self.audit = audit
+        self.ledger = ledger or PasswordLedger()
+        """Where generated passwords wait for their create's outcome, and where they go then."""
+        self.progress: Progress = progress or NoProgress()
+        self.concurrency = max(1, concurrency)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.result = ApplyResult(state_serial=state.serial)
+
+    def save(self, changed: Iterable[str]) -> None:
+        """Save the users ``changed`` (after syncing the audit log, which never lags the state)."""
+        names = sorted(set(changed))
+        self.audit.sync()
+        if not names:
+            return
+        self.state = self.store.save(self.state, names)
+        self.result.state_serial = self.state.serial
+
+    def user_id(self, name: str, planned: int | None) -> int | None:
+        """The id the plan gives, else the one state records (None: the user was not created)."""
+        if planned is not None:
+            return planned
+        record = self.state.users.get(name)
+        return record.userId if record is not None else None
+
+    @contextlib.contextmanager
+    def recording_stop(self) -> Iterator[None]:
+        """Write the stop to the audit log as its last line, then let it end the run."""
+        try:
+            yield
+        except RunStopped:
+            self.audit.record("stop", outcome="stopped", detail={"reason": self.stop.reason})
+            self.audit.sync()
+            raise
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in slices of ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def lost(call: str, exc: OutcomeUnknown) -> str:
+    """Say, for each user's report, which call lost its answer and how."""
+    return f"{exc.call or call}: {exc.reason or 'no usable answer'} after the request was sent"
