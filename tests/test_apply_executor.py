@@ -27,7 +27,8 @@ from reconcile.planning.plan import (
     PlanBinding,
     UpdateContact,
 )
-from reconcile.state.model import FileStateStore, State
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import State
 
 SECRET = "S3cret-Password!"
 

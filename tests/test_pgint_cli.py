@@ -16,8 +16,9 @@ from apply_support import PASSWORD, write_desk
 from pg_fixtures import new_database
 
 from reconcile.cli import main
-from reconcile.state.model import FileStateStore, StateStore
+from reconcile.state.file import FileStateStore
 from reconcile.state.postgres import PostgresStateStore
+from reconcile.state.store import StateStore
 
 CREDENTIALS = ("TRADOVATE_USERNAME", "TRADOVATE_PASSWORD", "TRADOVATE_SEC", "TRADOVATE_CID")
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import StateError
-from reconcile.state.model import FileStateStore, GrantRecord, State, StateBinding, StateStore, UserRecord
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import GrantRecord, State, StateBinding, UserRecord
+from reconcile.state.store import StateStore
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -32,8 +32,9 @@ from reconcile.manifest.models import Manifest
 from reconcile.manifest.passwords import declaring_folder, resolve_passwords
 from reconcile.planning.plan import CreateUser, Plan
 from reconcile.state.audit import AuditLog
+from reconcile.state.file import FileStateStore
 from reconcile.state.journal import Journal
-from reconcile.state.model import FileStateStore, StateStore
+from reconcile.state.store import StateStore
 
 
 class LoadedLike(Protocol):

@@ -36,7 +36,8 @@ from reconcile.planning.plan import (
 )
 from reconcile.state.audit import AuditLog
 from reconcile.state.journal import Intent, Journal
-from reconcile.state.model import ContactRecord, GrantRecord, State, StateStore, UserRecord
+from reconcile.state.model import ContactRecord, GrantRecord, State, UserRecord
+from reconcile.state.store import StateStore
 
 Adoption = Literal["adopted", "absent", "refused", "unknown"]
 """What looking a user up by name found: adopted it, no such user, another person, or no answer."""
