@@ -145,22 +145,14 @@ def moved_under_write(where: str, now: tuple[str, int] | None, was: tuple[str, i
     )
 
 
-class GuardedStore(abc.ABC):
+class GuardedStore(StateReader, StateWriter):
     """The checks both backends share: lineage and serial on save, environment and binding on load.
 
-    A backend supplies :meth:`describe`, :meth:`read` and :meth:`_write`; it may answer
-    :meth:`read_header` and :meth:`_differs` more cheaply than by reading everything.
+    A backend supplies :meth:`describe`, :meth:`read`, :meth:`replace` and :meth:`_write`; it may
+    answer :meth:`read_header` and :meth:`_differs` more cheaply than by reading everything.
     """
 
     _expected: StateBinding | None = None
-
-    @abc.abstractmethod
-    def describe(self) -> str:
-        """See :meth:`StateReader.describe`."""
-
-    @abc.abstractmethod
-    def read(self) -> State | None:
-        """See :meth:`StateReader.read`."""
 
     @abc.abstractmethod
     def _write(self, state: State, changed: Collection[str] | None) -> None:
