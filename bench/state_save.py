@@ -28,8 +28,10 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import psycopg  # noqa: E402
 
-from reconcile.state.model import FileStateStore, GrantRecord, State, StateStore, UserRecord  # noqa: E402
+from reconcile.state.file import FileStateStore  # noqa: E402
+from reconcile.state.model import GrantRecord, State, UserRecord  # noqa: E402
 from reconcile.state.postgres import PostgresStateStore  # noqa: E402
+from reconcile.state.store import StateStore  # noqa: E402
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 BATCH = 100

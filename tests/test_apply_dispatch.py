@@ -11,7 +11,7 @@ from reconcile.apply.executor import EXECUTORS, execute
 from reconcile.apply.recovery import SETTLERS
 from reconcile.apply.run import ExecuteOptions, Run
 from reconcile.planning.plan import Action, CreateUser
-from reconcile.state.model import FileStateStore
+from reconcile.state.file import FileStateStore
 
 ACTION_KINDS = set(typing.get_args(typing.get_args(Action)[0]))
 

@@ -29,7 +29,8 @@ from reconcile.planning.plan import (
     UpdateContact,
     UpdateEmail,
 )
-from reconcile.state.model import FileStateStore, State
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import State
 
 SECRET = "S3cret-Password!"
 

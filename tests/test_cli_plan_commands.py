@@ -17,7 +17,8 @@ from test_planner_support import CONTACT_NY, SIMPLUS_ID, grant, record, write_ma
 from test_planner_support import user as entry
 
 from reconcile.cli import all_commands, cli
-from reconcile.state.model import FileStateStore, State
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import State
 
 
 def write_state(path: Path, **users: Any) -> Path:

@@ -20,8 +20,8 @@ pytest.importorskip("reconcile.api.connect")
 from apply_support import served_sim, served_sim_env, write_desk
 from apply_support import sim_admin as admin
 
-from reconcile.state.model import StateStore
 from reconcile.state.open import open_store
+from reconcile.state.store import StateStore
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from reconcile.errors import ApiError, PlanError, ReconcileError
 from reconcile.manifest.models import CancelFlags, Manifest
 from reconcile.planning.plan import CancelEverything, Plan, PlanBinding
 from reconcile.planning.planner import make_plan
-from reconcile.state.model import FileStateStore
+from reconcile.state.file import FileStateStore
 
 PRIMARY = "http://127.0.0.1:1/v1"
 COMPANION = "http://127.0.0.1:2/v1"

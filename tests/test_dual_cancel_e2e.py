@@ -13,7 +13,7 @@ import pytest
 from apply_support import served_sim, served_sim_env, write_desk
 from apply_support import sim_admin as admin
 
-from reconcile.state.model import FileStateStore
+from reconcile.state.file import FileStateStore
 
 pytestmark = pytest.mark.slow
 

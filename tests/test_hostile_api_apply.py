@@ -24,8 +24,8 @@ from reconcile.cli import main
 from reconcile.sim import admin, rules
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.transport import SimTransport
+from reconcile.state.file import FileStateStore
 from reconcile.state.journal import FileJournal
-from reconcile.state.model import FileStateStore
 
 Corrupt = Callable[[httpx.Request, Callable[[], httpx.Response]], httpx.Response]
 """Given the request and a way to let the simulator answer it, return the answer the client sees."""

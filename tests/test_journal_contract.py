@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from reconcile.state.file import FileStateStore
 from reconcile.state.journal import Journal, JournalEntry
-from reconcile.state.model import FileStateStore, StateStore
+from reconcile.state.store import StateStore
 
 
 def _file_stores(tmp_path: Path) -> Callable[[], StateStore]:

@@ -9,7 +9,8 @@ from cli_support import run
 from test_loader_rules import problems, user, write
 from test_planner_support import record
 
-from reconcile.state.model import FileStateStore, State
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import State
 
 ESC = "\x1b"
 RLO = "\u202e"

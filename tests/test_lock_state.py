@@ -62,7 +62,8 @@ def test_state_show_names_a_left_behind_lock_and_state_unlock_removes_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from reconcile.cli import main
-    from reconcile.state.model import FileStateStore, State
+    from reconcile.state.file import FileStateStore
+    from reconcile.state.model import State
 
     state = tmp_path / "sim.json"
     FileStateStore(state).save(State.empty("sim"))
@@ -174,7 +175,8 @@ def test_a_lock_file_removed_under_a_running_holder_does_not_let_a_second_run_in
 def test_the_holder_locks_a_removed_lock_file_again_before_writing_state(tmp_path: Path) -> None:
     import fcntl
 
-    from reconcile.state.model import FileStateStore, State
+    from reconcile.state.file import FileStateStore
+    from reconcile.state.model import State
 
     path = tmp_path / "sim.json"
     store = FileStateStore(path)

@@ -16,7 +16,8 @@ from test_planner_support import CONTACT_NY, T0
 from reconcile import bulk
 from reconcile.manifest.loader import load_manifest
 from reconcile.planning.planner import _field_changes
-from reconcile.state.model import ContactRecord, FileStateStore, State, UserRecord
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import ContactRecord, State, UserRecord
 
 # A small fixed alphabet: which characters a string holds is irrelevant to equality, and
 # st.text() without one makes Hypothesis build its full Unicode tables on a fresh clone (~1 s,

@@ -13,7 +13,8 @@ from pg_fixtures import new_database
 
 from reconcile.cli.state_pg import migrate_command, pull_command, push_command
 from reconcile.errors import StateError
-from reconcile.state.model import FileStateStore, State, UserRecord
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import State, UserRecord
 from reconcile.state.postgres import SCHEMA_VERSION, PostgresStateStore
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

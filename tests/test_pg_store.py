@@ -19,7 +19,8 @@ from poll_support import polling
 
 from reconcile.errors import LockError, StateError
 from reconcile.manifest.models import Backend, PostgresBackend
-from reconcile.state.model import FileStateStore, GrantRecord, State, StateBinding, UserRecord
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import GrantRecord, State, StateBinding, UserRecord
 from reconcile.state.open import open_store
 from reconcile.state.postgres import SCHEMA_VERSION, PostgresStateStore, mask_dsn, migrate
 

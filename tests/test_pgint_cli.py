@@ -17,8 +17,9 @@ from pg_fixtures import new_database
 
 from reconcile.apply.intents import IntentJournal
 from reconcile.cli import main
-from reconcile.state.model import FileStateStore, StateStore
+from reconcile.state.file import FileStateStore
 from reconcile.state.postgres import PostgresStateStore
+from reconcile.state.store import StateStore
 
 CREDENTIALS = ("TRADOVATE_USERNAME", "TRADOVATE_PASSWORD", "TRADOVATE_SEC", "TRADOVATE_CID")
 

@@ -126,7 +126,7 @@ def test_a_password_file_that_is_no_regular_small_file_is_refused(tmp_path: Path
 def test_password_files_are_checked_before_the_state_lock_is_taken(tmp_path: Path) -> None:
     from cli_support import run
 
-    from reconcile.state.model import FileStateStore
+    from reconcile.state.file import FileStateStore
 
     os.mkfifo(tmp_path / "pw.fifo")
     manifest = tmp_path / "desk.yaml"

@@ -1,7 +1,8 @@
 """The contract every StateStore backend must pass (STYLE: one shared test, run on every backend).
 
-A backend joins by adding a factory to ``STORE_FACTORIES`` (or, when it needs a server, a
-fixture in its own module that calls :func:`run_store_contract`).
+Every test taking the ``store`` fixture runs on each backend of ``STORE_FACTORIES`` and covers
+each interface of :mod:`reconcile.state.store`: reading and writing, binding, the lock, and the
+journal and audit log kept with the state. A backend joins by adding a factory there.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.errors import StateError
-from reconcile.state.model import FileStateStore, GrantRecord, State, StateBinding, StateStore, UserRecord
+from reconcile.errors import LockError, StateError
+from reconcile.planning.plan import GrantEntitlement
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import GrantRecord, State, StateBinding, UserRecord
+from reconcile.state.store import StateStore
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -134,6 +138,127 @@ def test_removed_users_are_removed(store: StateStore) -> None:
     after = store.save(saved, changed={"trader001"})
     reread = store.read()
     assert reread is not None and set(reread.users) == {"trader002"} and reread.serial == after.serial
+
+
+def test_replace_stores_exactly_and_only_over_the_expected_header(store: StateStore) -> None:
+    copied = State.empty("sim").model_copy(update={"serial": 7})
+    copied.users["trader001"] = _user(100001, "a@example.com")
+    store.replace(copied, expected=None)
+    assert store.read() == copied, "lineage and serial are kept, not moved"
+    for stale in (None, (copied.lineage, 6), ("another-lineage", 7)):
+        with pytest.raises(StateError, match="another run wrote it"):
+            store.replace(copied, expected=stale)
+    store.replace(copied.model_copy(update={"serial": 9}), expected=(copied.lineage, 7))
+    assert store.read_header() == (copied.lineage, 9)
+
+
+def test_state_saved_unbound_is_bound_on_load_and_written_so_on_its_next_save(store: StateStore) -> None:
+    state = store.load("sim")
+    state.users["trader001"] = _user(100001, "a@example.com")
+    store.save(state)
+    here = StateBinding(endpoint="sim:embedded", dataAccountId=11111)
+    store.bind(here)
+    loaded = store.load("sim")
+    assert loaded.binding == here
+    unchanged = store.read()
+    assert unchanged is not None and unchanged.binding is None, "load must not write"
+    store.save(loaded)
+    again = store.read()
+    assert again is not None and again.binding == here
+
+
+# Lock -----------------------------------------------------------------------------------
+
+
+def test_lock_names_its_holder_while_held_and_is_free_after(store: StateStore) -> None:
+    assert store.lock_holder() is None
+    with store.lock(timeout=0) as holder:
+        assert holder.pid == os.getpid() and holder.purpose == "apply"
+        seen = store.lock_holder()
+        assert seen is not None and seen.lock_id == holder.lock_id
+    assert store.lock_holder() is None
+    with store.lock(timeout=0):
+        pass
+
+
+def test_second_locker_is_refused_at_once_with_the_holder_named(store: StateStore) -> None:
+    with store.lock(timeout=0) as holder:
+        with pytest.raises(LockError) as info, store.lock(timeout=0):
+            pass
+        assert holder.lock_id in str(info.value)
+
+
+def test_waiter_hears_once_who_holds_the_lock_then_gives_up(store: StateStore) -> None:
+    told: list[str] = []
+    with store.lock(timeout=0) as holder:
+        waiting = store.lock(timeout=0.2, on_wait=told.append)
+        with pytest.raises(LockError, match=holder.lock_id), waiting:
+            pass
+    assert len(told) == 1 and holder.lock_id in told[0]
+
+
+def test_read_lock_keeps_a_writer_out_while_a_plan_reads(store: StateStore) -> None:
+    store.save(store.load("sim"))
+    with store.read_lock(timeout=0) as holder:
+        assert holder is not None and holder.purpose == "plan"
+        with pytest.raises(LockError), store.lock(timeout=0):
+            pass
+    with store.lock(timeout=0):
+        pass
+
+
+def test_unlock_never_removes_a_lock_that_is_held(store: StateStore) -> None:
+    with pytest.raises(LockError):
+        store.unlock("no-such-lock")
+    with store.lock(timeout=0) as holder:
+        with pytest.raises(LockError):
+            store.unlock(holder.lock_id)
+        seen = store.lock_holder()
+        assert seen is not None and seen.lock_id == holder.lock_id
+
+
+# Journal and audit log ------------------------------------------------------------------
+
+
+def _grant(user: str) -> GrantEntitlement:
+    return GrantEntitlement(
+        user=user, userId=1, entitlement="simplus", entitlementId=12345, accountId=11111, agreement_gated=True
+    )
+
+
+def test_journal_keeps_unsettled_intents_until_settled_or_cleared(store: StateStore) -> None:
+    journal = store.journal("sim")
+    assert journal.unsettled() == []
+    first = journal.begin("grant", [_grant("a")])
+    second = journal.begin("grant", [_grant("b")], agreement_alert_id=7)
+    journal.settle(first)
+    # The next run opens the journal anew and finds what was left open, as it was.
+    assert store.journal("sim").unsettled() == [second]
+    journal.clear()
+    assert store.journal("sim").unsettled() == []
+
+
+def test_audit_log_keeps_every_line_in_order(store: StateStore) -> None:
+    log = store.audit_log("sim", clock=lambda: NOW)
+    log.record("create", users=["a", "b"], outcome="ok", request_id="r1")
+    log.sync()
+    log.record("cancel_everything", users=["c"], outcome="failed", detail={"errorText": "nope"})
+    log.close()
+    log.record("stop", outcome="stopped")  # recording after close goes on
+    log.close()
+    time = "2026-11-27T12:00:00.000+00:00"
+    lines = [
+        {"time": time, "action": "create", "users": ["a", "b"], "outcome": "ok", "request_id": "r1"},
+        {"time": time, "action": "cancel_everything", "users": ["c"], "outcome": "failed",
+         "detail": {"errorText": "nope"}},
+        {"time": time, "action": "stop", "users": [], "outcome": "stopped"},
+    ]  # fmt: skip
+    assert log.read() == lines
+    assert store.audit_log("sim").read() == lines
+
+
+def test_local_dir_is_a_local_folder(store: StateStore) -> None:
+    assert isinstance(store.local_dir(), Path)
 
 
 # File-store specifics -------------------------------------------------------------------

@@ -27,8 +27,10 @@ from reconcile.apply.stop import RunStopped
 from reconcile.manifest.passwords import ResolvedPasswords, declaring_folder, resolve_passwords
 from reconcile.planning.plan import CreateUser, Plan
 from reconcile.state.audit import AuditLog
+from reconcile.state.file import FileStateStore
 from reconcile.state.journal import Journal
-from reconcile.state.model import FileStateStore, State, StateStore
+from reconcile.state.model import State
+from reconcile.state.store import StateStore
 
 
 def side_files(state_path: Path, environment: str) -> tuple[Journal, AuditLog]:

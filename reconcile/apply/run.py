@@ -21,7 +21,8 @@ from reconcile.apply.stop import GuardedCancelClient, GuardedClient, RunStopped,
 from reconcile.errors import OutcomeUnknown
 from reconcile.state.audit import AuditLog
 from reconcile.state.journal import Journal
-from reconcile.state.model import State, StateStore
+from reconcile.state.model import State
+from reconcile.state.store import StateStore
 
 T = TypeVar("T")
 

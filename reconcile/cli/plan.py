@@ -30,7 +30,8 @@ from reconcile.planning.live import LiveSnapshot
 from reconcile.planning.plan import CancelEverything, CreateUser, Diagnostic, Plan, PlanBinding, save_plan
 from reconcile.planning.policy import CancellationCheck, cancellations_of, evaluate_cancellations
 from reconcile.render import RenderOptions, render
-from reconcile.state.model import State, StateBinding, StateStore
+from reconcile.state.model import State, StateBinding
+from reconcile.state.store import StateStore
 
 if TYPE_CHECKING:
     from reconcile.manifest.loader import LoadedManifest

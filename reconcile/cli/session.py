@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from reconcile.cli.options import RemoteInputs
 from reconcile.cli.output import echo_err
 from reconcile.manifest.models import Manifest
-from reconcile.state.model import StateBinding, StateStore
+from reconcile.state.model import StateBinding
+from reconcile.state.store import StateStore
 
 if TYPE_CHECKING:
     from reconcile.api.client import PartnerClient

@@ -20,10 +20,10 @@ from reconcile.cli.options import (
     state_scope,
 )
 from reconcile.cli.output import echo, echo_err, echo_json
-from reconcile.errors import LockError, StateError, counted, printable
-from reconcile.state.lock import unlock
-from reconcile.state.model import FileStateStore, State, StateBinding, StateStore
+from reconcile.errors import StateError, counted, printable
+from reconcile.state.model import State, StateBinding
 from reconcile.state.open import BACKEND_VARIABLE, open_store
+from reconcile.state.store import StateStore
 
 _state_options = options(
     state_scope(),
@@ -135,13 +135,7 @@ def list_command(scope: StateScope, state_path: Path | None, backend: str | None
 @_state_options
 def unlock_command(lock_id: str, scope: StateScope, state_path: Path | None, backend: str | None) -> None:
     """Remove the lock record LOCK_ID left behind by a run that is gone."""
-    store = _open(scope, state_path, backend)
-    if not isinstance(store, FileStateStore):
-        raise LockError(
-            f"{store.describe()} needs no unlock: its lock is released the moment the holder's "
-            "connection closes, and `reconcile state show` names only a holder that is still running"
-        )
-    holder = unlock(store.path, lock_id)
+    holder = _open(scope, state_path, backend).unlock(lock_id)
     echo(f"removed {holder.describe()}")
 
 

@@ -22,8 +22,8 @@ from reconcile.cli.options import (
 )
 from reconcile.cli.output import echo, echo_err
 from reconcile.errors import StateError
+from reconcile.state.file import FileStateStore, default_state_path
 from reconcile.state.lock import state_lock
-from reconcile.state.model import FileStateStore, default_state_path
 from reconcile.state.open import BACKEND_VARIABLE, Transfer, backend_dsn, transfer_state
 
 

@@ -40,7 +40,8 @@ from reconcile.planning.live import (
     with_contacts,
 )
 from reconcile.planning.plan import DriftEntry
-from reconcile.state.model import ContactRecord, GrantRecord, State, StateStore, UserRecord
+from reconcile.state.model import ContactRecord, GrantRecord, State, UserRecord
+from reconcile.state.store import StateStore
 
 
 @contextlib.contextmanager

@@ -1,8 +1,7 @@
-"""The audit log: one JSON line per API action, appended next to the state.
+"""The audit log: one JSON line per API action, kept with the state.
 
-``state/<environment>.audit.jsonl``, mode 0600, append-only. Each line is written with one
-``write`` as it happens (a killed process loses none); :meth:`AuditLog.sync` makes them durable
-and the applier calls it before every state save, so the log never lags the state. Lines hold user
+:class:`AuditLog` is what the applier uses; each store provides one (``StateStore.audit_log``):
+:class:`FileAuditLog` next to a state file, ``PostgresAuditLog`` in the database. Lines hold user
 *names*, ids, outcomes and request ids; never passwords, tokens or secrets (callers pass only
 those fields, and :meth:`AuditLog.record` takes no free-form payload).
 """
@@ -14,7 +13,61 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+Clock = Callable[[], datetime]
+
+
+class AuditLog(Protocol):
+    """Where a run records what it did, line by line."""
+
+    def record(
+        self,
+        action: str,
+        *,
+        users: Sequence[str] = (),
+        outcome: str,
+        request_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one line: time, action, users, outcome, request id and a small detail map."""
+        ...
+
+    def sync(self) -> None:
+        """Make every line recorded so far durable (the applier calls it before each state save)."""
+        ...
+
+    def close(self) -> None:
+        """Sync and release what the log holds open (recording again reopens it)."""
+        ...
+
+    def read(self) -> list[dict[str, Any]]:
+        """Return every line recorded so far, oldest first."""
+        ...
+
+
+def audit_line(
+    clock: Clock | None,
+    action: str,
+    *,
+    users: Sequence[str],
+    outcome: str,
+    request_id: str | None,
+    detail: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Build the line :meth:`AuditLog.record` appends (``clock`` None = the current UTC time)."""
+    now = clock() if clock is not None else datetime.now(UTC)
+    line: dict[str, Any] = {
+        "time": now.isoformat(timespec="milliseconds"),
+        "action": action,
+        "users": list(users),
+        "outcome": outcome,
+    }
+    if request_id:
+        line["request_id"] = request_id
+    if detail:
+        line["detail"] = detail
+    return line
 
 
 def audit_path_for(state_path: Path, environment: str) -> Path:
@@ -22,16 +75,18 @@ def audit_path_for(state_path: Path, environment: str) -> Path:
     return state_path.parent / f"{environment}.audit.jsonl"
 
 
-class AuditLog:
-    """Append audit lines to one file."""
+class FileAuditLog:
+    """Audit lines appended to one file (``state/<environment>.audit.jsonl``, mode 0600).
 
-    # Class-level defaults, so subclasses that keep lines elsewhere need not call __init__.
-    _fd: int | None = None
-    _unsynced = False
+    Each line is written with one ``write`` as it happens (a killed process loses none);
+    :meth:`sync` makes them durable.
+    """
 
-    def __init__(self, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         self.path = path
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock
+        self._fd: int | None = None
+        self._unsynced = False
 
     def _open(self) -> int:
         if self._fd is None:
@@ -48,21 +103,10 @@ class AuditLog:
         request_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Append one line: time, action, users, outcome, request id and a small detail map."""
-        line: dict[str, Any] = {
-            "time": self._clock().isoformat(timespec="milliseconds"),
-            "action": action,
-            "users": list(users),
-            "outcome": outcome,
-        }
-        if request_id:
-            line["request_id"] = request_id
-        if detail:
-            line["detail"] = detail
-        self._append(line)
-
-    def _append(self, line: dict[str, Any]) -> None:
-        """Keep one recorded line (subclasses keep lines elsewhere)."""
+        """Append one line (see :meth:`AuditLog.record`)."""
+        line = audit_line(
+            self._clock, action, users=users, outcome=outcome, request_id=request_id, detail=detail
+        )
         data = (json.dumps(line, sort_keys=True, default=str) + "\n").encode("utf-8")
         # One write per line: O_APPEND keeps lines whole and in order.
         os.write(self._open(), data)

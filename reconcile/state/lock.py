@@ -146,6 +146,55 @@ def _write_record(record: Path, holder: LockHolder) -> None:
         raise StateError(describe_os_error(exc, "record the lock holder in", record)) from None
 
 
+def _flock_waiting(
+    state_path: str | os.PathLike[str],
+    lock_file: Path,
+    timeout: float,
+    purpose: str,
+    on_wait: Callable[[str], None] | None,
+) -> int:
+    """Take the flock on ``lock_file``, waiting as :func:`state_lock` says; return its descriptor."""
+    fd = _try_flock(lock_file, purpose)
+    if fd is not None:
+        return fd
+    if timeout == 0:
+        raise _busy(state_path)
+    if on_wait is not None:
+        holder = read_holder(state_path)
+        who = holder.describe() if holder else "another run (it left no holder record)"
+        on_wait(f"waiting for the lock on state {state_path}: {who}")
+    deadline = None if timeout < 0 else time.monotonic() + timeout
+    while fd is None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise _busy(state_path)
+        time.sleep(_POLL_SECONDS)
+        fd = _try_flock(lock_file, purpose)
+    return fd
+
+
+def _record_holder(
+    state_path: str | os.PathLike[str], lock_file: Path, record: Path, purpose: str
+) -> LockHolder:
+    """Under a fresh flock: refuse when a live run lost its lock file, else record this process."""
+    stray = _live_other_holder(state_path)
+    if stray is not None:
+        raise LockError(
+            f"state {state_path}: its lock file {lock_file.name} was removed while "
+            f"{stray.describe()} was running; refusing to start a second run beside it. Wait "
+            f"for pid {stray.pid} to finish (if it is no reconcile run, remove the record with "
+            f"`reconcile state unlock {stray.lock_id}`)"
+        )
+    holder = LockHolder(
+        lock_id=str(uuid.uuid4()),
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        since=datetime.now(UTC),
+        purpose=purpose,
+    )
+    _write_record(record, holder)
+    return holder
+
+
 @contextlib.contextmanager
 def state_lock(
     state_path: str | os.PathLike[str],
@@ -166,37 +215,9 @@ def state_lock(
         lock_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StateError(describe_os_error(exc, "create the state folder", lock_file.parent)) from None
-    fd = _try_flock(lock_file, purpose)
-    if fd is None:
-        if timeout == 0:
-            raise _busy(state_path)
-        if on_wait is not None:
-            holder = read_holder(state_path)
-            who = holder.describe() if holder else "another run (it left no holder record)"
-            on_wait(f"waiting for the lock on state {state_path}: {who}")
-        deadline = None if timeout < 0 else time.monotonic() + timeout
-        while fd is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise _busy(state_path)
-            time.sleep(_POLL_SECONDS)
-            fd = _try_flock(lock_file, purpose)
+    fd = _flock_waiting(state_path, lock_file, timeout, purpose, on_wait)
     try:
-        stray = _live_other_holder(state_path)
-        if stray is not None:
-            raise LockError(
-                f"state {state_path}: its lock file {lock_file.name} was removed while "
-                f"{stray.describe()} was running; refusing to start a second run beside it. Wait "
-                f"for pid {stray.pid} to finish (if it is no reconcile run, remove the record with "
-                f"`reconcile state unlock {stray.lock_id}`)"
-            )
-        holder = LockHolder(
-            lock_id=str(uuid.uuid4()),
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            since=datetime.now(UTC),
-            purpose=purpose,
-        )
-        _write_record(record, holder)
+        holder = _record_holder(state_path, lock_file, record, purpose)
     except BaseException:
         _release(fd, lock_file)
         raise

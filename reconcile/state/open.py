@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Literal
 
 from reconcile.errors import StateError
 from reconcile.manifest.models import Backend
-from reconcile.state.model import FileStateStore, State, StateStore, default_state_path
+from reconcile.state.file import FileStateStore, default_state_path
+from reconcile.state.model import State
+from reconcile.state.store import StateStore
 
 if TYPE_CHECKING:
     from reconcile.state.postgres import PostgresStateStore
@@ -122,7 +124,7 @@ def transfer_state(
         return Transfer("up_to_date", source.describe(), target.describe(), state.lineage, state.serial)
     if refusal is not None and not force:
         raise StateError(f"refusing to copy {source.describe()} over {refusal}; pass --force to overwrite it")
-    _replace(target, state, None if current is None else (current.lineage, current.serial))
+    target.replace(state, expected=None if current is None else (current.lineage, current.serial))
     outcome: Literal["copied", "forced"] = "forced" if refusal is not None else "copied"
     return Transfer(outcome, source.describe(), target.describe(), state.lineage, state.serial)
 
@@ -136,15 +138,3 @@ def _refusal(state: State, current: State, where: str) -> str | None:
     if current.serial == state.serial and not current.content_equals(state):
         return f"{where}: both are at serial {state.serial} but hold different users (they diverged)"
     return None
-
-
-def _replace(target: StateStore, state: State, expected: tuple[str, int] | None) -> None:
-    if isinstance(target, FileStateStore):
-        # Writes exactly this document (the base class's save would move the serial).
-        target._write(state, None)
-        return
-    from reconcile.state.postgres import PostgresStateStore  # only reached when it was opened
-
-    if not isinstance(target, PostgresStateStore):
-        raise StateError(f"cannot copy state into {target.describe()}: unsupported store")
-    target.replace(state, expected=expected)

@@ -31,6 +31,7 @@ import socket
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -41,18 +42,18 @@ from pydantic import ValidationError
 
 from reconcile import __version__
 from reconcile.errors import LockError, StateError, first_invalid
-from reconcile.state.audit import AuditLog
+from reconcile.state.audit import Clock, audit_line
 from reconcile.state.journal import JournalEntry
 from reconcile.state.lock import LockHolder
 from reconcile.state.model import (
     STATE_FORMAT_VERSION,
     State,
     StateBinding,
-    StateStore,
     UserRecord,
     refuse_repeated_names,
     refuse_shared_ids,
 )
+from reconcile.state.store import GuardedStore, StateStore, moved_under_write
 
 SCHEMA = "reconcile"
 
@@ -289,7 +290,7 @@ def _copy_batch(state: State, serial: int, names: Sequence[str]) -> State:
     return state.model_copy(update={"serial": serial, "users": users})
 
 
-class PostgresStateStore(StateStore):
+class PostgresStateStore(GuardedStore, StateStore):
     """The state of one environment in a PostgreSQL database (see the module docstring)."""
 
     def __init__(self, dsn: str, environment: str, *, auto_create: bool = True) -> None:
@@ -302,6 +303,10 @@ class PostgresStateStore(StateStore):
 
     def describe(self) -> str:
         return f"{mask_dsn(self._dsn)} (environment {self.environment})"
+
+    def local_dir(self) -> Path:
+        """``state``: the state is on the server; the embedded simulator's files stay local."""
+        return Path("state")
 
     def close(self) -> None:
         """Close the data connection (the store reconnects on next use)."""
@@ -509,13 +514,7 @@ class PostgresStateStore(StateStore):
                 # Fresh statistics after a bulk write, so batch saves keep using the primary keys.
                 conn.execute("ANALYZE reconcile.users, reconcile.grants")
         except _Conflict:
-            header = self.read_header()
-            now = "no state" if header is None else f"lineage {header[0]} serial {header[1]}"
-            was = "no state" if expected is None else f"lineage {expected[0]} serial {expected[1]}"
-            raise StateError(
-                f"refusing to overwrite {self.describe()}: it holds {now}, not {was} as when it "
-                "was read; another run wrote it"
-            ) from None
+            raise moved_under_write(self.describe(), self.read_header(), expected) from None
 
     def _move_header(
         self, cur: psycopg.Cursor[Any], state: State, expected: tuple[str, int] | None, exact: bool
@@ -651,6 +650,19 @@ class PostgresStateStore(StateStore):
             pipeline_id=pipeline_id_from_environment(),
         )
 
+    def read_lock(
+        self, *, timeout: float = 0.0, on_wait: Callable[[str], None] | None = None
+    ) -> contextlib.AbstractContextManager[PostgresLockHolder]:
+        """Hold the lock as :meth:`lock` does, for a plan (the advisory lock takes no folder)."""
+        return self.lock(timeout=timeout, purpose="plan", on_wait=on_wait)
+
+    def unlock(self, lock_id: str) -> LockHolder:
+        """Refuse: nothing is ever left behind to remove."""
+        raise LockError(
+            f"{self.describe()} needs no unlock: its lock is released the moment the holder's "
+            "connection closes, and `reconcile state show` names only a holder that is still running"
+        )
+
     def _busy(self, holder: PostgresLockHolder | None) -> LockError:
         who = holder.describe() if holder else "another session (it left no holder record)"
         return LockError(
@@ -665,9 +677,7 @@ class PostgresStateStore(StateStore):
         self._check_environment(environment)
         return PostgresJournal(self)
 
-    def audit_log(
-        self, environment: str | None = None, *, clock: Callable[[], datetime] | None = None
-    ) -> PostgresAuditLog:
+    def audit_log(self, environment: str | None = None, *, clock: Clock | None = None) -> PostgresAuditLog:
         """The audit log of this environment (interface: :class:`reconcile.state.audit.AuditLog`)."""
         self._check_environment(environment)
         return PostgresAuditLog(self, clock=clock)
@@ -700,22 +710,41 @@ def _read_holder(conn: psycopg.Connection[Any], environment: str, key: int) -> P
     )
 
 
-class PostgresAuditLog(AuditLog):
-    """Audit lines in the ``audit`` table; same interface as :class:`reconcile.state.audit.AuditLog`."""
+class PostgresAuditLog:
+    """Audit lines in the ``audit`` table (interface: :class:`reconcile.state.audit.AuditLog`).
 
-    def __init__(self, store: PostgresStateStore, *, clock: Callable[[], datetime] | None = None) -> None:
-        # No super().__init__: there is no audit file, and code reaching for .path should fail loudly.
+    Each line commits as it is inserted, so :meth:`sync` and :meth:`close` have nothing to do.
+    """
+
+    def __init__(self, store: PostgresStateStore, *, clock: Clock | None = None) -> None:
         self._store = store
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock
 
-    def _append(self, line: dict[str, Any]) -> None:
-        """Insert one line into the ``audit`` table."""
+    def record(
+        self,
+        action: str,
+        *,
+        users: Sequence[str] = (),
+        outcome: str,
+        request_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Insert one line into the ``audit`` table (see :meth:`AuditLog.record`)."""
+        line = audit_line(
+            self._clock, action, users=users, outcome=outcome, request_id=request_id, detail=detail
+        )
         store = self._store
         with store._errors("appending to the audit log of"):
             store._connection().execute(
                 "INSERT INTO reconcile.audit (environment, line) VALUES (%s, %s)",
                 (store.environment, Jsonb(line, dumps=_dumps)),
             )
+
+    def sync(self) -> None:
+        """Nothing to do: every line committed when it was recorded."""
+
+    def close(self) -> None:
+        """Nothing to do: the log holds nothing open beyond the store's connection."""
 
     def read(self) -> list[dict[str, Any]]:
         """Return every line recorded so far, oldest first."""
