@@ -10,9 +10,9 @@ import pytest
 
 from reconcile.api.auth import Credentials, TokenAuth, TokenCache
 from reconcile.api.client import PartnerClient
-from reconcile.api.connect import open_client
 from reconcile.api.models import EvaluationUser
 from reconcile.errors import AuthError, CaptchaRequired, OutcomeUnknown
+from reconcile.operations.clients import open_client
 from reconcile.sim import admin
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.config import RateLimit, SimConfig

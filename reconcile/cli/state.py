@@ -10,9 +10,9 @@ import click
 from reconcile.cli import state_pg
 from reconcile.cli.groups import SummaryGroup
 from reconcile.cli.options import (
-    RemoteInputs,
     StateScope,
     backend_option,
+    edge_settings,
     format_option,
     options,
     remote_inputs,
@@ -21,6 +21,7 @@ from reconcile.cli.options import (
 )
 from reconcile.cli.output import echo, echo_err, echo_json
 from reconcile.errors import LockError, StateError, counted, printable
+from reconcile.operations.inputs import RemoteInputs
 from reconcile.state.lock import unlock
 from reconcile.state.model import FileStateStore, State, StateBinding, StateStore
 from reconcile.state.open import BACKEND_VARIABLE, open_store
@@ -34,7 +35,11 @@ _state_options = options(
 
 def _open(scope: StateScope, state_path: Path | None, backend: str | None) -> StateStore:
     return open_store(
-        scope.environment, state_path=state_path, backend_url=backend, manifest_backend=scope.manifest_backend
+        scope.environment,
+        state_path=state_path,
+        backend_url=backend,
+        manifest_backend=scope.manifest_backend,
+        environ=edge_settings().environ,
     )
 
 
@@ -157,15 +162,16 @@ def rebind_command(inputs: RemoteInputs) -> None:
 
     manifest = load_manifest(list(inputs.paths)).manifest
     environment = manifest.environment
+    settings = inputs.settings
     store = open_store(
         environment,
         state_path=inputs.state_path,
         backend_url=inputs.backend,
         manifest_backend=manifest.backend,
+        environ=settings.environ,
     )
-    new = StateBinding(
-        endpoint=resolve_endpoint(environment, inputs.endpoint), dataAccountId=manifest.partner.dataAccountId
-    )
+    endpoint = resolve_endpoint(environment, inputs.endpoint or settings.endpoint)
+    new = StateBinding(endpoint=endpoint, dataAccountId=manifest.partner.dataAccountId)
     with store.lock(timeout=inputs.lock_timeout, purpose="state rebind", on_wait=echo_err):
         state = store.load(environment)
         if state.serial == 0:
