@@ -8,6 +8,7 @@ from api_support import Script, make_client, token_answer
 
 from reconcile.api.events import ClientEvent
 from reconcile.api.models import EvaluationUser, UpdateContactInfo
+from reconcile.api.penalties import MAX_PENALTIES
 from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, TransportError
 from reconcile.manifest.models import CancelFlags
 
@@ -67,6 +68,25 @@ def test_captcha_stops_and_says_a_person_must_act() -> None:
         client.create_evaluation_users(users("alice"))
     assert info.value.users == ("alice",)
     assert len(script.calls(CREATE)) == 1 and sleeps == []
+
+
+def test_login_and_calls_give_up_after_the_same_number_of_penalty_waits() -> None:
+    endless = httpx.Response(200, json={"p-ticket": "P", "p-time": 2})
+    script = Script({"/user/list": [endless]})
+    client, sleeps = make_client(script)
+    with pytest.raises(ApiError, match="user/list: still penalised after 5 waits") as info:
+        client.list_users()
+    assert not isinstance(info.value, AuthError)
+    assert sleeps == [2] * MAX_PENALTIES
+    assert len(script.calls("/user/list")) == MAX_PENALTIES + 1
+
+    script = Script({"/auth/accesstokenrequest": [endless]})
+    client, sleeps = make_client(script)
+    with pytest.raises(AuthError, match="accesstokenrequest: still penalised after 5 waits"):
+        client.list_users()
+    assert sleeps == [2] * MAX_PENALTIES
+    assert len(script.calls("/auth/accesstokenrequest")) == MAX_PENALTIES + 1
+    assert script.calls("/user/list") == []
 
 
 def test_429_is_retried_after_retry_after_even_for_creates() -> None:

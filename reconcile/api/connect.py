@@ -13,11 +13,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from reconcile.api.auth import Credentials, TokenAuth, TokenCache
+from reconcile.api.auth import TokenAuth
 from reconcile.api.client import PartnerClient
+from reconcile.api.credentials import Credentials
 from reconcile.api.endpoints import EMBEDDED_SIM, is_loopback
 from reconcile.api.events import OnEvent
 from reconcile.api.pacing import Pacer
+from reconcile.api.token_cache import TokenCache
 
 EMBEDDED_BASE_URL = "http://sim.embedded/v1"
 """The base URL requests carry inside the process; nothing listens there."""
@@ -38,7 +40,8 @@ def open_client(
 
     ``sim:embedded`` needs ``transport`` (requests never leave the process) and is not paced;
     real (non-loopback) hosts are paced to the published hourly limits. Cached tokens are kept
-    per ``token_scope`` (default: the label). ``closers`` run when the client closes.
+    in ``cache`` (default: the user cache folder) per ``token_scope`` (default: the label).
+    ``closers`` run when the client closes.
     """
     if label == EMBEDDED_SIM:
         if transport is None:

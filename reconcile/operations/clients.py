@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconcile.api import connect
-from reconcile.api.auth import Credentials, TokenCache
+from reconcile.api.credentials import Credentials
 from reconcile.api.endpoints import EMBEDDED_SIM, resolve_endpoint
 from reconcile.api.events import OnEvent
+from reconcile.api.token_cache import TokenCache
 from reconcile.operations.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,8 +41,10 @@ def open_client(
     in as its built-in admin. Elsewhere credentials come from ``credentials``, else the file
     ``settings.credentials_file`` names, else the TRADOVATE_* variables of ``settings``; for
     ``sim`` on a loopback server without TRADOVATE_USERNAME, the simulator's built-in admin.
+    Tokens are cached in ``cache``, else where ``RECONCILE_CACHE_DIR`` of ``settings`` says.
     """
     settings = settings or Settings()
+    cache = cache or TokenCache.from_env(settings.environ)
     label = resolve_endpoint(environment, endpoint or settings.endpoint)
     if label == EMBEDDED_SIM:
         return _embedded(Path(state_dir), credentials, on_event=on_event, cache=cache, sleep=sleep)
@@ -56,7 +59,7 @@ def _embedded(
     credentials: Credentials | None,
     *,
     on_event: OnEvent | None,
-    cache: TokenCache | None,
+    cache: TokenCache,
     sleep: Callable[[float], None],
 ) -> PartnerClient:
     from reconcile.sim.app import create_app
