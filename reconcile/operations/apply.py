@@ -17,9 +17,9 @@ from reconcile.errors import ReconcileError, counted
 from reconcile.manifest.passwords import refuse_unreadable_password_files
 from reconcile.operations.clients import open_client
 from reconcile.operations.inputs import PlanInputs, Reporter
+from reconcile.operations.opening import open_inputs
 from reconcile.operations.plan import (
     companion_of,
-    open_inputs,
     prepare_plan,
     refuse_errors,
     whole_cancellations,

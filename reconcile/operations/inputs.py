@@ -14,30 +14,31 @@ if TYPE_CHECKING:
     from reconcile.planning.plan import Plan
 
 
-@dataclass(frozen=True)
-class PlanInputs:
-    """What to plan: manifests, where state is, the endpoint, targeting."""
+@dataclass(frozen=True, kw_only=True)
+class Sources:
+    """Where an operation finds the manifests, the state and the endpoint; the environment read."""
 
     paths: tuple[Path, ...]
     state_path: Path | None
     backend: str | None
     endpoint: str | None
+    settings: Settings = field(default_factory=Settings)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanInputs(Sources):
+    """What to plan: the sources, targeting, and the host that also receives cancellations."""
+
     targets: tuple[str, ...]
     excludes: tuple[str, ...]
     companion_endpoint: str | None = None
-    settings: Settings = field(default_factory=Settings)
 
 
-@dataclass(frozen=True)
-class RemoteInputs:
-    """What reading the API into state needs: manifests, state, endpoint, lock wait."""
+@dataclass(frozen=True, kw_only=True)
+class RemoteInputs(Sources):
+    """What reading the API into state needs: the sources, and how long to wait for the lock."""
 
-    paths: tuple[Path, ...]
-    state_path: Path | None
-    backend: str | None
-    endpoint: str | None
     lock_timeout: float
-    settings: Settings = field(default_factory=Settings)
 
 
 class Progress(Protocol):

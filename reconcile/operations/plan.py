@@ -11,20 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from reconcile import __version__
-from reconcile.api.endpoints import EMBEDDED_SIM, resolve_companion, resolve_endpoint
+from reconcile.api.endpoints import EMBEDDED_SIM, resolve_companion
 from reconcile.errors import PlanError, counted
 from reconcile.manifest.models import Manifest
 from reconcile.operations.inputs import PlanInputs, Reporter
+from reconcile.operations.opening import open_inputs
 from reconcile.planning.live import LiveSnapshot
 from reconcile.planning.plan import CancelEverything, Diagnostic, Plan, PlanBinding
 from reconcile.planning.policy import CancellationCheck, cancellations_of, evaluate_cancellations
-from reconcile.state.model import State, StateBinding, StateStore
-
-if TYPE_CHECKING:
-    from reconcile.manifest.loader import LoadedManifest
+from reconcile.state.model import State
 
 LiveRead = Callable[[Manifest, State], LiveSnapshot]
 """Reads the live organization for a manifest and its recorded state (``plan --refresh``)."""
@@ -172,25 +169,6 @@ def with_companion_note(plan: Plan) -> Plan:
         "host; pass --companion-endpoint URL to cancel on the other host (live/demo) too",
     )
     return plan.model_copy(update={"diagnostics": (*plan.diagnostics, note)})
-
-
-def open_inputs(inputs: PlanInputs) -> tuple[LoadedManifest, str, StateStore]:
-    """Load the manifests, then resolve the endpoint label and open the state store they choose."""
-    from reconcile.manifest.loader import load_manifest
-    from reconcile.state.open import open_store
-
-    loaded = load_manifest(list(inputs.paths))
-    manifest = loaded.manifest
-    label = resolve_endpoint(manifest.environment, inputs.endpoint or inputs.settings.endpoint)
-    store = open_store(
-        manifest.environment,
-        state_path=inputs.state_path,
-        backend_url=inputs.backend,
-        manifest_backend=manifest.backend,
-        environ=inputs.settings.environ,
-    )
-    store.bind(StateBinding(endpoint=label, dataAccountId=manifest.partner.dataAccountId))
-    return loaded, label, store
 
 
 def refuse_errors(plan: Plan) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from reconcile.errors import StateError
 from reconcile.operations.inputs import RemoteInputs, Reporter
+from reconcile.operations.opening import open_inputs
 from reconcile.state.model import StateBinding
 
 
@@ -25,22 +26,10 @@ def rebind(inputs: RemoteInputs, reporter: Reporter | None = None) -> Rebound:
 
     Raises :class:`StateError` when there is no state yet (the first apply binds it).
     """
-    from reconcile.api.endpoints import resolve_endpoint
-    from reconcile.manifest.loader import load_manifest
-    from reconcile.state.open import open_store
-
     reporter = reporter or Reporter()
-    settings = inputs.settings
-    manifest = load_manifest(list(inputs.paths)).manifest
+    loaded, endpoint, store = open_inputs(inputs, bind=False)
+    manifest = loaded.manifest
     environment = manifest.environment
-    store = open_store(
-        environment,
-        state_path=inputs.state_path,
-        backend_url=inputs.backend,
-        manifest_backend=manifest.backend,
-        environ=settings.environ,
-    )
-    endpoint = resolve_endpoint(environment, inputs.endpoint or settings.endpoint)
     new = StateBinding(endpoint=endpoint, dataAccountId=manifest.partner.dataAccountId)
     with store.lock(timeout=inputs.lock_timeout, purpose="state rebind", on_wait=reporter.say):
         state = store.load(environment)

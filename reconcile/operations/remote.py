@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from reconcile.manifest.models import Manifest
 from reconcile.operations.adopt import ImportResult, RefreshResult, import_users, refresh_state
 from reconcile.operations.inputs import RemoteInputs, Reporter
-from reconcile.state.model import StateBinding, StateStore
+from reconcile.operations.opening import open_inputs
+from reconcile.state.model import StateStore
 
 if TYPE_CHECKING:
     from reconcile.api.client import PartnerClient
@@ -51,29 +52,17 @@ def remote_session(
     inputs: RemoteInputs, purpose: str, reporter: Reporter
 ) -> Iterator[tuple[Manifest, StateStore, PartnerClient]]:
     """Load the manifest, hold its state lock (waits go to ``reporter.say``) and open its API client."""
-    from reconcile.api.endpoints import resolve_endpoint
-    from reconcile.manifest.loader import load_manifest
     from reconcile.operations.clients import open_client
-    from reconcile.state.open import open_store
 
-    settings = inputs.settings
-    manifest = load_manifest(list(inputs.paths)).manifest
-    store = open_store(
-        manifest.environment,
-        state_path=inputs.state_path,
-        backend_url=inputs.backend,
-        manifest_backend=manifest.backend,
-        environ=settings.environ,
-    )
-    label = resolve_endpoint(manifest.environment, inputs.endpoint or settings.endpoint)
-    store.bind(StateBinding(endpoint=label, dataAccountId=manifest.partner.dataAccountId))
+    loaded, _label, store = open_inputs(inputs)
+    manifest = loaded.manifest
     with (
         store.lock(timeout=inputs.lock_timeout, purpose=purpose, on_wait=reporter.say),
         open_client(
             manifest.environment,
             endpoint=inputs.endpoint,
             state_dir=store.local_dir(),
-            settings=settings,
+            settings=inputs.settings,
             on_event=reporter.on_event,
         ) as client,
     ):
