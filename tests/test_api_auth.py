@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
 import threading
 from dataclasses import replace
@@ -23,12 +24,13 @@ from api_support import (
     token_answer,
 )
 
-from reconcile.api.connect import open_client
 from reconcile.api.credentials import Credentials
 from reconcile.api.events import ClientEvent
 from reconcile.api.models import EvaluationUser
 from reconcile.api.token_cache import CachedToken, TokenCache
 from reconcile.errors import ApiError, AuthError, ReconcileError
+from reconcile.operations.clients import open_client
+from reconcile.operations.settings import Settings
 
 LOGIN = "/auth/accesstokenrequest"
 RENEW = "/auth/renewaccesstoken"
@@ -322,8 +324,8 @@ def test_open_client_reads_the_credentials_file_named_in_the_environment(
     monkeypatch.setenv("TRADOVATE_CREDENTIALS_FILE", str(file))
     monkeypatch.delenv("RECONCILE_ENDPOINT", raising=False)
     with pytest.raises(AuthError, match="chmod 600"):
-        open_client("demo")
+        open_client("demo", settings=Settings.from_environ(os.environ))
     file.chmod(0o600)
-    with open_client("demo") as client:
+    with open_client("demo", settings=Settings.from_environ(os.environ)) as client:
         assert client.auth is not None and client.auth.credentials == credentials()
         assert client.endpoint_label == "https://demo.tradovateapi.com/v1" and client.pacer is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import pytest
 
 from reconcile.api.auth import TokenAuth
 from reconcile.api.client import PartnerClient
-from reconcile.api.connect import open_client
 from reconcile.api.credentials import Credentials
 from reconcile.api.models import EvaluationUser
 from reconcile.api.token_cache import TokenCache
 from reconcile.errors import AuthError, CaptchaRequired, OutcomeUnknown
+from reconcile.operations.clients import open_client
+from reconcile.operations.settings import Settings
 from reconcile.sim import admin
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.config import RateLimit, SimConfig
@@ -174,11 +176,12 @@ def test_open_client_embedded_sim_needs_no_credentials_and_logs_in_once(
     monkeypatch.setenv("RECONCILE_CACHE_DIR", str(tmp_path / "cache"))
     for var in ("TRADOVATE_USERNAME", "TRADOVATE_PASSWORD", "RECONCILE_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
-    with open_client("sim", state_dir=tmp_path / "state") as first:
+    settings = Settings.from_environ(os.environ)
+    with open_client("sim", state_dir=tmp_path / "state", settings=settings) as first:
         assert first.endpoint_label == "sim:embedded"
         first.create_evaluation_users([trader("alice")])
         assert first.auth is not None and first.auth.logins == 1
-    with open_client("sim", state_dir=tmp_path / "state") as second:
+    with open_client("sim", state_dir=tmp_path / "state", settings=settings) as second:
         assert [u.name for u in second.list_users()] == ["alice"]
         assert second.auth is not None and second.auth.logins == 0
     assert (tmp_path / "state" / "sim.sqlite").exists()
@@ -196,7 +199,7 @@ def test_over_a_real_socket(
 ) -> None:
     monkeypatch.setenv("RECONCILE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("TRADOVATE_USERNAME", raising=False)
-    with open_client("sim", endpoint=sim_server) as client:
+    with open_client("sim", endpoint=sim_server, settings=Settings.from_environ(os.environ)) as client:
         assert client.endpoint_label == sim_server and client.pacer is None  # loopback: not paced
         assert client.create_evaluation_users([trader("alice")])[0].userId is not None
         admin.arm_fault(sim_app.store, "drop_after_apply", CREATE, 1)

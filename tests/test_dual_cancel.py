@@ -15,6 +15,7 @@ from reconcile.api.endpoints import HOSTS, STAGING_DEMO, resolve_companion
 from reconcile.apply import IntentJournal, apply_plan, check_plan_current, settle, side_files
 from reconcile.errors import ApiError, PlanError, ReconcileError
 from reconcile.manifest.models import CancelFlags, Manifest
+from reconcile.operations.settings import Settings
 from reconcile.planning.plan import CancelEverything, Plan, PlanBinding
 from reconcile.planning.planner import make_plan
 from reconcile.state.file import FileStateStore
@@ -99,10 +100,11 @@ def test_companions_pair_live_with_demo_and_staging_hosts_with_each_other(monkey
     assert resolve_companion("sim:embedded") is None
     assert resolve_companion(PRIMARY) is None  # an overridden endpoint has none unless given
     assert resolve_companion(PRIMARY, COMPANION + "/") == COMPANION
-    monkeypatch.setenv("RECONCILE_COMPANION_ENDPOINT", COMPANION)
-    assert resolve_companion(PRIMARY) == COMPANION
+    # The edge reads the variable once and passes it as the override.
+    configured = Settings.from_environ({"RECONCILE_COMPANION_ENDPOINT": COMPANION}).companion_endpoint
+    assert resolve_companion(PRIMARY, configured) == COMPANION
     with pytest.raises(ReconcileError, match="needs --endpoint too"):
-        resolve_companion("sim:embedded")
+        resolve_companion("sim:embedded", configured)
     with pytest.raises(ReconcileError, match="is the endpoint itself"):
         resolve_companion(PRIMARY, PRIMARY)
     with pytest.raises(ReconcileError, match="plain http on a non-loopback host"):

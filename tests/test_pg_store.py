@@ -238,18 +238,19 @@ def test_open_store_precedence_option_then_env_then_manifest(
     monkeypatch.delenv("RECONCILE_BACKEND", raising=False)
     from_manifest = Backend(postgres=PostgresBackend(dsnEnv="DESK_DSN"))
     with pytest.raises(StateError, match="DESK_DSN is not set"):
-        open_store("sim", manifest_backend=from_manifest)
+        open_store("sim", manifest_backend=from_manifest, environ=os.environ)
     monkeypatch.setenv("DESK_DSN", dsn)
-    assert isinstance(open_store("sim", manifest_backend=from_manifest), PostgresStateStore)
+    chosen = open_store("sim", manifest_backend=from_manifest, environ=os.environ)
+    assert isinstance(chosen, PostgresStateStore)
     monkeypatch.setenv("RECONCILE_BACKEND", "mysql://nope")
     with pytest.raises(StateError, match="RECONCILE_BACKEND: unsupported backend"):
-        open_store("sim", manifest_backend=from_manifest)
-    chosen = open_store("sim", backend_url=dsn, manifest_backend=from_manifest)
+        open_store("sim", manifest_backend=from_manifest, environ=os.environ)
+    chosen = open_store("sim", backend_url=dsn, manifest_backend=from_manifest, environ=os.environ)
     assert isinstance(chosen, PostgresStateStore)
     with pytest.raises(StateError, match="both --state and a PostgreSQL backend"):
         open_store("sim", backend_url=dsn, state_path=tmp_path / "s.json")
     monkeypatch.delenv("RECONCILE_BACKEND")
-    assert isinstance(open_store("sim", state_path=tmp_path / "s.json"), FileStateStore)
+    assert isinstance(open_store("sim", state_path=tmp_path / "s.json", environ=os.environ), FileStateStore)
 
 
 def test_manifest_backend_takes_only_an_env_variable_name() -> None:

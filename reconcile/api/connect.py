@@ -1,12 +1,14 @@
-"""Open a PartnerClient for an environment: the embedded simulator, a loopback server or a real host."""
+"""Open a PartnerClient for an endpoint label: a real host, a loopback server or an in-process app.
+
+The caller resolves the label (:func:`reconcile.api.endpoints.resolve_endpoint`) and the
+credentials; for the embedded simulator it also hands in the transport that reaches it (see
+:mod:`reconcile.operations.clients`). This module reads no environment and knows no simulator.
+"""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -14,70 +16,42 @@ import httpx
 from reconcile.api.auth import TokenAuth
 from reconcile.api.client import PartnerClient
 from reconcile.api.credentials import Credentials
-from reconcile.api.endpoints import EMBEDDED_SIM, is_loopback, resolve_endpoint
+from reconcile.api.endpoints import EMBEDDED_SIM, is_loopback
 from reconcile.api.events import OnEvent
 from reconcile.api.pacing import Pacer
 from reconcile.api.token_cache import TokenCache
-
-if TYPE_CHECKING:
-    from reconcile.sim.config import SimConfig
-
-CREDENTIALS_FILE_VAR = "TRADOVATE_CREDENTIALS_FILE"
-"""Names a credentials file (YAML/JSON, mode 0600) to use instead of the TRADOVATE_* variables."""
 
 EMBEDDED_BASE_URL = "http://sim.embedded/v1"
 """The base URL requests carry inside the process; nothing listens there."""
 
 
 def open_client(
-    environment: str,
+    label: str,
     *,
-    endpoint: str | None = None,
-    state_dir: str | Path = "state",
-    credentials: Credentials | str | Path | None = None,
+    credentials: Credentials,
     transport: httpx.BaseTransport | None = None,
+    token_scope: str | None = None,
     on_event: OnEvent | None = None,
     cache: TokenCache | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    closers: Sequence[Callable[[], None]] = (),
 ) -> PartnerClient:
-    """Return a client for ``environment`` (``--endpoint``/``RECONCILE_ENDPOINT`` override the host).
+    """Return a client for the endpoint ``label``, logged in with ``credentials``.
 
-    ``sim`` without an endpoint is the embedded simulator over ``state_dir/sim.sqlite``, logged
-    in as its built-in admin. Elsewhere credentials come from ``credentials`` (or a credentials
-    file path), else from the file ``TRADOVATE_CREDENTIALS_FILE`` names, else from the
-    TRADOVATE_* variables; for ``sim`` on a loopback server without
-    TRADOVATE_USERNAME, the simulator's built-in admin. Real (non-loopback) hosts are paced to
-    the published hourly limits.
+    ``sim:embedded`` needs ``transport`` (requests never leave the process) and is not paced;
+    real (non-loopback) hosts are paced to the published hourly limits. Cached tokens are kept
+    in ``cache`` (default: the user cache folder) per ``token_scope`` (default: the label).
+    ``closers`` run when the client closes.
     """
-    label = resolve_endpoint(environment, endpoint)
-    closers: list[Callable[[], None]] = []
     if label == EMBEDDED_SIM:
-        from reconcile.sim.app import create_app
-        from reconcile.sim.transport import SimTransport
-
-        db_path = Path(state_dir) / "sim.sqlite"
-        db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        app = create_app(db_path=db_path)
-        closers.append(app.store.close)
-        transport = transport or SimTransport(app)
-        base_url = EMBEDDED_BASE_URL
-        # Tokens of one simulator database mean nothing to another.
-        cache_key = f"{EMBEDDED_SIM}:{db_path.resolve()}"
-        creds = _resolve(credentials, env_file=False) or _sim_admin(app.config)
-        pacer = None
+        if transport is None:
+            raise ValueError("the embedded simulator is reached only through the transport it is given")
+        base_url, pacer = EMBEDDED_BASE_URL, None
     else:
-        base_url = cache_key = label
-        given = _resolve(credentials)
-        if given is not None:
-            creds = given
-        elif environment == "sim" and not os.environ.get("TRADOVATE_USERNAME"):
-            from reconcile.sim.config import SimConfig as DefaultSim
-
-            creds = _sim_admin(DefaultSim())
-        else:
-            creds = Credentials.from_env(os.environ)
-        pacer = None if is_loopback(urlsplit(label).hostname) else Pacer(on_event=on_event, sleep=sleep)
-    auth = TokenAuth(creds, endpoint=cache_key, cache=cache or TokenCache.from_env(os.environ))
+        base_url = label
+        paced = not is_loopback(urlsplit(label).hostname)
+        pacer = Pacer(on_event=on_event, sleep=sleep) if paced else None
+    auth = TokenAuth(credentials, endpoint=token_scope or label, cache=cache or TokenCache())
     client = PartnerClient(
         base_url,
         transport=transport,
@@ -89,19 +63,3 @@ def open_client(
     )
     client.closers.extend(closers)
     return client
-
-
-def _resolve(credentials: Credentials | str | Path | None, *, env_file: bool = True) -> Credentials | None:
-    if credentials is None:
-        if not env_file:
-            return None
-        path = os.environ.get(CREDENTIALS_FILE_VAR)
-        return Credentials.from_file(path) if path else None
-    if isinstance(credentials, Credentials):
-        return credentials
-    return Credentials.from_file(credentials)
-
-
-def _sim_admin(config: SimConfig) -> Credentials:
-    """The simulator's built-in admin: public defaults, not a secret anyone must supply."""
-    return Credentials(username=config.admin_name, password=config.admin_password, app_id="reconcile")

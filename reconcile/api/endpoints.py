@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from urllib.parse import urlsplit
 
 from reconcile.errors import ReconcileError
@@ -30,7 +29,11 @@ A firm's evaluation users exist on the live and the demo host alike, so ``demo``
 live just as ``live``'s is demo (DESIGN §7).
 """
 
+ENDPOINT_ENV = "RECONCILE_ENDPOINT"
+"""The variable the edge reads as the default ``--endpoint`` (see :mod:`reconcile.operations.settings`)."""
+
 COMPANION_ENV = "RECONCILE_COMPANION_ENDPOINT"
+"""The variable the edge reads as the default ``--companion-endpoint``."""
 
 EMBEDDED_SIM = "sim:embedded"
 """The label of the in-process simulator (environment ``sim`` without an endpoint override)."""
@@ -51,10 +54,10 @@ def is_loopback(host: str | None) -> bool:
 def resolve_endpoint(environment: str, override: str | None = None) -> str:
     """Return the endpoint label plans are bound to: a base URL, or ``sim:embedded``.
 
-    ``override`` (``--endpoint``) wins, then ``RECONCILE_ENDPOINT``, then the environment's host.
-    Plain http is refused except on loopback.
+    ``override`` (``--endpoint``, else ``RECONCILE_ENDPOINT``, chosen by the caller) wins over the
+    environment's host. Plain http is refused except on loopback.
     """
-    url = override or os.environ.get("RECONCILE_ENDPOINT") or None
+    url = override or None
     if url is None:
         if environment == "sim":
             return EMBEDDED_SIM
@@ -66,11 +69,11 @@ def resolve_companion(endpoint: str, override: str | None = None) -> str | None:
     """Return the host that also receives every cancel-everything, or None when there is none.
 
     ``endpoint`` is the label :func:`resolve_endpoint` returned. ``override``
-    (``--companion-endpoint``) wins, then ``RECONCILE_COMPANION_ENDPOINT``, then the other host of
-    a known pair (:data:`COMPANIONS`). The embedded simulator stands for both hosts, and an
-    overridden endpoint has no companion unless one is given.
+    (``--companion-endpoint``, else ``RECONCILE_COMPANION_ENDPOINT``, chosen by the caller) wins
+    over the other host of a known pair (:data:`COMPANIONS`). The embedded simulator stands for
+    both hosts, and an overridden endpoint has no companion unless one is given.
     """
-    url = override or os.environ.get(COMPANION_ENV) or None
+    url = override or None
     if url is None:
         return COMPANIONS.get(endpoint)
     if endpoint == EMBEDDED_SIM:

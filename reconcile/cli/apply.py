@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -14,21 +13,13 @@ from typing import Any
 import click
 
 from reconcile.api.events import ClientEvent
-from reconcile.apply import ApplyResult, PasswordLedger, apply_plan, check_plan_current, settle
-from reconcile.cli.options import PlanInputs, format_option, lock_timeout_option, plan_inputs
-from reconcile.cli.output import echo, echo_err, style
-from reconcile.cli.plan import (
-    companion_of,
-    open_inputs,
-    prepare_plan,
-    print_plan,
-    refuse_errors,
-    whole_cancellations,
-)
+from reconcile.apply import ApplyResult
+from reconcile.cli.options import format_option, lock_timeout_option, plan_inputs
+from reconcile.cli.output import echo, echo_err, print_plan, stderr_reporter, style
 from reconcile.errors import ReconcileError, counted, plural, printable
-from reconcile.manifest.passwords import refuse_unreadable_password_files
-from reconcile.planning.plan import Plan, load_plan
-from reconcile.planning.policy import check_cancellations
+from reconcile.operations.apply import ApplyRequest, apply
+from reconcile.operations.inputs import PlanInputs
+from reconcile.planning.plan import Plan
 from reconcile.render.describe import rechecks
 
 
@@ -156,122 +147,37 @@ def command(
     -f is needed with PLANFILE too: passwords are read from the manifest the plan is bound to.
     Exit codes: 0 done (users awaiting the agreement included), 1 failure, 3 refused by policy.
     """
-    from reconcile.api.connect import open_client
-
-    loaded, endpoint_label, store = open_inputs(inputs)
-    manifest = loaded.manifest
-    environment = manifest.environment
-    saved = load_plan(planfile) if planfile is not None else None
-    # Before the lock: a password file that cannot be read whole and at once (a FIFO, a device,
-    # a huge file) is refused here, not while the state is held.
-    refuse_unreadable_password_files(loaded.manifest, loaded.locations)
-    ledger = PasswordLedger(
-        generated_passwords,
-        on_new_file=lambda path: echo_err(
-            f"Generated passwords go to {path} (mode 0600) as their users are created."
+    progress = StderrProgress()
+    outcome = apply(
+        ApplyRequest(
+            inputs,
+            planfile=planfile,
+            batch_size=batch_size,
+            generated_passwords=generated_passwords,
+            lock_timeout=lock_timeout,
+            allow_cancellations=allow_cancellations,
+        ),
+        stderr_reporter(
+            on_event=progress.client_event,
+            progress=progress,
+            # With --format json, stdout is kept for the result document.
+            show_plan=lambda plan: print_plan(plan, "text", show_pii=False, err=fmt == "json"),
+            confirm=None if auto_approve else _confirm,
         ),
     )
-    with contextlib.ExitStack() as stack:
-        # Whatever ends the run, the files that received generated passwords are named.
-        stack.callback(_name_password_files, ledger)
-        stack.enter_context(store.lock(timeout=lock_timeout, purpose="apply", on_wait=echo_err))
-        journal, audit = store.journal(environment), store.audit_log(environment)
-        stack.callback(audit.close)
-        progress = StderrProgress()
-        client = open_client(
-            environment, endpoint=inputs.endpoint, state_dir=store.local_dir(), on_event=progress.client_event
-        )
-        stack.enter_context(client)
-        companion_label = companion_of(inputs, endpoint_label)
-        companion = None
-        if companion_label is not None:
-            # Same credentials; its own cached token (the cache is keyed by endpoint).
-            companion = open_client(
-                environment,
-                endpoint=companion_label,
-                state_dir=store.local_dir(),
-                on_event=progress.client_event,
-            )
-            stack.enter_context(companion)
-        settled = settle(
-            store=store,
-            environment=environment,
-            client=client,
-            journal=journal,
-            audit=audit,
-            companion=companion,
-            ledger=ledger,
-        )
-        if settled.settled_intents:
-            users = counted(len(set(settled.settled_users)), "user")
-            echo_err(f"settled what an interrupted apply left open for {users}")
-        if saved is None:
-            # Planned only now, under the lock and after settling, so it sees what is really there.
-            prepared = prepare_plan(inputs)
-            plan, state, whole = prepared.plan, prepared.state, prepared.whole
-            # With --format json, stdout is kept for the result document.
-            print_plan(plan, "text", show_pii=False, err=fmt == "json")
-        else:
-            plan, state = saved, store.load(environment)
-            whole = whole_cancellations(plan, manifest, state)
-        refuse_errors(plan)
-        check = check_cancellations(plan, state, manifest.policy, allow_cancellations, whole=whole)
-        if allow_cancellations is not None:
-            audit.record(
-                "policy",
-                outcome=f"--allow-cancellations {allow_cancellations}",
-                users=[a.user for a in check.cancellations],
-                detail={"cancellations": len(check.cancellations), "budget": check.budget},
-            )
-            audit.sync()
-        if saved is None and plan.has_changes and not auto_approve:
-            if not sys.stdin.isatty():
-                raise ReconcileError(
-                    "refusing to apply without confirmation: stdin is not a terminal. Review the plan "
-                    "and pass --auto-approve, or save it with `reconcile plan --out FILE` and apply the file"
-                )
-            if not click.confirm(style("Apply these changes?", bold=True, stream=sys.stderr), err=True):
-                raise ReconcileError("apply cancelled; nothing was changed")
-        if plan.empty:
-            if saved is not None:
-                check_plan_current(
-                    plan,
-                    manifest_digest=loaded.digest,
-                    state=state,
-                    environment=environment,
-                    endpoint=endpoint_label,
-                    companion=companion_label,
-                )
-            result = settled
-            result.state_serial = state.serial
-        else:
-            result = apply_plan(
-                plan,
-                loaded=loaded,
-                store=store,
-                client=client,
-                journal=journal,
-                audit=audit,
-                endpoint=endpoint_label,
-                companion=companion,
-                batch_size=batch_size,
-                generated_passwords=generated_passwords,
-                progress=progress,
-                settled=settled,
-                ledger=ledger,
-            )
-    _report(result, fmt, plan)
-    if not result.ok:
+    _report(outcome.result, fmt, outcome.plan)
+    if not outcome.result.ok:
         sys.exit(1)
 
 
-def _name_password_files(ledger: PasswordLedger) -> None:
-    """Say which file holds the generated passwords this run made sure of (an earlier run's too)."""
-    for path, names in sorted(ledger.written.items()):
-        echo_err(
-            f"Generated passwords of {counted(len(set(names)), 'user')} are in {path} (mode 0600), and "
-            "nowhere else: hand them to the traders securely, then delete the file."
+def _confirm(_plan: Plan) -> bool:
+    """Ask on the terminal whether to apply the plan just shown; refuse without one."""
+    if not sys.stdin.isatty():
+        raise ReconcileError(
+            "refusing to apply without confirmation: stdin is not a terminal. Review the plan "
+            "and pass --auto-approve, or save it with `reconcile plan --out FILE` and apply the file"
         )
+    return click.confirm(style("Apply these changes?", bold=True, stream=sys.stderr), err=True)
 
 
 def _report(result: ApplyResult, fmt: str, plan: Plan) -> None:

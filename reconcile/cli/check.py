@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import click
 
-from reconcile.cli.options import PlanInputs, format_options, lock_options, plan_inputs
-from reconcile.cli.plan import prepare_plan, print_plan, refuse_errors
+from reconcile.cli.options import format_options, lock_options, plan_inputs
+from reconcile.cli.output import print_plan, stderr_reporter
 from reconcile.errors import ReconcileError, counted
+from reconcile.operations.inputs import PlanInputs
+from reconcile.operations.plan import plan as make_plan
+from reconcile.operations.plan import refuse_errors
 
 
 @click.command("check")
@@ -19,7 +22,7 @@ def command(inputs: PlanInputs, fmt: str, show_pii: bool, lock_timeout: float | 
     Users waiting for the Market Data Agreement do not count: nothing can change for them until
     they sign.
     """
-    plan = prepare_plan(inputs, lock_timeout=lock_timeout).plan
+    plan = make_plan(inputs, lock_timeout=lock_timeout, reporter=stderr_reporter()).plan
     print_plan(plan, fmt, show_pii)
     refuse_errors(plan)
     if plan.has_changes:

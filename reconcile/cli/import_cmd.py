@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from reconcile.cli.options import RemoteInputs, format_option, remote_inputs
-from reconcile.cli.output import echo, echo_json
-from reconcile.cli.session import remote_session
+from reconcile.cli.options import format_option, remote_inputs
+from reconcile.cli.output import echo, echo_json, stderr_reporter
 from reconcile.errors import ReconcileError, counted
+from reconcile.operations.inputs import RemoteInputs
 from reconcile.render.describe import safe
 
 
@@ -25,12 +25,12 @@ def command(names: tuple[str, ...], all_users: bool, inputs: RemoteInputs, fmt: 
     --all adopts every active organization user the manifest names and lists the organization
     users it leaves unmanaged because the manifest does not name them. Runs under the state lock.
     """
-    from reconcile.operations.adopt import import_users
+    from reconcile.operations.remote import import_
 
     if all_users == bool(names):
         raise ReconcileError("name the users to import, or pass --all (not both)")
-    with remote_session(inputs, "import") as (manifest, store, client):
-        result = import_users(manifest, store, client, None if all_users else list(names))
+    imported = import_(inputs, None if all_users else list(names), stderr_reporter())
+    result, where = imported.result, imported.where
     if fmt == "json":
         echo_json(
             {
@@ -57,9 +57,9 @@ def command(names: tuple[str, ...], all_users: bool, inputs: RemoteInputs, fmt: 
         )
     if result.adopted:
         echo(
-            f"Adopted {counted(len(result.adopted), 'user')} into {store.describe()} "
+            f"Adopted {counted(len(result.adopted), 'user')} into {where} "
             f"(state serial {result.serial}): "
             f"{listing(result.adopted)}"
         )
     else:
-        echo(f"Nothing to adopt; {store.describe()} is unchanged.")
+        echo(f"Nothing to adopt; {where} is unchanged.")

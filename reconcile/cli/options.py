@@ -8,6 +8,7 @@ names, defaults and types are fixed here.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any, TypeVar, cast, get_args
 import click
 
 from reconcile.manifest.models import Backend, Environment
+from reconcile.operations.inputs import PlanInputs, RemoteInputs
+from reconcile.operations.settings import Settings
 from reconcile.render import formats
 from reconcile.state.open import BACKEND_VARIABLE
 
@@ -78,7 +81,7 @@ def backend_option(
     help: str = "Keep state in PostgreSQL at this DSN (postgresql://user@host/db) instead of a file; "
     f"default ${BACKEND_VARIABLE}, then the manifest's backend.postgres.dsnEnv.",
 ) -> Callable[[F], F]:
-    """--backend (``backend``): a PostgreSQL DSN; the variable is read by ``reconcile.state.open``."""
+    """--backend (``backend``): a PostgreSQL DSN; the variable is read by :func:`edge_settings`."""
     return click.option("--backend", metavar="URL", help=help)
 
 
@@ -110,17 +113,18 @@ def format_option(
     )
 
 
-@dataclass(frozen=True)
-class PlanInputs:
-    """What a planning command was asked to plan: manifests, where state is, the endpoint, targeting."""
+def edge_settings() -> Settings:
+    """The process environment, read here once per command: the library never reads it."""
+    return Settings.from_environ(os.environ)
 
-    paths: tuple[Path, ...]
-    state_path: Path | None
-    backend: str | None
-    endpoint: str | None
-    targets: tuple[str, ...]
-    excludes: tuple[str, ...]
-    companion_endpoint: str | None = None
+
+def _option_names(inputs: type[Any]) -> tuple[str, ...]:
+    """The fields of an inputs dataclass that options give (settings come from the environment)."""
+    return tuple(field.name for field in fields(inputs) if field.name != "settings")
+
+
+def _with_settings(inputs: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda **given: inputs(**given, settings=edge_settings())
 
 
 def _gather(function: F, names: tuple[str, ...], into: str, build: Callable[..., Any]) -> F:
@@ -171,8 +175,8 @@ def plan_inputs(function: F) -> F:
 
     They are passed as ``inputs: PlanInputs``.
     """
-    names = tuple(field.name for field in fields(PlanInputs))
-    return _planning_options(_gather(function, names, "inputs", PlanInputs))
+    names = _option_names(PlanInputs)
+    return _planning_options(_gather(function, names, "inputs", _with_settings(PlanInputs)))
 
 
 _lock_options = options(
@@ -213,26 +217,15 @@ format_options = options(
 """--format (any renderer) and --show-pii."""
 
 
-@dataclass(frozen=True)
-class RemoteInputs:
-    """What a command that reads the API into state needs: manifests, state, endpoint, lock wait."""
-
-    paths: tuple[Path, ...]
-    state_path: Path | None
-    backend: str | None
-    endpoint: str | None
-    lock_timeout: float
-
-
 def remote_inputs(files_help: str) -> Callable[[F], F]:
     """Add -f, --state, --backend, --endpoint and --lock-timeout, passed as ``inputs: RemoteInputs``."""
     add_options = options(
         files_option(files_help), state_option(), backend_option(), endpoint_option(), lock_timeout_option()
     )
-    names = tuple(field.name for field in fields(RemoteInputs))
+    names = _option_names(RemoteInputs)
 
     def decorate(function: F) -> F:
-        return add_options(_gather(function, names, "inputs", RemoteInputs))
+        return add_options(_gather(function, names, "inputs", _with_settings(RemoteInputs)))
 
     return decorate
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from reconcile.errors import printable
+
+if TYPE_CHECKING:
+    from reconcile.operations.inputs import Reporter
+    from reconcile.planning.plan import Plan
 
 
 def use_colour(stream: IO[str] | None = None) -> bool:
@@ -52,3 +56,19 @@ def echo_error(text: str) -> None:
 def echo_json(value: object) -> None:
     """Print ``value`` to stdout as indented JSON with sorted keys (stable for scripts and diffs)."""
     echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def print_plan(plan: Plan, fmt: str, show_pii: bool, *, err: bool = False) -> None:
+    """Render ``plan`` to stdout (stderr with ``err``); colour only for text on a TTY without NO_COLOR."""
+    from reconcile.render import RenderOptions, render
+
+    stream = sys.stderr if err else sys.stdout
+    options = RenderOptions(colour=fmt == "text" and use_colour(stream), show_pii=show_pii)
+    (echo_err if err else echo)(render(plan, fmt, options).rstrip("\n"))
+
+
+def stderr_reporter(**more: Any) -> Reporter:
+    """A Reporter that says an operation's progress and warnings on stderr (``more``: other callbacks)."""
+    from reconcile.operations.inputs import Reporter
+
+    return Reporter(say=echo_err, warn=echo_warning, **more)

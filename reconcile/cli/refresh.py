@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from reconcile.cli.options import RemoteInputs, format_option, remote_inputs
-from reconcile.cli.output import echo, echo_json
-from reconcile.cli.session import remote_session
+from reconcile.cli.options import format_option, remote_inputs
+from reconcile.cli.output import echo, echo_json, stderr_reporter
 from reconcile.errors import counted
+from reconcile.operations.inputs import RemoteInputs
 from reconcile.render.describe import safe, unmanaged_sentence
 from reconcile.render.text import drift_lines
 
@@ -23,10 +23,10 @@ def command(inputs: RemoteInputs, fmt: str) -> None:
     created outside stay unmanaged (adopt them with `reconcile import`). Needs API credentials
     (for environment sim: the embedded simulator). Runs under the state lock.
     """
-    from reconcile.operations.adopt import refresh_state
+    from reconcile.operations.remote import refresh
 
-    with remote_session(inputs, "refresh") as (manifest, store, client):
-        result = refresh_state(manifest, store, client)
+    refreshed = refresh(inputs, stderr_reporter())
+    result, where = refreshed.result, refreshed.where
     if fmt == "json":
         echo_json(
             {
@@ -44,8 +44,8 @@ def command(inputs: RemoteInputs, fmt: str) -> None:
         echo(unmanaged_sentence(result.unmanaged))
     if result.changed:
         echo(
-            f"Refreshed {counted(len(result.changed), 'user')} in {store.describe()} "
+            f"Refreshed {counted(len(result.changed), 'user')} in {where} "
             f"(state serial {result.serial}): {', '.join(safe(n) for n in result.changed)}"
         )
     else:
-        echo(f"Recorded state matches the API; {store.describe()} is unchanged (serial {result.serial}).")
+        echo(f"Recorded state matches the API; {where} is unchanged (serial {result.serial}).")

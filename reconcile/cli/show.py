@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from reconcile.cli.options import format_options
-from reconcile.cli.plan import print_plan
+from reconcile.cli.output import print_plan
 from reconcile.planning.plan import load_plan
 
 

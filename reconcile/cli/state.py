@@ -10,18 +10,19 @@ import click
 from reconcile.cli import state_pg
 from reconcile.cli.groups import SummaryGroup
 from reconcile.cli.options import (
-    RemoteInputs,
     StateScope,
     backend_option,
+    edge_settings,
     format_option,
     options,
     remote_inputs,
     state_option,
     state_scope,
 )
-from reconcile.cli.output import echo, echo_err, echo_json
+from reconcile.cli.output import echo, echo_json, stderr_reporter
 from reconcile.errors import StateError, counted, printable
-from reconcile.state.model import State, StateBinding
+from reconcile.operations.inputs import RemoteInputs
+from reconcile.state.model import State
 from reconcile.state.open import BACKEND_VARIABLE, open_store
 from reconcile.state.store import StateStore
 
@@ -34,7 +35,11 @@ _state_options = options(
 
 def _open(scope: StateScope, state_path: Path | None, backend: str | None) -> StateStore:
     return open_store(
-        scope.environment, state_path=state_path, backend_url=backend, manifest_backend=scope.manifest_backend
+        scope.environment,
+        state_path=state_path,
+        backend_url=backend,
+        manifest_backend=scope.manifest_backend,
+        environ=edge_settings().environ,
     )
 
 
@@ -148,32 +153,16 @@ def rebind_command(inputs: RemoteInputs) -> None:
     (a new --endpoint URL, a new partner data account). Then check the state against it with
     `reconcile plan --refresh`.
     """
-    from reconcile.api.endpoints import resolve_endpoint
-    from reconcile.manifest.loader import load_manifest
+    from reconcile.operations.rebind import rebind
 
-    manifest = load_manifest(list(inputs.paths)).manifest
-    environment = manifest.environment
-    store = open_store(
-        environment,
-        state_path=inputs.state_path,
-        backend_url=inputs.backend,
-        manifest_backend=manifest.backend,
-    )
-    new = StateBinding(
-        endpoint=resolve_endpoint(environment, inputs.endpoint), dataAccountId=manifest.partner.dataAccountId
-    )
-    with store.lock(timeout=inputs.lock_timeout, purpose="state rebind", on_wait=echo_err):
-        state = store.load(environment)
-        if state.serial == 0:
-            raise StateError(f"no state at {store.describe()}; nothing to rebind (the first apply binds it)")
-        old = state.binding
-        if old == new:
-            echo(f"{store.describe()} is already bound to {new.describe()}; nothing to do")
-            return
-        saved = store.save(state.model_copy(update={"binding": new}))
-    was = old.describe() if old else "nothing (written before bindings)"
+    rebound = rebind(inputs, stderr_reporter())
+    where, new = rebound.where, rebound.new
+    if rebound.serial is None:
+        echo(f"{where} is already bound to {new.describe()}; nothing to do")
+        return
+    was = rebound.old.describe() if rebound.old else "nothing (written before bindings)"
     echo(
-        f"{store.describe()}: rebound from {was} to {new.describe()} (serial {saved.serial}). "
+        f"{where}: rebound from {was} to {new.describe()} (serial {rebound.serial}). "
         "Check it against the organization there with `reconcile plan --refresh`."
     )
 

@@ -15,6 +15,7 @@ import click
 from reconcile.cli.options import (
     StateScope,
     backend_option,
+    edge_settings,
     lock_timeout_option,
     options,
     state_option,
@@ -28,7 +29,11 @@ from reconcile.state.open import BACKEND_VARIABLE, Transfer, backend_dsn, transf
 
 
 def _require_dsn(backend: str | None, scope: StateScope | None = None) -> str:
-    dsn = backend_dsn(backend_url=backend, manifest_backend=scope.manifest_backend if scope else None)
+    dsn = backend_dsn(
+        backend_url=backend,
+        manifest_backend=scope.manifest_backend if scope else None,
+        environ=edge_settings().environ,
+    )
     if dsn is None:
         raise StateError(
             f"no PostgreSQL backend given: pass --backend postgresql://… or set {BACKEND_VARIABLE}"

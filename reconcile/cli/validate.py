@@ -6,16 +6,14 @@ Exit 0 when valid (warnings go to stderr), 1 with every problem listed.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import click
 
-from reconcile.cli.options import files_option, format_option
+from reconcile.cli.options import edge_settings, files_option, format_option
 from reconcile.cli.output import echo, echo_warning
 from reconcile.errors import ManifestError, Problem, counted
-from reconcile.manifest.loader import LoadedManifest, load_manifest
-from reconcile.manifest.passwords import declaring_folder, password_file_problems, unset_password_variables
+from reconcile.operations.validate import validate
 
 
 def _problem_json(problem: Problem) -> dict[str, object]:
@@ -27,16 +25,6 @@ def _problem_json(problem: Problem) -> dict[str, object]:
         "path": problem.path,
         "message": problem.message,
     }
-
-
-def _check_password_files(loaded: LoadedManifest) -> None:
-    """Refuse ``{file: …}`` password sources apply could not read (missing, not regular, too big)."""
-    found = password_file_problems(loaded.manifest, declaring_folder(loaded.locations), missing_ok=False)
-    if found:
-        users = loaded.manifest.users
-        raise ManifestError(
-            [Problem(loaded.locations.get(users[i].name), "", message) for i, message in found]
-        )
 
 
 @click.command("validate")
@@ -59,11 +47,7 @@ def command(paths: tuple[Path, ...], output_format: str, strict: bool) -> None:
     reconcile validate -f desk.yaml --strict      # where apply runs, with its secrets
     """
     try:
-        loaded = load_manifest(paths)
-        _check_password_files(loaded)
-        warnings = [*loaded.warnings, *unset_password_variables(loaded.manifest, loaded.locations)]
-        if strict and warnings:
-            raise ManifestError(warnings)
+        validated = validate(paths, strict=strict, environ=edge_settings().environ)
     except ManifestError as exc:
         if output_format == "json":
             echo(
@@ -79,9 +63,9 @@ def command(paths: tuple[Path, ...], output_format: str, strict: bool) -> None:
             )
             raise click.exceptions.Exit(1) from None
         raise
+    loaded, warnings, statuses = validated.loaded, validated.warnings, validated.statuses
     for warning in warnings:
         echo_warning(str(warning))
-    statuses = Counter(user.status for user in loaded.manifest.users)
     users = len(loaded.manifest.users)
     files = len(loaded.files)
     if output_format == "json":

@@ -1,7 +1,7 @@
 """Bring the API's view into recorded state: adopt existing users (``import``) and ``refresh``.
 
 Both read a live snapshot (:mod:`reconcile.planning.live`), change nothing remote, and save state under
-the state lock the caller holds (:func:`state_locked`).
+the state lock the caller holds (:func:`reconcile.operations.remote.remote_session`).
 
 ``import`` rules (DESIGN §8.3: only created or adopted users are ever changed or cancelled):
 
@@ -22,11 +22,9 @@ truly plans no change.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from reconcile.errors import ReconcileError
 from reconcile.manifest.models import SIMPLUS, Manifest, User
@@ -42,20 +40,6 @@ from reconcile.planning.live import (
 from reconcile.planning.plan import DriftEntry
 from reconcile.state.model import ContactRecord, GrantRecord, State, UserRecord
 from reconcile.state.store import StateStore
-
-
-@contextlib.contextmanager
-def state_locked(
-    store: StateStore, *, timeout: float = 0.0, purpose: str, on_wait: Callable[[str], None] | None = None
-) -> Iterator[None]:
-    """Hold the exclusive lock of ``store`` (a lock file next to a state file, or the backend's)."""
-    with store.lock(timeout=timeout, purpose=purpose, on_wait=on_wait):
-        yield
-
-
-def state_dir_of(store: StateStore) -> Path:
-    """Where the embedded simulator's data lives for this store (next to a state file)."""
-    return store.local_dir()
 
 
 def _now() -> datetime:

@@ -1,8 +1,8 @@
 """Choose where recorded state lives, and move it between places.
 
-Precedence, first found wins: ``--backend URL`` (``backend_url``), then ``RECONCILE_BACKEND``,
-then the manifest's ``backend: {postgres: {dsnEnv: VAR}}``, else the local file
-``state/<environment>.json`` (or ``--state PATH``).
+Precedence, first found wins: ``--backend URL`` (``backend_url``), then ``RECONCILE_BACKEND``
+(in the ``environ`` the caller read), then the manifest's ``backend: {postgres: {dsnEnv: VAR}}``,
+else the local file ``state/<environment>.json`` (or ``--state PATH``).
 
 The PostgreSQL backend lives in :mod:`reconcile.state.postgres`; it is imported only when
 chosen, so the file backend works without psycopg installed.
@@ -11,6 +11,7 @@ chosen, so the file backend works without psycopg installed.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -46,16 +47,26 @@ def _check_url(url: str, source: str) -> str:
     return url
 
 
-def backend_dsn(*, backend_url: str | None = None, manifest_backend: Backend | None = None) -> str | None:
-    """Return the PostgreSQL DSN chosen by option, environment or manifest; None = file store."""
+def backend_dsn(
+    *,
+    backend_url: str | None = None,
+    manifest_backend: Backend | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """Return the PostgreSQL DSN chosen by option, environment or manifest; None = file store.
+
+    ``environ`` is the environment the edge read (None: none); it gives ``RECONCILE_BACKEND``
+    and the variable the manifest's ``dsnEnv`` names.
+    """
+    env: Mapping[str, str] = {} if environ is None else environ
     if backend_url:
         return _check_url(backend_url, "--backend")
-    from_env = os.environ.get(BACKEND_VARIABLE, "").strip()
+    from_env = env.get(BACKEND_VARIABLE, "").strip()
     if from_env:
         return _check_url(from_env, BACKEND_VARIABLE)
     if manifest_backend is not None:
         variable = manifest_backend.postgres.dsnEnv
-        dsn = os.environ.get(variable, "").strip()
+        dsn = env.get(variable, "").strip()
         if not dsn:
             raise StateError(
                 f"the manifest's backend.postgres.dsnEnv names {variable}, but {variable} is not set; "
@@ -71,9 +82,13 @@ def open_store(
     state_path: str | os.PathLike[str] | None = None,
     backend_url: str | None = None,
     manifest_backend: Backend | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> StateStore:
-    """Return the state store of ``environment``: PostgreSQL when one is configured, else a file."""
-    dsn = backend_dsn(backend_url=backend_url, manifest_backend=manifest_backend)
+    """Return the state store of ``environment``: PostgreSQL when one is configured, else a file.
+
+    ``environ`` is passed on to :func:`backend_dsn`.
+    """
+    dsn = backend_dsn(backend_url=backend_url, manifest_backend=manifest_backend, environ=environ)
     if dsn is None:
         return FileStateStore(state_path if state_path is not None else default_state_path(environment))
     if state_path is not None:

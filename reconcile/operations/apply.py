@@ -1,0 +1,235 @@
+"""Apply: make the partner API match the manifest, or do exactly what a saved plan says.
+
+One run: hold the state lock; open the journal, the audit log and the clients (the endpoint's
+and its companion's); settle what an interrupted apply left open; plan under the lock (or take
+the saved plan); judge it by the policy; ask; then :func:`reconcile.apply.apply_plan`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reconcile.apply import ApplyResult, PasswordLedger, apply_plan, check_plan_current, settle
+from reconcile.errors import ReconcileError, counted
+from reconcile.manifest.passwords import refuse_unreadable_password_files
+from reconcile.operations.clients import open_client
+from reconcile.operations.inputs import PlanInputs, Reporter
+from reconcile.operations.opening import open_inputs
+from reconcile.operations.plan import (
+    companion_of,
+    prepare_plan,
+    refuse_errors,
+    whole_cancellations,
+)
+from reconcile.planning.plan import CancelEverything, Plan, load_plan
+from reconcile.planning.policy import check_cancellations
+from reconcile.state.audit import AuditLog
+from reconcile.state.journal import Journal
+from reconcile.state.model import State
+from reconcile.state.store import StateStore
+
+if TYPE_CHECKING:
+    from reconcile.api.client import PartnerClient
+    from reconcile.manifest.loader import LoadedManifest
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """What to apply and how: the plan inputs, a saved plan (or None to plan now), the run's limits."""
+
+    inputs: PlanInputs
+    planfile: Path | None = None
+    batch_size: int = 100
+    generated_passwords: Path | None = None
+    lock_timeout: float = 0.0
+    allow_cancellations: int | None = None
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What the run did (``result``) to carry out ``plan``."""
+
+    result: ApplyResult
+    plan: Plan
+
+
+@dataclass
+class _Run:
+    """What one apply holds open while it runs."""
+
+    request: ApplyRequest
+    reporter: Reporter
+    loaded: LoadedManifest
+    label: str
+    store: StateStore
+    ledger: PasswordLedger
+    journal: Journal
+    audit: AuditLog
+    client: PartnerClient
+    companion: PartnerClient | None
+    companion_label: str | None
+    whole: tuple[CancelEverything, ...] | None = None
+    """The cancellations of the whole manifest when --target/--exclude narrowed the plan."""
+
+
+def apply(request: ApplyRequest, reporter: Reporter | None = None) -> ApplyOutcome:
+    """Run one apply under the state lock and return what it did.
+
+    Raises :class:`~reconcile.errors.ReconcileError` (a policy refusal, a stale saved plan, a
+    plan with errors, a refused confirmation …) before anything is changed.
+    """
+    reporter = reporter or Reporter()
+    loaded, label, store = open_inputs(request.inputs)
+    saved = load_plan(request.planfile) if request.planfile is not None else None
+    # Before the lock: a password file that cannot be read whole and at once (a FIFO, a device,
+    # a huge file) is refused here, not while the state is held.
+    refuse_unreadable_password_files(loaded.manifest, loaded.locations)
+    ledger = PasswordLedger(
+        request.generated_passwords,
+        on_new_file=lambda path: reporter.say(
+            f"Generated passwords go to {path} (mode 0600) as their users are created."
+        ),
+    )
+    with contextlib.ExitStack() as stack:
+        # Whatever ends the run, the files that received generated passwords are named.
+        stack.callback(_name_password_files, ledger, reporter)
+        run = _open(request, reporter, loaded, label, store, ledger, stack)
+        settled = _settle(run)
+        plan, state = _plan(run, saved)
+        _judge(run, plan, state, ask=saved is None)
+        if not plan.empty:
+            result = _apply(run, plan, settled)
+        else:
+            if saved is not None:
+                _check_current(run, plan, state)
+            result = settled
+            result.state_serial = state.serial
+    return ApplyOutcome(result, plan)
+
+
+def _open(
+    request: ApplyRequest,
+    reporter: Reporter,
+    loaded: LoadedManifest,
+    label: str,
+    store: StateStore,
+    ledger: PasswordLedger,
+    stack: contextlib.ExitStack,
+) -> _Run:
+    """Take the lock, then open the journal, the audit log and the clients (closed by ``stack``)."""
+    environment = loaded.manifest.environment
+    stack.enter_context(store.lock(timeout=request.lock_timeout, purpose="apply", on_wait=reporter.say))
+    journal, audit = store.journal(environment), store.audit_log(environment)
+    stack.callback(audit.close)
+
+    def client_for(endpoint: str | None) -> PartnerClient:
+        client = open_client(
+            environment,
+            endpoint=endpoint,
+            state_dir=store.local_dir(),
+            settings=request.inputs.settings,
+            on_event=reporter.on_event,
+        )
+        return stack.enter_context(client)
+
+    client = client_for(request.inputs.endpoint)
+    companion_label = companion_of(request.inputs, label)
+    # Same credentials; its own cached token (the cache is keyed by endpoint).
+    companion = client_for(companion_label) if companion_label is not None else None
+    return _Run(
+        request, reporter, loaded, label, store, ledger, journal, audit, client, companion, companion_label
+    )
+
+
+def _settle(run: _Run) -> ApplyResult:
+    settled = settle(
+        store=run.store,
+        environment=run.loaded.manifest.environment,
+        client=run.client,
+        journal=run.journal,
+        audit=run.audit,
+        companion=run.companion,
+        ledger=run.ledger,
+    )
+    if settled.settled_intents:
+        users = counted(len(set(settled.settled_users)), "user")
+        run.reporter.say(f"settled what an interrupted apply left open for {users}")
+    return settled
+
+
+def _plan(run: _Run, saved: Plan | None) -> tuple[Plan, State]:
+    """The plan to carry out and the state it starts from; judged by the policy as a whole."""
+    if saved is None:
+        # Planned only now, under the lock and after settling, so it sees what is really there.
+        prepared = prepare_plan(run.request.inputs, reporter=run.reporter)
+        plan, state, whole = prepared.plan, prepared.state, prepared.whole
+        if run.reporter.show_plan is not None:
+            run.reporter.show_plan(plan)
+    else:
+        manifest = run.loaded.manifest
+        plan, state = saved, run.store.load(manifest.environment)
+        whole = whole_cancellations(plan, manifest, state)
+    run.whole = whole
+    return plan, state
+
+
+def _judge(run: _Run, plan: Plan, state: State, *, ask: bool) -> None:
+    """Refuse a plan with errors or over the policy budget; record an override; ask when ``ask``."""
+    refuse_errors(plan)
+    allowed = run.request.allow_cancellations
+    check = check_cancellations(plan, state, run.loaded.manifest.policy, allowed, whole=run.whole)
+    if allowed is not None:
+        run.audit.record(
+            "policy",
+            outcome=f"--allow-cancellations {allowed}",
+            users=[a.user for a in check.cancellations],
+            detail={"cancellations": len(check.cancellations), "budget": check.budget},
+        )
+        run.audit.sync()
+    confirm = run.reporter.confirm
+    if ask and plan.has_changes and confirm is not None and not confirm(plan):
+        raise ReconcileError("apply cancelled; nothing was changed")
+
+
+def _check_current(run: _Run, plan: Plan, state: State) -> None:
+    check_plan_current(
+        plan,
+        manifest_digest=run.loaded.digest,
+        state=state,
+        environment=run.loaded.manifest.environment,
+        endpoint=run.label,
+        companion=run.companion_label,
+    )
+
+
+def _apply(run: _Run, plan: Plan, settled: ApplyResult) -> ApplyResult:
+    return apply_plan(
+        plan,
+        loaded=run.loaded,
+        store=run.store,
+        client=run.client,
+        journal=run.journal,
+        audit=run.audit,
+        endpoint=run.label,
+        companion=run.companion,
+        batch_size=run.request.batch_size,
+        generated_passwords=run.request.generated_passwords,
+        environ=run.request.inputs.settings.environ,
+        progress=run.reporter.progress,
+        settled=settled,
+        ledger=run.ledger,
+    )
+
+
+def _name_password_files(ledger: PasswordLedger, reporter: Reporter) -> None:
+    """Say which file holds the generated passwords this run made sure of (an earlier run's too)."""
+    for path, names in sorted(ledger.written.items()):
+        reporter.say(
+            f"Generated passwords of {counted(len(set(names)), 'user')} are in {path} (mode 0600), and "
+            "nowhere else: hand them to the traders securely, then delete the file."
+        )
+
+

@@ -1,0 +1,38 @@
+"""Open what every operation starts from: the loaded manifests, the endpoint label, the state store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reconcile.api.endpoints import resolve_endpoint
+from reconcile.operations.inputs import Sources
+from reconcile.state.model import StateBinding
+from reconcile.state.store import StateStore
+
+if TYPE_CHECKING:
+    from reconcile.manifest.loader import LoadedManifest
+
+
+def open_inputs(inputs: Sources, *, bind: bool = True) -> tuple[LoadedManifest, str, StateStore]:
+    """Load the manifests, then resolve the endpoint label and open the state store they choose.
+
+    With ``bind`` the store refuses state bound to another endpoint or organization (see
+    :meth:`StateStore.bind`); ``state rebind`` opens it unbound, to move it.
+    """
+    from reconcile.manifest.loader import load_manifest
+    from reconcile.state.open import open_store
+
+    settings = inputs.settings
+    loaded = load_manifest(list(inputs.paths))
+    manifest = loaded.manifest
+    label = resolve_endpoint(manifest.environment, inputs.endpoint or settings.endpoint)
+    store = open_store(
+        manifest.environment,
+        state_path=inputs.state_path,
+        backend_url=inputs.backend,
+        manifest_backend=manifest.backend,
+        environ=settings.environ,
+    )
+    if bind:
+        store.bind(StateBinding(endpoint=label, dataAccountId=manifest.partner.dataAccountId))
+    return loaded, label, store
