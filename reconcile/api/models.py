@@ -139,6 +139,8 @@ class CancelEverythingResult(_Response):
 # --- contact info ---------------------------------------------------------------------------------
 
 
+# Not derived from reconcile.contact: the wire models copy the contract field for field (its order,
+# its optionality, every field of a response optional), so a contract change shows up here alone.
 class UpdateContactInfo(_Request):
     userId: int
     firstName: str

@@ -26,9 +26,9 @@ from reconcile.cli.options import PlanInputs, format_options, lock_options, plan
 from reconcile.cli.output import echo, echo_err, echo_warning, use_colour
 from reconcile.errors import PlanError, PolicyError, counted
 from reconcile.manifest.models import Manifest, PasswordGenerate
-from reconcile.planning.live import LiveSnapshot
 from reconcile.planning.plan import CancelEverything, CreateUser, Diagnostic, Plan, PlanBinding, save_plan
 from reconcile.planning.policy import CancellationCheck, cancellations_of, evaluate_cancellations
+from reconcile.planning.snapshot import LiveSnapshot
 from reconcile.render import RenderOptions, render
 from reconcile.state.model import State, StateBinding, StateStore
 
@@ -278,7 +278,7 @@ def live_reader(endpoint: str | None, state_path: Path | None) -> LiveRead:
         from datetime import UTC, datetime
 
         from reconcile.api.connect import open_client
-        from reconcile.planning.live import read_live
+        from reconcile.operations.read_live import read_live
 
         state_dir = state_path.parent if state_path is not None else Path("state")
         with open_client(manifest.environment, endpoint=endpoint, state_dir=state_dir) as client:

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconcile.planning.live import CONTACT_FIELDS, LiveSnapshot, LiveUser
 from reconcile.planning.plan import DriftEntry, DriftKind, FieldChange
-from reconcile.state.model import ContactRecord, GrantRecord, State, UserRecord
-
-_REQUIRED_CONTACT = ("phone", "streetAddress1", "city", "country")
+from reconcile.planning.snapshot import CONTACT_FIELDS, LiveSnapshot, LiveUser, contact_record
+from reconcile.state.model import GrantRecord, State, UserRecord
 
 
 @dataclass(frozen=True)
@@ -143,8 +141,7 @@ def _field_changes(record: UserRecord, live: LiveUser, update: dict[str, Any]) -
         if field in fields:
             update[field] = after[field]
     if fields & set(CONTACT_FIELDS):
-        complete = all(after.get(f) for f in _REQUIRED_CONTACT)
-        update["contact"] = ContactRecord(**{f: after.get(f) for f in CONTACT_FIELDS}) if complete else None
+        update["contact"] = contact_record(live.contact)
     return changes
 
 

@@ -33,10 +33,10 @@ from typing import Any, Literal
 from deepdiff import DeepDiff
 
 from reconcile.bulk import gc_paused
+from reconcile.contact import ADDRESS_FIELDS, CONTACT_FIELDS
 from reconcile.errors import PlanError, plural
 from reconcile.manifest.models import SIMPLUS, Contact, Manifest, User
 from reconcile.planning.drift import compare
-from reconcile.planning.live import LiveSnapshot
 from reconcile.planning.plan import (
     Action,
     CancelEverything,
@@ -52,12 +52,11 @@ from reconcile.planning.plan import (
     UpdateContact,
     UpdateEmail,
 )
+from reconcile.planning.snapshot import LiveSnapshot
 from reconcile.state.model import ContactRecord, State, UserRecord
 
 Severity = Literal["error", "warning", "info"]
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-_CONTACT_FIELDS = tuple(ContactPayload.model_fields)
-_ADDRESS_FIELDS = tuple(name for name in _CONTACT_FIELDS if name not in ("firstName", "lastName"))
 
 
 @gc_paused()
@@ -383,7 +382,7 @@ def _plan_contact(user: User, record: UserRecord, acc: _Accumulator) -> None:
 
 def _recorded_contact(record: UserRecord) -> dict[str, Any]:
     if record.contact is None:
-        values: dict[str, Any] = dict.fromkeys(_CONTACT_FIELDS)
+        values: dict[str, Any] = dict.fromkeys(CONTACT_FIELDS)
         values.update(firstName=record.firstName, lastName=record.lastName)
         return values
     return _contact_values(record.firstName, record.lastName, record.contact)
@@ -391,7 +390,7 @@ def _recorded_contact(record: UserRecord) -> dict[str, Any]:
 
 def _contact_values(first: str, last: str, contact: Contact | ContactRecord) -> dict[str, Any]:
     """The ContactPayload fields as a plain mapping (attribute reads: no serializer per user)."""
-    values: dict[str, Any] = {name: getattr(contact, name) for name in _ADDRESS_FIELDS}
+    values: dict[str, Any] = {name: getattr(contact, name) for name in ADDRESS_FIELDS}
     values.update(firstName=first, lastName=last)
     return values
 

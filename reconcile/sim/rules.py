@@ -312,6 +312,8 @@ def find_user(tx: Tx, org_id: int, name: str) -> Body:
 
 # --- contact info --------------------------------------------------------------------------------
 
+# The simulator plays the partner: it keeps its own copy of the contract's names rather than the
+# client's (reconcile.contact), so that a slip in one is caught by the other.
 _CONTACT_FIELDS = (
     "firstName",
     "lastName",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconcile.bulk import gc_paused, share_fields_sets
+from reconcile.contact import ContactAddress
 from reconcile.errors import StateError, describe_os_error, first_invalid
 from reconcile.fsutil import atomic_write_text
 
@@ -36,16 +37,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ContactRecord(_Model):
+class ContactRecord(_Model, ContactAddress):
     """The contact fields last applied (same names as the manifest and the API)."""
-
-    phone: str
-    streetAddress1: str
-    streetAddress2: str | None = None
-    city: str
-    state: str | None = None
-    postCode: str | None = None
-    country: str
 
 
 class GrantRecord(_Model):
