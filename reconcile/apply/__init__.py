@@ -116,7 +116,7 @@ def apply_plan(
         companion=getattr(companion, "endpoint_label", None),
     )
     # After the staleness check: a stale plan is refused for that, not for a password it lacks.
-    creates = [a for a in plan.actions if isinstance(a, CreateUser)]
+    creates = [a.user for a in plan.actions if isinstance(a, CreateUser)]
     passwords = resolve_passwords(
         creates,
         manifest,
