@@ -428,7 +428,8 @@ def _parse(source: _Source) -> list[Problem]:
             alias_limits=yaml_rs.AliasLimits(max_total_replayed_events=0),
             duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.Error,
         )
-    except (yaml_rs.YAMLDecodeError, ValueError, RecursionError) as exc:
+    # TypeError: a complex key (``? {a: b}``) that Python cannot hash (found by test_loader_fuzz).
+    except (yaml_rs.YAMLDecodeError, ValueError, RecursionError, TypeError) as exc:
         return _explain_parse_failure(source, str(exc))
     if data is None:
         return [Problem(source.at(1, 1), "", _EMPTY)]
@@ -507,114 +508,126 @@ def _scan_events(source: _Source) -> list[Problem]:
     (:data:`MAX_DEPTH`), value length (:data:`MAX_SCALAR_CHARS`), items per list or mapping
     (:data:`MAX_USERS` in ``users``, :data:`MAX_ITEMS` elsewhere) and values per user entry
     (:data:`MAX_USER_VALUES`). Nothing is built, so a hostile file costs time, not memory.
-    (One loop without helper calls: it runs once per value, a million times on a big desk.)
     """
-    documents = 0
-    stack: list[_Frame] = []
-    users_at = -1  # index in ``stack`` of the open ``users`` list, if any
-    root: Problem | None = None
-    root_seen = False
-    user_values = 0
-    duplicates: list[Problem] = []
-
-    def at(mark: Any) -> Location:
-        return source.at(mark.line + 1, mark.column + 1)
-
-    def excess(mark: Any, path: _Path, message: str) -> list[Problem]:
-        return [Problem(at(mark), dotted_path(path), message)]
-
-    event: Any
     try:
-        for event in yaml.parse(source.text, Loader=_SAFE_LOADER):
-            kind = type(event)
-            if kind in _ENDS:
-                if len(stack) - 1 == users_at:
-                    users_at = -1
-                stack.pop()
-                continue
-            is_scalar = kind is _SCALAR
-            if not is_scalar and kind not in _STARTS:
-                if kind is yaml.AliasEvent:
-                    return excess(
-                        event.start_mark,
-                        (),
-                        f"aliases (*{event.anchor}) are not allowed in manifests: write the value out "
-                        "(refused so that no file can expand into a 'billion laughs' bomb)",
-                    )
-                if kind is yaml.DocumentStartEvent:
-                    documents += 1
-                    if documents > 1:
-                        return excess(
-                            event.start_mark,
-                            (),
-                            "a second YAML document (---): put one document in each file",
-                        )
-                continue
-            if stack:
-                parent = stack[-1]
-                if not parent.mapping:
-                    parent.items += 1
-                elif parent.key is not None:
-                    parent.current, parent.key = parent.key, None  # this is the pending key's value
-                else:
-                    parent.items += 1
-                    label = event.value if is_scalar else f"(key {parent.items})"
-                    if is_scalar and label in parent.keys:
-                        duplicates.append(
-                            Problem(
-                                at(event.start_mark),
-                                dotted_path((*parent.path, label)),
-                                f"duplicate key {label!r} (first at line {parent.keys[label]}): "
-                                "keep one (YAML would silently use the last)",
-                            )
-                        )
-                    elif is_scalar:
-                        parent.keys[label] = event.start_mark.line + 1
-                    parent.key = parent.current = label
-                if parent.items > parent.limit:
-                    return excess(event.start_mark, parent.path, _too_many(parent))
-                if users_at >= 0:
-                    if len(stack) - 1 == users_at:
-                        user_values = 1
-                    else:
-                        user_values += 1
-                        if user_values > MAX_USER_VALUES:
-                            entry = stack[users_at + 1].path
-                            return excess(
-                                event.start_mark,
-                                entry,
-                                f"a user entry with more than {MAX_USER_VALUES:,} values: "
-                                "a user needs a few dozen",
-                            )
-            elif not root_seen:
-                root_seen = True
-                if kind is not yaml.MappingStartEvent:
-                    root = Problem(at(event.start_mark), "", _not_mapping(event.value if is_scalar else []))
-            if is_scalar:
-                if len(event.value) > MAX_SCALAR_CHARS:
-                    return excess(
-                        event.start_mark,
-                        stack[-1].child() if stack else (),
-                        f"a value longer than {MAX_SCALAR_CHARS:,} characters: no manifest value is",
-                    )
-                continue
-            if len(stack) >= MAX_DEPTH:
-                return excess(
-                    event.start_mark,
-                    (),
-                    f"nested more than {MAX_DEPTH} levels deep: a manifest needs at most 5",
-                )
-            path = stack[-1].child() if stack else ()
-            stack.append(_Frame(path, kind is yaml.MappingStartEvent))
-            if path == ("users",):
-                users_at = len(stack) - 1
+        return _scan(source)
     except yaml.MarkedYAMLError as exc:
         return [_syntax_problem(source, exc)]
     except yaml.YAMLError as exc:
         return [Problem(source.at(1, 1), "", f"invalid YAML: {exc}")]
-    if not root_seen:
+
+
+def _scan(source: _Source) -> list[Problem]:
+    """Run the loop of :func:`_scan_events` (PyYAML's errors pass through).
+
+    It calls helpers only on the way out: it runs once per value, a million times on a big desk.
+    """
+    documents = user_values = 0
+    stack: list[_Frame] = []
+    users_at = -1  # index in ``stack`` of the open ``users`` list, if any
+    first: Any = None  # the top-level node's event
+    duplicates: list[Problem] = []
+    event: Any
+    for event in yaml.parse(source.text, Loader=_SAFE_LOADER):
+        kind = type(event)
+        if kind in _ENDS:
+            if len(stack) - 1 == users_at:
+                users_at = -1
+            stack.pop()
+            continue
+        is_scalar = kind is _SCALAR
+        if not is_scalar and kind not in _STARTS:
+            documents += kind is yaml.DocumentStartEvent
+            if kind is yaml.AliasEvent or documents > 1:
+                return [_stream_problem(source, event)]
+            continue
+        if stack:
+            parent = stack[-1]
+            if not parent.mapping:
+                parent.items += 1
+            elif parent.key is not None:
+                parent.current, parent.key = parent.key, None  # this is the pending key's value
+            else:
+                parent.items += 1
+                label = event.value if is_scalar else f"(key {parent.items})"
+                if is_scalar and label in parent.keys:
+                    duplicates.append(_duplicate_key(source, parent, label, event.start_mark))
+                elif is_scalar:
+                    parent.keys[label] = event.start_mark.line + 1
+                parent.key = parent.current = label
+            if parent.items > parent.limit:
+                return [_excess(source, event.start_mark, parent.path, _too_many(parent))]
+            if users_at >= 0:
+                user_values = 1 if len(stack) - 1 == users_at else user_values + 1
+                if user_values > MAX_USER_VALUES:
+                    return [_excess(source, event.start_mark, stack[users_at + 1].path, _too_many_values())]
+        elif first is None:
+            first = event
+        if is_scalar:
+            if len(event.value) > MAX_SCALAR_CHARS:
+                return [_excess(source, event.start_mark, stack[-1].child() if stack else (), _too_long())]
+            continue
+        if len(stack) >= MAX_DEPTH:
+            return [_excess(source, event.start_mark, (), _too_deep())]
+        path = stack[-1].child() if stack else ()
+        stack.append(_Frame(path, kind is yaml.MappingStartEvent))
+        if path == ("users",):
+            users_at = len(stack) - 1
+    return _top_level_problem(source, first) or duplicates
+
+
+def _top_level_problem(source: _Source, first: Any) -> list[Problem]:
+    """Refuse a file with no document, or whose top level is not a mapping."""
+    if first is None:
         return [Problem(source.at(1, 1), "", _EMPTY)]
-    return [root] if root is not None else duplicates
+    if isinstance(first, yaml.MappingStartEvent):
+        return []
+    data = first.value if isinstance(first, yaml.ScalarEvent) else []
+    return [Problem(_at(source, first.start_mark), "", _not_mapping(data))]
+
+
+def _too_many_values() -> str:
+    return f"a user entry with more than {MAX_USER_VALUES:,} values: a user needs a few dozen"
+
+
+def _too_long() -> str:
+    return f"a value longer than {MAX_SCALAR_CHARS:,} characters: no manifest value is"
+
+
+def _too_deep() -> str:
+    return f"nested more than {MAX_DEPTH} levels deep: a manifest needs at most 5"
+
+
+def _at(source: _Source, mark: Any) -> Location:
+    return source.at(mark.line + 1, mark.column + 1)
+
+
+def _excess(source: _Source, mark: Any, path: _Path, message: str) -> Problem:
+    return Problem(_at(source, mark), dotted_path(path), message)
+
+
+def _stream_problem(source: _Source, event: Any) -> Problem:
+    """Refuse an alias or a second document."""
+    if isinstance(event, yaml.AliasEvent):
+        return _excess(
+            source,
+            event.start_mark,
+            (),
+            f"aliases (*{event.anchor}) are not allowed in manifests: write the value out "
+            "(refused so that no file can expand into a 'billion laughs' bomb)",
+        )
+    return _excess(
+        source, event.start_mark, (), "a second YAML document (---): put one document in each file"
+    )
+
+
+def _duplicate_key(source: _Source, parent: _Frame, label: str, mark: Any) -> Problem:
+    return Problem(
+        _at(source, mark),
+        dotted_path((*parent.path, label)),
+        f"duplicate key {label!r} (first at line {parent.keys[label]}): "
+        "keep one (YAML would silently use the last)",
+    )
 
 
 def _syntax_problem(source: _Source, exc: yaml.MarkedYAMLError) -> Problem:

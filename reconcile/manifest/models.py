@@ -130,12 +130,10 @@ PasswordSource = Annotated[
 ]
 
 
+# The fields of reconcile.contact.ContactAddress, declared again for the input limits and messages
+# each one carries (the plan and state trust what this model let through).
 class Contact(_Model):
-    """Contact details, reconciled with /contactInfo/updatecontactinfo.
-
-    The fields of :class:`reconcile.contact.ContactAddress`, declared again for the input limits
-    and messages each one carries (the plan and state trust what this model let through).
-    """
+    """Contact details, reconciled with /contactInfo/updatecontactinfo."""
 
     phone: Annotated[str, StringConstraints(min_length=10, max_length=21)]
     streetAddress1: Annotated[str, StringConstraints(min_length=3, max_length=61, pattern=TEXT_PATTERN)]
