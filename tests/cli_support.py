@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pytest
 from click.testing import CliRunner, Result
 
 from reconcile.cli import main
@@ -16,6 +17,22 @@ class _Entry(click.Command):
 
     def main(self, args: Any = None, prog_name: Any = None, **extra: Any) -> Any:  # type: ignore[override]
         main(list(args or ()))
+
+
+def call(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """``reconcile ARGS…`` through :func:`reconcile.cli.main`, output read from ``capsys``: code, out, err.
+
+    Unlike :func:`run`, the command shares this process's environment and streams (for tests
+    that patch them with ``monkeypatch`` and read them with ``capsys``).
+    """
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    else:
+        code = 0
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:

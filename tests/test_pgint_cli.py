@@ -13,25 +13,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from apply_support import PASSWORD, write_desk
+from cli_support import call as run
 from pg_fixtures import new_database
 
-from reconcile.cli import main
 from reconcile.state.model import FileStateStore, StateStore
 from reconcile.state.postgres import PostgresStateStore
 
 CREDENTIALS = ("TRADOVATE_USERNAME", "TRADOVATE_PASSWORD", "TRADOVATE_SEC", "TRADOVATE_CID")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """Run the real entry point (its error mapping gives the exit code); return code, out, err."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    else:
-        code = 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
