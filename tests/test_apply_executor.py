@@ -194,6 +194,21 @@ def creates(m: Manifest) -> list[CreateUser]:
     ]
 
 
+def simplus_grants(ids: dict[str, int]) -> list[GrantEntitlement]:
+    """Grant Sim+ (agreement-gated) to each user of ``ids``, by name."""
+    return [
+        GrantEntitlement(
+            user=n,
+            userId=ids[n],
+            entitlement="simplus",
+            entitlementId=12345,
+            accountId=11111,
+            agreement_gated=True,
+        )
+        for n in sorted(ids)
+    ]
+
+
 def plan_for(store: FileStateStore, actions: list[Any], digest: str = "digest-1") -> Plan:
     state = store.load("sim")
     return Plan(
@@ -300,17 +315,7 @@ def test_grants_read_signals_once_and_complete_only_signers(env: dict[str, Any])
     run(env, plan_for(env["store"], creates(m)), m)
     ids = {n: u.id for n, u in env["api"].users.items()}
     env["api"].signals = [Signal(1, ids["trader000"]), Signal(2, ids["trader002"], completed="earlier")]
-    grants = [
-        GrantEntitlement(
-            user=n,
-            userId=ids[n],
-            entitlement="simplus",
-            entitlementId=12345,
-            accountId=11111,
-            agreement_gated=True,
-        )
-        for n in sorted(ids)
-    ]
+    grants = simplus_grants(ids)
     env["api"].calls.clear()
     result = run(env, plan_for(env["store"], grants), m)
     assert result.ok
@@ -406,17 +411,7 @@ def test_grant_interrupted_before_its_signal_was_completed_is_settled(env: dict[
     m = make_manifest(2)
     run(env, plan_for(env["store"], creates(m)), m)
     ids = {n: u.id for n, u in env["api"].users.items()}
-    grants = [
-        GrantEntitlement(
-            user=n,
-            userId=ids[n],
-            entitlement="simplus",
-            entitlementId=12345,
-            accountId=11111,
-            agreement_gated=True,
-        )
-        for n in sorted(ids)
-    ]
+    grants = simplus_grants(ids)
     env["api"].signals = [Signal(7, ids["trader000"]), Signal(8, ids["trader001"])]
     env["journal"].begin("grant", grants, agreement_alert_id=68)
     env["api"].plugins[ids["trader000"]] = {12345}  # the dead run granted trader000 only

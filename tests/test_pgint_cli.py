@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from apply_support import PASSWORD, write_desk
+from apply_support import PASSWORD, desk_here, write_desk
 from cli_support import call as run
 from pg_fixtures import new_database
 
@@ -30,11 +30,9 @@ def dsn() -> str:
 @pytest.fixture
 def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A desk of 12 traders in a working directory with no API credentials and no backend set."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TRADER_PASSWORD", PASSWORD)
     for name in (*CREDENTIALS, "RECONCILE_BACKEND"):
         monkeypatch.delenv(name, raising=False)
-    return write_desk(tmp_path / "desk.yaml", 12, simplus=True)
+    return desk_here(tmp_path, monkeypatch, 12, simplus=True)
 
 
 def apply_to_postgres(capsys: pytest.CaptureFixture[str], desk: Path, dsn: str) -> dict[str, object]:
