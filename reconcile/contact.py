@@ -1,13 +1,13 @@
-"""Define a user's contact fields once, for the plan, recorded state and the live snapshot.
+"""Define a user's contact fields once, for the wire request, the plan and recorded state.
 
 The names are the partner API's (``/contactInfo/updatecontactinfo``), which the manifest uses
 too. The models here carry no configuration: each package's subclass adds its own (frozen or
 not, extra fields forbidden), so they share the fields without sharing the rules.
 
 Declared apart, each for a reason written beside it: the manifest's ``Contact`` (input
-constraints and their messages), the wire models in ``reconcile.api.models`` (the contract's
-shape, order and optionality), ``LiveContact`` (any field may be blank on the API) and the
-simulator's list (it plays the partner and must not borrow the client's definitions).
+constraints and their messages), the API's ``ContactInfo`` answer and ``LiveContact`` (any field
+may be missing or blank there) and the simulator's list (it plays the partner and must not
+borrow the client's definitions).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from reconcile.contact import ContactFields
+
 
 class _Response(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -139,21 +141,11 @@ class CancelEverythingResult(_Response):
 # --- contact info ---------------------------------------------------------------------------------
 
 
-# Not derived from reconcile.contact: the wire models copy the contract field for field (its order,
-# its optionality, every field of a response optional), so a contract change shows up here alone.
-class UpdateContactInfo(_Request):
+class UpdateContactInfo(_Request, ContactFields):
     userId: int
-    firstName: str
-    lastName: str
-    streetAddress1: str
-    streetAddress2: str | None = None
-    city: str
-    state: str | None = None
-    postCode: str | None = None
-    country: str
-    phone: str
 
 
+# Not a ContactFields: a response may leave any field out, so every one is optional here.
 class ContactInfo(_Response):
     id: int | None = None
     userId: int
