@@ -1,7 +1,10 @@
-"""Run the real `reconcile` entry point in-process, as the command-line tests do (holds no tests)."""
+"""Run the real `reconcile` entry point, in-process or in a child, as the command-line tests do (no tests)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +41,21 @@ def call(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, st
 def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
     """``reconcile ARGS…`` through :func:`reconcile.cli.main`; stdout and stderr kept apart."""
     return CliRunner().invoke(_Entry("reconcile"), [str(a) for a in args], env=env)
+
+
+def run_child(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m reconcile ARGS…`` in a child process; output as text, any exit code returned."""
+    return subprocess.run(
+        [sys.executable, "-m", "reconcile", *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ pytest.importorskip("reconcile.manifest.loader")
 pytest.importorskip("reconcile.api.connect")
 
 from apply_support import PASSWORD, write_desk
-from cli_support import call
+from cli_support import call, run_child
 
 
 @pytest.fixture
@@ -92,13 +91,7 @@ def test_saved_plan_applies_in_a_second_process_and_a_stale_one_is_refused(
     files = ["-f", str(manifest), "--state", str(desk["state"])]
 
     def reconcile(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reconcile", *args],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            check=False,
-        )
+        return run_child(*args, cwd=tmp_path)
 
     plan_file, other_plan = tmp_path / "plan.json", tmp_path / "other.json"
     assert reconcile("plan", *files, "--out", str(plan_file)).returncode == 0
