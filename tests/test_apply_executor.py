@@ -209,6 +209,14 @@ def simplus_grants(ids: dict[str, int]) -> list[GrantEntitlement]:
     ]
 
 
+def cancel_all(store: FileStateStore) -> list[CancelEverything]:
+    """Cancel everything of every recorded user, as for users removed from the manifest."""
+    return [
+        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
+        for n, r in sorted(store.load("sim").users.items())
+    ]
+
+
 def plan_for(store: FileStateStore, actions: list[Any], digest: str = "digest-1") -> Plan:
     state = store.load("sim")
     return Plan(
@@ -351,11 +359,7 @@ def test_contact_for_a_user_created_in_the_same_apply_takes_the_new_id(env: dict
 def test_cancels_go_in_batches_and_are_recorded(env: dict[str, Any]) -> None:
     m = make_manifest(150)
     run(env, plan_for(env["store"], creates(m)), m)
-    state = env["store"].load("sim")
-    acts = [
-        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
-        for n, r in sorted(state.users.items())
-    ]
+    acts = cancel_all(env["store"])
     result = run(env, plan_for(env["store"], acts), m)
     assert len(result.cancelled) == 150
     assert [len(c[1]) for c in env["api"].calls if c[0] == "cancel"] == [100, 50]
@@ -472,11 +476,7 @@ def test_a_condition_that_needs_a_person_in_one_worker_stops_every_later_call(
 def test_a_cancel_whose_outcome_stays_unknown_keeps_its_intent_and_stops(env: dict[str, Any]) -> None:
     m = make_manifest(3)
     run(env, plan_for(env["store"], creates(m)), m)
-    state = env["store"].load("sim")
-    acts = [
-        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
-        for n, r in sorted(state.users.items())
-    ]
+    acts = cancel_all(env["store"])
     env["api"].lookups_fail = True
     with pytest.raises(RunStopped, match="whether they are cancelled is unknown"):
         run(env, plan_for(env["store"], acts), m)
@@ -486,4 +486,4 @@ def test_a_cancel_whose_outcome_stays_unknown_keeps_its_intent_and_stops(env: di
     result = settle(
         store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
     )
-    assert sorted(result.cancelled) == sorted(state.users) and env["journal"].unsettled() == []
+    assert sorted(result.cancelled) == sorted(a.user for a in acts) and env["journal"].unsettled() == []
