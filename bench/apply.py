@@ -109,9 +109,11 @@ def client_overhead(calls: int) -> tuple[float, float]:
     The same PartnerClient pipeline as a real apply (auth, penalties, retries, parsing); the
     answers are canned, so the figure is the client's own cost, without any simulator.
     """
-    from reconcile.api.auth import Credentials, TokenAuth, TokenCache
+    from reconcile.api.auth import TokenAuth
     from reconcile.api.client import PartnerClient
+    from reconcile.api.credentials import Credentials
     from reconcile.api.models import EvaluationUser, UpdateContactInfo
+    from reconcile.api.token_cache import TokenCache
 
     def answer(request: httpx.Request) -> httpx.Response:
         path = request.url.path

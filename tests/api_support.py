@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 
-from reconcile.api.auth import Credentials, TokenAuth, TokenCache
+from reconcile.api.auth import TokenAuth
 from reconcile.api.client import PartnerClient
+from reconcile.api.credentials import Credentials
+from reconcile.api.token_cache import TokenCache
 from reconcile.contract import validate_request
 
 BASE = "https://partner.test/v1"

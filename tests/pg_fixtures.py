@@ -6,7 +6,8 @@ each test gets a database of its own). Otherwise the server binaries are found o
 with a real password (scram), and started on 127.0.0.1 on a free port. As root, the server runs
 as the ``postgres`` OS user (PostgreSQL refuses to run as root).
 
-When no server can be had, PostgreSQL tests skip, except in CI (``CI`` set), where they fail.
+When no server can be had, PostgreSQL tests skip, except where a server is required, where they
+fail: ``RECONCILE_REQUIRE_PG=1`` (set by ``.ci/run``) or ``CI`` set.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from urllib.parse import urlsplit
 import pytest
 
 DSN_VARIABLE = "RECONCILE_TEST_PG_DSN"
+REQUIRE_VARIABLE = "RECONCILE_REQUIRE_PG"
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    if os.environ.get(REQUIRE_VARIABLE) or os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL is required here ({REQUIRE_VARIABLE} or CI is set): {reason}")
     pytest.skip(f"no PostgreSQL server: {reason}")
 
 

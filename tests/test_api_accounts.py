@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from reconcile.api.auth import Credentials, TokenAuth
+from reconcile.api.auth import TokenAuth
 from reconcile.api.client import PartnerClient
+from reconcile.api.credentials import Credentials
 from reconcile.api.models import (
     Account,
     EvaluationAccount,

@@ -23,10 +23,11 @@ from api_support import (
     token_answer,
 )
 
-from reconcile.api.auth import CachedToken, Credentials, TokenCache
 from reconcile.api.connect import open_client
+from reconcile.api.credentials import Credentials
 from reconcile.api.events import ClientEvent
 from reconcile.api.models import EvaluationUser
+from reconcile.api.token_cache import CachedToken, TokenCache
 from reconcile.errors import ApiError, AuthError, ReconcileError
 
 LOGIN = "/auth/accesstokenrequest"
@@ -133,9 +134,8 @@ def test_a_wrong_password_is_refused_even_while_a_token_is_cached(tmp_path: Path
     assert wrong.calls("/user/list") == []
 
 
-def test_cache_dir_follows_reconcile_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RECONCILE_CACHE_DIR", str(tmp_path))
-    assert TokenCache().directory == tmp_path / "tokens"
+def test_cache_dir_follows_reconcile_cache_dir(tmp_path: Path) -> None:
+    assert TokenCache.from_env({"RECONCILE_CACHE_DIR": str(tmp_path)}).directory == tmp_path / "tokens"
 
 
 def test_one_login_serves_two_clients_through_the_cache(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from api_support import Script, make_client, token_answer
 
 from reconcile.api.events import ClientEvent
 from reconcile.api.models import EvaluationUser, UpdateContactInfo
+from reconcile.api.penalties import MAX_PENALTIES
 from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, TransportError
 from reconcile.manifest.models import CancelFlags
 
@@ -67,6 +68,25 @@ def test_captcha_stops_and_says_a_person_must_act() -> None:
         client.create_evaluation_users(users("alice"))
     assert info.value.users == ("alice",)
     assert len(script.calls(CREATE)) == 1 and sleeps == []
+
+
+def test_login_and_calls_give_up_after_the_same_number_of_penalty_waits() -> None:
+    endless = httpx.Response(200, json={"p-ticket": "P", "p-time": 2})
+    script = Script({"/user/list": [endless]})
+    client, sleeps = make_client(script)
+    with pytest.raises(ApiError, match="user/list: still penalised after 5 waits") as info:
+        client.list_users()
+    assert not isinstance(info.value, AuthError)
+    assert sleeps == [2] * MAX_PENALTIES
+    assert len(script.calls("/user/list")) == MAX_PENALTIES + 1
+
+    script = Script({"/auth/accesstokenrequest": [endless]})
+    client, sleeps = make_client(script)
+    with pytest.raises(AuthError, match="accesstokenrequest: still penalised after 5 waits"):
+        client.list_users()
+    assert sleeps == [2] * MAX_PENALTIES
+    assert len(script.calls("/auth/accesstokenrequest")) == MAX_PENALTIES + 1
+    assert script.calls("/user/list") == []
 
 
 def test_429_is_retried_after_retry_after_even_for_creates() -> None:
@@ -214,6 +234,40 @@ def test_cancel_sends_all_four_flags_explicitly() -> None:
             "marketDataSubscriptions": True,
         }
     ]
+
+
+CANCEL = "/user/canceleverything"
+CANCELLED = httpx.Response(
+    200,
+    json={
+        "tradovateSubscriptionIds": [],
+        "userPluginIds": [],
+        "marketDataSubscriptionIds": [],
+        "tradingPermissionIds": [],
+    },
+)
+
+
+def test_a_call_takes_at_most_100_users_and_a_bigger_one_is_refused_before_sending() -> None:
+    """The partner API takes up to 100 users per call: a cap of 101 passed every test before."""
+    script = Script({CREATE: [created(*range(1, 101))], CANCEL: [CANCELLED]})
+    client, _ = make_client(script)
+    names = [f"user{i:03d}" for i in range(101)]
+
+    assert len(client.create_evaluation_users(users(*names[:100]))) == 100
+    client.cancel_everything(list(range(1, 101)), CancelFlags())
+    assert [len(b["users"]) for b in script.bodies(CREATE)] == [100]
+    assert [len(b["userIds"]) for b in script.bodies(CANCEL)] == [100]
+
+    with pytest.raises(ValueError, match="createevaluationusers takes 1 to 100 users, got 101"):
+        client.create_evaluation_users(users(*names))
+    with pytest.raises(ValueError, match="canceleverything takes 1 to 100 users, got 101"):
+        client.cancel_everything(list(range(1, 102)), CancelFlags())
+    with pytest.raises(ValueError, match="takes 1 to 100 users, got 0"):
+        client.create_evaluation_users([])
+    with pytest.raises(ValueError, match="takes 1 to 100 users, got 0"):
+        client.cancel_everything([], CancelFlags())
+    assert len(script.bodies(CREATE)) == 1 and len(script.bodies(CANCEL)) == 1  # nothing more sent
 
 
 def test_a_401_logs_in_again_once_and_resends() -> None:

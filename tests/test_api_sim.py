@@ -8,10 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconcile.api.auth import Credentials, TokenAuth, TokenCache
+from reconcile.api.auth import TokenAuth
 from reconcile.api.client import PartnerClient
 from reconcile.api.connect import open_client
+from reconcile.api.credentials import Credentials
 from reconcile.api.models import EvaluationUser
+from reconcile.api.token_cache import TokenCache
 from reconcile.errors import AuthError, CaptchaRequired, OutcomeUnknown
 from reconcile.sim import admin
 from reconcile.sim.app import SimApp, create_app

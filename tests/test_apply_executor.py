@@ -22,10 +22,12 @@ from reconcile.planning.plan import (
     CancelEverything,
     ContactPayload,
     CreateUser,
+    FieldChange,
     GrantEntitlement,
     Plan,
     PlanBinding,
     UpdateContact,
+    UpdateEmail,
 )
 from reconcile.state.model import FileStateStore, State
 
@@ -257,16 +259,34 @@ def test_250_creates_take_three_calls_and_are_all_recorded(env: dict[str, Any]) 
     m = make_manifest(250)
     result = run(env, plan_for(env["store"], creates(m)), m)
     assert result.ok and len(result.created) == 250
-    assert env["api"].count("create") == 3
+    assert call_sizes(env, "create") == [100, 100, 50]  # batches of 99 would also make 3 calls
     state = env["store"].load("sim")
     assert {n: r.userId for n, r in state.users.items()} == {n: u.id for n, u in env["api"].users.items()}
     assert state.serial == 3  # saved after every batch
 
 
-def test_batch_size_lowers_the_calls_size(env: dict[str, Any]) -> None:
+def call_sizes(env: dict[str, Any], kind: str) -> list[int]:
+    return [len(c[1]) for c in env["api"].calls if c[0] == kind]
+
+
+@pytest.mark.parametrize(("batch_size", "sizes"), [(10, [10, 10, 5]), (1, [1] * 25)])
+def test_batch_size_lowers_the_calls_size(env: dict[str, Any], batch_size: int, sizes: list[int]) -> None:
     m = make_manifest(25)
-    run(env, plan_for(env["store"], creates(m)), m, batch_size=10)
-    assert [len(c[1]) for c in env["api"].calls if c[0] == "create"] == [10, 10, 5]
+    run(env, plan_for(env["store"], creates(m)), m, batch_size=batch_size)
+    assert call_sizes(env, "create") == sizes
+
+
+def test_a_batch_size_above_100_still_sends_at_most_100_users_per_call(env: dict[str, Any]) -> None:
+    m = make_manifest(250)
+    run(env, plan_for(env["store"], creates(m)), m, batch_size=500)
+    assert call_sizes(env, "create") == [100, 100, 50]
+    state = env["store"].load("sim")
+    acts = [
+        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
+        for n, r in sorted(state.users.items())
+    ]
+    run(env, plan_for(env["store"], acts), m, batch_size=500)
+    assert call_sizes(env, "cancel") == [100, 100, 50]
 
 
 def test_one_bad_user_fails_alone_with_the_apis_words(env: dict[str, Any]) -> None:
@@ -362,8 +382,8 @@ def test_cancels_go_in_batches_and_are_recorded(env: dict[str, Any]) -> None:
     acts = cancel_all(env["store"])
     result = run(env, plan_for(env["store"], acts), m)
     assert len(result.cancelled) == 150
-    assert [len(c[1]) for c in env["api"].calls if c[0] == "cancel"] == [100, 50]
-    assert all(r.lifecycle == "cancelled" for r in env["store"].load("sim").users.values())
+    assert call_sizes(env, "cancel") == [100, 50]
+    assert [r.lifecycle for r in env["store"].load("sim").users.values()] == ["cancelled"] * 150
 
 
 def test_stale_plan_is_refused_saying_what_changed(env: dict[str, Any]) -> None:
@@ -392,7 +412,7 @@ def test_generated_passwords_need_a_file_and_land_only_there(env: dict[str, Any]
     assert result.ok
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     lines = dict(line.split("\t") for line in out.read_text().splitlines() if not line.startswith("#"))
-    assert lines == env["api"].passwords
+    assert lines == env["api"].passwords and len(lines) == 2
     for pw in lines.values():
         assert 8 <= len(pw) <= 64
         assert pw not in env["store"].path.read_text()
@@ -487,3 +507,63 @@ def test_a_cancel_whose_outcome_stays_unknown_keeps_its_intent_and_stops(env: di
         store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
     )
     assert sorted(result.cancelled) == sorted(a.user for a in acts) and env["journal"].unsettled() == []
+
+
+@dataclass
+class RecordedProgress:
+    events: list[tuple[str, int]] = field(default_factory=list)
+
+    def phase(self, name: str, total: int) -> None:
+        self.events.append((name, total))
+
+    def advance(self, done: int) -> None:
+        self.events.append(("done", done))
+
+
+def test_progress_counts_each_batch_of_creates_and_cancels(env: dict[str, Any]) -> None:
+    m = make_manifest(250)
+    progress = RecordedProgress()
+    run(env, plan_for(env["store"], creates(m)), m, progress=progress)
+    assert [e for e in progress.events if e[0] in ("create", "done")] == [
+        ("create", 250), ("done", 100), ("done", 200), ("done", 250)
+    ]  # fmt: skip
+    state = env["store"].load("sim")
+    acts = [
+        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
+        for n, r in sorted(state.users.items())[:150]
+    ]
+    progress = RecordedProgress()
+    run(env, plan_for(env["store"], acts), m, progress=progress)
+    assert [e for e in progress.events if e[0] in ("cancel", "done")] == [
+        ("cancel", 150),
+        ("done", 100),
+        ("done", 150),
+    ]
+
+
+def test_the_apply_audit_line_says_how_it_ended_with_the_counts(env: dict[str, Any]) -> None:
+    m = make_manifest(3)
+    env["api"].refuse["trader001"] = "email is not valid for this organization"
+    run(env, plan_for(env["store"], creates(m)), m)
+    run(env, plan_for(env["store"], []), m)
+    failed, ok = [json.loads(x) for x in env["audit"].path.read_text().splitlines() if '"apply"' in x]
+    assert (failed["action"], failed["outcome"]) == ("apply", "failed")
+    assert (ok["action"], ok["outcome"]) == ("apply", "ok")
+    assert failed["detail"]["created"] == 2 and failed["detail"]["failed"] == 1
+    assert ok["detail"]["created"] == 0 and ok["detail"]["failed"] == 0
+    assert isinstance(failed["detail"]["seconds"], float) and failed["detail"]["seconds"] >= 0
+
+
+def test_email_updates_are_sent_with_the_recorded_id(env: dict[str, Any]) -> None:
+    m = make_manifest(2)
+    run(env, plan_for(env["store"], creates(m)), m)
+    ids = {n: u.id for n, u in env["api"].users.items()}
+    change = UpdateEmail(
+        user="trader001",
+        userId=ids["trader001"],
+        email="new@example.com",
+        changes=(FieldChange(field="email", before="trader001@example.com", after="new@example.com"),),
+    )
+    result = run(env, plan_for(env["store"], [change]), m)
+    assert result.ok and ("email", ids["trader001"]) in env["api"].calls
+    assert env["store"].load("sim").users["trader001"].email == "new@example.com"

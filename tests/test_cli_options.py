@@ -30,8 +30,11 @@ def test_a_shared_option_means_the_same_in_every_command(flag: str) -> None:
 
 
 def test_lock_timeout_waits_zero_seconds_by_default_and_says_negative_waits_forever() -> None:
+    checked = []
     for name, command in _leaf_commands().items():
         for param in command.params:
             if isinstance(param, click.Option) and "--lock-timeout" in param.opts:
                 assert param.default == 0.0 and param.metavar == "SECONDS", name
                 assert param.help is not None and "negative: forever" in param.help, name
+                checked.append(name)
+    assert {"plan", "apply"} <= set(checked), checked

@@ -122,6 +122,7 @@ def plan_is_empty(tmp_path: Path, url: str, manifest: Path, dsn: str | None = No
 def assert_converged(tmp_path: Path, url: str, *, active: int, granted: int, dsn: str | None = None) -> None:
     users = admin(url, "GET", "users")
     names = [u["name"] for u in users]
+    assert names, "the simulator holds no user: nothing converged"
     assert len(names) == len(set(names)), "a trader was created twice"
     store = _store(tmp_path, dsn)
     assert store.journal("sim").unsettled() == [], "an intent was left open"

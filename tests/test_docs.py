@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.api.auth import ENV_VARS, Credentials
+from reconcile.api.credentials import ENV_VARS, Credentials
 from reconcile.errors import AuthError
 from tests.cli_support import run
 

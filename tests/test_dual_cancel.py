@@ -114,9 +114,10 @@ def test_cancel_reaches_both_hosts_and_is_audited_per_host(desk: dict[str, Any])
     assert result.ok and sorted(result.cancelled) == ["trader000", "trader001", "trader002"]
     ids = sorted(u.id for u in desk["api"].users.values())
     assert [sorted(c) for c in desk["companion"].calls] == [ids]
-    assert all(u.status == "Closed" for u in desk["api"].users.values())
-    for record in desk["store"].load("sim").users.values():
-        assert record.lifecycle == "cancelled" and record.cancelledOn == sorted([PRIMARY, COMPANION])
+    assert [u.status for u in desk["api"].users.values()] == ["Closed"] * 3
+    records = desk["store"].load("sim").users.values()
+    both = sorted([PRIMARY, COMPANION])
+    assert [(r.lifecycle, r.cancelledOn) for r in records] == [("cancelled", both)] * 3
     hosts = [a["detail"]["host"] for a in _audit(desk) if a["action"] == "cancel_everything"]
     assert hosts == [PRIMARY, COMPANION]
 

@@ -37,7 +37,8 @@ def test_desk_of_250_is_created_in_three_calls_and_a_second_apply_does_nothing(
     assert code == 0, err
     result = json.loads(out)
     assert result["summary"]["created"] == 250 and result["ok"]
-    assert [ln["action"] for ln in audit_lines(desk)].count("create") == 3
+    # The default batch is 100 users per call (99 would also make three calls).
+    assert [len(ln["users"]) for ln in audit_lines(desk) if ln["action"] == "create"] == [100, 100, 50]
     state = json.loads(desk["state"].read_text())
     assert len(state["users"]) == 250
     code, sim_out, _ = call(capsys, "sim", "users", "--db", str(desk["state"].parent / "sim.sqlite"))
@@ -82,6 +83,18 @@ def test_apply_refuses_without_a_tty_unless_auto_approved(
     code, _, err = call(capsys, "apply", "-f", str(manifest), "--state", str(desk["state"]))
     assert code == 1 and "--auto-approve" in err
     assert not desk["state"].exists()
+
+
+def test_a_batch_size_above_the_apis_100_is_refused_before_anything_happens(
+    tmp_path: Path, desk: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = write_desk(tmp_path / "desk.yaml", 1)
+    args = ["apply", "-f", str(manifest), "--state", str(desk["state"]), "--auto-approve"]
+    code, _, err = call(capsys, *args, "--batch-size", "101")
+    assert code != 0 and "--batch-size" in err and "101 is not in the range 1<=x<=100" in err
+    assert not desk["state"].exists()
+    code, _, err = call(capsys, *args, "--batch-size", "100")
+    assert code == 0, err
 
 
 def test_saved_plan_applies_in_a_second_process_and_a_stale_one_is_refused(
@@ -157,7 +170,7 @@ def test_cancellations_past_the_budget_exit_3_until_allowed_and_the_allowance_is
     code, _, err = call(capsys, *base)
     assert code == 3 and "--allow-cancellations 3" in err
     users = json.loads(desk["state"].read_text())["users"]
-    assert all(u["lifecycle"] == "active" for u in users.values())
+    assert [u["lifecycle"] for u in users.values()] == ["active"] * 4
     code, _, err = call(capsys, *base, "--allow-cancellations", "3")
     assert code == 0, err
     users = json.loads(desk["state"].read_text())["users"]

@@ -40,7 +40,9 @@ def test_every_example_is_valid_yaml_and_calls_reconcile() -> None:
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_example_calls_use_real_commands_and_options(path: Path) -> None:
-    for argv in calls(path):
+    argvs = calls(path)
+    assert argvs, f"{path.name} never calls reconcile"
+    for argv in argvs:
         command = all_commands().get(argv[0])
         assert isinstance(command, click.Command), f"{path.name}: no command {argv[0]!r}"
         known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}

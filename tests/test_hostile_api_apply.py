@@ -94,7 +94,9 @@ class Desk:
     def assert_state_is_the_truth(self) -> None:
         """Everything state records about a user is what the simulator holds."""
         in_sim = {u["name"]: u for u in admin.dump_users(self.hostile.app.store)}
-        for name, record in self.recorded().items():
+        recorded = self.recorded()
+        assert recorded, "state records nobody: there is nothing to compare"
+        for name, record in recorded.items():
             user = in_sim.get(name)
             assert user is not None, f"state records {name}, the simulator has no such user"
             assert (user["id"], user["email"]) == (record["userId"], record["email"]), name
@@ -265,7 +267,7 @@ def test_broken_answers_to_a_contact_update_fail_that_user_and_record_nothing(
     assert code == 1
     for name in ("trader0000", "trader0001"):
         assert f"{name}: update_contact: updatecontactinfo for {name}:" in err
-    assert all("contact" not in r or r["contact"] is None for r in desk.recorded().values())
+    assert [r.get("contact") for r in desk.recorded().values()] == [None, None]
     desk.assert_state_is_the_truth()
     desk.converge()
 
@@ -297,9 +299,8 @@ def test_agreement_signals_of_the_wrong_shape_stop_the_grants_and_say_which_call
     code, _, err = desk.apply()
     assert code == 1
     assert "adminAlertSignal/deps" in err and "not what the contract describes" in err
-    assert all(
-        r["entitlements"]["simplus"]["status"] == "awaiting_agreement" for r in desk.recorded().values()
-    )
+    statuses = [r["entitlements"]["simplus"]["status"] for r in desk.recorded().values()]
+    assert statuses == ["awaiting_agreement", "awaiting_agreement"]
     desk.assert_state_is_the_truth()
     desk.converge()
 

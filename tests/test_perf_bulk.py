@@ -18,9 +18,12 @@ from reconcile.manifest.loader import load_manifest
 from reconcile.planning.planner import _field_changes
 from reconcile.state.model import ContactRecord, FileStateStore, State, UserRecord
 
+# A small fixed alphabet: which characters a string holds is irrelevant to equality, and
+# st.text() without one makes Hypothesis build its full Unicode tables on a fresh clone (~1 s,
+# enough to fail the too_slow health check on a busy machine).
 _values = st.one_of(
     st.none(),
-    st.text(max_size=3),
+    st.text(alphabet="aB", max_size=3),
     st.integers(-2, 2),
     st.booleans(),
     st.floats(-2, 2, allow_nan=False),

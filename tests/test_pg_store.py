@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from pg_fixtures import new_database
+from poll_support import polling
 
 from reconcile.errors import LockError, StateError
 from reconcile.manifest.models import Backend, PostgresBackend
@@ -325,8 +325,9 @@ def test_killed_holder_releases_the_lock_to_a_waiter(
     waiter = threading.Thread(target=wait)
     waiter.start()
     # The waiter is blocked while the holder lives (it reported whom it waits for).
-    while not told and waiter.is_alive():
-        time.sleep(0.01)
+    for _ in polling("the waiter to report whom it waits for"):
+        if told or not waiter.is_alive():
+            break
     assert not acquired.is_set()
     os.kill(holder_process.pid, signal.SIGKILL)
     waiter.join(30)

@@ -22,6 +22,7 @@ import psycopg
 import pytest
 from apply_support import served_sim, served_sim_env, sim_admin, write_desk
 from pg_fixtures import new_database
+from poll_support import polling
 
 from reconcile.state.postgres import PostgresStateStore
 
@@ -65,12 +66,19 @@ def start_apply(folder: Path, url: str, dsn: str, *extra: str) -> subprocess.Pop
 
 
 def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
-    """Poll ``condition``; fail with the process's output if it exits first (no wall-clock limit)."""
-    while not condition():
+    """Poll ``condition``; fail with the process's output if it exits first or a hang is certain."""
+
+    def stop() -> str:
+        process.kill()
+        out, err = process.communicate()
+        return f"{out}\n{err}"
+
+    for _ in polling(f"the apply {what}", on_timeout=stop):
+        if condition():
+            return
         if process.poll() is not None:
             out, err = process.communicate()
             pytest.fail(f"the apply exited ({process.returncode}) before {what}:\n{out}\n{err}")
-        time.sleep(0.01)
 
 
 def waiting_for_advisory_lock(dsn: str) -> bool:
@@ -151,8 +159,9 @@ def test_killed_holder_hands_the_lock_to_the_waiter_at_once(
     first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL
     # Until the waiter is seen holding the lock, or has finished with it (an upper bound then).
-    while holder_pid(store) != second.pid and second.poll() is None:
-        time.sleep(0.005)
+    for _ in polling("the waiter to take the lock", interval=0.005, on_timeout=second.kill):
+        if holder_pid(store) == second.pid or second.poll() is not None:
+            break
     latency = time.perf_counter() - killed
     record_property("lock_handover_seconds", round(latency, 3))
     print(f"the waiter held the lock {latency:.3f} s after the holder was SIGKILLed")

@@ -149,3 +149,63 @@ def test_target_cannot_slice_a_manifest_past_the_policy(
     # The operator may still retire a slice on purpose, for this run only.
     result = run("apply", "-f", manifest, "--target", target, "--auto-approve", "--allow-cancellations", "10")
     assert result.exit_code == 0, result.stderr
+
+
+def test_a_refusal_names_both_budgets_and_says_what_to_do():
+    plan, s, policy = desk(100, keep=89)
+    check = evaluate_cancellations(plan, s, policy)
+    assert check.refused_reason == (
+        "the plan cancels 11 users; the budget is 10 (policy.maxCancellations 25; "
+        "policy.maxCancellationPercent 10% of 100 managed active users allows 10)"
+    )
+    text = check.message()
+    users = "\n".join(f"  - trader{i:03d} (id {1000 + i}, removed from the manifest)" for i in range(89, 100))
+    assert f":\n{users}\nIf the manifest lost users by mistake" in text
+    assert text.endswith(
+        "\nIf the manifest lost users by mistake (a bad merge, a missing file), restore them. "
+        "If these cancellations are intended, run again with --allow-cancellations 11."
+    )
+
+
+def test_a_small_desks_percentage_budget_is_one_trader():
+    # 10 % of 5 users is 0.5, rounded down to 0, raised to 1: two cancellations are one too many.
+    plan, s, policy = desk(5, keep=3)
+    reason = evaluate_cancellations(plan, s, policy).refused_reason
+    assert reason == (
+        "the plan cancels 2 users; the budget is 1 (policy.maxCancellations 25; "
+        "policy.maxCancellationPercent 10% of 5 managed active users allows 1)"
+    )
+
+
+def test_the_whole_desk_refusal_says_no_budget_allows_it():
+    plan, s, policy = desk(2, keep=0, maxCancellations=100, maxCancellationPercent=100)
+    reason = evaluate_cancellations(plan, s, policy).refused_reason or ""
+    assert reason.endswith("; cancelling the whole desk is never within the policy budget")
+
+
+def test_a_passing_check_has_no_message_and_remembers_the_allowance():
+    plan, s, policy = desk(100, keep=89)
+    allowed = evaluate_cancellations(plan, s, policy, allow_cancellations=11)
+    assert not allowed.refused and allowed.message() == "" and allowed.allowed == 11
+    assert evaluate_cancellations(plan, s, policy).allowed is None
+
+
+def test_a_refusal_of_one_user_speaks_of_this_user():
+    plan, s, policy = desk(100, keep=99, maxCancellations=0)
+    text = evaluate_cancellations(plan, s, policy).message()
+    assert (
+        "\nThe plan would cancel this user, irreversibly:\n"
+        "  - trader099 (id 1099, removed from the manifest)\n" in text
+    )
+    many, s, policy = desk(100, keep=89)
+    assert (
+        "\nThe plan would cancel these 11 users, irreversibly:\n"
+        in evaluate_cancellations(many, s, policy).message()
+    )
+
+
+def test_the_check_counts_the_whole_manifests_cancellations_when_the_plan_is_narrowed():
+    plan, s, policy = desk(100, keep=89)
+    whole = tuple(a for a in plan.actions if a.user != "trader099")
+    assert evaluate_cancellations(plan, s, policy, whole=whole).whole == 10
+    assert evaluate_cancellations(plan, s, policy).whole is None

@@ -85,6 +85,7 @@ def test_errors_say_what_to_do(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
+    assert {"serve", "sign", "users"} <= set(command.commands)  # type: ignore[attr-defined]
     for name in command.commands:  # type: ignore[attr-defined]
         assert "Usage:" in run(name, "--help")
 

@@ -1,254 +1,34 @@
-"""Credentials, the access-token cache and the httpx auth flow (login, renew, retry on 401).
+"""The httpx auth flow: add the bearer token, renew it before expiry, log in when needed, retry on 401.
 
 The real API allows 5 logins an hour and 2 sessions per user (a third login closes the oldest),
-so a token is cached between runs and renewed before ``expirationTime``; a login happens only
-when there is no usable token or renewal fails.
+so a token is cached between runs (:mod:`reconcile.api.token_cache`) and renewed before
+``expirationTime``; a login happens only when there is no usable token or renewal fails.
 """
 
 from __future__ import annotations
 
-import email.utils
-import functools
-import hashlib
-import hmac
-import json
 import logging
-import os
-import stat
 import threading
 import time
-import uuid
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 import httpx
-import platformdirs
-import yaml
 from pydantic import ValidationError
 
-from reconcile import __version__
-from reconcile.api.events import ClientEvent, OnEvent
-from reconcile.api.models import AccessTokenResponse, PenaltyTicket
+from reconcile.api.credentials import Credentials
+from reconcile.api.events import ClientEvent, EventKind, OnEvent
+from reconcile.api.models import AccessTokenResponse
 from reconcile.api.pacing import Pacer
-from reconcile.errors import AuthError, CaptchaRequired, plural, sentences
+from reconcile.api.penalties import Exchange, resend_while_penalised, retry_after_seconds
+from reconcile.api.redact import redact
+from reconcile.api.token_cache import CachedToken, TokenCache
+from reconcile.errors import AuthError, sentences
 
 log = logging.getLogger(__name__)
 
 LOGIN_PATH = "/auth/accesstokenrequest"
 RENEW_PATH = "/auth/renewaccesstoken"
-
-ENV_VARS: Mapping[str, str] = {
-    "username": "TRADOVATE_USERNAME",
-    "password": "TRADOVATE_PASSWORD",
-    "app_id": "TRADOVATE_APP_ID",
-    "app_version": "TRADOVATE_APP_VERSION",
-    "cid": "TRADOVATE_CID",
-    "sec": "TRADOVATE_SEC",
-    "device_id": "TRADOVATE_DEVICE_ID",
-}
-"""Credential field → environment variable."""
-
-_FILE_KEYS: Mapping[str, str] = {
-    "username": "username",
-    "name": "username",
-    "password": "password",
-    "appId": "app_id",
-    "appVersion": "app_version",
-    "cid": "cid",
-    "sec": "sec",
-    "deviceId": "device_id",
-    **{var: name for name, var in ENV_VARS.items()},
-}
-"""Keys a credentials file may use (the API's names or the environment variables' names)."""
-
-_REQUIRED = ("username", "password", "app_id", "cid", "sec")
-_MAX_PENALTIES = 5
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What POST /auth/accesstokenrequest needs; ``repr`` never shows the password or the secret."""
-
-    username: str
-    password: str = field(repr=False)
-    app_id: str = "reconcile"
-    app_version: str = __version__
-    cid: str | None = None
-    sec: str | None = field(default=None, repr=False)
-    device_id: str | None = None
-
-    def login_body(self) -> dict[str, Any]:
-        """Return the accesstokenrequest body (contract names; unset fields left out)."""
-        body = {
-            "name": self.username,
-            "password": self.password,
-            "appId": self.app_id,
-            "appVersion": self.app_version,
-            "cid": self.cid,
-            "sec": self.sec,
-            # A stable device id: the API tracks devices, and a new one per run looks like a new device.
-            "deviceId": self.device_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"reconcile:{self.username}")),
-        }
-        return {k: v for k, v in body.items() if v is not None}
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:
-        """Read the TRADOVATE_* variables; the error lists every missing one."""
-        env = os.environ if environ is None else environ
-        values = {name: env[var] for name, var in ENV_VARS.items() if env.get(var)}
-        missing = [ENV_VARS[name] for name in _REQUIRED if name not in values]
-        if missing:
-            raise AuthError(
-                f"partner-API credentials are missing: set {', '.join(missing)} in the environment "
-                "(or use a credentials file, mode 0600)",
-                call="login",
-            )
-        return cls(**values)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> Credentials:
-        """Read a YAML or JSON credentials file; refused unless only its owner can read it."""
-        file = Path(path)
-        try:
-            mode = stat.S_IMODE(file.stat().st_mode)
-            if mode & 0o077:
-                raise AuthError(
-                    f"{file}: credentials file is accessible by other users (mode {mode:04o}); "
-                    f"run `chmod 600 {file}` and try again",
-                    call="login",
-                )
-            document = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise AuthError(
-                f"{file}: cannot read the credentials file: {exc.strerror}", call="login"
-            ) from None
-        except yaml.YAMLError:
-            # The parser's message would quote the offending line, which may hold a secret.
-            raise AuthError(f"{file}: the credentials file is not valid YAML or JSON", call="login") from None
-        if not isinstance(document, dict):
-            raise AuthError(f"{file}: expected a mapping of credential names to values", call="login")
-        unknown = sorted(str(k) for k in document if k not in _FILE_KEYS)
-        if unknown:
-            raise AuthError(
-                f"{file}: unknown {plural(len(unknown), 'key')} {', '.join(unknown)}; expected some of "
-                "username, password, appId, appVersion, cid, sec, deviceId",
-                call="login",
-            )
-        values = {_FILE_KEYS[k]: str(v) for k, v in document.items() if v is not None}
-        missing = [name for name in _REQUIRED if name not in values]
-        if missing:
-            names = {"username": "username", "password": "password", "app_id": "appId", "cid": "cid"}
-            raise AuthError(f"{file}: missing {', '.join(names.get(m, m) for m in missing)}", call="login")
-        return cls(**values)
-
-
-# --- the token cache -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CachedToken:
-    """An access token and when it expires (epoch seconds)."""
-
-    token: str = field(repr=False)
-    expires: float
-
-
-_DIGEST_ROUNDS = 20_000
-
-
-@functools.lru_cache(maxsize=16)
-def credentials_digest(endpoint: str, credentials: Credentials) -> str:
-    """Fingerprint everything a login sends (endpoint, name, password, appId, cid, sec, deviceId).
-
-    PBKDF2 rather than a bare hash: the digest sits in the token cache, and must not make a cheap
-    oracle for guessing the password. Memoised: one derivation per process and credentials.
-    """
-    body = credentials.login_body()
-    fields = [endpoint, *(str(body.get(k, "")) for k in ("name", "appId", "cid", "deviceId"))]
-    secrets = [str(body.get(k, "")) for k in ("password", "sec")]
-    derived = hashlib.pbkdf2_hmac(
-        "sha256", json.dumps(secrets).encode(), json.dumps(fields).encode(), _DIGEST_ROUNDS
-    )
-    return derived.hex()
-
-
-def default_cache_dir() -> Path:
-    """Return ``RECONCILE_CACHE_DIR`` or the user cache directory of reconcile."""
-    override = os.environ.get("RECONCILE_CACHE_DIR")
-    return Path(override) if override else Path(platformdirs.user_cache_dir("reconcile"))
-
-
-class TokenCache:
-    """Access tokens between runs: one file per endpoint and user, mode 0600 in a 0700 folder.
-
-    Files are named by a hash of endpoint and user, so the folder says nothing about either.
-    A token is handed out only to the credentials that obtained it: each file records a digest of
-    all of them (:func:`credentials_digest`), so a wrong password configured while a token is
-    cached is not hidden behind it. Neither the password nor the API secret is stored.
-    """
-
-    def __init__(self, directory: str | Path | None = None) -> None:
-        self.directory = Path(directory) if directory is not None else default_cache_dir() / "tokens"
-
-    def path(self, endpoint: str, credentials: Credentials) -> Path:
-        digest = hashlib.sha256(f"{endpoint}\0{credentials.username.lower()}".encode()).hexdigest()[:32]
-        return self.directory / f"{digest}.json"
-
-    def load(self, endpoint: str, credentials: Credentials) -> CachedToken | None:
-        """Return the token these credentials obtained, or None (missing, unreadable, not private)."""
-        file = self.path(endpoint, credentials)
-        try:
-            if stat.S_IMODE(file.stat().st_mode) & 0o077:
-                log.warning("ignoring token cache %s: readable by other users", file)
-                return None
-            data = json.loads(file.read_text(encoding="utf-8"))
-            made_by = str(data.get("credentials", ""))
-            if not hmac.compare_digest(made_by, credentials_digest(endpoint, credentials)):
-                return None  # obtained with other credentials: log in with the ones configured now
-            return CachedToken(token=str(data["token"]), expires=float(data["expires"]))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            log.warning("ignoring unreadable token cache %s", file)
-            return None
-
-    def save(self, endpoint: str, credentials: Credentials, token: CachedToken) -> None:
-        """Store ``token`` (atomically); a cache that cannot be written only costs a login later."""
-        from reconcile.fsutil import atomic_write_text
-
-        try:
-            # The cache's own folder too: whoever may write there could swap the tokens folder.
-            self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.directory, 0o700)
-            atomic_write_text(
-                self.path(endpoint, credentials),
-                json.dumps(
-                    {
-                        "token": token.token,
-                        "expires": token.expires,
-                        "credentials": credentials_digest(endpoint, credentials),
-                    }
-                ),
-                mode=0o600,
-            )
-        except OSError as exc:
-            log.warning("cannot write the token cache in %s: %s", self.directory, exc.strerror)
-
-    def forget(self, endpoint: str, credentials: Credentials) -> None:
-        """Drop the cached token (it was refused)."""
-        try:
-            self.path(endpoint, credentials).unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("cannot remove a stale token from %s: %s", self.directory, exc.strerror)
-
-
-# --- the auth flow ---------------------------------------------------------------------------------
 
 
 class LoginDeferred(AuthError):
@@ -266,6 +46,10 @@ def _epoch(expiration: str | None) -> float | None:
         return datetime.fromisoformat(expiration).timestamp()
     except ValueError:
         return None
+
+
+class _ThisThread(threading.local):
+    authenticating: bool = False
 
 
 class TokenAuth(httpx.Auth):
@@ -300,7 +84,7 @@ class TokenAuth(httpx.Auth):
         self._token: CachedToken | None = None
         self._loaded = False
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._local = _ThisThread()
 
     def attach(
         self,
@@ -319,7 +103,7 @@ class TokenAuth(httpx.Auth):
     @property
     def authenticating(self) -> bool:
         """True while this thread's login or renewal request is in flight (the real one is not sent)."""
-        return bool(getattr(self._local, "authenticating", False))
+        return self._local.authenticating
 
     def reset_authenticating(self) -> None:
         self._local.authenticating = False
@@ -403,30 +187,33 @@ class TokenAuth(httpx.Auth):
         self._emit("login", "accesstokenrequest", f"logged in as {who}")
         return self._keep(answer, fallback=None)
 
-    def _exchange(
-        self, request: httpx.Request, call: str
-    ) -> Generator[httpx.Request, httpx.Response, httpx.Response]:
+    def _exchange(self, request: httpx.Request, call: str) -> Exchange:
         """Send a login/renew request, surviving penalty tickets; defer on 429/423/5xx."""
-        for _ in range(_MAX_PENALTIES + 1):
-            self._local.authenticating = True
-            response = yield request
-            self._local.authenticating = False
-            if response.status_code in (423, 429) or response.status_code >= 500:
-                retry_after = retry_after_seconds(response, self.wallclock())
-                raise LoginDeferred(
-                    f"{call} for {self.credentials.username} at {self.endpoint} was refused with "
-                    f"HTTP {response.status_code}; retry later (logins are limited to 5 per hour)",
-                    retry_after=retry_after,
-                )
-            ticket = penalty_ticket(response)
-            if ticket is None:
-                return response
-            if ticket.captcha:
-                raise captcha_required(call, ())
-            self._emit_wait(call, ticket.time)
-            self.sleep(ticket.time)
-            request = with_ticket(request, ticket.ticket)
-        raise AuthError(f"{call}: still penalised after {_MAX_PENALTIES} waits; try again later", call=call)
+        return (
+            yield from resend_while_penalised(
+                request,
+                call,
+                (),
+                sleep=self.sleep,
+                wallclock=self.wallclock,
+                on_event=self.on_event,
+                error=AuthError,
+                send=lambda r: self._send(r, call),
+            )
+        )
+
+    def _send(self, request: httpx.Request, call: str) -> Exchange:
+        """Send one login/renew request, marked as in flight; defer on 429/423/5xx."""
+        self._local.authenticating = True
+        response = yield request
+        self._local.authenticating = False
+        if response.status_code in (423, 429) or response.status_code >= 500:
+            raise LoginDeferred(
+                f"{call} for {self.credentials.username} at {self.endpoint} was refused with "
+                f"HTTP {response.status_code}; retry later (logins are limited to 5 per hour)",
+                retry_after=retry_after_seconds(response, self.wallclock()),
+            )
+        return response
 
     def _keep(self, answer: AccessTokenResponse, *, fallback: CachedToken | None) -> str:
         assert answer.accessToken is not None
@@ -451,113 +238,14 @@ class TokenAuth(httpx.Auth):
         if self.cache is not None:
             self.cache.forget(self.endpoint, self.credentials)
 
-    def _emit(self, kind: Any, call: str, message: str) -> None:
+    def _emit(self, kind: EventKind, call: str, message: str) -> None:
         log.info("%s", message)
         if self.on_event is not None:
             self.on_event(ClientEvent(kind=kind, call=call, message=message))
-
-    def _emit_wait(self, call: str, seconds: float) -> None:
-        emit_penalty_wait(self.on_event, call, seconds, self.wallclock())
-
-
-# --- helpers shared with the client ----------------------------------------------------------------
 
 
 def _token_answer(response: httpx.Response) -> AccessTokenResponse | None:
     try:
         return AccessTokenResponse.model_validate_json(response.content)
     except ValidationError:
-        return None
-
-
-def penalty_ticket(response: httpx.Response) -> PenaltyTicket | None:
-    """Return the penalty ticket an HTTP 200 answer carries, if it is one."""
-    if response.status_code != 200 or b"p-ticket" not in response.content:
-        return None
-    try:
-        data = json.loads(response.content)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or "p-ticket" not in data:
-        return None
-    try:
-        return PenaltyTicket.model_validate(data)
-    except ValidationError:
-        return None
-
-
-def with_ticket(request: httpx.Request, ticket: str) -> httpx.Request:
-    """Return ``request`` again, its JSON body plus ``"p-ticket"`` (a GET is resent as it was)."""
-    if request.method != "POST":
-        return httpx.Request(request.method, request.url, headers=request.headers)
-    body = json.loads(request.content or b"{}")
-    body["p-ticket"] = ticket
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length",)}
-    return httpx.Request("POST", request.url, headers=headers, json=body)
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """Return ``text`` with every secret (raw or JSON-escaped) replaced by ``[redacted]``.
-
-    A server may echo a request in its error text; that text ends up in messages and logs. An
-    echoed JSON body inside a JSON answer escapes a secret twice, hence the three forms.
-    """
-    for secret in sorted(secrets, key=len, reverse=True):
-        for form in sorted(_escaped_forms(secret), key=len, reverse=True):
-            if len(form) >= 4:
-                text = text.replace(form, "[redacted]")
-    return text
-
-
-def _escaped_forms(secret: str) -> set[str]:
-    once = json.dumps(secret)[1:-1]
-    return {secret, once, json.dumps(once)[1:-1]}
-
-
-def for_users(users: Sequence[str]) -> str:
-    """Return " for alice, bob" (at most five names) for error messages, or "" without users."""
-    if not users:
-        return ""
-    shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
-    return f" for {shown}"
-
-
-def captcha_required(call: str, users: tuple[str, ...]) -> CaptchaRequired:
-    return CaptchaRequired(
-        f"{call}{for_users(users)}: the partner API demands a captcha (penalty ticket with p-captcha). "
-        "A person must log in to the Tradovate web trader with the partner account and solve it; "
-        "this can take about an hour. Nothing more was sent; run the command again afterwards",
-        call=call,
-        users=users,
-    )
-
-
-def emit_penalty_wait(on_event: OnEvent | None, call: str, seconds: float, now: float) -> None:
-    log.info("%s: penalty ticket, waiting %.1f s", call, seconds)
-    if on_event is not None:
-        until = now + seconds
-        on_event(
-            ClientEvent(
-                kind="penalty_wait",
-                call=call,
-                seconds=seconds,
-                until=until,
-                # The time is ``until``: whoever shows the message adds it, in its own format.
-                message=f"{call}: penalty ticket, waiting",
-            )
-        )
-
-
-def retry_after_seconds(response: httpx.Response, now: float) -> float | None:
-    """Return the seconds ``Retry-After`` asks for (a number or an HTTP date), or None."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
         return None

@@ -26,18 +26,8 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from reconcile.api.auth import (
-    LoginDeferred,
-    TokenAuth,
-    captcha_required,
-    emit_penalty_wait,
-    penalty_ticket,
-    redact,
-    retry_after_seconds,
-    with_ticket,
-)
-from reconcile.api.auth import for_users as _for
-from reconcile.api.events import ClientEvent, OnEvent
+from reconcile.api.auth import LoginDeferred, TokenAuth
+from reconcile.api.events import OnEvent, emit_wait
 from reconcile.api.models import (
     Account,
     AccountRiskStatus,
@@ -80,16 +70,19 @@ from reconcile.api.models import (
     wire,
 )
 from reconcile.api.pacing import Pacer
+from reconcile.api.penalties import drive, resend_while_penalised, retry_after_seconds
+from reconcile.api.penalties import for_users as _for
+from reconcile.api.redact import redact, request_secrets
 from reconcile.errors import ApiError, AuthError, OutcomeUnknown, TransportError
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 MAX_ITEMS_PER_CALL = 100
 """The most users, accounts or ids one bulk call carries (createevaluationusers' published limit)."""
 MAX_USERS_PER_CREATE = MAX_ITEMS_PER_CALL
-_MAX_PENALTIES = 5
 _IDS_PER_READ = 100
 
 # Exceptions raised before the request left this machine: always safe to retry.
@@ -114,6 +107,12 @@ class _Retry(Exception):
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+
+
+class _ThisThread(threading.local):
+    """What one thread's calls leave behind (the applier calls from several threads)."""
+
+    request_id: str | None = None
 
 
 class PartnerClient:
@@ -155,7 +154,7 @@ class PartnerClient:
         self.requests_sent = 0
         self.closers: list[Callable[[], None]] = []
         """Called by :meth:`close` after the HTTP client (e.g. the embedded simulator's database)."""
-        self._local = threading.local()
+        self._local = _ThisThread()
         self._http = httpx.Client(
             base_url=self.base_url,
             transport=transport,
@@ -179,8 +178,7 @@ class PartnerClient:
     @property
     def last_request_id(self) -> str | None:
         """The id of this thread's last request (the server's ``X-Request-Id`` when it sends one)."""
-        value = getattr(self._local, "request_id", None)
-        return value if isinstance(value, str) else None
+        return self._local.request_id
 
     # -- users ------------------------------------------------------------------------------------
 
@@ -191,27 +189,13 @@ class PartnerClient:
         :class:`ApiError` when the API refused the whole request.
         """
         call = "createevaluationusers"
-        _check_batch(call, len(users), "users")
         names = tuple(u.name for u in users)
-        data = self._call(
-            "POST",
-            "/user/createevaluationusers",
-            call=call,
-            users=names,
-            body=wire(CreateEvaluationUsers(users=list(users))),
-            idempotent=False,
-            business_errors=False,
-        )
+        data = self._create(call, names, "users", wire(CreateEvaluationUsers(users=list(users))))
         answer = self._parse(CreateEvaluationUsersResponse, data, call, names, sent=True)
         _check_results(call, names, "users", len(answer.results), answer.errorText)
-        return [
-            r
-            if r.userId is not None or r.errorText
-            else r.model_copy(
-                update={"errorText": "the API answered neither a user id nor an error for this user"}
-            )
-            for r in answer.results
-        ]
+        return _said_something(
+            answer.results, lambda r: r.userId is not None or bool(r.errorText), "a user id", "user"
+        )
 
     def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> None:
         """Change a user's email address."""
@@ -231,14 +215,13 @@ class PartnerClient:
             "POST", "/contactInfo/updatecontactinfo", call="updatecontactinfo", users=who, body=wire(req)
         )
         answer = self._parse(UpdateContactInfoResponse, data, "updatecontactinfo", who)
-        if answer.contactInfo is None:
-            raise TransportError(
-                f"updatecontactinfo{_for(who)}: the answer has no contactInfo; check the user with "
-                "`reconcile show`",
-                call="updatecontactinfo",
-                users=who,
-            )
-        return answer.contactInfo
+        return _present(
+            answer.contactInfo,
+            "updatecontactinfo",
+            who,
+            "contactInfo",
+            "check the user with `reconcile show`",
+        )
 
     def add_entitlement_subscription(
         self, entitlement_id: int, user_id: int, account_id: int, *, user: str | None = None
@@ -283,6 +266,7 @@ class PartnerClient:
         self, user_ids: Sequence[int], flags: CancelFlagsLike, *, users: Sequence[str] = ()
     ) -> CancelEverythingResult:
         """Cancel subscriptions, permissions and plugins of up to 100 users; all four flags sent."""
+        _check_batch("canceleverything", len(user_ids), "users")
         who = tuple(users) or tuple(f"user id {i}" for i in user_ids)
         request = CancelEverything(
             userIds=list(user_ids),
@@ -306,27 +290,13 @@ class PartnerClient:
         resent), and :class:`ApiError` when the API refused the whole request.
         """
         call = "createevaluationaccounts"
-        _check_batch(call, len(accounts), "accounts")
         names = tuple(a.name for a in accounts)
-        data = self._call(
-            "POST",
-            "/user/createevaluationaccounts",
-            call=call,
-            users=names,
-            body=wire(CreateEvaluationAccounts(accounts=list(accounts))),
-            idempotent=False,
-            business_errors=False,
-        )
+        data = self._create(call, names, "accounts", wire(CreateEvaluationAccounts(accounts=list(accounts))))
         answer = self._parse(CreateEvaluationAccountsResponse, data, call, names, sent=True)
         _check_results(call, names, "accounts", len(answer.results), answer.errorText)
-        return [
-            r
-            if r.accountId is not None or r.errorText
-            else r.model_copy(
-                update={"errorText": "the API answered neither an account id nor an error for this account"}
-            )
-            for r in answer.results
-        ]
+        return _said_something(
+            answer.results, lambda r: r.accountId is not None or bool(r.errorText), "an account id", "account"
+        )
 
     def revoke_trading_permission(
         self, permission_id: int, *, account: str | None = None
@@ -342,14 +312,13 @@ class PartnerClient:
             body=wire(RevokeTradingPermission(tradingPermissionId=permission_id)),
         )
         answer = self._parse(TradingPermissionResponse, data, call, who)
-        if answer.tradingPermission is None:
-            raise TransportError(
-                f"{call}{_for(who)}: the answer has no tradingPermission; read the permission "
-                "(/tradingPermission/list) to see whether it was revoked",
-                call=call,
-                users=who,
-            )
-        return answer.tradingPermission
+        return _present(
+            answer.tradingPermission,
+            call,
+            who,
+            "tradingPermission",
+            "read the permission (/tradingPermission/list) to see whether it was revoked",
+        )
 
     def revoke_trading_permissions(
         self, permission_ids: Sequence[int], *, accounts: Sequence[str] = ()
@@ -413,14 +382,13 @@ class PartnerClient:
             "POST", "/accountRiskStatus/setadminautoliqaction", call=call, users=who, body=wire(request)
         )
         answer = self._parse(AccountRiskStatusResponse, data, call, who)
-        if answer.accountRiskStatus is None:
-            raise TransportError(
-                f"{call}{_for(who)}: the answer has no accountRiskStatus; read the account's risk "
-                "status (/accountRiskStatus/list) to see whether the action was set",
-                call=call,
-                users=who,
-            )
-        return answer.accountRiskStatus
+        return _present(
+            answer.accountRiskStatus,
+            call,
+            who,
+            "accountRiskStatus",
+            "read the account's risk status (/accountRiskStatus/list) to see whether the action was set",
+        )
 
     def update_user_auto_liqs(
         self, items: Sequence[UpdateUserAutoLiqItem], *, accounts: Sequence[str] = ()
@@ -459,6 +427,14 @@ class PartnerClient:
         """Return the risk status (admin action) of every account (one call)."""
         data = self._call("GET", "/accountRiskStatus/list", call="accountRiskStatus/list")
         return self._parse_list(AccountRiskStatus, data, "accountRiskStatus/list", ())
+
+    def _create(self, call: str, names: tuple[str, ...], noun: str, body: dict[str, Any]) -> Any:
+        """Send a create call for up to 100 items once: it is never resent (not idempotent)."""
+        _check_batch(call, len(names), noun)
+        path = f"/user/{call}"
+        return self._call(
+            "POST", path, call=call, users=names, body=body, idempotent=False, business_errors=False
+        )
 
     def _simple(
         self, path: str, call: str, body: dict[str, Any], who: tuple[str, ...], *, idempotent: bool = True
@@ -567,22 +543,17 @@ class PartnerClient:
     def _attempt(
         self, request: httpx.Request, call: str, users: tuple[str, ...], *, idempotent: bool, missing_ok: bool
     ) -> Any:
-        for _ in range(_MAX_PENALTIES + 1):
-            response = self._send(request, call, users, idempotent=idempotent)
-            ticket = penalty_ticket(response)
-            if ticket is None:
-                return self._answer(response, call, users, idempotent=idempotent, missing_ok=missing_ok)
-            if ticket.captcha:
-                raise captcha_required(call, users)
-            # A penalty ticket means the request was not applied: resending it is safe.
-            emit_penalty_wait(self.on_event, call, ticket.time, self.wallclock())
-            self.sleep(ticket.time)
-            request = with_ticket(request, ticket.ticket)
-        raise ApiError(
-            f"{call}{_for(users)}: still penalised after {_MAX_PENALTIES} waits; try again later",
-            call=call,
-            users=users,
+        exchange = resend_while_penalised(
+            request,
+            call,
+            users,
+            sleep=self.sleep,
+            wallclock=self.wallclock,
+            on_event=self.on_event,
+            error=ApiError,
         )
+        response = drive(exchange, lambda r: self._send(r, call, users, idempotent=idempotent))
+        return self._answer(response, call, users, idempotent=idempotent, missing_ok=missing_ok)
 
     def _send(
         self, request: httpx.Request, call: str, users: tuple[str, ...], *, idempotent: bool
@@ -617,6 +588,13 @@ class PartnerClient:
             ) from None
         response = self._redacted(response, request)
         self._local.request_id = response.headers.get("X-Request-Id") or self._local.request_id
+        self._check_status(response, call, users, idempotent=idempotent)
+        return response
+
+    def _check_status(
+        self, response: httpx.Response, call: str, users: tuple[str, ...], *, idempotent: bool
+    ) -> None:
+        """Raise for an answer that is no answer: rate limited, a server error, or the token refused."""
         status = response.status_code
         if status in (423, 429):
             raise _Retry(
@@ -645,7 +623,6 @@ class PartnerClient:
                 call=call,
                 users=users,
             )
-        return response
 
     def _answer(
         self,
@@ -682,7 +659,7 @@ class PartnerClient:
     def _redacted(self, response: httpx.Response, request: httpx.Request) -> httpx.Response:
         """Read ``response``; drop any secret of ``request`` it echoes, so no message can carry one."""
         content = response.read()
-        secrets = _request_secrets(request) + (self.auth.secrets() if self.auth is not None else [])
+        secrets = request_secrets(request) + (self.auth.secrets() if self.auth is not None else [])
         text = content.decode("utf-8", errors="replace")
         scrubbed = redact(text, secrets)
         if scrubbed == text:
@@ -764,16 +741,7 @@ class PartnerClient:
             seconds = state.upcoming_sleep
             message = f"{call}: retrying in {seconds:.1f} s (attempt {state.attempt_number + 1}): {exc}"
             log.info("%s", message)
-            if self.on_event is not None:
-                self.on_event(
-                    ClientEvent(
-                        kind="retry",
-                        call=call,
-                        message=message,
-                        seconds=seconds,
-                        until=self.wallclock() + seconds,
-                    )
-                )
+            emit_wait(self.on_event, "retry", call, message, seconds, self.wallclock)
 
         return report
 
@@ -799,6 +767,19 @@ def _check_results(call: str, names: tuple[str, ...], noun: str, answered: int, 
         )
 
 
+def _present(value: T | None, call: str, who: tuple[str, ...], field: str, check: str) -> T:
+    """Return the ``field`` an answer carried; raise, saying how to ``check`` the outcome, if it had none."""
+    if value is None:
+        raise TransportError(f"{call}{_for(who)}: the answer has no {field}; {check}", call=call, users=who)
+    return value
+
+
+def _said_something(results: Sequence[M], answered: Callable[[M], bool], ident: str, item: str) -> list[M]:
+    """Return ``results``, each that has neither an id nor an error given an error saying so."""
+    text = f"the API answered neither {ident} nor an error for this {item}"
+    return [r if answered(r) else r.model_copy(update={"errorText": text}) for r in results]
+
+
 def _accounts(account_ids: Sequence[int], names: Sequence[str]) -> tuple[str, ...]:
     """Who a call is about, for messages: the account names when known, else their ids."""
     return tuple(names) or tuple(f"account id {i}" for i in account_ids)
@@ -808,24 +789,6 @@ def _accounts(account_ids: Sequence[int], names: Sequence[str]) -> tuple[str, ..
 def _list_adapter(model: type[M]) -> TypeAdapter[list[M]]:
     # Building an adapter costs far more than validating with it: build one per model.
     return TypeAdapter(list[model])  # type: ignore[valid-type]
-
-
-def _request_secrets(request: httpx.Request) -> list[str]:
-    """The secrets a request carries: its bearer token and any password in its JSON body."""
-    found = []
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token:
-        found.append(token)
-    if b"password" in request.content:
-        try:
-            body = json.loads(request.content)
-        except ValueError:
-            body = None
-        users = body.get("users") if isinstance(body, dict) else None
-        for item in [body, *(users if isinstance(users, list) else [])]:
-            if isinstance(item, dict) and isinstance(item.get("password"), str):
-                found.append(item["password"])
-    return found
 
 
 def _snippet(response: httpx.Response) -> str:

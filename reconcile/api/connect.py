@@ -11,11 +11,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from reconcile.api.auth import Credentials, TokenAuth, TokenCache
+from reconcile.api.auth import TokenAuth
 from reconcile.api.client import PartnerClient
+from reconcile.api.credentials import Credentials
 from reconcile.api.endpoints import EMBEDDED_SIM, is_loopback, resolve_endpoint
 from reconcile.api.events import OnEvent
 from reconcile.api.pacing import Pacer
+from reconcile.api.token_cache import TokenCache
 
 if TYPE_CHECKING:
     from reconcile.sim.config import SimConfig
@@ -73,9 +75,9 @@ def open_client(
 
             creds = _sim_admin(DefaultSim())
         else:
-            creds = Credentials.from_env()
+            creds = Credentials.from_env(os.environ)
         pacer = None if is_loopback(urlsplit(label).hostname) else Pacer(on_event=on_event, sleep=sleep)
-    auth = TokenAuth(creds, endpoint=cache_key, cache=cache or TokenCache())
+    auth = TokenAuth(creds, endpoint=cache_key, cache=cache or TokenCache.from_env(os.environ))
     client = PartnerClient(
         base_url,
         transport=transport,

@@ -25,3 +25,21 @@ class ClientEvent:
 
 
 OnEvent = Callable[[ClientEvent], None]
+
+
+def emit_wait(
+    on_event: OnEvent | None,
+    kind: EventKind,
+    call: str,
+    message: str,
+    seconds: float,
+    wallclock: Callable[[], float],
+) -> None:
+    """Tell ``on_event`` that a wait of ``seconds`` starts now.
+
+    ``message`` carries no time: whoever shows it adds ``until``, in its own format.
+    """
+    if on_event is not None:
+        on_event(
+            ClientEvent(kind=kind, call=call, message=message, seconds=seconds, until=wallclock() + seconds)
+        )

@@ -7,9 +7,9 @@ only the contract's field names, and :func:`wire` never sends a field that is No
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 from reconcile.contact import ContactFields
 
@@ -20,6 +20,14 @@ class _Response(BaseModel):
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _none_if_empty(value: Any) -> Any:
+    return None if value == "" else value
+
+
+ResultText = Annotated[str | None, BeforeValidator(_none_if_empty)]
+"""A per-item ``errorText``: the API sends "" for success, read as None."""
 
 
 def wire(request: BaseModel) -> dict[str, Any]:
@@ -80,7 +88,7 @@ class CreateResult(_Response):
     """
 
     userId: int | None = None
-    errorText: str | None = None
+    errorText: ResultText = None
     name: str | None = None
 
     @model_validator(mode="before")
@@ -90,8 +98,6 @@ class CreateResult(_Response):
             data = dict(data)
             if data.get("userId") is None and data.get("id") is not None:
                 data["userId"] = data["id"]
-            if data.get("errorText") == "":
-                data["errorText"] = None
         return data
 
 
@@ -187,15 +193,8 @@ class EntitlementSubscriptionResult(_Response):
     """``errorCode`` is "Success", "ConflictWithExisting" (already granted) or another failure."""
 
     errorCode: str | None = None
-    errorText: str | None = None
+    errorText: ResultText = None
     entitlementSubscription: UserPlugin | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_text(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("errorText") == "":
-            data = {**data, "errorText": None}
-        return data
 
 
 class AdminAlertSignal(_Response):
@@ -280,14 +279,7 @@ class CreateAccountResult(_Response):
 
     accountId: int | None = None
     tradingPermissionId: int | None = None
-    errorText: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_text(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("errorText") == "":
-            data = {**data, "errorText": None}
-        return data
+    errorText: ResultText = None
 
 
 class CreateEvaluationAccountsResponse(_Response):

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from reconcile.api.events import ClientEvent, OnEvent
+from reconcile.api.events import OnEvent, emit_wait
 
 PUBLISHED_LIMITS: Mapping[str, int] = {
     "/user/createevaluationusers": 100,
@@ -71,17 +71,13 @@ class Pacer:
         wait = start - now
         if wait <= 0:
             return 0.0
-        if self.on_event is not None:
-            until = self.wallclock() + wait
-            self.on_event(
-                ClientEvent(
-                    kind="rate_limit_wait",
-                    call=key,
-                    seconds=wait,
-                    until=until,
-                    # The time is ``until``: whoever shows the message adds it, in its own format.
-                    message=f"{key}: rate limit of {limit} per hour, waiting",
-                )
-            )
+        emit_wait(
+            self.on_event,
+            "rate_limit_wait",
+            key,
+            f"{key}: rate limit of {limit} per hour, waiting",
+            wait,
+            self.wallclock,
+        )
         self.sleep(wait)
         return wait

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from reconcile.errors import StateError
+from reconcile.errors import StateError, first_invalid
 from reconcile.planning.plan import Action, Diagnostic, Plan
 
 IntentCall = Literal["create", "grant", "cancel"]
@@ -135,7 +135,10 @@ class Journal:
                     intent = Intent.model_validate(data)
                     open_intents[intent.id] = intent
             except ValidationError as exc:
-                raise StateError(f"journal {self.path} line {number} is not a valid entry: {exc}") from None
+                raise StateError(
+                    f"journal {self.path} line {number} is not a valid entry ({first_invalid(exc)}); it is "
+                    "written only by reconcile: inspect it, then remove it if no run is in progress"
+                ) from None
         return list(open_intents.values())
 
 

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Mutation testing of the invariants: break the code on purpose and check that a test fails.
+#
+#   tools/mutate.sh                 every target below (about 20 minutes on 2 idle cores)
+#   tools/mutate.sh binding policy  just those
+#
+# Slow, so not part of .ci/run: run it after changing a target or its tests. mutmut (the dev extra)
+# makes the mutants under mutants/ (ignored by git, reused by the next run), forks one process per
+# mutant and runs only the tests of [tool.mutmut] in pyproject.toml that reach the mutated function.
+# Prints each surviving mutant (`.venv/bin/mutmut show NAME` shows its diff), a count per target,
+# and exits 1 when any survived.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+declare -A TARGETS=(
+    [planner]="reconcile.planning.planner.*"
+    # The applier's batching: the chunking, the batch-size cap and the create/cancel batch loops.
+    [batching]="reconcile.apply.executor.x__chunks__* reconcile.apply.executor.x_execute__*
+                reconcile.apply.executor.xǁRunǁcreates__* reconcile.apply.executor.xǁRunǁ_end_create_batch__*
+                reconcile.apply.executor.xǁRunǁcancels__*"
+    [journal]="reconcile.state.journal.*"
+    [policy]="reconcile.planning.policy.*"
+    [binding]="reconcile.apply.binding.*"
+    # Secrets echoed by a server are redacted before any message, log or error can carry them.
+    [masking]="reconcile.api.auth.x_redact__* reconcile.api.auth.x__escaped_forms__*
+               reconcile.api.client.x__request_secrets__* reconcile.api.client.xǁPartnerClientǁ_redacted__*"
+)
+ORDER=(planner batching journal policy binding masking)
+
+if [ "$#" -eq 0 ]; then
+    set -- "${ORDER[@]}"
+fi
+for target in "$@"; do
+    if [ -z "${TARGETS[$target]+set}" ]; then
+        echo "unknown target '$target': choose from ${ORDER[*]}" >&2
+        exit 1
+    fi
+done
+
+mutmut=.venv/bin/mutmut
+if [ ! -x "$mutmut" ]; then
+    echo "$mutmut not found: install the dev extra first (.venv/bin/pip install -e '.[dev]')" >&2
+    exit 1
+fi
+
+mkdir -p mutants
+survivors=0
+summary=()
+for target in "$@"; do
+    read -r -a globs <<<"$(echo ${TARGETS[$target]})"
+    echo "== $target: ${globs[*]}"
+    "$mutmut" run "${globs[@]}" >"mutants/$target.log" 2>&1 || {
+        tail -n 40 "mutants/$target.log" >&2
+        echo "mutmut failed on $target (log: mutants/$target.log)" >&2
+        exit 1
+    }
+    total=0
+    survived=()
+    while read -r name status; do
+        for glob in "${globs[@]}"; do
+            # shellcheck disable=SC2053  # glob match on purpose
+            if [[ $name == $glob ]]; then
+                total=$((total + 1))
+                [ "$status" = "survived" ] || [ "$status" = "no tests" ] && survived+=("$name ($status)")
+                break
+            fi
+        done
+    done < <("$mutmut" results --all true 2>/dev/null | sed -E 's/^ *//; s/: / /')
+    for line in "${survived[@]}"; do
+        echo "   survived: $line"
+    done
+    summary+=("$target: ${#survived[@]} of $total mutants survived")
+    survivors=$((survivors + ${#survived[@]}))
+done
+printf '%s\n' "${summary[@]}"
+[ "$survivors" -eq 0 ]
