@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from reconcile.contact import ADDRESS_FIELDS
 from reconcile.planning.plan import DriftEntry, DriftKind, FieldChange
-from reconcile.planning.snapshot import CONTACT_FIELDS, LiveSnapshot, LiveUser, contact_record
+from reconcile.planning.snapshot import LiveSnapshot, LiveUser, contact_record
 from reconcile.state.model import GrantRecord, State, UserRecord
 
 
@@ -119,7 +120,7 @@ def _field_changes(record: UserRecord, live: LiveUser, update: dict[str, Any]) -
     if live.contact_read:
         recorded_contact = record.contact.model_dump() if record.contact is not None else {}
         live_contact = live.contact.model_dump() if live.contact is not None else {}
-        for field in CONTACT_FIELDS:
+        for field in ADDRESS_FIELDS:
             before[field] = recorded_contact.get(field)
             after[field] = live_contact.get(field)
         # Names are readable only through contact info: without one, the recorded names stand.
@@ -140,7 +141,7 @@ def _field_changes(record: UserRecord, live: LiveUser, update: dict[str, Any]) -
     for field in ("firstName", "lastName"):
         if field in fields:
             update[field] = after[field]
-    if fields & set(CONTACT_FIELDS):
+    if fields & set(ADDRESS_FIELDS):
         update["contact"] = contact_record(live.contact)
     return changes
 

@@ -17,9 +17,6 @@ from reconcile.state.model import ContactRecord
 CLOSED = "Closed"
 """The ``UserStatus`` of a user whose everything was cancelled."""
 
-CONTACT_FIELDS = ADDRESS_FIELDS
-"""The contact fields drift compares and state records (the names are the user's)."""
-
 
 _REQUIRED_CONTACT = tuple(name for name, info in ContactAddress.model_fields.items() if info.is_required())
 
@@ -50,7 +47,7 @@ def contact_record(contact: LiveContact | None) -> ContactRecord | None:
     """Return what state records of a live contact: None when a required field is blank."""
     if contact is None or not all(getattr(contact, name) for name in _REQUIRED_CONTACT):
         return None
-    return ContactRecord(**{name: getattr(contact, name) for name in CONTACT_FIELDS})
+    return ContactRecord(**{name: getattr(contact, name) for name in ADDRESS_FIELDS})
 
 
 class LiveUser(_Model):
