@@ -16,7 +16,6 @@ from collections import Counter
 
 from reconcile.errors import counted
 from reconcile.planning.plan import ActionKind, Plan
-from reconcile.render import RenderOptions, renderer
 from reconcile.render.describe import (
     ActionLine,
     cancellations,
@@ -29,6 +28,7 @@ from reconcile.render.describe import (
     summary_sentence,
     targeting_sentence,
 )
+from reconcile.render.options import RenderOptions
 
 _TABLE = (
     (ActionKind.create, "`+` create"),
@@ -80,7 +80,6 @@ class _Budget:
         self.must(text)
 
 
-@renderer("markdown")
 def render_markdown(plan: Plan, options: RenderOptions) -> str:
     """Draw ``plan`` as a pull-request comment of at most ``options.max_chars`` characters."""
     footer = _footer(plan, options)

@@ -8,7 +8,6 @@ import click
 
 from reconcile.errors import counted
 from reconcile.planning.plan import ActionKind, Diagnostic, DriftEntry, Plan
-from reconcile.render import RenderOptions, renderer
 from reconcile.render.describe import (
     ActionLine,
     cancellations,
@@ -22,6 +21,7 @@ from reconcile.render.describe import (
     targeting_sentence,
     unmanaged_sentence,
 )
+from reconcile.render.options import RenderOptions
 
 _COLOURS = {
     ActionKind.create: "green",
@@ -33,7 +33,6 @@ _COLOURS = {
 _DIAGNOSTIC_STYLE = {"error": ("Error", "red"), "warning": ("Warning", "yellow"), "info": ("Note", None)}
 
 
-@renderer("text")
 def render_text(plan: Plan, options: RenderOptions) -> str:
     """Draw ``plan`` as text; values are shown in full (``--show-pii`` concerns review formats)."""
 
