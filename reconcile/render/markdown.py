@@ -16,9 +16,9 @@ from collections import Counter
 
 from reconcile.errors import counted
 from reconcile.planning.plan import ActionKind, Plan
+from reconcile.planning.policy import cancellations_of
 from reconcile.render.describe import (
     ActionLine,
-    cancellations,
     describe,
     describe_drift,
     differences,
@@ -97,7 +97,7 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
     _diagnostics(out, plan, "warning", "Warnings")
     _drift(out, plan, options)
 
-    cancelled = cancellations(plan)
+    cancelled = cancellations_of(plan)
     if cancelled:
         out.must(f"> [!CAUTION]\n> **{counted(len(cancelled), 'user')} will be cancelled, irreversibly:**")
         for action in cancelled:

@@ -8,9 +8,9 @@ import click
 
 from reconcile.errors import counted
 from reconcile.planning.plan import ActionKind, Diagnostic, DriftEntry, Plan
+from reconcile.planning.policy import cancellations_of
 from reconcile.render.describe import (
     ActionLine,
-    cancellations,
     describe,
     describe_drift,
     differences,
@@ -63,7 +63,7 @@ def render_text(plan: Plan, options: RenderOptions) -> str:
             )
         out.append("")
 
-    cancelled = cancellations(plan)
+    cancelled = cancellations_of(plan)
     if cancelled:
         names = ", ".join(safe(a.user) for a in cancelled)
         out += [
