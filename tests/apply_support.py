@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 PASSWORD = "Tr4der-Password!"
 
 
@@ -37,6 +39,13 @@ def write_desk(path: Path, n: int, *, simplus: bool = False, contact: bool = Fal
         "defaults:\n  tradovateSubscriptionPlanId: 7\nusers:\n" + "".join(users)
     )
     return path
+
+
+def desk_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int, **options: bool) -> Path:
+    """Write a desk of ``n`` traders in ``tmp_path``, work there, and set their password variable."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRADER_PASSWORD", PASSWORD)
+    return write_desk(tmp_path / "desk.yaml", n, **options)
 
 
 def served_sim_env(tmp_path: Path) -> dict[str, str]:

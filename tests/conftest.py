@@ -10,6 +10,7 @@ Simulator fixtures (reconcile.sim):
 - ``sim_client``     an ``httpx.Client`` on ``sim_transport``, base URL ``http://sim.test/v1``.
 - ``sim_token``      an access token of the organization's admin (logged in through ``sim_client``).
 - ``sim_server``     the same app on a real loopback server in a thread; yields ``http://127.0.0.1:PORT/v1``.
+- ``api``            ``sim_client`` logged in as the organization's admin.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def sim_client(sim_transport: ContractCheckingTransport) -> Iterator[httpx.Clien
 @pytest.fixture
 def sim_token(sim_client: httpx.Client, sim_config: SimConfig) -> str:
     return login(sim_client, sim_config)
+
+
+@pytest.fixture
+def api(sim_client: httpx.Client, sim_token: str) -> httpx.Client:
+    sim_client.headers["Authorization"] = f"Bearer {sim_token}"
+    return sim_client
 
 
 @pytest.fixture

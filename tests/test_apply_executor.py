@@ -200,6 +200,29 @@ def creates(m: Manifest) -> list[CreateUser]:
     ]
 
 
+def simplus_grants(ids: dict[str, int]) -> list[GrantEntitlement]:
+    """Grant Sim+ (agreement-gated) to each user of ``ids``, by name."""
+    return [
+        GrantEntitlement(
+            user=n,
+            userId=ids[n],
+            entitlement="simplus",
+            entitlementId=12345,
+            accountId=11111,
+            agreement_gated=True,
+        )
+        for n in sorted(ids)
+    ]
+
+
+def cancel_all(store: FileStateStore) -> list[CancelEverything]:
+    """Cancel everything of every recorded user, as for users removed from the manifest."""
+    return [
+        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
+        for n, r in sorted(store.load("sim").users.items())
+    ]
+
+
 def plan_for(store: FileStateStore, actions: list[Any], digest: str = "digest-1") -> Plan:
     state = store.load("sim")
     return Plan(
@@ -324,17 +347,7 @@ def test_grants_read_signals_once_and_complete_only_signers(env: dict[str, Any])
     run(env, plan_for(env["store"], creates(m)), m)
     ids = {n: u.id for n, u in env["api"].users.items()}
     env["api"].signals = [Signal(1, ids["trader000"]), Signal(2, ids["trader002"], completed="earlier")]
-    grants = [
-        GrantEntitlement(
-            user=n,
-            userId=ids[n],
-            entitlement="simplus",
-            entitlementId=12345,
-            accountId=11111,
-            agreement_gated=True,
-        )
-        for n in sorted(ids)
-    ]
+    grants = simplus_grants(ids)
     env["api"].calls.clear()
     result = run(env, plan_for(env["store"], grants), m)
     assert result.ok
@@ -370,11 +383,7 @@ def test_contact_for_a_user_created_in_the_same_apply_takes_the_new_id(env: dict
 def test_cancels_go_in_batches_and_are_recorded(env: dict[str, Any]) -> None:
     m = make_manifest(150)
     run(env, plan_for(env["store"], creates(m)), m)
-    state = env["store"].load("sim")
-    acts = [
-        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
-        for n, r in sorted(state.users.items())
-    ]
+    acts = cancel_all(env["store"])
     result = run(env, plan_for(env["store"], acts), m)
     assert len(result.cancelled) == 150
     assert call_sizes(env, "cancel") == [100, 50]
@@ -430,17 +439,7 @@ def test_grant_interrupted_before_its_signal_was_completed_is_settled(env: dict[
     m = make_manifest(2)
     run(env, plan_for(env["store"], creates(m)), m)
     ids = {n: u.id for n, u in env["api"].users.items()}
-    grants = [
-        GrantEntitlement(
-            user=n,
-            userId=ids[n],
-            entitlement="simplus",
-            entitlementId=12345,
-            accountId=11111,
-            agreement_gated=True,
-        )
-        for n in sorted(ids)
-    ]
+    grants = simplus_grants(ids)
     env["api"].signals = [Signal(7, ids["trader000"]), Signal(8, ids["trader001"])]
     IntentJournal(env["journal"]).begin("grant", grants, agreement_alert_id=68)
     env["api"].plugins[ids["trader000"]] = {12345}  # the dead run granted trader000 only
@@ -501,11 +500,7 @@ def test_a_condition_that_needs_a_person_in_one_worker_stops_every_later_call(
 def test_a_cancel_whose_outcome_stays_unknown_keeps_its_intent_and_stops(env: dict[str, Any]) -> None:
     m = make_manifest(3)
     run(env, plan_for(env["store"], creates(m)), m)
-    state = env["store"].load("sim")
-    acts = [
-        CancelEverything(user=n, userId=r.userId, flags=CancelFlags(), reason="removed_from_manifest")
-        for n, r in sorted(state.users.items())
-    ]
+    acts = cancel_all(env["store"])
     env["api"].lookups_fail = True
     with pytest.raises(RunStopped, match="whether they are cancelled is unknown"):
         run(env, plan_for(env["store"], acts), m)
@@ -515,7 +510,7 @@ def test_a_cancel_whose_outcome_stays_unknown_keeps_its_intent_and_stops(env: di
     result = settle(
         store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
     )
-    assert sorted(result.cancelled) == sorted(state.users) and env["journal"].unsettled() == []
+    assert sorted(result.cancelled) == sorted(a.user for a in acts) and env["journal"].unsettled() == []
 
 
 @dataclass

@@ -38,7 +38,7 @@ def test_file_password_is_read_relative_to_the_declaring_manifest(tmp_path: Path
     (tmp_path / "desk").mkdir()
     (tmp_path / "desk" / "ann.pw").write_text("From-The-File-1\nignored second line\n")
     resolved = resolve_passwords(
-        [CREATE], manifest({"file": "ann.pw"}), base_dir=lambda name: tmp_path / "desk"
+        [CREATE.user], manifest({"file": "ann.pw"}), base_dir=lambda name: tmp_path / "desk"
     )
     assert resolved.values == {"ann": "From-The-File-1"}
     assert "From-The-File-1" not in repr(resolved)
@@ -46,12 +46,12 @@ def test_file_password_is_read_relative_to_the_declaring_manifest(tmp_path: Path
 
 def test_unreadable_file_names_user_and_path(tmp_path: Path) -> None:
     with pytest.raises(PasswordError, match=r"user ann: cannot read password file .*missing\.pw"):
-        resolve_passwords([CREATE], manifest({"file": "missing.pw"}), base_dir=tmp_path)
+        resolve_passwords([CREATE.user], manifest({"file": "missing.pw"}), base_dir=tmp_path)
 
 
 def test_a_too_short_password_from_the_environment_is_refused() -> None:
     with pytest.raises(PasswordError, match=r"user ann: the password from \$ANN_PW has 3 characters"):
-        resolve_passwords([CREATE], manifest({"env": "ANN_PW"}), environ={"ANN_PW": "abc"})
+        resolve_passwords([CREATE.user], manifest({"env": "ANN_PW"}), environ={"ANN_PW": "abc"})
 
 
 def test_generated_passwords_are_strong_and_the_file_is_never_overwritten(tmp_path: Path) -> None:
@@ -62,5 +62,5 @@ def test_generated_passwords_are_strong_and_the_file_is_never_overwritten(tmp_pa
     out = tmp_path / "pw.txt"
     out.write_text("earlier run\n")
     with pytest.raises(PasswordError, match="not written by reconcile apply; refusing to overwrite"):
-        resolve_passwords([CREATE], manifest({"generate": True}), generated_file=out)
+        resolve_passwords([CREATE.user], manifest({"generate": True}), generated_file=out)
     assert out.read_text() == "earlier run\n"

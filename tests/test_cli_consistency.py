@@ -12,7 +12,7 @@ import click
 import pytest
 
 from reconcile.cli import all_commands, cli
-from tests.cli_support import run
+from tests.cli_support import run, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 DESK = ROOT / "examples" / "desk.yaml"
@@ -35,9 +35,7 @@ def every_command() -> list[tuple[tuple[str, ...], click.Command]]:
 def reconcile(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("TRADOVATE_", "RECONCILE_"))}
     environ.update(COLUMNS="80", **env)
-    return subprocess.run(
-        [sys.executable, "-m", "reconcile", *args], capture_output=True, text=True, env=environ, timeout=60
-    )
+    return run_child(*args, env=environ, timeout=60)
 
 
 def test_every_option_of_every_command_has_help() -> None:

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cli_support import call
+from test_planner_support import CONTACT_NY as CONTACT
 
-from reconcile.cli import main
 from reconcile.sim import admin
 from reconcile.sim.app import create_app
 from reconcile.sim.testing import login
@@ -24,14 +25,6 @@ from reconcile.sim.transport import SimTransport
 from reconcile.state.lock import state_lock
 
 PASSWORD = "Pw-for-tests-only-1"
-CONTACT = {
-    "phone": "+12125550100",
-    "streetAddress1": "123 Main St",
-    "city": "New York",
-    "state": "NY",
-    "postCode": "10001",
-    "country": "US",
-}
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -68,13 +61,7 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
         monkeypatch.delenv(name, raising=False)
 
     def invoke(*args: str) -> tuple[int, str, str]:
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        else:
-            code = 0
-        out, err = capsys.readouterr()
+        code, out, err = call(capsys, *args)
         assert PASSWORD not in out + err
         return code, out, err
 

@@ -20,7 +20,6 @@ from test_planner_support import (
 )
 
 from reconcile.planning.drift import compare
-from reconcile.planning.live import LiveContact, LiveSnapshot, LiveUser
 from reconcile.planning.plan import (
     CancelEverything,
     CreateUser,
@@ -32,6 +31,7 @@ from reconcile.planning.plan import (
     save_plan,
 )
 from reconcile.planning.planner import make_plan
+from reconcile.planning.snapshot import LiveContact, LiveSnapshot, LiveUser
 from reconcile.render import render
 
 READ_AT = datetime(2026, 2, 1, tzinfo=UTC)

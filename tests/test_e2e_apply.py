@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +13,7 @@ pytest.importorskip("reconcile.manifest.loader")
 pytest.importorskip("reconcile.api.connect")
 
 from apply_support import PASSWORD, write_desk
-
-from reconcile.cli import main
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    else:
-        code = 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_support import call, run_child
 
 
 @pytest.fixture
@@ -46,7 +33,7 @@ def test_desk_of_250_is_created_in_three_calls_and_a_second_apply_does_nothing(
 ) -> None:
     manifest = write_desk(tmp_path / "desk.yaml", 250)
     args = ["apply", "-f", str(manifest), "--state", str(desk["state"]), "--auto-approve", "--format", "json"]
-    code, out, err = run_cli(args, capsys)
+    code, out, err = call(capsys, *args)
     assert code == 0, err
     result = json.loads(out)
     assert result["summary"]["created"] == 250 and result["ok"]
@@ -54,12 +41,12 @@ def test_desk_of_250_is_created_in_three_calls_and_a_second_apply_does_nothing(
     assert [len(ln["users"]) for ln in audit_lines(desk) if ln["action"] == "create"] == [100, 100, 50]
     state = json.loads(desk["state"].read_text())
     assert len(state["users"]) == 250
-    code, sim_out, _ = run_cli(["sim", "users", "--db", str(desk["state"].parent / "sim.sqlite")], capsys)
+    code, sim_out, _ = call(capsys, "sim", "users", "--db", str(desk["state"].parent / "sim.sqlite"))
     in_sim = {u["name"]: u["id"] for u in json.loads(sim_out)}
     assert in_sim == {n: u["userId"] for n, u in state["users"].items()}
     assert PASSWORD not in desk["state"].read_text() + desk["audit"].read_text() + out + err
 
-    code, out, err = run_cli(args, capsys)
+    code, out, err = call(capsys, *args)
     assert code == 0, err
     again = json.loads(out)
     assert again["planned"]["create"] == 0 and again["summary"]["created"] == 0
@@ -71,22 +58,18 @@ def test_partial_batch_failure_names_the_user_and_exits_1(
 ) -> None:
     manifest = write_desk(tmp_path / "desk.yaml", 3)
     # trader0001's name is taken by someone else (another email): the API refuses that user only.
-    code, _, err = run_cli(
-        [
-            "sim",
-            "add-user",
-            "trader0001",
-            "--email",
-            "other@example.com",
-            "--db",
-            str(desk["state"].parent / "sim.sqlite"),
-        ],
+    code, _, err = call(
         capsys,
+        "sim",
+        "add-user",
+        "trader0001",
+        "--email",
+        "other@example.com",
+        "--db",
+        str(desk["state"].parent / "sim.sqlite"),
     )
     assert code == 0, err
-    code, _, err = run_cli(
-        ["apply", "-f", str(manifest), "--state", str(desk["state"]), "--auto-approve"], capsys
-    )
+    code, _, err = call(capsys, "apply", "-f", str(manifest), "--state", str(desk["state"]), "--auto-approve")
     assert code == 1
     assert "trader0001" in err and "already exists" in err
     users = json.loads(desk["state"].read_text())["users"]
@@ -97,7 +80,7 @@ def test_apply_refuses_without_a_tty_unless_auto_approved(
     tmp_path: Path, desk: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = write_desk(tmp_path / "desk.yaml", 1)
-    code, _, err = run_cli(["apply", "-f", str(manifest), "--state", str(desk["state"])], capsys)
+    code, _, err = call(capsys, "apply", "-f", str(manifest), "--state", str(desk["state"]))
     assert code == 1 and "--auto-approve" in err
     assert not desk["state"].exists()
 
@@ -107,10 +90,10 @@ def test_a_batch_size_above_the_apis_100_is_refused_before_anything_happens(
 ) -> None:
     manifest = write_desk(tmp_path / "desk.yaml", 1)
     args = ["apply", "-f", str(manifest), "--state", str(desk["state"]), "--auto-approve"]
-    code, _, err = run_cli([*args, "--batch-size", "101"], capsys)
+    code, _, err = call(capsys, *args, "--batch-size", "101")
     assert code != 0 and "--batch-size" in err and "101 is not in the range 1<=x<=100" in err
     assert not desk["state"].exists()
-    code, _, err = run_cli([*args, "--batch-size", "100"], capsys)
+    code, _, err = call(capsys, *args, "--batch-size", "100")
     assert code == 0, err
 
 
@@ -121,13 +104,7 @@ def test_saved_plan_applies_in_a_second_process_and_a_stale_one_is_refused(
     files = ["-f", str(manifest), "--state", str(desk["state"])]
 
     def reconcile(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reconcile", *args],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            check=False,
-        )
+        return run_child(*args, cwd=tmp_path)
 
     plan_file, other_plan = tmp_path / "plan.json", tmp_path / "other.json"
     assert reconcile("plan", *files, "--out", str(plan_file)).returncode == 0
@@ -155,7 +132,7 @@ def test_agreement_signed_between_two_applies_is_granted_by_the_second(
 ) -> None:
     manifest = write_desk(tmp_path / "desk.yaml", 4, simplus=True)
     args = ["apply", "-f", str(manifest), "--state", str(desk["state"]), "--auto-approve", "--format", "json"]
-    code, out, err = run_cli(args, capsys)
+    code, out, err = call(capsys, *args)
     assert code == 0, err
     first = json.loads(out)
     assert first["summary"]["created"] == 4 and first["awaiting_agreement"] == [
@@ -166,9 +143,9 @@ def test_agreement_signed_between_two_applies_is_granted_by_the_second(
     ]
     db = str(desk["state"].parent / "sim.sqlite")
     for name in ("trader0001", "trader0003"):
-        code, _, err = run_cli(["sim", "sign", name, "--db", db], capsys)
+        code, _, err = call(capsys, "sim", "sign", name, "--db", db)
         assert code == 0, err
-    code, out, err = run_cli(args, capsys)
+    code, out, err = call(capsys, *args)
     assert code == 0, err
     second = json.loads(out)
     assert second["granted"] == ["trader0001", "trader0003"]
@@ -188,13 +165,13 @@ def test_cancellations_past_the_budget_exit_3_until_allowed_and_the_allowance_is
 ) -> None:
     manifest = write_desk(tmp_path / "desk.yaml", 4)
     base = ["apply", "-f", str(manifest), "--state", str(desk["state"]), "--auto-approve"]
-    assert run_cli(base, capsys)[0] == 0
+    assert call(capsys, *base)[0] == 0
     write_desk(manifest, 1)  # three users leave; the budget of a 4-user desk is 1
-    code, _, err = run_cli(base, capsys)
+    code, _, err = call(capsys, *base)
     assert code == 3 and "--allow-cancellations 3" in err
     users = json.loads(desk["state"].read_text())["users"]
     assert [u["lifecycle"] for u in users.values()] == ["active"] * 4
-    code, _, err = run_cli([*base, "--allow-cancellations", "3"], capsys)
+    code, _, err = call(capsys, *base, "--allow-cancellations", "3")
     assert code == 0, err
     users = json.loads(desk["state"].read_text())["users"]
     assert sorted(n for n, u in users.items() if u["lifecycle"] == "cancelled") == [
@@ -225,11 +202,9 @@ def test_a_penalty_ticket_is_waited_out_and_shown_on_stderr(
         "--db",
         db,
     ]
-    assert run_cli(fault, capsys)[0] == 0
-    code, _, err = run_cli(
-        ["apply", "-f", str(manifest), "--state", str(desk["state"]), "--auto-approve"], capsys
-    )
+    assert call(capsys, *fault)[0] == 0
+    code, _, err = call(capsys, "apply", "-f", str(manifest), "--state", str(desk["state"]), "--auto-approve")
     assert code == 0, err
     assert "until" in err  # the wait is announced with its end time
-    code, out, _ = run_cli(["sim", "users", "--db", db], capsys)
+    code, out, _ = call(capsys, "sim", "users", "--db", db)
     assert sorted(u["name"] for u in json.loads(out)) == ["trader0000", "trader0001", "trader0002"]

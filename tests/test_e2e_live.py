@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_child
 
 pytestmark = pytest.mark.live
 
@@ -35,14 +35,7 @@ def live_env() -> dict[str, str]:
 
 
 def reconcile(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconcile", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
+    return run_child(*args, cwd=tmp_path, env=env)
 
 
 def test_apply_then_plan_is_empty_then_cancel(tmp_path: Path, live_env: dict[str, str]) -> None:

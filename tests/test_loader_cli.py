@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
+
+from cli_support import run_child
 
 ROOT = Path(__file__).parent.parent
 CORPUS = Path(__file__).parent / "corpus"
 
 
 def run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconcile", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin", **(env or {})},
-        timeout=120,
+    return run_child(
+        *args, cwd=cwd, env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin", **(env or {})}, timeout=120
     )
 
 

@@ -61,7 +61,8 @@ def test_lock_of_a_killed_process_is_taken_over_and_its_record_can_be_removed(tm
 def test_state_show_names_a_left_behind_lock_and_state_unlock_removes_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from reconcile.cli import main
+    from cli_support import call
+
     from reconcile.state.file import FileStateStore
     from reconcile.state.model import State
 
@@ -76,12 +77,7 @@ def test_state_show_names_a_left_behind_lock_and_state_unlock_removes_it(
     assert left is not None
 
     def run(*args: str) -> tuple[int, str, str]:
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return call(capsys, *args)
 
     code, out, _ = run("state", "show", "--state", str(state))
     assert code == 0 and f"lock {left.lock_id} held by pid {left.pid}" in out and "serial 1" in out

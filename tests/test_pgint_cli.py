@@ -12,28 +12,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from apply_support import PASSWORD, write_desk
+from apply_support import PASSWORD, desk_here, write_desk
+from cli_support import call as run
 from pg_fixtures import new_database
 
 from reconcile.apply.intents import IntentJournal
-from reconcile.cli import main
 from reconcile.state.file import FileStateStore
 from reconcile.state.postgres import PostgresStateStore
 from reconcile.state.store import StateStore
 
 CREDENTIALS = ("TRADOVATE_USERNAME", "TRADOVATE_PASSWORD", "TRADOVATE_SEC", "TRADOVATE_CID")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """Run the real entry point (its error mapping gives the exit code); return code, out, err."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    else:
-        code = 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -44,11 +32,9 @@ def dsn() -> str:
 @pytest.fixture
 def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A desk of 12 traders in a working directory with no API credentials and no backend set."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TRADER_PASSWORD", PASSWORD)
     for name in (*CREDENTIALS, "RECONCILE_BACKEND"):
         monkeypatch.delenv(name, raising=False)
-    return write_desk(tmp_path / "desk.yaml", 12, simplus=True)
+    return desk_here(tmp_path, monkeypatch, 12, simplus=True)
 
 
 def apply_to_postgres(capsys: pytest.CaptureFixture[str], desk: Path, dsn: str) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Builders shared by the planner, policy, render and plan-command tests (holds no tests)."""
+"""Builders shared by the planner, policy, render and plan tests, and the shared contact (no tests)."""
 
 from __future__ import annotations
 

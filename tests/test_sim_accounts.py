@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sim_support import trader
 
 from reconcile.contract import contract
 from reconcile.sim.app import SimApp, create_app
@@ -17,21 +18,8 @@ from reconcile.sim.testing import ContractCheckingTransport, login
 RISK = {"trailingMaxDrawdown": 2500, "trailingMaxDrawdownLimit": 50100, "dailyLossAutoLiq": 1000}
 
 
-@pytest.fixture
-def api(sim_client: httpx.Client, sim_token: str) -> httpx.Client:
-    sim_client.headers["Authorization"] = f"Bearer {sim_token}"
-    return sim_client
-
-
 def new_trader(api: httpx.Client, n: int) -> int:
-    user = {
-        "name": f"trader{n:03d}",
-        "email": f"trader{n:03d}@example.com",
-        "password": "Passw0rd!x",
-        "firstName": "Test",
-        "lastName": f"User{n}",
-    }
-    result = api.post("/user/createevaluationusers", json={"users": [user]}).json()["results"][0]
+    result = api.post("/user/createevaluationusers", json={"users": [trader(n)]}).json()["results"][0]
     user_id: int = result["userId"]
     return user_id
 

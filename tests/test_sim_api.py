@@ -7,26 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sim_support import trader
+from test_planner_support import CONTACT_NY
 
 from reconcile.sim.app import SimApp
 from reconcile.sim.config import SimConfig
-
-
-@pytest.fixture
-def api(sim_client: httpx.Client, sim_token: str) -> httpx.Client:
-    sim_client.headers["Authorization"] = f"Bearer {sim_token}"
-    return sim_client
-
-
-def trader(n: int, **overrides: Any) -> dict[str, Any]:
-    user = {
-        "name": f"trader{n:03d}",
-        "email": f"trader{n:03d}@example.com",
-        "password": "Passw0rd!x",
-        "firstName": "Test",
-        "lastName": f"User{n}",
-    }
-    return user | overrides
 
 
 def create(api: httpx.Client, *users: dict[str, Any]) -> dict[str, Any]:
@@ -189,16 +174,7 @@ def test_modify_email(api: httpx.Client) -> None:
 
 # --- contact info ---------------------------------------------------------------------------------
 
-CONTACT = {
-    "firstName": "Ada",
-    "lastName": "Lovelace",
-    "phone": "+12125550100",
-    "streetAddress1": "123 Main St",
-    "city": "New York",
-    "state": "NY",
-    "postCode": "10001",
-    "country": "US",
-}
+CONTACT = {"firstName": "Ada", "lastName": "Lovelace", **CONTACT_NY}
 
 
 def test_update_contact_info_then_read_it_back(api: httpx.Client) -> None:

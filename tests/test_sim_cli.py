@@ -11,19 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from sim_support import USER
 
 from reconcile.cli.sim import command
 from reconcile.sim.app import create_app
 from reconcile.sim.testing import login
 from reconcile.sim.transport import SimTransport
-
-USER = {
-    "name": "trader001",
-    "email": "trader001@example.com",
-    "password": "Passw0rd!x",
-    "firstName": "A",
-    "lastName": "B",
-}
 
 
 def run(*args: str) -> str:

@@ -10,19 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sim_support import USER
 
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.config import SimConfig
 from reconcile.sim.testing import ContractCheckingTransport, ManualClock, login
 
 LOGIN = {"name": "partner-admin", "password": "sim-admin-password"}
-USER = {
-    "name": "trader001",
-    "email": "trader001@example.com",
-    "password": "Passw0rd!x",
-    "firstName": "A",
-    "lastName": "B",
-}
 
 
 class Sim:

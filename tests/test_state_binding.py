@@ -6,15 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from apply_support import PASSWORD, served_sim, served_sim_env, write_desk
+from apply_support import desk_here, served_sim, served_sim_env, write_desk
 from cli_support import run
 
 
 @pytest.fixture
 def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TRADER_PASSWORD", PASSWORD)
-    return write_desk(tmp_path / "desk.yaml", 3)
+    return desk_here(tmp_path, monkeypatch, 3)
 
 
 def test_state_of_a_served_simulator_is_refused_by_the_embedded_one_until_rebound(

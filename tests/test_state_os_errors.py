@@ -8,15 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
-from apply_support import PASSWORD, write_desk
+from apply_support import desk_here
 from cli_support import run
 
 
 @pytest.fixture
 def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TRADER_PASSWORD", PASSWORD)
-    return write_desk(tmp_path / "desk.yaml", 3)
+    return desk_here(tmp_path, monkeypatch, 3)
 
 
 def test_a_full_disk_during_apply_is_named_and_the_next_apply_loses_nothing(

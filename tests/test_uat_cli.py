@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import run
-from test_planner_support import user, write_manifest
+from test_planner_support import CONTACT_NY, user, write_manifest
 
 
 def where(path: Path, text: str) -> str:
@@ -104,14 +104,7 @@ def test_missing_password_variables_are_all_named_with_their_place_and_nothing_i
 
 def test_the_apply_summary_speaks_of_one_email_and_one_contact_in_the_singular(tmp_path: Path) -> None:
     """It used to say "1 emails changed, 1 contacts updated"."""
-    contact = {
-        "phone": "+12125550100",
-        "streetAddress1": "123 Main St",
-        "city": "New York",
-        "state": "NY",
-        "postCode": "10001",
-        "country": "US",
-    }
+    contact = CONTACT_NY
     state = tmp_path / "state" / "sim.json"
     desk = tmp_path / "desk.yaml"
     write_manifest(desk, [user("trader001", password="Literal-Pass-01", contact=contact)])

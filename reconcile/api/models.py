@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
+from reconcile.contact import ContactFields
+
 
 class _Response(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -145,19 +147,11 @@ class CancelEverythingResult(_Response):
 # --- contact info ---------------------------------------------------------------------------------
 
 
-class UpdateContactInfo(_Request):
+class UpdateContactInfo(_Request, ContactFields):
     userId: int
-    firstName: str
-    lastName: str
-    streetAddress1: str
-    streetAddress2: str | None = None
-    city: str
-    state: str | None = None
-    postCode: str | None = None
-    country: str
-    phone: str
 
 
+# Not a ContactFields: a response may leave any field out, so every one is optional here.
 class ContactInfo(_Response):
     id: int | None = None
     userId: int

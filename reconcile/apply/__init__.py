@@ -109,7 +109,7 @@ def _resolve_passwords(
 ) -> ResolvedPasswords:
     """The passwords of ``plan``'s creates; relative files start where the manifest declares the user."""
     return resolve_passwords(
-        [a for a in plan.actions if isinstance(a, CreateUser)],
+        [a.user for a in plan.actions if isinstance(a, CreateUser)],
         loaded.manifest,
         base_dir=declaring_folder(loaded.locations) if base_dir is None else base_dir,
         generated_file=generated_file,

@@ -44,7 +44,7 @@ import re
 import types
 import typing
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,13 +293,7 @@ def _compose_pruned(text: str, wanted: frozenset[_Path]) -> yaml.Node | None:
     :func:`_locate`. Pydantic's union tags (``from-file``…) are not in the data: paths are also
     wanted without them, as :func:`_locate` skips them.
     """
-    paths = wanted | {_without_union_tags(p) for p in wanted}
-    prefixes = {p[:i] for p in paths for i in range(len(p) + 1)}
-    below: dict[_Path, list[_Path]] = {}  # inner path → the leaves under it
-    for leaf in paths:
-        for i in range(len(leaf)):
-            below.setdefault(leaf[:i], []).append(leaf)
-    remaining = prefixes - below.keys()  # the leaves: found when they start
+    prefixes, below, remaining = _pruning_index(wanted)
     root: yaml.Node | None = None
     # Open built collections: (path, node, pending key label, pending key node).
     stack: list[list[Any]] = []
@@ -320,22 +314,10 @@ def _compose_pruned(text: str, wanted: frozenset[_Path]) -> yaml.Node | None:
             continue
         if not isinstance(event, yaml.NodeEvent):
             continue
-        key_event = False
-        if not stack:
-            path: _Path | None = ()
-        else:
-            frame = stack[-1]
-            parent, container = frame[0], frame[1]
-            if isinstance(container, yaml.SequenceNode):
-                path = (*parent, len(container.value))
-            elif frame[2] is None and frame[3] is None:  # a key
-                key_event = True
-                label = event.value if isinstance(event, yaml.ScalarEvent) else None
-                path = (*parent, label) if label is not None else None
-            else:
-                path = (*parent, frame[2]) if frame[2] is not None else None
+        path, key_event = _event_path(stack, event)
         build = path is not None and path in prefixes
         if key_event:
+            frame = stack[-1]
             frame[2] = path[-1] if path is not None else None
             frame[3] = _stub(event) if build else False
             if isinstance(event, yaml.CollectionStartEvent):
@@ -346,13 +328,7 @@ def _compose_pruned(text: str, wanted: frozenset[_Path]) -> yaml.Node | None:
             node = _stub(event)
             remaining.discard(path)
         if stack:
-            frame = stack[-1]
-            if isinstance(frame[1], yaml.SequenceNode):
-                frame[1].value.append(node)
-            else:
-                if node is not None and frame[3]:
-                    frame[1].value.append((frame[3], node))
-                frame[2], frame[3] = None, None
+            _attach(stack[-1], node)
         else:
             root = node
         if isinstance(event, yaml.CollectionStartEvent):
@@ -363,6 +339,41 @@ def _compose_pruned(text: str, wanted: frozenset[_Path]) -> yaml.Node | None:
         if not remaining:
             break
     return root
+
+
+def _pruning_index(wanted: frozenset[_Path]) -> tuple[set[_Path], dict[_Path, list[_Path]], set[_Path]]:
+    """Return the paths to build, the leaves under each inner path, and the leaves still to see."""
+    paths = wanted | {_without_union_tags(p) for p in wanted}
+    prefixes = {p[:i] for p in paths for i in range(len(p) + 1)}
+    below: dict[_Path, list[_Path]] = {}  # inner path → the leaves under it
+    for leaf in paths:
+        for i in range(len(leaf)):
+            below.setdefault(leaf[:i], []).append(leaf)
+    remaining = prefixes - below.keys()  # the leaves: found when they start
+    return prefixes, below, remaining
+
+
+def _event_path(stack: list[list[Any]], event: Any) -> tuple[_Path | None, bool]:
+    """Return the path of the node ``event`` starts (None: under a key not built), and if it is a key."""
+    if not stack:
+        return (), False
+    parent, container, pending_label, pending_key = stack[-1]
+    if isinstance(container, yaml.SequenceNode):
+        return (*parent, len(container.value)), False
+    if pending_label is None and pending_key is None:  # a key
+        label = event.value if isinstance(event, yaml.ScalarEvent) else None
+        return ((*parent, label) if label is not None else None), True
+    return ((*parent, pending_label) if pending_label is not None else None), False
+
+
+def _attach(frame: list[Any], node: yaml.Node | None) -> None:
+    """Add ``node`` to the open collection ``frame``: to a mapping only when its key was built."""
+    if isinstance(frame[1], yaml.SequenceNode):
+        frame[1].value.append(node)
+        return
+    if node is not None and frame[3]:
+        frame[1].value.append((frame[3], node))
+    frame[2], frame[3] = None, None
 
 
 def _read(name: str, problems: list[Problem]) -> _Source | None:
@@ -428,7 +439,8 @@ def _parse(source: _Source) -> list[Problem]:
             alias_limits=yaml_rs.AliasLimits(max_total_replayed_events=0),
             duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.Error,
         )
-    except (yaml_rs.YAMLDecodeError, ValueError, RecursionError) as exc:
+    # TypeError: a complex key (``? {a: b}``) that Python cannot hash (found by test_loader_fuzz).
+    except (yaml_rs.YAMLDecodeError, ValueError, RecursionError, TypeError) as exc:
         return _explain_parse_failure(source, str(exc))
     if data is None:
         return [Problem(source.at(1, 1), "", _EMPTY)]
@@ -507,114 +519,126 @@ def _scan_events(source: _Source) -> list[Problem]:
     (:data:`MAX_DEPTH`), value length (:data:`MAX_SCALAR_CHARS`), items per list or mapping
     (:data:`MAX_USERS` in ``users``, :data:`MAX_ITEMS` elsewhere) and values per user entry
     (:data:`MAX_USER_VALUES`). Nothing is built, so a hostile file costs time, not memory.
-    (One loop without helper calls: it runs once per value, a million times on a big desk.)
     """
-    documents = 0
-    stack: list[_Frame] = []
-    users_at = -1  # index in ``stack`` of the open ``users`` list, if any
-    root: Problem | None = None
-    root_seen = False
-    user_values = 0
-    duplicates: list[Problem] = []
-
-    def at(mark: Any) -> Location:
-        return source.at(mark.line + 1, mark.column + 1)
-
-    def excess(mark: Any, path: _Path, message: str) -> list[Problem]:
-        return [Problem(at(mark), dotted_path(path), message)]
-
-    event: Any
     try:
-        for event in yaml.parse(source.text, Loader=_SAFE_LOADER):
-            kind = type(event)
-            if kind in _ENDS:
-                if len(stack) - 1 == users_at:
-                    users_at = -1
-                stack.pop()
-                continue
-            is_scalar = kind is _SCALAR
-            if not is_scalar and kind not in _STARTS:
-                if kind is yaml.AliasEvent:
-                    return excess(
-                        event.start_mark,
-                        (),
-                        f"aliases (*{event.anchor}) are not allowed in manifests: write the value out "
-                        "(refused so that no file can expand into a 'billion laughs' bomb)",
-                    )
-                if kind is yaml.DocumentStartEvent:
-                    documents += 1
-                    if documents > 1:
-                        return excess(
-                            event.start_mark,
-                            (),
-                            "a second YAML document (---): put one document in each file",
-                        )
-                continue
-            if stack:
-                parent = stack[-1]
-                if not parent.mapping:
-                    parent.items += 1
-                elif parent.key is not None:
-                    parent.current, parent.key = parent.key, None  # this is the pending key's value
-                else:
-                    parent.items += 1
-                    label = event.value if is_scalar else f"(key {parent.items})"
-                    if is_scalar and label in parent.keys:
-                        duplicates.append(
-                            Problem(
-                                at(event.start_mark),
-                                dotted_path((*parent.path, label)),
-                                f"duplicate key {label!r} (first at line {parent.keys[label]}): "
-                                "keep one (YAML would silently use the last)",
-                            )
-                        )
-                    elif is_scalar:
-                        parent.keys[label] = event.start_mark.line + 1
-                    parent.key = parent.current = label
-                if parent.items > parent.limit:
-                    return excess(event.start_mark, parent.path, _too_many(parent))
-                if users_at >= 0:
-                    if len(stack) - 1 == users_at:
-                        user_values = 1
-                    else:
-                        user_values += 1
-                        if user_values > MAX_USER_VALUES:
-                            entry = stack[users_at + 1].path
-                            return excess(
-                                event.start_mark,
-                                entry,
-                                f"a user entry with more than {MAX_USER_VALUES:,} values: "
-                                "a user needs a few dozen",
-                            )
-            elif not root_seen:
-                root_seen = True
-                if kind is not yaml.MappingStartEvent:
-                    root = Problem(at(event.start_mark), "", _not_mapping(event.value if is_scalar else []))
-            if is_scalar:
-                if len(event.value) > MAX_SCALAR_CHARS:
-                    return excess(
-                        event.start_mark,
-                        stack[-1].child() if stack else (),
-                        f"a value longer than {MAX_SCALAR_CHARS:,} characters: no manifest value is",
-                    )
-                continue
-            if len(stack) >= MAX_DEPTH:
-                return excess(
-                    event.start_mark,
-                    (),
-                    f"nested more than {MAX_DEPTH} levels deep: a manifest needs at most 5",
-                )
-            path = stack[-1].child() if stack else ()
-            stack.append(_Frame(path, kind is yaml.MappingStartEvent))
-            if path == ("users",):
-                users_at = len(stack) - 1
+        return _scan(source)
     except yaml.MarkedYAMLError as exc:
         return [_syntax_problem(source, exc)]
     except yaml.YAMLError as exc:
         return [Problem(source.at(1, 1), "", f"invalid YAML: {exc}")]
-    if not root_seen:
+
+
+def _scan(source: _Source) -> list[Problem]:
+    """Run the loop of :func:`_scan_events` (PyYAML's errors pass through).
+
+    It calls helpers only on the way out: it runs once per value, a million times on a big desk.
+    """
+    documents = user_values = 0
+    stack: list[_Frame] = []
+    users_at = -1  # index in ``stack`` of the open ``users`` list, if any
+    first: Any = None  # the top-level node's event
+    duplicates: list[Problem] = []
+    event: Any
+    for event in yaml.parse(source.text, Loader=_SAFE_LOADER):
+        kind = type(event)
+        if kind in _ENDS:
+            if len(stack) - 1 == users_at:
+                users_at = -1
+            stack.pop()
+            continue
+        is_scalar = kind is _SCALAR
+        if not is_scalar and kind not in _STARTS:
+            documents += kind is yaml.DocumentStartEvent
+            if kind is yaml.AliasEvent or documents > 1:
+                return [_stream_problem(source, event)]
+            continue
+        if stack:
+            parent = stack[-1]
+            if not parent.mapping:
+                parent.items += 1
+            elif parent.key is not None:
+                parent.current, parent.key = parent.key, None  # this is the pending key's value
+            else:
+                parent.items += 1
+                label = event.value if is_scalar else f"(key {parent.items})"
+                if is_scalar and label in parent.keys:
+                    duplicates.append(_duplicate_key(source, parent, label, event.start_mark))
+                elif is_scalar:
+                    parent.keys[label] = event.start_mark.line + 1
+                parent.key = parent.current = label
+            if parent.items > parent.limit:
+                return [_excess(source, event.start_mark, parent.path, _too_many(parent))]
+            if users_at >= 0:
+                user_values = 1 if len(stack) - 1 == users_at else user_values + 1
+                if user_values > MAX_USER_VALUES:
+                    return [_excess(source, event.start_mark, stack[users_at + 1].path, _too_many_values())]
+        elif first is None:
+            first = event
+        if is_scalar:
+            if len(event.value) > MAX_SCALAR_CHARS:
+                return [_excess(source, event.start_mark, stack[-1].child() if stack else (), _too_long())]
+            continue
+        if len(stack) >= MAX_DEPTH:
+            return [_excess(source, event.start_mark, (), _too_deep())]
+        path = stack[-1].child() if stack else ()
+        stack.append(_Frame(path, kind is yaml.MappingStartEvent))
+        if path == ("users",):
+            users_at = len(stack) - 1
+    return _top_level_problem(source, first) or duplicates
+
+
+def _top_level_problem(source: _Source, first: Any) -> list[Problem]:
+    """Refuse a file with no document, or whose top level is not a mapping."""
+    if first is None:
         return [Problem(source.at(1, 1), "", _EMPTY)]
-    return [root] if root is not None else duplicates
+    if isinstance(first, yaml.MappingStartEvent):
+        return []
+    data = first.value if isinstance(first, yaml.ScalarEvent) else []
+    return [Problem(_at(source, first.start_mark), "", _not_mapping(data))]
+
+
+def _too_many_values() -> str:
+    return f"a user entry with more than {MAX_USER_VALUES:,} values: a user needs a few dozen"
+
+
+def _too_long() -> str:
+    return f"a value longer than {MAX_SCALAR_CHARS:,} characters: no manifest value is"
+
+
+def _too_deep() -> str:
+    return f"nested more than {MAX_DEPTH} levels deep: a manifest needs at most 5"
+
+
+def _at(source: _Source, mark: Any) -> Location:
+    return source.at(mark.line + 1, mark.column + 1)
+
+
+def _excess(source: _Source, mark: Any, path: _Path, message: str) -> Problem:
+    return Problem(_at(source, mark), dotted_path(path), message)
+
+
+def _stream_problem(source: _Source, event: Any) -> Problem:
+    """Refuse an alias or a second document."""
+    if isinstance(event, yaml.AliasEvent):
+        return _excess(
+            source,
+            event.start_mark,
+            (),
+            f"aliases (*{event.anchor}) are not allowed in manifests: write the value out "
+            "(refused so that no file can expand into a 'billion laughs' bomb)",
+        )
+    return _excess(
+        source, event.start_mark, (), "a second YAML document (---): put one document in each file"
+    )
+
+
+def _duplicate_key(source: _Source, parent: _Frame, label: str, mark: Any) -> Problem:
+    return Problem(
+        _at(source, mark),
+        dotted_path((*parent.path, label)),
+        f"duplicate key {label!r} (first at line {parent.keys[label]}): "
+        "keep one (YAML would silently use the last)",
+    )
 
 
 def _syntax_problem(source: _Source, exc: yaml.MarkedYAMLError) -> Problem:
@@ -742,69 +766,24 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
     # Sections set differently in two files: the rest is still checked (with the first value), so
     # every problem is reported at once; only entitlement references wait for one partner section.
     conflicting = {p.path for p in problems[parse_problems:]}
-
-    def place(path: _Path) -> tuple[_Source, _Path]:
-        if len(path) >= 2 and path[0] == "users" and isinstance(path[1], int):
-            file_index, local = merged.user_origin[path[1]]
-            return sources[file_index], ("users", local, *path[2:])
-        key = path[0] if path else None
-        return sources[merged.key_origin.get(str(key), 0)], path
-
+    place = _placer(sources, merged)
     manifest, errors, total = _validate(merged.data)
     located = [(*place(tuple(error["loc"])), error) for error in errors]
     for source, path, _ in located:
         source.want([path])
     problems.extend(_problem_for(source, path, error) for source, path, error in located)
-    if manifest is not None:
-        keys = [UserKeys(u.name, u.email, u.entitlements) for u in manifest.users]
-        known: Mapping[str, int] | None = manifest.partner.entitlements
-    elif len(errors) < MAX_PROBLEMS:
-        keys, known = _raw_user_keys(merged.data)
-    else:
-        keys, known = [], None  # the page is full: rules across users wait for the next run
-    if "partner" in conflicting:
-        known = None
-    crosses: list[CrossProblem] = []
-    for cross in cross_reference_problems(keys, known):
-        total += 1
-        if len(problems) + len(crosses) < MAX_PROBLEMS:
-            crosses.append(cross)
-    for cross in crosses:
-        for part in (cross.path, cross.other):
-            if part is not None:
-                source, path = place(part)
-                source.want([path])
-    for cross in crosses:
-        source, path = place(cross.path)
-        found = _locate(source, path)
-        message = cross.message
-        if cross.other is not None:
-            other_source, other_path = place(cross.other)
-            message += f" (first defined at {_locate(other_source, other_path).location})"
-        problems.append(Problem(found.location, found.path, message))
+    crosses, total_crosses = _cross_problems(
+        manifest,
+        merged.data,
+        room=MAX_PROBLEMS - len(problems),
+        page_full=len(errors) >= MAX_PROBLEMS,
+        partner_conflict="partner" in conflicting,
+    )
+    problems.extend(_located_crosses(crosses, place))
     if problems or manifest is None:
-        raise ManifestError(problems, omitted=total - len(errors) - len(crosses))
+        raise ManifestError(problems, omitted=total + total_crosses - len(errors) - len(crosses))
     share_fields_sets(_user_models(manifest))
-
-    warnings: list[Problem] = []
-    if manifest.environment != "sim":
-        for index, user in enumerate(manifest.users):
-            if user.has_literal_password:
-                source, path = place(("users", index, "password"))
-                source.want([path])
-        for index, user in enumerate(manifest.users):
-            if user.has_literal_password:
-                source, path = place(("users", index, "password"))
-                found = _locate(source, path)
-                warnings.append(
-                    Problem(
-                        found.location,
-                        found.path,
-                        f"a literal password in a {manifest.environment} manifest: literal passwords "
-                        "belong in sim only; use {env: VAR} or {file: PATH} (or {generate: true})",
-                    )
-                )
-
+    warnings = _literal_password_warnings(manifest, place) if manifest.environment != "sim" else []
     for source in sources:
         source.data = None  # validated: the parsed mappings (~100 MB at 100k users) can go
     digest = hashlib.sha256()
@@ -817,6 +796,84 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
         warnings=tuple(warnings),
         locations=_UserLocations(manifest, sources, merged.user_origin),
     )
+
+
+_Place = Callable[[_Path], tuple[_Source, _Path]]
+
+
+def _placer(sources: list[_Source], merged: _Merged) -> _Place:
+    """Return where a path of the merged manifest is: its file, and the path in that file."""
+
+    def place(path: _Path) -> tuple[_Source, _Path]:
+        if len(path) >= 2 and path[0] == "users" and isinstance(path[1], int):
+            file_index, local = merged.user_origin[path[1]]
+            return sources[file_index], ("users", local, *path[2:])
+        key = path[0] if path else None
+        return sources[merged.key_origin.get(str(key), 0)], path
+
+    return place
+
+
+def _cross_problems(
+    manifest: Manifest | None, data: dict[str, Any], *, room: int, page_full: bool, partner_conflict: bool
+) -> tuple[list[CrossProblem], int]:
+    """Return the first ``room`` problems across users, and how many there are."""
+    if manifest is not None:
+        keys = [UserKeys(u.name, u.email, u.entitlements) for u in manifest.users]
+        known: Mapping[str, int] | None = manifest.partner.entitlements
+    elif not page_full:
+        keys, known = _raw_user_keys(data)
+    else:
+        keys, known = [], None  # the page is full: rules across users wait for the next run
+    if partner_conflict:
+        known = None
+    crosses: list[CrossProblem] = []
+    total = 0
+    for cross in cross_reference_problems(keys, known):
+        total += 1
+        if len(crosses) < room:
+            crosses.append(cross)
+    return crosses, total
+
+
+def _located_crosses(crosses: list[CrossProblem], place: _Place) -> list[Problem]:
+    """Return each problem across users where it stands, naming the place it clashes with."""
+    for cross in crosses:
+        for part in (cross.path, cross.other):
+            if part is not None:
+                source, path = place(part)
+                source.want([path])
+    problems: list[Problem] = []
+    for cross in crosses:
+        source, path = place(cross.path)
+        found = _locate(source, path)
+        message = cross.message
+        if cross.other is not None:
+            other_source, other_path = place(cross.other)
+            message += f" (first defined at {_locate(other_source, other_path).location})"
+        problems.append(Problem(found.location, found.path, message))
+    return problems
+
+
+def _literal_password_warnings(manifest: Manifest, place: _Place) -> list[Problem]:
+    """Warn of each literal password outside sim, where it is written."""
+    paths = [
+        place(("users", i, "password")) for i, user in enumerate(manifest.users) if user.has_literal_password
+    ]
+    for source, path in paths:
+        source.want([path])
+    warnings: list[Problem] = []
+    for source, path in paths:
+        found = _locate(source, path)
+        warnings.append(
+            Problem(
+                found.location,
+                found.path,
+                f"a literal password in a {manifest.environment} manifest: literal passwords "
+                "belong in sim only; use {env: VAR} or {file: PATH} (or {generate: true})",
+            )
+        )
+    return warnings
 
 
 MAX_PROBLEMS = 100

@@ -130,6 +130,8 @@ PasswordSource = Annotated[
 ]
 
 
+# The fields of reconcile.contact.ContactAddress, declared again for the input limits and messages
+# each one carries (the plan and state trust what this model let through).
 class Contact(_Model):
     """Contact details, reconciled with /contactInfo/updatecontactinfo."""
 

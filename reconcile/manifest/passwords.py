@@ -18,7 +18,6 @@ from pathlib import Path
 
 from reconcile.errors import Location, Problem, ReconcileError, counted, plural
 from reconcile.manifest.models import Manifest, PasswordFromEnv, PasswordFromFile, PasswordGenerate, User
-from reconcile.planning.plan import CreateUser
 
 MIN_LENGTH = 8
 MAX_LENGTH = 64
@@ -86,7 +85,7 @@ class ResolvedPasswords:
 
 
 def resolve_passwords(
-    creates: Iterable[CreateUser],
+    creates: Iterable[str],
     manifest: Manifest,
     *,
     base_dir: Path | Callable[[str], Path | None] | None = None,
@@ -94,11 +93,12 @@ def resolve_passwords(
     environ: Mapping[str, str] | None = None,
     locate: Callable[[str], object | None] | None = None,
 ) -> ResolvedPasswords:
-    """Return the password of every create, or raise (listing every problem) before anything is sent.
+    """Return the password of every user to create, or raise (listing every problem) before anything is sent.
 
-    The source is taken from the manifest (the plan only says which kind it was, and the manifest
-    is bound to the plan by digest). A relative ``{file: …}`` path is relative to ``base_dir``,
-    or to ``base_dir(user name)`` (the folder of the manifest file that declares the user).
+    ``creates`` names the users the plan creates. The source is taken from the manifest (the plan
+    only says which kind it was, and the manifest is bound to the plan by digest). A relative
+    ``{file: …}`` path is relative to ``base_dir``, or to ``base_dir(user name)`` (the folder of
+    the manifest file that declares the user).
     Generated passwords are only generated here; the applier writes each one to ``generated_file``
     once its create is known to have set it (:mod:`reconcile.apply.generated`).
     ``locate(user name)`` gives where the manifest declares the user (``FILE:LINE:COL``), so each
@@ -108,9 +108,9 @@ def resolve_passwords(
     creates = list(creates)
     by_name = {u.name: u for u in manifest.users}
     to_generate = [
-        c.user
-        for c in creates
-        if (u := by_name.get(c.user)) is not None and isinstance(u.password, PasswordGenerate)
+        name
+        for name in creates
+        if (u := by_name.get(name)) is not None and isinstance(u.password, PasswordGenerate)
     ]
     if to_generate and generated_file is None:
         shown = ", ".join(to_generate[:5]) + (" …" if len(to_generate) > 5 else "")
@@ -128,17 +128,17 @@ def resolve_passwords(
     passwords: dict[str, str] = {}
     generated: dict[str, str] = {}
     problems: list[str] = []
-    for create in creates:
+    for name in creates:
         try:
-            value = _resolve_one(create.user, by_name, base_dir, env)
+            value = _resolve_one(name, by_name, base_dir, env)
         except PasswordError as exc:
-            where = locate(create.user) if locate is not None else None
+            where = locate(name) if locate is not None else None
             problems.append(f"{where}: {exc}" if where is not None else str(exc))
             continue
         if value is None:
-            generated[create.user] = passwords[create.user] = generate_password()
+            generated[name] = passwords[name] = generate_password()
         else:
-            passwords[create.user] = value
+            passwords[name] = value
     if problems:
         # Every missing variable at once: a pipeline fixed one by one would fail once per user.
         raise PasswordError("\n".join(problems))

@@ -1,7 +1,7 @@
 """Bring the API's view into recorded state: adopt existing users (``import``) and ``refresh``.
 
-Both read a live snapshot (:mod:`reconcile.planning.live`), change nothing remote, and save state under
-the state lock the caller holds (:func:`reconcile.operations.remote.remote_session`).
+Both read a live snapshot (:mod:`reconcile.operations.read_live`), change nothing remote, and save
+state under the state lock the caller holds (:func:`reconcile.operations.remote.remote_session`).
 
 ``import`` rules (DESIGN §8.3: only created or adopted users are ever changed or cancelled):
 
@@ -28,17 +28,11 @@ from datetime import UTC, datetime
 
 from reconcile.errors import ReconcileError
 from reconcile.manifest.models import SIMPLUS, Manifest, User
+from reconcile.operations.read_live import LiveReader, read_live, with_contacts
 from reconcile.planning.drift import compare
-from reconcile.planning.live import (
-    CONTACT_FIELDS,
-    LiveReader,
-    LiveSnapshot,
-    LiveUser,
-    read_live,
-    with_contacts,
-)
 from reconcile.planning.plan import DriftEntry
-from reconcile.state.model import ContactRecord, GrantRecord, State, UserRecord
+from reconcile.planning.snapshot import LiveSnapshot, LiveUser, contact_record
+from reconcile.state.model import GrantRecord, State, UserRecord
 from reconcile.state.store import StateStore
 
 
@@ -187,9 +181,7 @@ def _candidates(
 
 def adopted_record(user: User, live: LiveUser, manifest: Manifest, now: datetime) -> UserRecord:
     """The state record of an adopted user: what the API shows, the manifest for what it cannot."""
-    contact = live.contact
-    fields = contact.model_dump() if contact is not None else {}
-    complete = all(fields.get(f) for f in ("phone", "streetAddress1", "city", "country"))
+    fields = live.contact.model_dump() if live.contact is not None else {}
     grants = {
         name: GrantRecord(entitlementId=eid, status="granted", updatedAt=now)
         for name, eid in sorted(manifest.partner.entitlements.items())
@@ -208,7 +200,7 @@ def adopted_record(user: User, live: LiveUser, manifest: Manifest, now: datetime
         firstName=fields.get("firstName") or user.firstName or "",
         lastName=fields.get("lastName") or user.lastName or "",
         tradovateSubscriptionPlanId=manifest.subscription_plan_for(user),
-        contact=ContactRecord(**{f: fields.get(f) for f in CONTACT_FIELDS}) if complete else None,
+        contact=contact_record(live.contact),
         entitlements=grants,
         createdAt=now,
         updatedAt=now,

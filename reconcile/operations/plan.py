@@ -18,9 +18,9 @@ from reconcile.errors import PlanError, counted
 from reconcile.manifest.models import Manifest
 from reconcile.operations.inputs import PlanInputs, Reporter
 from reconcile.operations.opening import open_inputs
-from reconcile.planning.live import LiveSnapshot
 from reconcile.planning.plan import CancelEverything, Diagnostic, Plan, PlanBinding
 from reconcile.planning.policy import CancellationCheck, cancellations_of, evaluate_cancellations
+from reconcile.planning.snapshot import LiveSnapshot
 from reconcile.state.model import State
 
 LiveRead = Callable[[Manifest, State], LiveSnapshot]
@@ -186,7 +186,7 @@ def live_reader(inputs: PlanInputs, reporter: Reporter) -> LiveRead:
 
     def read(manifest: Manifest, state: State) -> LiveSnapshot:
         from reconcile.operations.clients import open_client
-        from reconcile.planning.live import read_live
+        from reconcile.operations.read_live import read_live
 
         state_dir = inputs.state_path.parent if inputs.state_path is not None else Path("state")
         with open_client(

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconcile.planning.live import CONTACT_FIELDS, LiveSnapshot, LiveUser
+from reconcile.contact import ADDRESS_FIELDS
 from reconcile.planning.plan import DriftEntry, DriftKind, FieldChange
-from reconcile.state.model import ContactRecord, GrantRecord, State, UserRecord
-
-_REQUIRED_CONTACT = ("phone", "streetAddress1", "city", "country")
+from reconcile.planning.snapshot import LiveSnapshot, LiveUser, contact_record
+from reconcile.state.model import GrantRecord, State, UserRecord
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def _field_changes(record: UserRecord, live: LiveUser, update: dict[str, Any]) -
     if live.contact_read:
         recorded_contact = record.contact.model_dump() if record.contact is not None else {}
         live_contact = live.contact.model_dump() if live.contact is not None else {}
-        for field in CONTACT_FIELDS:
+        for field in ADDRESS_FIELDS:
             before[field] = recorded_contact.get(field)
             after[field] = live_contact.get(field)
         # Names are readable only through contact info: without one, the recorded names stand.
@@ -142,9 +141,8 @@ def _field_changes(record: UserRecord, live: LiveUser, update: dict[str, Any]) -
     for field in ("firstName", "lastName"):
         if field in fields:
             update[field] = after[field]
-    if fields & set(CONTACT_FIELDS):
-        complete = all(after.get(f) for f in _REQUIRED_CONTACT)
-        update["contact"] = ContactRecord(**{f: after.get(f) for f in CONTACT_FIELDS}) if complete else None
+    if fields & set(ADDRESS_FIELDS):
+        update["contact"] = contact_record(live.contact)
     return changes
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from reconcile.contact import ContactFields
 from reconcile.errors import PlanError, describe_os_error, first_invalid
 from reconcile.manifest.models import CancelFlags, PasswordFromEnv, PasswordFromFile, PasswordGenerate
 
@@ -61,18 +62,8 @@ class FieldChange(_Model):
     after: Any = None
 
 
-class ContactPayload(_Model):
+class ContactPayload(_Model, ContactFields):
     """Everything /contactInfo/updatecontactinfo needs besides the user id."""
-
-    firstName: str
-    lastName: str
-    phone: str
-    streetAddress1: str
-    streetAddress2: str | None = None
-    city: str
-    state: str | None = None
-    postCode: str | None = None
-    country: str
 
 
 # A password *source*, never a password: plans are written to disk and shown in reviews.

@@ -26,17 +26,17 @@ again (a warning points to ``reconcile import``).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from deepdiff import DeepDiff
 
 from reconcile.bulk import gc_paused
+from reconcile.contact import ADDRESS_FIELDS, CONTACT_FIELDS
 from reconcile.errors import PlanError, plural
 from reconcile.manifest.models import SIMPLUS, Contact, Manifest, User
 from reconcile.planning.drift import compare
-from reconcile.planning.live import LiveSnapshot
 from reconcile.planning.plan import (
     Action,
     CancelEverything,
@@ -52,12 +52,11 @@ from reconcile.planning.plan import (
     UpdateContact,
     UpdateEmail,
 )
+from reconcile.planning.snapshot import LiveSnapshot
 from reconcile.state.model import ContactRecord, State, UserRecord
 
 Severity = Literal["error", "warning", "info"]
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-_CONTACT_FIELDS = tuple(ContactPayload.model_fields)
-_ADDRESS_FIELDS = tuple(name for name in _CONTACT_FIELDS if name not in ("firstName", "lastName"))
 
 
 @gc_paused()
@@ -81,66 +80,93 @@ def make_plan(
             f"the manifest is for environment {manifest.environment!r} but the state is for "
             f"{state.environment!r}; pass --state with the {manifest.environment} state file"
         )
+    seen = _Observed.of(state, live, manifest)
+    state = seen.state
+    acc = _Accumulator()
+    renamed = _plan_renames(manifest, state, acc)
+    for user in manifest.users:
+        if user.name not in renamed:
+            _plan_user(manifest, user, state.users.get(user.name), seen, acc)
+    _plan_removed(manifest, state, renamed, acc)
+    _note_unfinished_cancels(state, acc)
+    return _selected_plan(acc, seen.refresh, binding=binding, targets=targets, excludes=excludes)
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """State as planning sees it: corrected by the live snapshot when there is one."""
+
+    state: State
+    live: LiveSnapshot | None = None
     refresh: Refresh | None = None
     closed_outside: frozenset[str] = frozenset()
     unmanaged: frozenset[str] = frozenset()
-    if live is not None:
+
+    @classmethod
+    def of(cls, state: State, live: LiveSnapshot | None, manifest: Manifest) -> _Observed:
+        if live is None:
+            return cls(state)
         comparison = compare(state, live, manifest.partner.entitlements)
-        state = comparison.observed
-        closed_outside = comparison.closed
-        unmanaged = frozenset(comparison.unmanaged)
-        refresh = Refresh(drift=comparison.drift, unmanaged=comparison.unmanaged)
-    acc = _Accumulator()
-    wanted = {user.name: user for user in manifest.users}
-    renamed = _plan_renames(manifest, state, acc)
+        return cls(
+            state=comparison.observed,
+            live=live,
+            refresh=Refresh(drift=comparison.drift, unmanaged=comparison.unmanaged),
+            closed_outside=comparison.closed,
+            unmanaged=frozenset(comparison.unmanaged),
+        )
 
-    for user in manifest.users:
-        if user.name in renamed:
-            continue
-        record = state.users.get(user.name)
-        if user.status == "cancelled":
-            _plan_cancelled_in_manifest(manifest, user, record, acc)
-        elif record is None and user.name in unmanaged:
-            assert live is not None  # only a refreshed plan knows unmanaged users
-            # The hint must work: `import` refuses a closed user.
-            hint = (
-                "it is closed, so it cannot be adopted: choose a new name, or set status: cancelled"
-                if live.by_name[user.name].closed
-                else f"adopt it with `reconcile import {user.name}`"
-            )
-            acc.add(
-                "warning",
-                user.name,
-                f"already exists in the organization, but reconcile neither created nor adopted it: "
-                f"not created again; {hint}",
-            )
-        elif record is None:
-            _plan_create(manifest, user, acc)
-        elif user.name in closed_outside:
-            acc.add(
-                "warning",
-                user.name,
-                "was closed outside reconcile and cannot be reactivated: nothing is planned for it; "
-                "set status: cancelled (or remove it), and run `reconcile refresh` to record it",
-            )
-        elif record.lifecycle == "cancelled":
-            acc.add(
-                "error",
-                user.name,
-                "was cancelled (cancel-everything cannot be undone): cannot reactivate "
-                "a cancelled user; choose a new name for a new user, or set status: cancelled",
-            )
-        elif record.cancelledOn:
-            acc.add(
-                "error",
-                user.name,
-                f"was cancelled on {', '.join(record.cancelledOn)} by an apply that did not finish "
-                "(cancel-everything cannot be undone): set status: cancelled (or remove it) so the "
-                "next apply finishes the cancel on the other host",
-            )
-        else:
-            _plan_existing(manifest, user, record, acc)
 
+def _plan_user(
+    manifest: Manifest, user: User, record: UserRecord | None, seen: _Observed, acc: _Accumulator
+) -> None:
+    """Plan one user of the manifest (not a rename), or say why nothing is planned for it."""
+    if user.status == "cancelled":
+        _plan_cancelled_in_manifest(manifest, user, record, acc)
+    elif record is None and user.name in seen.unmanaged:
+        assert seen.live is not None  # only a refreshed plan knows unmanaged users
+        # The hint must work: `import` refuses a closed user.
+        hint = (
+            "it is closed, so it cannot be adopted: choose a new name, or set status: cancelled"
+            if seen.live.by_name[user.name].closed
+            else f"adopt it with `reconcile import {user.name}`"
+        )
+        acc.add(
+            "warning",
+            user.name,
+            f"already exists in the organization, but reconcile neither created nor adopted it: "
+            f"not created again; {hint}",
+        )
+    elif record is None:
+        _plan_create(manifest, user, acc)
+    elif user.name in seen.closed_outside:
+        acc.add(
+            "warning",
+            user.name,
+            "was closed outside reconcile and cannot be reactivated: nothing is planned for it; "
+            "set status: cancelled (or remove it), and run `reconcile refresh` to record it",
+        )
+    elif record.lifecycle == "cancelled":
+        acc.add(
+            "error",
+            user.name,
+            "was cancelled (cancel-everything cannot be undone): cannot reactivate "
+            "a cancelled user; choose a new name for a new user, or set status: cancelled",
+        )
+    elif record.cancelledOn:
+        acc.add(
+            "error",
+            user.name,
+            f"was cancelled on {', '.join(record.cancelledOn)} by an apply that did not finish "
+            "(cancel-everything cannot be undone): set status: cancelled (or remove it) so the "
+            "next apply finishes the cancel on the other host",
+        )
+    else:
+        _plan_existing(manifest, user, record, acc)
+
+
+def _plan_removed(manifest: Manifest, state: State, renamed: Collection[str], acc: _Accumulator) -> None:
+    """Cancel everything of each active recorded user the manifest no longer names."""
+    wanted = {user.name for user in manifest.users}
     for name in sorted(state.users):
         record = state.users[name]
         if name in wanted or name in renamed or record.lifecycle != "active":
@@ -154,6 +180,9 @@ def make_plan(
             )
         )
 
+
+def _note_unfinished_cancels(state: State, acc: _Accumulator) -> None:
+    """Tell, for each planned cancel, the hosts an earlier apply already cancelled on."""
     for action in acc.actions:
         if isinstance(action, CancelEverything) and (done := state.users[action.user].cancelledOn):
             acc.add(
@@ -163,6 +192,16 @@ def make_plan(
                 f"only to the {plural(len(done), 'host')} still missing",
             )
 
+
+def _selected_plan(
+    acc: _Accumulator,
+    refresh: Refresh | None,
+    *,
+    binding: PlanBinding,
+    targets: Sequence[str],
+    excludes: Sequence[str],
+) -> Plan:
+    """Return the plan of what ``targets``/``excludes`` select, sorted."""
     selected = _selector(targets, excludes)
     actions = sorted((a for a in acc.actions if selected(a.user)), key=_action_key)
     diagnostics = sorted(
@@ -383,7 +422,7 @@ def _plan_contact(user: User, record: UserRecord, acc: _Accumulator) -> None:
 
 def _recorded_contact(record: UserRecord) -> dict[str, Any]:
     if record.contact is None:
-        values: dict[str, Any] = dict.fromkeys(_CONTACT_FIELDS)
+        values: dict[str, Any] = dict.fromkeys(CONTACT_FIELDS)
         values.update(firstName=record.firstName, lastName=record.lastName)
         return values
     return _contact_values(record.firstName, record.lastName, record.contact)
@@ -391,7 +430,7 @@ def _recorded_contact(record: UserRecord) -> dict[str, Any]:
 
 def _contact_values(first: str, last: str, contact: Contact | ContactRecord) -> dict[str, Any]:
     """The ContactPayload fields as a plain mapping (attribute reads: no serializer per user)."""
-    values: dict[str, Any] = {name: getattr(contact, name) for name in _ADDRESS_FIELDS}
+    values: dict[str, Any] = {name: getattr(contact, name) for name in ADDRESS_FIELDS}
     values.update(firstName=first, lastName=last)
     return values
 

@@ -1,46 +1,25 @@
 """Plan → text / JSON / Markdown: one renderer per format, chosen by name.
 
-Each renderer module registers itself with :func:`renderer`; :func:`render` dispatches by the
-format name (``--format``). Renderers are pure: a plan and options in, a string out.
+:func:`render` dispatches by the format name (``--format``) through a table of the renderer
+modules' functions. Renderers are pure: a plan and options in, a string out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from reconcile.planning.plan import Plan
-
-MARKDOWN_LIMIT = 60_000
-"""Characters a Markdown plan may take: under GitHub's 65,536 and GitLab's 1,000,000 comment limits."""
-
-
-@dataclass(frozen=True)
-class RenderOptions:
-    """How to draw a plan."""
-
-    colour: bool = False
-    show_pii: bool = False
-    """Show emails, phones and street addresses in review output (Markdown) instead of masking."""
-    max_chars: int = MARKDOWN_LIMIT
-
+from reconcile.render.json_plan import render_json
+from reconcile.render.markdown import render_markdown
+from reconcile.render.options import MARKDOWN_LIMIT, RenderOptions
+from reconcile.render.text import render_text
 
 Renderer = Callable[[Plan, RenderOptions], str]
-_RENDERERS: dict[str, Renderer] = {}
-
-
-def renderer(name: str) -> Callable[[Renderer], Renderer]:
-    """Register a renderer for the format ``name``."""
-
-    def register(function: Renderer) -> Renderer:
-        _RENDERERS[name] = function
-        return function
-
-    return register
+_RENDERERS: dict[str, Renderer] = {"json": render_json, "markdown": render_markdown, "text": render_text}
 
 
 def formats() -> tuple[str, ...]:
-    """The registered format names, in a stable order."""
+    """The format names, in a stable order."""
     return tuple(sorted(_RENDERERS))
 
 
@@ -53,17 +32,4 @@ def render(plan: Plan, format: str = "text", options: RenderOptions | None = Non
     return function(plan, options or RenderOptions())
 
 
-# Importing the renderer modules registers them.
-from reconcile.render import json_plan, markdown, text  # noqa: E402
-
-__all__ = [
-    "MARKDOWN_LIMIT",
-    "RenderOptions",
-    "Renderer",
-    "formats",
-    "json_plan",
-    "markdown",
-    "render",
-    "renderer",
-    "text",
-]
+__all__ = ["MARKDOWN_LIMIT", "RenderOptions", "Renderer", "formats", "render"]

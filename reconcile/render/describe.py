@@ -211,11 +211,6 @@ def rechecks(plan: Plan) -> tuple[GrantEntitlement, ...]:
     return tuple(a for a in plan.actions if isinstance(a, GrantEntitlement) and a.recheck)
 
 
-def cancellations(plan: Plan) -> tuple[CancelEverything, ...]:
-    """The cancel-everything actions of ``plan``."""
-    return tuple(a for a in plan.actions if isinstance(a, CancelEverything))
-
-
 def describe_drift(entry: DriftEntry, *, show_pii: bool) -> str:
     """One drift entry as people read it: what differs, recorded → live for changed fields."""
     text = safe(entry.message)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from reconcile.planning.plan import Plan, dumps_plan
-from reconcile.render import RenderOptions, renderer
+from reconcile.render.options import RenderOptions
 
 
-@renderer("json")
 def render_json(plan: Plan, options: RenderOptions) -> str:
     """Return ``Plan.to_json_dict()`` as indented JSON with sorted keys (never masked: for machines)."""
     return dumps_plan(plan)

@@ -16,10 +16,9 @@ from collections import Counter
 
 from reconcile.errors import counted
 from reconcile.planning.plan import ActionKind, Plan
-from reconcile.render import RenderOptions, renderer
+from reconcile.planning.policy import cancellations_of
 from reconcile.render.describe import (
     ActionLine,
-    cancellations,
     describe,
     describe_drift,
     differences,
@@ -29,6 +28,7 @@ from reconcile.render.describe import (
     summary_sentence,
     targeting_sentence,
 )
+from reconcile.render.options import RenderOptions
 
 _TABLE = (
     (ActionKind.create, "`+` create"),
@@ -80,7 +80,6 @@ class _Budget:
         self.must(text)
 
 
-@renderer("markdown")
 def render_markdown(plan: Plan, options: RenderOptions) -> str:
     """Draw ``plan`` as a pull-request comment of at most ``options.max_chars`` characters."""
     footer = _footer(plan, options)
@@ -98,7 +97,7 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
     _diagnostics(out, plan, "warning", "Warnings")
     _drift(out, plan, options)
 
-    cancelled = cancellations(plan)
+    cancelled = cancellations_of(plan)
     if cancelled:
         out.must(f"> [!CAUTION]\n> **{counted(len(cancelled), 'user')} will be cancelled, irreversibly:**")
         for action in cancelled:

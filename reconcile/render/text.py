@@ -8,10 +8,9 @@ import click
 
 from reconcile.errors import counted
 from reconcile.planning.plan import ActionKind, Diagnostic, DriftEntry, Plan
-from reconcile.render import RenderOptions, renderer
+from reconcile.planning.policy import cancellations_of
 from reconcile.render.describe import (
     ActionLine,
-    cancellations,
     describe,
     describe_drift,
     differences,
@@ -22,6 +21,7 @@ from reconcile.render.describe import (
     targeting_sentence,
     unmanaged_sentence,
 )
+from reconcile.render.options import RenderOptions
 
 _COLOURS = {
     ActionKind.create: "green",
@@ -33,7 +33,6 @@ _COLOURS = {
 _DIAGNOSTIC_STYLE = {"error": ("Error", "red"), "warning": ("Warning", "yellow"), "info": ("Note", None)}
 
 
-@renderer("text")
 def render_text(plan: Plan, options: RenderOptions) -> str:
     """Draw ``plan`` as text; values are shown in full (``--show-pii`` concerns review formats)."""
 
@@ -64,7 +63,7 @@ def render_text(plan: Plan, options: RenderOptions) -> str:
             )
         out.append("")
 
-    cancelled = cancellations(plan)
+    cancelled = cancellations_of(plan)
     if cancelled:
         names = ", ".join(safe(a.user) for a in cancelled)
         out += [

@@ -138,33 +138,10 @@ def _evaluation_user_problem(user: Body, config: SimConfig) -> str | None:
 def create_evaluation_users(tx: Tx, config: SimConfig, org_id: int, body: Body) -> Body:
     """POST /user/createevaluationusers: one result per user, in order; failures are per user."""
     users: list[Body] = body["users"]
-    if len(users) > config.max_users_per_request:
-        return {
-            "errorText": f"At most {config.max_users_per_request} users per request (got {len(users)})",
-            "results": [],
-        }
-    for user in users:
-        for entitlement_id in user.get("entitlementIds") or ():
-            entitlement = config.entitlements.get(entitlement_id)
-            if entitlement is not None and entitlement.fails_request:
-                return {
-                    "errorText": f"Entitlement {entitlement_id} ({entitlement.name}) cannot be assigned to "
-                    "evaluation users; no user in this request was created",
-                    "results": [],
-                }
-    names = json.dumps([u["name"] for u in users])
-    emails = json.dumps([u["email"] for u in users])
-    taken_names = {
-        r[0].lower()
-        for r in tx.all("SELECT name FROM users WHERE name IN (SELECT value FROM json_each(?))", (names,))
-    }
-    taken_emails = {
-        r[0].lower()
-        for r in tx.all(
-            "SELECT email FROM users WHERE org_id = ? AND email IN (SELECT value FROM json_each(?))",
-            (org_id, emails),
-        )
-    }
+    refusal = _evaluation_request_refusal(users, config)
+    if refusal is not None:
+        return {"errorText": refusal, "results": []}
+    taken_names, taken_emails = _taken_names_and_emails(tx, org_id, users)
     next_id = max(config.first_user_id, (tx.scalar("SELECT max(id) FROM users") or 0) + 1)
     results: list[Body] = []
     user_rows: list[tuple[Any, ...]] = []
@@ -182,26 +159,8 @@ def create_evaluation_users(tx: Tx, config: SimConfig, org_id: int, body: Body) 
         next_id += 1
         taken_names.add(user["name"].lower())
         taken_emails.add(user["email"].lower())
-        user_rows.append(
-            (
-                user_id,
-                org_id,
-                user["name"],
-                user["email"],
-                hash_password(user["password"]),
-                user["firstName"],
-                user["lastName"],
-                "Active",
-                tx.now,
-                "api",
-            )
-        )
-        record_rows.append((TRADING_PERMISSION, user_id, None, None, tx.now))
-        plan = user.get("tradovateSubscriptionPlanId")
-        if plan is not None:
-            record_rows.append((TRADOVATE_SUBSCRIPTION, user_id, plan, None, tx.now))
-        for entitlement_id in sorted(set(user.get("entitlementIds") or ())):
-            record_rows.append((USER_PLUGIN, user_id, entitlement_id, None, tx.now))
+        user_rows.append(_evaluation_user_row(tx, org_id, user_id, user))
+        record_rows.extend(_evaluation_record_rows(tx, user_id, user))
         results.append({"userId": user_id})
     tx.db.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", user_rows)
     tx.db.executemany(
@@ -209,6 +168,65 @@ def create_evaluation_users(tx: Tx, config: SimConfig, org_id: int, body: Body) 
         record_rows,
     )
     return {"results": results}
+
+
+def _evaluation_request_refusal(users: list[Body], config: SimConfig) -> str | None:
+    """Return why the whole request is refused (no user created), or None."""
+    if len(users) > config.max_users_per_request:
+        return f"At most {config.max_users_per_request} users per request (got {len(users)})"
+    for user in users:
+        for entitlement_id in user.get("entitlementIds") or ():
+            entitlement = config.entitlements.get(entitlement_id)
+            if entitlement is not None and entitlement.fails_request:
+                return (
+                    f"Entitlement {entitlement_id} ({entitlement.name}) cannot be assigned to "
+                    "evaluation users; no user in this request was created"
+                )
+    return None
+
+
+def _taken_names_and_emails(tx: Tx, org_id: int, users: list[Body]) -> tuple[set[str], set[str]]:
+    """Return the names (any organization) and emails (this one) of ``users`` already in use, lowercased."""
+    names = json.dumps([u["name"] for u in users])
+    emails = json.dumps([u["email"] for u in users])
+    taken_names = {
+        r[0].lower()
+        for r in tx.all("SELECT name FROM users WHERE name IN (SELECT value FROM json_each(?))", (names,))
+    }
+    taken_emails = {
+        r[0].lower()
+        for r in tx.all(
+            "SELECT email FROM users WHERE org_id = ? AND email IN (SELECT value FROM json_each(?))",
+            (org_id, emails),
+        )
+    }
+    return taken_names, taken_emails
+
+
+def _evaluation_user_row(tx: Tx, org_id: int, user_id: int, user: Body) -> tuple[Any, ...]:
+    return (
+        user_id,
+        org_id,
+        user["name"],
+        user["email"],
+        hash_password(user["password"]),
+        user["firstName"],
+        user["lastName"],
+        "Active",
+        tx.now,
+        "api",
+    )
+
+
+def _evaluation_record_rows(tx: Tx, user_id: int, user: Body) -> list[tuple[Any, ...]]:
+    """Return what a new evaluation user holds: its trading permission, plan and plugins."""
+    rows: list[tuple[Any, ...]] = [(TRADING_PERMISSION, user_id, None, None, tx.now)]
+    plan = user.get("tradovateSubscriptionPlanId")
+    if plan is not None:
+        rows.append((TRADOVATE_SUBSCRIPTION, user_id, plan, None, tx.now))
+    for entitlement_id in sorted(set(user.get("entitlementIds") or ())):
+        rows.append((USER_PLUGIN, user_id, entitlement_id, None, tx.now))
+    return rows
 
 
 def insert_user(
@@ -312,6 +330,8 @@ def find_user(tx: Tx, org_id: int, name: str) -> Body:
 
 # --- contact info --------------------------------------------------------------------------------
 
+# The simulator plays the partner: it keeps its own copy of the contract's names rather than the
+# client's (reconcile.contact), so that a slip in one is caught by the other.
 _CONTACT_FIELDS = (
     "firstName",
     "lastName",

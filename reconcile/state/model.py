@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reconcile.contact import ContactAddress
 from reconcile.errors import StateError
 
 STATE_FORMAT_VERSION = 2
@@ -23,16 +24,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ContactRecord(_Model):
+class ContactRecord(_Model, ContactAddress):
     """The contact fields last applied (same names as the manifest and the API)."""
-
-    phone: str
-    streetAddress1: str
-    streetAddress2: str | None = None
-    city: str
-    state: str | None = None
-    postCode: str | None = None
-    country: str
 
 
 class GrantRecord(_Model):

@@ -14,78 +14,12 @@ C/100; neither the project's copy of the contract nor the simulator has it yet.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from datetime import datetime
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict
-
 from reconcile.api.models import AdminAlertSignal, ContactInfo, User, UserPlugin
-
-CLOSED = "Closed"
-"""The ``UserStatus`` of a user whose everything was cancelled."""
-
-CONTACT_FIELDS = ("phone", "streetAddress1", "streetAddress2", "city", "state", "postCode", "country")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LiveContact(_Model):
-    """A user's contact info as the API has it (empty strings read as None)."""
-
-    firstName: str | None = None
-    lastName: str | None = None
-    phone: str | None = None
-    streetAddress1: str | None = None
-    streetAddress2: str | None = None
-    city: str | None = None
-    state: str | None = None
-    postCode: str | None = None
-    country: str | None = None
-
-    @classmethod
-    def from_wire(cls, info: ContactInfo) -> LiveContact:
-        fields = {name: getattr(info, name) or None for name in cls.model_fields}
-        return cls(**fields)
-
-
-class LiveUser(_Model):
-    """One user of the organization as the API shows it."""
-
-    userId: int
-    name: str
-    email: str
-    status: str | None = None
-    entitlementIds: frozenset[int] = frozenset()
-    """Entitlement ids of the user's active plugins."""
-    agreement_signed: bool = False
-    """True when a Market Data Agreement signal exists for the user (completed or not)."""
-    contact_read: bool = False
-    """False when contact info was not read for this user (then ``contact`` says nothing)."""
-    contact: LiveContact | None = None
-
-    @property
-    def closed(self) -> bool:
-        return self.status == CLOSED
-
-
-class LiveSnapshot(_Model):
-    """The organization at one moment: its users, and how many requests reading them took."""
-
-    users: tuple[LiveUser, ...]
-    read_at: datetime
-    requests: int = 0
-
-    @functools.cached_property
-    def by_id(self) -> Mapping[int, LiveUser]:
-        return {u.userId: u for u in self.users}
-
-    @functools.cached_property
-    def by_name(self) -> Mapping[str, LiveUser]:
-        return {u.name: u for u in self.users}
+from reconcile.planning.snapshot import LiveContact, LiveSnapshot, LiveUser
 
 
 class LiveReader(Protocol):
@@ -95,6 +29,12 @@ class LiveReader(Protocol):
     def list_user_plugins(self) -> list[UserPlugin]: ...
     def agreement_signals(self, alert_id: int) -> list[AdminAlertSignal]: ...
     def contact_info(self, user_id: int) -> ContactInfo | None: ...
+
+
+def contact_from_wire(info: ContactInfo) -> LiveContact:
+    """Return the contact the API answered, empty strings read as None."""
+    fields = {name: getattr(info, name) or None for name in LiveContact.model_fields}
+    return LiveContact(**fields)
 
 
 def read_live(
@@ -148,7 +88,7 @@ def with_contacts(client: LiveReader, snapshot: LiveSnapshot, user_ids: Collecti
         if user.userId in wanted and not user.contact_read:
             info = client.contact_info(user.userId)
             requests += 1
-            contact = LiveContact.from_wire(info) if info is not None else None
+            contact = contact_from_wire(info) if info is not None else None
             user = user.model_copy(update={"contact_read": True, "contact": contact})
         users.append(user)
     return LiveSnapshot(users=tuple(users), read_at=snapshot.read_at, requests=requests)

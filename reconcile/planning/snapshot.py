@@ -1,0 +1,86 @@
+"""A snapshot of the live organization, as drift, refresh and import compare it with state.
+
+Pure data: :mod:`reconcile.operations.read_live` reads one through the client.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from reconcile.contact import ADDRESS_FIELDS, ContactAddress
+from reconcile.state.model import ContactRecord
+
+CLOSED = "Closed"
+"""The ``UserStatus`` of a user whose everything was cancelled."""
+
+
+_REQUIRED_CONTACT = tuple(name for name, info in ContactAddress.model_fields.items() if info.is_required())
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LiveContact(_Model):
+    """A user's contact info as the API has it (empty strings read as None).
+
+    Not a :class:`reconcile.contact.ContactFields`: the API may leave any field blank, so every
+    field here is optional where the plan and state require four.
+    """
+
+    firstName: str | None = None
+    lastName: str | None = None
+    phone: str | None = None
+    streetAddress1: str | None = None
+    streetAddress2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postCode: str | None = None
+    country: str | None = None
+
+
+def contact_record(contact: LiveContact | None) -> ContactRecord | None:
+    """Return what state records of a live contact: None when a required field is blank."""
+    if contact is None or not all(getattr(contact, name) for name in _REQUIRED_CONTACT):
+        return None
+    return ContactRecord(**{name: getattr(contact, name) for name in ADDRESS_FIELDS})
+
+
+class LiveUser(_Model):
+    """One user of the organization as the API shows it."""
+
+    userId: int
+    name: str
+    email: str
+    status: str | None = None
+    entitlementIds: frozenset[int] = frozenset()
+    """Entitlement ids of the user's active plugins."""
+    agreement_signed: bool = False
+    """True when a Market Data Agreement signal exists for the user (completed or not)."""
+    contact_read: bool = False
+    """False when contact info was not read for this user (then ``contact`` says nothing)."""
+    contact: LiveContact | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.status == CLOSED
+
+
+class LiveSnapshot(_Model):
+    """The organization at one moment: its users, and how many requests reading them took."""
+
+    users: tuple[LiveUser, ...]
+    read_at: datetime
+    requests: int = 0
+
+    @functools.cached_property
+    def by_id(self) -> Mapping[int, LiveUser]:
+        return {u.userId: u for u in self.users}
+
+    @functools.cached_property
+    def by_name(self) -> Mapping[str, LiveUser]:
+        return {u.name: u for u in self.users}
