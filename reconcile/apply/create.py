@@ -11,12 +11,12 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from reconcile.apply import wire
 from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.intents import Intent
 from reconcile.apply.ports import CreateResultLike
 from reconcile.apply.run import ExecuteOptions, Run, chunks, lost
 from reconcile.apply.stop import NEEDS_A_PERSON
+from reconcile.apply.wire import evaluation_user
 from reconcile.errors import ApiError, OutcomeUnknown
 from reconcile.planning.plan import CreateUser
 from reconcile.state.model import GrantRecord, UserRecord
@@ -74,7 +74,7 @@ def _send(
     names = intent.users
     try:
         return list(
-            run.client.create_evaluation_users([wire.evaluation_user(a, passwords[a.user]) for a in batch])
+            run.client.create_evaluation_users([evaluation_user(a, passwords[a.user]) for a in batch])
         )
     except NEEDS_A_PERSON:
         # Refused before it ran; the intent stays open and the next run settles it.

@@ -6,11 +6,11 @@ import functools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from reconcile.apply import wire
 from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.ports import ApplyClient
 from reconcile.apply.run import GROUP, NOT_SENT, ExecuteOptions, Run, chunks
 from reconcile.apply.stop import RunStopped
+from reconcile.apply.wire import contact_request
 from reconcile.errors import ReconcileError
 from reconcile.planning.plan import UpdateContact, UpdateEmail
 from reconcile.state.model import ContactRecord
@@ -77,7 +77,7 @@ def _(action: UpdateEmail, client: ApplyClient, user_id: int) -> None:
 
 @_send.register
 def _(action: UpdateContact, client: ApplyClient, user_id: int) -> None:
-    client.update_contact_info(wire.contact_request(user_id, action.contact), user=action.user)
+    client.update_contact_info(contact_request(user_id, action.contact), user=action.user)
 
 
 @functools.singledispatch
