@@ -15,15 +15,15 @@ cd "$(dirname "$0")/.."
 declare -A TARGETS=(
     [planner]="reconcile.planning.planner.*"
     # The applier's batching: the chunking, the batch-size cap and the create/cancel batch loops.
-    [batching]="reconcile.apply.executor.x__chunks__* reconcile.apply.executor.x_execute__*
-                reconcile.apply.executor.xǁRunǁcreates__* reconcile.apply.executor.xǁRunǁ_end_create_batch__*
-                reconcile.apply.executor.xǁRunǁcancels__*"
-    [journal]="reconcile.state.journal.*"
+    [batching]="reconcile.apply.run.x_chunks__* reconcile.apply.executor.x_execute__*
+                reconcile.apply.create.x_run_creates__* reconcile.apply.create.x__create_batch__*
+                reconcile.apply.cancel.x_run_cancels__*"
+    # The journal: durable records (state) and the applier's typed intents over them.
+    [journal]="reconcile.state.journal.* reconcile.apply.intents.*"
     [policy]="reconcile.planning.policy.*"
     [binding]="reconcile.apply.binding.*"
     # Secrets echoed by a server are redacted before any message, log or error can carry them.
-    [masking]="reconcile.api.auth.x_redact__* reconcile.api.auth.x__escaped_forms__*
-               reconcile.api.client.x__request_secrets__* reconcile.api.client.xǁPartnerClientǁ_redacted__*"
+    [masking]="reconcile.api.redact.* reconcile.api.client.xǁPartnerClientǁ_redacted__*"
 )
 ORDER=(planner batching journal policy binding masking)
 
