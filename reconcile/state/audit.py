@@ -8,18 +8,22 @@ those fields, and :meth:`AuditLog.record` takes no free-form payload).
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 Clock = Callable[[], datetime]
 
 
-class AuditLog(Protocol):
-    """Where a run records what it did, line by line."""
+class AuditLog(abc.ABC):
+    """Where a run records what it did, line by line; a store says where the lines go (``_append``)."""
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock
 
     def record(
         self,
@@ -31,19 +35,26 @@ class AuditLog(Protocol):
         detail: dict[str, Any] | None = None,
     ) -> None:
         """Append one line: time, action, users, outcome, request id and a small detail map."""
-        ...
+        line = audit_line(
+            self._clock, action, users=users, outcome=outcome, request_id=request_id, detail=detail
+        )
+        self._append(line)
 
+    @abc.abstractmethod
+    def _append(self, line: dict[str, Any]) -> None:
+        """Keep ``line`` (one write, or one committed row: a killed process loses no line)."""
+
+    @abc.abstractmethod
     def sync(self) -> None:
         """Make every line recorded so far durable (the applier calls it before each state save)."""
-        ...
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Sync and release what the log holds open (recording again reopens it)."""
-        ...
 
+    @abc.abstractmethod
     def read(self) -> list[dict[str, Any]]:
         """Return every line recorded so far, oldest first."""
-        ...
 
 
 def audit_line(
@@ -75,7 +86,7 @@ def audit_path_for(state_path: Path, environment: str) -> Path:
     return state_path.parent / f"{environment}.audit.jsonl"
 
 
-class FileAuditLog:
+class FileAuditLog(AuditLog):
     """Audit lines appended to one file (``state/<environment>.audit.jsonl``, mode 0600).
 
     Each line is written with one ``write`` as it happens (a killed process loses none);
@@ -83,8 +94,8 @@ class FileAuditLog:
     """
 
     def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
         self.path = path
-        self._clock = clock
         self._fd: int | None = None
         self._unsynced = False
 
@@ -94,19 +105,7 @@ class FileAuditLog:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         return self._fd
 
-    def record(
-        self,
-        action: str,
-        *,
-        users: Sequence[str] = (),
-        outcome: str,
-        request_id: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Append one line (see :meth:`AuditLog.record`)."""
-        line = audit_line(
-            self._clock, action, users=users, outcome=outcome, request_id=request_id, detail=detail
-        )
+    def _append(self, line: dict[str, Any]) -> None:
         data = (json.dumps(line, sort_keys=True, default=str) + "\n").encode("utf-8")
         # One write per line: O_APPEND keeps lines whole and in order.
         os.write(self._open(), data)

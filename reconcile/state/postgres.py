@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from reconcile import __version__
 from reconcile.errors import LockError, StateError, first_invalid
-from reconcile.state.audit import Clock, audit_line
+from reconcile.state.audit import AuditLog, Clock
 from reconcile.state.journal import JournalEntry
 from reconcile.state.lock import LockHolder
 from reconcile.state.model import (
@@ -710,29 +710,18 @@ def _read_holder(conn: psycopg.Connection[Any], environment: str, key: int) -> P
     )
 
 
-class PostgresAuditLog:
+class PostgresAuditLog(AuditLog):
     """Audit lines in the ``audit`` table (interface: :class:`reconcile.state.audit.AuditLog`).
 
     Each line commits as it is inserted, so :meth:`sync` and :meth:`close` have nothing to do.
     """
 
     def __init__(self, store: PostgresStateStore, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
         self._store = store
-        self._clock = clock
 
-    def record(
-        self,
-        action: str,
-        *,
-        users: Sequence[str] = (),
-        outcome: str,
-        request_id: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Insert one line into the ``audit`` table (see :meth:`AuditLog.record`)."""
-        line = audit_line(
-            self._clock, action, users=users, outcome=outcome, request_id=request_id, detail=detail
-        )
+    def _append(self, line: dict[str, Any]) -> None:
+        """Insert one line into the ``audit`` table."""
         store = self._store
         with store._errors("appending to the audit log of"):
             store._connection().execute(
