@@ -191,7 +191,10 @@ def test_both_lock_files_removed_under_a_running_holder_make_the_next_run_wait_f
         with pytest.raises(LockError) as err, state_lock(state, timeout=0):
             pass
         message = str(err.value)
-        assert f"sim.json.lock was removed while pid {first.pid} on " in message
+        assert (
+            f"lock files sim.json.lock and sim.json.lock.json were removed while pid {first.pid} on "
+            in message
+        )
         assert "refusing to start a second run beside it" in message
 
         def on_wait(message: str) -> None:  # the wait has begun: let the holder finish

@@ -159,27 +159,27 @@ def _who(state_path: str | os.PathLike[str], marked: int | None) -> str:
     return "another run (it left no holder record)"
 
 
-def _stray(
-    state_path: str | os.PathLike[str], lock_file: Path, who: str, pid: int, hint: str = ""
-) -> LockError:
+def _stray(state_path: str | os.PathLike[str], removed: str, who: str, pid: int, hint: str = "") -> LockError:
     return LockError(
-        f"state {state_path}: its lock file {lock_file.name} was removed while {who} was running; "
-        f"refusing to start a second run beside it. Wait for pid {pid} to finish{hint}"
+        f"state {state_path}: {removed} removed while {who} was running; refusing to start a "
+        f"second run beside it. Wait for pid {pid} to finish{hint}"
     )
 
 
 def _busy(state_path: str | os.PathLike[str], lock_file: Path, folder: int | None) -> LockError:
     marked = lock_mark.other_holder(folder, lock_file.name)
-    who = _who(state_path, marked)
-    if marked is not None and not lock_file.exists():
-        return _stray(state_path, lock_file, who, marked)
     holder = read_holder(state_path)
+    if marked is not None and not lock_file.exists():
+        if holder is not None:
+            return _stray(state_path, f"its lock file {lock_file.name} was", holder.describe(), marked)
+        removed = f"its lock files {lock_file.name} and {lock_paths(state_path)[1].name} were"
+        return _stray(state_path, removed, f"pid {marked} on {socket.gethostname()}", marked)
     hint = ""
     if holder is not None and holder.host == socket.gethostname() and not _pid_alive(holder.pid):
         hint = f"; pid {holder.pid} is gone, so the lock is held by a process it started"
     return LockError(
-        f"state {state_path} is locked: {who}{hint}. Wait for it to finish, or raise "
-        "--lock-timeout to wait longer"
+        f"state {state_path} is locked: {_who(state_path, marked)}{hint}. Wait for it to finish, "
+        "or raise --lock-timeout to wait longer"
     )
 
 
@@ -233,7 +233,8 @@ def _record_holder(
         hint = (
             f" (if it is no reconcile run, remove the record with `reconcile state unlock {stray.lock_id}`)"
         )
-        raise _stray(state_path, lock_file, stray.describe(), stray.pid, hint)
+        removed = f"its lock file {lock_file.name} was"
+        raise _stray(state_path, removed, stray.describe(), stray.pid, hint)
     holder = LockHolder(
         lock_id=str(uuid.uuid4()),
         pid=os.getpid(),
