@@ -151,6 +151,7 @@ def _try_acquire(lock_file: Path, folder: int | None, purpose: str) -> int | Non
 
 
 def _who(state_path: str | os.PathLike[str], marked: int | None) -> str:
+    """Name the holder: by its record, else by the pid its folder mark carries."""
     holder = read_holder(state_path)
     if holder is not None:
         return holder.describe()
@@ -160,6 +161,7 @@ def _who(state_path: str | os.PathLike[str], marked: int | None) -> str:
 
 
 def _stray(state_path: str | os.PathLike[str], removed: str, who: str, pid: int, hint: str = "") -> LockError:
+    """Refuse to start beside a live run whose lock files were removed."""
     return LockError(
         f"state {state_path}: {removed} removed while {who} was running; refusing to start a "
         f"second run beside it. Wait for pid {pid} to finish{hint}"
