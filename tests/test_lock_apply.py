@@ -60,9 +60,7 @@ def sim(tmp_path: Path, *args: str) -> str:
 
 def start_paused_apply(tmp_path: Path, manifest: Path, release: Path) -> subprocess.Popen[str]:
     """Start an apply held inside its lock, just before its first create call, until ``release`` exists."""
-    first = start_apply(
-        tmp_path, manifest, env={"RECONCILE_TEST_PAUSE_AT": f"before_create_call:{release}"}
-    )
+    first = start_apply(tmp_path, manifest, env={"RECONCILE_TEST_PAUSE_AT": f"before_create_call:{release}"})
     reached = Path(f"{release}.reached")
     for _ in range(6000):  # a bound, not a timing assumption: the pause holds until released
         if reached.exists() or first.poll() is not None:
@@ -72,9 +70,13 @@ def start_paused_apply(tmp_path: Path, manifest: Path, release: Path) -> subproc
     return first
 
 
-@pytest.mark.parametrize("lock_file_removed", [False, True])
+@pytest.mark.parametrize(
+    "removed",
+    [(), ("sim.json.lock",), ("sim.json.lock", "sim.json.lock.json")],
+    ids=["files-kept", "lock-file-removed", "both-files-removed"],
+)
 def test_second_apply_fails_naming_the_holder_and_the_first_finishes(
-    tmp_path: Path, lock_file_removed: bool
+    tmp_path: Path, removed: tuple[str, ...]
 ) -> None:
     manifest = write_desk(tmp_path / "desk.yaml", 30)
     (tmp_path / "state").mkdir()
@@ -83,13 +85,20 @@ def test_second_apply_fails_naming_the_holder_and_the_first_finishes(
     state = tmp_path / "state" / "sim.json"
     holder = read_holder(state)
     assert holder is not None and holder.pid == first.pid
-    if lock_file_removed:
-        (tmp_path / "state" / "sim.json.lock").unlink()  # a stray `rm` must not open the door
+    for name in removed:  # a stray `rm state/*.lock*` must not open the door
+        (tmp_path / "state" / name).unlink()
     second = start_apply(tmp_path, manifest, "--lock-timeout", "0")
     _, err = second.communicate(timeout=60)
     assert second.returncode == 1
-    assert f"pid {first.pid}" in err and holder.lock_id in err
-    assert ("sim.json.lock was removed while" if lock_file_removed else "is locked") in err
+    assert f"pid {first.pid}" in err
+    assert {
+        (): "is locked",
+        ("sim.json.lock",): "its lock file sim.json.lock was removed while",
+        ("sim.json.lock", "sim.json.lock.json"): "sim.json.lock and sim.json.lock.json were removed while",
+    }[removed] in err
+    if "sim.json.lock.json" not in removed:
+        assert holder.lock_id in err
+    assert json.loads(sim(tmp_path, "users")) == [], "the refused apply sent nothing"
     release.touch()
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err

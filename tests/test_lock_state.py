@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.errors import LockError
+from reconcile.state import lock_mark
 from reconcile.state.lock import read_holder, state_lock, unlock
 from reconcile.state.model import UserRecord
 
@@ -133,9 +134,8 @@ def test_the_lock_leaves_no_file_behind_and_a_crashed_holders_file_is_cleared(tm
     assert _files(tmp_path) == set()
 
 
-def test_a_lock_file_removed_under_a_running_holder_does_not_let_a_second_run_in(tmp_path: Path) -> None:
-    state = tmp_path / "sim.json"
-    release = tmp_path / "release"
+def _start_holder(state: Path, release: Path) -> subprocess.Popen[bytes]:
+    """Start a process that holds the lock on ``state`` until ``release`` exists."""
     script = textwrap.dedent(
         f"""
         import pathlib, time
@@ -144,16 +144,29 @@ def test_a_lock_file_removed_under_a_running_holder_does_not_let_a_second_run_in
             pathlib.Path({str(release)!r} + ".reached").touch()
             while not pathlib.Path({str(release)!r}).exists():
                 time.sleep(0.02)
+            pathlib.Path({str(release)!r} + ".leaving").touch()
         """
     )
-    first = subprocess.Popen([sys.executable, "-c", script])
+    holder = subprocess.Popen([sys.executable, "-c", script])
+    reached = Path(f"{release}.reached")
+    for _ in range(6000):  # a bound, not a timing assumption: the holder waits for `release`
+        if reached.exists() or holder.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert reached.exists()
+    return holder
+
+
+@pytest.mark.parametrize("marks", [True, False], ids=["folder-marks", "no-folder-marks"])
+def test_a_lock_file_removed_under_a_running_holder_does_not_let_a_second_run_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, marks: bool
+) -> None:
+    if not marks:  # where the folder cannot be marked, the holder record still catches it
+        monkeypatch.setattr(lock_mark, "open_folder", lambda folder: None)
+    state = tmp_path / "sim.json"
+    release = tmp_path / "release"
+    first = _start_holder(state, release)
     try:
-        reached = Path(f"{release}.reached")
-        for _ in range(6000):  # a bound, not a timing assumption: the holder waits for `release`
-            if reached.exists() or first.poll() is not None:
-                break
-            time.sleep(0.02)
-        assert reached.exists()
         holder = read_holder(state)
         assert holder is not None and holder.pid == first.pid
         (tmp_path / "sim.json.lock").unlink()  # a stray `rm`
@@ -162,10 +175,57 @@ def test_a_lock_file_removed_under_a_running_holder_does_not_let_a_second_run_in
         message = str(err.value)
         assert "sim.json.lock was removed while" in message and f"pid {first.pid}" in message
         assert holder.lock_id in message
+        if marks:
+            with pytest.raises(LockError, match="still running"):  # its record is no leftover
+                unlock(state, holder.lock_id)
+            assert read_holder(state) == holder
     finally:
         release.touch()
         first.wait(timeout=60)
     assert first.returncode == 0
+
+
+def test_both_lock_files_removed_under_a_running_holder_make_the_next_run_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "sim.json"
+    release = tmp_path / "release"
+    first = _start_holder(state, release)
+    waits: list[str] = []
+    try:
+        for name in ("sim.json.lock", "sim.json.lock.json"):  # `rm *.lock*`
+            (tmp_path / name).unlink()
+        with pytest.raises(LockError) as err, state_lock(state, timeout=0):
+            pass
+        message = str(err.value)
+        assert (
+            f"lock files sim.json.lock and sim.json.lock.json were removed while pid {first.pid} on "
+            in message
+        )
+        assert "refusing to start a second run beside it" in message
+
+        def on_wait(message: str) -> None:  # the wait has begun: let the holder finish
+            waits.append(message)
+            release.touch()
+
+        with state_lock(state, timeout=60, on_wait=on_wait):
+            assert Path(f"{release}.leaving").exists(), "the lock came free only when the holder left"
+    finally:
+        release.touch()
+        first.wait(timeout=60)
+    assert len(waits) == 1 and f"pid {first.pid}" in waits[0]
+    assert first.returncode == 0
+    assert _files(tmp_path) == {"release", "release.reached", "release.leaving"}
+
+
+def test_states_sharing_a_folder_do_not_wait_for_each_other(tmp_path: Path) -> None:
+    with (
+        state_lock(tmp_path / "sim.json"),
+        state_lock(tmp_path / "demo.json", timeout=0),
+        pytest.raises(LockError, match="is locked"),
+        state_lock(tmp_path / "sim.json", timeout=0),
+    ):
+        pass
 
 
 def test_the_holder_locks_a_removed_lock_file_again_before_writing_state(tmp_path: Path) -> None:
@@ -176,10 +236,12 @@ def test_the_holder_locks_a_removed_lock_file_again_before_writing_state(tmp_pat
 
     path = tmp_path / "sim.json"
     store = FileStateStore(path)
-    with store.lock():
+    with store.lock() as holder:
         (tmp_path / "sim.json.lock").unlink()
+        (tmp_path / "sim.json.lock.json").unlink()
         saved = store.save(State.empty("sim"))  # locks a new lock file first
         assert (tmp_path / "sim.json.lock").exists()
+        assert read_holder(path) == holder, "the holder record is written again"
         with pytest.raises(LockError), state_lock(path, timeout=0):  # the new file is held
             pass
         (tmp_path / "sim.json.lock").unlink()
