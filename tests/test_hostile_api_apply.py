@@ -339,11 +339,34 @@ def test_a_lost_create_whose_users_cannot_be_looked_up_stays_open_until_settled(
         main(["state", "show", "-e", "sim", "--state", str(desk.state)])
     assert "create of 3 users; left by an apply that did not finish" in desk.capsys.readouterr().out
 
-    # Without credentials, plan shows them waiting and plans nothing for them.
+    # Without credentials, plan shows them waiting and plans nothing for them, and says so: no
+    # bare "No changes." that reads as in sync.
     code, out, _ = desk.run("plan", "--detailed-exitcode")
     assert code == 2
     assert "waiting to be settled: the create of trader0000, trader0001, trader0002" in out
-    assert "No changes." in out, "users whose create may have happened must not be planned again"
+    assert "was sent by an apply that did not finish" in out
+    assert "Plan:" not in out, "users whose create may have happened must not be planned again"
+    assert (
+        "No changes. The outcome for 3 users waits to be settled (an apply's call for them has no "
+        "known answer); the next apply settles it first." in out
+    )
+    code, out, _ = desk.run("plan", "--format", "json")
+    assert code == 0 and json.loads(out)["unsettled"] == NAMES
+    # Not in sync: a CI gate must not go green on a create nobody knows the outcome of.
+    code, out, err = desk.run("check")
+    assert code == 1, out + err
+    assert (
+        "not in sync: the outcome for 3 users waits to be settled; run `reconcile apply`: it settles "
+        "that first, then plans them" in err
+    )
+
+    # Planned without the lock while an apply holds it: that apply may still await the answer.
+    with FileStateStore(desk.state).lock(purpose="apply"):
+        code, out, _ = desk.run("plan", "--no-lock")
+    assert code == 0
+    assert "was sent by an apply that did not finish" not in out
+    assert "(intent " in out and ") may still be in flight: the apply holding the state lock (lock " in out
+    assert "(apply)) may still be waiting for its answer, and then settles it itself" in out
 
     # While the API still cannot answer, apply refuses to plan or send anything.
     code, _, err = desk.apply()
