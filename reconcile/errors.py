@@ -9,6 +9,7 @@
      ├── PolicyError               refused by policy (cancellation budget); exit code 3
      └── ApiError                  the partner API failed or refused (names the call and users)
           ├── AuthError            login / token renewal failed
+          │    └── LoginUnavailable no login can succeed now (limit reached, locked, API failing)
           ├── CaptchaRequired      a penalty ticket demands a captcha: a person must act
           └── TransportError       network failure / malformed answer after retries
                └── OutcomeUnknown   a non-idempotent call was sent and no answer came
@@ -175,6 +176,11 @@ class ApiError(ReconcileError):
 
 class AuthError(ApiError):
     """Login or token renewal failed."""
+
+
+class LoginUnavailable(AuthError):
+    """No login can succeed now (its limit is reached, the account locked, the API failing): nothing
+    can be sent until it can, so a run stops on it rather than trying again for every user."""
 
 
 class CaptchaRequired(ApiError):

@@ -329,3 +329,22 @@ def test_open_client_reads_the_credentials_file_named_in_the_environment(
     with open_client("demo", settings=Settings.from_environ(os.environ)) as client:
         assert client.auth is not None and client.auth.credentials == credentials()
         assert client.endpoint_label == "https://demo.tradovateapi.com/v1" and client.pacer is not None
+
+
+def test_a_login_the_api_keeps_refusing_is_given_up_once_for_the_whole_client() -> None:
+    from reconcile.errors import LoginUnavailable
+
+    script = Script({LOGIN: [httpx.Response(503)] * 5, "/user/list": [httpx.Response(200, json=[])]})
+    client, sleeps = make_client(script)
+    with pytest.raises(LoginUnavailable) as info:
+        client.list_users()
+    assert str(info.value).startswith("login as partner-admin at ")
+    assert "failed: the API answered HTTP 503, 5 times in a row. Nothing can be sent without a login" in str(
+        info.value
+    )
+    assert "Wait until the API answers again, then run the command again" in str(info.value)
+    assert len(script.calls(LOGIN)) == 5 and len(sleeps) == 4, "transient errors are retried"
+    # The next call of the same run does not try (and burn) another login.
+    with pytest.raises(LoginUnavailable):
+        client.list_users()
+    assert len(script.calls(LOGIN)) == 5 and script.calls("/user/list") == []

@@ -339,11 +339,34 @@ def test_a_lost_create_whose_users_cannot_be_looked_up_stays_open_until_settled(
         main(["state", "show", "-e", "sim", "--state", str(desk.state)])
     assert "create of 3 users; left by an apply that did not finish" in desk.capsys.readouterr().out
 
-    # Without credentials, plan shows them waiting and plans nothing for them.
+    # Without credentials, plan shows them waiting and plans nothing for them, and says so: no
+    # bare "No changes." that reads as in sync.
     code, out, _ = desk.run("plan", "--detailed-exitcode")
     assert code == 2
     assert "waiting to be settled: the create of trader0000, trader0001, trader0002" in out
-    assert "No changes." in out, "users whose create may have happened must not be planned again"
+    assert "was sent by an apply that did not finish" in out
+    assert "Plan:" not in out, "users whose create may have happened must not be planned again"
+    assert (
+        "No changes. The outcome for 3 users waits to be settled (an apply's call for them has no "
+        "known answer); the next apply settles it first." in out
+    )
+    code, out, _ = desk.run("plan", "--format", "json")
+    assert code == 0 and json.loads(out)["unsettled"] == NAMES
+    # Not in sync: a CI gate must not go green on a create nobody knows the outcome of.
+    code, out, err = desk.run("check")
+    assert code == 1, out + err
+    assert (
+        "not in sync: the outcome for 3 users waits to be settled; run `reconcile apply`: it settles "
+        "that first, then plans them" in err
+    )
+
+    # Planned without the lock while an apply holds it: that apply may still await the answer.
+    with FileStateStore(desk.state).lock(purpose="apply"):
+        code, out, _ = desk.run("plan", "--no-lock")
+    assert code == 0
+    assert "was sent by an apply that did not finish" not in out
+    assert "(intent " in out and ") may still be in flight: the apply holding the state lock (lock " in out
+    assert "(apply)) may still be waiting for its answer, and then settles it itself" in out
 
     # While the API still cannot answer, apply refuses to plan or send anything.
     code, _, err = desk.apply()
@@ -450,3 +473,62 @@ def test_state_show_says_whether_an_open_intent_may_still_be_in_flight(tmp_path:
             main(show)
         out = desk.capsys.readouterr().out
     assert "(apply) is still running, this is its call in flight and it settles it itself" in out
+
+
+LOGIN = "/auth/accesstokenrequest"
+
+
+def login_limited(_req: httpx.Request, _forward: Callable[[], httpx.Response]) -> httpx.Response:
+    """The API's answer to a login past its hourly limit: HTTP 429, wait an hour."""
+    return httpx.Response(429, headers={"Retry-After": "3600"}, json={"errorText": "Too many requests"})
+
+
+def forget_cached_tokens() -> None:
+    """Drop the access tokens earlier runs cached, so the next run must log in."""
+    import os
+    import shutil
+
+    shutil.rmtree(Path(os.environ["RECONCILE_CACHE_DIR"]) / "tokens", ignore_errors=True)
+
+
+def test_a_login_the_api_limits_stops_the_run_with_one_message(tmp_path: Path, desk: Desk) -> None:
+    write_desk(tmp_path / "desk.yaml", 8)
+    assert desk.apply()[0] == 0
+    write_desk(tmp_path / "desk.yaml", 7, contact=True)  # 7 contact updates; trader0007's cancel follows
+    forget_cached_tokens()
+    desk.hostile.rules[LOGIN] = login_limited
+    code, out, err = desk.apply()
+    assert code == 1
+    assert desk.hostile.hits == {LOGIN: 1}, "one login tried, no call sent, no login tried again per user"
+    assert "failed:" not in err and err.count("HTTP 429") == 1, "one message, not one per user"
+    assert "Error: login as partner-admin at sim:embedded" in err
+    assert (
+        " refused: the API's login limit is reached (HTTP 429; "
+        "5 logins an hour); it asks to wait about 60 minutes. Nothing can be sent without a login, so "
+        "nothing more is tried. Wait until the login limit resets, then run the command again; "
+        "reconcile caches the access token it gets, so later runs reuse it instead of logging in." in err
+    )
+    assert "apply stopped here: nothing was sent" in err and "Apply complete" not in out + err
+    audit = desk.audit()
+    assert audit[-1]["action"] == "stop" and "login limit" in audit[-1]["detail"]["reason"]
+    assert sum(a["action"] == "update_contact" for a in audit) <= 1, "calls never sent are no failures"
+    assert all(a["action"] != "cancel_everything" for a in audit)
+    desk.converge()
+
+
+def test_a_login_limited_for_a_moment_is_retried_and_the_run_completes(tmp_path: Path, desk: Desk) -> None:
+    write_desk(tmp_path / "desk.yaml", 3)
+    hits = 0
+
+    def limited_once(req: httpx.Request, forward: Callable[[], httpx.Response]) -> httpx.Response:
+        nonlocal hits
+        hits += 1
+        if hits == 1:
+            return httpx.Response(429, headers={"Retry-After": "2"}, json={"errorText": "Too many requests"})
+        return forward()
+
+    forget_cached_tokens()
+    desk.hostile.rules[LOGIN] = limited_once
+    code, out, err = desk.apply()
+    assert code == 0, err
+    assert desk.hostile.hits[LOGIN] == 2 and "3 created" in out

@@ -107,14 +107,14 @@ def test_refusal_diagnostic_tells_the_reviewer_what_apply_will_do():
 
 
 @pytest.mark.parametrize(
-    ("keep", "target", "whole"),
+    ("keep", "target", "whole", "count"),
     [
-        (0, "trader000*", "cancels all 30 managed active users"),  # users: [] sliced by --target
-        (10, "trader001*", "cancels 20 users; the budget is 15"),  # 20 leave; --target picks 10
+        (0, "trader000*", "cancels all 30 managed active users", 30),  # users: [] sliced by --target
+        (10, "trader001*", "cancels 20 users; the budget is 15", 20),  # 20 leave; --target picks 10
     ],
 )
 def test_target_cannot_slice_a_manifest_past_the_policy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: int, target: str, whole: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: int, target: str, whole: str, count: int
 ) -> None:
     from apply_support import PASSWORD, write_desk
     from cli_support import run
@@ -137,18 +137,33 @@ def test_target_cannot_slice_a_manifest_past_the_policy(
         result = run(*command, "-f", manifest, "--target", target)
         assert result.exit_code == 3, result.output
         assert f"the whole manifest (whatever --target/--exclude select) {whole}" in result.stderr
-        assert "--allow-cancellations 10" in result.stderr
+        # The allowance it suggests is the whole number, never the size of the slice.
+        assert f"run again with --allow-cancellations {count}." in result.stderr
+        assert "--allow-cancellations 10." not in result.stderr
     # A saved plan (made with an allowance) meets the same judgement when applied without one.
     saved = tmp_path / "slice.plan.json"
-    result = run("plan", "-f", manifest, "--target", target, "--allow-cancellations", "10", "--out", saved)
+    result = run(
+        "plan", "-f", manifest, "--target", target, "--allow-cancellations", str(count), "--out", saved
+    )
     assert result.exit_code == 0, result.stderr
     result = run("apply", saved, "-f", manifest)
     assert result.exit_code == 3 and whole in result.stderr, result.output
+    # An allowance the size of the slice is no yes to the whole set: still refused.
+    result = run("apply", "-f", manifest, "--target", target, "--auto-approve", "--allow-cancellations", "10")
+    assert result.exit_code == 3, result.output
+    assert (
+        f"the whole manifest (whatever --target/--exclude select) cancels {count} users, more than "
+        "--allow-cancellations 10" in result.stderr
+    )
     recorded = json.loads((tmp_path / "state" / "sim.json").read_text())["users"]
     assert len(recorded) == 30 and all(u["lifecycle"] == "active" for u in recorded.values())
-    # The operator may still retire a slice on purpose, for this run only.
-    result = run("apply", "-f", manifest, "--target", target, "--auto-approve", "--allow-cancellations", "10")
+    # Saying yes to everything the manifest cancels, the operator may still retire one slice at a time.
+    result = run(
+        "apply", "-f", manifest, "--target", target, "--auto-approve", "--allow-cancellations", str(count)
+    )
     assert result.exit_code == 0, result.stderr
+    recorded = json.loads((tmp_path / "state" / "sim.json").read_text())["users"]
+    assert sum(u["lifecycle"] == "cancelled" for u in recorded.values()) == 10
 
 
 def test_a_refusal_names_both_budgets_and_says_what_to_do():
@@ -209,3 +224,75 @@ def test_the_check_counts_the_whole_manifests_cancellations_when_the_plan_is_nar
     whole = tuple(a for a in plan.actions if a.user != "trader099")
     assert evaluate_cancellations(plan, s, policy, whole=whole).whole == 10
     assert evaluate_cancellations(plan, s, policy).whole is None
+
+
+def test_a_narrowed_plans_warning_suggests_the_whole_manifests_number():
+    # The slice cancels one user; the whole manifest cancels eleven: the yes must cover eleven.
+    plan, s, policy = desk(100, keep=89)
+    narrowed = plan.model_copy(update={"actions": tuple(a for a in plan.actions if a.user == "trader099")})
+    check = evaluate_cancellations(narrowed, s, policy, whole=tuple(plan.actions))
+    assert check.judged == 11
+    diagnostic = check.diagnostic()
+    assert diagnostic is not None and diagnostic.message.endswith("apply with --allow-cancellations 11")
+    assert evaluate_cancellations(narrowed, s, policy, 1, whole=tuple(plan.actions)).refused
+    assert not evaluate_cancellations(narrowed, s, policy, 11, whole=tuple(plan.actions)).refused
+
+
+def _cancelled(tmp_path: Path) -> list[str]:
+    users = json.loads((tmp_path / "state" / "sim.json").read_text())["users"]
+    return sorted(name for name, u in users.items() if u["lifecycle"] == "cancelled")
+
+
+def test_an_allowance_the_size_of_a_slice_cannot_cancel_the_rest_of_the_desk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 30 traders, 10 already cancelled; `users: []` would cancel the 20 still active.
+    from apply_support import desk_here, write_desk
+    from cli_support import run
+
+    manifest = desk_here(tmp_path, monkeypatch, 30)
+    assert run("apply", "-f", manifest, "--auto-approve").exit_code == 0
+    write_desk(manifest, 20)
+    result = run("apply", "-f", manifest, "--auto-approve", "--allow-cancellations", "10")
+    assert result.exit_code == 0, result.output
+    before = _cancelled(tmp_path)
+    assert len(before) == 10
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(manifest.read_text().split("users:\n")[0] + "users: []\n")
+
+    result = run("plan", "-f", empty, "--target", "trader001*")
+    assert result.exit_code == 3, result.output
+    assert (
+        "the whole manifest (whatever --target/--exclude select) cancels all 20 managed active users"
+        in result.stderr
+    )
+    assert "The whole manifest would cancel 20 users; --allow-cancellations counts them all" in result.stderr
+    assert result.stderr.rstrip().endswith("run again with --allow-cancellations 20.")
+
+    result = run(
+        "apply", "-f", empty, "--target", "trader000*", "--allow-cancellations", "10", "--auto-approve"
+    )
+    assert result.exit_code == 3, result.output
+    assert "cancels 20 users, more than --allow-cancellations 10" in result.stderr
+    assert _cancelled(tmp_path) == before
+
+
+def test_an_allowance_of_one_cannot_cancel_one_of_a_refused_three(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apply_support import desk_here
+    from cli_support import run
+
+    manifest = desk_here(tmp_path, monkeypatch, 30)
+    assert run("apply", "-f", manifest, "--auto-approve").exit_code == 0
+    text = manifest.read_text().split("  - name: trader0027\n")[0]  # drops trader0027..0029
+    manifest.write_text(text.replace("users:\n", "policy:\n  maxCancellations: 1\nusers:\n", 1))
+
+    result = run(
+        "apply", "-f", manifest, "--target", "trader0029", "--allow-cancellations", "1", "--auto-approve"
+    )
+    assert result.exit_code == 3, result.output
+    assert "cancels 3 users, more than --allow-cancellations 1" in result.stderr
+    assert "  - trader0029 (id " in result.stderr
+    assert result.stderr.rstrip().endswith("run again with --allow-cancellations 3.")
+    assert _cancelled(tmp_path) == []

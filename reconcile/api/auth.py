@@ -23,7 +23,7 @@ from reconcile.api.pacing import Pacer
 from reconcile.api.penalties import Exchange, resend_while_penalised, retry_after_seconds
 from reconcile.api.redact import redact
 from reconcile.api.token_cache import CachedToken, TokenCache
-from reconcile.errors import AuthError, sentences
+from reconcile.errors import AuthError, LoginUnavailable, sentences
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,17 @@ RENEW_PATH = "/auth/renewaccesstoken"
 class LoginDeferred(AuthError):
     """Login or renewal met a rate limit, 423 or server error: retry later (nothing else was sent)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, status: int, retry_after: float | None = None) -> None:
         super().__init__(message, call="login")
+        self.status = status
         self.retry_after = retry_after
+
+
+def _duration(seconds: float) -> str:
+    """``45 s`` or ``about 60 minutes``: how long a person is asked to wait."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"about {-(-seconds // 60):.0f} minutes"
 
 
 def _epoch(expiration: str | None) -> float | None:
@@ -79,6 +87,10 @@ class TokenAuth(httpx.Auth):
         self.sleep: Callable[[float], None] = time.sleep
         self.pacer: Pacer | None = None
         self.on_event: OnEvent | None = None
+        self.max_wait = 600.0
+        """The longest ``Retry-After`` a login waits for (the client's); past it, no login now."""
+        self.unavailable: LoginUnavailable | None = None
+        """Set once no login can succeed in this run: no later call tries (and burns) another."""
         self.logins = 0
         self.renewals = 0
         self._token: CachedToken | None = None
@@ -93,12 +105,14 @@ class TokenAuth(httpx.Auth):
         sleep: Callable[[float], None],
         pacer: Pacer | None,
         on_event: OnEvent | None,
+        max_wait: float = 600.0,
     ) -> None:
         """Tell the auth where and how to log in (called by :class:`PartnerClient`)."""
         self.base_url = base_url.rstrip("/")
         self.sleep = sleep
         self.pacer = pacer
         self.on_event = on_event
+        self.max_wait = max_wait
 
     @property
     def authenticating(self) -> bool:
@@ -161,6 +175,9 @@ class TokenAuth(httpx.Auth):
         return self._keep(answer, fallback=current)
 
     def _login(self) -> Generator[httpx.Request, httpx.Response, str]:
+        if self.unavailable is not None:
+            # Asked again by another call or thread of the same run: say the same, send nothing.
+            raise LoginUnavailable(str(self.unavailable), call="accesstokenrequest")
         if self.pacer is not None:
             self.pacer.acquire(LOGIN_PATH)
         who = f"{self.credentials.username} at {self.endpoint}"
@@ -207,13 +224,49 @@ class TokenAuth(httpx.Auth):
         self._local.authenticating = True
         response = yield request
         self._local.authenticating = False
-        if response.status_code in (423, 429) or response.status_code >= 500:
-            raise LoginDeferred(
+        status = response.status_code
+        if status in (423, 429) or status >= 500:
+            deferred = LoginDeferred(
                 f"{call} for {self.credentials.username} at {self.endpoint} was refused with "
-                f"HTTP {response.status_code}; retry later (logins are limited to 5 per hour)",
+                f"HTTP {status}; retry later (logins are limited to 5 per hour)",
+                status=status,
                 retry_after=retry_after_seconds(response, self.wallclock()),
             )
+            if call == "accesstokenrequest" and (deferred.retry_after or 0) > self.max_wait:
+                # Decided here, under the lock: no other thread sends a login that cannot succeed.
+                raise self.give_up(deferred)
+            raise deferred
         return response
+
+    def give_up(self, deferred: LoginDeferred, *, attempts: int | None = None) -> LoginUnavailable:
+        """Return (and remember for this run) the one error saying no login can succeed now.
+
+        ``attempts`` is how often the login was tried when the run gave up after its retries;
+        None when the API asked to wait longer than the run waits.
+        """
+        who = f"{self.credentials.username} at {self.endpoint}"
+        status, wait = deferred.status, deferred.retry_after
+        if status == 429:
+            what = f"login as {who} refused: the API's login limit is reached (HTTP 429; 5 logins an hour)"
+        elif status == 423:
+            what = f"login as {who} refused for now: the API locked it for a while (HTTP 423)"
+        else:
+            what = f"login as {who} failed: the API answered HTTP {status}"
+        if attempts is not None:
+            what += f", {attempts} times in a row"
+        elif wait is not None:
+            what += f"; it asks to wait {_duration(wait)}"
+        until = "the login limit resets" if status in (423, 429) else "the API answers again"
+        self.unavailable = LoginUnavailable(
+            sentences(
+                what,
+                "Nothing can be sent without a login, so nothing more is tried",
+                f"Wait until {until}, then run the command again; reconcile caches the access token "
+                "it gets, so later runs reuse it instead of logging in",
+            ),
+            call="accesstokenrequest",
+        )
+        return self.unavailable
 
     def _keep(self, answer: AccessTokenResponse, *, fallback: CachedToken | None) -> str:
         assert answer.accessToken is not None

@@ -150,7 +150,9 @@ class PartnerClient:
         self.auth = auth
         self._backoff = wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=1.0)
         if auth is not None:
-            auth.attach(self.base_url, sleep=sleep, pacer=pacer, on_event=on_event)
+            auth.attach(
+                self.base_url, sleep=sleep, pacer=pacer, on_event=on_event, max_wait=max_retry_after
+            )
         self.requests_sent = 0
         self.closers: list[Callable[[], None]] = []
         """Called by :meth:`close` after the HTTP client (e.g. the embedded simulator's database)."""
@@ -528,6 +530,10 @@ class PartnerClient:
         try:
             data = retrying(attempt)
         except _Retry as exc:
+            if isinstance(exc.error, LoginDeferred) and self.auth is not None:
+                # Retried as long as this run waits: no call of it can be sent, so it says so once.
+                attempts = None if (exc.retry_after or 0) > self.max_retry_after else self.max_attempts
+                raise self.auth.give_up(exc.error, attempts=attempts) from None
             if exc.retry_after is not None and exc.retry_after > self.max_retry_after:
                 raise ApiError(
                     f"{exc.error} The API asks to wait {exc.retry_after:.0f} s, longer than this run waits "

@@ -108,11 +108,12 @@ class IntentJournal:
         return intents
 
 
-def hold_unsettled(plan: Plan, intents: Sequence[Intent]) -> Plan:
+def hold_unsettled(plan: Plan, intents: Sequence[Intent], *, lock_holder: str | None = None) -> Plan:
     """Leave every user an unsettled intent names out of ``plan``, with one warning per intent.
 
     Their outcome is unknown until an apply (which has credentials) looks them up: planning them
-    now would show creates that may already have happened.
+    now would show creates that may already have happened. ``lock_holder`` describes who holds
+    the state lock (a plan made without it): that apply may be the one still waiting for the answer.
     """
     if not intents:
         return plan
@@ -121,18 +122,25 @@ def hold_unsettled(plan: Plan, intents: Sequence[Intent]) -> Plan:
     for intent in intents:
         names = intent.users
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        sent = (
+            f"may still be in flight: the apply holding the state lock ({lock_holder}) may still be "
+            "waiting for its answer, and then settles it itself; if that apply died, the next apply "
+            "settles it"
+            if lock_holder
+            else "was sent by an apply that did not finish"
+        )
         notes.append(
             Diagnostic(
                 severity="warning",
-                message=f"waiting to be settled: the {intent.call} of {shown} (intent {intent.id}) was "
-                "sent by an apply that did not finish; whether it happened is unknown until an apply "
-                "looks these users up, so they are left out of this plan. The next apply settles them "
-                "first, then plans them",
+                message=f"waiting to be settled: the {intent.call} of {shown} (intent {intent.id}) {sent}; "
+                "whether it happened is unknown until an apply looks these users up, so they are left "
+                "out of this plan. The next apply settles them first, then plans them",
             )
         )
     return plan.model_copy(
         update={
             "actions": tuple(a for a in plan.actions if a.user not in held),
             "diagnostics": (*plan.diagnostics, *notes),
+            "unsettled": tuple(sorted(held)),
         }
     )

@@ -3,7 +3,8 @@
 Every API call of a run goes through :class:`GuardedClient` (the companion's through
 :class:`GuardedCancelClient`), which checks the run's one shared :class:`Stop` before sending,
 from any phase and any worker thread, so no phase can forget it.
-A refused login, a captcha or an account the API locks trips the stop by itself; the executor
+A refused login, a login that cannot succeed now (its hourly limit reached), a captcha or an
+account the API locks trips the stop by itself; the executor
 trips it for an outcome it cannot settle (an unknown answer to a create or a cancel whose users
 it cannot look up).
 """
@@ -23,13 +24,14 @@ from reconcile.apply.ports import (
     SignalLike,
     UserLike,
 )
-from reconcile.errors import ApiError, AuthError, CaptchaRequired, ReconcileError
+from reconcile.errors import ApiError, AuthError, CaptchaRequired, LoginUnavailable, ReconcileError
 from reconcile.manifest.models import CancelFlags
 
 T = TypeVar("T")
 
 NEEDS_A_PERSON: tuple[type[ApiError], ...] = (AuthError, CaptchaRequired)
-"""Errors no retry can fix: refused credentials, a locked account, a captcha."""
+"""Errors no retry of this run can fix: refused credentials, a locked account, a captcha, and a
+login that cannot succeed now (:class:`LoginUnavailable`, an :class:`AuthError`)."""
 
 
 class RunStopped(ReconcileError):
@@ -47,11 +49,13 @@ class Stop:
     def reason(self) -> str | None:
         return self._reason
 
-    def trip(self, reason: str) -> None:
-        """Stop the run for ``reason`` (kept only if it is the first)."""
+    def trip(self, reason: str) -> bool:
+        """Stop the run for ``reason`` (kept only if it is the first); return whether it was."""
         with self._lock:
             if self._reason is None:
                 self._reason = reason
+                return True
+            return False
 
     def error(self) -> RunStopped:
         """The one error the run ends with."""
@@ -89,7 +93,11 @@ class GuardedCancelClient:
         try:
             return call(*args, **kwargs)
         except NEEDS_A_PERSON as exc:
-            self.stop.trip(str(exc))
+            first = self.stop.trip(str(exc))
+            if not first and isinstance(exc, LoginUnavailable):
+                # Another worker already stopped the run on this login; this call was never sent,
+                # so it is no failure of its own (one message, not one per user).
+                raise self.stop.error() from None
             raise
 
     def cancel_everything(

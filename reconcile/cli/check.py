@@ -17,7 +17,7 @@ from reconcile.operations.plan import refuse_errors
 @format_options
 @lock_options
 def command(inputs: PlanInputs, fmt: str, show_pii: bool, lock_timeout: float | None) -> None:
-    """Exit 1 (and print the plan) when apply would change something; 0 when in sync.
+    """Exit 1 (and print the plan) when apply would change or settle something; 0 when in sync.
 
     Users waiting for the Market Data Agreement do not count: nothing can change for them until
     they sign.
@@ -25,8 +25,12 @@ def command(inputs: PlanInputs, fmt: str, show_pii: bool, lock_timeout: float | 
     plan = make_plan(inputs, lock_timeout=lock_timeout, reporter=stderr_reporter()).plan
     print_plan(plan, fmt, show_pii)
     refuse_errors(plan)
+    reasons = []
     if plan.has_changes:
-        raise ReconcileError(
-            f"not in sync: the plan has {counted(len(plan.changes), 'change')}; "
-            "run `reconcile apply` to make them"
-        )
+        reasons.append(f"the plan has {counted(len(plan.changes), 'change')}")
+    if plan.unsettled:
+        # Left out of the plan, not in sync: an apply's call for them has no known answer yet.
+        reasons.append(f"the outcome for {counted(len(plan.unsettled), 'user')} waits to be settled")
+    if reasons:
+        todo = ": it settles that first, then plans them" if plan.unsettled else " to make them"
+        raise ReconcileError(f"not in sync: {' and '.join(reasons)}; run `reconcile apply`{todo}")

@@ -186,7 +186,7 @@ def _judge(run: _Run, plan: Plan, state: State, *, ask: bool) -> None:
             "policy",
             outcome=f"--allow-cancellations {allowed}",
             users=[a.user for a in check.cancellations],
-            detail={"cancellations": len(check.cancellations), "budget": check.budget},
+            detail={"cancellations": len(check.cancellations), "whole": check.judged, "budget": check.budget},
         )
         run.audit.sync()
     confirm = run.reporter.confirm

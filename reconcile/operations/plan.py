@@ -128,12 +128,15 @@ def prepare_plan(
             manifest, state, binding=binding, targets=inputs.targets, excludes=inputs.excludes, live=live
         )
         intents = IntentJournal(store.journal(environment)).unsettled()
+        # Planned without the lock (--no-lock) while an apply holds it: that apply may be the one
+        # whose call is still in flight. (A plan holding the lock itself is the holder: not asked.)
+        holder = store.lock_holder() if intents and lock_timeout is None else None
         whole = whole_cancellations(made, manifest, state, live)
     for warning in loaded.warnings:
         reporter.warn(str(warning))
-    return PreparedPlan(
-        with_companion_note(hold_unsettled(made, intents)), manifest, state, len(intents), whole
-    )
+    applying = holder.describe() if holder is not None and holder.purpose == "apply" else None
+    held = hold_unsettled(made, intents, lock_holder=applying)
+    return PreparedPlan(with_companion_note(held), manifest, state, len(intents), whole)
 
 
 def whole_cancellations(

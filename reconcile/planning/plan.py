@@ -218,6 +218,8 @@ class Plan(_Model):
     """The --exclude patterns of a limited plan (``targeted`` holds the --target ones)."""
     refresh: Refresh | None = None
     """Drift and unmanaged users; set only on plans made with ``--refresh`` (the API was read)."""
+    unsettled: tuple[str, ...] = ()
+    """Users left out because an apply's call for them waits to be settled (its outcome is unknown)."""
 
     @property
     def summary(self) -> dict[str, int]:
@@ -265,6 +267,9 @@ class Plan(_Model):
         if data.get("refresh") is None:
             # Only refreshed plans carry the key: plans made without the API read as before.
             data.pop("refresh", None)
+        if not data.get("unsettled"):
+            # Only plans that left users out for settling carry the key.
+            data.pop("unsettled", None)
         if data["binding"].get("companion") is None:
             # Only plans with a companion host carry the key: the rest read as before.
             data["binding"].pop("companion", None)

@@ -13,9 +13,11 @@ at most N users passes. Every cancellation counts, whether the user was removed 
 manifest or marked ``status: cancelled``.
 
 ``--target``/``--exclude`` narrow what a run does, never what the policy judges: a run that
-cancels anyone is refused when the *whole* manifest, against the whole state, would cancel the
-desk or more than the budget (else an empty manifest applied with ``--target 'kt*'`` cancels
-every ``kt*`` trader, one budget-sized slice at a time).
+cancels anyone is judged by what the *whole* manifest, against the whole state, would cancel,
+both by the budget and by ``--allow-cancellations N`` (else an empty manifest applied with
+``--target 'kt*' --allow-cancellations 10`` cancels every ``kt*`` trader, one allowance-sized
+slice at a time). The refusal names that whole number, so the allowance it suggests is a
+deliberate yes to all of it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ class CancellationCheck:
     def refused(self) -> bool:
         return self.refused_reason is not None
 
+    @property
+    def judged(self) -> int:
+        """The cancellations the policy judges: the whole manifest's when the plan was narrowed."""
+        return max(len(self.cancellations), self.whole or 0)
+
     def diagnostic(self) -> Diagnostic | None:
         """A warning for the rendered plan when apply would refuse it; None when it passes."""
         if self.refused_reason is None:
@@ -57,7 +64,7 @@ class CancellationCheck:
             severity="warning",
             message=(
                 f"policy: apply will refuse this plan: {self.refused_reason}. If these cancellations "
-                f"are intended, apply with --allow-cancellations {len(self.cancellations)}"
+                f"are intended, apply with --allow-cancellations {self.judged}"
             ),
         )
 
@@ -67,12 +74,19 @@ class CancellationCheck:
             return ""
         count = len(self.cancellations)
         users = "\n".join(f"  - {a.user} (id {a.userId}, {_REASONS[a.reason]})" for a in self.cancellations)
+        whole = ""
+        if self.judged > count:
+            # The allowance must say yes to everything the manifest cancels, not to this slice.
+            whole = (
+                f"The whole manifest would cancel {self.judged} users; --allow-cancellations counts "
+                "them all, whatever --target/--exclude select.\n"
+            )
         return (
             f"refused by policy: {self.refused_reason}.\n"
             f"The plan would cancel {plural(count, 'this user', f'these {count} users')}, "
-            f"irreversibly:\n{users}\n"
+            f"irreversibly:\n{users}\n{whole}"
             "If the manifest lost users by mistake (a bad merge, a missing file), restore them. "
-            f"If these cancellations are intended, run again with --allow-cancellations {count}."
+            f"If these cancellations are intended, run again with --allow-cancellations {self.judged}."
         )
 
 
@@ -98,7 +112,8 @@ def evaluate_cancellations(
     """Compare the cancellations of ``plan`` with the budget; never raises.
 
     ``whole`` holds the cancellations of the same manifest and state planned without
-    --target/--exclude (None when ``plan`` is not narrowed): budgets judge those.
+    --target/--exclude (None when ``plan`` is not narrowed): the budgets, the whole-desk guard
+    and ``allow_cancellations`` all judge those.
     """
     cancellations = cancellations_of(plan)
     active = sum(1 for record in state.users.values() if record.lifecycle == "active")
@@ -107,15 +122,18 @@ def evaluate_cancellations(
     judged = count if whole is None else max(count, len(whole))
     subject = "the plan" if whole is None else "the whole manifest (whatever --target/--exclude select)"
     reason: str | None = None
-    if allow_cancellations is not None:
-        if count > allow_cancellations:
-            reason = f"the plan cancels {count} users, more than --allow-cancellations {allow_cancellations}"
-    elif count and judged >= active:
+    if not count:
+        pass  # a run that cancels nobody harms nobody, whatever the rest of the manifest does
+    elif allow_cancellations is not None:
+        if judged > allow_cancellations:
+            allowance = f"--allow-cancellations {allow_cancellations}"
+            reason = f"{subject} cancels {judged} users, more than {allowance}"
+    elif judged >= active:
         reason = (
             f"{subject} cancels all {counted(active, 'managed active user')}; cancelling the whole desk "
             "is never within the policy budget"
         )
-    elif count and judged > budget:
+    elif judged > budget:
         percent_budget = max(1, math.floor(active * policy.maxCancellationPercent / 100))
         reason = (
             f"{subject} cancels {judged} users; the budget is {budget} (policy.maxCancellations "

@@ -188,7 +188,21 @@ def summary_sentence(plan: Plan) -> str:
     rechecks = summary["recheck"]
     if rechecks:
         sentence += f" {counted(rechecks, 'grant')} awaiting agreement (checked again on apply)."
-    return sentence
+    return sentence + unsettled_sentence(plan)
+
+
+def unsettled_sentence(plan: Plan) -> str:
+    """Say (with a leading space) how many users' outcome waits to be settled; empty when none.
+
+    Such users are left out of the actions, so "No changes." alone would read as in sync.
+    """
+    if not plan.unsettled:
+        return ""
+    n = len(plan.unsettled)
+    return (
+        f" The outcome for {counted(n, 'user')} waits to be settled (an apply's call for "
+        f"{'it' if n == 1 else 'them'} has no known answer); the next apply settles it first."
+    )
 
 
 def targeting_sentence(plan: Plan) -> str:
