@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from apply_support import served_sim
 from cli_support import run
 from test_planner_support import user, write_manifest
 
@@ -87,3 +88,41 @@ def test_with_a_token_every_sim_route_requires_it(sim_app: SimApp, tmp_path: Pat
         assert added.exit_code == 0, added.output
         listed = run("sim", "users", "--url", url, env={ADMIN_TOKEN_ENV: token})
         assert listed.exit_code == 0 and "outside01" in listed.stdout
+
+
+def _spellings(route: str) -> list[str]:
+    """Every way the router reaches ``route``: letter case, the /v1 prefix, doubled and trailing slashes."""
+    return [
+        route,
+        route.upper(),
+        route.replace("/_sim/", "/_Sim/"),
+        route.title(),
+        f"/v1{route}",
+        f"/V1{route.upper()}",
+        f"/{route}",
+        f"{route}/",
+    ]
+
+
+def test_no_spelling_of_an_admin_route_skips_the_token(sim_app: SimApp, tmp_path: Path) -> None:
+    # Every route the router sends to an admin handler, in every spelling the router accepts,
+    # answers 401 from a token-guarded `sim serve`; and the simulator's data stays as it was.
+    token = "admin-token-for-this-test"
+    routes = [
+        (method, rule.rule)
+        for rule in sim_app.url_map.iter_rules()
+        if str(rule.endpoint).startswith("_sim_")
+        for method in sorted(rule.methods or ()) if method in ("GET", "POST")
+    ]  # fmt: skip
+    assert len(routes) >= 9, routes
+    authorized = {"Authorization": f"Bearer {token}"}
+    with served_sim(tmp_path, env={ADMIN_TOKEN_ENV: token}) as url:
+        root = url.removesuffix("/v1")
+        added = {"name": "keepme01", "email": "k@example.com"}
+        assert httpx.post(f"{root}/_sim/users", json=added, headers=authorized).status_code == 200
+        for method, route in routes:
+            for spelling in _spellings(route):
+                answer = httpx.request(method, f"{root}{spelling}", json={})
+                assert answer.status_code == 401, (method, spelling, answer.text)
+        users = httpx.get(f"{root}/_sim/users", headers=authorized).json()
+        assert [u["name"] for u in users] == ["keepme01"]  # no reset, no add got through
