@@ -37,6 +37,39 @@ def test_an_endpoint_with_credentials_in_it_is_refused_without_echoing_them(
     assert SECRET not in result.output and not plan_file.exists()
 
 
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--endpoint", f"http://127.0.0.1:8765/v1?token={SECRET}"),
+        ("--endpoint", f"http://127.0.0.1:8765/v1#u:{SECRET}"),
+        ("--endpoint", f"http://127.0.0.1:8765/v1?{SECRET}#x"),
+        ("--endpoint", "https://127.0.0.1/v1", "--companion-endpoint", f"https://h.test/v1?key={SECRET}"),
+    ],
+    ids=["query", "fragment", "both", "companion"],
+)
+def test_an_endpoint_with_a_query_or_fragment_is_refused_without_echoing_it(
+    tmp_path: Path, option: tuple[str, ...]
+) -> None:
+    desk = write_manifest(tmp_path / "desk.yaml", [user("trader001")])
+    plan_file = tmp_path / "plan.json"
+    result = run("plan", "-f", desk, "--state", tmp_path / "s.json", "--out", plan_file, *option)
+    assert result.exit_code == 1, result.output
+    assert "the endpoint URL has a query string or fragment" in result.stderr
+    assert SECRET not in result.output and not plan_file.exists()
+
+
+@pytest.mark.parametrize("variable", ["RECONCILE_ENDPOINT", "RECONCILE_COMPANION_ENDPOINT"])
+def test_the_endpoint_variables_refuse_a_query_alike(tmp_path: Path, variable: str) -> None:
+    desk = write_manifest(tmp_path / "desk.yaml", [user("trader001")])
+    env = {
+        "RECONCILE_ENDPOINT": "http://127.0.0.1:8765/v1",
+        variable: f"http://127.0.0.1:9/v1?token={SECRET}",
+    }
+    result = run("plan", "-f", desk, "--state", tmp_path / "s.json", env=env)
+    assert result.exit_code == 1 and SECRET not in result.output
+    assert "query string or fragment" in result.stderr
+
+
 def test_the_endpoint_variable_is_checked_alike(tmp_path: Path) -> None:
     desk = write_manifest(tmp_path / "desk.yaml", [user("trader001")])
     result = run(
