@@ -151,7 +151,7 @@ def test_a_fault_on_a_path_the_simulator_never_serves_is_refused(
     tmp_path: Path, served: tuple[str, Path], by: str
 ) -> None:
     # /user/addentitlementsubscription is not a path: a fault armed there would never fire.
-    url, db = served
+    url, _ = served
     target = ["--db", str(tmp_path / "other.sqlite")] if by == "db" else ["--url", url]
     wrong = cli_run("sim", "fault", "captcha", "--path", "/user/addentitlementsubscription", *target)
     assert wrong.exit_code == 1
