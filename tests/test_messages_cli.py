@@ -229,10 +229,17 @@ def test_validate_reports_a_section_conflict_and_a_duplicate_user_at_once(tmp_pa
         ("not json at all", "it is not JSON (Expecting value: line 1 column 1 (char 0))"),
         ('{"a": 1}', "(it has no format_version)"),
         ("[]", "(it has no format_version)"),
+        ('{"format_version": "1"}', 'its format_version must be a whole number, not "1"'),
+        ('{"format_version": true}', "its format_version must be a whole number, not true"),
+        ('{"format_version": 1.0}', "its format_version must be a whole number, not 1.0"),
+        (
+            '{"format_version": "' + "9" * 60 + '"}',
+            'its format_version must be a whole number, not "' + "9" * 36 + "...",
+        ),
     ],
 )
 def test_show_says_a_file_that_is_not_a_plan_is_not_one(tmp_path: Path, content: str, said: str) -> None:
-    """`show garbage.json` said "has format_version None"."""
+    """`show garbage.json` said "has format_version None", and for "1" "this reconcile reads 1"."""
     garbage = tmp_path / "garbage.json"
     garbage.write_text(content, encoding="utf-8")
     result = run("show", garbage)
