@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def served_sim_env(tmp_path: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def served_sim(folder: Path) -> Iterator[str]:
+def served_sim(folder: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run `reconcile sim serve` (no rate limits) on a free loopback port; yield its /v1 base URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "reconcile", "sim", "serve", "--port", "0", "--no-limits",
@@ -78,6 +79,7 @@ def served_sim(folder: Path) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         text=True,
         cwd=folder,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
     try:
         assert proc.stdout is not None

@@ -57,18 +57,53 @@ def test_joiners_stay_allowed_in_personal_names(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "look_alike",
-    ["tr\u0430der001", "TRADER001", "\uff54rader001", "\u03c4rader001"],
-    ids=["cyrillic-a", "case", "full-width-t", "greek-tau"],
-)
-def test_names_that_look_alike_are_refused(tmp_path: Path, look_alike: str) -> None:
-    path = write(tmp_path, user() + user(name=f'"{look_alike}"', email="other@example.com"))
+    ("first", "look_alike"),
+    [
+        ("trader001", "tr\u0430der001"),
+        ("trader001", "TRADER001"),
+        ("trader001", "\uff54rader001"),
+        ("trader001", "\u03c4rader001"),
+        ("trader001", "trader00l"),
+        ("trader001", "trader00I"),
+        ("trader001", "traderOO1"),
+        ("trader0O1", "traderOO1"),
+        ("trader001", "trader00i"),
+        ("trader0l1", "trader0\u04c01"),  # Cyrillic palochka, drawn as l
+    ],
+    ids=[
+        "cyrillic-a", "case", "full-width-t", "greek-tau", "one-ell", "one-capital-i", "zero-oh",
+        "oh-zero", "one-i", "ell-palochka",
+    ],
+)  # fmt: skip
+def test_names_that_look_alike_are_refused(tmp_path: Path, first: str, look_alike: str) -> None:
+    path = write(tmp_path, user(name=f'"{first}"') + user(name=f'"{look_alike}"', email="other@example.com"))
     found = problems(path)
     assert len(found) == 1, found
-    assert found[0].startswith(
-        f"{path}:12:11: users[1].name: user {look_alike!a} looks like user 'trader001'"
-    )
+    assert found[0].startswith(f"{path}:12:11: users[1].name: user {look_alike!a} looks like user {first!a}")
     assert found[0].endswith(f"rename one (first defined at {path}:7:5)")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("trader001", "trader00l"), ("trader0O1", "traderOO1")], ids=["1-l", "0-O"]
+)
+def test_validate_names_both_places_of_digit_letter_look_alikes(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    path = write(tmp_path, user(name=first) + user(name=second, email="other@example.com"))
+    result = run("validate", "-f", path)
+    assert result.exit_code == 1, result.output
+    assert (
+        f"{path}:12:11: users[1].name: user {second!r} looks like user {first!r}: the names differ "
+        "only in case or look-alike characters (0/O, 1/l/I, Cyrillic, Greek, full-width…); "
+        f"rename one (first defined at {path}:7:5)"
+    ) in result.stderr
+
+
+def test_names_that_differ_in_digits_stay_distinct(tmp_path: Path) -> None:
+    names = ["trader001", "trader010", "trader100", "trader011", "trader110", "trader111", "trader000"]
+    path = write(tmp_path, "".join(user(name=n, email=f"{n}@example.com") for n in names))
+    result = run("validate", "-f", path)
+    assert result.exit_code == 0, result.output
 
 
 def test_state_list_escapes_names_from_state(tmp_path: Path) -> None:

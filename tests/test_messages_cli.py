@@ -6,6 +6,7 @@ user would: apply, `reconcile sim sign`, apply again, import, plan --refresh.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -20,6 +21,8 @@ from cli_support import run
 
 import reconcile
 from reconcile.apply.crashpoints import CRASH_ENV
+from reconcile.apply.generated import PasswordLedger
+from reconcile.errors import ReconcileError
 
 DESK = Path(__file__).resolve().parents[1] / "examples" / "desk.yaml"
 WAITING = ["trader001", "trader002", "trader004", "trader006"]
@@ -226,10 +229,17 @@ def test_validate_reports_a_section_conflict_and_a_duplicate_user_at_once(tmp_pa
         ("not json at all", "it is not JSON (Expecting value: line 1 column 1 (char 0))"),
         ('{"a": 1}', "(it has no format_version)"),
         ("[]", "(it has no format_version)"),
+        ('{"format_version": "1"}', 'its format_version must be a whole number, not "1"'),
+        ('{"format_version": true}', "its format_version must be a whole number, not true"),
+        ('{"format_version": 1.0}', "its format_version must be a whole number, not 1.0"),
+        (
+            '{"format_version": "' + "9" * 60 + '"}',
+            'its format_version must be a whole number, not "' + "9" * 36 + "...",
+        ),
     ],
 )
 def test_show_says_a_file_that_is_not_a_plan_is_not_one(tmp_path: Path, content: str, said: str) -> None:
-    """`show garbage.json` said "has format_version None"."""
+    """`show garbage.json` said "has format_version None", and for "1" "this reconcile reads 1"."""
     garbage = tmp_path / "garbage.json"
     garbage.write_text(content, encoding="utf-8")
     result = run("show", garbage)
@@ -353,3 +363,31 @@ def test_a_refused_login_says_it_in_sentences_with_one_period(
     assert "Note that passwords are case-sensitive. Check TRADOVATE_USERNAME" in result.stderr
     assert ".." not in result.stderr
     assert result.stderr.endswith("(TRADOVATE_APP_ID, TRADOVATE_CID, TRADOVATE_SEC).\n")
+
+
+@pytest.mark.parametrize("linked", ["pw.txt", "pw.txt.pending"])
+def test_a_generated_passwords_file_that_is_a_symlink_is_refused_before_anything_is_created(
+    desk: Path, linked: str
+) -> None:
+    """A dangling link was followed: the passwords went to its target while the output named the link."""
+    target = desk.parent / "elsewhere" / "stolen.txt"
+    target.parent.mkdir()
+    (desk.parent / linked).symlink_to(target)
+    result = run("apply", "-f", desk, "--auto-approve", "--generated-passwords", desk.parent / "pw.txt")
+    assert result.exit_code == 1, result.output
+    assert f"{desk.parent / linked} is a symbolic link; generated passwords are written only" in result.stderr
+    assert "remove the link, or name another file with --generated-passwords" in result.stderr
+    assert not target.exists()
+    assert json.loads(run("sim", "users").stdout) == []  # nothing was created
+
+
+def test_a_link_put_in_place_of_the_passwords_file_during_apply_is_not_followed(tmp_path: Path) -> None:
+    """The opens themselves refuse a link (O_NOFOLLOW), not just the check before the run."""
+    ledger = PasswordLedger(tmp_path / "pw.txt")
+    ledger.hold("intent-1", {"trader001": "Generated-Pw-1"})
+    target = tmp_path / "stolen.txt"
+    (tmp_path / "pw.txt").symlink_to(target)
+    with pytest.raises(ReconcileError, match=r"pw\.txt is a symbolic link"):
+        ledger.resolve(ledger.pending, "intent-1", set_for=["trader001"])
+    assert not target.exists()
+    assert "Generated-Pw-1" in (tmp_path / "pw.txt.pending").read_text()  # still pending, not lost

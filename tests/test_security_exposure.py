@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from apply_support import served_sim
 from cli_support import run
 from test_planner_support import user, write_manifest
 
@@ -34,6 +35,39 @@ def test_an_endpoint_with_credentials_in_it_is_refused_without_echoing_them(
     assert result.exit_code == 1, result.output
     assert "holds credentials (user:password@host); remove them" in result.stderr
     assert SECRET not in result.output and not plan_file.exists()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--endpoint", f"http://127.0.0.1:8765/v1?token={SECRET}"),
+        ("--endpoint", f"http://127.0.0.1:8765/v1#u:{SECRET}"),
+        ("--endpoint", f"http://127.0.0.1:8765/v1?{SECRET}#x"),
+        ("--endpoint", "https://127.0.0.1/v1", "--companion-endpoint", f"https://h.test/v1?key={SECRET}"),
+    ],
+    ids=["query", "fragment", "both", "companion"],
+)
+def test_an_endpoint_with_a_query_or_fragment_is_refused_without_echoing_it(
+    tmp_path: Path, option: tuple[str, ...]
+) -> None:
+    desk = write_manifest(tmp_path / "desk.yaml", [user("trader001")])
+    plan_file = tmp_path / "plan.json"
+    result = run("plan", "-f", desk, "--state", tmp_path / "s.json", "--out", plan_file, *option)
+    assert result.exit_code == 1, result.output
+    assert "the endpoint URL has a query string or fragment" in result.stderr
+    assert SECRET not in result.output and not plan_file.exists()
+
+
+@pytest.mark.parametrize("variable", ["RECONCILE_ENDPOINT", "RECONCILE_COMPANION_ENDPOINT"])
+def test_the_endpoint_variables_refuse_a_query_alike(tmp_path: Path, variable: str) -> None:
+    desk = write_manifest(tmp_path / "desk.yaml", [user("trader001")])
+    env = {
+        "RECONCILE_ENDPOINT": "http://127.0.0.1:8765/v1",
+        variable: f"http://127.0.0.1:9/v1?token={SECRET}",
+    }
+    result = run("plan", "-f", desk, "--state", tmp_path / "s.json", env=env)
+    assert result.exit_code == 1 and SECRET not in result.output
+    assert "query string or fragment" in result.stderr
 
 
 def test_the_endpoint_variable_is_checked_alike(tmp_path: Path) -> None:
@@ -87,3 +121,41 @@ def test_with_a_token_every_sim_route_requires_it(sim_app: SimApp, tmp_path: Pat
         assert added.exit_code == 0, added.output
         listed = run("sim", "users", "--url", url, env={ADMIN_TOKEN_ENV: token})
         assert listed.exit_code == 0 and "outside01" in listed.stdout
+
+
+def _spellings(route: str) -> list[str]:
+    """Every way the router reaches ``route``: letter case, the /v1 prefix, doubled and trailing slashes."""
+    return [
+        route,
+        route.upper(),
+        route.replace("/_sim/", "/_Sim/"),
+        route.title(),
+        f"/v1{route}",
+        f"/V1{route.upper()}",
+        f"/{route}",
+        f"{route}/",
+    ]
+
+
+def test_no_spelling_of_an_admin_route_skips_the_token(sim_app: SimApp, tmp_path: Path) -> None:
+    # Every route the router sends to an admin handler, in every spelling the router accepts,
+    # answers 401 from a token-guarded `sim serve`; and the simulator's data stays as it was.
+    token = "admin-token-for-this-test"
+    routes = [
+        (method, rule.rule)
+        for rule in sim_app.url_map.iter_rules()
+        if str(rule.endpoint).startswith("_sim_")
+        for method in sorted(rule.methods or ()) if method in ("GET", "POST")
+    ]  # fmt: skip
+    assert len(routes) >= 9, routes
+    authorized = {"Authorization": f"Bearer {token}"}
+    with served_sim(tmp_path, env={ADMIN_TOKEN_ENV: token}) as url:
+        root = url.removesuffix("/v1")
+        added = {"name": "keepme01", "email": "k@example.com"}
+        assert httpx.post(f"{root}/_sim/users", json=added, headers=authorized).status_code == 200
+        for method, route in routes:
+            for spelling in _spellings(route):
+                answer = httpx.request(method, f"{root}{spelling}", json={})
+                assert answer.status_code == 401, (method, spelling, answer.text)
+        users = httpx.get(f"{root}/_sim/users", headers=authorized).json()
+        assert [u["name"] for u in users] == ["keepme01"]  # no reset, no add got through

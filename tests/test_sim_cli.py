@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cli_support import run as cli_run
+from cli_support import run_child
 from click.testing import CliRunner
 from sim_support import USER
 
@@ -133,3 +135,31 @@ def test_accounts_and_pnl_by_url(served: tuple[str, Path]) -> None:
 def test_pnl_of_an_unknown_account_says_what_to_do(tmp_path: Path) -> None:
     result = CliRunner().invoke(command, ["pnl", "ghost", "-5", "--db", str(tmp_path / "s.sqlite")])
     assert result.exit_code != 0 and "no account named 'ghost'" in str(result.exception)
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1"])
+def test_serve_refuses_a_port_out_of_range(tmp_path: Path, port: str) -> None:
+    # In a child with a timeout: a regression would listen (on port % 65536) instead of failing.
+    result = run_child("sim", "serve", "--port", port, "--db", tmp_path / "sim.sqlite", timeout=60)
+    assert result.returncode == 1, result.stdout
+    assert f"Invalid value for '--port': {port} is not in the range 0<=x<=65535" in result.stderr
+    assert "listening" not in result.stdout
+
+
+@pytest.mark.parametrize("by", ["db", "url"])
+def test_a_fault_on_a_path_the_simulator_never_serves_is_refused(
+    tmp_path: Path, served: tuple[str, Path], by: str
+) -> None:
+    # /user/addentitlementsubscription is not a path: a fault armed there would never fire.
+    url, _ = served
+    target = ["--db", str(tmp_path / "other.sqlite")] if by == "db" else ["--url", url]
+    wrong = cli_run("sim", "fault", "captcha", "--path", "/user/addentitlementsubscription", *target)
+    assert wrong.exit_code == 1
+    assert "no such path '/user/addentitlementsubscription'" in wrong.stderr
+    assert "did you mean '/userplugin/addentitlementsubscription'?" in wrong.stderr
+    right = cli_run("sim", "fault", "captcha", "--path", "/userPlugin/addEntitlementSubscription", *target)
+    assert right.exit_code == 0, right.output
+    assert json.loads(right.stdout)["path"] == "/userplugin/addentitlementsubscription"
+    anywhere = cli_run("sim", "fault", "http500", "--path", "*", *target)
+    assert anywhere.exit_code == 0, anywhere.output
+    assert json.loads(anywhere.stdout)["path"] == "*"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 from apply_support import desk_here
 from cli_support import run
+
+from reconcile.sim.store import Tx
 
 
 @pytest.fixture
@@ -77,3 +80,37 @@ def test_permission_denied_on_the_state_folder_is_named(
     assert "Traceback" not in result.output
     assert "Permission denied" in result.stderr and "sim.json.lock" in result.stderr
     assert "check that this user may use that folder" in result.stderr
+
+
+def test_a_full_disk_under_the_embedded_simulator_is_named_and_loses_nothing(
+    tmp_path: Path, desk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run = Tx.run
+
+    def full_disk(self: Tx, sql: str, params: tuple[object, ...] = ()) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Tx, "run", full_disk)
+    result = run("apply", "-f", desk, "--auto-approve")
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    where = Path("state") / "sim.sqlite"
+    assert f"the simulator's database {where} failed: database or disk is full" in result.stderr
+    assert "Free space on that disk" in result.stderr
+
+    monkeypatch.setattr(Tx, "run", real_run)  # space is free again
+    result = run("apply", "-f", desk, "--auto-approve")
+    assert result.exit_code == 0, result.stderr
+    listed = json.loads(run("sim", "users").stdout)
+    assert sorted(u["name"] for u in listed) == [f"trader{i:04d}" for i in range(3)]
+
+
+def test_an_embedded_simulator_database_that_cannot_be_opened_is_named(tmp_path: Path, desk: Path) -> None:
+    # A folder where the database file should be: no permission bit that root could bypass.
+    (tmp_path / "state" / "sim.sqlite").mkdir(parents=True)
+    result = run("apply", "-f", desk, "--auto-approve")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    where = Path("state") / "sim.sqlite"
+    assert f"the simulator's database {where} failed: unable to open database file" in result.stderr

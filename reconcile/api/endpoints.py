@@ -99,6 +99,13 @@ def _checked_url(url: str) -> str:
             "the endpoint URL holds credentials (user:password@host); remove them: partner-API "
             "credentials come from the TRADOVATE_* variables or a credentials file (mode 0600)"
         )
+    if "?" in url or "#" in url:
+        # Not echoed either: a token in the query string (or a fragment) is as secret as a password.
+        raise ReconcileError(
+            "the endpoint URL has a query string or fragment (after '?' or '#'); remove it: an "
+            "endpoint is a base URL such as https://demo.tradovateapi.com/v1, and credentials come "
+            "from the TRADOVATE_* variables or a credentials file (mode 0600)"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ReconcileError(
             f"endpoint {url!r} is not an http(s) URL; expected for example http://127.0.0.1:8765/v1"

@@ -15,12 +15,13 @@ not written twice), so a kill at any point leaves no password twice and no stale
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from reconcile.errors import StateError
+from reconcile.errors import ReconcileError, StateError
 from reconcile.fsutil import fsync_dir
 from reconcile.manifest.passwords import GENERATED_HEADER
 
@@ -28,6 +29,40 @@ from reconcile.manifest.passwords import GENERATED_HEADER
 def pending_path_for(target: Path) -> Path:
     """``FILE.pending``: where the candidates meant for ``FILE`` wait."""
     return target.absolute().with_name(target.name + ".pending")
+
+
+def _symlink_refused(path: Path) -> ReconcileError:
+    return ReconcileError(
+        f"{path} is a symbolic link; generated passwords are written only to a regular file "
+        "(mode 0600), never through a link, which could send them anywhere: remove the link, or "
+        "name another file with --generated-passwords"
+    )
+
+
+def refuse_symlink(path: Path) -> None:
+    """Refuse ``path`` when it is a symbolic link (dangling or not)."""
+    if path.is_symlink():
+        raise _symlink_refused(path)
+
+
+def _open_file(path: Path, flags: int) -> int:
+    """``os.open`` of a password file, refusing a symbolic link at ``path`` (no check-then-use race)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _symlink_refused(path) from None
+        raise
+
+
+def _read_text(path: Path) -> str | None:
+    """The text of a password file, None when there is none; a symbolic link is refused."""
+    try:
+        fd = _open_file(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, encoding="utf-8") as fh:
+        return fh.read()
 
 
 class PasswordLedger:
@@ -38,6 +73,9 @@ class PasswordLedger:
         """Where this run's confirmed generated passwords go (``--generated-passwords``)."""
         self.pending = pending_path_for(target) if target is not None else None
         """Where this run's candidates wait (the journal intent names it too)."""
+        for path in (self.target, self.pending):
+            if path is not None:
+                refuse_symlink(path)  # before any create is sent; the opens refuse one made later
         self.written: dict[Path, list[str]] = {}
         """File → users whose passwords this process wrote there."""
         self.on_new_file = on_new_file
@@ -48,9 +86,8 @@ class PasswordLedger:
 
     @staticmethod
     def _entries(pending: Path) -> list[dict[str, str]]:
-        try:
-            text = pending.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        text = _read_text(pending)
+        if text is None:
             return []
         entries: list[dict[str, str]] = []
         lines = text.splitlines()
@@ -78,7 +115,7 @@ class PasswordLedger:
             for name, pw in sorted(passwords.items())
         ).encode("utf-8")
         self.pending.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.pending, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = _open_file(self.pending, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             os.write(fd, data)
             os.fsync(fd)
@@ -115,7 +152,7 @@ class PasswordLedger:
             pending.unlink(missing_ok=True)
             return
         tmp = pending.with_name(pending.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = _open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(e) + "\n" for e in entries)
             fh.flush()
@@ -126,16 +163,13 @@ class PasswordLedger:
     def _append_final(self, path: Path, passwords: Mapping[str, str]) -> None:
         """Append ``name<TAB>password`` lines (0600, fsynced), skipping lines already there."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            present = set(path.read_text(encoding="utf-8").splitlines())
-        except FileNotFoundError:
-            present = set()
+        present = set((_read_text(path) or "").splitlines())
         lines = [f"{name}\t{pw}" for name, pw in sorted(passwords.items())]
         new = [line for line in lines if line not in present]
         if path not in self.written and self.on_new_file is not None:
             self.on_new_file(path)
         if new:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = _open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 if not present:
                     fh.write(GENERATED_HEADER)

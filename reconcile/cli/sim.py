@@ -120,7 +120,13 @@ def command() -> None:
     show_default=True,
     help="address to listen on; beyond loopback only with RECONCILE_SIM_ADMIN_TOKEN set",
 )
-@click.option("--port", default=8765, show_default=True, type=int, help="port (0 picks a free one)")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="port (0 picks a free one)",
+)
 @click.option(
     "--db",
     "db_path",

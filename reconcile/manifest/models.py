@@ -337,8 +337,9 @@ def cross_reference_problems(
                     other = users[first].name
                     yield CrossProblem(
                         ("users", index, "name"),
-                        f"user {user.name!a} looks like user {other!a}: the names differ only "
-                        "in case or look-alike letters (Cyrillic, Greek, full-width…); rename one",
+                        f"user {user.name!a} looks like user {other!a}: the names differ only in "
+                        "case or look-alike characters (0/O, 1/l/I, Cyrillic, Greek, full-width…); "
+                        "rename one",
                         ("users", first),
                     )
         if user.email is not None:
@@ -370,11 +371,15 @@ _LOOK_ALIKES = str.maketrans(
 )
 
 
+# ASCII characters drawn alike (confusables.txt: 0 → O, 1 → l, I → l, | → l), applied after case
+# folding: names are case-insensitive, so i (the same name as I) looks like l too.
+_ASCII_LOOK_ALIKES = str.maketrans("01i|", "olll")
+
+
 def name_skeleton(name: str) -> str:
-    """What ``name`` looks like: NFKC, look-alike letters made Latin, case folded (TR39's idea)."""
-    if name.isascii():
-        return name.casefold()
-    return unicodedata.normalize("NFKC", name).translate(_LOOK_ALIKES).casefold()
+    """What ``name`` looks like: NFKC, look-alikes made Latin, case folded, 0/O and 1/l/I as one."""
+    latin = name if name.isascii() else unicodedata.normalize("NFKC", name).translate(_LOOK_ALIKES)
+    return latin.casefold().translate(_ASCII_LOOK_ALIKES)
 
 
 class Manifest(_Model):

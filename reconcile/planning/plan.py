@@ -305,9 +305,17 @@ def load_plan(path: str | Path) -> Plan:
         raise PlanError(f"{path} is not a reconcile plan file: it is {reason}; {make_one}") from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise PlanError(f"{path} is not a reconcile plan file (it has no format_version); {make_one}")
-    if data.get("format_version") != PLAN_FORMAT_VERSION:
+    version = data["format_version"]
+    if type(version) is not int:  # not bool either: True == 1 in Python
+        shown = json.dumps(version)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
         raise PlanError(
-            f"plan file {path} has format_version {data.get('format_version')!r}; "
+            f"{path} is not a reconcile plan file: its format_version must be a whole number, "
+            f"not {shown}; {make_one}"
+        )
+    if version != PLAN_FORMAT_VERSION:
+        raise PlanError(
+            f"plan file {path} has format_version {version}; "
             f"this reconcile reads {PLAN_FORMAT_VERSION}: make a new plan with this version"
         )
     data.pop("summary", None)

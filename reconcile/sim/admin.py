@@ -11,7 +11,8 @@ import json
 import math
 from typing import Any
 
-from reconcile.errors import plural
+from reconcile.contract import contract
+from reconcile.errors import did_you_mean, plural
 from reconcile.sim import rules
 from reconcile.sim.config import RuntimeSettings, SimConfig
 from reconcile.sim.faults import FAULT_KINDS
@@ -65,6 +66,15 @@ def arm_fault(store: Store, kind: str, path: str, count: int = 1, seconds: float
     if count < 1:
         raise HttpError(400, "count must be at least 1")
     key = normalise_path(path)
+    served = [p.lower() for p in contract()["paths"]]
+    if key != "*" and key not in served:
+        # A fault on a path nothing requests would wait forever, and the test built on it would
+        # pass for the wrong reason (the simulator serves exactly the contract's paths).
+        raise HttpError(
+            400,
+            f"no such path {path!r} (give a contract path such as "
+            f"/user/createevaluationusers, or '*' for every path){did_you_mean(key, served)}",
+        )
     with store.transaction() as tx:
         fault_id = tx.run(
             "INSERT INTO faults (kind, path, remaining, seconds) VALUES (?, ?, ?, ?)",

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import socket
 import sys
@@ -147,6 +148,26 @@ def _contract_shape(path: str, body: Any) -> Any:
     }
 
 
+ADMIN_PREFIX = "/_sim/"
+"""Where the simulator's own admin routes live (reset, users, faults, config)."""
+
+
+def route_path(request: Request) -> str:
+    """Return the path the router matches: lower-case, slashes merged, without the ``/v1`` prefix."""
+    path = re.sub("/+", "/", request.path).lower()
+    return path[3:] if path.startswith("/v1/") else path
+
+
+def is_admin_path(path: str) -> bool:
+    """Say whether a routed path (see :func:`route_path`) belongs to the admin routes."""
+    return path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/")
+
+
+def is_admin_request(environ: WSGIEnvironment) -> bool:
+    """Say whether the router sends this request to an admin route: the test the token guard uses."""
+    return is_admin_path(route_path(Request(environ)))
+
+
 CHECK_CONTRACT_ENV = "RECONCILE_SIM_CHECK_CONTRACT"
 """Set to ``1`` to have the simulator check each of its answers against the contract."""
 
@@ -168,13 +189,13 @@ class SimApp:
                 for (method, path), name in sorted(_OPERATIONS.items())
             ]
             + [
-                Rule("/_sim/users", endpoint="_sim_users", methods=["GET", "POST"]),
-                Rule("/_sim/agreements", endpoint="_sim_agreements", methods=["POST"]),
-                Rule("/_sim/config", endpoint="_sim_config", methods=["GET", "POST"]),
-                Rule("/_sim/faults", endpoint="_sim_faults", methods=["GET", "POST"]),
-                Rule("/_sim/reset", endpoint="_sim_reset", methods=["POST"]),
-                Rule("/_sim/accounts", endpoint="_sim_accounts", methods=["GET"]),
-                Rule("/_sim/accounts/pnl", endpoint="_sim_accounts_pnl", methods=["POST"]),
+                Rule(f"{ADMIN_PREFIX}users", endpoint="_sim_users", methods=["GET", "POST"]),
+                Rule(f"{ADMIN_PREFIX}agreements", endpoint="_sim_agreements", methods=["POST"]),
+                Rule(f"{ADMIN_PREFIX}config", endpoint="_sim_config", methods=["GET", "POST"]),
+                Rule(f"{ADMIN_PREFIX}faults", endpoint="_sim_faults", methods=["GET", "POST"]),
+                Rule(f"{ADMIN_PREFIX}reset", endpoint="_sim_reset", methods=["POST"]),
+                Rule(f"{ADMIN_PREFIX}accounts", endpoint="_sim_accounts", methods=["GET"]),
+                Rule(f"{ADMIN_PREFIX}accounts/pnl", endpoint="_sim_accounts_pnl", methods=["POST"]),
             ],
             strict_slashes=False,
         )
@@ -183,9 +204,7 @@ class SimApp:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
-        path = request.path.lower()
-        if path.startswith("/v1/"):
-            path = path[3:]
+        path = route_path(request)
         adapter = self.url_map.bind_to_environ(environ)
         try:
             endpoint, _ = adapter.match(path, method=request.method)
@@ -197,7 +216,7 @@ class SimApp:
             )
         except HTTPException as exc:  # pragma: no cover - werkzeug redirects are off (strict_slashes)
             return _error(exc.code or 400, str(exc))(environ, start_response)
-        if str(endpoint).startswith("_sim_"):
+        if is_admin_path(path):
             response = self._admin(str(endpoint), request)
         else:
             response = self._partner(str(endpoint), path, request, environ)

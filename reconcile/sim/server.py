@@ -14,11 +14,10 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from reconcile.api.endpoints import is_loopback
 from reconcile.errors import ReconcileError
+from reconcile.sim.app import is_admin_request
 
 ADMIN_TOKEN_ENV = "RECONCILE_SIM_ADMIN_TOKEN"
 """The variable holding the bearer token every ``/_sim/`` route then requires."""
-
-ADMIN_PREFIX = "/_sim/"
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -52,7 +51,7 @@ def guard_admin(app: Any, token: str) -> Callable[[dict[str, Any], Any], Iterabl
     expected = f"Bearer {token}".encode()
 
     def guarded(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if str(environ.get("PATH_INFO", "")).startswith(ADMIN_PREFIX):
+        if is_admin_request(environ):
             sent = str(environ.get("HTTP_AUTHORIZATION", "")).encode()
             if not hmac.compare_digest(sent, expected):
                 body = json.dumps(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconcile.errors import ReconcileError
 from reconcile.sim.config import RuntimeSettings
 
 Clock = Callable[[], float]
@@ -169,8 +170,22 @@ class Store:
         self._local = threading.local()
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._connection()
-        db.executescript(_SCHEMA)
+        with self._storage_errors():
+            self._connection().executescript(_SCHEMA)
+
+    @contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """Turn SQLite's failures (full disk, unwritable or damaged file) into an error for people."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            # Without this, a full disk under the embedded simulator reaches the user as a
+            # traceback from deep inside a partner-API call.
+            raise ReconcileError(
+                f"the simulator's database {self.path} failed: {exc}. Free space on that disk, "
+                "make the file and its folder writable, or move a damaged file away (the simulator "
+                "then starts empty); the embedded simulator keeps it next to the state (--state)"
+            ) from None
 
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -187,15 +202,17 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         """Run a block in one write transaction at one simulated instant; roll back on error."""
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            settings, now = self._time(db)
-            yield Tx(db, now, settings)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._storage_errors():
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                settings, now = self._time(db)
+                yield Tx(db, now, settings)
+            except BaseException:
+                if db.in_transaction:  # SQLite may already have rolled back (a full disk does)
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def _read_settings(self, db: sqlite3.Connection) -> dict[str, Any]:
         row = db.execute("SELECT value FROM settings WHERE key = 'runtime'").fetchone()
