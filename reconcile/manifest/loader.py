@@ -21,7 +21,10 @@ Limits
     (:data:`MAX_SCALAR_CHARS`) and depth (:data:`MAX_DEPTH`). A file that might break one is
     checked first by :func:`_scan_events`, in constant memory, which stops at the first excess;
     the others are small or sparse enough that parsing them is cheap, and the users limit is
-    checked on the result. At most :data:`MAX_PROBLEMS` problems are listed.
+    checked on the result. At most :data:`MAX_PROBLEMS` problems are listed. Under a memory cap
+    (``ulimit -v``) a file goes to yaml-rs only if it fits (:func:`_fits_in_memory`: a failed
+    allocation there aborts the process); running out of memory later (a Python MemoryError) is
+    reported too, at the largest file.
 
 Speed
     The happy path parses with yaml-rs (Rust) and validates all users in one pydantic call with
@@ -41,6 +44,7 @@ import hashlib
 import itertools
 import os
 import re
+import resource
 import types
 import typing
 import unicodedata
@@ -72,14 +76,18 @@ from reconcile.manifest.models import (
     dotted_path,
 )
 
-MAX_FILE_BYTES = 512 * 1024 * 1024
-"""Largest manifest file read (a 100k-user manifest is about 35 MB, a million users ~350 MB)."""
+MAX_FILE_BYTES = 128 * 1024 * 1024
+"""Largest manifest file read (a 100k-user manifest is about 35 MB; MAX_USERS users ~70 MB)."""
 
 MAX_DEPTH = 32
 """Deepest nesting allowed; a manifest needs 5 levels (users → user → contact → field)."""
 
-MAX_USERS = 1_000_000
-"""Most users one manifest file may list (and all files together hold)."""
+MAX_USERS = 200_000
+"""Most users one manifest file may list (and all files together hold).
+
+Measured so that ``plan`` fits in 2 GB (``ulimit -v 2000000``): per 100k users of the README's
+shape, ``validate`` peaks near 600 MB and ``plan`` (with their state) near 850 MB. The target is
+1,000,000 once loading is leaner (issue 13)."""
 
 MAX_ITEMS = manifest_module.MAX_ITEMS
 """Most items in any other list or mapping (entitlements, a user's keys, …)."""
@@ -165,7 +173,11 @@ def load_manifest(paths: Sequence[str | Path]) -> LoadedManifest:
         raise ManifestError([Problem(None, "", "no manifest files given")])
 
     with gc_paused():
-        return _load(sources, problems, unreadable=bool(problems))
+        try:
+            return _load(sources, problems, unreadable=bool(problems))
+        except MemoryError:
+            # Python's allocations fail cleanly; by the time this runs, what they built is gone.
+            raise _too_large(sources) from None
 
 
 def manifest_schema() -> dict[str, Any]:
@@ -432,6 +444,8 @@ def _parse(source: _Source) -> list[Problem]:
         scanned = _scan_events(source)
         if scanned:
             return scanned
+    if not _fits_in_memory(source.text):
+        raise MemoryError  # before yaml-rs: its failed allocations abort the process
     try:
         data = yaml_rs.loads(
             source.text,
@@ -449,6 +463,46 @@ def _parse(source: _Source) -> list[Problem]:
         return _scan_events(source) or [Problem(source.at(1, 1), "", _not_mapping(data))]
     source.data = data
     return []
+
+
+def _too_large(sources: Sequence[_Source]) -> ManifestError:
+    """Refuse a manifest that does not fit in the memory this process may use, at its largest file."""
+    largest = max(sources, key=lambda s: len(s.text))
+    size = sum(len(s.text) for s in sources) / 1e6
+    return ManifestError(
+        [
+            Problem(
+                largest.at(1, 1),
+                "",
+                f"the manifest is too large to load in the memory available ({size:,.0f} MB in "
+                f"{counted(len(sources), 'file')}): split the users into manifests with their own "
+                f"state (at most {MAX_USERS:,} users each; see Limits in the README), or allow "
+                "the process more memory",
+            )
+        ]
+    )
+
+
+# What yaml-rs needs (measured): its copy of the text (it reserves 3 bytes a character) and the
+# nodes it builds, each ~100 bytes once in Python. A node is a key, a value, a list item or a
+# flow collection: each needs a ':', '-', ',', '[', '{' or '?', so counting those bounds them
+# from above (comments and quoted text only make the estimate safer).
+_RS_BYTES_PER_CHAR = 4
+_RS_BYTES_PER_NODE = 128
+
+
+def _fits_in_memory(text: str) -> bool:
+    """Whether yaml-rs can parse ``text`` within the address-space limit (``ulimit -v``), if any."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return True  # no cap to stay under: past the machine's memory, the OS decides
+    try:
+        with open("/proc/self/statm") as statm:
+            used = int(statm.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return True  # not Linux: cannot tell, parse as before
+    nodes = 2 * (text.count(":") + text.count("?")) + sum(text.count(c) for c in "-,[{") + 1
+    return used + _RS_BYTES_PER_CHAR * len(text) + _RS_BYTES_PER_NODE * nodes < limit
 
 
 _EMPTY = (
