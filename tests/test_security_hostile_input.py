@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from reconcile.manifest.loader import MAX_LINE_CHARS
 from reconcile.manifest.passwords import MAX_PASSWORD_FILE_BYTES
 
 MEMORY_CAP = 2 * 1024**3
@@ -28,12 +29,12 @@ HEAD = (
 LOCATED = re.compile(r"\.yaml:\d+:\d+: ")
 
 
-def _cap_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+def reconcile(*args: str | Path, cwd: Path, cap: int = MEMORY_CAP) -> subprocess.CompletedProcess[str]:
+    """Run ``reconcile ARGS`` as a person would, under a memory cap; print how long it took."""
 
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
-def reconcile(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``reconcile ARGS`` as a person would, under the memory cap; print how long it took."""
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "reconcile", *map(str, args)],
@@ -41,7 +42,7 @@ def reconcile(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        preexec_fn=_cap_memory,
+        preexec_fn=cap_memory,
         env={**os.environ, "NO_COLOR": "1"},
     )
     print(f"reconcile {args[0]} {Path(str(args[2])).name}: {time.monotonic() - started:.2f} s")
@@ -79,6 +80,105 @@ def test_a_hostile_manifest_is_refused_with_a_location(tmp_path: Path, kind: str
         assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
         assert LOCATED.search(done.stderr), done.stderr[-2000:]
         assert len(done.stderr) < 20_000  # a bounded report, not a line per item
+
+
+COMMENT_LINE = "#" + "x" * 99 + "\n"
+
+
+def _small_users(count: int) -> str:
+    return "users:\n" + "".join(
+        f"- name: trader{i:07d}\n  email: trader{i:07d}@example.com\n  firstName: A\n  lastName: B\n"
+        "  password: {generate: true}\n"
+        for i in range(count)
+    )
+
+
+def _no_crash(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode in (0, 1), (done.returncode, done.stderr[-2000:])  # not killed by a signal
+    assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
+    assert "memory allocation" not in done.stderr  # Rust's last words before an abort
+
+
+def test_a_manifest_of_many_comment_lines_is_read_under_a_tight_memory_cap(tmp_path: Path) -> None:
+    # 30 MB of comments under 1.2 GB: yaml-rs's allocator used to reserve 1 GiB of address space
+    # on import, so reading the text failed (a MemoryError traceback; under 2 GB, 121 MB of
+    # comments made yaml-rs's own copy fail: SIGABRT).
+    path = tmp_path / "comments.yaml"
+    path.write_text(HEAD + COMMENT_LINE * 300_000 + "users: []\n")
+    for command, answer in (("validate", "OK: 0 users"), ("plan", "No changes")):
+        done = reconcile(command, "-f", path, cwd=tmp_path, cap=1200 * 1024**2)
+        _no_crash(done)
+        assert done.returncode == 0 and answer in done.stdout, done.stderr[-2000:]
+
+
+def test_a_line_longer_than_the_limit_is_refused_where_it_goes_over(tmp_path: Path) -> None:
+    # A 100 MB comment line aborted yaml-rs under 2 GB; any line past 64 KiB is now refused first.
+    path = tmp_path / "long-comment.yaml"
+    path.write_text(HEAD + "users: []\n#" + "x" * (MAX_LINE_CHARS + 1) + "\n")
+    for command in ("validate", "plan"):
+        done = reconcile(command, "-f", path, cwd=tmp_path)
+        _no_crash(done)
+        assert done.returncode == 1
+        where = f"long-comment.yaml:7:{MAX_LINE_CHARS + 1}"
+        assert f"{where}: a line longer than 65,536 characters" in done.stderr
+
+
+def test_a_legitimate_desk_loads_under_a_memory_cap(tmp_path: Path) -> None:
+    # 50k users under 1.2 GB: the reviewer's 400k-user desk printed a MemoryError traceback under
+    # 2 GB, of which yaml-rs's allocator had reserved 1 GiB.
+    path = tmp_path / "desk.yaml"
+    path.write_text(HEAD + _small_users(50_000))
+    for command, answer in (("validate", "OK: 50000 users"), ("plan", "Plan: 50000 to create")):
+        done = reconcile(command, "-f", path, cwd=tmp_path, cap=1200 * 1024**2)
+        _no_crash(done)
+        assert done.returncode == 0 and answer in done.stdout, done.stderr[-2000:]
+
+
+def test_a_desk_too_large_for_the_memory_available_is_refused_located(tmp_path: Path) -> None:
+    path = tmp_path / "desk.yaml"
+    path.write_text(HEAD + _small_users(50_000))
+    for command in ("validate", "plan"):
+        done = reconcile(command, "-f", path, cwd=tmp_path, cap=150 * 1024**2)
+        _no_crash(done)
+        assert done.returncode == 1
+        assert "desk.yaml:1:1: the manifest is too large to load in the memory available" in done.stderr
+
+
+def test_running_out_of_memory_while_validating_is_reported_at_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli_support import run
+
+    from reconcile.manifest import loader
+
+    def exhausted(*_: object) -> None:
+        raise MemoryError
+
+    path = tmp_path / "desk.yaml"
+    path.write_text(HEAD + _small_users(2))
+    monkeypatch.setattr(loader, "_validate", exhausted)
+    result = run("validate", "-f", path)
+    assert result.exit_code == 1
+    assert "desk.yaml:1:1: the manifest is too large to load in the memory available (0 MB in 1 file)" in (
+        result.stderr
+    )
+
+
+def test_running_out_of_memory_anywhere_else_is_an_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli_support import run
+
+    from reconcile.cli import validate
+
+    def exhausted(*_: object, **__: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(validate, "validate", exhausted)
+    result = run("validate", "-f", tmp_path / "desk.yaml")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ran out of memory: the manifest or the state is too large")
+    assert "Traceback" not in result.stderr
 
 
 def _dev_zero(folder: Path) -> str:

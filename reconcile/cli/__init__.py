@@ -108,6 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         echo_error("interrupted")
         sys.exit(130)
+    except MemoryError:
+        # The manifest loader names the file; this is the net for the rest (a large state, a plan).
+        echo_error(
+            "ran out of memory: the manifest or the state is too large for the memory this process "
+            "may use; split the users into manifests with their own state (see Limits in the "
+            "README), or allow the process more memory"
+        )
+        sys.exit(1)
     except OSError as exc:
         # The last net under every file the run writes (journal, audit log, passwords, …).
         if not isinstance(exc, BrokenPipeError):  # a closed pipe (`| head`) needs no message

@@ -21,7 +21,10 @@ Limits
     (:data:`MAX_SCALAR_CHARS`) and depth (:data:`MAX_DEPTH`). A file that might break one is
     checked first by :func:`_scan_events`, in constant memory, which stops at the first excess;
     the others are small or sparse enough that parsing them is cheap, and the users limit is
-    checked on the result. At most :data:`MAX_PROBLEMS` problems are listed.
+    checked on the result. At most :data:`MAX_PROBLEMS` problems are listed. Under a memory cap
+    (``ulimit -v``) a file goes to yaml-rs only if it fits (:func:`_fits_in_memory`: a failed
+    allocation there aborts the process); running out of memory later (a Python MemoryError) is
+    reported too, at the largest file.
 
 Speed
     The happy path parses with yaml-rs (Rust) and validates all users in one pydantic call with
@@ -41,6 +44,7 @@ import hashlib
 import itertools
 import os
 import re
+import resource
 import types
 import typing
 import unicodedata
@@ -72,14 +76,18 @@ from reconcile.manifest.models import (
     dotted_path,
 )
 
-MAX_FILE_BYTES = 512 * 1024 * 1024
-"""Largest manifest file read (a 100k-user manifest is about 35 MB, a million users ~350 MB)."""
+MAX_FILE_BYTES = 128 * 1024 * 1024
+"""Largest manifest file read (a 100k-user manifest is about 35 MB; MAX_USERS users ~70 MB)."""
 
 MAX_DEPTH = 32
 """Deepest nesting allowed; a manifest needs 5 levels (users → user → contact → field)."""
 
-MAX_USERS = 1_000_000
-"""Most users one manifest file may list (and all files together hold)."""
+MAX_USERS = 200_000
+"""Most users one manifest file may list (and all files together hold).
+
+Measured so that ``plan`` fits in 2 GB (``ulimit -v 2000000``): per 100k users of the README's
+shape, ``validate`` peaks near 600 MB and ``plan`` (with their state) near 850 MB. The target is
+1,000,000 once loading is leaner (issue 13)."""
 
 MAX_ITEMS = manifest_module.MAX_ITEMS
 """Most items in any other list or mapping (entitlements, a user's keys, …)."""
@@ -89,6 +97,12 @@ MAX_USER_VALUES = 1_000
 
 MAX_SCALAR_CHARS = 4_096
 """Longest single value; the longest a model accepts is 64 characters."""
+
+MAX_LINE_CHARS = 64 * 1024
+"""Longest line (a user written on one line takes a few hundred characters).
+
+Checked before any parser runs: yaml-rs grows a buffer as long as a token (a comment, a value, a
+whole flow list on one line), and a failed allocation there aborts the process."""
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 
@@ -156,16 +170,20 @@ def load_manifest(paths: Sequence[str | Path]) -> LoadedManifest:
     """Load, merge and validate manifest files and folders; raise ManifestError listing every problem."""
     problems: list[Problem] = []
     files = _expand(paths, problems)
-    sources: list[_Source] = []
-    for name in files:
-        source = _read(name, problems)
-        if source is not None:
-            sources.append(source)
-    if not sources and not problems:
-        raise ManifestError([Problem(None, "", "no manifest files given")])
+    try:
+        sources: list[_Source] = []
+        for name in files:
+            source = _read(name, problems)
+            if source is not None:
+                sources.append(source)
+        if not sources and not problems:
+            raise ManifestError([Problem(None, "", "no manifest files given")])
 
-    with gc_paused():
-        return _load(sources, problems, unreadable=bool(problems))
+        with gc_paused():
+            return _load(sources, problems, unreadable=bool(problems))
+    except MemoryError:
+        # Python's allocations fail cleanly; by the time this runs, what they built is gone.
+        raise _too_large(files) from None
 
 
 def manifest_schema() -> dict[str, Any]:
@@ -380,8 +398,13 @@ def _read(name: str, problems: list[Problem]) -> _Source | None:
     try:
         with open(name, "rb") as handle:
             # The size first: a file far over the limit is refused without reading it.
-            too_big = os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES
-            raw = b"" if too_big else handle.read(MAX_FILE_BYTES + 1)
+            size = os.fstat(handle.fileno()).st_size
+            too_big = size > MAX_FILE_BYTES
+            # As much as fstat says (+1 to notice growth): a buffer of MAX_FILE_BYTES for a small
+            # file would count against a memory cap.
+            raw = b"" if too_big else handle.read(size + 1)
+            if len(raw) > size:  # grown since, or a special file that reports no size
+                raw += handle.read(MAX_FILE_BYTES + 1 - len(raw))
     except OSError as exc:
         problems.append(Problem(None, "", f"{name}: cannot read the file: {exc.strerror}"))
         return None
@@ -428,10 +451,15 @@ def _read(name: str, problems: list[Problem]) -> _Source | None:
 
 def _parse(source: _Source) -> list[Problem]:
     """Parse one file into ``source.data``; return its problems (syntax, shape, duplicates, aliases)."""
+    long_line = _first_long_line(source.text)
+    if long_line is not None:
+        return [Problem(source.at(long_line, MAX_LINE_CHARS + 1), "", _too_long_line())]
     if _maybe_deep(source.text) or _maybe_over_limits(source.text):
         scanned = _scan_events(source)
         if scanned:
             return scanned
+    if not _fits_in_memory(source.text):
+        raise MemoryError  # before yaml-rs: its failed allocations abort the process
     try:
         data = yaml_rs.loads(
             source.text,
@@ -449,6 +477,55 @@ def _parse(source: _Source) -> list[Problem]:
         return _scan_events(source) or [Problem(source.at(1, 1), "", _not_mapping(data))]
     source.data = data
     return []
+
+
+def _too_large(files: Sequence[str]) -> ManifestError:
+    """Refuse a manifest that does not fit in the memory this process may use, at its largest file."""
+    sizes = {name: _size(name) for name in files}
+    largest = max(files, key=sizes.__getitem__)
+    return ManifestError(
+        [
+            Problem(
+                Location(largest, 1, 1),
+                "",
+                f"the manifest is too large to load in the memory available "
+                f"({sum(sizes.values()) / 1e6:,.0f} MB in {counted(len(files), 'file')}): "
+                "split the users into manifests with their own "
+                f"state (at most {MAX_USERS:,} users each; see Limits in the README), or allow "
+                "the process more memory",
+            )
+        ]
+    )
+
+
+def _size(name: str) -> int:
+    try:
+        return os.stat(name).st_size
+    except OSError:
+        return 0
+
+
+# What yaml-rs needs (measured, with margin): its copies of the text (it reserves 3 bytes a
+# character, more while a token grows: hence MAX_LINE_CHARS) and the nodes it builds, ~100 bytes
+# each once in Python. A node is a key, a value, a list item or a flow collection: each needs a
+# ':', '-', ',', '[', '{' or '?', so counting those bounds them from above (comments and quoted
+# text only make the estimate safer).
+_RS_BYTES_PER_CHAR = 6
+_RS_BYTES_PER_NODE = 128
+
+
+def _fits_in_memory(text: str) -> bool:
+    """Whether yaml-rs can parse ``text`` within the address-space limit (``ulimit -v``), if any."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return True  # no cap to stay under: past the machine's memory, the OS decides
+    try:
+        with open("/proc/self/statm") as statm:
+            used = int(statm.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return True  # not Linux: cannot tell, parse as before
+    nodes = 2 * (text.count(":") + text.count("?")) + sum(text.count(c) for c in "-,[{") + 1
+    return used + _RS_BYTES_PER_CHAR * len(text) + _RS_BYTES_PER_NODE * nodes < limit
 
 
 _EMPTY = (
@@ -599,6 +676,28 @@ def _top_level_problem(source: _Source, first: Any) -> list[Problem]:
 
 def _too_many_values() -> str:
     return f"a user entry with more than {MAX_USER_VALUES:,} values: a user needs a few dozen"
+
+
+def _first_long_line(text: str) -> int | None:
+    """Return the number of the first line longer than :data:`MAX_LINE_CHARS`, if any.
+
+    Such a line holds a whole window of half that size with no newline: only those are measured.
+    """
+    step = MAX_LINE_CHARS // 2
+    for i in range(0, len(text) - step + 1, step):
+        if text.find("\n", i, i + step) == -1:
+            start = text.rfind("\n", 0, i) + 1
+            end = text.find("\n", i)
+            if (len(text) if end == -1 else end) - start > MAX_LINE_CHARS:
+                return text.count("\n", 0, start) + 1
+    return None
+
+
+def _too_long_line() -> str:
+    return (
+        f"a line longer than {MAX_LINE_CHARS:,} characters: break it (a [list] or {{mapping}} "
+        "may span lines; write one user per line at most)"
+    )
 
 
 def _too_long() -> str:
