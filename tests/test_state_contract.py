@@ -280,6 +280,9 @@ def test_file_store_writes_private_files_and_no_temp_leftovers(tmp_path: Path) -
         (b"{not json", "is not valid JSON"),
         (b"\x00\xff\xfe", "is not valid JSON"),
         (b'{"format_version": 99}', "format_version 99"),
+        # A version that is not a whole number is no version at all (True == 1 in Python).
+        (b'{"format_version": true, "environment": "sim", "users": {}}', "must be a whole number, not true"),
+        (b'{"format_version": "2", "environment": "sim", "users": {}}', 'must be a whole number, not "2"'),
         (b'{"format_version": 1, "environment": "sim", "users": {"x": {"userId": "nope"}}}', "users.x"),
     ],
 )

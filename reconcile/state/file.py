@@ -199,11 +199,7 @@ class FileStateStore(GuardedStore, StateStore):
                 f"state {self.path} is not valid JSON ({exc}); restore it from version control "
                 "or a backup (it is never written partially by reconcile)"
             ) from None
-        if isinstance(data, dict) and data.get("format_version") not in (None, 1, STATE_FORMAT_VERSION):
-            raise StateError(
-                f"state {self.path} has format_version {data.get('format_version')!r}; this "
-                f"reconcile reads versions up to {STATE_FORMAT_VERSION}: upgrade reconcile"
-            )
+        _check_format_version(data, self.path)
         refuse_repeated_keys(raw, str(self.path))
         try:
             state = State.model_validate(data)
@@ -281,3 +277,20 @@ class FileStateStore(GuardedStore, StateStore):
 def default_state_path(environment: str, base: str | os.PathLike[str] = "state") -> Path:
     """``state/<environment>.json``."""
     return Path(base) / f"{environment}.json"
+
+
+def _check_format_version(data: object, path: Path) -> None:
+    """Refuse a document whose format_version is not a version this reconcile reads."""
+    if not isinstance(data, dict) or "format_version" not in data:
+        return  # the model says what is missing
+    version = data["format_version"]
+    if type(version) is not int:  # not bool either: True == 1 in Python
+        raise StateError(
+            f"state {path} is not a valid state document: format_version must be a whole number, "
+            f"not {json.dumps(version)}; restore it from version control or a backup"
+        )
+    if version not in (1, STATE_FORMAT_VERSION):
+        raise StateError(
+            f"state {path} has format_version {version}; this reconcile reads versions up to "
+            f"{STATE_FORMAT_VERSION}: upgrade reconcile"
+        )

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reconcile.contact import ContactAddress
 from reconcile.errors import StateError
@@ -75,6 +75,16 @@ class State(_Model):
     """The recorded state of one environment."""
 
     format_version: Literal[1, 2] = 2
+
+    @field_validator("format_version", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object) -> object:
+        # A Literal takes true for 1 (True == 1 in Python) and, from JSON, "2" for 2: a version
+        # that is not a whole number is no version at all.
+        if type(value) is not int:
+            raise ValueError(f"format_version must be a whole number, not {value!r}")
+        return value
+
     lineage: str = Field(default_factory=lambda: str(uuid.uuid4()))
     serial: int = 0
     environment: str
