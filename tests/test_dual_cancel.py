@@ -169,7 +169,15 @@ def test_a_half_cancelled_user_cannot_be_kept_active(desk: dict[str, Any]) -> No
     state = desk["store"].load("sim")
     plan = make_plan(m, state, binding=_cancel_all(desk).binding)
     assert plan.has_errors and not plan.actions
-    assert f"was cancelled on {PRIMARY} by an apply that did not finish" in plan.diagnostics[0].message
+    assert [(d.severity, d.user, d.message) for d in plan.diagnostics] == [
+        (
+            "error",
+            "trader000",
+            f"was cancelled on {PRIMARY} by an apply that did not finish (cancel-everything cannot be "
+            "undone): set status: cancelled (or remove it) so the next apply finishes the cancel on the "
+            "other host",
+        )
+    ]
 
 
 def test_settling_an_interrupted_cancel_finishes_it_on_the_companion(desk: dict[str, Any]) -> None:
