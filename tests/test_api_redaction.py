@@ -40,6 +40,7 @@ def request(content: bytes = b"", authorization: str | None = None) -> httpx.Req
     [
         (request(authorization="Bearer tok-123"), ["tok-123"]),
         (request(authorization="bearer tok-123"), ["tok-123"]),
+        (request(authorization="Bearer tok 123"), ["tok 123"]),  # all that follows the scheme
         (request(authorization="Basic dXNlcjpwYXNz"), []),
         (request(), []),
         (request(b'{"users": [{"password": "Pw-One-1"}, {"name": "x"}, {"password": "Pw-Two-2"}]}'),

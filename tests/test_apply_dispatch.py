@@ -31,6 +31,9 @@ def test_an_action_no_executor_takes_is_refused_before_anything_is_sent(tmp_path
     class Stray(CreateUser):
         pass
 
+    class Astray(CreateUser):
+        pass
+
     store = FileStateStore(tmp_path / "sim.json")
     run = Run(
         store=store,
@@ -39,7 +42,9 @@ def test_an_action_no_executor_takes_is_refused_before_anything_is_sent(tmp_path
         journal=store.journal("sim"),
         audit=store.audit_log("sim"),
     )
-    stray = Stray(user="ann", email="ann@example.com", firstName="A", lastName="B", password={"env": "PW"})
-    with pytest.raises(TypeError, match="no executor for Stray"):
-        execute(run, [stray], ExecuteOptions())
+    fields = {"email": "ann@example.com", "firstName": "A", "lastName": "B", "password": {"env": "PW"}}
+    strays = [Stray(user="ann", **fields), Astray(user="bob", **fields), Stray(user="cat", **fields)]
+    with pytest.raises(TypeError) as caught:
+        execute(run, strays, ExecuteOptions())
+    assert str(caught.value) == "no executor for Astray, Stray"
     assert store.journal("sim").unsettled() == []

@@ -8,6 +8,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +16,11 @@ import pytest
 from reconcile import __version__
 from reconcile.api.models import EvaluationUser, UpdateContactInfo
 from reconcile.apply import IntentJournal, RunStopped, apply_plan, settle, side_files
+from reconcile.apply import cancel as cancel_module
+from reconcile.apply import create as create_module
+from reconcile.apply import executor as executor_module
+from reconcile.apply.crashpoints import CHECKPOINTS
+from reconcile.apply.generated import pending_path_for
 from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, PlanError, TransportError
 from reconcile.manifest.models import CancelFlags, Manifest, PasswordGenerate
 from reconcile.manifest.passwords import PasswordError
@@ -83,10 +89,13 @@ class FakeApi:
     lookups_fail: bool = False
     endpoint_label: str = "endpoint"
     last_request_id: str | None = None
+    cancel_flags: list[CancelFlags] = field(default_factory=list)
+    """The flags of each cancel call, in order."""
     _ids: Any = field(default_factory=lambda: itertools.count(500))
 
     def create_evaluation_users(self, users: list[EvaluationUser]) -> list[Result]:
         self.calls.append(("create", [u.name for u in users]))
+        self.last_request_id = f"req-create-{self.count('create')}"
         out = []
         for u in users:
             if u.name in self.refuse:
@@ -136,6 +145,7 @@ class FakeApi:
         self, user_ids: list[int], flags: CancelFlags, *, users: Any = ()
     ) -> dict[str, Any]:
         self.calls.append(("cancel", list(user_ids)))
+        self.cancel_flags.append(flags)
         for u in self.users.values():
             if u.id in user_ids:
                 u.status = "Closed"
@@ -390,6 +400,64 @@ def test_cancels_go_in_batches_and_are_recorded(env: dict[str, Any]) -> None:
     assert [r.lifecycle for r in env["store"].load("sim").users.values()] == ["cancelled"] * 150
 
 
+def test_cancels_with_other_flags_go_in_a_call_of_their_own(env: dict[str, Any]) -> None:
+    """One canceleverything call carries one set of flags, so a user's own flags are never lost."""
+    m = make_manifest(3)
+    run(env, plan_for(env["store"], creates(m)), m)
+    keep_plugins = CancelFlags(userPlugins=False)
+    acts = [
+        a.model_copy(update={"flags": keep_plugins}) if a.user == "trader001" else a
+        for a in cancel_all(env["store"])
+    ]
+    run(env, plan_for(env["store"], acts), m)
+    ids = {n: u.id for n, u in env["api"].users.items()}
+    assert [c[1] for c in env["api"].calls if c[0] == "cancel"] == [
+        [ids["trader000"], ids["trader002"]],
+        [ids["trader001"]],
+    ]
+    assert env["api"].cancel_flags == [CancelFlags(), keep_plugins]
+
+
+@pytest.fixture
+def crash_points(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str | None]]]:
+    """Each crash point a create or cancel passes, with the password file each open intent names there."""
+    reached: list[tuple[str, list[str | None]]] = []
+
+    def checkpoint(point: str) -> None:
+        reached.append((point, [i.passwords for i in IntentJournal(env["journal"]).unsettled()]))
+
+    for module in (create_module, cancel_module):
+        monkeypatch.setattr(module, "checkpoint", checkpoint)
+    return reached
+
+
+def test_creates_and_cancels_pass_the_crash_points_in_order_with_their_intent_open(
+    env: dict[str, Any], crash_points: list[tuple[str, list[str | None]]]
+) -> None:
+    """The crash tests kill a run at these points by name; each batch's intent is open at each."""
+    m = make_manifest(3)
+    run(env, plan_for(env["store"], creates(m)), m, batch_size=2)
+    run(env, plan_for(env["store"], cancel_all(env["store"])), m, batch_size=2)
+    one_create = ["before_create_call", "after_create_call", "after_create_save"]
+    one_cancel = ["before_cancel_call", "after_cancel_call"]
+    assert crash_points == [(point, [None]) for point in [*one_create, *one_create, *one_cancel, *one_cancel]]
+    assert {point for point, _ in crash_points} <= set(CHECKPOINTS)
+
+
+def test_an_open_create_intent_names_the_pending_file_only_for_generated_passwords(
+    env: dict[str, Any], tmp_path: Path, crash_points: list[tuple[str, list[str | None]]]
+) -> None:
+    out = tmp_path / "pw.txt"
+    generated = make_manifest(1, password={"generate": True})
+    run(env, plan_for(env["store"], creates(generated)), generated, generated_passwords=out)
+    m = make_manifest(2)
+    run(env, plan_for(env["store"], creates(m)[1:]), m, generated_passwords=out)
+    assert [names for point, names in crash_points if point == "before_create_call"] == [
+        [str(pending_path_for(out))],
+        [None],
+    ]
+
+
 def test_stale_plan_is_refused_saying_what_changed(env: dict[str, Any]) -> None:
     m = make_manifest(1)
     plan = plan_for(env["store"], creates(m), digest="old-digest")
@@ -429,6 +497,7 @@ def test_audit_log_has_one_line_per_call_and_no_secret(env: dict[str, Any]) -> N
     lines = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
     assert [ln["action"] for ln in lines] == ["create", "apply"]
     assert lines[0]["users"] == ["trader000", "trader001", "trader002"]
+    assert (lines[0]["outcome"], lines[0]["request_id"]) == ("created 3, failed 0", "req-create-1")
     assert SECRET not in env["audit"].path.read_text()
     assert stat.S_IMODE(os.stat(env["audit"].path).st_mode) == 0o600
     assert env["journal"].unsettled() == []
@@ -545,7 +614,11 @@ def test_progress_counts_each_batch_of_creates_and_cancels(env: dict[str, Any]) 
     ]
 
 
-def test_the_apply_audit_line_says_how_it_ended_with_the_counts(env: dict[str, Any]) -> None:
+def test_the_apply_audit_line_says_how_it_ended_with_the_counts(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = iter([100.0, 102.12345, 200.0, 200.5])  # each apply reads it when it starts and ends
+    monkeypatch.setattr(executor_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
     m = make_manifest(3)
     env["api"].refuse["trader001"] = "email is not valid for this organization"
     run(env, plan_for(env["store"], creates(m)), m)
@@ -555,7 +628,7 @@ def test_the_apply_audit_line_says_how_it_ended_with_the_counts(env: dict[str, A
     assert (ok["action"], ok["outcome"]) == ("apply", "ok")
     assert failed["detail"]["created"] == 2 and failed["detail"]["failed"] == 1
     assert ok["detail"]["created"] == 0 and ok["detail"]["failed"] == 0
-    assert isinstance(failed["detail"]["seconds"], float) and failed["detail"]["seconds"] >= 0
+    assert (failed["detail"]["seconds"], ok["detail"]["seconds"]) == (2.123, 0.5)
 
 
 def test_email_updates_are_sent_with_the_recorded_id(env: dict[str, Any]) -> None:

@@ -55,7 +55,6 @@ def test_a_torn_last_line_is_ignored_but_a_torn_middle_is_an_error(tmp_path: Pat
     )
 
 
-
 def test_a_journal_written_before_entries_were_opaque_still_loads(tmp_path: Path) -> None:
     """Intent lines keep their layout: the actions and alert id sit beside the journal's own keys."""
     path = tmp_path / "sim.journal.jsonl"
@@ -98,6 +97,48 @@ def test_an_entry_of_the_wrong_shape_is_an_error_naming_its_line(tmp_path: Path)
         r"it is written only by reconcile: inspect it, then remove it if no run is in progress",
         str(caught.value),
     )
+
+
+def test_an_intent_is_recorded_as_plain_json_and_read_back_as_the_same_record(tmp_path: Path) -> None:
+    """The next run reads exactly the record this run wrote: lists, not tuples; strings, not enums."""
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    intent = IntentJournal(log).begin(
+        "create", [create("ann").model_copy(update={"entitlementIds": (12, 34)})]
+    )
+    assert FileJournal(log.path).unsettled() == [intent.to_entry()]
+    [again] = IntentJournal(FileJournal(log.path)).unsettled()
+    assert again == intent
+
+
+ADVICE = "it is written only by reconcile: inspect it, then remove it if no run is in progress"
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('{"kind":"launch","id":"x","call":"create"}', f" (kind 'launch' is not 'intent'); {ADVICE}"),
+        ('{"kind":"settled"}', f" (id: Field required); {ADVICE}"),
+        ("[1, 2]", ": not a JSON object"),
+    ],
+    ids=["unknown-kind", "settled-without-id", "not-an-object"],
+)
+def test_a_line_that_is_no_journal_entry_is_an_error_naming_its_line(
+    tmp_path: Path, line: str, why: str
+) -> None:
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    IntentJournal(log).begin("create", [create("ann")])
+    with log.path.open("a") as fh:
+        fh.write(line + "\n")
+    with pytest.raises(StateError) as caught:
+        log.unsettled()
+    assert str(caught.value) == f"journal {log.path} line 2 is not a valid entry{why}"
+
+
+def test_an_intent_line_without_a_kind_is_still_an_intent(tmp_path: Path) -> None:
+    """``kind`` has always defaulted to ``intent`` when reading, so such a line is not refused."""
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    log.path.write_text('{"id":"4f1c","call":"cancel","time":"2026-11-01T10:00:00Z","actions":[]}\n')
+    assert [(e.id, e.call, e.payload) for e in log.unsettled()] == [("4f1c", "cancel", {"actions": []})]
 
 
 def test_blank_lines_and_a_repeated_settle_are_harmless(tmp_path: Path) -> None:

@@ -200,8 +200,14 @@ def test_user_closed_outside_gets_a_warning_and_no_action() -> None:
     plan = make_plan(m, s, binding=BINDING, live=live)
     assert plan.actions == ()
     assert not plan.has_errors
-    (warning,) = plan.diagnostics
-    assert warning.user == "trader001" and "closed outside reconcile" in warning.message
+    assert [(d.severity, d.user, d.message) for d in plan.diagnostics] == [
+        (
+            "warning",
+            "trader001",
+            "was closed outside reconcile and cannot be reactivated: nothing is planned for it; "
+            "set status: cancelled (or remove it), and run `reconcile refresh` to record it",
+        )
+    ]
 
 
 def test_removed_user_closed_outside_is_not_cancelled_again() -> None:
@@ -219,8 +225,14 @@ def test_manifest_user_that_exists_unmanaged_is_not_created_again() -> None:
     assert isinstance(make_plan(m, state(), binding=BINDING).actions[0], CreateUser)
     plan = make_plan(m, state(), binding=BINDING, live=live)
     assert plan.actions == ()
-    (warning,) = plan.diagnostics
-    assert "reconcile import trader001" in warning.message
+    assert [(d.severity, d.user, d.message) for d in plan.diagnostics] == [
+        (
+            "warning",
+            "trader001",
+            "already exists in the organization, but reconcile neither created nor adopted it: "
+            "not created again; adopt it with `reconcile import trader001`",
+        )
+    ]
 
 
 def test_manifest_user_that_exists_closed_gets_no_import_hint_import_would_refuse() -> None:
@@ -231,9 +243,15 @@ def test_manifest_user_that_exists_closed_gets_no_import_hint_import_would_refus
         live=snapshot(live_user(5001, "trader001", status="Closed")),
     )
     assert plan.actions == ()
-    (warning,) = plan.diagnostics
-    assert "reconcile import" not in warning.message
-    assert "it is closed, so it cannot be adopted: choose a new name" in warning.message
+    assert [(d.severity, d.user, d.message) for d in plan.diagnostics] == [
+        (
+            "warning",
+            "trader001",
+            "already exists in the organization, but reconcile neither created nor adopted it: "
+            "not created again; it is closed, so it cannot be adopted: choose a new name, or set "
+            "status: cancelled",
+        )
+    ]
 
 
 def test_targeted_refreshed_plan_reports_only_the_targeted_users() -> None:
@@ -248,6 +266,10 @@ def test_targeted_refreshed_plan_reports_only_the_targeted_users() -> None:
     assert plan.refresh is not None
     assert [d.user for d in plan.refresh.drift] == ["trader002"]
     assert [a.user for a in plan.actions] == ["trader002"]
+    assert plan.refresh.unmanaged == ()
+    with_zed = make_plan(m, s, binding=BINDING, live=live, targets=["trader001", "zed"]).refresh
+    assert with_zed is not None
+    assert ([d.user for d in with_zed.drift], with_zed.unmanaged) == (["trader001", "zed"], ("zed",))
 
 
 def refreshed_plan_with_drift() -> Any:

@@ -144,14 +144,14 @@ def test_companion_failure_fails_the_user_naming_the_host_and_the_retry_finishes
     binding = _cancel_all(desk).binding
     replan = make_plan(make_manifest(0).model_copy(update={"environment": "sim"}), state, binding=binding)
     assert [a.user for a in replan.actions] == ["trader000", "trader001"]
-    assert all(
-        any(
-            f"cancel still to finish: already cancelled on {PRIMARY}" in d.message
-            for d in replan.diagnostics
-            if d.user == u
-        )
-        for u in ("trader000", "trader001")
+    half_done = (
+        f"cancel still to finish: already cancelled on {PRIMARY}; "
+        "apply sends it only to the host still missing"
     )
+    assert [(d.user, d.message) for d in replan.diagnostics if d.message.startswith("cancel still")] == [
+        ("trader000", half_done),
+        ("trader001", half_done),
+    ]
 
     desk["companion"].refuse = False
     primary_cancels = desk["api"].count("cancel")
@@ -169,7 +169,15 @@ def test_a_half_cancelled_user_cannot_be_kept_active(desk: dict[str, Any]) -> No
     state = desk["store"].load("sim")
     plan = make_plan(m, state, binding=_cancel_all(desk).binding)
     assert plan.has_errors and not plan.actions
-    assert f"was cancelled on {PRIMARY} by an apply that did not finish" in plan.diagnostics[0].message
+    assert [(d.severity, d.user, d.message) for d in plan.diagnostics] == [
+        (
+            "error",
+            "trader000",
+            f"was cancelled on {PRIMARY} by an apply that did not finish (cancel-everything cannot be "
+            "undone): set status: cancelled (or remove it) so the next apply finishes the cancel on the "
+            "other host",
+        )
+    ]
 
 
 def test_settling_an_interrupted_cancel_finishes_it_on_the_companion(desk: dict[str, Any]) -> None:
