@@ -125,6 +125,26 @@ def test_an_apply_the_caller_does_not_approve_changes_nothing(tmp_path: Path) ->
     assert FileStateStore(tmp_path / "state" / "sim.json").load("sim").serial == 0
 
 
+def test_an_apply_reads_its_manifests_once_and_plans_on_the_store_it_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apply planned from a second load and a second store: double the work, and two views."""
+    from reconcile.manifest import loader
+
+    write_desk(tmp_path / "desk.yaml", 2)
+    loads: list[object] = []
+    real = loader.load_manifest
+
+    def counting(paths: object) -> object:
+        loads.append(paths)
+        return real(paths)
+
+    monkeypatch.setattr(loader, "load_manifest", counting)
+    outcome = apply(ApplyRequest(_inputs(tmp_path)), Recorder().reporter())
+    assert outcome.result.ok and sorted(outcome.result.created) == ["trader0000", "trader0001"]
+    assert len(loads) == 1
+
+
 def test_plan_binds_to_the_endpoint_and_judges_the_policy_without_the_network(tmp_path: Path) -> None:
     write_desk(tmp_path / "desk.yaml", 2)
     said: list[str] = []

@@ -164,7 +164,9 @@ def _plan(run: _Run, saved: Plan | None) -> tuple[Plan, State]:
     """The plan to carry out and the state it starts from; judged by the policy as a whole."""
     if saved is None:
         # Planned only now, under the lock and after settling, so it sees what is really there.
-        prepared = prepare_plan(run.request.inputs, reporter=run.reporter)
+        prepared = prepare_plan(
+            run.request.inputs, reporter=run.reporter, opened=(run.loaded, run.label, run.store)
+        )
         plan, state, whole = prepared.plan, prepared.state, prepared.whole
         if run.reporter.show_plan is not None:
             run.reporter.show_plan(plan)

@@ -13,7 +13,11 @@ if TYPE_CHECKING:
     from reconcile.manifest.loader import LoadedManifest
 
 
-def open_inputs(inputs: Sources, *, bind: bool = True) -> tuple[LoadedManifest, str, StateStore]:
+Opened = tuple["LoadedManifest", str, StateStore]
+"""The loaded manifests, the endpoint label and the state store of one operation."""
+
+
+def open_inputs(inputs: Sources, *, bind: bool = True) -> Opened:
     """Load the manifests, then resolve the endpoint label and open the state store they choose.
 
     With ``bind`` the store refuses state bound to another endpoint or organization (see

@@ -17,7 +17,7 @@ from reconcile.api.endpoints import EMBEDDED_SIM, resolve_companion
 from reconcile.errors import PlanError, counted
 from reconcile.manifest.models import Manifest
 from reconcile.operations.inputs import PlanInputs, Reporter
-from reconcile.operations.opening import open_inputs
+from reconcile.operations.opening import Opened, open_inputs
 from reconcile.planning.plan import CancelEverything, Diagnostic, Plan, PlanBinding
 from reconcile.planning.policy import CancellationCheck, cancellations_of, evaluate_cancellations
 from reconcile.planning.snapshot import LiveSnapshot
@@ -93,18 +93,20 @@ def prepare_plan(
     read_live: LiveRead | None = None,
     lock_timeout: float | None = None,
     reporter: Reporter | None = None,
+    opened: Opened | None = None,
 ) -> PreparedPlan:
     """Load the manifest and the recorded state, and plan; no network unless ``read_live`` is given.
 
     The loader's warnings reach ``reporter.warn`` once the plan is made. With ``lock_timeout``
     the read lock is held while planning; None plans without it (apply plans under the lock it
-    already holds).
+    already holds). ``opened`` is what :func:`open_inputs` returned for ``inputs`` when the
+    caller has it already (apply: the same manifest and the store whose lock it holds).
     """
     from reconcile.apply.intents import IntentJournal, hold_unsettled
     from reconcile.planning.planner import make_plan
 
     reporter = reporter or Reporter()
-    loaded, label, store = open_inputs(inputs)
+    loaded, label, store = opened if opened is not None else open_inputs(inputs)
     manifest = loaded.manifest
     environment = manifest.environment
     locked = (
