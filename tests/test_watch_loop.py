@@ -92,6 +92,26 @@ def test_an_expiry_is_enforced_by_the_next_cycle(tmp_path: Path) -> None:
     assert reports[1].planned == {"cancel_everything": 1}
 
 
+def test_a_cycle_that_finds_the_lock_held_is_skipped_as_busy(tmp_path: Path) -> None:
+    import contextlib
+
+    from reconcile.state.file import FileStateStore
+
+    held = contextlib.ExitStack()
+
+    def then(report: CycleReport, _desk: Path) -> bool:
+        if report.cycle == 1:  # a person's plan or apply takes the lock between two cycles
+            held.enter_context(FileStateStore(tmp_path / "state" / "sim.json").lock(purpose="apply"))
+        elif report.cycle == 2:
+            held.close()
+        return report.cycle < 3
+
+    with held:
+        reports = _run(tmp_path, desk_yaml(THREE), then)
+    assert [r.outcome for r in reports] == ["applied", "busy", "in_sync"]
+    assert "locked" in (reports[1].message or "") and reports[1].next_in == INTERVAL
+
+
 def test_with_refresh_drift_made_outside_is_found_and_repaired(tmp_path: Path) -> None:
     from reconcile.operations.clients import open_client
 
@@ -170,3 +190,22 @@ def test_the_shipped_examples_use_options_watch_has(arguments: list[str]) -> Non
     given = [a for a in arguments if a.startswith("-")]
     assert given and set(given) <= known
     assert "--metrics-port" in given and "--interval" in given
+
+
+def test_on_a_terminal_a_cycle_is_one_line_of_text() -> None:
+    from reconcile.cli.watch import _text
+
+    report = CycleReport(
+        3,
+        datetime(2026, 11, 30, 14, 5, 1, tzinfo=UTC),
+        0.42,
+        "applied",
+        applied={"created": 2, "granted": 1},
+        awaiting_agreement=1,
+        generated_passwords="pw/passwords-1.txt",
+        message="first line\nsecond line",
+    )
+    assert _text(report) == (
+        "14:05:01 cycle 3 applied: 2 created, 1 granted · 1 awaiting the agreement · "
+        "passwords in pw/passwords-1.txt · first line (0.4 s)"
+    )
