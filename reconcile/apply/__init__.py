@@ -23,7 +23,7 @@ from reconcile.apply.ports import ApplyClient, CancelClient, LoadedLike
 from reconcile.apply.recovery import settle_journal
 from reconcile.apply.result import ApplyResult, Failure, Progress
 from reconcile.apply.run import ExecuteOptions, Run
-from reconcile.apply.stop import RunStopped
+from reconcile.apply.stop import RunStopped, Stop
 from reconcile.manifest.passwords import ResolvedPasswords, declaring_folder, resolve_passwords
 from reconcile.planning.plan import CreateUser, Plan
 from reconcile.state.audit import AuditLog
@@ -58,6 +58,7 @@ def apply_plan(
     clock: Callable[[], datetime] | None = None,
     settled: ApplyResult | None = None,
     ledger: PasswordLedger | None = None,
+    stop: Stop | None = None,
 ) -> ApplyResult:
     """Execute exactly ``plan``'s actions and return what happened.
 
@@ -68,6 +69,7 @@ def apply_plan(
     then to ``companion`` (the other host of the pair); the plan must have been bound to that host.
     Generated passwords reach ``generated_passwords`` only once their create is known to have
     set them (see :mod:`reconcile.apply.generated`); ``ledger.written`` says which file got which.
+    ``stop`` lets the caller end the run from outside (after the calls in flight).
     """
     manifest = loaded.manifest
     run = Run(
@@ -81,6 +83,7 @@ def apply_plan(
         clock=clock,
         companion=companion,
         ledger=ledger if ledger is not None else PasswordLedger(generated_passwords),
+        stop=stop,
     )
     if settled is None:
         settle_journal(run)
@@ -137,6 +140,7 @@ def settle(
     audit: AuditLog,
     companion: CancelClient | None = None,
     ledger: PasswordLedger | None = None,
+    stop: Stop | None = None,
 ) -> ApplyResult:
     """Settle unsettled journal intents and save the state (run before planning).
 
@@ -151,6 +155,7 @@ def settle(
         audit=audit,
         companion=companion,
         ledger=ledger,
+        stop=stop,
     )
     return settle_journal(run)
 

@@ -30,6 +30,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("show", "Show a plan saved with `reconcile plan --out PLANFILE`."),
     "check": ("check", "Exit 1 (and print the plan) when apply would change something; 0 when in sync."),
     "apply": ("apply", "Make the partner API match the manifest, or do exactly what a saved plan says."),
+    "watch": ("watch", "Plan and apply in a loop, like a GitOps controller (metrics, HA on PostgreSQL)."),
     "refresh": ("refresh", "Update recorded state from the API; change nothing remote."),
     "import": ("import_cmd", "Adopt users that already exist in the organization into state."),
     "state": ("state", "Inspect recorded state and its lock; move state to and from PostgreSQL."),

@@ -12,12 +12,14 @@ import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any, Literal
 
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -195,6 +197,19 @@ def email_problem(address: str) -> str | None:
     return None
 
 
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _written_date(value: Any) -> Any:
+    # pydantic alone would take a number as seconds since 1970: a date must be written as one.
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise ValueError(f"expected a date written YYYY-MM-DD, such as 2026-12-31, got {value!r}")
+
+
+WrittenDate = Annotated[date, BeforeValidator(_written_date)]
+
+
 class User(_Model):
     """One evaluation trader. ``name`` is the identity key."""
 
@@ -207,6 +222,8 @@ class User(_Model):
     tradovateSubscriptionPlanId: PositiveId | None = None
     entitlements: Annotated[tuple[NameText, ...], Field(max_length=MAX_ITEMS)] = ()
     contact: Contact | None = None
+    expiresOn: WrittenDate | None = None
+    """From this date (UTC) on, the evaluation is over: the plan cancels everything of the user."""
 
     @field_validator("email")
     @classmethod

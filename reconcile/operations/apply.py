@@ -8,20 +8,24 @@ the saved plan); judge it by the policy; ask; then :func:`reconcile.apply.apply_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconcile.apply import ApplyResult, PasswordLedger, apply_plan, check_plan_current, settle
+from reconcile.apply.stop import Stop
 from reconcile.errors import ReconcileError, counted
 from reconcile.manifest.passwords import refuse_unreadable_password_files
 from reconcile.operations.clients import open_client
 from reconcile.operations.inputs import PlanInputs, Reporter
-from reconcile.operations.opening import open_inputs
+from reconcile.operations.opening import Opened, open_inputs
 from reconcile.operations.plan import (
     companion_of,
+    live_reader,
     prepare_plan,
     refuse_errors,
+    utc_today,
     whole_cancellations,
 )
 from reconcile.planning.plan import CancelEverything, Plan, load_plan
@@ -46,6 +50,12 @@ class ApplyRequest:
     generated_passwords: Path | None = None
     lock_timeout: float = 0.0
     allow_cancellations: int | None = None
+    refresh: bool = False
+    """Plan against the live organization (read under the lock), so drift is repaired too."""
+    stop: Stop | None = None
+    """The run's stop, for a caller that may end the run from outside (``watch`` on SIGTERM)."""
+    opened: Opened | None = None
+    """What :func:`open_inputs` returned for ``inputs``, when the caller opened them already."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,7 @@ def apply(request: ApplyRequest, reporter: Reporter | None = None) -> ApplyOutco
     plan with errors, a refused confirmation …) before anything is changed.
     """
     reporter = reporter or Reporter()
-    loaded, label, store = open_inputs(request.inputs)
+    loaded, label, store = request.opened or open_inputs(request.inputs)
     saved = load_plan(request.planfile) if request.planfile is not None else None
     # Before the lock: a password file that cannot be read whole and at once (a FIFO, a device,
     # a huge file) is refused here, not while the state is held.
@@ -108,6 +118,17 @@ def apply(request: ApplyRequest, reporter: Reporter | None = None) -> ApplyOutco
             result = settled
             result.state_serial = state.serial
     return ApplyOutcome(result, plan)
+
+
+def settle_open(request: ApplyRequest, reporter: Reporter | None = None) -> ApplyResult:
+    """Settle, under the state lock, what a stopped run left in the journal (reads only, no plan)."""
+    reporter = reporter or Reporter()
+    loaded, label, store = request.opened or open_inputs(request.inputs)
+    request = dataclasses.replace(request, stop=None)
+    with contextlib.ExitStack() as stack:
+        ledger = PasswordLedger(request.generated_passwords)
+        run = _open(request, reporter, loaded, label, store, ledger, stack)
+        return _settle(run)
 
 
 def _open(
@@ -153,6 +174,7 @@ def _settle(run: _Run) -> ApplyResult:
         audit=run.audit,
         companion=run.companion,
         ledger=run.ledger,
+        stop=run.request.stop,
     )
     if settled.settled_intents:
         users = counted(len(set(settled.settled_users)), "user")
@@ -164,8 +186,10 @@ def _plan(run: _Run, saved: Plan | None) -> tuple[Plan, State]:
     """The plan to carry out and the state it starts from; judged by the policy as a whole."""
     if saved is None:
         # Planned only now, under the lock and after settling, so it sees what is really there.
+        inputs = run.request.inputs
+        reader = live_reader(inputs, run.reporter) if run.request.refresh else None
         prepared = prepare_plan(
-            run.request.inputs, reporter=run.reporter, opened=(run.loaded, run.label, run.store)
+            inputs, read_live=reader, reporter=run.reporter, opened=(run.loaded, run.label, run.store)
         )
         plan, state, whole = prepared.plan, prepared.state, prepared.whole
         if run.reporter.show_plan is not None:
@@ -173,7 +197,7 @@ def _plan(run: _Run, saved: Plan | None) -> tuple[Plan, State]:
     else:
         manifest = run.loaded.manifest
         plan, state = saved, run.store.load(manifest.environment)
-        whole = whole_cancellations(plan, manifest, state)
+        whole = whole_cancellations(plan, manifest, state, today=utc_today())
     run.whole = whole
     return plan, state
 
@@ -223,6 +247,7 @@ def _apply(run: _Run, plan: Plan, settled: ApplyResult) -> ApplyResult:
         progress=run.reporter.progress,
         settled=settled,
         ledger=run.ledger,
+        stop=run.request.stop,
     )
 
 
@@ -233,5 +258,3 @@ def _name_password_files(ledger: PasswordLedger, reporter: Reporter) -> None:
             f"Generated passwords of {counted(len(set(names)), 'user')} are in {path} (mode 0600), and "
             "nowhere else: hand them to the traders securely, then delete the file."
         )
-
-

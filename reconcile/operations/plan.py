@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from reconcile import __version__
@@ -94,6 +94,7 @@ def prepare_plan(
     lock_timeout: float | None = None,
     reporter: Reporter | None = None,
     opened: Opened | None = None,
+    today: date | None = None,
 ) -> PreparedPlan:
     """Load the manifest and the recorded state, and plan; no network unless ``read_live`` is given.
 
@@ -101,11 +102,13 @@ def prepare_plan(
     the read lock is held while planning; None plans without it (apply plans under the lock it
     already holds). ``opened`` is what :func:`open_inputs` returned for ``inputs`` when the
     caller has it already (apply: the same manifest and the store whose lock it holds).
+    ``today`` judges ``expiresOn`` (default: today in UTC).
     """
     from reconcile.apply.intents import IntentJournal, hold_unsettled
     from reconcile.planning.planner import make_plan
 
     reporter = reporter or Reporter()
+    today = today or utc_today()
     loaded, label, store = opened if opened is not None else open_inputs(inputs)
     manifest = loaded.manifest
     environment = manifest.environment
@@ -126,14 +129,13 @@ def prepare_plan(
             companion=companion_of(inputs, label),
         )
         live = read_live(manifest, state) if read_live is not None else None
-        made = make_plan(
-            manifest, state, binding=binding, targets=inputs.targets, excludes=inputs.excludes, live=live
-        )
+        selection = {"targets": inputs.targets, "excludes": inputs.excludes}
+        made = make_plan(manifest, state, binding=binding, live=live, today=today, **selection)
         intents = IntentJournal(store.journal(environment)).unsettled()
         # Planned without the lock (--no-lock) while an apply holds it: that apply may be the one
         # whose call is still in flight. (A plan holding the lock itself is the holder: not asked.)
         holder = store.lock_holder() if intents and lock_timeout is None else None
-        whole = whole_cancellations(made, manifest, state, live)
+        whole = whole_cancellations(made, manifest, state, live, today=today)
     for warning in loaded.warnings:
         reporter.warn(str(warning))
     applying = holder.describe() if holder is not None and holder.purpose == "apply" else None
@@ -142,7 +144,7 @@ def prepare_plan(
 
 
 def whole_cancellations(
-    plan: Plan, manifest: Manifest, state: State, live: LiveSnapshot | None = None
+    plan: Plan, manifest: Manifest, state: State, live: LiveSnapshot | None = None, *, today: date
 ) -> tuple[CancelEverything, ...] | None:
     """The cancellations of ``manifest`` planned whole, when ``plan`` was narrowed; else None.
 
@@ -153,7 +155,12 @@ def whole_cancellations(
 
     if not plan.targeted and not plan.excluded:
         return None
-    return cancellations_of(make_plan(manifest, state, binding=plan.binding, live=live))
+    return cancellations_of(make_plan(manifest, state, binding=plan.binding, live=live, today=today))
+
+
+def utc_today() -> date:
+    """Today's date in UTC: the day ``expiresOn`` is judged by."""
+    return datetime.now(UTC).date()
 
 
 def companion_of(inputs: PlanInputs, label: str) -> str | None:

@@ -138,7 +138,15 @@ class CancelEverything(_Model):
     user: str
     userId: int
     flags: CancelFlags
-    reason: Literal["removed_from_manifest", "status_cancelled"]
+    reason: Literal["removed_from_manifest", "status_cancelled", "expired"]
+
+
+CANCEL_REASONS = {
+    "removed_from_manifest": "removed from the manifest",
+    "status_cancelled": "status: cancelled",
+    "expired": "expiresOn reached",
+}
+"""Why a user is cancelled, as every output says it."""
 
 
 Action = Annotated[

@@ -8,6 +8,9 @@ The rules, per user name:
   ``grant_entitlement`` per entitlement not granted yet (a Sim+ grant that already waits for the
   agreement is planned again as a *re-check*, which is not a change);
 * in state and active, but absent from the manifest or ``status: cancelled`` → ``cancel_everything``;
+* ``expiresOn`` reached (on or before ``today``, which the caller passes in) → as ``status:
+  cancelled``: ``cancel_everything`` for an active recorded user, no create for a new one; an
+  expiry in the next :data:`EXPIRY_NOTICE_DAYS` days is an info diagnostic;
 * cancelled in state but active in the manifest → error: the API cannot reactivate a user;
 * absent from the manifest while a new manifest user carries its email → a rename, which the
   partner API cannot do: error, and neither the create nor the cancel is planned.
@@ -28,13 +31,14 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any, Literal
 
 from deepdiff import DeepDiff
 
 from reconcile.bulk import gc_paused
 from reconcile.contact import ADDRESS_FIELDS, CONTACT_FIELDS
-from reconcile.errors import PlanError, plural
+from reconcile.errors import PlanError, counted, plural
 from reconcile.manifest.models import SIMPLUS, Contact, Manifest, User
 from reconcile.planning.drift import compare
 from reconcile.planning.plan import (
@@ -56,6 +60,8 @@ from reconcile.planning.snapshot import LiveSnapshot
 from reconcile.state.model import ContactRecord, State, UserRecord
 
 Severity = Literal["error", "warning", "info"]
+EXPIRY_NOTICE_DAYS = 7
+"""A plan notes expiries due within this many days."""
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
@@ -68,19 +74,22 @@ def make_plan(
     targets: Sequence[str] = (),
     excludes: Sequence[str] = (),
     live: LiveSnapshot | None = None,
+    today: date | None = None,
 ) -> Plan:
     """Plan what makes the partner API match ``manifest``, given what ``state`` recorded.
 
     ``targets``/``excludes`` are glob patterns on user names (``fnmatch``, case-sensitive): only
     users matching a target (all, when none is given) and no exclude get actions or diagnostics.
     ``live`` (read by the caller) adds drift detection and repair; None plans from state alone.
+    ``today`` (UTC) judges ``expiresOn``; None leaves expiries unjudged (only for callers that
+    plan no real run: every command passes the date).
     """
     if state.environment != manifest.environment:
         raise PlanError(
             f"the manifest is for environment {manifest.environment!r} but the state is for "
             f"{state.environment!r}; pass --state with the {manifest.environment} state file"
         )
-    seen = _Observed.of(state, live, manifest)
+    seen = _Observed.of(state, live, manifest, today)
     state = seen.state
     acc = _Accumulator()
     renamed = _plan_renames(manifest, state, acc)
@@ -101,11 +110,12 @@ class _Observed:
     refresh: Refresh | None = None
     closed_outside: frozenset[str] = frozenset()
     unmanaged: frozenset[str] = frozenset()
+    today: date | None = None
 
     @classmethod
-    def of(cls, state: State, live: LiveSnapshot | None, manifest: Manifest) -> _Observed:
+    def of(cls, state: State, live: LiveSnapshot | None, manifest: Manifest, today: date | None) -> _Observed:
         if live is None:
-            return cls(state)
+            return cls(state, today=today)
         comparison = compare(state, live, manifest.partner.entitlements)
         return cls(
             state=comparison.observed,
@@ -113,16 +123,23 @@ class _Observed:
             refresh=Refresh(drift=comparison.drift, unmanaged=comparison.unmanaged),
             closed_outside=comparison.closed,
             unmanaged=frozenset(comparison.unmanaged),
+            today=today,
         )
+
+    def expired(self, user: User) -> bool:
+        """True when ``user``'s evaluation ended on or before today."""
+        return self.today is not None and user.expiresOn is not None and user.expiresOn <= self.today
 
 
 def _plan_user(
     manifest: Manifest, user: User, record: UserRecord | None, seen: _Observed, acc: _Accumulator
 ) -> None:
     """Plan one user of the manifest (not a rename), or say why nothing is planned for it."""
-    if user.status == "cancelled":
-        _plan_cancelled_in_manifest(manifest, user, record, acc)
-    elif record is None and user.name in seen.unmanaged:
+    if user.status == "cancelled" or seen.expired(user):
+        _plan_cancelled_in_manifest(manifest, user, record, acc, expired=user.status != "cancelled")
+        return
+    _note_expiry(user, seen.today, acc)
+    if record is None and user.name in seen.unmanaged:
         assert seen.live is not None  # only a refreshed plan knows unmanaged users
         # The hint must work: `import` refuses a closed user.
         hint = (
@@ -279,13 +296,15 @@ def _plan_renames(manifest: Manifest, state: State, acc: _Accumulator) -> set[st
 
 
 def _plan_cancelled_in_manifest(
-    manifest: Manifest, user: User, record: UserRecord | None, acc: _Accumulator
+    manifest: Manifest, user: User, record: UserRecord | None, acc: _Accumulator, *, expired: bool
 ) -> None:
     if record is None:
         acc.add(
             "info",
             user.name,
-            "marked cancelled, but this tool never created or adopted this user: nothing to do",
+            f"expired on {user.expiresOn}: not created"
+            if expired
+            else "marked cancelled, but this tool never created or adopted this user: nothing to do",
         )
     elif record.lifecycle == "active":
         acc.actions.append(
@@ -293,9 +312,22 @@ def _plan_cancelled_in_manifest(
                 user=user.name,
                 userId=record.userId,
                 flags=manifest.defaults.cancel,
-                reason="status_cancelled",
+                reason="expired" if expired else "status_cancelled",
             )
         )
+
+
+def _note_expiry(user: User, today: date | None, acc: _Accumulator) -> None:
+    """Note an expiry due within :data:`EXPIRY_NOTICE_DAYS` days of ``today``."""
+    if today is None or user.expiresOn is None or user.expiresOn > today + timedelta(EXPIRY_NOTICE_DAYS):
+        return
+    days = (user.expiresOn - today).days
+    acc.add(
+        "info",
+        user.name,
+        f"expires on {user.expiresOn} (in {counted(days, 'day')}): "
+        "from that date apply cancels everything of this user",
+    )
 
 
 def _planned_password(user: User) -> PlannedPassword:

@@ -28,10 +28,8 @@ from dataclasses import dataclass
 
 from reconcile.errors import PolicyError, counted, plural
 from reconcile.manifest.models import Policy
-from reconcile.planning.plan import CancelEverything, Diagnostic, Plan
+from reconcile.planning.plan import CANCEL_REASONS, CancelEverything, Diagnostic, Plan
 from reconcile.state.model import State
-
-_REASONS = {"removed_from_manifest": "removed from the manifest", "status_cancelled": "status: cancelled"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,9 @@ class CancellationCheck:
         if self.refused_reason is None:
             return ""
         count = len(self.cancellations)
-        users = "\n".join(f"  - {a.user} (id {a.userId}, {_REASONS[a.reason]})" for a in self.cancellations)
+        users = "\n".join(
+            f"  - {a.user} (id {a.userId}, {CANCEL_REASONS[a.reason]})" for a in self.cancellations
+        )
         whole = ""
         if self.judged > count:
             # The allowance must say yes to everything the manifest cancels, not to this slice.

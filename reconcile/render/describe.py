@@ -16,6 +16,7 @@ from reconcile.errors import counted as counted
 from reconcile.errors import printable
 from reconcile.manifest.models import PasswordFromEnv, PasswordFromFile
 from reconcile.planning.plan import (
+    CANCEL_REASONS,
     Action,
     ActionKind,
     CancelEverything,
@@ -32,11 +33,6 @@ from reconcile.planning.plan import (
 
 PII_FIELDS = frozenset({"email", "phone", "streetAddress1", "streetAddress2", "postCode"})
 """Fields masked in review output unless --show-pii: they identify a person or a home."""
-
-_REASONS = {
-    "removed_from_manifest": "removed from the manifest",
-    "status_cancelled": "status: cancelled",
-}
 
 
 @dataclass(frozen=True)
@@ -144,7 +140,7 @@ def _(action: CancelEverything, *, show_pii: bool) -> ActionLine:
     flags = action.flags.model_dump()
     cancelled = [name for name, on in flags.items() if on]
     kept = [name for name, on in flags.items() if not on]
-    details = [_REASONS[action.reason], f"cancels {', '.join(cancelled) or 'nothing'}"]
+    details = [CANCEL_REASONS[action.reason], f"cancels {', '.join(cancelled) or 'nothing'}"]
     if kept:
         details.append(f"keeps {', '.join(kept)}")
     return _line(action, "CANCEL EVERYTHING (irreversible)", details)

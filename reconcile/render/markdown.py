@@ -15,7 +15,7 @@ import re
 from collections import Counter
 
 from reconcile.errors import counted
-from reconcile.planning.plan import ActionKind, Plan
+from reconcile.planning.plan import CANCEL_REASONS, ActionKind, Plan
 from reconcile.planning.policy import cancellations_of
 from reconcile.render.describe import (
     ActionLine,
@@ -36,7 +36,6 @@ _TABLE = (
     (ActionKind.update_contact, "`~` contact update"),
     (ActionKind.grant_entitlement, "`>` grant"),
 )
-_REASONS = {"removed_from_manifest": "removed from the manifest", "status_cancelled": "status: cancelled"}
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]()#~|!])")
 _NOTE_RESERVE = 400  # room kept for the "left out" note
 
@@ -101,7 +100,7 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
     if cancelled:
         out.must(f"> [!CAUTION]\n> **{counted(len(cancelled), 'user')} will be cancelled, irreversibly:**")
         for action in cancelled:
-            out.item("cancellations", f"> - {code(action.user)} ({_REASONS[action.reason]})")
+            out.item("cancellations", f"> - {code(action.user)} ({CANCEL_REASONS[action.reason]})")
         out.must("")
 
     _diagnostics(out, plan, "info", "Notes")

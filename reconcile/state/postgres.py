@@ -304,6 +304,11 @@ class PostgresStateStore(GuardedStore, StateStore):
     def describe(self) -> str:
         return f"{mask_dsn(self._dsn)} (environment {self.environment})"
 
+    @property
+    def dsn(self) -> str:
+        """The DSN, password and all: for this process's own connections, never for messages."""
+        return self._dsn
+
     def local_dir(self) -> Path:
         """``state``: the state is on the server; the embedded simulator's files stay local."""
         return Path("state")
