@@ -150,9 +150,7 @@ class PartnerClient:
         self.auth = auth
         self._backoff = wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=1.0)
         if auth is not None:
-            auth.attach(
-                self.base_url, sleep=sleep, pacer=pacer, on_event=on_event, max_wait=max_retry_after
-            )
+            auth.attach(self.base_url, sleep=sleep, pacer=pacer, on_event=on_event, max_wait=max_retry_after)
         self.requests_sent = 0
         self.closers: list[Callable[[], None]] = []
         """Called by :meth:`close` after the HTTP client (e.g. the embedded simulator's database)."""
@@ -492,7 +490,33 @@ class PartnerClient:
 
     # -- the request pipeline -----------------------------------------------------------------------
 
-    def _call(
+    def _call(self, method: str, path: str, **options: Any) -> Any:
+        """Send one call through pacing, retries, penalties and auth; return its parsed JSON.
+
+        ``options`` are :meth:`_send_call`'s. A limited path's slot counts from the answer.
+        """
+        if self.pacer is None:
+            return self._send_call(method, path, **options)
+        with self.pacer.paced(path, sleep=self._idle):
+            return self._send_call(method, path, **options)
+
+    def _idle(self, seconds: float) -> None:
+        """Sleep ``seconds`` (a pacing wait), renewing the access token on the way when it falls due."""
+        sleep = self.pacer.sleep if self.pacer is not None else self.sleep
+        due = self.auth.renewal_due_in() if self.auth is not None else None
+        if self.auth is None or due is None or due >= seconds:
+            sleep(seconds)
+            return
+        due = max(due, 0.0)
+        sleep(due)
+        try:
+            self.auth.renew_if_due(lambda request: self._http.send(request, auth=None))
+        except (ApiError, httpx.HTTPError) as exc:
+            # Not fatal: the call after the wait logs in if the token is gone by then.
+            log.info("renewing the access token during a wait failed: %s", exc)
+        sleep(seconds - due)
+
+    def _send_call(
         self,
         method: str,
         path: str,
@@ -505,9 +529,6 @@ class PartnerClient:
         business_errors: bool = True,
         missing_ok: bool = False,
     ) -> Any:
-        """Send one call through pacing, retries, penalties and auth; return its parsed JSON."""
-        if self.pacer is not None:
-            self.pacer.acquire(path)
         request_id = uuid.uuid4().hex
         self._local.request_id = request_id
         request = self._http.build_request(
