@@ -18,6 +18,7 @@ from reconcile.manifest.passwords import refuse_unreadable_password_files
 from reconcile.operations.clients import open_client
 from reconcile.operations.inputs import PlanInputs, Reporter
 from reconcile.operations.opening import open_inputs
+from reconcile.operations.pacing import PacedProgress, remember_sends
 from reconcile.operations.plan import (
     companion_of,
     prepare_plan,
@@ -136,6 +137,8 @@ def _open(
         return stack.enter_context(client)
 
     client = client_for(request.inputs.endpoint)
+    # Under the lock: only this run sends for this state now, and the last one's hour counts.
+    remember_sends(client, store, environment)
     companion_label = companion_of(request.inputs, label)
     # Same credentials; its own cached token (the cache is keyed by endpoint).
     companion = client_for(companion_label) if companion_label is not None else None
@@ -208,6 +211,12 @@ def _check_current(run: _Run, plan: Plan, state: State) -> None:
 
 
 def _apply(run: _Run, plan: Plan, settled: ApplyResult) -> ApplyResult:
+    display = run.reporter.progress
+    progress = (
+        PacedProgress(display, run.client, run.request.batch_size, run.reporter.schedule)
+        if display is not None
+        else None
+    )
     return apply_plan(
         plan,
         loaded=run.loaded,
@@ -220,7 +229,7 @@ def _apply(run: _Run, plan: Plan, settled: ApplyResult) -> ApplyResult:
         batch_size=run.request.batch_size,
         generated_passwords=run.request.generated_passwords,
         environ=run.request.inputs.settings.environ,
-        progress=run.reporter.progress,
+        progress=progress,
         settled=settled,
         ledger=run.ledger,
     )
@@ -233,5 +242,3 @@ def _name_password_files(ledger: PasswordLedger, reporter: Reporter) -> None:
             f"Generated passwords of {counted(len(set(names)), 'user')} are in {path} (mode 0600), and "
             "nowhere else: hand them to the traders securely, then delete the file."
         )
-
-
