@@ -676,7 +676,7 @@ def test_nothing_waits_behind_the_creates_and_each_batch_is_completed_before_the
         "create trader003,trader004",
         "contact trader003", "contact trader004", "signals",  # the batch's own follow-ups, at once
         "create trader005,trader006",
-        "contact trader005", "contact trader006", "signals",
+        "contact trader005", "contact trader006",  # the agreement signals are read once a run
     ]  # fmt: skip
     # The display's lines count over the whole run, not per batch.
     assert {e for e in progress.events if e[0] in ("create", "update")} == {("update", 5), ("create", 4)}
