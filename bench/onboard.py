@@ -186,11 +186,15 @@ def apply(work: Path, env: dict[str, str], batch_size: int, kill_at: int | None)
         if kill_at is not None and _waits_after(line, kill_at):
             child.send_signal(signal.SIGKILL)
             child.wait()
-            said.append("-- killed --\n")
+            said.append(KILLED)
             return said + apply(work, env, batch_size, None)
     if child.wait() != 0:
         raise SystemExit("apply failed:\n" + "".join(said[-20:]))
     return said
+
+
+KILLED = "-- killed --\n"
+"""Where :func:`apply`'s lines say it killed the run and started it again."""
 
 
 def _waits_after(line: str, creates: int) -> bool:
@@ -228,22 +232,25 @@ def measure(db: Path) -> Report:
     )
 
 
+KILLED = "-- killed --\n"
+
+
 def onboard(
     work: Path, *, users: int, batch_size: int, scale: float, kill_at: int | None
-) -> tuple[Report, float]:
-    """The whole scenario in ``work``; return the report and the wall time of the onboarding apply."""
+) -> tuple[Report, float, list[str]]:
+    """The whole scenario in ``work``: the report, the onboarding's wall time, what apply said."""
     server, url = serve(work / "sim.sqlite", scale)
     try:
         env = env_for(work, url, scale)
         adopt_leavers(work, url, env)
         write_manifest(work / "onboard.yaml", users, leavers="cancelled")
         started = time.monotonic()
-        apply(work, env, batch_size, kill_at)
+        said = apply(work, env, batch_size, kill_at)
         wall = time.monotonic() - started
     finally:
         server.terminate()
         server.wait()
-    return measure(work / "sim.sqlite"), wall
+    return measure(work / "sim.sqlite"), wall, said
 
 
 def main() -> None:
@@ -256,7 +263,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="reconcile-onboard-") as tmp:
-        report, wall = onboard(
+        report, wall, _said = onboard(
             Path(tmp),
             users=args.users,
             batch_size=args.batch_size,

@@ -162,3 +162,12 @@ def test_an_idle_wait_renews_the_token_it_would_outlive() -> None:
     assert clock.slept == [30 * 60, 30 * 60]  # renewed 15 minutes before it expired
     last = script.calls("/user/createevaluationusers")[-1]
     assert last.headers["Authorization"] == "Bearer tok-renewed"
+
+
+def test_waiting_until_a_slot_is_free_does_not_take_it() -> None:
+    clock = Clock()
+    pacer = Pacer({"/x": 1}, clock=clock, sleep=clock.sleep)
+    pacer.acquire("/x")
+    assert pacer.ready("/x") == 3600.0
+    assert pacer.acquire("/x") == 0  # the slot waited for is still there to take
+    assert pacer.ready("/unlimited") == 0

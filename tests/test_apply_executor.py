@@ -681,3 +681,22 @@ def test_nothing_waits_behind_the_creates_and_each_batch_is_completed_before_the
     # The display's lines count over the whole run, not per batch.
     assert {e for e in progress.events if e[0] in ("create", "update")} == {("update", 5), ("create", 4)}
     assert progress.events[-4:] == [("create", 4), ("done", 4), ("update", 5), ("done", 5)]
+
+
+@dataclass
+class PacedApi(FakeApi):
+    """A client that paces its creates: records how many intents were open at each slot's wait."""
+
+    journal: Any = None
+    open_at_wait: list[int] = field(default_factory=list)
+
+    def await_create_slot(self) -> None:
+        self.open_at_wait.append(len(self.journal.unsettled()))
+
+
+def test_a_create_waits_for_its_slot_before_it_is_announced(env: dict[str, Any]) -> None:
+    # Most of a paced onboarding is waiting: a run killed then must leave nothing to settle.
+    env["api"] = PacedApi(journal=env["journal"])
+    m = make_manifest(250)
+    run(env, plan_for(env["store"], creates(m)), m)
+    assert env["api"].open_at_wait == [0, 0, 0]

@@ -30,7 +30,9 @@ def _onboard() -> ModuleType:
 
 def test_onboarding_at_the_limit_survives_a_kill_and_never_exceeds_it(tmp_path: Path) -> None:
     onboard = _onboard()
-    report, _wall = onboard.onboard(tmp_path, users=205, batch_size=1, scale=360.0, kill_at=100)
+    report, _wall, said = onboard.onboard(tmp_path, users=205, batch_size=1, scale=360.0, kill_at=100)
+    assert onboard.KILLED in said, "the apply was killed while it waited for a slot, and started again"
+    assert not any("interrupted apply" in line for line in said), "a wait leaves no intent to settle"
     assert report.creates == 205
     assert report.over_limit == 0, "a 429 or a penalty ticket: the pacing (or the restart) exceeded the limit"
     assert report.hours == 2 and report.rate >= 0.95, report.lines()

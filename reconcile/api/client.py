@@ -69,7 +69,7 @@ from reconcile.api.models import (
     UserStatusMessage,
     wire,
 )
-from reconcile.api.pacing import Pacer
+from reconcile.api.pacing import CREATE_PATH, Pacer
 from reconcile.api.penalties import drive, resend_while_penalised, retry_after_seconds
 from reconcile.api.penalties import for_users as _for
 from reconcile.api.redact import redact, request_secrets
@@ -196,6 +196,15 @@ class PartnerClient:
         return _said_something(
             answer.results, lambda r: r.userId is not None or bool(r.errorText), "a user id", "user"
         )
+
+    def await_create_slot(self) -> None:
+        """Wait until createevaluationusers may be sent within its hourly limit (the call takes the slot).
+
+        The applier waits here before it records the call's intent, so a run killed during an
+        hour's wait leaves nothing to settle.
+        """
+        if self.pacer is not None:
+            self.pacer.ready(CREATE_PATH, sleep=self._idle)
 
     def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> None:
         """Change a user's email address."""

@@ -90,6 +90,22 @@ class Pacer:
                     bisect.insort(self._sent.setdefault(key, []), now - (wall - at))
             self.log = log
 
+    def ready(self, path: str, *, sleep: Callable[[float], None] | None = None) -> float:
+        """Wait until ``path`` has a free slot, without taking it; return the seconds waited.
+
+        For a caller that records its intent just before the call: a run killed while it waits
+        has nothing to settle. Only right if no other caller takes the slot meanwhile.
+        """
+        key = path.lower()
+        limit = self.limits.get(key)
+        if limit is None:
+            return 0.0
+        with self._lock:
+            now = self.clock()
+            sent = [t for t in self._sent.get(key, []) if t > now - self.window]
+            start = now if len(sent) < limit else sent[-limit] + self.window
+        return self._wait(key, limit, start - now, sleep)
+
     def acquire(self, path: str) -> float:
         """Wait for a slot on ``path`` and take it (counted from now); return the seconds waited."""
         with self.paced(path) as waited:
@@ -104,20 +120,25 @@ class Pacer:
             yield 0.0
             return
         start, now = self._reserve(key, limit)
-        wait = start - now
-        if wait > 0:
-            message = f"{key}: rate limit of {limit} per hour, waiting"
-            emit_wait(self.on_event, "rate_limit_wait", key, message, wait, self.wallclock)
-            (sleep or self.sleep)(wait)
+        wait = self._wait(key, limit, start - now, sleep)
         call = uuid.uuid4().hex
         if self.log is not None:
             self.log.sent(call, key, self.wallclock())
         try:
-            yield max(wait, 0.0)
+            yield wait
         finally:
             self._settle(key, start, self.clock())
             if self.log is not None:
                 self.log.answered(call, self.wallclock())
+
+    def _wait(self, key: str, limit: int, wait: float, sleep: Callable[[float], None] | None) -> float:
+        """Say that a wait of ``wait`` seconds for ``key`` starts, and sleep it; return it (0 if none)."""
+        if wait <= 0:
+            return 0.0
+        message = f"{key}: rate limit of {limit} per hour, waiting"
+        emit_wait(self.on_event, "rate_limit_wait", key, message, wait, self.wallclock)
+        (sleep or self.sleep)(wait)
+        return wait
 
     def _reserve(self, key: str, limit: int) -> tuple[float, float]:
         """Take the earliest free slot of ``key``; return (its start, now), both on ``clock``."""

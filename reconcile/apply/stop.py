@@ -20,6 +20,7 @@ from reconcile.apply.ports import (
     CancelClient,
     CreateResultLike,
     GrantResultLike,
+    PacedCreates,
     PluginLike,
     SignalLike,
     UserLike,
@@ -115,6 +116,11 @@ class GuardedClient(GuardedCancelClient):
 
     def create_evaluation_users(self, users: Sequence[Any]) -> Sequence[CreateResultLike]:
         return self._send(self._full.create_evaluation_users, users)
+
+    def await_create_slot(self) -> None:
+        """Wait for the create limit's next slot, if the client paces (a fake need not)."""
+        if isinstance(self._full, PacedCreates):
+            self._send(self._full.await_create_slot)
 
     def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> Any:
         return self._send(self._full.modify_email_address, user_id, email, user=user)
