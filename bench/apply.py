@@ -207,6 +207,10 @@ def main() -> int:
             "TRADOVATE_SEC": "bench",
             "TRADOVATE_DEVICE_ID": "reconcile-bench",
             "XDG_CACHE_HOME": str(work / "cache"),
+            # The simulator runs without limits, but the client paces every endpoint: past 10,000
+            # users (100 creates) it would wait real hours. An hour of a second keeps it measuring
+            # throughput (tokens then live 1.4 s: their renewals are counted with the logins).
+            "RECONCILE_TIME_SCALE": "3600",
         }
         ok = True
         print(f"users: {args.users}")

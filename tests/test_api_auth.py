@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import os
@@ -348,3 +349,35 @@ def test_a_login_the_api_keeps_refusing_is_given_up_once_for_the_whole_client() 
     with pytest.raises(LoginUnavailable):
         client.list_users()
     assert len(script.calls(LOGIN)) == 5 and script.calls("/user/list") == []
+
+
+def test_a_token_lives_on_the_servers_clock_which_may_run_faster_than_ours() -> None:
+    # A simulator ten days ahead of us whose hour is 6 of our seconds (time scale 600).
+    server_now = NOW + 10 * 86400
+    login = token_answer(expires=server_now + 85 * 60)
+    login.headers["Date"] = email.utils.formatdate(server_now, usegmt=True)
+    renewed = token_answer("tok-renewed", server_now + 2 * 85 * 60)
+    script = Script({LOGIN: [login], RENEW: [renewed], "/user/list": [httpx.Response(200, json=[])]})
+    clock = [NOW]
+    client, _ = make_client(script, now=lambda: clock[0])
+    assert client.auth is not None
+    client.auth.time_scale, client.auth.renew_margin = 600.0, 15 * 60 / 600
+    client.auth.expiry_guard = 60 / 600
+    client.list_users()
+    assert client.auth.renewal_due_in() == pytest.approx(85 * 60 / 600 - 1.5)
+    clock[0] = NOW + 7.5  # 75 of the server's minutes later: due for renewal, not expired
+    client.list_users()
+    assert (client.auth.logins, client.auth.renewals) == (1, 1)
+    assert script.calls("/user/list")[-1].headers["Authorization"] == "Bearer tok-renewed"
+
+
+def test_the_time_scale_is_refused_for_the_real_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = Settings.from_environ({**ENV, "RECONCILE_TIME_SCALE": "600"})
+    for environment in ("live", "demo", "staging"):
+        with pytest.raises(ReconcileError, match="RECONCILE_TIME_SCALE=600 is refused for environment"):
+            open_client(environment, settings=settings, cache=TokenCache(tmp_path))
+    for bad in ("0", "-2", "fast", "inf", "nan"):
+        with pytest.raises(ReconcileError, match="is not a positive number"):
+            Settings.from_environ({"RECONCILE_TIME_SCALE": bad})
+    with open_client("sim", state_dir=tmp_path, settings=settings, cache=TokenCache(tmp_path)) as client:
+        assert client.pacer is not None and client.pacer.window == 6.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import httpx
-from api_support import Script, make_client
+from api_support import NOW, Script, make_client, token_answer
 
 from reconcile.api.events import ClientEvent
 from reconcile.api.models import EvaluationUser
@@ -87,3 +87,87 @@ def test_the_client_paces_creates_and_reports_the_wait() -> None:
         client.create_evaluation_users([user])
     assert clock.slept == [3600.0]
     assert [e.kind for e in events if e.kind == "rate_limit_wait"] == ["rate_limit_wait"]
+
+
+class Log:
+    """An in-memory SendLog: what ``remember`` reads, and what the pacer records."""
+
+    def __init__(self, history: list[tuple[str, float]]) -> None:
+        self.history = history
+        self.events: list[tuple[str, ...]] = []
+
+    def load(self, now: float) -> list[tuple[str, float]]:
+        return list(self.history)
+
+    def sent(self, key: str, path: str, at: float) -> None:
+        self.events.append(("sent", key, path))
+
+    def answered(self, key: str, at: float) -> None:
+        self.events.append(("answered", key))
+
+
+def test_a_slot_counts_from_the_answer_so_a_slow_call_never_shortens_the_servers_hour() -> None:
+    clock = Clock()
+    pacer = Pacer({"/x": 1}, clock=clock, sleep=clock.sleep)
+    with pacer.paced("/x"):
+        clock.now += 30  # the answer took 30 s: the server may have counted it at any time in them
+    pacer.acquire("/x")
+    assert clock.slept == [3600.0]
+
+
+def test_the_hour_of_an_earlier_run_counts_and_every_call_is_recorded_before_it_is_sent() -> None:
+    clock = Clock()
+    wall = 1_800_000_000.0
+    # 100 creates of a killed run, the oldest 20 minutes ago; one of another path; one unknown path.
+    history = [("/user/createevaluationusers", wall - 1200 + i) for i in range(100)]
+    log = Log([*history, ("/auth/accesstokenrequest", wall - 10), ("/not/limited", wall)])
+    pacer = Pacer(clock=clock, sleep=clock.sleep, wallclock=lambda: wall + (clock.now - 1000.0))
+    pacer.remember(log)
+    with pacer.paced("/user/createevaluationusers"):
+        assert log.events == [("sent", log.events[0][1], "/user/createevaluationusers")]
+    assert clock.slept == [3600.0 - 1200]
+    assert log.events[-1] == ("answered", log.events[0][1])
+    assert pacer.acquire("/user/list") == 0 and len(log.events) == 2  # unlimited calls are not recorded
+
+
+def test_the_forecast_says_when_the_next_and_the_last_create_may_go() -> None:
+    clock = Clock()
+    pacer = Pacer({"/x": 100}, time_scale=60, clock=clock, sleep=clock.sleep, wallclock=lambda: clock.now + 5)
+    for _ in range(100):
+        pacer.acquire("/x")
+    clock.now += 10  # the hour is 60 s at this scale
+    first, last = pacer.forecast("/x", 150) or (0.0, 0.0)
+    assert first == 1060.0 + 5 and last == 1120.0 + 5  # 100 at the next hour, 50 at the one after
+    assert pacer.forecast("/x", 0) is None and pacer.forecast("/unlimited", 10) is None
+
+
+def test_an_idle_wait_renews_the_token_it_would_outlive() -> None:
+    clock = Clock()
+    clock.now = NOW
+    script = Script(
+        {
+            "/user/createevaluationusers": [httpx.Response(200, json={"results": [{"userId": 1}]})],
+            "/auth/accesstokenrequest": [token_answer(expires=NOW + 45 * 60)],
+            "/auth/renewaccesstoken": [token_answer("tok-renewed", NOW + 2 * 3600)],
+        }
+    )
+    pacer = Pacer({"/user/createevaluationusers": 1}, clock=clock, sleep=clock.sleep, wallclock=clock)
+    client, _ = make_client(script, pacer=pacer, now=clock)
+    user = EvaluationUser(
+        name="alice", email="a@example.com", password="Pw-123456!", firstName="A", lastName="B"
+    )
+    client.create_evaluation_users([user])
+    client.create_evaluation_users([user])  # waits an hour; the token lives 45 minutes
+    assert client.auth is not None and (client.auth.logins, client.auth.renewals) == (1, 1)
+    assert clock.slept == [30 * 60, 30 * 60]  # renewed 15 minutes before it expired
+    last = script.calls("/user/createevaluationusers")[-1]
+    assert last.headers["Authorization"] == "Bearer tok-renewed"
+
+
+def test_waiting_until_a_slot_is_free_does_not_take_it() -> None:
+    clock = Clock()
+    pacer = Pacer({"/x": 1}, clock=clock, sleep=clock.sleep)
+    pacer.acquire("/x")
+    assert pacer.ready("/x") == 3600.0
+    assert pacer.acquire("/x") == 0  # the slot waited for is still there to take
+    assert pacer.ready("/unlimited") == 0

@@ -200,7 +200,7 @@ def test_over_a_real_socket(
     monkeypatch.setenv("RECONCILE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("TRADOVATE_USERNAME", raising=False)
     with open_client("sim", endpoint=sim_server, settings=Settings.from_environ(os.environ)) as client:
-        assert client.endpoint_label == sim_server and client.pacer is None  # loopback: not paced
+        assert client.endpoint_label == sim_server and client.pacer is not None  # every endpoint is paced
         assert client.create_evaluation_users([trader("alice")])[0].userId is not None
         admin.arm_fault(sim_app.store, "drop_after_apply", CREATE, 1)
         with pytest.raises(OutcomeUnknown):

@@ -550,18 +550,14 @@ def test_a_condition_that_needs_a_person_in_one_worker_stops_every_later_call(
         UpdateContact(user=n, userId=state.users[n].userId, changes=(), contact=_contact(i))
         for i, n in enumerate(names[:200])
     ]
-    acts += [
-        CancelEverything(
-            user=n, userId=state.users[n].userId, flags=CancelFlags(), reason="removed_from_manifest"
-        )
-        for n in names[200:]
-    ]
+    # Grants come after updates (cancellations come first of all, so they cannot show it).
+    acts += simplus_grants({n: state.users[n].userId for n in names[200:]})
     env["api"].person_needed_at["contact"] = (3, error)
     with pytest.raises(RunStopped, match=str(error)):
         run(env, plan_for(env["store"], acts), m, concurrency=4)
     # At most the calls already in flight on the other three workers went out after the captcha.
     assert 3 <= env["api"].count("contact") <= 3 + 3
-    assert env["api"].count("cancel") == 0 and env["api"].count("items") == 0
+    assert env["api"].count("signals") == 0 and env["api"].count("grant") == 0
     audit = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
     assert audit[-1]["action"] == "stop"
 
@@ -644,3 +640,63 @@ def test_email_updates_are_sent_with_the_recorded_id(env: dict[str, Any]) -> Non
     result = run(env, plan_for(env["store"], [change]), m)
     assert result.ok and ("email", ids["trader001"]) in env["api"].calls
     assert env["store"].load("sim").users["trader001"].email == "new@example.com"
+
+
+def test_nothing_waits_behind_the_creates_and_each_batch_is_completed_before_the_next(
+    env: dict[str, Any],
+) -> None:
+    m = make_manifest(7)
+    run(env, plan_for(env["store"], creates(m)[:3]), m)
+    state = env["store"].load("sim")
+    env["api"].calls.clear()
+    old = {n: state.users[n].userId for n in ("trader000", "trader001", "trader002")}
+    new = [a.user for a in creates(m)[3:]]
+    acts: list[Any] = [
+        *creates(m)[3:],
+        *[UpdateContact(user=n, userId=None, changes=(), contact=_contact(i)) for i, n in enumerate(new)],
+        *simplus_grants(dict.fromkeys(new, None)),  # type: ignore[arg-type]
+        UpdateContact(user="trader001", userId=old["trader001"], changes=(), contact=_contact(9)),
+        CancelEverything(
+            user="trader002", userId=old["trader002"], flags=CancelFlags(), reason="removed_from_manifest"
+        ),
+    ]
+    progress = RecordedProgress()
+    result = run(env, plan_for(env["store"], acts), m, batch_size=2, progress=progress)
+    assert result.ok, result.failures
+    ids = {u.id: n for n, u in env["api"].users.items()}
+
+    def said(call: tuple[str, Any]) -> str:
+        kind, arg = call
+        who = ",".join(arg) if kind == "create" else ids.get(arg, "") if kind == "contact" else ""
+        return f"{kind} {who}".strip()
+
+    assert [said(c) for c in env["api"].calls if c[0] != "items"] == [
+        "cancel",  # first of all: revocations never wait for anything
+        "contact trader001",  # an existing user's update: no create to wait for
+        "create trader003,trader004",
+        "contact trader003", "contact trader004", "signals",  # the batch's own follow-ups, at once
+        "create trader005,trader006",
+        "contact trader005", "contact trader006",  # the agreement signals are read once a run
+    ]  # fmt: skip
+    # The display's lines count over the whole run, not per batch.
+    assert {e for e in progress.events if e[0] in ("create", "update")} == {("update", 5), ("create", 4)}
+    assert progress.events[-4:] == [("create", 4), ("done", 4), ("update", 5), ("done", 5)]
+
+
+@dataclass
+class PacedApi(FakeApi):
+    """A client that paces its creates: records how many intents were open at each slot's wait."""
+
+    journal: Any = None
+    open_at_wait: list[int] = field(default_factory=list)
+
+    def await_create_slot(self) -> None:
+        self.open_at_wait.append(len(self.journal.unsettled()))
+
+
+def test_a_create_waits_for_its_slot_before_it_is_announced(env: dict[str, Any]) -> None:
+    # Most of a paced onboarding is waiting: a run killed then must leave nothing to settle.
+    env["api"] = PacedApi(journal=env["journal"])
+    m = make_manifest(250)
+    run(env, plan_for(env["store"], creates(m)), m)
+    assert env["api"].open_at_wait == [0, 0, 0]

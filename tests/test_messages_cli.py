@@ -52,8 +52,8 @@ def apply_desk(desk: Path) -> tuple[str, str]:
 def test_first_apply_shows_no_grant_progress_for_grants_that_only_wait(desk: Path) -> None:
     """Progress said `grant: 4/4`, then `4 awaiting agreement` with nothing granted."""
     out, err = apply_desk(desk)
-    assert "create: 8/8" in err
-    assert "grant:" not in err
+    assert "creates 8/8" in err
+    assert "grants" not in err
     assert "Apply complete: 8 created, 5 contacts updated, 4 awaiting agreement (state serial 3)." in out
     assert (
         "4 users await the Market Data Agreement; Sim+ is granted by a later apply once they sign: "
@@ -72,7 +72,7 @@ def test_agreement_rechecks_are_not_counted_as_changes_by_apply(desk: Path) -> N
         "Apply complete: no planned changes; agreement re-checked for 4 grants: 1 signed since and granted, "
         "3 still awaiting (state serial 4)." in result.stdout
     )
-    assert "grant: 1/1" in result.stderr  # the one grant sent
+    assert "grants 1/1" in result.stderr  # the one grant sent
     assert "3 users await the Market Data Agreement" in result.stdout
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -125,6 +126,16 @@ def test_login_limit_is_5_per_hour_with_retry_after(sim: Sim) -> None:
     assert 1 <= int(refused.headers["Retry-After"]) <= 3600
     sim.clock.advance(3601)
     assert sim.client.post("/auth/accesstokenrequest", json=LOGIN).status_code == 200
+    # Counted, for tests and benchmarks that must prove no request ever was over its limit.
+    assert sim.client.get("/_sim/config").json()["overLimit"] == {"/auth/accesstokenrequest 429": 1}
+
+
+def test_every_answer_is_dated_on_the_simulators_clock(tmp_path: Path) -> None:
+    sim = Sim(tmp_path, SimConfig(time_scale=600))
+    sim.clock.advance(10)  # 100 simulated minutes
+    answer = sim.client.post("/auth/accesstokenrequest", json=LOGIN)
+    dated = email.utils.parsedate_to_datetime(answer.headers["Date"]).timestamp()
+    assert dated == pytest.approx(sim.clock.now + 100 * 60 - 10, abs=1)
 
 
 def test_create_limit_is_100_per_hour_and_can_be_switched_off(sim: Sim) -> None:

@@ -424,3 +424,18 @@ def test_apply_on_state_sharing_an_id_cancels_nobody(tmp_path: Path, monkeypatch
     assert {u["name"]: u["status"] for u in json.loads(listed.stdout)} == dict.fromkeys(
         ["trader0000", "trader0001", "trader0002"], "Active"
     )
+
+
+def test_send_times_of_the_last_hour_come_back_and_older_ones_are_forgotten(store: StateStore) -> None:
+    log = store.send_log("sim")
+    now = 1_800_000_000.0
+    log.sent("old", "/user/createevaluationusers", now - 4000)
+    log.answered("old", now - 3990)
+    log.sent("done", "/user/createevaluationusers", now - 600)
+    log.answered("done", now - 599)
+    log.sent("lost", "/auth/accesstokenrequest", now - 30)  # killed before its answer came
+    expected = [("/user/createevaluationusers", now - 599), ("/auth/accesstokenrequest", now)]
+    assert sorted(log.load(now)) == sorted(expected)
+    # What the read kept is all a later run sees (the file is rewritten; the old row deleted).
+    assert sorted(store.send_log("sim").load(now + 1)) == sorted(expected)
+    assert store.send_log("sim").load(now + 3600) == []

@@ -2,11 +2,18 @@
 
 The real API allows 5 logins an hour and 2 sessions per user (a third login closes the oldest),
 so a token is cached between runs (:mod:`reconcile.api.token_cache`) and renewed before
-``expirationTime``; a login happens only when there is no usable token or renewal fails.
+``expirationTime``; a login happens only when there is no usable token or renewal fails. A run
+that waits for hours (paced creates) renews during its waits (:meth:`TokenAuth.renew_if_due`).
+
+Expiry is kept on this machine's clock: the token's lifetime is ``expirationTime`` minus the
+server's ``Date``, so a server whose clock differs from ours (a simulator running ``time_scale``
+times faster, or a skewed host) is read right.
 """
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import logging
 import threading
 import time
@@ -20,7 +27,7 @@ from reconcile.api.credentials import Credentials
 from reconcile.api.events import ClientEvent, EventKind, OnEvent
 from reconcile.api.models import AccessTokenResponse
 from reconcile.api.pacing import Pacer
-from reconcile.api.penalties import Exchange, resend_while_penalised, retry_after_seconds
+from reconcile.api.penalties import Exchange, drive, resend_while_penalised, retry_after_seconds
 from reconcile.api.redact import redact
 from reconcile.api.token_cache import CachedToken, TokenCache
 from reconcile.errors import AuthError, LoginUnavailable, sentences
@@ -56,6 +63,17 @@ def _epoch(expiration: str | None) -> float | None:
         return None
 
 
+def _server_date(response: httpx.Response | None) -> float | None:
+    """The server's clock when it answered (its ``Date`` header), epoch seconds; None without one."""
+    value = response.headers.get("Date") if response is not None else None
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
 class _ThisThread(threading.local):
     authenticating: bool = False
 
@@ -64,7 +82,8 @@ class TokenAuth(httpx.Auth):
     """Add ``Authorization: Bearer``; renew before expiry, log in only when needed, retry once on 401.
 
     ``endpoint`` (the endpoint label) keys the cache; ``renew_margin`` is how long before
-    ``expirationTime`` the token is renewed. Thread-safe: one login or renewal at a time.
+    ``expirationTime`` the token is renewed, in the server's time, which runs ``time_scale``
+    times faster than ours. Thread-safe: one login or renewal at a time.
     """
 
     requires_response_body = True
@@ -77,12 +96,17 @@ class TokenAuth(httpx.Auth):
         cache: TokenCache | None = None,
         wallclock: Callable[[], float] = time.time,
         renew_margin: float = 15 * 60,
+        time_scale: float = 1.0,
     ) -> None:
         self.credentials = credentials
         self.endpoint = endpoint
         self.cache = cache
         self.wallclock = wallclock
-        self.renew_margin = renew_margin
+        self.time_scale = time_scale
+        self.renew_margin = renew_margin / time_scale
+        # A token about to expire within the (server's) minute is not worth renewing: the
+        # renewal may land late.
+        self.expiry_guard = 60.0 / time_scale
         self.base_url = ""
         self.sleep: Callable[[float], None] = time.sleep
         self.pacer: Pacer | None = None
@@ -147,8 +171,7 @@ class TokenAuth(httpx.Auth):
         self._loaded = True
         now = self.wallclock()
         current = self._token
-        # A token about to expire within the minute is not worth renewing: the renewal may land late.
-        if current is not None and now < current.expires - 60:
+        if current is not None and now < current.expires - self.expiry_guard:
             if now < current.expires - self.renew_margin:
                 return current.token
             renewed = yield from self._renew(current)
@@ -156,33 +179,52 @@ class TokenAuth(httpx.Auth):
                 return renewed
         return (yield from self._login())
 
+    def renewal_due_in(self) -> float | None:
+        """Seconds until the token this run holds should be renewed (None: it holds none)."""
+        current = self._token
+        if current is None:
+            return None
+        return current.expires - self.renew_margin - self.wallclock()
+
+    def renew_if_due(self, send: Callable[[httpx.Request], httpx.Response]) -> None:
+        """Renew the token now if it is due, sending with ``send`` (a long wait renews this way).
+
+        A renewal that fails changes nothing: the next call logs in if it must.
+        """
+        with self._lock:
+            current = self._token
+            now = self.wallclock()
+            if current is None or not (
+                current.expires - self.renew_margin <= now < current.expires - self.expiry_guard
+            ):
+                return
+            drive(self._renew(current), send)
+
     def _renew(self, current: CachedToken) -> Generator[httpx.Request, httpx.Response, str | None]:
-        if self.pacer is not None:
-            self.pacer.acquire(RENEW_PATH)
         request = httpx.Request(
             "GET", self.base_url + RENEW_PATH, headers={"Authorization": f"Bearer {current.token}"}
         )
-        try:
-            response = yield from self._exchange(request, "renewaccesstoken")
-        except LoginDeferred:
-            return None
+        with self.pacer.paced(RENEW_PATH) if self.pacer is not None else contextlib.nullcontext(0.0):
+            try:
+                response = yield from self._exchange(request, "renewaccesstoken")
+            except LoginDeferred:
+                return None
         answer = _token_answer(response)
         if answer is None or answer.accessToken is None:
             log.info("token renewal at %s refused (HTTP %s); logging in", self.endpoint, response.status_code)
             return None
         self.renewals += 1
         self._emit("renew", "renewaccesstoken", "renewed the access token")
-        return self._keep(answer, fallback=current)
+        return self._keep(answer, fallback=current, response=response)
 
     def _login(self) -> Generator[httpx.Request, httpx.Response, str]:
         if self.unavailable is not None:
             # Asked again by another call or thread of the same run: say the same, send nothing.
             raise LoginUnavailable(str(self.unavailable), call="accesstokenrequest")
-        if self.pacer is not None:
-            self.pacer.acquire(LOGIN_PATH)
         who = f"{self.credentials.username} at {self.endpoint}"
         request = httpx.Request("POST", self.base_url + LOGIN_PATH, json=self.credentials.login_body())
-        response = yield from self._exchange(request, "accesstokenrequest")
+        with self.pacer.paced(LOGIN_PATH) if self.pacer is not None else contextlib.nullcontext(0.0):
+            response = yield from self._exchange(request, "accesstokenrequest")
         answer = _token_answer(response)
         refused = response.status_code == 401 and answer is not None and answer.errorText is not None
         if (response.status_code != 200 and not refused) or answer is None:
@@ -202,7 +244,7 @@ class TokenAuth(httpx.Auth):
             )
         self.logins += 1
         self._emit("login", "accesstokenrequest", f"logged in as {who}")
-        return self._keep(answer, fallback=None)
+        return self._keep(answer, fallback=None, response=response)
 
     def _exchange(self, request: httpx.Request, call: str) -> Exchange:
         """Send a login/renew request, surviving penalty tickets; defer on 429/423/5xx."""
@@ -268,12 +310,18 @@ class TokenAuth(httpx.Auth):
         )
         return self.unavailable
 
-    def _keep(self, answer: AccessTokenResponse, *, fallback: CachedToken | None) -> str:
+    def _keep(
+        self, answer: AccessTokenResponse, *, fallback: CachedToken | None, response: httpx.Response
+    ) -> str:
         assert answer.accessToken is not None
+        now = self.wallclock()
         expires = _epoch(answer.expirationTime)
         if expires is None:
             # No usable expiry: assume the documented lower bound (80 minutes) rather than forever.
-            expires = fallback.expires if fallback is not None else self.wallclock() + 80 * 60
+            expires = fallback.expires if fallback is not None else now + 80 * 60 / self.time_scale
+        else:
+            # The lifetime on the server's clock (its Date, else ours), as seconds on ours.
+            expires = now + (expires - (_server_date(response) or now)) / self.time_scale
         self._token = CachedToken(token=answer.accessToken.get_secret_value(), expires=expires)
         if self.cache is not None:
             self.cache.save(self.endpoint, self.credentials, self._token)

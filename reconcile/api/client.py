@@ -69,7 +69,7 @@ from reconcile.api.models import (
     UserStatusMessage,
     wire,
 )
-from reconcile.api.pacing import Pacer
+from reconcile.api.pacing import CREATE_PATH, Pacer
 from reconcile.api.penalties import drive, resend_while_penalised, retry_after_seconds
 from reconcile.api.penalties import for_users as _for
 from reconcile.api.redact import redact, request_secrets
@@ -196,6 +196,15 @@ class PartnerClient:
         return _said_something(
             answer.results, lambda r: r.userId is not None or bool(r.errorText), "a user id", "user"
         )
+
+    def await_create_slot(self) -> None:
+        """Wait until createevaluationusers may be sent within its hourly limit (the call takes the slot).
+
+        The applier waits here before it records the call's intent, so a run killed during an
+        hour's wait leaves nothing to settle.
+        """
+        if self.pacer is not None:
+            self.pacer.ready(CREATE_PATH, sleep=self._idle)
 
     def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> None:
         """Change a user's email address."""
@@ -490,7 +499,33 @@ class PartnerClient:
 
     # -- the request pipeline -----------------------------------------------------------------------
 
-    def _call(
+    def _call(self, method: str, path: str, **options: Any) -> Any:
+        """Send one call through pacing, retries, penalties and auth; return its parsed JSON.
+
+        ``options`` are :meth:`_send_call`'s. A limited path's slot counts from the answer.
+        """
+        if self.pacer is None:
+            return self._send_call(method, path, **options)
+        with self.pacer.paced(path, sleep=self._idle):
+            return self._send_call(method, path, **options)
+
+    def _idle(self, seconds: float) -> None:
+        """Sleep ``seconds`` (a pacing wait), renewing the access token on the way when it falls due."""
+        sleep = self.pacer.sleep if self.pacer is not None else self.sleep
+        due = self.auth.renewal_due_in() if self.auth is not None else None
+        if self.auth is None or due is None or due >= seconds:
+            sleep(seconds)
+            return
+        due = max(due, 0.0)
+        sleep(due)
+        try:
+            self.auth.renew_if_due(lambda request: self._http.send(request, auth=None))
+        except (ApiError, httpx.HTTPError) as exc:
+            # Not fatal: the call after the wait logs in if the token is gone by then.
+            log.info("renewing the access token during a wait failed: %s", exc)
+        sleep(seconds - due)
+
+    def _send_call(
         self,
         method: str,
         path: str,
@@ -503,9 +538,6 @@ class PartnerClient:
         business_errors: bool = True,
         missing_ok: bool = False,
     ) -> Any:
-        """Send one call through pacing, retries, penalties and auth; return its parsed JSON."""
-        if self.pacer is not None:
-            self.pacer.acquire(path)
         request_id = uuid.uuid4().hex
         self._local.request_id = request_id
         request = self._http.build_request(

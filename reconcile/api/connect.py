@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from urllib.parse import urlsplit
 
 import httpx
 
 from reconcile.api.auth import TokenAuth
 from reconcile.api.client import PartnerClient
 from reconcile.api.credentials import Credentials
-from reconcile.api.endpoints import EMBEDDED_SIM, is_loopback
+from reconcile.api.endpoints import EMBEDDED_SIM
 from reconcile.api.events import OnEvent
 from reconcile.api.pacing import Pacer
 from reconcile.api.token_cache import TokenCache
@@ -35,23 +34,25 @@ def open_client(
     cache: TokenCache | None = None,
     sleep: Callable[[float], None] = time.sleep,
     closers: Sequence[Callable[[], None]] = (),
+    time_scale: float = 1.0,
 ) -> PartnerClient:
     """Return a client for the endpoint ``label``, logged in with ``credentials``.
 
-    ``sim:embedded`` needs ``transport`` (requests never leave the process) and is not paced;
-    real (non-loopback) hosts are paced to the published hourly limits. Cached tokens are kept
-    in ``cache`` (default: the user cache folder) per ``token_scope`` (default: the label).
-    ``closers`` run when the client closes.
+    ``sim:embedded`` needs ``transport`` (requests never leave the process). Every endpoint is
+    paced to the published hourly limits, a simulator too, in hours ``time_scale`` times shorter
+    (token lifetimes as well). Cached tokens are kept in ``cache`` (default: the user cache
+    folder) per ``token_scope`` (default: the label). ``closers`` run when the client closes.
     """
     if label == EMBEDDED_SIM:
         if transport is None:
             raise ValueError("the embedded simulator is reached only through the transport it is given")
-        base_url, pacer = EMBEDDED_BASE_URL, None
+        base_url = EMBEDDED_BASE_URL
     else:
         base_url = label
-        paced = not is_loopback(urlsplit(label).hostname)
-        pacer = Pacer(on_event=on_event, sleep=sleep) if paced else None
-    auth = TokenAuth(credentials, endpoint=token_scope or label, cache=cache or TokenCache())
+    pacer = Pacer(on_event=on_event, sleep=sleep, time_scale=time_scale)
+    auth = TokenAuth(
+        credentials, endpoint=token_scope or label, cache=cache or TokenCache(), time_scale=time_scale
+    )
     client = PartnerClient(
         base_url,
         transport=transport,

@@ -11,6 +11,7 @@ import email.utils
 import json
 import logging
 from collections.abc import Callable, Generator, Sequence
+from typing import TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -26,6 +27,8 @@ MAX_PENALTIES = 5
 
 Exchange = Generator[httpx.Request, httpx.Response, httpx.Response]
 """Yields requests to send, is sent their responses, and returns the final response."""
+
+R = TypeVar("R")
 
 
 def _send(request: httpx.Request) -> Exchange:
@@ -68,15 +71,21 @@ def resend_while_penalised(
     )
 
 
-def drive(exchange: Exchange, send: Callable[[httpx.Request], httpx.Response]) -> httpx.Response:
-    """Run ``exchange`` to its end, sending each request it yields with ``send``."""
-    request = next(exchange)
+def drive(
+    exchange: Generator[httpx.Request, httpx.Response, R], send: Callable[[httpx.Request], httpx.Response]
+) -> R:
+    """Run ``exchange`` to its end, sending each request it yields with ``send``; return what it returns."""
+    try:
+        request = next(exchange)
+    except StopIteration as done:
+        result: R = done.value
+        return result
     while True:
         try:
             request = exchange.send(send(request))
         except StopIteration as done:
-            response: httpx.Response = done.value
-            return response
+            result = done.value
+            return result
 
 
 def _penalty_ticket(response: httpx.Response) -> PenaltyTicket | None:

@@ -1,11 +1,13 @@
 """Execute a plan through the partner API: one executor per kind of action, in a fixed order.
 
-Order (DESIGN §5): creates in batches, then email and contact updates (a few at a time), then
-grants (Sim+ after one read of the agreement signals), then cancellations in batches. Every group
-ends with ``store.save``, so a run that dies keeps all it did; every non-idempotent call is
-announced in the journal first, so the next run can settle what the dead one left open
-(:mod:`reconcile.apply.recovery`). A new kind of action gets its own module and one line in
-:data:`EXECUTORS`.
+Order (DESIGN §5): nothing waits behind the create limit that does not need to. First everything
+about users that exist already, in :data:`EXECUTORS` order (cancellations first, then email and
+contact updates, then grants); then the creates, batch by batch, each batch followed at once by
+what its own users need (their contact updates and grants), so the first traders are complete
+while later batches still wait for their slot. Every group ends with ``store.save``, so a run that
+dies keeps all it did; every non-idempotent call is announced in the journal first, so the next
+run can settle what the dead one left open (:mod:`reconcile.apply.recovery`). A new kind of
+action gets its own module and one line in :data:`EXECUTORS`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Generic, Protocol, TypeVar
 from reconcile.apply.cancel import run_cancels
 from reconcile.apply.create import run_creates
 from reconcile.apply.grant import run_grants
-from reconcile.apply.result import ApplyResult
-from reconcile.apply.run import ExecuteOptions, Run
+from reconcile.apply.result import ApplyResult, PhaseTally
+from reconcile.apply.run import ExecuteOptions, Run, chunks
 from reconcile.apply.update import run_updates
 from reconcile.planning.plan import (
     Action,
@@ -55,12 +57,38 @@ class Executor(Generic[A]):
 
 
 EXECUTORS: tuple[ActionExecutor, ...] = (
-    Executor[CreateUser]((CreateUser,), run_creates),
+    Executor[CancelEverything]((CancelEverything,), run_cancels),
     Executor[UpdateEmail | UpdateContact]((UpdateEmail, UpdateContact), run_updates),
     Executor[GrantEntitlement]((GrantEntitlement,), run_grants),
-    Executor[CancelEverything]((CancelEverything,), run_cancels),
+    Executor[CreateUser]((CreateUser,), run_creates),
 )
-"""Every kind of action, each once, in the order they are applied."""
+"""Every kind of action, each once, in the order they are applied to users that exist already."""
+
+Step = tuple[ActionExecutor, Sequence[Action]]
+
+
+def schedule(actions: Sequence[Action], batch_size: int) -> list[Step]:
+    """The executor calls that carry out ``actions``: existing users first, then batch by batch.
+
+    An action of a user this plan creates waits for that user's create batch, and follows it
+    before the next batch is created (the next batch may wait an hour for its slot).
+    """
+    creates = [a for a in actions if isinstance(a, CreateUser)]
+    new = {a.user for a in creates}
+    others = [e for e in EXECUTORS if CreateUser not in e.kinds]
+    creator = next(e for e in EXECUTORS if CreateUser in e.kinds)
+    steps: list[Step] = [
+        (e, [a for a in actions if isinstance(a, e.kinds) and a.user not in new]) for e in others
+    ]
+    waiting: dict[str, list[Action]] = {}
+    for action in actions:
+        if not isinstance(action, CreateUser) and action.user in new:
+            waiting.setdefault(action.user, []).append(action)
+    for batch in chunks(creates, batch_size):
+        follow = [a for c in batch for a in waiting.get(c.user, [])]
+        steps.append((creator, batch))
+        steps.extend((e, [a for a in follow if isinstance(a, e.kinds)]) for e in others)
+    return [(e, chunk) for e, chunk in steps if chunk]
 
 
 def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> ApplyResult:
@@ -75,9 +103,18 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
         raise TypeError(f"no executor for {', '.join(strays)}")
     options = dataclasses.replace(options, batch_size=max(1, min(options.batch_size, MAX_BATCH)))
     started = time.monotonic()
-    with run.recording_stop():
-        for executor in EXECUTORS:
-            executor(run, actions, options)
+    steps = schedule(actions, options.batch_size)
+    left = {id(e): sum(len(chunk) for step, chunk in steps if step is e) for e in EXECUTORS}
+    display = run.progress
+    run.progress = tally = PhaseTally(display)
+    try:
+        with run.recording_stop():
+            for executor, chunk in steps:
+                left[id(executor)] -= len(chunk)
+                with tally.step(left[id(executor)]):
+                    executor(run, chunk, options)
+    finally:
+        run.progress = display
     run.audit.record(
         "apply",
         outcome="ok" if run.result.ok else "failed",

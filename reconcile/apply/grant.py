@@ -56,6 +56,8 @@ def run_grants(run: Run, actions: Sequence[GrantEntitlement], options: ExecuteOp
 
 def _read_signals(run: Run, alert_id: int) -> dict[int, list[int]]:
     """One read for the whole apply, not one per user: user id → its pending signal ids."""
+    if alert_id in run.pending_signals:
+        return run.pending_signals[alert_id]
     signals = run.client.agreement_signals(alert_id)
     pending = pending_signals(signals)
     run.audit.record(
@@ -63,6 +65,7 @@ def _read_signals(run: Run, alert_id: int) -> dict[int, list[int]]:
         outcome=f"{len(signals)} signals, {len(pending)} users pending",
         detail={"alert_id": alert_id},
     )
+    run.pending_signals[alert_id] = pending
     return pending
 
 

@@ -8,7 +8,7 @@ in-memory fakes. Only the attributes the applier reads are named here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from reconcile.errors import Location
 from reconcile.manifest.models import CancelFlags, Manifest
@@ -79,6 +79,13 @@ class CancelClient(Protocol):
     def cancel_everything(
         self, user_ids: Sequence[int], flags: CancelFlags, *, users: Sequence[str] = ()
     ) -> Any: ...
+
+
+@runtime_checkable
+class PacedCreates(Protocol):
+    """A client that can wait for a create's slot before the create is announced (it paces them)."""
+
+    def await_create_slot(self) -> None: ...
 
 
 class ApplyClient(CancelClient, Protocol):

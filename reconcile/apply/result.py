@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +23,55 @@ class NoProgress:
 
     def advance(self, done: int) -> None:
         pass
+
+
+class PhaseTally:
+    """Whole-run counts for ``display`` while each executor call reports only its own chunk.
+
+    Creates are applied batch by batch with their follow-ups between them, so one executor is
+    called many times; the display sees one line per phase, counting over the run. A phase's total
+    is what its executor calls so far said they would do (a grant that only waits for the
+    agreement is not counted), plus the actions still to come.
+    """
+
+    def __init__(self, display: Progress) -> None:
+        self.display = display
+        self._done: dict[str, int] = {}
+        self._name: str | None = None
+        self._total = self._later = 0
+        self._shown: tuple[str | None, int] = (None, -1)
+        """The phase and total the display last got, and each phase's count (nothing is said twice)."""
+        self._counts: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def step(self, later: int) -> Iterator[None]:
+        """One executor call; ``later`` actions of its kinds are left for later calls."""
+        self._name, self._total, self._later = None, 0, later
+        yield
+        if self._name is not None:
+            self._done[self._name] = self._done.get(self._name, 0) + self._total
+            self._total = 0
+            self._show(0)
+
+    def phase(self, name: str, total: int) -> None:
+        self._name, self._total = name, total
+        self._show(0)
+
+    def advance(self, done: int) -> None:
+        self._show(min(done, self._total))
+
+    def _show(self, done: int) -> None:
+        name = self._name
+        if name is None:
+            return
+        before = self._done.get(name, 0)
+        total, count = before + self._total + self._later, before + done
+        if self._shown != (name, total):
+            self.display.phase(name, total)
+            self._shown = (name, total)
+        if self._counts.get(name, 0) != count:
+            self.display.advance(count)
+            self._counts[name] = count
 
 
 @dataclass(frozen=True)

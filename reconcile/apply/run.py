@@ -80,6 +80,10 @@ class Run:
         self.concurrency = max(1, concurrency)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.result = ApplyResult(state_serial=state.serial)
+        self.pending_signals: dict[int, dict[int, list[int]]] = {}
+        """Agreement alert id → user id → pending signal ids, read once per run (grants are
+        applied in several steps, one per create batch; a trader created in this run has not
+        signed yet, so a second read would only cost)."""
 
     def save(self, changed: Iterable[str]) -> None:
         """Save the users ``changed`` (after syncing the audit log, which never lags the state)."""

@@ -20,6 +20,7 @@ from reconcile.apply.ports import (
     CancelClient,
     CreateResultLike,
     GrantResultLike,
+    PacedCreates,
     PluginLike,
     SignalLike,
     UserLike,
@@ -44,6 +45,7 @@ class Stop:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._reason: str | None = None
+        self._tripped = threading.Event()
 
     @property
     def reason(self) -> str | None:
@@ -54,8 +56,18 @@ class Stop:
         with self._lock:
             if self._reason is None:
                 self._reason = reason
+                self._tripped.set()
                 return True
             return False
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` unless the run stops first; then raise :class:`RunStopped`.
+
+        The clients of a run sleep through this (pacing slots, retries, penalty tickets): a wait
+        for the next hour's slot ends at once on SIGTERM, and what waited is never sent.
+        """
+        if self._tripped.wait(max(seconds, 0.0)):
+            raise self.error()
 
     def error(self) -> RunStopped:
         """The one error the run ends with."""
@@ -115,6 +127,11 @@ class GuardedClient(GuardedCancelClient):
 
     def create_evaluation_users(self, users: Sequence[Any]) -> Sequence[CreateResultLike]:
         return self._send(self._full.create_evaluation_users, users)
+
+    def await_create_slot(self) -> None:
+        """Wait for the create limit's next slot, if the client paces (a fake need not)."""
+        if isinstance(self._full, PacedCreates):
+            self._send(self._full.await_create_slot)
 
     def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> Any:
         return self._send(self._full.modify_email_address, user_id, email, user=user)

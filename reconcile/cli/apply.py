@@ -4,59 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reconcile.api.events import ClientEvent
 from reconcile.apply import ApplyResult
 from reconcile.cli.options import format_option, lock_timeout_option, plan_inputs
 from reconcile.cli.output import echo, echo_err, print_plan, stderr_reporter, style
+from reconcile.cli.progress import ApplyProgress
 from reconcile.errors import ReconcileError, counted, plural, printable
 from reconcile.operations.apply import ApplyRequest, apply
 from reconcile.operations.inputs import PlanInputs
 from reconcile.planning.plan import Plan
 from reconcile.render.describe import rechecks
-
-
-class StderrProgress:
-    """Counts, rate and ETA on stderr, at most about once a second per phase (and at its end)."""
-
-    def __init__(self, *, interval: float = 1.0) -> None:
-        self.interval = interval
-        self._name = ""
-        self._total = 0
-        self._started = 0.0
-        self._last = 0.0
-
-    def phase(self, name: str, total: int) -> None:
-        self._name, self._total = name, total
-        self._started = self._last = time.monotonic()
-
-    def advance(self, done: int) -> None:
-        now = time.monotonic()
-        if done < self._total and now - self._last < self.interval:
-            return
-        self._last = now
-        elapsed = max(now - self._started, 1e-6)
-        rate = done / elapsed
-        eta = (self._total - done) / rate if rate > 0 else 0.0
-        echo_err(f"{self._name}: {done}/{self._total} ({rate:.1f}/s, ETA {eta:.0f}s)")
-
-    def client_event(self, event: ClientEvent) -> None:
-        """Say what the client is waiting for (rate limit, penalty, retry) and until when."""
-        if event.kind not in ("rate_limit_wait", "penalty_wait", "retry"):
-            return
-        until = ""
-        # A retry says "retrying in 1.0 s" itself; a wait's message leaves the time to us.
-        if event.until is not None and event.kind != "retry":
-            until = " until " + datetime.fromtimestamp(event.until, UTC).strftime("%H:%M:%S UTC")
-        echo_err(f"{event.message}{until}")
-
 
 # How each count reads: (one, many) for the words that change with the number.
 _WORDS = {
@@ -147,24 +109,28 @@ def command(
     -f is needed with PLANFILE too: passwords are read from the manifest the plan is bound to.
     Exit codes: 0 done (users awaiting the agreement included), 1 failure, 3 refused by policy.
     """
-    progress = StderrProgress()
-    outcome = apply(
-        ApplyRequest(
-            inputs,
-            planfile=planfile,
-            batch_size=batch_size,
-            generated_passwords=generated_passwords,
-            lock_timeout=lock_timeout,
-            allow_cancellations=allow_cancellations,
-        ),
-        stderr_reporter(
-            on_event=progress.client_event,
-            progress=progress,
-            # With --format json, stdout is kept for the result document.
-            show_plan=lambda plan: print_plan(plan, "text", show_pii=False, err=fmt == "json"),
-            confirm=None if auto_approve else _confirm,
-        ),
-    )
+    progress = ApplyProgress()
+    try:
+        outcome = apply(
+            ApplyRequest(
+                inputs,
+                planfile=planfile,
+                batch_size=batch_size,
+                generated_passwords=generated_passwords,
+                lock_timeout=lock_timeout,
+                allow_cancellations=allow_cancellations,
+            ),
+            stderr_reporter(
+                on_event=progress.client_event,
+                progress=progress,
+                schedule=progress.schedule,
+                # With --format json, stdout is kept for the result document.
+                show_plan=lambda plan: print_plan(plan, "text", show_pii=False, err=fmt == "json"),
+                confirm=None if auto_approve else _confirm,
+            ),
+        )
+    finally:
+        progress.close()
     _report(outcome.result, fmt, outcome.plan)
     if not outcome.result.ok:
         sys.exit(1)

@@ -146,7 +146,8 @@ def command() -> None:
     default=1.0,
     show_default=True,
     type=click.FloatRange(min=0, min_open=True),
-    help="simulated time runs this many times faster (token expiry, limit windows)",
+    help="simulated time runs this many times faster (token expiry, limit windows); "
+    "RECONCILE_TIME_SCALE gives reconcile's own pacing the same hour",
 )
 @click.option(
     "--environment",

@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from reconcile.cli.apply import StderrProgress
 from reconcile.cli.options import lock_timeout_option, plan_inputs
 from reconcile.cli.output import echo, echo_err, echo_warning
+from reconcile.cli.progress import ApplyProgress
 from reconcile.errors import printable
 from reconcile.operations.inputs import PlanInputs, Reporter
 from reconcile.operations.watch import CycleReport, Shutdown, WatchRequest, watch
@@ -95,7 +95,8 @@ def command(
         where = f"http://{metrics_address}:{server.server_port}"
         echo_err(f"metrics on {where}/metrics, health on {where}/healthz")
         observers.append(metrics.observe)
-    shutdown, progress = Shutdown(), StderrProgress()
+    # Plain lines, never a live display: a controller's stderr is a log, not a terminal to redraw.
+    shutdown, progress = Shutdown(), ApplyProgress(live=False)
     with shutdown.on_signals():
         watch(
             request,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from reconcile.manifest.passwords import refuse_unreadable_password_files
 from reconcile.operations.clients import open_client
 from reconcile.operations.inputs import PlanInputs, Reporter
 from reconcile.operations.opening import Opened, open_inputs
+from reconcile.operations.pacing import PacedProgress, remember_sends
 from reconcile.operations.plan import (
     companion_of,
     live_reader,
@@ -92,6 +94,9 @@ def apply(request: ApplyRequest, reporter: Reporter | None = None) -> ApplyOutco
     plan with errors, a refused confirmation …) before anything is changed.
     """
     reporter = reporter or Reporter()
+    if request.stop is None:
+        # One stop for the whole run, its clients' waits included (see Stop.sleep).
+        request = dataclasses.replace(request, stop=Stop())
     loaded, label, store = request.opened or open_inputs(request.inputs)
     saved = load_plan(request.planfile) if request.planfile is not None else None
     # Before the lock: a password file that cannot be read whole and at once (a FIFO, a device,
@@ -153,10 +158,13 @@ def _open(
             state_dir=store.local_dir(),
             settings=request.inputs.settings,
             on_event=reporter.on_event,
+            sleep=request.stop.sleep if request.stop is not None else time.sleep,
         )
         return stack.enter_context(client)
 
     client = client_for(request.inputs.endpoint)
+    # Under the lock: only this run sends for this state now, and the last one's hour counts.
+    remember_sends(client, store, environment)
     companion_label = companion_of(request.inputs, label)
     # Same credentials; its own cached token (the cache is keyed by endpoint).
     companion = client_for(companion_label) if companion_label is not None else None
@@ -232,6 +240,12 @@ def _check_current(run: _Run, plan: Plan, state: State) -> None:
 
 
 def _apply(run: _Run, plan: Plan, settled: ApplyResult) -> ApplyResult:
+    display = run.reporter.progress
+    progress = (
+        PacedProgress(display, run.client, run.request.batch_size, run.reporter.schedule)
+        if display is not None
+        else None
+    )
     return apply_plan(
         plan,
         loaded=run.loaded,
@@ -244,7 +258,7 @@ def _apply(run: _Run, plan: Plan, settled: ApplyResult) -> ApplyResult:
         batch_size=run.request.batch_size,
         generated_passwords=run.request.generated_passwords,
         environ=run.request.inputs.settings.environ,
-        progress=run.reporter.progress,
+        progress=progress,
         settled=settled,
         ledger=run.ledger,
         stop=run.request.stop,

@@ -42,16 +42,22 @@ def open_client(
     ``settings.credentials_file`` names, else the TRADOVATE_* variables of ``settings``; for
     ``sim`` on a loopback server without TRADOVATE_USERNAME, the simulator's built-in admin.
     Tokens are cached in ``cache``, else where ``RECONCILE_CACHE_DIR`` of ``settings`` says.
+    ``RECONCILE_TIME_SCALE`` of ``settings`` shortens the client's hour (``sim`` only).
     """
     settings = settings or Settings()
+    scale = settings.time_scale_for(environment)
     cache = cache or TokenCache.from_env(settings.environ)
     label = resolve_endpoint(environment, endpoint or settings.endpoint)
     if label == EMBEDDED_SIM:
-        return _embedded(Path(state_dir), credentials, on_event=on_event, cache=cache, sleep=sleep)
+        return _embedded(
+            Path(state_dir), credentials, on_event=on_event, cache=cache, sleep=sleep, time_scale=scale
+        )
     if credentials is None:
         credentials = _credentials(environment, settings)
     # Through the module: tests put a hostile transport in front of every client opened here.
-    return connect.open_client(label, credentials=credentials, on_event=on_event, cache=cache, sleep=sleep)
+    return connect.open_client(
+        label, credentials=credentials, on_event=on_event, cache=cache, sleep=sleep, time_scale=scale
+    )
 
 
 def _embedded(
@@ -61,6 +67,7 @@ def _embedded(
     on_event: OnEvent | None,
     cache: TokenCache,
     sleep: Callable[[float], None],
+    time_scale: float,
 ) -> PartnerClient:
     from reconcile.sim.app import create_app
     from reconcile.sim.transport import SimTransport
@@ -78,6 +85,7 @@ def _embedded(
         cache=cache,
         sleep=sleep,
         closers=[app.store.close],
+        time_scale=time_scale,
     )
 
 

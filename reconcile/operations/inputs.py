@@ -63,6 +63,8 @@ class Reporter:
     on_event: Callable[[ClientEvent], None] | None = None
     """What the API client is waiting for (rate limit, penalty, retry)."""
     progress: Progress | None = None
+    schedule: Callable[[str, float, float], None] | None = None
+    """``(phase, next_slot, finish)``: when a paced phase's next call may go and its last (epoch s)."""
     show_plan: Callable[[Plan], None] | None = None
     """apply shows the plan it made under the lock here, before asking to apply it."""
     confirm: Callable[[Plan], bool] | None = None

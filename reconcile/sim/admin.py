@@ -109,7 +109,9 @@ def normalise_path(path: str) -> str:
 def get_config(store: Store, config: SimConfig) -> Body:
     """The runtime knobs, simulated time and the organization the simulator plays."""
     with store.transaction() as tx:
-        return _config_json(tx.settings, tx.now, config)
+        refused = tx.all("SELECT path, answer, COUNT(*) AS n FROM over_limit GROUP BY path, answer")
+        over = {f"{r['path']} {r['answer']}": r["n"] for r in refused}
+        return _config_json(tx.settings, tx.now, config) | {"overLimit": over}
 
 
 def set_config(store: Store, config: SimConfig, changes: Body) -> Body:

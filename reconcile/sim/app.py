@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.http import http_date
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -233,6 +234,7 @@ class SimApp:
                 return _error(400, f"the body of POST {request.path} is not valid JSON")
         fault: Fault | None = None
         with self.store.transaction() as tx:
+            now = tx.now
             fault = self._take_fault(tx, path)
             if fault is not None and fault.kind == "http500":
                 response = _error(500, "simulated internal server error", {FAULT_HEADER: fault.kind})
@@ -249,6 +251,8 @@ class SimApp:
                     response = _error(exc.status, exc.message)
         if fault is not None and fault.kind in ("slow", "malformed", "drop_after_apply"):
             response = self._after_apply(fault, response, environ)
+        # Simulated time, so a client reads token lifetimes on the simulator's clock.
+        response.headers["Date"] = http_date(now)
         return response
 
     def _serve(self, tx: Tx, handler_name: str, path: str, request: Request, body: Any) -> Response:
@@ -362,6 +366,8 @@ class SimApp:
             )
             if len(events) >= limit.per_hour:
                 wait = events[len(events) - limit.per_hour]["at"] + _WINDOW - tx.now
+                answer = "penalty" if tx.settings.penalties_enabled else "429"
+                tx.run("INSERT INTO over_limit VALUES (?, ?, ?)", (path, tx.now, answer))
                 if tx.settings.penalties_enabled:
                     return self._penalty(tx, path, body, self.config.penalty_seconds, captcha=False)
                 retry_after = max(1, math.ceil(wait / tx.settings.time_scale))

@@ -29,6 +29,13 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # The app dates its answers on the simulator's clock (time-scaled); the server's own,
+        # real Date would be a second, contradicting one.
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Server", self.version_string())
+
 
 def admin_token(environ: dict[str, str] | None = None) -> str | None:
     """Return the admin token from ``RECONCILE_SIM_ADMIN_TOKEN``, or None when unset or empty."""

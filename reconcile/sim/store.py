@@ -76,6 +76,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE TABLE IF NOT EXISTS rate_events (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS rate_events_key ON rate_events (key, at);
+-- Every request refused for being over its hourly limit (HTTP 429 or a penalty ticket).
+CREATE TABLE IF NOT EXISTS over_limit (path TEXT NOT NULL, at REAL NOT NULL, answer TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS faults (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -128,6 +130,7 @@ _DATA_TABLES = (
     "alert_signals",
     "sessions",
     "rate_events",
+    "over_limit",
     "faults",
     "penalties",
     "accounts",

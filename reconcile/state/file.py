@@ -29,6 +29,7 @@ from reconcile.state.model import (
     refuse_repeated_names,
     refuse_shared_ids,
 )
+from reconcile.state.sends import FileSendLog, sends_path_for
 from reconcile.state.store import GuardedStore, StateStore, moved_under_write
 
 
@@ -157,6 +158,10 @@ class FileStateStore(GuardedStore, StateStore):
     def audit_log(self, environment: str, *, clock: Callable[[], datetime] | None = None) -> FileAuditLog:
         """Return ``<state folder>/<environment>.audit.jsonl``."""
         return FileAuditLog(audit_path_for(self.path, environment), clock=clock)
+
+    def send_log(self, environment: str) -> FileSendLog:
+        """Return ``<state folder>/<environment>.pacing.jsonl``."""
+        return FileSendLog(sends_path_for(self.path, environment))
 
     def local_dir(self) -> Path:
         return self.path.parent

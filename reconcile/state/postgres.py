@@ -53,6 +53,7 @@ from reconcile.state.model import (
     refuse_repeated_names,
     refuse_shared_ids,
 )
+from reconcile.state.sends import KEEP, recent
 from reconcile.state.store import GuardedStore, StateStore, moved_under_write
 
 SCHEMA = "reconcile"
@@ -134,7 +135,19 @@ ALTER TABLE reconcile.environments ADD COLUMN bound_endpoint text;
 ALTER TABLE reconcile.environments ADD COLUMN bound_data_account bigint;
 """
 
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3)
+_MIGRATION_4 = """
+-- When the rate-limited calls of the last hour were sent and answered (reconcile.state.sends).
+CREATE TABLE reconcile.sends (
+    environment text NOT NULL,
+    call text NOT NULL,
+    path text NOT NULL,
+    sent double precision NOT NULL,
+    answered double precision,
+    PRIMARY KEY (environment, call)
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4)
 """``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``; append only."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -687,6 +700,11 @@ class PostgresStateStore(GuardedStore, StateStore):
         self._check_environment(environment)
         return PostgresAuditLog(self, clock=clock)
 
+    def send_log(self, environment: str | None = None) -> PostgresSendLog:
+        """The send times of this environment's rate-limited calls (rows of ``sends``)."""
+        self._check_environment(environment)
+        return PostgresSendLog(self)
+
     def _check_environment(self, environment: str | None) -> None:
         if environment is not None and environment != self.environment:
             raise StateError(f"{self.describe()} keeps the journal of {self.environment}, not {environment}")
@@ -812,6 +830,54 @@ class PostgresJournal:
                     f"journal of {store.describe()}: intent {intent_id} is not a valid entry: {exc}"
                 ) from None
         return entries
+
+
+class PostgresSendLog:
+    """Send times as rows of the ``sends`` table (a :class:`reconcile.api.pacing.SendLog`).
+
+    Each statement commits on its own, so a call is recorded before it is sent.
+    """
+
+    def __init__(self, store: PostgresStateStore) -> None:
+        self._store = store
+
+    def load(self, now: float) -> list[tuple[str, float]]:
+        """The calls of the last hour (older rows are deleted); unanswered ones count from ``now`` on."""
+        store = self._store
+        with store._errors("reading the send times of"):
+            conn = store._connection()
+            # The run that sent them is gone (this one holds the lock): they count from now on.
+            conn.execute(
+                "UPDATE reconcile.sends SET answered = %s WHERE environment = %s AND answered IS NULL",
+                (now, store.environment),
+            )
+            conn.execute(
+                "DELETE FROM reconcile.sends WHERE environment = %s AND answered <= %s",
+                (store.environment, now - KEEP),
+            )
+            rows = conn.execute(
+                "SELECT path, sent, answered FROM reconcile.sends WHERE environment = %s ORDER BY sent",
+                (store.environment,),
+            ).fetchall()
+        return recent(((p, s, a) for p, s, a in rows), now)
+
+    def sent(self, key: str, path: str, at: float) -> None:
+        """Insert the row of call ``key`` (committed before the call is sent)."""
+        store = self._store
+        with store._errors("recording a send time in"):
+            store._connection().execute(
+                "INSERT INTO reconcile.sends (environment, call, path, sent) VALUES (%s, %s, %s, %s)",
+                (store.environment, key, path, at),
+            )
+
+    def answered(self, key: str, at: float) -> None:
+        """Record when call ``key`` was answered."""
+        store = self._store
+        with store._errors("recording a send time in"):
+            store._connection().execute(
+                "UPDATE reconcile.sends SET answered = %s WHERE environment = %s AND call = %s",
+                (at, store.environment, key),
+            )
 
 
 def _dumps(obj: Any) -> str:

@@ -22,6 +22,7 @@ from reconcile.state.audit import AuditLog
 from reconcile.state.journal import Journal
 from reconcile.state.lock import LockHolder
 from reconcile.state.model import STATE_FORMAT_VERSION, State, StateBinding
+from reconcile.state.sends import SendLog
 
 
 class StateReader(Protocol):
@@ -114,7 +115,7 @@ class StateLocker(Protocol):
 
 
 class RunRecords(Protocol):
-    """What a run keeps with the state: its intent journal, its audit log, its local files."""
+    """What a run keeps with the state: its intent journal, its audit log, its send times, its local files."""
 
     @abc.abstractmethod
     def journal(self, environment: str) -> Journal:
@@ -123,6 +124,10 @@ class RunRecords(Protocol):
     @abc.abstractmethod
     def audit_log(self, environment: str, *, clock: Callable[[], datetime] | None = None) -> AuditLog:
         """Return the audit log kept with this state."""
+
+    @abc.abstractmethod
+    def send_log(self, environment: str) -> SendLog:
+        """Return the record of when this state's limited calls were sent (:mod:`reconcile.state.sends`)."""
 
     @abc.abstractmethod
     def local_dir(self) -> Path:
