@@ -7,6 +7,7 @@ exports them as JSON Schema. Loading YAML with file:line:column errors lives in
 
 from __future__ import annotations
 
+import datetime
 import functools
 import re
 import unicodedata
@@ -195,6 +196,66 @@ def email_problem(address: str) -> str | None:
     return None
 
 
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Percentage = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+
+
+class RiskSettings(_Model):
+    """Auto-liquidation settings (the contract's ``postTradeRisk`` / ``UserAccountAutoLiq`` fields).
+
+    Every field is optional: a template sets some, an account overrides them field by field, and
+    only the fields set are ever sent or compared.
+    """
+
+    marginPercentageAlert: Percentage | None = None
+    dailyLossPercentageAlert: Percentage | None = None
+    dailyLossAlert: Amount | None = None
+    marginPercentageLiqOnly: Percentage | None = None
+    dailyLossPercentageLiqOnly: Percentage | None = None
+    dailyLossLiqOnly: Amount | None = None
+    marginPercentageAutoLiq: Percentage | None = None
+    dailyLossPercentageAutoLiq: Percentage | None = None
+    dailyLossAutoLiq: Amount | None = None
+    weeklyLossAutoLiq: Amount | None = None
+    flattenTimestamp: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)] | None = None
+    trailingMaxDrawdown: Amount | None = None
+    trailingMaxDrawdownLimit: Amount | None = None
+    trailingMaxDrawdownMode: Literal["EOD", "RealTime"] | None = None
+    dailyProfitAutoLiq: Amount | None = None
+    weeklyProfitAutoLiq: Amount | None = None
+    doNotUnlock: StrictBool | None = None
+    changesLocked: StrictBool | None = None
+
+    def fields_set(self) -> dict[str, Any]:
+        """The fields this manifest entry sets (None fields are not settings)."""
+        return self.model_dump(exclude_none=True)
+
+
+class AccountTemplate(_Model):
+    """One of the organization's template accounts, as the manifest names it."""
+
+    templateAccountId: PositiveId
+    initialBalance: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    risk: RiskSettings = RiskSettings()
+
+
+ACCOUNT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+TradingState = Literal["active", "locked", "revoked"]
+
+
+class Account(_Model):
+    """One evaluation account of a user. ``name`` is the identity key (organization-wide, any case)."""
+
+    name: Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=ACCOUNT_NAME_PATTERN)]
+    template: NameText
+    risk: RiskSettings | None = None
+    """Overrides of the template's risk, field by field."""
+    riskCategory: NameText | None = None
+    trading: TradingState = "active"
+    resetTo: datetime.date | None = None
+    """Each new value resets the account once, to the start of that trade date."""
+
+
 class User(_Model):
     """One evaluation trader. ``name`` is the identity key."""
 
@@ -207,6 +268,7 @@ class User(_Model):
     tradovateSubscriptionPlanId: PositiveId | None = None
     entitlements: Annotated[tuple[NameText, ...], Field(max_length=MAX_ITEMS)] = ()
     contact: Contact | None = None
+    accounts: Annotated[tuple[Account, ...], Field(max_length=MAX_ITEMS)] = ()
 
     @field_validator("email")
     @classmethod
@@ -245,6 +307,10 @@ class Partner(_Model):
     dataAccountId: PositiveId
     entitlements: dict[NameText, PositiveId] = Field(default_factory=dict, max_length=MAX_ITEMS)
     agreementAlertId: PositiveId | None = None
+    accountTemplates: dict[NameText, AccountTemplate] = Field(default_factory=dict, max_length=MAX_ITEMS)
+    """Names used by ``users[].accounts[].template`` → the organization's template accounts."""
+    riskCategories: dict[NameText, PositiveId] = Field(default_factory=dict, max_length=MAX_ITEMS)
+    """Names used by ``users[].accounts[].riskCategory`` → ``riskCategoryId``."""
 
     @model_validator(mode="after")
     def _simplus_has_one_name(self) -> Partner:

@@ -8,8 +8,8 @@ One :class:`State` document per environment; the stores that keep it are in
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Literal
+from datetime import date, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -59,6 +59,32 @@ class UserRecord(_Model):
     """
 
 
+class AccountRecord(_Model):
+    """One managed evaluation account, keyed in :attr:`State.accounts` by its name."""
+
+    accountId: int
+    user: str
+    """The manifest name of the user holding the trading permission."""
+    userId: int
+    origin: Literal["created", "adopted"] = "created"
+    template: str | None = None
+    """The manifest's template name (None for an adopted account whose template is unknown)."""
+    tradingPermissionId: int | None = None
+    permission: Literal["active", "revoked"] = "active"
+    """The trading permission: ``revoked`` is final (revoked here, by a cancel, or outside)."""
+    risk: dict[str, Any] = Field(default_factory=dict)
+    """The auto-liquidation fields as last applied (only the fields the manifest set)."""
+    riskCategory: str | None = None
+    """The manifest's category name as last applied; None when never switched."""
+    trading: Literal["active", "locked"] = "active"
+    """The admin lock as last applied."""
+    lastReset: date | None = None
+    """The ``resetTo`` trade date last applied (or recorded at creation)."""
+    createdAt: datetime
+    updatedAt: datetime
+    revokedAt: datetime | None = None
+
+
 class StateBinding(_Model):
     """The organization and endpoint a state belongs to (DESIGN §8.10): set on first write."""
 
@@ -91,6 +117,8 @@ class State(_Model):
     binding: StateBinding | None = None
     """None only in state written before version 2, until its next write."""
     users: dict[str, UserRecord] = Field(default_factory=dict)
+    accounts: dict[str, AccountRecord] = Field(default_factory=dict)
+    """Evaluation accounts by name (names are unique in the organization, in any case)."""
 
     @classmethod
     def empty(cls, environment: str) -> State:
@@ -103,6 +131,7 @@ class State(_Model):
             self.environment == other.environment
             and self.binding == other.binding
             and self.users == other.users
+            and self.accounts == other.accounts
         )
 
 
