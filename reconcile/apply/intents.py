@@ -15,10 +15,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reconcile.errors import StateError, first_invalid
-from reconcile.planning.plan import Action, Diagnostic, Plan
+from reconcile.planning.plan import AccountAction, Action, Diagnostic, Plan
 from reconcile.state.journal import Journal, JournalEntry
 
-IntentCall = Literal["create", "grant", "cancel"]
+IntentCall = Literal["create", "grant", "cancel", "create_account", "reset"]
 
 _ACTIONS: TypeAdapter[list[Action]] = TypeAdapter(list[Action])
 
@@ -40,6 +40,11 @@ class Intent(BaseModel):
     @property
     def users(self) -> list[str]:
         return [a.user for a in self.actions]
+
+    @property
+    def accounts(self) -> list[str]:
+        """The accounts the intent's actions are about (none for user actions)."""
+        return [a.account for a in self.actions if isinstance(a, AccountAction)]
 
     def to_entry(self) -> JournalEntry:
         """The journal record of this intent."""

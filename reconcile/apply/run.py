@@ -81,14 +81,27 @@ class Run:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.result = ApplyResult(state_serial=state.serial)
 
-    def save(self, changed: Iterable[str]) -> None:
-        """Save the users ``changed`` (after syncing the audit log, which never lags the state)."""
+    def save(self, changed: Iterable[str], accounts: Iterable[str] = ()) -> None:
+        """Save the users ``changed`` and the ``accounts`` (after the audit log, which never lags state)."""
         names = sorted(set(changed))
+        account_names = sorted(set(accounts))
         self.audit.sync()
-        if not names:
+        if not names and not account_names:
             return
-        self.state = self.store.save(self.state, names)
+        self.state = self.store.save(self.state, names, changed_accounts=account_names)
         self.result.state_serial = self.state.serial
+
+    def accounts_of(self, users: Iterable[str]) -> list[str]:
+        """The names of the accounts state records for ``users``."""
+        wanted = set(users)
+        return [name for name, record in self.state.accounts.items() if record.user in wanted]
+
+    def account_id(self, name: str, planned: int | None) -> int | None:
+        """The id the plan gives, else the one state records (None: the account was not created)."""
+        if planned is not None:
+            return planned
+        record = self.state.accounts.get(name)
+        return record.accountId if record is not None else None
 
     def user_id(self, name: str, planned: int | None) -> int | None:
         """The id the plan gives, else the one state records (None: the user was not created)."""

@@ -217,7 +217,9 @@ class RiskSettings(_Model):
     dailyLossPercentageAutoLiq: Percentage | None = None
     dailyLossAutoLiq: Amount | None = None
     weeklyLossAutoLiq: Amount | None = None
-    flattenTimestamp: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)] | None = None
+    flattenTimestamp: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)] | None
+    ) = None
     trailingMaxDrawdown: Amount | None = None
     trailingMaxDrawdownLimit: Amount | None = None
     trailingMaxDrawdownMode: Literal["EOD", "RealTime"] | None = None
