@@ -190,6 +190,7 @@ def live_reader(inputs: PlanInputs, reporter: Reporter) -> LiveRead:
     """A reader of the live organization through the environment's API (says what it read)."""
 
     def read(manifest: Manifest, state: State) -> LiveSnapshot:
+        from reconcile.operations.adopt import has_accounts
         from reconcile.operations.clients import open_client
         from reconcile.operations.read_live import read_live
 
@@ -202,10 +203,13 @@ def live_reader(inputs: PlanInputs, reporter: Reporter) -> LiveRead:
                 agreement_alert_id=manifest.agreement_alert_id,
                 contacts_of=[r.userId for r in state.users.values() if r.lifecycle == "active"],
                 read_at=datetime.now(UTC),
+                accounts=has_accounts(manifest, state),
             )
             where = client.endpoint_label
+        accounts = "" if live.accounts is None else f" and {len(live.accounts)} accounts"
         reporter.say(
-            f"Read {len(live.users)} users of the organization at {where} ({live.requests} requests)."
+            f"Read {len(live.users)} users{accounts} of the organization at {where} "
+            f"({live.requests} requests)."
         )
         return live
 

@@ -280,6 +280,14 @@ class DriftKind(enum.StrEnum):
     """Recorded as granted, but the user no longer has it."""
     entitlement_added = "entitlement_added"
     """The user has it, but reconcile did not grant it (or recorded it as awaiting the agreement)."""
+    account_risk_changed = "account_risk_changed"
+    """An account's auto-liquidation settings or risk category changed outside reconcile."""
+    account_trading_changed = "account_trading_changed"
+    """An account was locked or unlocked outside reconcile."""
+    account_revoked = "account_revoked"
+    """An account's trading permission was revoked outside reconcile (or the account is gone)."""
+    account_outside = "account_outside"
+    """An account of a managed user that reconcile neither created nor adopted."""
 
 
 class DriftEntry(_Model):
@@ -291,6 +299,8 @@ class DriftEntry(_Model):
     changes: tuple[FieldChange, ...] = ()
     """Field-level ``before`` (recorded) / ``after`` (live) for ``changed``."""
     entitlement: str | None = None
+    account: str | None = None
+    """The account the entry is about (the account kinds)."""
     message: str
 
 

@@ -106,7 +106,7 @@ class _Observed:
     def of(cls, state: State, live: LiveSnapshot | None, manifest: Manifest) -> _Observed:
         if live is None:
             return cls(state)
-        comparison = compare(state, live, manifest.partner.entitlements)
+        comparison = compare(state, live, manifest.partner.entitlements, manifest.partner.riskCategories)
         return cls(
             state=comparison.observed,
             live=live,
