@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from reconcile.errors import PolicyError, counted, plural
 from reconcile.manifest.models import Policy
-from reconcile.planning.plan import CancelEverything, Diagnostic, Plan
+from reconcile.planning.plan import CancelEverything, Diagnostic, Plan, RevokeTrading
 from reconcile.state.model import State
 
 _REASONS = {"removed_from_manifest": "removed from the manifest", "status_cancelled": "status: cancelled"}
@@ -99,6 +99,11 @@ def budget_for(policy: Policy, active_users: int) -> int:
 def cancellations_of(plan: Plan) -> tuple[CancelEverything, ...]:
     """The cancel-everything actions of ``plan``."""
     return tuple(a for a in plan.actions if isinstance(a, CancelEverything))
+
+
+def revocations_of(plan: Plan) -> tuple[RevokeTrading, ...]:
+    """The revoke-trading actions of ``plan``."""
+    return tuple(a for a in plan.actions if isinstance(a, RevokeTrading))
 
 
 def evaluate_cancellations(
