@@ -1,18 +1,18 @@
 """The exception tree of reconcile.
 
-ReconcileError                 every error meant for a person; carries a message that says
- │                             what went wrong, where, and what to do
- ├── ManifestError             the manifest is invalid; .problems holds every located problem
- ├── StateError                recorded state cannot be read or written (corrupt, wrong version)
- │    └── LockError            the state is locked by another run (names the holder)
- ├── PlanError                 a saved plan cannot be used (stale, corrupt, wrong version)
- ├── PolicyError               refused by policy (cancellation budget); exit code 3
- └── ApiError                  the partner API failed or refused (names the call and users)
-      ├── AuthError            login / token renewal failed
-      │    └── LoginUnavailable no login can succeed now (limit reached, locked, API failing)
-      ├── CaptchaRequired      a penalty ticket demands a captcha: a person must act
-      └── TransportError       network failure / malformed answer after retries
-           └── OutcomeUnknown   a non-idempotent call was sent and no answer came
+    ReconcileError                 every error meant for a person; carries a message that says
+     │                             what went wrong, where, and what to do
+     ├── ManifestError             the manifest is invalid; .problems holds every located problem
+     ├── StateError                recorded state cannot be read or written (corrupt, wrong version)
+     │    └── LockError            the state is locked by another run (names the holder)
+     ├── PlanError                 a saved plan cannot be used (stale, corrupt, wrong version)
+     ├── PolicyError               refused by policy (cancellation budget); exit code 3
+     └── ApiError                  the partner API failed or refused (names the call and users)
+          ├── AuthError            login / token renewal failed
+          │    └── LoginUnavailable no login can succeed now (limit reached, locked, API failing)
+          ├── CaptchaRequired      a penalty ticket demands a captcha: a person must act
+          └── TransportError       network failure / malformed answer after retries
+               └── OutcomeUnknown   a non-idempotent call was sent and no answer came
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ class ManifestError(ReconcileError):
     """The manifest is invalid; every problem is listed, nothing is changed."""
 
     def __init__(self, problems: list[Problem], *, omitted: int = 0) -> None:
-        self.problems = sorted(problems, key=lambda p: (p.location or Location("", 0, 0), p.path, p.message))
+        self.problems = sorted(
+            problems, key=lambda p: (p.location or Location("", 0, 0), p.path, p.message)
+        )
         self.omitted = omitted
         """Problems found but not listed (past the loader's MAX_PROBLEMS)."""
         lines = [str(p) for p in self.problems]

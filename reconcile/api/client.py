@@ -150,7 +150,9 @@ class PartnerClient:
         self.auth = auth
         self._backoff = wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=1.0)
         if auth is not None:
-            auth.attach(self.base_url, sleep=sleep, pacer=pacer, on_event=on_event, max_wait=max_retry_after)
+            auth.attach(
+                self.base_url, sleep=sleep, pacer=pacer, on_event=on_event, max_wait=max_retry_after
+            )
         self.requests_sent = 0
         self.closers: list[Callable[[], None]] = []
         """Called by :meth:`close` after the HTTP client (e.g. the embedded simulator's database)."""

@@ -233,3 +233,5 @@ def _name_password_files(ledger: PasswordLedger, reporter: Reporter) -> None:
             f"Generated passwords of {counted(len(set(names)), 'user')} are in {path} (mode 0600), and "
             "nowhere else: hand them to the traders securely, then delete the file."
         )
+
+

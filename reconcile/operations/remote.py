@@ -39,7 +39,9 @@ def refresh(inputs: RemoteInputs, reporter: Reporter | None = None) -> Refreshed
         return Refreshed(refresh_state(manifest, store, client), store.describe())
 
 
-def import_(inputs: RemoteInputs, names: Sequence[str] | None, reporter: Reporter | None = None) -> Imported:
+def import_(
+    inputs: RemoteInputs, names: Sequence[str] | None, reporter: Reporter | None = None
+) -> Imported:
     """Adopt existing organization users ``names`` (None: every one the manifest names) into state."""
     with remote_session(inputs, "import", reporter or Reporter()) as (manifest, store, client):
         return Imported(import_users(manifest, store, client, names), store.describe())
