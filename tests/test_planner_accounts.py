@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 
 import pytest
 from test_planner_support import (
@@ -46,6 +47,18 @@ def recorded(**overrides: object) -> State:
     return state(
         {"EVAL1": account_record(7001, "trader001", 1001, **overrides)},
         trader001=record(1001, "trader001"),
+    )
+
+
+def revoke(reason: Literal["removed_from_manifest", "trading_revoked"]) -> RevokeTrading:
+    """The revocation of the account :func:`recorded` holds."""
+    return RevokeTrading(
+        user="trader001",
+        userId=1001,
+        account="EVAL1",
+        accountId=7001,
+        tradingPermissionId=57001,
+        reason=reason,
     )
 
 
@@ -183,16 +196,7 @@ def test_no_category_in_the_manifest_is_not_governed() -> None:
 
 def test_trading_revoked_revokes_only() -> None:
     p = plan(one_account(trading="revoked", riskCategory="halted", resetTo="2026-11-20"), recorded())
-    assert p.actions == (
-        RevokeTrading(
-            user="trader001",
-            userId=1001,
-            account="EVAL1",
-            accountId=7001,
-            tradingPermissionId=57001,
-            reason="trading_revoked",
-        ),
-    )
+    assert p.actions == (revoke("trading_revoked"),)
 
 
 def test_a_revoked_permission_cannot_come_back() -> None:
@@ -209,8 +213,7 @@ def test_template_change_is_a_warning_not_an_action() -> None:
         (
             "warning",
             "account EVAL1: template eval50k → eval100k is not applied: the template "
-            "(and its initialBalance) "
-            "is used only when an account is created",
+            "(and its initialBalance) is used only when an account is created",
         )
     ]
 
@@ -230,16 +233,7 @@ def test_an_account_recorded_for_another_user_is_an_error() -> None:
 
 def test_an_account_removed_from_the_manifest_is_revoked_while_its_user_stays() -> None:
     p = plan(manifest(user("trader001")), recorded())
-    assert p.actions == (
-        RevokeTrading(
-            user="trader001",
-            userId=1001,
-            account="EVAL1",
-            accountId=7001,
-            tradingPermissionId=57001,
-            reason="removed_from_manifest",
-        ),
-    )
+    assert p.actions == (revoke("removed_from_manifest"),)
     assert plan(manifest(user("trader001")), recorded(permission="revoked")).actions == ()
 
 

@@ -12,6 +12,9 @@ The rules, per user name:
 * absent from the manifest while a new manifest user carries its email → a rename, which the
   partner API cannot do: error, and neither the create nor the cancel is planned.
 
+Each planned user's evaluation accounts follow the rules in :mod:`reconcile.planning.accounts`
+(create, risk, category, lock, reset, revoke), as does revoking an account gone from the manifest.
+
 Passwords are create-only and never compared. Users the tool never created or adopted are never
 touched (DESIGN §8.3): only state users can get anything but a create.
 

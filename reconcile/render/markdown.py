@@ -110,20 +110,21 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
     _diagnostics(out, plan, "warning", "Warnings")
     _drift(out, plan, options)
 
-    cancelled = cancellations_of(plan)
-    _caution(
-        out,
-        f"{counted(len(cancelled), 'user')} will be cancelled, irreversibly:",
-        "cancellations",
-        [f"{code(a.user)} ({_REASONS[a.reason]})" for a in cancelled],
+    cancelled, revoked = cancellations_of(plan), revocations_of(plan)
+    irreversible = (
+        (
+            f"{counted(len(cancelled), 'user')} will be cancelled",
+            "cancellations",
+            [f"{code(a.user)} ({_REASONS[a.reason]})" for a in cancelled],
+        ),
+        (
+            f"{counted(len(revoked), 'trading permission')} will be revoked",
+            "revocations",
+            [f"{code(a.account)} of {code(a.user)} ({_REASONS[a.reason]})" for a in revoked],
+        ),
     )
-    revoked = revocations_of(plan)
-    _caution(
-        out,
-        f"{counted(len(revoked), 'trading permission')} will be revoked, irreversibly:",
-        "revocations",
-        [f"{code(a.account)} of {code(a.user)} ({_REASONS[a.reason]})" for a in revoked],
-    )
+    for headline, what, items in irreversible:
+        _caution(out, f"{headline}, irreversibly:", what, items)
 
     _diagnostics(out, plan, "info", "Notes")
 
