@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -180,3 +180,20 @@ def test_account_references_are_checked_when_other_rules_fail(tmp_path: Path) ->
     users = trader("trader001", account(template="nope")) + "  - name: x\n"
     found = problems([write(tmp_path, users)])
     assert any("'nope' is not defined under partner.accountTemplates" in p for p in found), found
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_commands_refuse_a_reset_after_today_read_at_the_edge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    from cli_support import run
+
+    monkeypatch.chdir(tmp_path)
+    today = datetime.now(UTC).date()
+    path = write(tmp_path, trader("trader001", account(resetTo=today.isoformat())))
+    assert run(command, "-f", path, env={"PW": "Sim-Passw0rd-001"}).exit_code == 0
+    tomorrow = (today + timedelta(days=1)).isoformat()
+    path = write(tmp_path, trader("trader001", account(resetTo=tomorrow)))
+    result = run(command, "-f", path, env={"PW": "Sim-Passw0rd-001"})
+    assert result.exit_code == 1
+    assert f"resetTo {tomorrow} is in the future (today is {today.isoformat()}, UTC)" in result.stderr
