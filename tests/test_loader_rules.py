@@ -98,8 +98,7 @@ def test_valid_manifest_loads_with_digest_locations_and_no_warnings(tmp_path: Pa
         (
             {"emial": "x@example.com"},
             "12:5: users[0].emial: unknown key 'emial' (expected one of: accounts, contact, email, "
-            "entitlements, "
-            "firstName, lastName, name, password, status, tradovateSubscriptionPlanId; "
+            "entitlements, firstName, lastName, name, password, status, tradovateSubscriptionPlanId; "
             "did you mean 'email'?)",
         ),
     ],

@@ -19,7 +19,7 @@ from reconcile.manifest.models import Manifest
 from reconcile.operations.inputs import PlanInputs, Reporter
 from reconcile.operations.opening import Opened, open_inputs
 from reconcile.planning.plan import CancelEverything, Diagnostic, Plan, PlanBinding
-from reconcile.planning.policy import CancellationCheck, cancellations_of, evaluate_cancellations
+from reconcile.planning.policy import CancellationCheck, Irreversible, evaluate_cancellations, irreversible_of
 from reconcile.planning.snapshot import LiveSnapshot
 from reconcile.state.model import State
 
@@ -36,8 +36,8 @@ class PreparedPlan:
     state: State
     unsettled: int = 0
     """Journal intents an interrupted apply left open (their users are left out of the plan)."""
-    whole: tuple[CancelEverything, ...] | None = None
-    """The cancellations of the whole manifest when --target/--exclude narrowed the plan."""
+    whole: tuple[Irreversible, ...] | None = None
+    """The cancellations and revocations of the whole manifest when --target/--exclude narrowed the plan."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,8 @@ def prepare_plan(
 
 def whole_cancellations(
     plan: Plan, manifest: Manifest, state: State, live: LiveSnapshot | None = None
-) -> tuple[CancelEverything, ...] | None:
-    """The cancellations of ``manifest`` planned whole, when ``plan`` was narrowed; else None.
+) -> tuple[Irreversible, ...] | None:
+    """The cancellations and revocations of ``manifest`` planned whole when ``plan`` was narrowed, else None.
 
     The policy judges these (reconcile/planning/policy.py): --target must not slice an empty
     manifest into budget-sized cancellations.
@@ -153,7 +153,7 @@ def whole_cancellations(
 
     if not plan.targeted and not plan.excluded:
         return None
-    return cancellations_of(make_plan(manifest, state, binding=plan.binding, live=live))
+    return irreversible_of(make_plan(manifest, state, binding=plan.binding, live=live))
 
 
 def companion_of(inputs: PlanInputs, label: str) -> str | None:
