@@ -108,3 +108,38 @@ def made(desk: Desk, user: str, names: Sequence[str]) -> dict[str, AccountRecord
     run, _ = desk.apply([create(user, n, user_id) for n in names])
     assert run.result.ok, run.result.failures
     return {n: run.state.accounts[n] for n in names}
+
+
+def account_desk_yaml(users: dict[str, list[dict[str, Any]]]) -> str:
+    """A manifest for environment sim: ``users`` maps trader names to their account entries."""
+    import json
+
+    lines = [
+        "apiVersion: reconcile/v1",
+        "environment: sim",
+        "partner:",
+        "  dataAccountId: 11111",
+        "  entitlements: {simplus: 12345}",
+        "  accountTemplates:",
+        "    eval50k: {templateAccountId: 5001, initialBalance: 50000, risk: " + json.dumps(RISK) + "}",
+        "    eval100k: {templateAccountId: 5002, initialBalance: 100000}",
+        "  riskCategories: {standard: 31, halted: 32}",
+        "defaults: {tradovateSubscriptionPlanId: 7}",
+        "policy: {maxCancellations: 2, maxCancellationPercent: 100}",
+        "users:",
+    ]
+    for name, accounts in users.items():
+        lines += [
+            f"  - name: {name}",
+            f"    email: {name}@example.com",
+            "    password: {env: TRADER_PASSWORD}",
+            "    firstName: Test",
+            "    lastName: Trader",
+            f"    accounts: {json.dumps(accounts)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def accounts_for(user: int, count: int, **fields: Any) -> list[dict[str, Any]]:
+    """``count`` eval50k accounts named ``FIRM<user><i>`` with ``fields`` added to each."""
+    return [{"name": f"FIRM{user:03d}{i:03d}", "template": "eval50k", **fields} for i in range(count)]
