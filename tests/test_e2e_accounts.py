@@ -212,3 +212,23 @@ def test_a_kill_during_resets_never_resets_twice(tmp_path: Path, server: str, cr
     assert later.returncode == 0, later.stderr
     assert sim_accounts(server)["FIRM001001"]["resets"] == int(sent) + 1
     assert "resetUnsettled" not in state(tmp_path)["accounts"]["FIRM001001"]
+
+
+def test_a_kill_during_account_creation_with_state_in_postgresql(tmp_path: Path, server: str) -> None:
+    from pg_fixtures import new_database
+
+    from reconcile.state.open import open_store
+
+    dsn = new_database()
+    write(tmp_path, desk())
+    killed = apply(tmp_path, server, "--backend", dsn, crash="after_account_create_call:2")
+    assert killed.returncode == -9, killed.stderr
+    store = open_store("sim", backend_url=dsn)
+    assert [e.call for e in store.journal("sim").unsettled()] == ["create_account"]
+    again = apply(tmp_path, server, "--backend", dsn)
+    assert again.returncode == 0, again.stderr
+    recorded = store.load("sim").accounts
+    served = sim_accounts(server)
+    assert len(served) == 3 * ACCOUNTS and sorted(recorded) == sorted(served)
+    assert all(recorded[n].tradingPermissionId == served[n]["tradingPermissionId"] for n in served)
+    assert store.journal("sim").unsettled() == []

@@ -62,50 +62,60 @@ def _send_batch(
 
 def run_risk_updates(run: Run, actions: Sequence[UpdateRisk], options: ExecuteOptions) -> None:
     """Send ``actions`` with updateuserautoliqs, ≤ ``options.batch_size`` items per call."""
-    if not actions:
-        return
-    run.progress.phase("update_risk", len(actions))
-    done = 0
-    for batch in chunks(_with_account_ids(run, actions), options.batch_size):
-        run.stop.check()
+
+    def send(batch: Sequence[tuple[UpdateRisk, int]]) -> object:
         items = [auto_liq_item(account_id, action.risk) for action, account_id in batch]
-        names = [a.account for a, _ in batch]
-        _send_batch(
-            run,
-            batch,
-            functools.partial(run.client.update_user_auto_liqs, items, accounts=names),
-            lambda action: _record(run, action.account, "risk_updated", risk=dict(action.risk)),
-        )
-        run.save((), names)
-        done += len(batch)
-        run.progress.advance(done)
+        return run.client.update_user_auto_liqs(items, accounts=[a.account for a, _ in batch])
+
+    ready = _with_account_ids(run, actions)
+    _run_batches(
+        run,
+        list(chunks(ready, options.batch_size)),
+        send,
+        lambda action: _record(run, action.account, "risk_updated", risk=dict(action.risk)),
+    )
 
 
 def run_category_switches(run: Run, actions: Sequence[SwitchRiskCategory], options: ExecuteOptions) -> None:
     """Send ``actions`` with switchriskcategory: one call per category, ≤ ``options.batch_size`` ids."""
-    if not actions:
-        return
-    run.progress.phase("switch_risk_category", len(actions))
+
+    def send(batch: Sequence[tuple[SwitchRiskCategory, int]]) -> object:
+        ids = [account_id for _, account_id in batch]
+        return run.client.switch_risk_category(
+            ids, batch[0][0].riskCategoryId, accounts=[a.account for a, _ in batch]
+        )
+
     by_category: dict[int, list[tuple[SwitchRiskCategory, int]]] = {}
     for action, account_id in _with_account_ids(run, actions):
         by_category.setdefault(action.riskCategoryId, []).append((action, account_id))
+    batches = [b for _, same in sorted(by_category.items()) for b in chunks(same, options.batch_size)]
+    _run_batches(
+        run,
+        batches,
+        send,
+        lambda action: _record(
+            run, action.account, "risk_categories_switched", riskCategory=action.riskCategory
+        ),
+    )
+
+
+def _run_batches(
+    run: Run,
+    batches: Sequence[Sequence[tuple[A, int]]],
+    send: Callable[[Sequence[tuple[A, int]]], object],
+    record: Callable[[A], None],
+) -> None:
+    """One call per batch (the stop checked first), each recorded and saved as it lands."""
+    if not batches:
+        return
+    run.progress.phase(batches[0][0][0].action.value, sum(map(len, batches)))
     done = 0
-    for category_id, same in sorted(by_category.items()):
-        for batch in chunks(same, options.batch_size):
-            run.stop.check()
-            ids = [account_id for _, account_id in batch]
-            names = [a.account for a, _ in batch]
-            _send_batch(
-                run,
-                batch,
-                functools.partial(run.client.switch_risk_category, ids, category_id, accounts=names),
-                lambda action: _record(
-                    run, action.account, "risk_categories_switched", riskCategory=action.riskCategory
-                ),
-            )
-            run.save((), names)
-            done += len(batch)
-            run.progress.advance(done)
+    for batch in batches:
+        run.stop.check()
+        _send_batch(run, batch, functools.partial(send, batch), record)
+        run.save((), (a.account for a, _ in batch))
+        done += len(batch)
+        run.progress.advance(done)
 
 
 def run_trading_changes(run: Run, actions: Sequence[SetTrading], options: ExecuteOptions) -> None:
