@@ -22,7 +22,7 @@ from test_planner_support import (
 )
 
 from reconcile.manifest.models import Manifest
-from reconcile.planning.plan import AccountAction, CreateAccount, CreateUser
+from reconcile.planning.plan import AccountAction, CreateAccount, CreateUser, RevokeTrading
 from reconcile.planning.planner import make_plan
 from reconcile.state.model import AccountRecord, State
 
@@ -186,11 +186,20 @@ def test_only_state_users_get_anything_but_a_create(m: Manifest, s: State, targe
             assert action.user not in s.users
             continue
         user_id = getattr(action, "userId", None)
-        if isinstance(action, AccountAction) and action.action.value != "revoke_trading":
+        if isinstance(action, RevokeTrading):
+            # Only a recorded, still active permission of this user, under its recorded id.
+            revoked = s.accounts[action.account]
+            assert (revoked.permission, revoked.user) == ("active", action.user)
+            assert (revoked.accountId, revoked.tradingPermissionId) == (
+                action.accountId,
+                action.tradingPermissionId,
+            )
+        elif isinstance(action, AccountAction):
             if isinstance(action, CreateAccount) or action.accountId is None:
                 assert not any(n.casefold() == action.account.casefold() for n in s.accounts)
             else:
                 assert s.accounts[action.account].user == action.user
+                assert s.accounts[action.account].permission == "active"
         if user_id is None and action.user not in s.users:
             assert action.user in created
         else:
