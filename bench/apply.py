@@ -279,6 +279,22 @@ def measure(
     return made == bound
 
 
+def bench_env(work: Path) -> dict[str, str]:
+    """The environment of the apply processes: the simulator's admin login, caches under ``work``."""
+    return {
+        **os.environ,
+        "BENCH_PASSWORD": "Bench-Password-1!",
+        "TRADOVATE_USERNAME": "partner-admin",
+        "TRADOVATE_PASSWORD": "sim-admin-password",
+        "TRADOVATE_APP_ID": "reconcile-bench",
+        "TRADOVATE_APP_VERSION": "1.0",
+        "TRADOVATE_CID": "1",
+        "TRADOVATE_SEC": "bench",
+        "TRADOVATE_DEVICE_ID": "reconcile-bench",
+        "XDG_CACHE_HOME": str(work / "cache"),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=10_000)
@@ -311,18 +327,7 @@ def main() -> int:
             return 1
         url = match.group(0)
         base = url.rsplit("/v1", 1)[0]
-        env = {
-            **os.environ,
-            "BENCH_PASSWORD": "Bench-Password-1!",
-            "TRADOVATE_USERNAME": "partner-admin",
-            "TRADOVATE_PASSWORD": "sim-admin-password",
-            "TRADOVATE_APP_ID": "reconcile-bench",
-            "TRADOVATE_APP_VERSION": "1.0",
-            "TRADOVATE_CID": "1",
-            "TRADOVATE_SEC": "bench",
-            "TRADOVATE_DEVICE_ID": "reconcile-bench",
-            "XDG_CACHE_HOME": str(work / "cache"),
-        }
+        env = bench_env(work)
         ok = True
         if args.users:
             print(f"users: {args.users}")

@@ -207,6 +207,8 @@ def test_a_kill_during_resets_never_resets_twice(tmp_path: Path, server: str, cr
     record = state(tmp_path)["accounts"]["FIRM001001"]
     assert record["lastReset"] == record["resetUnsettled"] == "2025-06-02"
     assert plan_is_empty(tmp_path, server)
+    reminded = reconcile(tmp_path, server, "plan")
+    assert "account FIRM001001: a reset to 2025-06-02 was sent and its answer lost" in reminded.stdout
     write(tmp_path, desk(FIRM001001={"resetTo": "2025-06-03"}, FIRM002002={"resetTo": "2025-06-02"}))
     later = apply(tmp_path, server)
     assert later.returncode == 0, later.stderr

@@ -102,7 +102,7 @@ def prepare_plan(
     already holds). ``opened`` is what :func:`open_inputs` returned for ``inputs`` when the
     caller has it already (apply: the same manifest and the store whose lock it holds).
     """
-    from reconcile.apply.intents import IntentJournal, hold_unsettled
+    from reconcile.apply.intents import IntentJournal, hold_unsettled, note_unconfirmed_resets
     from reconcile.planning.planner import make_plan
 
     reporter = reporter or Reporter()
@@ -137,7 +137,7 @@ def prepare_plan(
     for warning in loaded.warnings:
         reporter.warn(str(warning))
     applying = holder.describe() if holder is not None and holder.purpose == "apply" else None
-    held = hold_unsettled(made, intents, lock_holder=applying)
+    held = note_unconfirmed_resets(hold_unsettled(made, intents, lock_holder=applying), state)
     return PreparedPlan(with_companion_note(held), manifest, state, len(intents), whole)
 
 
