@@ -289,3 +289,12 @@ def test_cancel_everything_with_trading_permissions_records_the_accounts_revoked
     run, _ = desk.apply([cancel])
     assert run.result.ok and sorted(run.result.trading_revoked) == ["EVAL1", "EVAL2"]
     assert desk.record("EVAL2").permission == "revoked" and desk.sim("EVAL2")["permissionStatus"] == "Revoked"
+
+
+def test_a_reset_refused_by_a_captcha_is_settled_as_not_sent_and_stops(desk: Desk, sim_app: SimApp) -> None:
+    record = made(desk, "trader001", ["EVAL1"])["EVAL1"]
+    admin.arm_fault(sim_app.store, "captcha", "/account/resetdemoaccountstate")
+    with pytest.raises(RunStopped):
+        desk.apply([reset("EVAL1", record)])
+    assert IntentJournal(desk.journal).unsettled() == [], "nothing ran: nothing to settle"
+    assert desk.sim("EVAL1")["resets"] == 0 and desk.record("EVAL1").lastReset is None

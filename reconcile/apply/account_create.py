@@ -15,10 +15,9 @@ from typing import Literal
 from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.intents import Intent
 from reconcile.apply.ports import AccountLike, CreateAccountResultLike, PermissionLike
-from reconcile.apply.run import ExecuteOptions, Run, chunks, lost
-from reconcile.apply.stop import NEEDS_A_PERSON
+from reconcile.apply.run import ExecuteOptions, Run, chunks, send_once
 from reconcile.apply.wire import evaluation_account
-from reconcile.errors import ApiError, OutcomeUnknown
+from reconcile.errors import ApiError
 from reconcile.planning.plan import CreateAccount
 from reconcile.state.model import AccountRecord
 
@@ -67,22 +66,15 @@ def _user_id_of(action: CreateAccount) -> int:
 def _create_batch(run: Run, intent: Intent, batch: Sequence[CreateAccount]) -> None:
     """Send one create call and record its answers (or settle it when the answer is lost)."""
     names = [a.account for a in batch]
-    try:
-        results = run.client.create_evaluation_accounts(
-            [evaluation_account(a, _user_id_of(a)) for a in batch]
-        )
-    except NEEDS_A_PERSON:
-        # Refused before it ran; the intent stays open and the next run settles it.
-        run.audit.record("create_account", users=names, outcome="refused")
-        raise run.stop.error() from None
-    except OutcomeUnknown as exc:
-        run.audit.record("create_account", users=names, outcome="unknown", detail={"error": str(exc)})
-        settle_account_creates(run, batch, lost("createevaluationaccounts", exc))
-        return
-    except ApiError as exc:
-        run.audit.record("create_account", users=names, outcome="refused", detail={"error": str(exc)})
-        for action in batch:
-            run.result.fail(action.account, "create_account", str(exc))
+    # Refused before it ran (a stop): the intent stays open and the next run settles it by name.
+    results = send_once(
+        run,
+        "create_account",
+        names,
+        lambda: run.client.create_evaluation_accounts([evaluation_account(a, _user_id_of(a)) for a in batch]),
+        unknown=lambda why: settle_account_creates(run, batch, why),
+    )
+    if results is None:
         return
     checkpoint("after_account_create_call")
     if len(results) != len(batch):

@@ -15,9 +15,7 @@ from datetime import date
 
 from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.intents import Intent
-from reconcile.apply.run import ExecuteOptions, Run, chunks, lost
-from reconcile.apply.stop import NEEDS_A_PERSON
-from reconcile.errors import ApiError, OutcomeUnknown
+from reconcile.apply.run import ExecuteOptions, Run, chunks, send_once
 from reconcile.planning.plan import ResetAccount
 
 
@@ -38,7 +36,7 @@ def run_resets(run: Run, actions: Sequence[ResetAccount], options: ExecuteOption
             run.stop.check()
             intent = run.journal.begin("reset", batch)
             checkpoint("before_reset_call")
-            _reset_batch(run, batch, day)
+            _reset_batch(run, intent, batch, day)
             checkpoint("after_reset_call")
             run.save((), (a.account for a in batch))
             run.journal.settle(intent)
@@ -60,22 +58,21 @@ def held_message(account: str, day: date) -> str:
     )
 
 
-def _reset_batch(run: Run, batch: Sequence[ResetAccount], day: date) -> None:
+def _reset_batch(run: Run, intent: Intent, batch: Sequence[ResetAccount], day: date) -> None:
     names = [a.account for a in batch]
-    try:
-        run.client.reset_demo_account_state([a.accountId for a in batch], day, accounts=names)
-    except NEEDS_A_PERSON:
-        # Refused before it ran: nothing was reset, and the stop ends the run.
-        run.audit.record("reset_account", users=names, outcome="refused")
-        raise run.stop.error() from None
-    except OutcomeUnknown as exc:
-        run.audit.record("reset_account", users=names, outcome="unknown", detail={"error": str(exc)})
-        record_unconfirmed(run, batch, lost("resetdemoaccountstate", exc))
-        return
-    except ApiError as exc:
-        run.audit.record("reset_account", users=names, outcome="failed", detail={"error": str(exc)})
-        for action in batch:
-            run.result.fail(action.account, "reset_account", str(exc))
+    sent = send_once(
+        run,
+        "reset_account",
+        names,
+        # The call answers nothing (None): True says it was made.
+        lambda: (
+            run.client.reset_demo_account_state([a.accountId for a in batch], day, accounts=names) or True
+        ),
+        unknown=lambda why: record_unconfirmed(run, batch, why),
+        # Refused before it ran (a stop): nothing was reset, so nothing is left to settle.
+        refused=lambda: run.journal.settle(intent),
+    )
+    if sent is None:
         return
     run.audit.record(
         "reset_account",

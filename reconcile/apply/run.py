@@ -17,8 +17,8 @@ from reconcile.apply.generated import PasswordLedger
 from reconcile.apply.intents import IntentJournal
 from reconcile.apply.ports import ApplyClient, CancelClient
 from reconcile.apply.result import ApplyResult, NoProgress, Progress
-from reconcile.apply.stop import GuardedCancelClient, GuardedClient, RunStopped, Stop
-from reconcile.errors import OutcomeUnknown
+from reconcile.apply.stop import NEEDS_A_PERSON, GuardedCancelClient, GuardedClient, RunStopped, Stop
+from reconcile.errors import ApiError, OutcomeUnknown
 from reconcile.state.audit import AuditLog
 from reconcile.state.journal import Journal
 from reconcile.state.model import State
@@ -125,6 +125,37 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """``items`` in slices of ``size``."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def send_once(
+    run: Run,
+    kind: str,
+    names: Sequence[str],
+    send: Callable[[], T],
+    *,
+    unknown: Callable[[str], None],
+    refused: Callable[[], None] = lambda: None,
+) -> T | None:
+    """Make a call that is never resent; return its answer, or None when it failed as a whole.
+
+    An error that needs a person runs ``refused`` (the call did not run), then stops the run; a
+    lost answer is handed to ``unknown`` with the reason; an API refusal fails every name of
+    ``names`` (accounts) with the API's words. Each is written to the audit log as ``kind``.
+    """
+    try:
+        return send()
+    except NEEDS_A_PERSON:
+        run.audit.record(kind, users=names, outcome="refused")
+        refused()
+        raise run.stop.error() from None
+    except OutcomeUnknown as exc:
+        run.audit.record(kind, users=names, outcome="unknown", detail={"error": str(exc)})
+        unknown(lost(exc.call or kind, exc))
+    except ApiError as exc:
+        run.audit.record(kind, users=names, outcome="failed", detail={"error": str(exc)})
+        for name in names:
+            run.result.fail(name, kind, str(exc))
+    return None
 
 
 def lost(call: str, exc: OutcomeUnknown) -> str:
