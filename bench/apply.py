@@ -6,11 +6,19 @@ contact info and Sim+:
 1. creates every user and sets their contact info (Sim+ waits: nobody has signed yet);
 2. after half the users sign the Market Data Agreement, grants Sim+ to them.
 
+Then, with ``--accounts N`` (default 10,000; 0 skips it), a desk of N evaluation accounts (ten per
+trader) in two applies: the first creates the traders and every account (some switched to a risk
+category, some locked at once); the second mixes every account action: risk updates, category
+switches, unlocks, resets to two trade dates, and revocations (``trading: revoked`` and accounts
+removed from the manifest). Each is planned to a file first; the lower bound is read from it.
+
 For each apply it prints the wall time, the apply process's own CPU time per user (the client's
 overhead; the rest of the wall time is the simulator), the requests the simulator served (counted
 inside the simulator's process, partner-API paths only; logins reported apart) and the lower bound
-⌈C/100⌉ + email changes + contact updates + 1 signal read + 2 per grant + ⌈X/100⌉. They must be
-equal: the script exits 1 when they are not.
+⌈C/100⌉ + email changes + contact updates + 1 signal read + 2 per grant + ⌈X/100⌉, plus for
+accounts ⌈creates/100⌉ + ⌈risk updates/100⌉ + ⌈switches per category/100⌉ + locks and unlocks +
+⌈resets per trade date/100⌉ + (1 confirming read + ⌈revocations/100⌉). They must be equal: the
+script exits 1 when they are not.
 """
 
 from __future__ import annotations
@@ -103,6 +111,61 @@ def lower_bound(result: dict[str, Any]) -> int:
     )
 
 
+def account_lower_bound(actions: list[dict[str, Any]]) -> int:
+    """The fewest requests the account actions of a plan can take (see the module docstring)."""
+    kinds = Counter(a["action"] for a in actions)
+    per_category = Counter(a["riskCategoryId"] for a in actions if a["action"] == "switch_risk_category")
+    per_day = Counter(a["resetTo"] for a in actions if a["action"] == "reset_account")
+    revokes = kinds["revoke_trading"]
+    return (
+        math.ceil(kinds["create_account"] / 100)
+        + math.ceil(kinds["update_risk"] / 100)
+        + sum(math.ceil(n / 100) for n in per_category.values())
+        + kinds["set_trading"]
+        + sum(math.ceil(n / 100) for n in per_day.values())
+        + ((1 + math.ceil(revokes / 100)) if revokes else 0)
+    )
+
+
+def write_account_manifest(path: Path, accounts: int, second: bool) -> None:
+    """Ten accounts per trader; ``second`` is the edit that mixes every account action."""
+    lines = [
+        "apiVersion: reconcile/v1",
+        "environment: sim",
+        "partner:",
+        "  dataAccountId: 11111",
+        "  accountTemplates:",
+        "    eval50k: {templateAccountId: 5001, initialBalance: 50000, "
+        "risk: {trailingMaxDrawdown: 2500, dailyLossAutoLiq: 1000}}",
+        "  riskCategories: {standard: 31, halted: 32}",
+        "defaults: {tradovateSubscriptionPlanId: 7}",
+        "users:",
+    ]
+    for u in range(math.ceil(accounts / 10)):
+        entries = [_account_entry(i, second) for i in range(u * 10, min(accounts, u * 10 + 10))]
+        kept = ", ".join(e for e in entries if e)
+        lines.append(
+            f"  - {{name: desk{u:05d}, email: desk{u:05d}@example.com, password: {{env: BENCH_PASSWORD}}, "
+            f"firstName: Bench, lastName: Desk{u}, accounts: [{kept}]}}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _account_entry(i: int, second: bool) -> str:
+    """Account ``i``: its share of the mix (by ``i % 10``), as the first or the second apply wants it."""
+    fields = {
+        0: "risk: {dailyLossAutoLiq: 800}" if second else "",
+        1: "riskCategory: halted" if second else "riskCategory: standard",
+        2: "trading: active" if second else "trading: locked",
+        3: "resetTo: 2025-06-02" if second else "",
+        4: "resetTo: 2025-06-03" if second else "",
+        5: "trading: revoked" if second else "",
+    }.get(i % 10, "")
+    if second and i % 10 == 6:
+        return ""  # removed from the manifest: its permission is revoked
+    return f"{{name: BENCH{i:06d}, template: eval50k{', ' + fields if fields else ''}}}"
+
+
 def client_overhead(calls: int) -> tuple[float, float]:
     """CPU ms per updatecontactinfo call and per created user, against a transport that answers at once.
 
@@ -164,9 +227,82 @@ def client_overhead(calls: int) -> tuple[float, float]:
     return 1000 * per_call, 1000 * per_user
 
 
+def reconcile(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconcile", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work,
+        check=False,
+    )
+
+
+def measure(
+    run: str, work: Path, manifest: Path, url: str, env: dict[str, str], size: int, *, accounts: bool = False
+) -> bool:
+    """Apply ``manifest`` (planned to a file first), print the figures; True when requests = lower bound."""
+    base = url.rsplit("/v1", 1)[0]
+    # Each desk its own state: the accounts desk does not name the users desk's traders.
+    state = work / "state" / ("accounts.json" if accounts else "sim.json")
+    where = ["-f", str(manifest), "--state", str(state), "--endpoint", url]
+    budget = ["--allow-cancellations", str(size)] if accounts else []
+    planned = reconcile(work, env, "plan", *where, *budget, "--out", str(work / "plan.json"))
+    if planned.returncode != 0:
+        print(planned.stderr, file=sys.stderr)
+        return False
+    actions = json.loads((work / "plan.json").read_text())["actions"]
+    before = httpx.get(f"{base}/_bench/counts", timeout=30).json()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = reconcile(
+        work, env, "apply", str(work / "plan.json"), *where, "--auto-approve", *budget, "--format", "json"
+    )
+    wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The apply process's own CPU (planning, state saves, HTTP, JSON): the client's overhead.
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    if done.returncode != 0:
+        print(done.stderr, file=sys.stderr)
+        return False
+    after = httpx.get(f"{base}/_bench/counts", timeout=30).json()
+    made, auth = partner_requests({p: after.get(p, 0) - before.get(p, 0) for p in after})
+    bound = lower_bound(json.loads(done.stdout)) + account_lower_bound(actions)
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(a["action"] for a in actions).items()))
+    print(
+        f"{run} ({kinds}): wall {wall:.2f} s, requests made {made}, lower bound {bound}, "
+        f"logins/renewals {auth}, {1000 * wall / max(made, 1):.3f} ms per request, "
+        f"apply process CPU {cpu:.2f} s ({1000 * cpu / size:.3f} ms per {'account' if accounts else 'user'})"
+        + ("" if made == bound else "  <-- NOT EQUAL"),
+        flush=True,
+    )
+    return made == bound
+
+
+def bench_env(work: Path) -> dict[str, str]:
+    """The environment of the apply processes: the simulator's admin login, caches under ``work``."""
+    return {
+        **os.environ,
+        "BENCH_PASSWORD": "Bench-Password-1!",
+        "TRADOVATE_USERNAME": "partner-admin",
+        "TRADOVATE_PASSWORD": "sim-admin-password",
+        "TRADOVATE_APP_ID": "reconcile-bench",
+        "TRADOVATE_APP_VERSION": "1.0",
+        "TRADOVATE_CID": "1",
+        "TRADOVATE_SEC": "bench",
+        "TRADOVATE_DEVICE_ID": "reconcile-bench",
+        "XDG_CACHE_HOME": str(work / "cache"),
+        # The simulator runs without limits, but the client paces every endpoint: past 10,000
+        # users (100 creates) it would wait real hours. An hour of a second keeps it measuring
+        # throughput (tokens then live 1.4 s: their renewals are counted with the logins).
+        "RECONCILE_TIME_SCALE": "3600",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--serve-counting", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_counting:
@@ -181,7 +317,6 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="reconcile-bench-apply-"))
     manifest = work / "desk.yaml"
-    write_manifest(manifest, args.users)
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve-counting", str(work / "sim.sqlite")],
         stdout=subprocess.PIPE,
@@ -196,72 +331,22 @@ def main() -> int:
             return 1
         url = match.group(0)
         base = url.rsplit("/v1", 1)[0]
-        env = {
-            **os.environ,
-            "BENCH_PASSWORD": "Bench-Password-1!",
-            "TRADOVATE_USERNAME": "partner-admin",
-            "TRADOVATE_PASSWORD": "sim-admin-password",
-            "TRADOVATE_APP_ID": "reconcile-bench",
-            "TRADOVATE_APP_VERSION": "1.0",
-            "TRADOVATE_CID": "1",
-            "TRADOVATE_SEC": "bench",
-            "TRADOVATE_DEVICE_ID": "reconcile-bench",
-            "XDG_CACHE_HOME": str(work / "cache"),
-            # The simulator runs without limits, but the client paces every endpoint: past 10,000
-            # users (100 creates) it would wait real hours. An hour of a second keeps it measuring
-            # throughput (tokens then live 1.4 s: their renewals are counted with the logins).
-            "RECONCILE_TIME_SCALE": "3600",
-        }
+        env = bench_env(work)
         ok = True
-        print(f"users: {args.users}")
-        for run in ("create + contact", "Sim+ grants after half signed"):
-            if run.startswith("Sim+"):
-                with httpx.Client(timeout=30) as admin:
-                    for i in range(0, args.users, 2):
-                        admin.post(f"{base}/_sim/agreements", json={"name": f"bench{i:05d}"})
-            before = httpx.get(f"{base}/_bench/counts", timeout=30).json()
-            cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            started = time.perf_counter()
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "reconcile",
-                    "apply",
-                    "-f",
-                    str(manifest),
-                    "--state",
-                    str(work / "state" / "sim.json"),
-                    "--endpoint",
-                    url,
-                    "--auto-approve",
-                    "--format",
-                    "json",
-                ],
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=work,
-                check=False,
-            )
-            wall = time.perf_counter() - started
-            cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            # The apply process's own CPU (planning, state saves, HTTP, JSON): the client's overhead.
-            cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-            if done.returncode != 0:
-                print(done.stderr, file=sys.stderr)
-                return 1
-            after = httpx.get(f"{base}/_bench/counts", timeout=30).json()
-            delta = {p: after.get(p, 0) - before.get(p, 0) for p in after}
-            made, auth = partner_requests(delta)
-            bound = lower_bound(json.loads(done.stdout))
-            ok = ok and made == bound
-            print(
-                f"{run}: wall {wall:.2f} s, requests made {made}, lower bound {bound}, "
-                f"logins/renewals {auth}, {1000 * wall / max(made, 1):.3f} ms per request, "
-                f"apply process CPU {cpu:.2f} s ({1000 * cpu / args.users:.3f} ms per user)"
-                + ("" if made == bound else "  <-- NOT EQUAL")
-            )
+        if args.users:
+            print(f"users: {args.users}")
+            write_manifest(manifest, args.users)
+            for run in ("create + contact", "Sim+ grants after half signed"):
+                if run.startswith("Sim+"):
+                    with httpx.Client(timeout=30) as admin:
+                        for i in range(0, args.users, 2):
+                            admin.post(f"{base}/_sim/agreements", json={"name": f"bench{i:05d}"})
+                ok = measure(run, work, manifest, url, env, args.users) and ok
+        if args.accounts:
+            print(f"accounts: {args.accounts}")
+            for second, run in ((False, "accounts: create"), (True, "accounts: every account action")):
+                write_account_manifest(manifest, args.accounts, second)
+                ok = measure(run, work, manifest, url, env, args.accounts, accounts=True) and ok
         return 0 if ok else 1
     finally:
         server.terminate()

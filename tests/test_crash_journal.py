@@ -93,7 +93,8 @@ def test_an_entry_of_the_wrong_shape_is_an_error_naming_its_line(tmp_path: Path)
     with pytest.raises(StateError) as caught:
         journal.unsettled()
     assert re.fullmatch(
-        r"journal intent \w+ is not a valid entry \(call: Input should be 'create', 'grant' or 'cancel'\); "
+        r"journal intent \w+ is not a valid entry \(call: Input should be 'create', 'grant', 'cancel', "
+        r"'create_account' or 'reset'\); "
         r"it is written only by reconcile: inspect it, then remove it if no run is in progress",
         str(caught.value),
     )

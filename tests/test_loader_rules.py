@@ -97,8 +97,9 @@ def test_valid_manifest_loads_with_digest_locations_and_no_warnings(tmp_path: Pa
         ({"email": "<drop>"}, "7:5: users[0]: an active user needs email"),
         (
             {"emial": "x@example.com"},
-            "12:5: users[0].emial: unknown key 'emial' (expected one of: contact, email, entitlements, "
-            "expiresOn, firstName, lastName, name, password, status, tradovateSubscriptionPlanId; "
+            "12:5: users[0].emial: unknown key 'emial' (expected one of: accounts, contact, email, "
+            "entitlements, expiresOn, firstName, lastName, name, password, status, "
+            "tradovateSubscriptionPlanId; "
             "did you mean 'email'?)",
         ),
     ],

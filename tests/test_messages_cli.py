@@ -54,7 +54,10 @@ def test_first_apply_shows_no_grant_progress_for_grants_that_only_wait(desk: Pat
     out, err = apply_desk(desk)
     assert "creates 8/8" in err
     assert "grants" not in err
-    assert "Apply complete: 8 created, 5 contacts updated, 4 awaiting agreement (state serial 3)." in out
+    assert (
+        "Apply complete: 8 created, 5 contacts updated, 4 awaiting agreement, 4 accounts created, 2 risk "
+        "categories switched, 1 trading set (state serial 7)." in out
+    )
     assert (
         "4 users await the Market Data Agreement; Sim+ is granted by a later apply once they sign: "
         f"{', '.join(WAITING)}" in out
@@ -70,7 +73,7 @@ def test_agreement_rechecks_are_not_counted_as_changes_by_apply(desk: Path) -> N
     assert "No changes. 4 grants awaiting agreement (checked again on apply)." in result.stdout
     assert (
         "Apply complete: no planned changes; agreement re-checked for 4 grants: 1 signed since and granted, "
-        "3 still awaiting (state serial 4)." in result.stdout
+        "3 still awaiting (state serial 8)." in result.stdout
     )
     assert "grants 1/1" in result.stderr  # the one grant sent
     assert "3 users await the Market Data Agreement" in result.stdout
@@ -191,7 +194,7 @@ def test_validate_warns_of_an_unset_password_variable_and_strict_makes_it_an_err
     """`validate` said OK for `password: {env: NOT_SET}`; only apply noticed."""
     monkeypatch.delenv("TRADER001_PASSWORD")
     problem = (
-        f"{desk}:22:5: trader001.password: environment variable TRADER001_PASSWORD is not set: apply needs "
+        f"{desk}:41:5: trader001.password: environment variable TRADER001_PASSWORD is not set: apply needs "
         "it when it creates trader001; export it before applying (plan does not need it)"
     )
     result = run("validate", "-f", desk)
@@ -219,7 +222,7 @@ def test_validate_reports_a_section_conflict_and_a_duplicate_user_at_once(tmp_pa
     assert result.stderr.splitlines() == [
         f"Error: {second}:1:1: environment: also set at {first}:5:1 with a different value: set each "
         "top-level section in one file (or identically in every file that sets it)",
-        f"{second}:3:11: users[0].name: user 'trader001' is defined twice (first defined at {first}:22:5)",
+        f"{second}:3:11: users[0].name: user 'trader001' is defined twice (first defined at {first}:41:5)",
     ]
 
 
@@ -337,7 +340,7 @@ def test_control_characters_in_an_error_are_escaped(desk: Path) -> None:
     result = run("apply", "-f", desk, "--auto-approve", "--generated-passwords", "pw.txt")
     assert result.exit_code == 1
     # The loader refuses the character where it stands, and never prints it raw.
-    assert f"{desk}:24:21: users[0].password.env" in result.stderr
+    assert f"{desk}:43:21: users[0].password.env" in result.stderr
     assert "\x00" not in result.stdout + result.stderr
     # An error that quotes what a person typed (click's own, here) escapes it too.
     missing = run("plan", "-f", "desk\x1b[31m.yaml")

@@ -89,9 +89,7 @@ def test_a_whole_apply_with_journal_lock_audit_and_a_companion_host(tmp_path: Pa
             write_desk(tmp_path / "desk.yaml", 2)
             second = Recorder()
             done = apply(
-                ApplyRequest(
-                    _inputs(tmp_path, endpoint=primary, companion=companion), allow_cancellations=1
-                ),
+                ApplyRequest(_inputs(tmp_path, endpoint=primary, companion=companion), allow_cancellations=1),
                 second.reporter(),
             )
         on_companion = _status(companion_app.store)
@@ -135,9 +133,9 @@ def test_an_apply_reads_its_manifests_once_and_plans_on_the_store_it_locked(
     loads: list[object] = []
     real = loader.load_manifest
 
-    def counting(paths: object) -> object:
+    def counting(paths: object, **options: object) -> object:
         loads.append(paths)
-        return real(paths)
+        return real(paths, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(loader, "load_manifest", counting)
     outcome = apply(ApplyRequest(_inputs(tmp_path)), Recorder().reporter())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from hypothesis import assume, given, settings
@@ -9,8 +10,10 @@ from hypothesis import strategies as st
 from test_planner_support import (
     BINDING,
     CONTACT_NY,
+    EVAL50K_RISK,
     SIMPLUS_ID,
     TRADINGVIEW_ID,
+    account_record,
     apply_perfectly,
     grant,
     manifest,
@@ -19,9 +22,9 @@ from test_planner_support import (
 )
 
 from reconcile.manifest.models import Manifest
-from reconcile.planning.plan import CreateUser
+from reconcile.planning.plan import AccountAction, CreateAccount, CreateUser, RevokeTrading
 from reconcile.planning.planner import make_plan
-from reconcile.state.model import State
+from reconcile.state.model import AccountRecord, State
 
 NAMES = [f"trader{i:03d}" for i in range(1, 7)]
 CONTACT_GB = {
@@ -45,6 +48,7 @@ def _email(name: str, kind: str) -> str:
 def manifests(draw: Any) -> Manifest:
     names = draw(st.lists(st.sampled_from(NAMES), unique=True, max_size=len(NAMES)))
     users, seen = [], set()
+    taken: set[str] = set()
     for name in names:
         if draw(st.booleans()) and draw(st.booleans()):
             users.append({"name": name, "status": "cancelled"})
@@ -66,8 +70,65 @@ def manifests(draw: Any) -> Manifest:
             entry["contact"] = contact
         if draw(st.booleans()):
             entry["tradovateSubscriptionPlanId"] = 8
+        entry["accounts"] = draw(account_lists(taken))
         users.append(entry)
     return manifest(*users)
+
+
+ACCOUNTS = ["EVAL1", "eval1", "EVAL2", "EVAL3"]  # two spellings of one name: matched ignoring case
+DATES = [None, date(2026, 11, 1), date(2026, 11, 20)]
+RISKS: list[dict[str, Any]] = [
+    {},
+    {"dailyLossAutoLiq": 800},
+    {"dailyLossAutoLiq": 1000.0, "doNotUnlock": False},
+]
+
+
+@st.composite
+def account_lists(draw: Any, taken: set[str]) -> list[dict[str, Any]]:
+    """Accounts of one manifest user; ``taken`` keeps names unique ignoring case, as the loader does."""
+    accounts = []
+    for name in draw(st.lists(st.sampled_from(ACCOUNTS), unique=True, max_size=2)):
+        if name.casefold() in taken:
+            continue
+        taken.add(name.casefold())
+        entry: dict[str, Any] = {
+            "name": name,
+            "template": draw(st.sampled_from(["eval50k", "eval100k"])),
+            "trading": draw(st.sampled_from(["active", "active", "locked", "revoked"])),
+        }
+        for key, values in (
+            ("risk", RISKS),
+            ("riskCategory", [None, "standard", "halted"]),
+            ("resetTo", DATES),
+        ):
+            value = draw(st.sampled_from(values))
+            if value:
+                entry[key] = value
+        accounts.append(entry)
+    return accounts
+
+
+@st.composite
+def account_records(draw: Any, users: dict[str, Any]) -> dict[str, AccountRecord]:
+    """Recorded accounts, each of one of the recorded ``users``."""
+    records: dict[str, AccountRecord] = {}
+    if not users:
+        return records
+    for i, name in enumerate(draw(st.lists(st.sampled_from(["EVAL1", "EVAL2", "EVAL4"]), unique=True))):
+        owner = draw(st.sampled_from(sorted(users)))
+        records[name] = account_record(
+            7000 + i,
+            owner,
+            users[owner].userId,
+            template=draw(st.sampled_from(["eval50k", "eval100k"])),
+            permission=draw(st.sampled_from(["active", "active", "revoked"])),
+            risk=draw(st.sampled_from([EVAL50K_RISK, {}, {"dailyLossAutoLiq": 800}])),
+            riskCategory=draw(st.sampled_from([None, "standard", "halted"])),
+            trading=draw(st.sampled_from(["active", "locked"])),
+            lastReset=draw(st.sampled_from(DATES)),
+        )
+    return records
 
 
 @st.composite
@@ -89,7 +150,7 @@ def states(draw: Any) -> State:
             contact=draw(contacts),
             entitlements=grants,
         )
-    return state(**records)
+    return state(draw(account_records(records)), **records)
 
 
 @given(manifests(), states(), st.randoms())
@@ -124,9 +185,24 @@ def test_only_state_users_get_anything_but_a_create(m: Manifest, s: State, targe
         if isinstance(action, CreateUser):
             assert action.user not in s.users
             continue
-        if action.userId is None:
+        user_id = getattr(action, "userId", None)
+        if isinstance(action, RevokeTrading):
+            # Only a recorded, still active permission of this user, under its recorded id.
+            revoked = s.accounts[action.account]
+            assert (revoked.permission, revoked.user) == ("active", action.user)
+            assert (revoked.accountId, revoked.tradingPermissionId) == (
+                action.accountId,
+                action.tradingPermissionId,
+            )
+        elif isinstance(action, AccountAction):
+            if isinstance(action, CreateAccount) or action.accountId is None:
+                assert not any(n.casefold() == action.account.casefold() for n in s.accounts)
+            else:
+                assert s.accounts[action.account].user == action.user
+                assert s.accounts[action.account].permission == "active"
+        if user_id is None and action.user not in s.users:
             assert action.user in created
         else:
             recorded = s.users[action.user]
             assert recorded.lifecycle == "active"
-            assert recorded.userId == action.userId
+            assert user_id in (None, recorded.userId)

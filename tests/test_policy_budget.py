@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_planner_support import BINDING, manifest, record, state, user
 
 from reconcile.errors import PolicyError
@@ -175,9 +177,9 @@ def test_a_refusal_names_both_budgets_and_says_what_to_do():
     )
     text = check.message()
     users = "\n".join(f"  - trader{i:03d} (id {1000 + i}, removed from the manifest)" for i in range(89, 100))
-    assert f":\n{users}\nIf the manifest lost users by mistake" in text
+    assert f":\n{users}\nIf the manifest lost users or accounts by mistake" in text
     assert text.endswith(
-        "\nIf the manifest lost users by mistake (a bad merge, a missing file), restore them. "
+        "\nIf the manifest lost users or accounts by mistake (a bad merge, a missing file), restore them. "
         "If these cancellations are intended, run again with --allow-cancellations 11."
     )
 
@@ -296,3 +298,123 @@ def test_an_allowance_of_one_cannot_cancel_one_of_a_refused_three(
     assert "  - trader0029 (id " in result.stderr
     assert result.stderr.rstrip().endswith("run again with --allow-cancellations 3.")
     assert _cancelled(tmp_path) == []
+
+
+def account_desk(active: int, keep: int, accounts: int, keep_accounts: int, **policy: object):
+    """``active`` users each with ``accounts`` accounts; the manifest keeps ``keep`` users, each
+    with their first ``keep_accounts`` accounts (the others are revoked)."""
+    from test_planner_support import account, account_record
+
+    names = [f"trader{i:03d}" for i in range(active)]
+    records = {name: record(1000 + i, name) for i, name in enumerate(names)}
+    recorded = {
+        f"EVAL{i:03d}X{j}": account_record(7000 + 10 * i + j, name, 1000 + i)
+        for i, name in enumerate(names)
+        for j in range(accounts)
+    }
+    users = [
+        user(n, accounts=[account(f"EVAL{i:03d}X{j}") for j in range(keep_accounts)])
+        for i, n in enumerate(names[:keep])
+    ]
+    m = manifest(*users, policy=policy or {})
+    s = state(recorded, **records)
+    return make_plan(m, s, binding=BINDING), s, m.policy
+
+
+def test_revocations_count_with_cancellations_against_one_budget():
+    # 100 traders with two accounts: 5 removed (cancelled), the 95 others each lose one account.
+    plan, s, policy = account_desk(100, keep=95, accounts=2, keep_accounts=1)
+    check = evaluate_cancellations(plan, s, policy)
+    assert (len(check.cancellations), len(check.revocations)) == (5, 95)
+    assert check.refused_reason is not None
+    assert check.refused_reason.startswith(
+        "the plan cancels 5 users and revokes 95 trading permissions (100 irreversible actions); "
+        "the budget is 10"
+    )
+    assert [a.user for a in check.irreversible][:6] == [
+        *(f"trader{i:03d}" for i in range(95, 100)),
+        "trader000",
+    ]
+
+
+def test_a_refusal_lists_each_permission_to_revoke_and_a_passing_allowance_counts_them():
+    plan, s, policy = account_desk(10, keep=10, accounts=2, keep_accounts=1, maxCancellations=1)
+    check = evaluate_cancellations(plan, s, policy)
+    assert check.refused_reason == (
+        "the plan revokes 10 trading permissions; the budget is 1 (policy.maxCancellations 1; "
+        "policy.maxCancellationPercent 10% of 10 managed active users allows 1)"
+    )
+    text = check.message()
+    assert "The plan would revoke these 10 trading permissions, irreversibly:\n" in text
+    assert "  - EVAL000X1 of trader000 (account id 7001, removed from the manifest)\n" in text
+    assert text.endswith("run again with --allow-cancellations 10.")
+    assert not evaluate_cancellations(plan, s, policy, allow_cancellations=10).refused
+    assert evaluate_cancellations(plan, s, policy, allow_cancellations=9).refused_reason == (
+        "the plan revokes 10 trading permissions, more than --allow-cancellations 9"
+    )
+
+
+def test_revoking_every_permission_is_refused_whatever_the_budget():
+    plan, s, policy = account_desk(
+        2, keep=2, accounts=1, keep_accounts=0, maxCancellations=100, maxCancellationPercent=100
+    )
+    reason = evaluate_cancellations(plan, s, policy).refused_reason or ""
+    assert reason.startswith("the plan revokes 2 trading permissions: every active trading permission")
+    assert not evaluate_cancellations(plan, s, policy, allow_cancellations=2).refused
+
+
+def test_a_cancelled_users_accounts_are_not_counted_twice():
+    # Cancel-everything revokes the user's permissions itself: one irreversible action per user.
+    plan, s, policy = account_desk(100, keep=90, accounts=3, keep_accounts=3)
+    check = evaluate_cancellations(plan, s, policy)
+    assert (len(check.cancellations), len(check.revocations), check.refused) == (10, 0, False)
+
+
+def test_a_narrowed_plan_is_judged_by_the_whole_manifests_revocations():
+    plan, s, policy = account_desk(100, keep=100, accounts=2, keep_accounts=1)
+    narrowed = plan.model_copy(update={"actions": plan.actions[:1]})
+    check = evaluate_cancellations(narrowed, s, policy, whole=tuple(plan.actions))
+    assert check.judged == 100 and check.refused
+    assert (
+        "The whole manifest would revoke 100 trading permissions; --allow-cancellations counts"
+        in check.message()
+    )
+    assert not evaluate_cancellations(narrowed, s, policy, 100, whole=tuple(plan.actions)).refused
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.integers(0, 12),
+    st.integers(0, 2),
+    st.integers(0, 2),
+    st.integers(0, 30),
+    st.floats(0, 100),
+    st.none() | st.integers(0, 30),
+)
+def test_the_budget_judges_cancellations_and_revocations_together(
+    active, keep, accounts, keep_accounts, max_cancellations, percent, allowed
+):
+    keep = min(keep, active)
+    keep_accounts = min(keep_accounts, accounts)
+    plan, s, policy = account_desk(
+        active,
+        keep,
+        accounts,
+        keep_accounts,
+        maxCancellations=max_cancellations,
+        maxCancellationPercent=percent,
+    )
+    check = evaluate_cancellations(plan, s, policy, allowed)
+    users, revokes = active - keep, keep * (accounts - keep_accounts)
+    assert (len(check.cancellations), len(check.revocations)) == (users, revokes)
+    total = users + revokes
+    if total == 0:
+        assert not check.refused
+    elif allowed is not None:
+        assert check.refused == (total > allowed)
+    elif total > budget_for(policy, active) or users == active:
+        assert check.refused
+    else:
+        permissions = active * accounts
+        assert check.refused == (revokes > 0 and revokes >= permissions)

@@ -16,6 +16,8 @@ from test_planner_support import (
     CONTACT_NY,
     SIMPLUS_ID,
     TRADINGVIEW_ID,
+    account,
+    account_record,
     grant,
     manifest,
     record,
@@ -39,18 +41,42 @@ def full_plan() -> Plan:
     """A plan with every action kind, a re-check, and each kind of diagnostic."""
     m = manifest(
         user(
-            "trader001", email="ada@example.com", entitlements=["simplus", "tradingview"], contact=CONTACT_NY
+            "trader001",
+            email="ada@example.com",
+            entitlements=["simplus", "tradingview"],
+            contact=CONTACT_NY,
+            accounts=[
+                account(
+                    "FIRMEVAL001", risk={"dailyLossAutoLiq": 800}, riskCategory="standard", trading="locked"
+                )
+            ],
         ),
-        user("trader002", email="grace.new@example.com", lastName="Hopper", contact=CONTACT_NY),
+        user(
+            "trader002",
+            email="grace.new@example.com",
+            lastName="Hopper",
+            contact=CONTACT_NY,
+            accounts=[
+                account(
+                    "FIRMEVAL002", risk={"dailyLossAutoLiq": 700}, riskCategory="halted", resetTo="2026-11-20"
+                )
+            ],
+        ),
         user("trader003", entitlements=["simplus"]),
         user("trader004", **CANCELLED),
-        user("trader005", firstName="Edsger"),
+        user("trader005", firstName="Edsger", accounts=[account("FIRMEVAL005", trading="revoked")]),
         user("trader006", password={"env": "TRADER006_PASSWORD"}, entitlements=["tradingview"]),
         user("trader007", entitlements=["simplus"]),
         user("trader010", email="old010@example.com"),
         user("ghost01", **CANCELLED),
     )
+    accounts = {
+        "FIRMEVAL002": account_record(7002, "trader002", 1002, riskCategory="standard", trading="locked"),
+        "FIRMEVAL003": account_record(7003, "trader003", 1003),
+        "FIRMEVAL005": account_record(7005, "trader005", 1005),
+    }
     s = state(
+        accounts,
         trader002=record(1002, "trader002", contact={**CONTACT_NY, "phone": "+12125550199"}),
         trader003=record(
             1003, "trader003", entitlements={"simplus": grant(SIMPLUS_ID, "awaiting_agreement")}
@@ -98,9 +124,14 @@ def test_registry_offers_every_format_and_refuses_unknown_ones() -> None:
 def test_text_shows_cancellations_loudly_and_the_summary_line() -> None:
     text = render(full_plan(), "text")
     assert "!!! 2 users will be CANCELLED, irreversibly: trader004, trader008" in text
+    assert (
+        "!!! 2 trading permissions will be REVOKED, irreversibly: FIRMEVAL003 (trader003), "
+        "FIRMEVAL005 (trader005)"
+    ) in text
     assert text.rstrip().endswith(
-        "Plan: 3 to create, 1 email change, 2 contact updates, 2 grants, 2 to cancel. "
-        "1 grant awaiting agreement (checked again on apply)."
+        "Plan: 3 to create, 1 email change, 2 contact updates, 2 grants, 1 new account, 1 risk update, "
+        "2 category switches, 2 lock changes, 1 account reset, 2 trading permissions to revoke, "
+        "2 to cancel. 1 grant awaiting agreement (checked again on apply)."
     )
     assert "Awaiting agreement (checked again on apply):\n  > trader003  grant simplus" in text
     assert "password=env:TRADER006_PASSWORD" in text
@@ -212,6 +243,12 @@ def test_json_is_the_documented_form_and_round_trips_through_a_plan_file(tmp_pat
         "update_email": 1,
         "update_contact": 2,
         "grant_entitlement": 2,
+        "create_account": 1,
+        "update_risk": 1,
+        "switch_risk_category": 2,
+        "set_trading": 2,
+        "reset_account": 1,
+        "revoke_trading": 2,
         "cancel_everything": 2,
         "recheck": 1,
     }

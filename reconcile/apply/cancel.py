@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.intents import Intent
 from reconcile.apply.ports import CancelClient, UserLike
+from reconcile.apply.revoke import record_revoked
 from reconcile.apply.run import ExecuteOptions, Run, chunks, lost
 from reconcile.apply.stop import NEEDS_A_PERSON
 from reconcile.errors import ApiError, OutcomeUnknown
@@ -36,7 +37,8 @@ def run_cancels(run: Run, actions: Sequence[CancelEverything], options: ExecuteO
                 intent = run.journal.begin("cancel", confirmed)
                 checkpoint("before_cancel_call")
                 cancel_on_hosts(run, confirmed)
-                run.save(a.user for a in batch)
+                users = [a.user for a in batch]
+                run.save(users, run.accounts_of(users))
                 # An outcome still unknown keeps the intent for the next run to settle.
                 run.stop.check()
                 run.journal.settle(intent)
@@ -128,6 +130,10 @@ def cancel_on_hosts(run: Run, batch: Sequence[CancelEverything], *, settling: bo
         record = run.state.users.get(action.user)
         if record is not None and record.lifecycle == "active" and labels <= set(record.cancelledOn):
             _record_cancelled(run, action.user)
+            if action.flags.tradingPermissions:
+                # The cancel revoked the user's trading permissions: no revocation is sent for them.
+                for account in run.accounts_of([action.user]):
+                    record_revoked(run, account)
 
 
 def _cancelled_on(run: Run, name: str) -> list[str]:

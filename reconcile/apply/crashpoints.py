@@ -34,6 +34,13 @@ CHECKPOINTS = (
     "after_grant_call",
     "before_cancel_call",
     "after_cancel_call",
+    "before_account_create_call",
+    "after_account_create_call",
+    "after_account_create_save",
+    "after_trading_calls",
+    "before_reset_call",
+    "after_reset_call",
+    "before_revoke_call",
 )
 
 _reached: Counter[str] = Counter()

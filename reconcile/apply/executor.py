@@ -1,13 +1,14 @@
 """Execute a plan through the partner API: one executor per kind of action, in a fixed order.
 
 Order (DESIGN §5): nothing waits behind the create limit that does not need to. First everything
-about users that exist already, in :data:`EXECUTORS` order (cancellations first, then email and
-contact updates, then grants); then the creates, batch by batch, each batch followed at once by
-what its own users need (their contact updates and grants), so the first traders are complete
-while later batches still wait for their slot. Every group ends with ``store.save``, so a run that
-dies keeps all it did; every non-idempotent call is announced in the journal first, so the next
-run can settle what the dead one left open (:mod:`reconcile.apply.recovery`). A new kind of
-action gets its own module and one line in :data:`EXECUTORS`.
+about users that exist already, in :data:`EXECUTORS` order (cancellations and revocations first,
+then email and contact updates, grants, and evaluation accounts: creates, risk settings,
+categories, locks, resets); then the creates, batch by batch, each batch followed at once by what
+its own users need (contact updates, grants, accounts), so the first traders are complete while
+later batches still wait for their slot. Every group ends with ``store.save``, so a run that dies
+keeps all it did; every non-idempotent call is announced in the journal first, so the next run
+can settle what the dead one left open (:mod:`reconcile.apply.recovery`). A new kind of action
+gets its own module and one line in :data:`EXECUTORS`.
 """
 
 from __future__ import annotations
@@ -17,19 +18,29 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
+from reconcile.apply.account_create import run_account_creates
+from reconcile.apply.account_settings import run_category_switches, run_risk_updates, run_trading_changes
 from reconcile.apply.cancel import run_cancels
 from reconcile.apply.create import run_creates
 from reconcile.apply.grant import run_grants
+from reconcile.apply.reset import run_resets
 from reconcile.apply.result import ApplyResult, PhaseTally
+from reconcile.apply.revoke import run_revokes
 from reconcile.apply.run import ExecuteOptions, Run, chunks
 from reconcile.apply.update import run_updates
 from reconcile.planning.plan import (
     Action,
     CancelEverything,
+    CreateAccount,
     CreateUser,
     GrantEntitlement,
+    ResetAccount,
+    RevokeTrading,
+    SetTrading,
+    SwitchRiskCategory,
     UpdateContact,
     UpdateEmail,
+    UpdateRisk,
 )
 
 MAX_BATCH = 100
@@ -58,8 +69,14 @@ class Executor(Generic[A]):
 
 EXECUTORS: tuple[ActionExecutor, ...] = (
     Executor[CancelEverything]((CancelEverything,), run_cancels),
+    Executor[RevokeTrading]((RevokeTrading,), run_revokes),
     Executor[UpdateEmail | UpdateContact]((UpdateEmail, UpdateContact), run_updates),
     Executor[GrantEntitlement]((GrantEntitlement,), run_grants),
+    Executor[CreateAccount]((CreateAccount,), run_account_creates),
+    Executor[UpdateRisk]((UpdateRisk,), run_risk_updates),
+    Executor[SwitchRiskCategory]((SwitchRiskCategory,), run_category_switches),
+    Executor[SetTrading]((SetTrading,), run_trading_changes),
+    Executor[ResetAccount]((ResetAccount,), run_resets),
     Executor[CreateUser]((CreateUser,), run_creates),
 )
 """Every kind of action, each once, in the order they are applied to users that exist already."""

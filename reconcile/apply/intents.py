@@ -15,10 +15,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from reconcile.errors import StateError, first_invalid
-from reconcile.planning.plan import Action, Diagnostic, Plan
+from reconcile.planning.plan import AccountAction, Action, Diagnostic, Plan
 from reconcile.state.journal import Journal, JournalEntry
+from reconcile.state.model import State
 
-IntentCall = Literal["create", "grant", "cancel"]
+IntentCall = Literal["create", "grant", "cancel", "create_account", "reset"]
 
 _ACTIONS: TypeAdapter[list[Action]] = TypeAdapter(list[Action])
 
@@ -40,6 +41,11 @@ class Intent(BaseModel):
     @property
     def users(self) -> list[str]:
         return [a.user for a in self.actions]
+
+    @property
+    def accounts(self) -> list[str]:
+        """The accounts the intent's actions are about (none for user actions)."""
+        return [a.account for a in self.actions if isinstance(a, AccountAction)]
 
     def to_entry(self) -> JournalEntry:
         """The journal record of this intent."""
@@ -106,6 +112,25 @@ class IntentJournal:
                     "it is written only by reconcile: inspect it, then remove it if no run is in progress"
                 ) from None
         return intents
+
+
+def note_unconfirmed_resets(plan: Plan, state: State) -> Plan:
+    """Warn, in every plan, of each reset whose answer was lost (recorded as done, never resent)."""
+    notes = [
+        Diagnostic(
+            severity="warning",
+            user=record.user,
+            message=f"account {name}: a reset to {record.resetUnsettled} was sent and its answer lost; "
+            "it is recorded as done and never sent again (a second reset would undo the trading done "
+            "since). Check the account (its balance is back at the initial balance if it happened); "
+            "a new resetTo resets it again",
+        )
+        for name, record in sorted(state.accounts.items())
+        if record.resetUnsettled is not None
+    ]
+    if not notes:
+        return plan
+    return plan.model_copy(update={"diagnostics": (*plan.diagnostics, *notes)})
 
 
 def hold_unsettled(plan: Plan, intents: Sequence[Intent], *, lock_holder: str | None = None) -> Plan:

@@ -2,7 +2,8 @@
 
 Each unsettled intent is settled by the executor of its call, by looking its users up: creates
 that happened are adopted, grants whose plugin exists are recorded, cancels are finished on
-every host. An intent whose outcome still cannot be learned stays in the journal and stops the
+every host, accounts that exist are recorded, and resets are recorded as unconfirmed (never sent
+again on a guess). An intent whose outcome still cannot be learned stays in the journal and stops the
 run (:class:`~reconcile.apply.stop.RunStopped`).
 """
 
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from reconcile.apply.account_create import settle_account_create_intent
 from reconcile.apply.cancel import settle_cancel_intent
 from reconcile.apply.create import settle_create_intent
 from reconcile.apply.grant import settle_grant_intent
 from reconcile.apply.intents import Intent, IntentCall
+from reconcile.apply.reset import settle_reset_intent
 from reconcile.apply.result import ApplyResult
 from reconcile.apply.run import Run
 
@@ -21,6 +24,8 @@ SETTLERS: Mapping[IntentCall, Callable[[Run, Intent], None]] = {
     "create": settle_create_intent,
     "grant": settle_grant_intent,
     "cancel": settle_cancel_intent,
+    "create_account": settle_account_create_intent,
+    "reset": settle_reset_intent,
 }
 """How an intent of each call is settled."""
 
@@ -36,7 +41,7 @@ def settle_journal(run: Run) -> ApplyResult:
             SETTLERS[intent.call](run, intent)
             changed = intent.users
             run.audit.record("settle", users=changed, outcome=intent.call, detail={"intent": intent.id})
-            run.save(changed)
+            run.save(changed, [*intent.accounts, *run.accounts_of(changed)])
             # Still unknown: the intent stays, and nothing is planned or sent until it is settled.
             run.stop.check()
             run.journal.settle(intent)

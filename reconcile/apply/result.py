@@ -76,7 +76,7 @@ class PhaseTally:
 
 @dataclass(frozen=True)
 class Failure:
-    """One user's action that did not happen, and why (the API's own words where it gave some)."""
+    """One user's or account's action that did not happen, and why (the API's words where it gave some)."""
 
     user: str
     action: str
@@ -97,6 +97,14 @@ class ApplyResult:
     granted: list[str] = field(default_factory=list)
     awaiting_agreement: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    accounts_created: list[str] = field(default_factory=list)
+    """Account names, as every ``accounts_*`` and ``risk_*`` list below."""
+    accounts_adopted: list[str] = field(default_factory=list)
+    risk_updated: list[str] = field(default_factory=list)
+    risk_categories_switched: list[str] = field(default_factory=list)
+    trading_set: list[str] = field(default_factory=list)
+    accounts_reset: list[str] = field(default_factory=list)
+    trading_revoked: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     settled_intents: int = 0
     settled_users: list[str] = field(default_factory=list)
@@ -122,6 +130,13 @@ class ApplyResult:
             "granted": self.granted,
             "awaiting_agreement": self.awaiting_agreement,
             "cancelled": self.cancelled,
+            "accounts_created": self.accounts_created,
+            "accounts_adopted": self.accounts_adopted,
+            "risk_updated": self.risk_updated,
+            "risk_categories_switched": self.risk_categories_switched,
+            "trading_set": self.trading_set,
+            "accounts_reset": self.accounts_reset,
+            "trading_revoked": self.trading_revoked,
         }
 
     def fail(self, user: str, action: str, message: str) -> None:

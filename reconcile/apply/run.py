@@ -17,8 +17,8 @@ from reconcile.apply.generated import PasswordLedger
 from reconcile.apply.intents import IntentJournal
 from reconcile.apply.ports import ApplyClient, CancelClient
 from reconcile.apply.result import ApplyResult, NoProgress, Progress
-from reconcile.apply.stop import GuardedCancelClient, GuardedClient, RunStopped, Stop
-from reconcile.errors import OutcomeUnknown
+from reconcile.apply.stop import NEEDS_A_PERSON, GuardedCancelClient, GuardedClient, RunStopped, Stop
+from reconcile.errors import ApiError, OutcomeUnknown
 from reconcile.state.audit import AuditLog
 from reconcile.state.journal import Journal
 from reconcile.state.model import State
@@ -85,14 +85,27 @@ class Run:
         applied in several steps, one per create batch; a trader created in this run has not
         signed yet, so a second read would only cost)."""
 
-    def save(self, changed: Iterable[str]) -> None:
-        """Save the users ``changed`` (after syncing the audit log, which never lags the state)."""
+    def save(self, changed: Iterable[str], accounts: Iterable[str] = ()) -> None:
+        """Save the users ``changed`` and the ``accounts`` (after the audit log, which never lags state)."""
         names = sorted(set(changed))
+        account_names = sorted(set(accounts))
         self.audit.sync()
-        if not names:
+        if not names and not account_names:
             return
-        self.state = self.store.save(self.state, names)
+        self.state = self.store.save(self.state, names, changed_accounts=account_names)
         self.result.state_serial = self.state.serial
+
+    def accounts_of(self, users: Iterable[str]) -> list[str]:
+        """The names of the accounts state records for ``users``."""
+        wanted = set(users)
+        return [name for name, record in self.state.accounts.items() if record.user in wanted]
+
+    def account_id(self, name: str, planned: int | None) -> int | None:
+        """The id the plan gives, else the one state records (None: the account was not created)."""
+        if planned is not None:
+            return planned
+        record = self.state.accounts.get(name)
+        return record.accountId if record is not None else None
 
     def user_id(self, name: str, planned: int | None) -> int | None:
         """The id the plan gives, else the one state records (None: the user was not created)."""
@@ -116,6 +129,37 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """``items`` in slices of ``size``."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def send_once(
+    run: Run,
+    kind: str,
+    names: Sequence[str],
+    send: Callable[[], T],
+    *,
+    unknown: Callable[[str], None],
+    refused: Callable[[], None] = lambda: None,
+) -> T | None:
+    """Make a call that is never resent; return its answer, or None when it failed as a whole.
+
+    An error that needs a person runs ``refused`` (the call did not run), then stops the run; a
+    lost answer is handed to ``unknown`` with the reason; an API refusal fails every name of
+    ``names`` (accounts) with the API's words. Each is written to the audit log as ``kind``.
+    """
+    try:
+        return send()
+    except NEEDS_A_PERSON:
+        run.audit.record(kind, users=names, outcome="refused")
+        refused()
+        raise run.stop.error() from None
+    except OutcomeUnknown as exc:
+        run.audit.record(kind, users=names, outcome="unknown", detail={"error": str(exc)})
+        unknown(lost(exc.call or kind, exc))
+    except ApiError as exc:
+        run.audit.record(kind, users=names, outcome="failed", detail={"error": str(exc)})
+        for name in names:
+            run.result.fail(name, kind, str(exc))
+    return None
 
 
 def lost(call: str, exc: OutcomeUnknown) -> str:

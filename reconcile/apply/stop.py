@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import Any, TypeVar
 
 from reconcile.apply.ports import (
+    AccountLike,
     ApplyClient,
     CancelClient,
+    CreateAccountResultLike,
     CreateResultLike,
     GrantResultLike,
     PacedCreates,
+    PermissionLike,
     PluginLike,
     SignalLike,
     UserLike,
@@ -160,3 +164,48 @@ class GuardedClient(GuardedCancelClient):
 
     def user_plugins(self, user_id: int) -> Sequence[PluginLike]:
         return self._send(self._full.user_plugins, user_id)
+
+    def create_evaluation_accounts(self, accounts: Sequence[Any]) -> Sequence[CreateAccountResultLike]:
+        return self._send(self._full.create_evaluation_accounts, accounts)
+
+    def update_user_auto_liqs(self, items: Sequence[Any], *, accounts: Sequence[str] = ()) -> Any:
+        return self._send(self._full.update_user_auto_liqs, items, accounts=accounts)
+
+    def switch_risk_category(
+        self, account_ids: Sequence[int], category_id: int, *, accounts: Sequence[str] = ()
+    ) -> Any:
+        return self._send(self._full.switch_risk_category, account_ids, category_id, accounts=accounts)
+
+    def set_admin_auto_liq_action(
+        self,
+        account_id: int,
+        action: str,
+        *,
+        reason_code: str = "Other",
+        reason: str | None = None,
+        account: str | None = None,
+    ) -> Any:
+        return self._send(
+            self._full.set_admin_auto_liq_action,
+            account_id,
+            action,
+            reason_code=reason_code,
+            reason=reason,
+            account=account,
+        )
+
+    def reset_demo_account_state(
+        self, account_ids: Sequence[int], trade_date: date, *, accounts: Sequence[str] = ()
+    ) -> Any:
+        return self._send(self._full.reset_demo_account_state, account_ids, trade_date, accounts=accounts)
+
+    def revoke_trading_permissions(
+        self, permission_ids: Sequence[int], *, accounts: Sequence[str] = ()
+    ) -> Any:
+        return self._send(self._full.revoke_trading_permissions, permission_ids, accounts=accounts)
+
+    def list_accounts(self) -> Sequence[AccountLike]:
+        return self._send(self._full.list_accounts)
+
+    def list_trading_permissions(self) -> Sequence[PermissionLike]:
+        return self._send(self._full.list_trading_permissions)

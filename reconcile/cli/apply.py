@@ -88,7 +88,8 @@ def _summary_text(result: ApplyResult, plan: Plan) -> str:
     "--allow-cancellations",
     type=click.IntRange(min=0),
     metavar="N",
-    help="Allow this run to cancel up to N users, whatever the policy budget says.",
+    help="Allow this run to cancel up to N users and trading permissions together, whatever the "
+    "policy budget says.",
 )
 @format_option(help="text for people; json prints the result as one JSON document on stdout.")
 def command(

@@ -38,6 +38,8 @@ def command(names: tuple[str, ...], all_users: bool, inputs: RemoteInputs, fmt: 
                 "already_managed": result.already_managed,
                 "skipped_closed": result.skipped_closed,
                 "left_unmanaged": result.left_unmanaged,
+                "accounts_adopted": result.accounts_adopted,
+                "accounts_elsewhere": result.accounts_elsewhere,
                 "state_serial": result.serial,
             }
         )
@@ -55,11 +57,16 @@ def command(names: tuple[str, ...], all_users: bool, inputs: RemoteInputs, fmt: 
             f"Left unmanaged, the manifest does not name them ({len(result.left_unmanaged)}): "
             f"{listing(result.left_unmanaged)}"
         )
+    if result.accounts_elsewhere:
+        echo(f"Not adopted, held by another user: {listing(result.accounts_elsewhere)}")
+    if result.accounts_adopted:
+        adopted = result.accounts_adopted
+        echo(f"Adopted {counted(len(adopted), 'account')}: {listing(adopted)}")
     if result.adopted:
         echo(
             f"Adopted {counted(len(result.adopted), 'user')} into {where} "
             f"(state serial {result.serial}): "
             f"{listing(result.adopted)}"
         )
-    else:
+    elif not result.accounts_adopted:
         echo(f"Nothing to adopt; {where} is unchanged.")

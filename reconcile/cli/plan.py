@@ -77,7 +77,8 @@ def apply_command(planfile: Path, inputs: PlanInputs, plan: Plan | None = None) 
     "--allow-cancellations",
     type=click.IntRange(min=0),
     metavar="N",
-    help="Accept up to N cancellations in this plan, whatever the policy budget says.",
+    help="Accept up to N cancellations (users cancelled plus trading permissions revoked) in this "
+    "plan, whatever the policy budget says.",
 )
 def command(
     inputs: PlanInputs,
@@ -93,7 +94,8 @@ def command(
 
     \b
     Exit codes: 0 no changes (or changes, without --detailed-exitcode); 1 error;
-    2 changes or drift present (--detailed-exitcode); 3 more cancellations than the policy allows.
+    2 changes or drift present (--detailed-exitcode); 3 more cancellations (users cancelled,
+    trading permissions revoked) than the policy allows.
     Awaiting-agreement re-checks are not changes.
     """
     made = make_plan(

@@ -31,6 +31,7 @@ def command(inputs: RemoteInputs, fmt: str) -> None:
         echo_json(
             {
                 "changed": list(result.changed),
+                "changed_accounts": list(result.changed_accounts),
                 "drift": [d.model_dump(mode="json") for d in result.drift],
                 "unmanaged": list(result.unmanaged),
                 "state_serial": result.serial,
@@ -42,10 +43,15 @@ def command(inputs: RemoteInputs, fmt: str) -> None:
         echo(line)
     if result.unmanaged:
         echo(unmanaged_sentence(result.unmanaged))
+    if result.changed_accounts:
+        echo(
+            f"Refreshed {counted(len(result.changed_accounts), 'account')} in {where}: "
+            f"{', '.join(safe(n) for n in result.changed_accounts)}"
+        )
     if result.changed:
         echo(
             f"Refreshed {counted(len(result.changed), 'user')} in {where} "
             f"(state serial {result.serial}): {', '.join(safe(n) for n in result.changed)}"
         )
-    else:
+    elif not result.changed_accounts:
         echo(f"Recorded state matches the API; {where} is unchanged (serial {result.serial}).")

@@ -40,6 +40,7 @@ Digest
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import itertools
 import os
@@ -68,7 +69,9 @@ from reconcile.manifest.models import (
     TEXT_PATTERN,
     UNSAFE_IN_NAMES,
     UNSAFE_IN_TEXT,
+    AccountKeys,
     CrossProblem,
+    KnownNames,
     Manifest,
     User,
     UserKeys,
@@ -166,8 +169,12 @@ class LoadedManifest:
     """User name → where the user's entry starts. Computed on first use (re-parses with marks)."""
 
 
-def load_manifest(paths: Sequence[str | Path]) -> LoadedManifest:
-    """Load, merge and validate manifest files and folders; raise ManifestError listing every problem."""
+def load_manifest(paths: Sequence[str | Path], *, today: datetime.date | None = None) -> LoadedManifest:
+    """Load, merge and validate manifest files and folders; raise ManifestError listing every problem.
+
+    ``today`` (UTC, from the caller's clock) refuses a ``resetTo`` in the future; None skips that
+    rule (a manifest read only for its environment or backend).
+    """
     problems: list[Problem] = []
     files = _expand(paths, problems)
     try:
@@ -180,7 +187,7 @@ def load_manifest(paths: Sequence[str | Path]) -> LoadedManifest:
             raise ManifestError([Problem(None, "", "no manifest files given")])
 
         with gc_paused():
-            return _load(sources, problems, unreadable=bool(problems))
+            return _load(sources, problems, unreadable=bool(problems), today=today)
     except MemoryError:
         # Python's allocations fail cleanly; by the time this runs, what they built is gone.
         raise _too_large(files) from None
@@ -854,7 +861,9 @@ def _merge(sources: list[_Source], problems: list[Problem]) -> _Merged:
 # ------------------------------------------------------------------------------------ validating
 
 
-def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) -> LoadedManifest:
+def _load(
+    sources: list[_Source], problems: list[Problem], *, unreadable: bool, today: datetime.date | None
+) -> LoadedManifest:
     for source in sources:
         problems.extend(_parse(source))
     # Validating a partial set would add noise (a missing partner: because its file was unreadable).
@@ -877,6 +886,7 @@ def _load(sources: list[_Source], problems: list[Problem], *, unreadable: bool) 
         room=MAX_PROBLEMS - len(problems),
         page_full=len(errors) >= MAX_PROBLEMS,
         partner_conflict="partner" in conflicting,
+        today=today,
     )
     problems.extend(_located_crosses(crosses, place))
     if problems or manifest is None:
@@ -914,21 +924,28 @@ def _placer(sources: list[_Source], merged: _Merged) -> _Place:
 
 
 def _cross_problems(
-    manifest: Manifest | None, data: dict[str, Any], *, room: int, page_full: bool, partner_conflict: bool
+    manifest: Manifest | None,
+    data: dict[str, Any],
+    *,
+    room: int,
+    page_full: bool,
+    partner_conflict: bool,
+    today: datetime.date | None,
 ) -> tuple[list[CrossProblem], int]:
     """Return the first ``room`` problems across users, and how many there are."""
+    nothing_known = KnownNames(None, None, None)
     if manifest is not None:
-        keys = [UserKeys(u.name, u.email, u.entitlements) for u in manifest.users]
-        known: Mapping[str, int] | None = manifest.partner.entitlements
+        keys = [UserKeys.of(u) for u in manifest.users]
+        known = KnownNames.of(manifest.partner)
     elif not page_full:
-        keys, known = _raw_user_keys(data)
+        keys, known = _raw_user_keys(data), _raw_known_names(data)
     else:
-        keys, known = [], None  # the page is full: rules across users wait for the next run
+        keys, known = [], nothing_known  # the page is full: rules across users wait for the next run
     if partner_conflict:
-        known = None
+        known = nothing_known
     crosses: list[CrossProblem] = []
     total = 0
-    for cross in cross_reference_problems(keys, known):
+    for cross in cross_reference_problems(keys, known, today=today):
         total += 1
         if len(crosses) < room:
             crosses.append(cross)
@@ -1029,26 +1046,50 @@ def _user_models(manifest: Manifest) -> Iterator[BaseModel]:
             yield user.password
 
 
-def _raw_user_keys(data: dict[str, Any]) -> tuple[list[UserKeys], Mapping[str, int] | None]:
+def _raw_user_keys(data: dict[str, Any]) -> list[UserKeys]:
     """Read the cross-user rules' inputs from data that failed validation, so they are reported too."""
     keys = []
     for user in data.get("users") or ():
         entry = user if isinstance(user, dict) else {}
         name, email, entitlements = entry.get("name"), entry.get("email"), entry.get("entitlements")
+        accounts = entry.get("accounts")
         keys.append(
             UserKeys(
-                name if isinstance(name, str) else None,
-                email if isinstance(email, str) else None,
+                _text(name),
+                _text(email),
                 tuple(e for e in entitlements if isinstance(e, str))
                 if isinstance(entitlements, list)
                 else (),
+                tuple(_raw_account_keys(a) for a in accounts) if isinstance(accounts, list) else (),
+                entry.get("status") == "cancelled",
             )
         )
+    return keys
+
+
+def _raw_account_keys(entry: Any) -> AccountKeys:
+    """An account entry's names (a wrong date is its own error: no future check on it here)."""
+    entry = entry if isinstance(entry, dict) else {}
+    return AccountKeys(
+        _text(entry.get("name")), _text(entry.get("template")), _text(entry.get("riskCategory"))
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _raw_known_names(data: dict[str, Any]) -> KnownNames:
+    """The names a partner section that failed validation defines (None: that part is broken)."""
     partner = data.get("partner")
-    known = partner.get("entitlements") if isinstance(partner, dict) else None
-    if not isinstance(known, dict):
-        known = None if isinstance(partner, dict) and "entitlements" in partner else {}
-    return keys, known
+
+    def names(key: str) -> Mapping[str, Any] | None:
+        if not isinstance(partner, dict):
+            return {}
+        found = partner.get(key, {})
+        return found if isinstance(found, dict) else None
+
+    return KnownNames(names("entitlements"), names("accountTemplates"), names("riskCategories"))
 
 
 class _UserLocations(Mapping[str, Location]):

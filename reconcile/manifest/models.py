@@ -7,10 +7,11 @@ exports them as JSON Schema. Loading YAML with file:line:column errors lives in
 
 from __future__ import annotations
 
+import datetime
 import functools
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal
@@ -210,6 +211,100 @@ def _written_date(value: Any) -> Any:
 WrittenDate = Annotated[date, BeforeValidator(_written_date)]
 
 
+# Strict: "2500" (a string) or true (a boolean) is a mistake, not a number; 2500 (a whole number) is fine.
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+Percentage = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False, strict=True)]
+
+
+class RiskSettings(_Model):
+    """Auto-liquidation settings (the contract's ``postTradeRisk`` / ``UserAccountAutoLiq`` fields).
+
+    Every field is optional: a template sets some, an account overrides them field by field, and
+    only the fields set are ever sent or compared.
+    """
+
+    marginPercentageAlert: Percentage | None = None
+    dailyLossPercentageAlert: Percentage | None = None
+    dailyLossAlert: Amount | None = None
+    marginPercentageLiqOnly: Percentage | None = None
+    dailyLossPercentageLiqOnly: Percentage | None = None
+    dailyLossLiqOnly: Amount | None = None
+    marginPercentageAutoLiq: Percentage | None = None
+    dailyLossPercentageAutoLiq: Percentage | None = None
+    dailyLossAutoLiq: Amount | None = None
+    weeklyLossAutoLiq: Amount | None = None
+    flattenTimestamp: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)] | None
+    ) = None
+    trailingMaxDrawdown: Amount | None = None
+    trailingMaxDrawdownLimit: Amount | None = None
+    trailingMaxDrawdownMode: Literal["EOD", "RealTime"] | None = None
+    dailyProfitAutoLiq: Amount | None = None
+    weeklyProfitAutoLiq: Amount | None = None
+    doNotUnlock: StrictBool | None = None
+    changesLocked: StrictBool | None = None
+
+    def fields_set(self) -> dict[str, Any]:
+        """The fields this manifest entry sets (None fields are not settings)."""
+        return self.model_dump(exclude_none=True)
+
+
+class AccountTemplate(_Model):
+    """One of the organization's template accounts, as the manifest names it."""
+
+    templateAccountId: PositiveId
+    initialBalance: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+    risk: RiskSettings = RiskSettings()
+
+
+ACCOUNT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+TradingState = Literal["active", "locked", "revoked"]
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_DATE_EXPECTED = "expected a date such as 2026-11-20 (YYYY-MM-DD)"
+
+
+def _trade_date(value: Any) -> Any:
+    """Accept a date (YAML's unquoted or quoted ``2026-11-20``), never a time or a number."""
+    if isinstance(value, datetime.datetime):
+        raise ValueError(f"{_DATE_EXPECTED}, got a date and time: write the date alone")
+    if isinstance(value, datetime.date):
+        return value
+    if not isinstance(value, str):
+        # pydantic would read a number as seconds since 1970: never what a manifest means.
+        what = (
+            "true or false"
+            if isinstance(value, bool)
+            else "a number"
+            if isinstance(value, int | float)
+            else "a value of another kind"
+        )
+        raise ValueError(f"{_DATE_EXPECTED}, got {what}")
+    if not _ISO_DATE.match(value):
+        timed = _ISO_DATE.match(value[:10]) and value[10:11] in ("T", "t", " ")
+        detail = "a date and time: write the date alone" if timed else f"{value[:40]!r}"
+        raise ValueError(f"{_DATE_EXPECTED}, got {detail}")
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a real date (no such day in the calendar)") from None
+
+
+TradeDate = Annotated[datetime.date, BeforeValidator(_trade_date)]
+
+
+class Account(_Model):
+    """One evaluation account of a user. ``name`` is the identity key (organization-wide, any case)."""
+
+    name: Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=ACCOUNT_NAME_PATTERN)]
+    template: NameText
+    risk: RiskSettings | None = None
+    """Overrides of the template's risk, field by field."""
+    riskCategory: NameText | None = None
+    trading: TradingState = "active"
+    resetTo: TradeDate | None = None
+    """Each new value resets the account once, to the start of that trade date."""
+
+
 class User(_Model):
     """One evaluation trader. ``name`` is the identity key."""
 
@@ -224,6 +319,7 @@ class User(_Model):
     contact: Contact | None = None
     expiresOn: WrittenDate | None = None
     """From this date (UTC) on, the evaluation is over: the plan cancels everything of the user."""
+    accounts: Annotated[tuple[Account, ...], Field(max_length=MAX_ITEMS)] = ()
 
     @field_validator("email")
     @classmethod
@@ -262,6 +358,10 @@ class Partner(_Model):
     dataAccountId: PositiveId
     entitlements: dict[NameText, PositiveId] = Field(default_factory=dict, max_length=MAX_ITEMS)
     agreementAlertId: PositiveId | None = None
+    accountTemplates: dict[NameText, AccountTemplate] = Field(default_factory=dict, max_length=MAX_ITEMS)
+    """Names used by ``users[].accounts[].template`` → the organization's template accounts."""
+    riskCategories: dict[NameText, PositiveId] = Field(default_factory=dict, max_length=MAX_ITEMS)
+    """Names used by ``users[].accounts[].riskCategory`` → ``riskCategoryId``."""
 
     @model_validator(mode="after")
     def _simplus_has_one_name(self) -> Partner:
@@ -322,21 +422,59 @@ class CrossProblem:
 
 
 @dataclass(frozen=True)
+class AccountKeys:
+    """What the cross-user rules look at in one account entry."""
+
+    name: str | None
+    template: str | None
+    riskCategory: str | None = None
+    resetTo: datetime.date | None = None
+
+
+@dataclass(frozen=True)
 class UserKeys:
     """What the cross-user rules look at in one user entry (read before or after validation)."""
 
     name: str | None
     email: str | None
     entitlements: tuple[str, ...]
+    accounts: tuple[AccountKeys, ...] = ()
+    cancelled: bool = False
+
+    @classmethod
+    def of(cls, user: User) -> UserKeys:
+        """The keys of a validated user."""
+        accounts = tuple(AccountKeys(a.name, a.template, a.riskCategory, a.resetTo) for a in user.accounts)
+        return cls(user.name, user.email, user.entitlements, accounts, user.status == "cancelled")
+
+
+@dataclass(frozen=True)
+class KnownNames:
+    """The names ``partner`` defines; None skips the rule on them (that section is itself broken)."""
+
+    entitlements: Collection[str] | None
+    templates: Collection[str] | None = ()
+    categories: Collection[str] | None = ()
+
+    @classmethod
+    def of(cls, partner: Partner) -> KnownNames:
+        return cls(partner.entitlements, partner.accountTemplates, partner.riskCategories)
 
 
 def cross_reference_problems(
-    users: Sequence[UserKeys], known_entitlements: Mapping[str, int] | None
+    users: Sequence[UserKeys], known: KnownNames, *, today: datetime.date | None = None
 ) -> Iterator[CrossProblem]:
-    """Yield every broken rule that spans users: unique names and emails, defined entitlements.
+    """Yield every broken rule that spans users: unique names and emails, defined names, accounts.
 
-    ``known_entitlements`` None skips the entitlement rule (partner.entitlements is itself broken).
+    ``today`` (the caller's clock, UTC) enables the rule that ``resetTo`` is not in the future.
     """
+    yield from _user_problems(users, known.entitlements)
+    yield from _account_problems(users, known, today)
+
+
+def _user_problems(
+    users: Sequence[UserKeys], known_entitlements: Collection[str] | None
+) -> Iterator[CrossProblem]:
     defined = ", ".join(sorted(known_entitlements or ())) or "none"
     names: dict[str, int] = {}
     skeletons: dict[str, int] = {}
@@ -379,6 +517,55 @@ def cross_reference_problems(
                 )
 
 
+def _account_problems(
+    users: Sequence[UserKeys], known: KnownNames, today: datetime.date | None
+) -> Iterator[CrossProblem]:
+    """Account names unique in the organization (any case), templates and categories defined."""
+    seen: dict[str, tuple[int, int]] = {}
+    for index, user in enumerate(users):
+        if user.cancelled and user.accounts:
+            yield CrossProblem(
+                ("users", index, "accounts"),
+                "a cancelled user has no accounts to manage: remove accounts (cancel-everything "
+                "revokes their trading permissions unless defaults.cancel.tradingPermissions is false)",
+            )
+        for position, account in enumerate(user.accounts):
+            path = ("users", index, "accounts", position)
+            if account.name is not None:
+                first = seen.setdefault(account.name.casefold(), (index, position))
+                if first != (index, position):
+                    owner = users[first[0]].name
+                    yield CrossProblem(
+                        (*path, "name"),
+                        f"account {account.name!r} is already an account of user {owner!r} "
+                        "(account names are unique in the organization, ignoring case)",
+                        ("users", first[0], "accounts", first[1], "name"),
+                    )
+            yield from _undefined(path, "template", account.template, "accountTemplates", known.templates)
+            yield from _undefined(
+                path, "riskCategory", account.riskCategory, "riskCategories", known.categories
+            )
+            if today is not None and account.resetTo is not None and account.resetTo > today:
+                yield CrossProblem(
+                    (*path, "resetTo"),
+                    f"resetTo {account.resetTo.isoformat()} is in the future (today is "
+                    f"{today.isoformat()}, UTC): an account is reset to a trade date that has begun",
+                )
+
+
+def _undefined(
+    path: tuple[str | int, ...], key: str, name: str | None, section: str, defined: Collection[str] | None
+) -> Iterator[CrossProblem]:
+    if name is None or defined is None or name in defined:
+        return
+    listed = ", ".join(sorted(defined)) or "none"
+    yield CrossProblem(
+        (*path, key),
+        f"{name!r} is not defined under partner.{section} (defined: {listed})"
+        + did_you_mean(name, sorted(defined)),
+    )
+
+
 # Letters of other scripts drawn like Latin ones (a subset of Unicode's confusables.txt, TR39):
 # enough to catch "tr\u0430der001" (a Cyrillic a) beside "trader001" without a 6,000-entry
 # dependency. Both cases are listed, as the look-alike differs (Greek capital nu is N, small v).
@@ -414,8 +601,8 @@ class Manifest(_Model):
     def _cross_references(self, info: ValidationInfo) -> Manifest:
         if info.context and info.context.get(CROSS_CHECKS_BY_CALLER):
             return self
-        keys = [UserKeys(u.name, u.email, u.entitlements) for u in self.users]
-        problems = list(cross_reference_problems(keys, self.partner.entitlements))
+        keys = [UserKeys.of(u) for u in self.users]
+        problems = list(cross_reference_problems(keys, KnownNames.of(self.partner)))
         if problems:
             raise ValueError("; ".join(f"{dotted_path(p.path)}: {p.message}" for p in problems))
         return self

@@ -18,6 +18,13 @@ trader who has not signed the agreement is recorded as awaiting it, as apply wou
 API cannot show is taken from the manifest: the names of a user without contact info, and the
 subscription plan (set at creation, readable nowhere), so an adopted user the manifest describes
 truly plans no change.
+
+Accounts: ``import`` also adopts, by name, every account the manifest gives a managed user that
+exists under that user and state does not hold yet. Its record takes what the API shows (ids,
+permission, the auto-liq fields the manifest sets, category, lock), so the next plan repairs only
+real differences; its last reset is taken as the manifest's ``resetTo`` (the API keeps no record of
+resets, and adopting must never trigger one on a guess). An account the manifest names that exists
+under another user is reported and left alone.
 """
 
 from __future__ import annotations
@@ -27,12 +34,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from reconcile.errors import ReconcileError
-from reconcile.manifest.models import SIMPLUS, Manifest, User
+from reconcile.manifest.models import SIMPLUS, Account, Manifest, User
 from reconcile.operations.read_live import LiveReader, read_live, with_contacts
 from reconcile.planning.drift import compare
 from reconcile.planning.plan import DriftEntry
-from reconcile.planning.snapshot import LiveSnapshot, LiveUser, contact_record
-from reconcile.state.model import GrantRecord, State, UserRecord
+from reconcile.planning.snapshot import LiveAccount, LiveSnapshot, LiveUser, contact_record
+from reconcile.state.model import AccountRecord, GrantRecord, State, UserRecord
 from reconcile.state.store import StateStore
 
 
@@ -51,6 +58,8 @@ class RefreshResult:
     serial: int
     """The state serial after the refresh (unchanged when nothing changed)."""
     requests: int
+    changed_accounts: tuple[str, ...] = ()
+    """Accounts whose record was rewritten."""
 
 
 def refresh_state(
@@ -70,16 +79,28 @@ def refresh_state(
         agreement_alert_id=manifest.agreement_alert_id,
         contacts_of=[r.userId for r in state.users.values() if r.lifecycle == "active"],
         read_at=clock(),
+        accounts=has_accounts(manifest, state),
     )
-    comparison = compare(state, live, manifest.partner.entitlements)
-    saved = store.save(comparison.observed, changed=comparison.changed) if comparison.changed else state
+    comparison = compare(state, live, manifest.partner.entitlements, manifest.partner.riskCategories)
+    changed, accounts = comparison.changed, comparison.changed_accounts
+    saved = (
+        store.save(comparison.observed, changed=changed, changed_accounts=accounts)
+        if changed or accounts
+        else state
+    )
     return RefreshResult(
         drift=comparison.drift,
         unmanaged=comparison.unmanaged,
         changed=comparison.changed,
         serial=saved.serial,
         requests=live.requests,
+        changed_accounts=accounts,
     )
+
+
+def has_accounts(manifest: Manifest, state: State) -> bool:
+    """True when the manifest or state holds evaluation accounts (then reading the API reads them too)."""
+    return bool(state.accounts) or any(user.accounts for user in manifest.users)
 
 
 @dataclass
@@ -92,6 +113,9 @@ class ImportResult:
     """With ``--all``: organization users the manifest names that are closed (not adoptable)."""
     left_unmanaged: list[str] = field(default_factory=list)
     """With ``--all``: organization users the manifest does not name (left unmanaged)."""
+    accounts_adopted: list[str] = field(default_factory=list)
+    accounts_elsewhere: list[str] = field(default_factory=list)
+    """Accounts the manifest names that exist under another user (not adopted)."""
     serial: int = 0
     requests: int = 0
 
@@ -113,7 +137,13 @@ def import_users(
     wanted = {user.name: user for user in manifest.users}
     now = clock()
     # The listing first (3 requests); then contact info of the chosen users only, one request each.
-    listing = read_live(client, agreement_alert_id=manifest.agreement_alert_id, contacts_of=(), read_at=now)
+    listing = read_live(
+        client,
+        agreement_alert_id=manifest.agreement_alert_id,
+        contacts_of=(),
+        read_at=now,
+        accounts=has_accounts(manifest, state),
+    )
     result = ImportResult()
     candidates = _candidates(names, wanted, state, listing, result)
     live = with_contacts(client, listing, [listing.by_name[name].userId for name in candidates])
@@ -122,12 +152,64 @@ def import_users(
     for name in candidates:
         users[name] = adopted_record(wanted[name], live.by_name[name], manifest, now)
     result.adopted = list(candidates)
-    if candidates:
-        saved = store.save(state.model_copy(update={"users": users}), changed=candidates)
+    adopted = state.model_copy(update={"users": users, "accounts": dict(state.accounts)})
+    _adopt_accounts(manifest, adopted, live, now, result)
+    if candidates or result.accounts_adopted:
+        saved = store.save(adopted, changed=candidates, changed_accounts=result.accounts_adopted)
         result.serial = saved.serial
     else:
         result.serial = state.serial
     return result
+
+
+def _adopt_accounts(
+    manifest: Manifest, state: State, live: LiveSnapshot, now: datetime, result: ImportResult
+) -> None:
+    """Record in ``state`` the manifest's accounts of managed users that exist under them (by name)."""
+    for user in manifest.users:
+        owner = state.users.get(user.name)
+        if owner is None or owner.lifecycle != "active":
+            continue
+        for account in user.accounts:
+            found = live.accounts_by_name.get(account.name.lower())
+            if account.name in state.accounts or found is None:
+                continue
+            if found.userId != owner.userId:
+                result.accounts_elsewhere.append(account.name)
+                continue
+            state.accounts[account.name] = adopted_account(user.name, account, found, manifest, now)
+            result.accounts_adopted.append(account.name)
+
+
+def adopted_account(
+    user: str, account: Account, live: LiveAccount, manifest: Manifest, now: datetime
+) -> AccountRecord:
+    """The state record of an adopted account: what the API shows, for the fields the manifest sets."""
+    template = manifest.partner.accountTemplates.get(account.template)
+    wanted = {
+        **(template.risk.fields_set() if template else {}),
+        **(account.risk.fields_set() if account.risk else {}),
+    }
+    categories = {cid: name for name, cid in manifest.partner.riskCategories.items()}
+    category = None
+    if account.riskCategory is not None and live.riskCategoryId is not None:
+        category = categories.get(live.riskCategoryId, f"#{live.riskCategoryId}")
+    return AccountRecord(
+        accountId=live.accountId,
+        user=user,
+        userId=live.userId,
+        origin="adopted",
+        template=account.template,
+        tradingPermissionId=live.tradingPermissionId,
+        permission="revoked" if live.revoked else "active",
+        risk={f: live.autoLiq[f] for f in wanted if live.autoLiq.get(f) is not None},
+        riskCategory=category,
+        trading="locked" if live.trading == "locked" else "active",
+        lastReset=account.resetTo,
+        createdAt=now,
+        updatedAt=now,
+        revokedAt=now if live.revoked else None,
+    )
 
 
 def _candidates(

@@ -30,8 +30,8 @@ from reconcile.operations.plan import (
     utc_today,
     whole_cancellations,
 )
-from reconcile.planning.plan import CancelEverything, Plan, load_plan
-from reconcile.planning.policy import check_cancellations
+from reconcile.planning.plan import Plan, load_plan
+from reconcile.planning.policy import Irreversible, check_cancellations
 from reconcile.state.audit import AuditLog
 from reconcile.state.journal import Journal
 from reconcile.state.model import State
@@ -83,8 +83,8 @@ class _Run:
     client: PartnerClient
     companion: PartnerClient | None
     companion_label: str | None
-    whole: tuple[CancelEverything, ...] | None = None
-    """The cancellations of the whole manifest when --target/--exclude narrowed the plan."""
+    whole: tuple[Irreversible, ...] | None = None
+    """The cancellations and revocations of the whole manifest when --target/--exclude narrowed the plan."""
 
 
 def apply(request: ApplyRequest, reporter: Reporter | None = None) -> ApplyOutcome:
@@ -219,8 +219,13 @@ def _judge(run: _Run, plan: Plan, state: State, *, ask: bool) -> None:
         run.audit.record(
             "policy",
             outcome=f"--allow-cancellations {allowed}",
-            users=[a.user for a in check.cancellations],
-            detail={"cancellations": len(check.cancellations), "whole": check.judged, "budget": check.budget},
+            users=[a.user for a in check.irreversible],
+            detail={
+                "cancellations": len(check.cancellations),
+                "revocations": len(check.revocations),
+                "whole": check.judged,
+                "budget": check.budget,
+            },
         )
         run.audit.sync()
     confirm = run.reporter.confirm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from reconcile.api.endpoints import resolve_endpoint
@@ -27,7 +28,8 @@ def open_inputs(inputs: Sources, *, bind: bool = True) -> Opened:
     from reconcile.state.open import open_store
 
     settings = inputs.settings
-    loaded = load_manifest(list(inputs.paths))
+    # Today's UTC date is read here, at the edge: the loader refuses a resetTo after it.
+    loaded = load_manifest(list(inputs.paths), today=datetime.now(UTC).date())
     manifest = loaded.manifest
     label = resolve_endpoint(manifest.environment, inputs.endpoint or settings.endpoint)
     store = open_store(

@@ -19,7 +19,7 @@ from reconcile.manifest.models import Manifest
 from reconcile.operations.inputs import PlanInputs, Reporter
 from reconcile.operations.opening import Opened, open_inputs
 from reconcile.planning.plan import CancelEverything, Diagnostic, Plan, PlanBinding
-from reconcile.planning.policy import CancellationCheck, cancellations_of, evaluate_cancellations
+from reconcile.planning.policy import CancellationCheck, Irreversible, evaluate_cancellations, irreversible_of
 from reconcile.planning.snapshot import LiveSnapshot
 from reconcile.state.model import State
 
@@ -36,8 +36,8 @@ class PreparedPlan:
     state: State
     unsettled: int = 0
     """Journal intents an interrupted apply left open (their users are left out of the plan)."""
-    whole: tuple[CancelEverything, ...] | None = None
-    """The cancellations of the whole manifest when --target/--exclude narrowed the plan."""
+    whole: tuple[Irreversible, ...] | None = None
+    """The cancellations and revocations of the whole manifest when --target/--exclude narrowed the plan."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def prepare_plan(
     caller has it already (apply: the same manifest and the store whose lock it holds).
     ``today`` judges ``expiresOn`` (default: today in UTC).
     """
-    from reconcile.apply.intents import IntentJournal, hold_unsettled
+    from reconcile.apply.intents import IntentJournal, hold_unsettled, note_unconfirmed_resets
     from reconcile.planning.planner import make_plan
 
     reporter = reporter or Reporter()
@@ -139,14 +139,14 @@ def prepare_plan(
     for warning in loaded.warnings:
         reporter.warn(str(warning))
     applying = holder.describe() if holder is not None and holder.purpose == "apply" else None
-    held = hold_unsettled(made, intents, lock_holder=applying)
+    held = note_unconfirmed_resets(hold_unsettled(made, intents, lock_holder=applying), state)
     return PreparedPlan(with_companion_note(held), manifest, state, len(intents), whole)
 
 
 def whole_cancellations(
     plan: Plan, manifest: Manifest, state: State, live: LiveSnapshot | None = None, *, today: date
-) -> tuple[CancelEverything, ...] | None:
-    """The cancellations of ``manifest`` planned whole, when ``plan`` was narrowed; else None.
+) -> tuple[Irreversible, ...] | None:
+    """The cancellations and revocations of ``manifest`` planned whole when ``plan`` was narrowed, else None.
 
     The policy judges these (reconcile/planning/policy.py): --target must not slice an empty
     manifest into budget-sized cancellations.
@@ -155,7 +155,7 @@ def whole_cancellations(
 
     if not plan.targeted and not plan.excluded:
         return None
-    return cancellations_of(make_plan(manifest, state, binding=plan.binding, live=live, today=today))
+    return irreversible_of(make_plan(manifest, state, binding=plan.binding, live=live, today=today))
 
 
 def utc_today() -> date:
@@ -197,6 +197,7 @@ def live_reader(inputs: PlanInputs, reporter: Reporter) -> LiveRead:
     """A reader of the live organization through the environment's API (says what it read)."""
 
     def read(manifest: Manifest, state: State) -> LiveSnapshot:
+        from reconcile.operations.adopt import has_accounts
         from reconcile.operations.clients import open_client
         from reconcile.operations.read_live import read_live
 
@@ -209,10 +210,13 @@ def live_reader(inputs: PlanInputs, reporter: Reporter) -> LiveRead:
                 agreement_alert_id=manifest.agreement_alert_id,
                 contacts_of=[r.userId for r in state.users.values() if r.lifecycle == "active"],
                 read_at=datetime.now(UTC),
+                accounts=has_accounts(manifest, state),
             )
             where = client.endpoint_label
+        accounts = "" if live.accounts is None else f" and {len(live.accounts)} accounts"
         reporter.say(
-            f"Read {len(live.users)} users of the organization at {where} ({live.requests} requests)."
+            f"Read {len(live.users)} users{accounts} of the organization at {where} "
+            f"({live.requests} requests)."
         )
         return live
 

@@ -10,6 +10,10 @@ One snapshot costs ``3 + C`` requests, whatever the size of the organization:
 
 The contract also offers ``/contactInfo/ldeps`` (many users per call), which would make C about
 C/100; neither the project's copy of the contract nor the simulator has it yet.
+
+A desk with evaluation accounts costs four more, whatever the number of accounts:
+``/account/list``, ``/tradingPermission/list``, ``/userAccountAutoLiq/list`` and
+``/accountRiskStatus/list``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,20 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Protocol
 
-from reconcile.api.models import AdminAlertSignal, ContactInfo, User, UserPlugin
-from reconcile.planning.snapshot import LiveContact, LiveSnapshot, LiveUser
+from reconcile.api.models import (
+    Account,
+    AccountRiskStatus,
+    AdminAlertSignal,
+    ContactInfo,
+    TradingPermission,
+    User,
+    UserAccountAutoLiq,
+    UserPlugin,
+)
+from reconcile.planning.snapshot import LiveAccount, LiveContact, LiveSnapshot, LiveUser
+
+ACCOUNT_READS = 4
+"""Requests that read every account with its permission, auto-liq settings and risk status."""
 
 
 class LiveReader(Protocol):
@@ -29,6 +45,10 @@ class LiveReader(Protocol):
     def list_user_plugins(self) -> list[UserPlugin]: ...
     def agreement_signals(self, alert_id: int) -> list[AdminAlertSignal]: ...
     def contact_info(self, user_id: int) -> ContactInfo | None: ...
+    def list_accounts(self) -> list[Account]: ...
+    def list_trading_permissions(self) -> list[TradingPermission]: ...
+    def list_user_auto_liqs(self) -> list[UserAccountAutoLiq]: ...
+    def list_account_risk_statuses(self) -> list[AccountRiskStatus]: ...
 
 
 def contact_from_wire(info: ContactInfo) -> LiveContact:
@@ -43,11 +63,13 @@ def read_live(
     agreement_alert_id: int,
     contacts_of: Collection[int] | None = None,
     read_at: datetime,
+    accounts: bool = False,
 ) -> LiveSnapshot:
     """Read the organization's users, plugins and agreement signals, and the contacts asked for.
 
     ``contacts_of`` holds the user ids whose contact info to read (None = every user: one request
-    each). Ids not in the organization are skipped.
+    each). Ids not in the organization are skipped. With ``accounts`` the evaluation accounts are
+    read too (:data:`ACCOUNT_READS` more requests).
     """
     users = client.list_users()
     plugins = client.list_user_plugins()
@@ -70,10 +92,41 @@ def read_live(
             for user in sorted(users, key=lambda u: u.id)
         ),
         read_at=read_at,
-        requests=3,
+        requests=3 + (ACCOUNT_READS if accounts else 0),
+        accounts=read_accounts(client) if accounts else None,
     )
     ids = [u.userId for u in listing.users] if contacts_of is None else contacts_of
     return with_contacts(client, listing, ids)
+
+
+def read_accounts(client: LiveReader) -> tuple[LiveAccount, ...]:
+    """Every account of the organization with its permission, auto-liq settings and admin action."""
+    accounts = client.list_accounts()
+    permissions: dict[int, TradingPermission] = {}
+    for permission in client.list_trading_permissions():
+        kept = permissions.get(permission.accountId)
+        # An account's live permission wins over an older revoked one.
+        if kept is None or kept.status.lower() == "revoked":
+            permissions[permission.accountId] = permission
+    auto_liqs = {a.id: a.model_dump(exclude_none=True, exclude={"id"}) for a in client.list_user_auto_liqs()}
+    actions = {s.id: s.adminAction for s in client.list_account_risk_statuses()}
+    live: list[LiveAccount] = []
+    for account in sorted(accounts, key=lambda a: a.id):
+        held = permissions.get(account.id)
+        live.append(
+            LiveAccount(
+                accountId=account.id,
+                name=account.name,
+                userId=account.userId,
+                riskCategoryId=account.riskCategoryId,
+                closed=bool(account.closed),
+                tradingPermissionId=held.id if held is not None else None,
+                permissionStatus=held.status if held is not None else None,
+                autoLiq=auto_liqs.get(account.id, {}),
+                adminAction=actions.get(account.id),
+            )
+        )
+    return tuple(live)
 
 
 def with_contacts(client: LiveReader, snapshot: LiveSnapshot, user_ids: Collection[int]) -> LiveSnapshot:
@@ -91,4 +144,7 @@ def with_contacts(client: LiveReader, snapshot: LiveSnapshot, user_ids: Collecti
             contact = contact_from_wire(info) if info is not None else None
             user = user.model_copy(update={"contact_read": True, "contact": contact})
         users.append(user)
-    return LiveSnapshot(users=tuple(users), read_at=snapshot.read_at, requests=requests)
+    # A new snapshot, not a copy: a copy would keep the cached look-ups of the old users.
+    return LiveSnapshot(
+        users=tuple(users), read_at=snapshot.read_at, requests=requests, accounts=snapshot.accounts
+    )

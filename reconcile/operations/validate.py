@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from reconcile.errors import ManifestError, Problem
@@ -33,7 +34,7 @@ def validate(
     Raises :class:`ManifestError` listing every problem (with ``strict``, the warnings too).
     ``environ`` is where ``{env: VAR}`` passwords are looked for (None: nowhere).
     """
-    loaded = load_manifest(paths)
+    loaded = load_manifest(paths, today=datetime.now(UTC).date())
     _check_password_files(loaded)
     env: Mapping[str, str] = {} if environ is None else environ
     unset = unset_password_variables(loaded.manifest, loaded.locations, environ=env)

@@ -9,6 +9,11 @@ lifecycle (closed or gone), email, names and contact (only when the contact was 
 shows names only inside contact info), and entitlements by id. Active users of the organization
 that state does not hold are ``created_outside``; every such user, closed ones included, is listed
 as unmanaged. Users recorded as cancelled are not compared: nothing is done to them any more.
+
+When the snapshot holds accounts, each recorded account whose permission is active is compared by
+account id: its trading permission (revoked or gone outside), the auto-liquidation fields state
+records, its risk category (when reconcile set one) and its admin lock. Accounts of managed users
+that state does not hold are ``account_outside``.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from typing import Any
 
 from reconcile.contact import ADDRESS_FIELDS
 from reconcile.planning.plan import DriftEntry, DriftKind, FieldChange
-from reconcile.planning.snapshot import LiveSnapshot, LiveUser, contact_record
-from reconcile.state.model import GrantRecord, State, UserRecord
+from reconcile.planning.snapshot import LiveAccount, LiveSnapshot, LiveUser, contact_record
+from reconcile.state.model import AccountRecord, GrantRecord, State, UserRecord
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,17 @@ class Comparison:
     """Managed users closed or gone outside reconcile (now recorded as cancelled in ``observed``)."""
     changed: tuple[str, ...]
     """Names whose record differs between state and ``observed``, sorted."""
+    changed_accounts: tuple[str, ...] = ()
+    """Account names whose record differs between state and ``observed``, sorted."""
 
 
-def compare(state: State, live: LiveSnapshot, entitlements: Mapping[str, int]) -> Comparison:
-    """Compare ``state`` with ``live``; ``entitlements`` is the manifest's name → id catalogue."""
+def compare(
+    state: State,
+    live: LiveSnapshot,
+    entitlements: Mapping[str, int],
+    risk_categories: Mapping[str, int] | None = None,
+) -> Comparison:
+    """Compare ``state`` with ``live``; the two maps are the manifest's names → ids."""
     names_by_id = {eid: name for name, eid in sorted(entitlements.items(), reverse=True)}
     users = dict(state.users)
     drift: list[DriftEntry] = []
@@ -70,10 +82,97 @@ def compare(state: State, live: LiveSnapshot, entitlements: Mapping[str, int]) -
                 "it is never changed or cancelled",
             )
         )
-    drift.sort(key=lambda d: (d.user, list(DriftKind).index(d.kind), d.entitlement or ""))
+    accounts = dict(state.accounts)
+    if live.accounts is not None:
+        drift.extend(_compare_accounts(state, live, accounts, risk_categories or {}))
+    drift.sort(key=lambda d: (d.user, list(DriftKind).index(d.kind), d.account or "", d.entitlement or ""))
     changed = tuple(sorted(name for name in users if users[name] is not state.users.get(name)))
-    observed = state.model_copy(update={"users": users})
-    return Comparison(observed, tuple(drift), tuple(unmanaged), frozenset(closed), changed)
+    changed_accounts = tuple(sorted(n for n in accounts if accounts[n] is not state.accounts.get(n)))
+    observed = state.model_copy(update={"users": users, "accounts": accounts})
+    return Comparison(observed, tuple(drift), tuple(unmanaged), frozenset(closed), changed, changed_accounts)
+
+
+def _compare_accounts(
+    state: State, live: LiveSnapshot, accounts: dict[str, AccountRecord], categories: Mapping[str, int]
+) -> list[DriftEntry]:
+    """Drift of every recorded account with an active permission; put what the API shows in ``accounts``."""
+    names_by_id = {cid: name for name, cid in sorted(categories.items(), reverse=True)}
+    now = live.read_at
+    entries: list[DriftEntry] = []
+    for name in sorted(state.accounts):
+        record = state.accounts[name]
+        if record.permission != "active":
+            continue  # revoked is final: nothing is done to the account any more
+        new, found = _compare_account(name, record, live.accounts_by_id.get(record.accountId), names_by_id)
+        entries.extend(found)
+        if new != record:
+            revoked_at = now if new.permission == "revoked" else None
+            accounts[name] = new.model_copy(update={"updatedAt": now, "revokedAt": revoked_at})
+    recorded = {r.accountId for r in state.accounts.values()}
+    managed = {r.userId: n for n, r in state.users.items() if r.lifecycle == "active"}
+    for account in live.accounts or ():
+        if account.accountId in recorded or account.userId not in managed or account.closed:
+            continue
+        entries.append(
+            DriftEntry(
+                kind=DriftKind.account_outside,
+                user=managed[account.userId],
+                userId=account.userId,
+                account=account.name,
+                message=f"account {account.name} (id {account.accountId}) is not recorded: reconcile neither "
+                "created nor adopted it, so it never changes it (`reconcile import` adopts it by name)",
+            )
+        )
+    return entries
+
+
+def _compare_account(
+    name: str, record: AccountRecord, live: LiveAccount | None, categories: Mapping[int, str]
+) -> tuple[AccountRecord, list[DriftEntry]]:
+    def entry(kind: DriftKind, message: str, changes: tuple[FieldChange, ...] = ()) -> DriftEntry:
+        return DriftEntry(
+            kind=kind, user=record.user, userId=record.userId, account=name, changes=changes, message=message
+        )
+
+    if live is None or live.closed or live.revoked:
+        why = (
+            "is no longer in the organization's account list"
+            if live is None or live.closed
+            else ("had its trading permission revoked outside reconcile")
+        )
+        return record.model_copy(update={"permission": "revoked"}), [
+            entry(DriftKind.account_revoked, f"account {name} {why}")
+        ]
+    update: dict[str, Any] = {}
+    entries: list[DriftEntry] = []
+    changes = [
+        FieldChange(field=f, before=value, after=live.autoLiq.get(f))
+        for f, value in sorted(record.risk.items())
+        if live.autoLiq.get(f) != value
+    ]
+    if changes:
+        update["risk"] = {f: live.autoLiq.get(f) for f in record.risk if live.autoLiq.get(f) is not None}
+    if record.riskCategory is not None and live.riskCategoryId is not None:
+        category = categories.get(live.riskCategoryId, f"#{live.riskCategoryId}")
+        if category != record.riskCategory:
+            changes.append(FieldChange(field="riskCategory", before=record.riskCategory, after=category))
+            update["riskCategory"] = category
+    if changes:
+        fields = ", ".join(c.field for c in changes)
+        entries.append(
+            entry(
+                DriftKind.account_risk_changed,
+                f"account {name}: changed outside reconcile: {fields}",
+                tuple(changes),
+            )
+        )
+    if live.trading != record.trading:
+        how = "locked" if live.trading == "locked" else "unlocked"
+        entries.append(
+            entry(DriftKind.account_trading_changed, f"account {name} was {how} outside reconcile")
+        )
+        update["trading"] = live.trading
+    return (record.model_copy(update=update) if update else record), entries
 
 
 def _compare_user(

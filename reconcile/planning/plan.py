@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import json
 from collections import Counter
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,12 @@ class ActionKind(enum.StrEnum):
     update_email = "update_email"
     update_contact = "update_contact"
     grant_entitlement = "grant_entitlement"
+    create_account = "create_account"
+    update_risk = "update_risk"
+    switch_risk_category = "switch_risk_category"
+    set_trading = "set_trading"
+    reset_account = "reset_account"
+    revoke_trading = "revoke_trading"
     cancel_everything = "cancel_everything"
 
     @property
@@ -45,6 +52,12 @@ _SYMBOLS = {
     ActionKind.update_email: "~",
     ActionKind.update_contact: "~",
     ActionKind.grant_entitlement: ">",
+    ActionKind.create_account: "+",
+    ActionKind.update_risk: "~",
+    ActionKind.switch_risk_category: "~",
+    ActionKind.set_trading: "~",
+    ActionKind.reset_account: "<",
+    ActionKind.revoke_trading: "-",
     ActionKind.cancel_everything: "-",
 }
 _ORDER = {kind: i for i, kind in enumerate(ActionKind)}
@@ -141,18 +154,116 @@ class CancelEverything(_Model):
     reason: Literal["removed_from_manifest", "status_cancelled", "expired"]
 
 
-CANCEL_REASONS = {
+REASONS = {
     "removed_from_manifest": "removed from the manifest",
     "status_cancelled": "status: cancelled",
     "expired": "expiresOn reached",
+    "trading_revoked": "trading: revoked",
 }
-"""Why a user is cancelled, as every output says it."""
+"""Why a user is cancelled or an account's trading permission revoked, as every output says it."""
+
+
+class CreateAccount(_Model):
+    """Create one evaluation account with its trading permission (≤ 100 per createevaluationaccounts).
+
+    ``userId`` is None for a user created earlier in the same plan: apply takes the id that
+    user's create recorded. ``risk`` is the template's risk merged with the account's overrides.
+    """
+
+    action: Literal[ActionKind.create_account] = ActionKind.create_account
+    user: str
+    userId: int | None
+    account: str
+    template: str
+    templateAccountId: int
+    initialBalance: float
+    risk: dict[str, Any] = Field(default_factory=dict)
+    resetTo: date | None = None
+    """The manifest's ``resetTo``, recorded as the account's last reset: a new account needs none."""
+
+
+class UpdateRisk(_Model):
+    """Set an account's auto-liquidation settings (≤ 100 items per updateuserautoliqs call)."""
+
+    action: Literal[ActionKind.update_risk] = ActionKind.update_risk
+    user: str
+    account: str
+    accountId: int | None
+    changes: tuple[FieldChange, ...]
+    risk: dict[str, Any]
+    """Every field the manifest sets for the account (template merged with overrides)."""
+
+
+class SwitchRiskCategory(_Model):
+    """Move accounts to a risk category (one switchriskcategory call per category, ≤ 100 ids).
+
+    ``accountId`` is None for an account created earlier in the same plan.
+    """
+
+    action: Literal[ActionKind.switch_risk_category] = ActionKind.switch_risk_category
+    user: str
+    account: str
+    accountId: int | None
+    before: str | None
+    riskCategory: str
+    riskCategoryId: int
+
+
+class SetTrading(_Model):
+    """Lock or unlock trading with setadminautoliqaction (``LockTradingImmediately`` / ``Normal``)."""
+
+    action: Literal[ActionKind.set_trading] = ActionKind.set_trading
+    user: str
+    account: str
+    accountId: int | None
+    before: Literal["active", "locked"]
+    after: Literal["active", "locked"]
+
+
+class ResetAccount(_Model):
+    """Reset an account to the start of ``resetTo`` (resetdemoaccountstate, grouped by trade date)."""
+
+    action: Literal[ActionKind.reset_account] = ActionKind.reset_account
+    user: str
+    account: str
+    accountId: int
+    before: date | None
+    """The trade date of the last reset recorded, if any."""
+    resetTo: date
+
+
+class RevokeTrading(_Model):
+    """Revoke an account's trading permission (≤ 100 per revoketradingpermissions). Irreversible.
+
+    Counted in the cancellation budgets; before sending, apply reads the permission once to
+    confirm it still belongs to this account and user.
+    """
+
+    action: Literal[ActionKind.revoke_trading] = ActionKind.revoke_trading
+    user: str
+    userId: int
+    account: str
+    accountId: int
+    tradingPermissionId: int
+    reason: Literal["removed_from_manifest", "trading_revoked"]
 
 
 Action = Annotated[
-    CreateUser | UpdateEmail | UpdateContact | GrantEntitlement | CancelEverything,
+    CreateUser
+    | UpdateEmail
+    | UpdateContact
+    | GrantEntitlement
+    | CreateAccount
+    | UpdateRisk
+    | SwitchRiskCategory
+    | SetTrading
+    | ResetAccount
+    | RevokeTrading
+    | CancelEverything,
     Field(discriminator="action"),
 ]
+AccountAction = CreateAccount | UpdateRisk | SwitchRiskCategory | SetTrading | ResetAccount | RevokeTrading
+"""The actions on evaluation accounts (partner Stage 4)."""
 
 
 class Diagnostic(_Model):
@@ -178,6 +289,14 @@ class DriftKind(enum.StrEnum):
     """Recorded as granted, but the user no longer has it."""
     entitlement_added = "entitlement_added"
     """The user has it, but reconcile did not grant it (or recorded it as awaiting the agreement)."""
+    account_risk_changed = "account_risk_changed"
+    """An account's auto-liquidation settings or risk category changed outside reconcile."""
+    account_trading_changed = "account_trading_changed"
+    """An account was locked or unlocked outside reconcile."""
+    account_revoked = "account_revoked"
+    """An account's trading permission was revoked outside reconcile (or the account is gone)."""
+    account_outside = "account_outside"
+    """An account of a managed user that reconcile neither created nor adopted."""
 
 
 class DriftEntry(_Model):
@@ -189,6 +308,8 @@ class DriftEntry(_Model):
     changes: tuple[FieldChange, ...] = ()
     """Field-level ``before`` (recorded) / ``after`` (live) for ``changed``."""
     entitlement: str | None = None
+    account: str | None = None
+    """The account the entry is about (the account kinds)."""
     message: str
 
 

@@ -15,6 +15,9 @@ The rules, per user name:
 * absent from the manifest while a new manifest user carries its email → a rename, which the
   partner API cannot do: error, and neither the create nor the cancel is planned.
 
+Each planned user's evaluation accounts follow the rules in :mod:`reconcile.planning.accounts`
+(create, risk, category, lock, reset, revoke), as does revoking an account gone from the manifest.
+
 Passwords are create-only and never compared. Users the tool never created or adopted are never
 touched (DESIGN §8.3): only state users can get anything but a create.
 
@@ -29,7 +32,7 @@ again (a warning points to ``reconcile import``).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -40,8 +43,10 @@ from reconcile.bulk import gc_paused
 from reconcile.contact import ADDRESS_FIELDS, CONTACT_FIELDS
 from reconcile.errors import PlanError, counted, plural
 from reconcile.manifest.models import SIMPLUS, Contact, Manifest, User
+from reconcile.planning.accounts import Note, Planned, Recorded, plan_removed_accounts, plan_user_accounts
 from reconcile.planning.drift import compare
 from reconcile.planning.plan import (
+    AccountAction,
     Action,
     CancelEverything,
     ContactPayload,
@@ -97,6 +102,7 @@ def make_plan(
         if user.name not in renamed:
             _plan_user(manifest, user, state.users.get(user.name), seen, acc)
     _plan_removed(manifest, state, renamed, acc)
+    acc.extend(plan_removed_accounts(manifest, state, acc.staying))
     _note_unfinished_cancels(state, acc)
     return _selected_plan(acc, seen.refresh, binding=binding, targets=targets, excludes=excludes)
 
@@ -106,6 +112,8 @@ class _Observed:
     """State as planning sees it: corrected by the live snapshot when there is one."""
 
     state: State
+    recorded: Recorded
+    """The accounts of ``state`` by case-folded name."""
     live: LiveSnapshot | None = None
     refresh: Refresh | None = None
     closed_outside: frozenset[str] = frozenset()
@@ -115,10 +123,11 @@ class _Observed:
     @classmethod
     def of(cls, state: State, live: LiveSnapshot | None, manifest: Manifest, today: date | None) -> _Observed:
         if live is None:
-            return cls(state, today=today)
-        comparison = compare(state, live, manifest.partner.entitlements)
+            return cls(state, recorded=Recorded.of(state), today=today)
+        comparison = compare(state, live, manifest.partner.entitlements, manifest.partner.riskCategories)
         return cls(
             state=comparison.observed,
+            recorded=Recorded.of(comparison.observed),
             live=live,
             refresh=Refresh(drift=comparison.drift, unmanaged=comparison.unmanaged),
             closed_outside=comparison.closed,
@@ -155,6 +164,7 @@ def _plan_user(
         )
     elif record is None:
         _plan_create(manifest, user, acc)
+        acc.extend(plan_user_accounts(manifest, user, None, seen.recorded))
     elif user.name in seen.closed_outside:
         acc.add(
             "warning",
@@ -179,6 +189,8 @@ def _plan_user(
         )
     else:
         _plan_existing(manifest, user, record, acc)
+        acc.staying.add(user.name)
+        acc.extend(plan_user_accounts(manifest, user, record.userId, seen.recorded))
 
 
 def _plan_removed(manifest: Manifest, state: State, renamed: Collection[str], acc: _Accumulator) -> None:
@@ -245,10 +257,19 @@ class _Accumulator:
     actions: list[Action] = field(default_factory=list)
     # Each diagnostic with the users it is about (a rename concerns two), for --target/--exclude.
     diagnostics: list[tuple[Diagnostic, tuple[str, ...]]] = field(default_factory=list)
+    staying: set[str] = field(default_factory=set)
+    """Managed users who stay active: an account of theirs gone from the manifest is revoked."""
 
     def add(self, severity: Severity, user: str, message: str, *, also: tuple[str, ...] = ()) -> None:
         diagnostic = Diagnostic(severity=severity, user=user, message=message)
         self.diagnostics.append((diagnostic, (user, *also)))
+
+    def extend(self, planned: Iterable[Planned]) -> None:
+        for item in planned:
+            if isinstance(item, Note):
+                self.add(item.severity, item.user, item.message)
+            else:
+                self.actions.append(item)
 
 
 def _selector(targets: Sequence[str], excludes: Sequence[str]) -> Callable[[str], bool]:
@@ -261,7 +282,11 @@ def _selector(targets: Sequence[str], excludes: Sequence[str]) -> Callable[[str]
 
 
 def _action_key(action: Action) -> tuple[int, str, str]:
-    extra = action.entitlement if isinstance(action, GrantEntitlement) else ""
+    extra = ""
+    if isinstance(action, GrantEntitlement):
+        extra = action.entitlement
+    elif isinstance(action, AccountAction):
+        extra = action.account
     return (action.action.order, action.user, extra)
 
 

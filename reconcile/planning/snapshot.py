@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -70,12 +71,43 @@ class LiveUser(_Model):
         return self.status == CLOSED
 
 
+LOCKED = "LockTradingImmediately"
+"""The admin action that locks an account (``Normal`` unlocks it)."""
+
+
+class LiveAccount(_Model):
+    """One evaluation account as the API shows it, with its trading permission, auto-liq and risk status."""
+
+    accountId: int
+    name: str
+    userId: int
+    riskCategoryId: int | None = None
+    closed: bool = False
+    tradingPermissionId: int | None = None
+    permissionStatus: str | None = None
+    """The status of the account's trading permission (Approved, Revoked, …); None: it has none."""
+    autoLiq: Mapping[str, Any] = {}
+    """The auto-liquidation settings the API has (fields it does not set are left out)."""
+    adminAction: str | None = None
+
+    @property
+    def trading(self) -> str:
+        """``locked`` or ``active``, as the manifest says it."""
+        return "active" if self.adminAction in (None, "Normal") else "locked"
+
+    @property
+    def revoked(self) -> bool:
+        return (self.permissionStatus or "").lower() in ("revoked", "declined")
+
+
 class LiveSnapshot(_Model):
-    """The organization at one moment: its users, and how many requests reading them took."""
+    """The organization at one moment: its users (and accounts), and how many requests reading them took."""
 
     users: tuple[LiveUser, ...]
     read_at: datetime
     requests: int = 0
+    accounts: tuple[LiveAccount, ...] | None = None
+    """None when the accounts were not read (a desk that has none)."""
 
     @functools.cached_property
     def by_id(self) -> Mapping[int, LiveUser]:
@@ -84,3 +116,12 @@ class LiveSnapshot(_Model):
     @functools.cached_property
     def by_name(self) -> Mapping[str, LiveUser]:
         return {u.name: u for u in self.users}
+
+    @functools.cached_property
+    def accounts_by_id(self) -> Mapping[int, LiveAccount]:
+        return {a.accountId: a for a in self.accounts or ()}
+
+    @functools.cached_property
+    def accounts_by_name(self) -> Mapping[str, LiveAccount]:
+        """Accounts by lowercased name (names are unique in the organization in any case)."""
+        return {a.name.lower(): a for a in self.accounts or ()}

@@ -16,10 +16,11 @@ from reconcile.errors import counted as counted
 from reconcile.errors import printable
 from reconcile.manifest.models import PasswordFromEnv, PasswordFromFile
 from reconcile.planning.plan import (
-    CANCEL_REASONS,
+    REASONS,
     Action,
     ActionKind,
     CancelEverything,
+    CreateAccount,
     CreateUser,
     DriftEntry,
     DriftKind,
@@ -27,8 +28,13 @@ from reconcile.planning.plan import (
     GrantEntitlement,
     Plan,
     PlannedPassword,
+    ResetAccount,
+    RevokeTrading,
+    SetTrading,
+    SwitchRiskCategory,
     UpdateContact,
     UpdateEmail,
+    UpdateRisk,
 )
 
 PII_FIELDS = frozenset({"email", "phone", "streetAddress1", "streetAddress2", "postCode"})
@@ -66,6 +72,8 @@ def quote(field: str, value: Any, *, show_pii: bool) -> str:
     """A field value as shown: JSON-quoted (escapes control characters), masked unless asked."""
     if value is None:
         return "(none)"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # risk amounts: 2500, not 2500.0
     shown = value if show_pii else mask(field, value)
     return json.dumps(shown, ensure_ascii=False)
 
@@ -140,10 +148,58 @@ def _(action: CancelEverything, *, show_pii: bool) -> ActionLine:
     flags = action.flags.model_dump()
     cancelled = [name for name, on in flags.items() if on]
     kept = [name for name, on in flags.items() if not on]
-    details = [CANCEL_REASONS[action.reason], f"cancels {', '.join(cancelled) or 'nothing'}"]
+    details = [REASONS[action.reason], f"cancels {', '.join(cancelled) or 'nothing'}"]
     if kept:
         details.append(f"keeps {', '.join(kept)}")
     return _line(action, "CANCEL EVERYTHING (irreversible)", details)
+
+
+@describe.register
+def _(action: CreateAccount, *, show_pii: bool) -> ActionLine:
+    details = [
+        f"template={safe(action.template)} ({action.templateAccountId})",
+        f"initialBalance={action.initialBalance:g}",
+        *(
+            f"{safe(name)}={quote(name, value, show_pii=show_pii)}"
+            for name, value in sorted(action.risk.items())
+        ),
+    ]
+    if action.resetTo is not None:
+        details.append(f"resetTo={action.resetTo.isoformat()} (recorded as its last reset)")
+    after = "" if action.userId is not None else " (after create)"
+    return _line(action, f"create account {safe(action.account)}{after}", details)
+
+
+@describe.register
+def _(action: UpdateRisk, *, show_pii: bool) -> ActionLine:
+    details = [describe_change(c, show_pii=show_pii) for c in action.changes]
+    return _line(action, f"risk {safe(action.account)}", details)
+
+
+@describe.register
+def _(action: SwitchRiskCategory, *, show_pii: bool) -> ActionLine:
+    before = safe(action.before) if action.before is not None else "(none)"
+    change = f"{before} → {safe(action.riskCategory)} ({action.riskCategoryId})"
+    return _line(action, f"risk category {safe(action.account)}", [change])
+
+
+@describe.register
+def _(action: SetTrading, *, show_pii: bool) -> ActionLine:
+    what = "LOCK trading" if action.after == "locked" else "unlock trading"
+    return _line(action, f"{what} {safe(action.account)}", [f"{action.before} → {action.after}"])
+
+
+@describe.register
+def _(action: ResetAccount, *, show_pii: bool) -> ActionLine:
+    last = action.before.isoformat() if action.before is not None else "never"
+    details = [f"to the start of trade date {action.resetTo.isoformat()} (last reset: {last})"]
+    return _line(action, f"reset account {safe(action.account)}", details)
+
+
+@describe.register
+def _(action: RevokeTrading, *, show_pii: bool) -> ActionLine:
+    details = [REASONS[action.reason], f"trading permission {action.tradingPermissionId}"]
+    return _line(action, f"REVOKE TRADING {safe(action.account)} (irreversible)", details)
 
 
 def _line(action: Action, what: str, details: list[str]) -> ActionLine:
@@ -156,17 +212,25 @@ def _line(action: Action, what: str, details: list[str]) -> ActionLine:
     )
 
 
-_NOUNS = {
-    ActionKind.update_email: "email change",
-    ActionKind.update_contact: "contact update",
-    ActionKind.grant_entitlement: "grant",
+_NOUNS: dict[ActionKind, tuple[str, str | None]] = {
+    ActionKind.update_email: ("email change", None),
+    ActionKind.update_contact: ("contact update", None),
+    ActionKind.grant_entitlement: ("grant", None),
+    ActionKind.create_account: ("new account", None),
+    ActionKind.update_risk: ("risk update", None),
+    ActionKind.switch_risk_category: ("category switch", "category switches"),
+    ActionKind.set_trading: ("lock change", None),
+    ActionKind.reset_account: ("account reset", None),
+    ActionKind.revoke_trading: ("trading permission to revoke", "trading permissions to revoke"),
 }
 """Kinds counted with a noun; creates and cancels read "3 to create", "1 to cancel"."""
 
 
 def _phrase(kind: ActionKind, n: int) -> str:
     noun = _NOUNS.get(kind)
-    return counted(n, noun) if noun else f"{n} to {'create' if kind is ActionKind.create else 'cancel'}"
+    if noun is not None:
+        return counted(n, *noun)
+    return f"{n} to {'create' if kind is ActionKind.create else 'cancel'}"
 
 
 def summary_sentence(plan: Plan) -> str:

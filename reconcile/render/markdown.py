@@ -15,8 +15,8 @@ import re
 from collections import Counter
 
 from reconcile.errors import counted
-from reconcile.planning.plan import CANCEL_REASONS, ActionKind, Plan
-from reconcile.planning.policy import cancellations_of
+from reconcile.planning.plan import REASONS, ActionKind, Plan
+from reconcile.planning.policy import cancellations_of, revocations_of
 from reconcile.render.describe import (
     ActionLine,
     describe,
@@ -35,6 +35,15 @@ _TABLE = (
     (ActionKind.update_email, "`~` email change"),
     (ActionKind.update_contact, "`~` contact update"),
     (ActionKind.grant_entitlement, "`>` grant"),
+    (ActionKind.create_account, "`+` create account"),
+    (ActionKind.update_risk, "`~` risk update"),
+    (ActionKind.switch_risk_category, "`~` risk category switch"),
+    (ActionKind.set_trading, "`~` lock / unlock trading"),
+    (ActionKind.reset_account, "`<` account reset"),
+)
+_IRREVERSIBLE = (
+    (ActionKind.revoke_trading, "`-` revoke trading (irreversible)"),
+    (ActionKind.cancel_everything, "`-` cancel (irreversible)"),
 )
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]()#~|!])")
 _NOTE_RESERVE = 400  # room kept for the "left out" note
@@ -96,12 +105,21 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
     _diagnostics(out, plan, "warning", "Warnings")
     _drift(out, plan, options)
 
-    cancelled = cancellations_of(plan)
-    if cancelled:
-        out.must(f"> [!CAUTION]\n> **{counted(len(cancelled), 'user')} will be cancelled, irreversibly:**")
-        for action in cancelled:
-            out.item("cancellations", f"> - {code(action.user)} ({CANCEL_REASONS[action.reason]})")
-        out.must("")
+    cancelled, revoked = cancellations_of(plan), revocations_of(plan)
+    irreversible = (
+        (
+            f"{counted(len(cancelled), 'user')} will be cancelled",
+            "cancellations",
+            [f"{code(a.user)} ({REASONS[a.reason]})" for a in cancelled],
+        ),
+        (
+            f"{counted(len(revoked), 'trading permission')} will be revoked",
+            "revocations",
+            [f"{code(a.account)} of {code(a.user)} ({REASONS[a.reason]})" for a in revoked],
+        ),
+    )
+    for headline, what, items in irreversible:
+        _caution(out, f"{headline}, irreversibly:", what, items)
 
     _diagnostics(out, plan, "info", "Notes")
 
@@ -129,6 +147,16 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
         )
     out.must(footer)
     return "\n".join(out.parts) + "\n"
+
+
+def _caution(out: _Budget, headline: str, what: str, items: list[str]) -> None:
+    """An irreversible part of the plan, as a CAUTION block listing each item while they fit."""
+    if not items:
+        return
+    out.must(f"> [!CAUTION]\n> **{headline}**")
+    for item in items:
+        out.item(what, f"> - {item}")
+    out.must("")
 
 
 def _diagnostics(out: _Budget, plan: Plan, severity: str, title: str) -> None:
@@ -162,13 +190,11 @@ def _drift(out: _Budget, plan: Plan, options: RenderOptions) -> None:
 
 def _table(plan: Plan) -> str:
     summary = plan.summary
-    rows = ["| action | users |", "| --- | ---: |"]
+    rows = ["| action | count |", "| --- | ---: |"]
     rows += [f"| {label} | {summary[kind.value]} |" for kind, label in _TABLE]
-    cancel = summary[ActionKind.cancel_everything.value]
-    if cancel:
-        rows.append(f"| **`-` cancel (irreversible)** | **:warning: {cancel}** |")
-    else:
-        rows.append("| `-` cancel (irreversible) | 0 |")
+    for kind, label in _IRREVERSIBLE:
+        n = summary[kind.value]
+        rows.append(f"| **{label}** | **:warning: {n}** |" if n else f"| {label} | 0 |")
     rows.append(f"| awaiting agreement (re-check, no change) | {summary['recheck']} |")
     return "\n".join(rows) + "\n"
 

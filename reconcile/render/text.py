@@ -8,7 +8,7 @@ import click
 
 from reconcile.errors import counted
 from reconcile.planning.plan import ActionKind, Diagnostic, DriftEntry, Plan
-from reconcile.planning.policy import cancellations_of
+from reconcile.planning.policy import cancellations_of, revocations_of
 from reconcile.render.describe import (
     ActionLine,
     describe,
@@ -28,8 +28,15 @@ _COLOURS = {
     ActionKind.update_email: "yellow",
     ActionKind.update_contact: "yellow",
     ActionKind.grant_entitlement: "cyan",
+    ActionKind.create_account: "green",
+    ActionKind.update_risk: "yellow",
+    ActionKind.switch_risk_category: "yellow",
+    ActionKind.set_trading: "yellow",
+    ActionKind.reset_account: "cyan",
+    ActionKind.revoke_trading: "red",
     ActionKind.cancel_everything: "red",
 }
+_LOUD = frozenset({ActionKind.cancel_everything, ActionKind.revoke_trading})
 _DIAGNOSTIC_STYLE = {"error": ("Error", "red"), "warning": ("Warning", "yellow"), "info": ("Note", None)}
 
 
@@ -54,26 +61,21 @@ def render_text(plan: Plan, options: RenderOptions) -> str:
     changes = [describe(a, show_pii=True) for a in plan.changes]
     if changes:
         width = max(len(line.user) for line in changes)
-        out.append("Actions (+ create, ~ update, > grant, - cancel):")
+        out.append("Actions (+ create, ~ update, > grant, < reset, - cancel or revoke):")
         for line in changes:
-            out.append(
-                paint(
-                    _format(line, width), _COLOURS[line.kind], bold=line.kind is ActionKind.cancel_everything
-                )
-            )
+            out.append(paint(_format(line, width), _COLOURS[line.kind], bold=line.kind in _LOUD))
         out.append("")
 
     cancelled = cancellations_of(plan)
     if cancelled:
         names = ", ".join(safe(a.user) for a in cancelled)
-        out += [
-            paint(
-                f"!!! {counted(len(cancelled), 'user')} will be CANCELLED, irreversibly: {names}",
-                "red",
-                bold=True,
-            ),
-            "",
-        ]
+        out += _loud(paint, f"{counted(len(cancelled), 'user')} will be CANCELLED, irreversibly: {names}")
+    revoked = revocations_of(plan)
+    if revoked:
+        names = ", ".join(f"{safe(a.account)} ({safe(a.user)})" for a in revoked)
+        out += _loud(
+            paint, f"{counted(len(revoked), 'trading permission')} will be REVOKED, irreversibly: {names}"
+        )
 
     waiting = [describe(a, show_pii=True) for a in rechecks(plan)]
     if waiting:
@@ -88,6 +90,10 @@ def render_text(plan: Plan, options: RenderOptions) -> str:
 
     out.append(paint(summary_sentence(plan), bold=True))
     return "\n".join(out) + "\n"
+
+
+def _loud(paint: Callable[..., str], sentence: str) -> list[str]:
+    return [paint(f"!!! {sentence}", "red", bold=True), ""]
 
 
 def _format(line: ActionLine, width: int) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,6 +24,7 @@ from reconcile.state.journal import FileJournal, Journal, journal_path_for
 from reconcile.state.lock import LockHolder, check_held, read_holder, state_lock, unlock
 from reconcile.state.model import (
     STATE_FORMAT_VERSION,
+    AccountRecord,
     State,
     UserRecord,
     refuse_repeated_names,
@@ -31,6 +32,8 @@ from reconcile.state.model import (
 )
 from reconcile.state.sends import FileSendLog, sends_path_for
 from reconcile.state.store import GuardedStore, StateStore, moved_under_write
+
+R = TypeVar("R")
 
 
 class _Keys(dict[str, object]):
@@ -49,27 +52,31 @@ def _keep_repeats(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return obj
 
 
-def _user_id_of(value: object) -> object:
-    return value.get("userId", "missing") if isinstance(value, dict) else "missing"
+def _id_of(value: object, key: str) -> object:
+    return value.get(key, "missing") if isinstance(value, dict) else "missing"
 
 
 def refuse_repeated_keys(raw: bytes, where: str) -> None:
-    """Raise :class:`StateError` when a state document repeats a user name or a user's userId.
+    """Raise :class:`StateError` when a state document repeats a name or a record's id.
 
     JSON parsers keep the last of repeated keys silently; in state that hides a second id.
+    Users are checked by ``userId``, accounts by ``accountId``.
     """
     try:
         data = json.loads(raw, object_pairs_hook=_keep_repeats)
     except (ValueError, UnicodeDecodeError):
         return  # the caller reports malformed JSON
-    users = data.get("users") if isinstance(data, dict) else None
-    if not isinstance(users, _Keys):
+    if not isinstance(data, dict):
         return
-    repeated = {name: [_user_id_of(v) for v in values] for name, values in users.repeated.items()}
-    for name, record in users.items():
-        if isinstance(record, _Keys) and "userId" in record.repeated:
-            repeated[name] = record.repeated["userId"]
-    refuse_repeated_names(repeated, where)
+    for section, kind, key in (("users", "user", "userId"), ("accounts", "account", "accountId")):
+        records = data.get(section)
+        if not isinstance(records, _Keys):
+            continue
+        repeated = {name: [_id_of(v, key) for v in values] for name, values in records.repeated.items()}
+        for name, record in records.items():
+            if isinstance(record, _Keys) and key in record.repeated:
+                repeated[name] = record.repeated[key]
+        refuse_repeated_names(repeated, where, kind=kind, key=key)
 
 
 def _record_models(state: State) -> Iterator[BaseModel]:
@@ -78,16 +85,19 @@ def _record_models(state: State) -> Iterator[BaseModel]:
         if record.contact is not None:
             yield record.contact
         yield from record.entitlements.values()
+    yield from state.accounts.values()
 
 
 class _Snapshot(NamedTuple):
-    """What a FileStateStore last read or wrote: the file's identity and each user's JSON."""
+    """What a FileStateStore last read or wrote: the file's identity and each record's JSON."""
 
     signature: tuple[int, int, int]
     lineage: str
     serial: int
     users: dict[str, str] | None
     """name -> serialized record; None until first needed (a read does not serialize)."""
+    accounts: dict[str, str] | None = None
+    """account name -> serialized record, as ``users``."""
 
 
 def _file_signature(path: Path) -> tuple[int, int, int] | None:
@@ -102,6 +112,50 @@ def _user_json(record: UserRecord) -> str:
     # A half-finished cancel is rare: other users' blocks stay as they were before the field.
     exclude = None if record.cancelledOn else {"cancelledOn"}
     return record.model_dump_json(indent=2, exclude=exclude).replace("\n", "\n    ")
+
+
+def _account_json(record: AccountRecord) -> str:
+    # A lost reset answer is rare: other accounts' blocks stay as they were before the field.
+    exclude = None if record.resetUnsettled else {"resetUnsettled"}
+    return record.model_dump_json(indent=2, exclude=exclude).replace("\n", "\n    ")
+
+
+def _blocks(
+    stored: dict[str, str] | None,
+    records: Mapping[str, R],
+    changed: Collection[str] | None,
+    dump: Callable[[R], str],
+) -> dict[str, str]:
+    """Each record's JSON block: re-serialize only ``changed`` ones when the stored blocks are known."""
+    if stored is None or changed is None:
+        return {name: dump(record) for name, record in records.items()}
+    blocks = dict(stored)
+    for name in changed:
+        record = records.get(name)
+        if record is None:
+            blocks.pop(name, None)
+        else:
+            blocks[name] = dump(record)
+    return blocks
+
+
+def _any_differs(
+    stored: dict[str, str], records: Mapping[str, R], changed: Collection[str], dump: Callable[[R], str]
+) -> bool:
+    for name in changed:
+        record = records.get(name)
+        block = stored.get(name)
+        if (record is None) != (block is None) or (record is not None and dump(record) != block):
+            return True
+    return False
+
+
+def _section(key: str, blocks: dict[str, str], last: bool) -> str:
+    end = "\n" if last else ",\n"
+    if not blocks:
+        return f'  "{key}": {{}}' + end
+    body = ",\n".join(f"    {json.dumps(name)}: {blocks[name]}" for name in sorted(blocks))
+    return f'  "{key}": {{\n' + body + "\n  }" + end
 
 
 class FileStateStore(GuardedStore, StateStore):
@@ -188,9 +242,12 @@ class FileStateStore(GuardedStore, StateStore):
         except ValidationError:
             pass  # fall through to the slow path, which says exactly what is wrong
         else:
-            # Each record holds one "userId" key: more of them than users means a name or an id
-            # repeated (a bad merge), which the parser above silently resolved; look closer.
-            if raw.count(b'"userId"') != len(state.users):
+            # Each user and account record holds one "userId" key, each account one "accountId":
+            # more of them means a name or an id repeated (a bad merge), which the parser above
+            # silently resolved; look closer.
+            if raw.count(b'"userId"') != len(state.users) + len(state.accounts) or raw.count(
+                b'"accountId"'
+            ) != len(state.accounts):
                 refuse_repeated_keys(raw, str(self.path))
             refuse_shared_ids(state, str(self.path))
             share_fields_sets(_record_models(state))
@@ -224,38 +281,36 @@ class FileStateStore(GuardedStore, StateStore):
         state = self.read()
         return None if state is None else (state.lineage, state.serial)
 
-    def _differs(self, state: State, changed: Collection[str] | None) -> bool:
+    def _differs(
+        self, state: State, changed: Collection[str] | None, changed_accounts: Collection[str] | None = None
+    ) -> bool:
         snap = self._valid_snapshot()
-        if snap is None or snap.users is None or changed is None:
-            return super()._differs(state, changed)
-        for name in changed:
-            record = state.users.get(name)
-            stored = snap.users.get(name)
-            if (record is None) != (stored is None) or (record is not None and _user_json(record) != stored):
+        if snap is None or snap.users is None or snap.accounts is None or changed is None:
+            return super()._differs(state, changed, changed_accounts)
+        if changed_accounts is None:
+            if set(snap.accounts) != set(state.accounts):
                 return True
-        return False
+            changed_accounts = list(state.accounts)
+        return _any_differs(snap.users, state.users, changed, _user_json) or _any_differs(
+            snap.accounts, state.accounts, changed_accounts, _account_json
+        )
 
-    def _write(self, state: State, changed: Collection[str] | None) -> None:
-        snap = self._valid_snapshot()
-        if snap is not None and snap.users is not None and changed is not None:
-            users = dict(snap.users)
-            for name in changed:
-                record = state.users.get(name)
-                if record is None:
-                    users.pop(name, None)
-                else:
-                    users[name] = _user_json(record)
-        else:
-            users = {name: _user_json(record) for name, record in state.users.items()}
-        body = ",\n".join(f"    {json.dumps(name)}: {users[name]}" for name in sorted(users))
+    def _write(
+        self, state: State, changed: Collection[str] | None, changed_accounts: Collection[str] | None = None
+    ) -> None:
+        snap = self._valid_snapshot() if changed is not None else None
+        users = _blocks(snap and snap.users, state.users, changed, _user_json)
+        accounts = _blocks(snap and snap.accounts, state.accounts, changed_accounts, _account_json)
         binding = "" if state.binding is None else f'  "binding": {state.binding.model_dump_json()},\n'
         text = (
-            "{\n" + binding + f'  "environment": {json.dumps(state.environment)},\n'
+            "{\n"
+            # A state without accounts is written as before they existed.
+            + (_section("accounts", accounts, last=False) if accounts else "")
+            + binding
+            + f'  "environment": {json.dumps(state.environment)},\n'
             f'  "format_version": {STATE_FORMAT_VERSION},\n'
             f'  "lineage": {json.dumps(state.lineage)},\n'
-            f'  "serial": {state.serial},\n'
-            + ('  "users": {\n' + body + "\n  }\n" if users else '  "users": {}\n')
-            + "}\n"
+            f'  "serial": {state.serial},\n' + _section("users", users, last=True) + "}\n"
         )
         check_held(self.path)  # a lock file removed by hand must not let a second run write too
         try:
@@ -268,7 +323,9 @@ class FileStateStore(GuardedStore, StateStore):
             ) from None
         signature = _file_signature(self.path)
         self._snapshot = (
-            _Snapshot(signature, state.lineage, state.serial, users) if signature is not None else None
+            _Snapshot(signature, state.lineage, state.serial, users, accounts)
+            if signature is not None
+            else None
         )
 
     def replace(self, state: State, *, expected: tuple[str, int] | None) -> None:

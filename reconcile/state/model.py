@@ -8,8 +8,8 @@ One :class:`State` document per environment; the stores that keep it are in
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Literal
+from datetime import date, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -59,6 +59,35 @@ class UserRecord(_Model):
     """
 
 
+class AccountRecord(_Model):
+    """One managed evaluation account, keyed in :attr:`State.accounts` by its name."""
+
+    accountId: int
+    user: str
+    """The manifest name of the user holding the trading permission."""
+    userId: int
+    origin: Literal["created", "adopted"] = "created"
+    template: str | None = None
+    """The manifest's template name (None for an adopted account whose template is unknown)."""
+    tradingPermissionId: int | None = None
+    permission: Literal["active", "revoked"] = "active"
+    """The trading permission: ``revoked`` is final (revoked here, by a cancel, or outside)."""
+    risk: dict[str, Any] = Field(default_factory=dict)
+    """The auto-liquidation fields as last applied (only the fields the manifest set)."""
+    riskCategory: str | None = None
+    """The manifest's category name as last applied; None when never switched."""
+    trading: Literal["active", "locked"] = "active"
+    """The admin lock as last applied."""
+    lastReset: date | None = None
+    """The ``resetTo`` trade date last applied (or recorded at creation)."""
+    resetUnsettled: date | None = None
+    """A reset to this trade date was sent and its answer lost: it may have happened, so it is
+    never sent again on a guess (a second reset would undo the trading done since the first)."""
+    createdAt: datetime
+    updatedAt: datetime
+    revokedAt: datetime | None = None
+
+
 class StateBinding(_Model):
     """The organization and endpoint a state belongs to (DESIGN §8.10): set on first write."""
 
@@ -91,6 +120,8 @@ class State(_Model):
     binding: StateBinding | None = None
     """None only in state written before version 2, until its next write."""
     users: dict[str, UserRecord] = Field(default_factory=dict)
+    accounts: dict[str, AccountRecord] = Field(default_factory=dict)
+    """Evaluation accounts by name (names are unique in the organization, in any case)."""
 
     @classmethod
     def empty(cls, environment: str) -> State:
@@ -98,42 +129,52 @@ class State(_Model):
         return cls(environment=environment)
 
     def content_equals(self, other: State) -> bool:
-        """True when both hold the same binding and users (lineage and serial aside)."""
+        """True when both hold the same binding, users and accounts (lineage and serial aside)."""
         return (
             self.environment == other.environment
             and self.binding == other.binding
             and self.users == other.users
+            and self.accounts == other.accounts
         )
 
 
 _CORRUPT_ADVICE = (
-    "an id belongs to one trader, so acting on this state could change or cancel the wrong one. "
-    "Restore it from version control or a backup (or correct it by hand, each name with the one "
-    "userId the organization has for it), then check it with `reconcile plan --refresh`"
+    "an id belongs to one trader (or account), so acting on this state could change or cancel the "
+    "wrong one. Restore it from version control or a backup (or correct it by hand, each name with "
+    "the one id the organization has for it), then check it with `reconcile plan --refresh`"
 )
 
 
 def refuse_shared_ids(state: State, where: str) -> None:
-    """Raise :class:`StateError` when two recorded names share one ``userId`` (DESIGN §8.8)."""
+    """Raise :class:`StateError` when two names share one ``userId`` or ``accountId`` (DESIGN §8.8)."""
+    found = [
+        *_shared("userId", {name: r.userId for name, r in state.users.items()}),
+        *_shared("accountId", {name: r.accountId for name, r in state.accounts.items()}),
+    ]
+    if found:
+        raise StateError(f"state {where} is corrupt: {'; '.join(found)}; {_CORRUPT_ADVICE}")
+
+
+def _shared(key: str, ids: dict[str, int]) -> list[str]:
+    """Say which ``key`` values more than one name holds."""
     names_of: dict[int, str] = {}
     shared: dict[int, list[str]] = {}
-    for name, record in state.users.items():
-        first = names_of.setdefault(record.userId, name)
+    for name, value in ids.items():
+        first = names_of.setdefault(value, name)
         if first != name:
-            shared.setdefault(record.userId, [first]).append(name)
-    if shared:
-        found = "; ".join(
-            f"userId {user_id} is recorded for {', '.join(sorted(names))}"
-            for user_id, names in sorted(shared.items())
-        )
-        raise StateError(f"state {where} is corrupt: {found}; {_CORRUPT_ADVICE}")
+            shared.setdefault(value, [first]).append(name)
+    return [
+        f"{key} {value} is recorded for {', '.join(sorted(names))}" for value, names in sorted(shared.items())
+    ]
 
 
-def refuse_repeated_names(repeated: dict[str, list[object]], where: str) -> None:
-    """Raise :class:`StateError` when a name is recorded more than once (with its userIds)."""
+def refuse_repeated_names(
+    repeated: dict[str, list[object]], where: str, *, kind: str = "user", key: str = "userId"
+) -> None:
+    """Raise :class:`StateError` when a name is recorded more than once (with its ids)."""
     if repeated:
         found = "; ".join(
-            f"user {name!r} is recorded {len(ids)} times (userId {' and '.join(map(str, ids))})"
+            f"{kind} {name!r} is recorded {len(ids)} times ({key} {' and '.join(map(str, ids))})"
             for name, ids in sorted(repeated.items())
         )
         raise StateError(f"state {where} is corrupt: {found}; {_CORRUPT_ADVICE}")

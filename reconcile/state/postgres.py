@@ -7,11 +7,12 @@ Layout (schema ``reconcile``, version :data:`SCHEMA_VERSION`)::
                      the endpoint and partner data account the state is bound to
     users            one row per managed user          (environment, name)
     grants           one row per entitlement of a user (environment, name, entitlement)
+    accounts         one row per managed evaluation account (environment, name)
     lock_holders     who holds each environment's advisory lock (host, pid, since, pipeline)
     journal          unsettled intents of API calls    (id, environment, intent_id)
     audit            the audit log, append-only        (id, environment, time, line)
 
-A save writes only the users it is told changed, and moves the header's serial in the same
+A save writes only the users and accounts it is told changed, and moves the header's serial in the same
 transaction with ``UPDATE ... WHERE lineage = $1 AND serial = $old``: of two concurrent writers
 based on one serial, exactly one wins. The lock is a session-level advisory lock on its own
 connection, so the server drops it the moment the holder's connection dies: a killed pipeline
@@ -47,6 +48,7 @@ from reconcile.state.journal import JournalEntry
 from reconcile.state.lock import LockHolder
 from reconcile.state.model import (
     STATE_FORMAT_VERSION,
+    AccountRecord,
     State,
     StateBinding,
     UserRecord,
@@ -136,6 +138,30 @@ ALTER TABLE reconcile.environments ADD COLUMN bound_data_account bigint;
 """
 
 _MIGRATION_4 = """
+-- Evaluation accounts (partner Stage 4), keyed by name; ids are checked on read, as users' are.
+CREATE TABLE reconcile.accounts (
+    environment text NOT NULL REFERENCES reconcile.environments ON DELETE CASCADE,
+    name text NOT NULL,
+    account_id bigint NOT NULL,
+    user_name text NOT NULL,
+    user_id bigint NOT NULL,
+    origin text NOT NULL CHECK (origin IN ('created', 'adopted')),
+    template text,
+    trading_permission_id bigint,
+    permission text NOT NULL CHECK (permission IN ('active', 'revoked')),
+    risk jsonb NOT NULL,
+    risk_category text,
+    trading text NOT NULL CHECK (trading IN ('active', 'locked')),
+    last_reset date,
+    reset_unsettled date,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    revoked_at timestamptz,
+    PRIMARY KEY (environment, name)
+);
+"""
+
+_MIGRATION_5 = """
 -- When the rate-limited calls of the last hour were sent and answered (reconcile.state.sends).
 CREATE TABLE reconcile.sends (
     environment text NOT NULL,
@@ -147,7 +173,7 @@ CREATE TABLE reconcile.sends (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4)
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4, _MIGRATION_5)
 """``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``; append only."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -163,6 +189,15 @@ _USER_COLUMNS = (
     "subscription_plan_id", "contact", "created_at", "updated_at", "cancelled_at", "cancelled_on",
 )  # fmt: skip
 _GRANT_COLUMNS = ("environment", "name", "entitlement", "entitlement_id", "status", "updated_at")
+_ACCOUNT_FIELDS = {
+    "accountId": "account_id", "user": "user_name", "userId": "user_id", "origin": "origin",
+    "template": "template", "tradingPermissionId": "trading_permission_id", "permission": "permission",
+    "risk": "risk", "riskCategory": "risk_category", "trading": "trading", "lastReset": "last_reset",
+    "resetUnsettled": "reset_unsettled", "createdAt": "created_at", "updatedAt": "updated_at",
+    "revokedAt": "revoked_at",
+}  # fmt: skip
+"""AccountRecord field → column of reconcile.accounts."""
+_ACCOUNT_COLUMNS = ("environment", "name", *_ACCOUNT_FIELDS.values())
 
 
 def is_postgres_url(url: str) -> bool:
@@ -294,13 +329,23 @@ def _user_row(environment: str, name: str, user: UserRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _copy_batch(state: State, serial: int, names: Sequence[str]) -> State:
-    """A new State at ``serial`` with fresh copies of the ``names`` users (others shared)."""
+def _account_row(environment: str, name: str, account: AccountRecord) -> tuple[Any, ...]:
+    values = {field: getattr(account, field) for field in _ACCOUNT_FIELDS}
+    values["risk"] = Jsonb(account.risk)
+    return (environment, name, *values.values())
+
+
+def _copy_batch(state: State, serial: int, names: Sequence[str], accounts: Sequence[str]) -> State:
+    """A new State at ``serial`` with fresh copies of the ``names`` users and ``accounts`` (others shared)."""
     users = dict(state.users)
     for name in names:
         if name in users:
             users[name] = users[name].model_copy(deep=True)
-    return state.model_copy(update={"serial": serial, "users": users})
+    copied = dict(state.accounts)
+    for name in accounts:
+        if name in copied:
+            copied[name] = copied[name].model_copy(deep=True)
+    return state.model_copy(update={"serial": serial, "users": users, "accounts": copied})
 
 
 class PostgresStateStore(GuardedStore, StateStore):
@@ -403,6 +448,7 @@ class PostgresStateStore(GuardedStore, StateStore):
                 if header is None:
                     return None
                 users = self._read_users(cur, None)
+                accounts = self._read_accounts(cur, None)
         format_version, lineage, serial, bound_endpoint, bound_data_account = header
         if format_version not in (1, STATE_FORMAT_VERSION):
             raise StateError(
@@ -419,6 +465,7 @@ class PostgresStateStore(GuardedStore, StateStore):
             environment=self.environment,
             binding=binding,
             users=users,
+            accounts=accounts,
         )
         refuse_shared_ids(state, self.describe())
         return state
@@ -462,49 +509,85 @@ class PostgresStateStore(GuardedStore, StateStore):
         refuse_repeated_names(repeated, self.describe())
         return users
 
-    def _differs(self, state: State, changed: Collection[str] | None) -> bool:
-        if changed is None:
-            return super()._differs(state, changed)
-        names = sorted(changed)
+    def _read_accounts(
+        self, cur: psycopg.Cursor[Any], names: Sequence[str] | None
+    ) -> dict[str, AccountRecord]:
+        """Return the stored accounts (all, or only ``names``), by name."""
+        where = "environment = %s" + ("" if names is None else " AND name = ANY(%s)")
+        args: tuple[Any, ...] = (self.environment,) if names is None else (self.environment, list(names))
+        columns = ", ".join(_ACCOUNT_COLUMNS[1:])
+        cur.execute(f"SELECT {columns} FROM reconcile.accounts WHERE {where} ORDER BY name", args)
+        accounts: dict[str, AccountRecord] = {}
+        repeated: dict[str, list[object]] = {}
+        for name, *values in cur:
+            if name in accounts:  # only without the primary key (a restored dump, a hand edit)
+                repeated.setdefault(name, [accounts[name].accountId]).append(values[0])
+            try:
+                accounts[name] = AccountRecord.model_validate(dict(zip(_ACCOUNT_FIELDS, values, strict=True)))
+            except ValidationError as exc:
+                raise StateError(
+                    f"{self.describe()}: account {name!r} is not a valid record: {first_invalid(exc)}"
+                ) from None
+        refuse_repeated_names(repeated, self.describe(), kind="account", key="accountId")
+        return accounts
+
+    def _differs(
+        self, state: State, changed: Collection[str] | None, changed_accounts: Collection[str] | None = None
+    ) -> bool:
+        if changed is None or changed_accounts is None:
+            return super()._differs(state, changed, changed_accounts)
+        names, accounts = sorted(changed), sorted(changed_accounts)
         with self._errors("reading"), self._connection().cursor() as cur:
             stored = self._read_users(cur, names)
-        return any(stored.get(name) != state.users.get(name) for name in names)
+            stored_accounts = self._read_accounts(cur, accounts)
+        return any(stored.get(name) != state.users.get(name) for name in names) or any(
+            stored_accounts.get(name) != state.accounts.get(name) for name in accounts
+        )
 
     # Writing ------------------------------------------------------------------------------
 
-    def save(self, state: State, changed: Collection[str] | None = None) -> State:
+    def save(
+        self,
+        state: State,
+        changed: Collection[str] | None = None,
+        *,
+        changed_accounts: Collection[str] | None = None,
+    ) -> State:
         """Persist ``state`` as :meth:`StateStore.save` does, at the cost of the batch alone.
 
-        With ``changed`` given, only those users are compared, written and copied: the result
-        is a new State whose unchanged user records are the argument's own objects (copying
-        every record of a 100k desk would cost more than the save). Treat the argument as
-        spent and go on with the result.
+        With ``changed`` and ``changed_accounts`` given, only those users and accounts are
+        compared, written and copied: the result is a new State whose other records are the
+        argument's own objects (copying every record of a 100k desk would cost more than the
+        save). Treat the argument as spent and go on with the result.
         """
         header = self.read_header()
-        if changed is None or header is None or header != (state.lineage, state.serial):
+        if changed is None or changed_accounts is None or header != (state.lineage, state.serial):
             # Full saves, first saves, and refusals (with their messages) are the base class's.
-            return super().save(state, changed)
-        names = sorted(changed)
-        if not self._differs(state, names):
-            return _copy_batch(state, state.serial, names)
-        new = _copy_batch(state, state.serial + 1, names)
-        self._write(new, names)
+            return super().save(state, changed, changed_accounts=changed_accounts)
+        names, accounts = sorted(changed), sorted(changed_accounts)
+        if not self._differs(state, names, accounts):
+            return _copy_batch(state, state.serial, names, accounts)
+        new = _copy_batch(state, state.serial + 1, names, accounts)
+        self._write(new, names, accounts)
         return new
 
-    def _write(self, state: State, changed: Collection[str] | None) -> None:
-        self._write_rows(state, changed, expected=(state.lineage, state.serial - 1))
+    def _write(
+        self, state: State, changed: Collection[str] | None, changed_accounts: Collection[str] | None = None
+    ) -> None:
+        self._write_rows(state, changed, changed_accounts, expected=(state.lineage, state.serial - 1))
 
     def replace(self, state: State, *, expected: tuple[str, int] | None) -> None:
         """Store ``state`` exactly (lineage and serial included), if the header is still ``expected``.
 
         ``expected`` None means the environment must not exist yet. Used by ``state push``.
         """
-        self._write_rows(state, None, expected=expected, exact=True)
+        self._write_rows(state, None, None, expected=expected, exact=True)
 
     def _write_rows(
         self,
         state: State,
         changed: Collection[str] | None,
+        changed_accounts: Collection[str] | None,
         *,
         expected: tuple[str, int] | None,
         exact: bool = False,
@@ -519,20 +602,27 @@ class PostgresStateStore(GuardedStore, StateStore):
                 with conn.transaction(), conn.cursor() as cur:
                     if not self._move_header(cur, state, expected, exact):
                         raise _Conflict  # leaves the transaction: nothing of this write is kept
-                    names = sorted(state.users) if changed is None else sorted(changed)
-                    if changed is None:
-                        cur.execute("DELETE FROM reconcile.users WHERE environment = %s", (self.environment,))
-                    else:
-                        cur.execute(
-                            "DELETE FROM reconcile.users WHERE environment = %s AND name = ANY(%s)",
-                            (self.environment, names),
-                        )
+                    names = self._delete_rows(cur, "users", state.users, changed)
                     self._insert_users(cur, state, [n for n in names if n in state.users])
-            if changed is None and len(state.users) > 1000:
+                    accounts = self._delete_rows(cur, "accounts", state.accounts, changed_accounts)
+                    self._insert_accounts(cur, state, [n for n in accounts if n in state.accounts])
+            if changed is None and len(state.users) + len(state.accounts) > 1000:
                 # Fresh statistics after a bulk write, so batch saves keep using the primary keys.
-                conn.execute("ANALYZE reconcile.users, reconcile.grants")
+                conn.execute("ANALYZE reconcile.users, reconcile.grants, reconcile.accounts")
         except _Conflict:
             raise moved_under_write(self.describe(), self.read_header(), expected) from None
+
+    def _delete_rows(
+        self, cur: psycopg.Cursor[Any], table: str, records: Collection[str], changed: Collection[str] | None
+    ) -> list[str]:
+        """Delete the stored rows about to be written (all, or the ``changed`` ones); return their names."""
+        target = sql.SQL("DELETE FROM {} WHERE environment = %s").format(sql.Identifier(SCHEMA, table))
+        if changed is None:
+            cur.execute(target, (self.environment,))
+            return sorted(records)
+        names = sorted(changed)
+        cur.execute(target + sql.SQL(" AND name = ANY(%s)"), (self.environment, names))
+        return names
 
     def _move_header(
         self, cur: psycopg.Cursor[Any], state: State, expected: tuple[str, int] | None, exact: bool
@@ -579,6 +669,16 @@ class PostgresStateStore(GuardedStore, StateStore):
                 for entitlement, grant in sorted(state.users[name].entitlements.items()):
                     row = (env, name, entitlement, grant.entitlementId, grant.status, grant.updatedAt)
                     copy.write_row(row)
+
+    def _insert_accounts(self, cur: psycopg.Cursor[Any], state: State, names: list[str]) -> None:
+        if not names:
+            return
+        accounts = sql.SQL("COPY reconcile.accounts ({}) FROM STDIN").format(
+            sql.SQL(", ").join(map(sql.Identifier, _ACCOUNT_COLUMNS))
+        )
+        with cur.copy(accounts) as copy:
+            for name in names:
+                copy.write_row(_account_row(self.environment, name, state.accounts[name]))
 
     # Lock ---------------------------------------------------------------------------------
 

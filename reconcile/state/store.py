@@ -57,13 +57,19 @@ class StateWriter(Protocol):
     """Writes the state of one environment, refusing to overwrite what it has not seen."""
 
     @abc.abstractmethod
-    def save(self, state: State, changed: Collection[str] | None = None) -> State:
+    def save(
+        self,
+        state: State,
+        changed: Collection[str] | None = None,
+        *,
+        changed_accounts: Collection[str] | None = None,
+    ) -> State:
         """Persist ``state`` if it differs from what is stored; return what is stored now.
 
         The serial moves only when content changes; the lineage is never changed by a save; a
         save based on an older serial is refused (another run wrote in between). ``changed``
-        names the users that differ (None = unknown); treat the argument as spent and go on
-        with the result.
+        names the users that differ and ``changed_accounts`` the accounts (None = unknown);
+        treat the argument as spent and go on with the result.
         """
 
     @abc.abstractmethod
@@ -160,11 +166,13 @@ class GuardedStore(StateReader, StateWriter):
     _expected: StateBinding | None = None
 
     @abc.abstractmethod
-    def _write(self, state: State, changed: Collection[str] | None) -> None:
+    def _write(
+        self, state: State, changed: Collection[str] | None, changed_accounts: Collection[str] | None = None
+    ) -> None:
         """Persist ``state`` atomically (all of it, or nothing).
 
-        ``changed`` names the users that differ from what is stored (None = unknown, write all);
-        a backend that stores rows may write only those.
+        ``changed`` names the users and ``changed_accounts`` the accounts that differ from what
+        is stored (None = unknown, write all); a backend that stores rows may write only those.
         """
 
     def read_header(self) -> tuple[str, int] | None:
@@ -172,7 +180,9 @@ class GuardedStore(StateReader, StateWriter):
         state = self.read()
         return None if state is None else (state.lineage, state.serial)
 
-    def _differs(self, state: State, changed: Collection[str] | None) -> bool:
+    def _differs(
+        self, state: State, changed: Collection[str] | None, changed_accounts: Collection[str] | None = None
+    ) -> bool:
         """True when ``state`` holds content the store does not have yet."""
         current = self.read()
         return current is None or not current.content_equals(state)
@@ -204,7 +214,13 @@ class GuardedStore(StateReader, StateWriter):
             "move the state on purpose with `reconcile state rebind -f MANIFEST --endpoint URL`"
         )
 
-    def save(self, state: State, changed: Collection[str] | None = None) -> State:
+    def save(
+        self,
+        state: State,
+        changed: Collection[str] | None = None,
+        *,
+        changed_accounts: Collection[str] | None = None,
+    ) -> State:
         """See :meth:`StateWriter.save`; the caller's object is never mutated."""
         header = self.read_header()
         if header is not None:
@@ -219,12 +235,12 @@ class GuardedStore(StateReader, StateWriter):
                     f"refusing to overwrite {self.describe()}: it moved to serial {serial} "
                     f"since it was read at serial {state.serial}; another run wrote it"
                 )
-            if not self._differs(state, changed):
-                return state.model_copy(update={"users": dict(state.users)})
-        # A shallow copy with its own users mapping: deep-copying 100k records per batch would
-        # cost more than the save. Records are shared with the caller's object; the store keeps
-        # its own serialized copy, so nothing the caller does later reaches stored state.
-        update = {"serial": state.serial + 1, "users": dict(state.users)}
+            if not self._differs(state, changed, changed_accounts):
+                return state.model_copy(update={"users": dict(state.users), "accounts": dict(state.accounts)})
+        # A shallow copy with its own mappings: deep-copying 100k records per batch would cost
+        # more than the save. Records are shared with the caller's object; the store keeps its
+        # own serialized copy, so nothing the caller does later reaches stored state.
+        update = {"serial": state.serial + 1, "users": dict(state.users), "accounts": dict(state.accounts)}
         new = state.model_copy(update={**update, "format_version": STATE_FORMAT_VERSION})
-        self._write(new, changed)
+        self._write(new, changed, changed_accounts)
         return new
