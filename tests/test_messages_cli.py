@@ -394,3 +394,21 @@ def test_a_link_put_in_place_of_the_passwords_file_during_apply_is_not_followed(
         ledger.resolve(ledger.pending, "intent-1", set_for=["trader001"])
     assert not target.exists()
     assert "Generated-Pw-1" in (tmp_path / "pw.txt.pending").read_text()  # still pending, not lost
+
+
+def test_state_list_and_show_name_each_users_accounts_and_what_the_trader_can_do(desk: Path) -> None:
+    apply_desk(desk)
+    listed = run("state", "list", "-f", desk, "--format", "json")
+    assert listed.exit_code == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    accounts = {a["name"]: (row["name"], a) for row in rows.values() for a in row["accounts"]}
+    assert accounts and all(a["accountId"] > 0 and a["permission"] == "active" for _, a in accounts.values())
+    assert len({a["accountId"] for _, a in accounts.values()}) == len(accounts)
+    owner, first = accounts["FIRMEVAL00001"]
+    text = run("state", "list", "-f", desk)
+    line = next(x for x in text.stdout.splitlines() if x.startswith(f"{owner}\t"))
+    assert f"FIRMEVAL00001={'locked' if first['trading'] == 'locked' else 'trading'}" in line
+    shown = run("state", "show", "-f", desk, "--format", "json")
+    counts = json.loads(shown.stdout)["accounts"]
+    assert counts["total"] == len(accounts) == counts["trading"] + counts["locked"] + counts["revoked"]
+    assert f"accounts: {len(accounts)} (" in run("state", "show", "-f", desk).stdout

@@ -80,6 +80,7 @@ def show_command(scope: StateScope, state_path: Path | None, backend: str | None
         "serial": state.serial,
         "binding": state.binding.model_dump(mode="json") if state.binding else None,
         "users": {"total": len(state.users), **lifecycle, "awaiting_agreement": awaiting},
+        "accounts": _account_counts(state),
         "lock": holder.model_dump(mode="json") if holder else None,
         "open_intents": [{"id": i.id, "call": i.call, "users": len(i.actions)} for i in intents],
     }
@@ -98,6 +99,12 @@ def show_command(scope: StateScope, state_path: Path | None, backend: str | None
         f"users: {len(state.users)} ({lifecycle['active']} active, {lifecycle['cancelled']} cancelled, "
         f"{awaiting} awaiting the agreement)"
     )
+    if state.accounts:
+        counts = info["accounts"]
+        echo(
+            f"accounts: {counts['total']} ({counts['trading']} trading, {counts['locked']} locked, "
+            f"{counts['revoked']} revoked)"
+        )
     echo(f"lock: {printable(holder.describe())}" if holder else "lock: not held")
     for intent in intents:
         # The lock's holder may be the very apply that wrote the intent, still waiting for its answer.
@@ -114,8 +121,20 @@ def show_command(scope: StateScope, state_path: Path | None, backend: str | None
 @_state_options
 @format_option()
 def list_command(scope: StateScope, state_path: Path | None, backend: str | None, fmt: str) -> None:
-    """List the managed users: name, id, lifecycle, grants."""
+    """List the managed users: name, id, lifecycle, grants, and their evaluation accounts."""
     state = _load(_open(scope, state_path, backend), scope.environment)
+    accounts_of: dict[str, list[dict[str, Any]]] = {}
+    for account, record in sorted(state.accounts.items()):
+        accounts_of.setdefault(record.user, []).append(
+            {
+                "name": account,
+                "accountId": record.accountId,
+                "permission": record.permission,
+                "trading": record.trading,
+                "riskCategory": record.riskCategory,
+                "lastReset": record.lastReset.isoformat() if record.lastReset else None,
+            }
+        )
     rows: list[dict[str, Any]] = [
         {
             "name": name,
@@ -123,6 +142,7 @@ def list_command(scope: StateScope, state_path: Path | None, backend: str | None
             "lifecycle": record.lifecycle,
             "origin": record.origin,
             "entitlements": {k: g.status for k, g in sorted(record.entitlements.items())},
+            "accounts": accounts_of.get(name, []),
         }
         for name, record in sorted(state.users.items())
     ]
@@ -131,8 +151,30 @@ def list_command(scope: StateScope, state_path: Path | None, backend: str | None
         return
     for row in rows:
         grants = ", ".join(f"{k}={v}" for k, v in row["entitlements"].items()) or "-"
+        accounts = ", ".join(f"{a['name']}={_account_status(a)}" for a in row["accounts"]) or "-"
         # Names come from state (and the API, for adopted users): escaped, never raw to a terminal.
-        echo(f"{printable(row['name'])}\t{row['userId']}\t{row['lifecycle']}\t{printable(grants)}")
+        echo(
+            f"{printable(row['name'])}\t{row['userId']}\t{row['lifecycle']}\t{printable(grants)}"
+            f"\t{printable(accounts)}"
+        )
+
+
+def _account_status(account: dict[str, Any]) -> str:
+    return _status(account["permission"], account["trading"])
+
+
+def _status(permission: str, trading: str) -> str:
+    """``revoked``, ``locked`` or ``trading``: what the trader can do in the account."""
+    if permission == "revoked":
+        return "revoked"
+    return "locked" if trading == "locked" else "trading"
+
+
+def _account_counts(state: State) -> dict[str, int]:
+    counts = {"total": len(state.accounts), "trading": 0, "locked": 0, "revoked": 0}
+    for record in state.accounts.values():
+        counts[_status(record.permission, record.trading)] += 1
+    return counts
 
 
 @command.command("unlock")
