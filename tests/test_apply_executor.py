@@ -700,3 +700,54 @@ def test_a_create_waits_for_its_slot_before_it_is_announced(env: dict[str, Any])
     m = make_manifest(250)
     run(env, plan_for(env["store"], creates(m)), m)
     assert env["api"].open_at_wait == [0, 0, 0]
+
+
+@dataclass
+class SlowSlotsApi(FakeApi):
+    """Every create waits for its hourly slot; trader000 signs while the second create waits."""
+
+    waits: int = 0
+
+    def await_create_slot(self) -> float:
+        self.waits += 1
+        if self.waits == 2:
+            self.signals.append(Signal(7, self.users["trader000"].id))
+        return 36.0
+
+
+def test_a_trader_who_signs_while_creates_wait_for_their_slot_gets_simplus_in_the_same_run(
+    env: dict[str, Any],
+) -> None:
+    # At the published limit a 20k onboarding takes hours: its first traders must not wait for
+    # the last batch (or the next run) to get Sim+ once they sign.
+    env["api"] = SlowSlotsApi()
+    m = make_manifest(4)
+    acts: list[Any] = [*creates(m), *simplus_grants(_unknown_ids(m))]
+    result = run(env, plan_for(env["store"], acts), m, batch_size=2)
+    assert result.ok, result.failures
+    ids = {n: u.id for n, u in env["api"].users.items()}
+    assert [c for c in env["api"].calls if c[0] in ("create", "signals", "grant", "complete")] == [
+        ("create", ["trader000", "trader001"]),
+        ("signals", m.agreement_alert_id),
+        ("create", ["trader002", "trader003"]),
+        ("signals", m.agreement_alert_id),  # one more read, because the slot was waited for
+        ("grant", ids["trader000"]),
+        ("complete", 7),
+    ]
+    assert result.granted == ["trader000"]
+    assert sorted(result.awaiting_agreement) == ["trader001", "trader002", "trader003"]
+    state = env["store"].load("sim")
+    assert state.users["trader000"].entitlements["simplus"].status == "granted"
+    assert state.users["trader001"].entitlements["simplus"].status == "awaiting_agreement"
+
+
+def test_an_unpaced_run_reads_the_signals_once(env: dict[str, Any]) -> None:
+    m = make_manifest(4)
+    acts: list[Any] = [*creates(m), *simplus_grants(_unknown_ids(m))]
+    assert run(env, plan_for(env["store"], acts), m, batch_size=2).ok
+    assert sum(1 for c in env["api"].calls if c[0] == "signals") == 1
+
+
+def _unknown_ids(m: Manifest) -> dict[str, int]:
+    """Each user's id as a plan has it for a user it creates: not known yet (None)."""
+    return dict.fromkeys((u.name for u in m.users), None)  # type: ignore[arg-type]

@@ -197,14 +197,15 @@ class PartnerClient:
             answer.results, lambda r: r.userId is not None or bool(r.errorText), "a user id", "user"
         )
 
-    def await_create_slot(self) -> None:
-        """Wait until createevaluationusers may be sent within its hourly limit (the call takes the slot).
+    def await_create_slot(self) -> float:
+        """Wait until createevaluationusers may be sent within its hourly limit; return the seconds waited.
 
         The applier waits here before it records the call's intent, so a run killed during an
-        hour's wait leaves nothing to settle.
+        hour's wait leaves nothing to settle. The call itself takes the slot.
         """
-        if self.pacer is not None:
-            self.pacer.ready(CREATE_PATH, sleep=self._idle)
+        if self.pacer is None:
+            return 0.0
+        return self.pacer.ready(CREATE_PATH, sleep=self._idle)
 
     def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> None:
         """Change a user's email address."""

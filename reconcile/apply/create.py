@@ -51,7 +51,8 @@ def _create_batch(
     candidates = {a.user: passwords[a.user] for a in batch if a.user in generated}
     pending = run.ledger.pending if candidates else None
     # The hour's wait comes before the intent: a run killed while it waits leaves none open.
-    run.client.await_create_slot()
+    if run.client.await_create_slot() > 0:
+        run.waited_for_slot = True
     intent = run.journal.begin("create", batch, passwords=str(pending) if pending is not None else None)
     # The candidates are durable before the call, so a kill never loses a password that was set.
     run.ledger.hold(intent.id, candidates)

@@ -22,7 +22,7 @@ from reconcile.apply.account_create import run_account_creates
 from reconcile.apply.account_settings import run_category_switches, run_risk_updates, run_trading_changes
 from reconcile.apply.cancel import run_cancels
 from reconcile.apply.create import run_creates
-from reconcile.apply.grant import run_grants
+from reconcile.apply.grant import recheck_signatures, run_grants
 from reconcile.apply.reset import run_resets
 from reconcile.apply.result import ApplyResult, PhaseTally
 from reconcile.apply.revoke import run_revokes
@@ -80,6 +80,7 @@ EXECUTORS: tuple[ActionExecutor, ...] = (
     Executor[CreateUser]((CreateUser,), run_creates),
 )
 """Every kind of action, each once, in the order they are applied to users that exist already."""
+_GRANTS = next(e for e in EXECUTORS if GrantEntitlement in e.kinds)
 
 Step = tuple[ActionExecutor, Sequence[Action]]
 
@@ -121,6 +122,7 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
     options = dataclasses.replace(options, batch_size=max(1, min(options.batch_size, MAX_BATCH)))
     started = time.monotonic()
     steps = schedule(actions, options.batch_size)
+    gated = [a for a in actions if isinstance(a, GrantEntitlement) and a.agreement_gated]
     left = {id(e): sum(len(chunk) for step, chunk in steps if step is e) for e in EXECUTORS}
     display = run.progress
     run.progress = tally = PhaseTally(display)
@@ -130,6 +132,9 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
                 left[id(executor)] -= len(chunk)
                 with tally.step(left[id(executor)]):
                     executor(run, chunk, options)
+                if run.waited_for_slot:
+                    with tally.step(left[id(_GRANTS)]):
+                        recheck_signatures(run, gated, options)
     finally:
         run.progress = display
     run.audit.record(

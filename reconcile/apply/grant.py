@@ -1,8 +1,9 @@
 """Grant entitlements, a few users at a time; a grant gated by the agreement waits for its signal.
 
-The agreement signals are read once per apply; a user who has not signed is recorded as awaiting
-the agreement, not granted. Each group of grants is announced in the journal: a dead run's grants
-are settled by reading which plugins the users have.
+The agreement signals are read once per apply, and again after a create that waited for its
+hourly slot (a long onboarding grants its early traders as they sign); a user who has not signed
+is recorded as awaiting the agreement, not granted. Each group of grants is announced in the
+journal: a dead run's grants are settled by reading which plugins the users have.
 """
 
 from __future__ import annotations
@@ -52,6 +53,33 @@ def run_grants(run: Run, actions: Sequence[GrantEntitlement], options: ExecuteOp
             )
             done += len(group)
             run.progress.advance(done)
+
+
+def recheck_signatures(run: Run, actions: Sequence[GrantEntitlement], options: ExecuteOptions) -> None:
+    """Grant what this run recorded as awaiting the agreement to the traders who signed since.
+
+    Called after a create that waited for its hourly slot: an onboarding at the published limit
+    spends hours waiting, and a trader created in its first hour who signs should have Sim+ at
+    the next slot, not after the last batch. One signals read per waited slot at most, none on an
+    unpaced run (its request count stays the lower bound).
+    """
+    run.waited_for_slot = False
+    waiting = [a for a in actions if a.agreement_gated and _awaits(run, a)]
+    if not waiting:
+        return
+    run.pending_signals.pop(options.agreement_alert_id, None)
+    pending = _read_signals(run, options.agreement_alert_id)
+    signed = [a for a in waiting if run.user_id(a.user, a.userId) in pending]
+    if signed:
+        run_grants(run, signed, options)
+        granted = set(run.result.granted)
+        run.result.awaiting_agreement = [u for u in run.result.awaiting_agreement if u not in granted]
+
+
+def _awaits(run: Run, action: GrantEntitlement) -> bool:
+    record = run.state.users.get(action.user)
+    grant = record.entitlements.get(action.entitlement) if record is not None else None
+    return grant is not None and grant.status == "awaiting_agreement"
 
 
 def _read_signals(run: Run, alert_id: int) -> dict[int, list[int]]:

@@ -115,7 +115,7 @@ class CancelClient(Protocol):
 class PacedCreates(Protocol):
     """A client that can wait for a create's slot before the create is announced (it paces them)."""
 
-    def await_create_slot(self) -> None: ...
+    def await_create_slot(self) -> float: ...
 
 
 class ApplyClient(CancelClient, Protocol):

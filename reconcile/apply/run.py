@@ -84,6 +84,9 @@ class Run:
         """Agreement alert id → user id → pending signal ids, read once per run (grants are
         applied in several steps, one per create batch; a trader created in this run has not
         signed yet, so a second read would only cost)."""
+        self.waited_for_slot = False
+        """True when a create waited for its hourly slot since the signals were last read: traders
+        created earlier in the run may have signed meanwhile (see executor.recheck_signatures)."""
 
     def save(self, changed: Iterable[str], accounts: Iterable[str] = ()) -> None:
         """Save the users ``changed`` and the ``accounts`` (after the audit log, which never lags state)."""

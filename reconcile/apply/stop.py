@@ -132,10 +132,11 @@ class GuardedClient(GuardedCancelClient):
     def create_evaluation_users(self, users: Sequence[Any]) -> Sequence[CreateResultLike]:
         return self._send(self._full.create_evaluation_users, users)
 
-    def await_create_slot(self) -> None:
-        """Wait for the create limit's next slot, if the client paces (a fake need not)."""
+    def await_create_slot(self) -> float:
+        """Wait for the create limit's next slot, if the client paces (a fake need not); return the wait."""
         if isinstance(self._full, PacedCreates):
-            self._send(self._full.await_create_slot)
+            return self._send(self._full.await_create_slot)
+        return 0.0
 
     def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> Any:
         return self._send(self._full.modify_email_address, user_id, email, user=user)
