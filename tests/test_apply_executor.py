@@ -690,8 +690,9 @@ class PacedApi(FakeApi):
     journal: Any = None
     open_at_wait: list[int] = field(default_factory=list)
 
-    def await_create_slot(self) -> None:
+    def await_create_slot(self) -> float:
         self.open_at_wait.append(len(self.journal.unsettled()))
+        return 0.0
 
 
 def test_a_create_waits_for_its_slot_before_it_is_announced(env: dict[str, Any]) -> None:

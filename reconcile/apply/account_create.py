@@ -39,10 +39,7 @@ def run_account_creates(run: Run, actions: Sequence[CreateAccount], options: Exe
         _create_batch(run, intent, batch)
         run.save((), (a.account for a in batch))
         checkpoint("after_account_create_save")
-        if run.stop.reason is not None:
-            # An outcome is still unknown: the intent stays in the journal until a run settles it.
-            raise run.stop.error()
-        run.journal.settle(intent)
+        run.settle_unless_stopped(intent)
         done += len(batch)
         run.progress.advance(done)
 

@@ -36,10 +36,7 @@ def run_creates(run: Run, actions: Sequence[CreateUser], options: ExecuteOptions
         intent = _create_batch(run, batch, options.passwords, options.generated)
         run.save(intent.users)
         checkpoint("after_create_save")
-        if run.stop.reason is not None:
-            # An outcome is still unknown: the intent stays in the journal until a run settles it.
-            raise run.stop.error()
-        run.journal.settle(intent)
+        run.settle_unless_stopped(intent)
         done += len(batch)
         run.progress.advance(done)
 

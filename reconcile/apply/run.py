@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from reconcile.apply.generated import PasswordLedger
-from reconcile.apply.intents import IntentJournal
+from reconcile.apply.intents import Intent, IntentJournal
 from reconcile.apply.ports import ApplyClient, CancelClient
 from reconcile.apply.result import ApplyResult, NoProgress, Progress
 from reconcile.apply.stop import NEEDS_A_PERSON, GuardedCancelClient, GuardedClient, RunStopped, Stop
@@ -87,6 +87,16 @@ class Run:
         self.waited_for_slot = False
         """True when a create waited for its hourly slot since the signals were last read: traders
         created earlier in the run may have signed meanwhile (see executor.recheck_signatures)."""
+
+    def settle_unless_stopped(self, intent: Intent) -> None:
+        """Settle ``intent`` once its batch is recorded; raise when the run stopped on it.
+
+        A stopped batch may hold an outcome still unknown: its intent stays in the journal until
+        a run settles it by reading.
+        """
+        if self.stop.reason is not None:
+            raise self.stop.error()
+        self.journal.settle(intent)
 
     def save(self, changed: Iterable[str], accounts: Iterable[str] = ()) -> None:
         """Save the users ``changed`` and the ``accounts`` (after the audit log, which never lags state)."""
