@@ -106,12 +106,32 @@ def _lock_release_after_sigkill(dsn: str) -> float:
     return acquired - waiting[0]
 
 
+def _file_only(sizes: list[int], batches: int) -> None:
+    """Print the file store's seconds per batch at each size beside the first (target: within 2x)."""
+    print(f"seconds per saved batch of {BATCH} changed users, file store (median of {batches})")
+    first = None
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds = _seconds_per_batch(FileStateStore(Path(tmp) / "sim.json"), size, batches)
+        first = first or seconds
+        verdict = "ok" if seconds <= 2 * first else "MISSED"
+        print(
+            f"{size:>14,} {seconds:>10.4f}  {seconds / first:.2f}x the {sizes[0]:,}-user figure "
+            f"(target <= 2x)  {verdict}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--file-only", action="store_true", help="measure the file store alone")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.file_only:
+        _file_only(sizes, args.batches)
+        return
 
     cluster = None
     admin = os.environ.get("RECONCILE_BENCH_PG_DSN")
@@ -123,15 +143,20 @@ def main() -> None:
         if cluster.admin_dsn is None:
             sys.exit(f"cannot start PostgreSQL: {cluster.error}")
         admin = cluster.admin_dsn
+    first = None
     try:
         print(f"seconds per saved batch of {BATCH} changed users (median of {args.batches})")
-        print(f"{'managed users':>14} {'file':>10} {'postgres':>10}")
+        print(f"{'managed users':>14} {'file':>10} {'postgres':>10}  file vs the first size (target <= 2x)")
         for size in sizes:
             with tempfile.TemporaryDirectory() as tmp:
                 file_seconds = _seconds_per_batch(FileStateStore(Path(tmp) / "sim.json"), size, args.batches)
             with PostgresStateStore(_database(admin), "sim") as pg:
                 pg_seconds = _seconds_per_batch(pg, size, args.batches)
-            print(f"{size:>14,} {file_seconds:>10.4f} {pg_seconds:>10.4f}", flush=True)
+            first = first or file_seconds
+            print(
+                f"{size:>14,} {file_seconds:>10.4f} {pg_seconds:>10.4f}  {file_seconds / first:.2f}x",
+                flush=True,
+            )
         released = _lock_release_after_sigkill(_database(admin))
         print(f"postgres lock acquired by the waiter {released:.3f} s after its holder was SIGKILLed")
     finally:
