@@ -284,6 +284,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
+        base.mkdir(parents=True, exist_ok=True)
         bench_help(args, base)
         walls = bench_shapes(args, base)
         if args.million:

@@ -139,3 +139,22 @@ def test_state_read_back_shares_field_sets_and_round_trips(tmp_path: Path) -> No
     assert cancelled.model_fields_set is not b.model_fields_set
     assert b.model_fields_set == shared
     assert (b.lifecycle, b.cancelledAt) == ("active", None)
+
+
+VERIFIED_PYDANTIC = ("2.7", "2.8", "2.9", "2.10", "2.11", "2.12", "2.13", "2.14")
+"""pydantic minor versions whose private ``__pydantic_fields_set__`` bulk.share_fields_sets was checked on."""
+
+
+def test_share_fields_sets_relies_only_on_what_this_pydantic_is_known_to_do() -> None:
+    import pydantic
+
+    minor = ".".join(pydantic.VERSION.split(".")[:2])
+    assert minor in VERIFIED_PYDANTIC, (
+        f"pydantic {pydantic.VERSION} is new: reconcile.bulk.share_fields_sets writes pydantic's private "
+        "__pydantic_fields_set__. Check that the tests of this file pass (model_copy still gives a copy its "
+        "own set), then add the version to VERIFIED_PYDANTIC"
+    )
+    record = ContactRecord(**CONTACT_NY)
+    assert record.model_fields_set is record.__pydantic_fields_set__, "the public set is the private one"
+    copied = record.model_copy(update={"city": "Boston"})
+    assert copied.__pydantic_fields_set__ is not record.__pydantic_fields_set__
