@@ -154,3 +154,12 @@ def test_a_log_as_large_as_the_document_is_folded_in(tmp_path: Path, monkeypatch
     assert 1 < i < 39
     reread = FileStateStore(store.path).read()
     assert reread == state and json.loads(store.path.read_text())["serial"] == state.serial
+
+
+def test_a_run_that_fails_still_folds_its_log_in_when_it_lets_go(tmp_path: Path) -> None:
+    store, state = _desk(tmp_path, 2)
+    with pytest.raises(RuntimeError), store.lock():
+        state = _rename(store, state, "trader00001", "a@example.com")
+        raise RuntimeError("the run stops")
+    assert not store.changes_path.exists()
+    assert json.loads(store.path.read_text())["users"]["trader00001"]["email"] == "a@example.com"

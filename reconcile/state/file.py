@@ -17,7 +17,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ValidationError
 
 from reconcile.bulk import gc_paused, share_fields_sets
-from reconcile.errors import StateError, describe_os_error, first_invalid
+from reconcile.errors import ReconcileError, StateError, describe_os_error, first_invalid
 from reconcile.fsutil import atomic_write_text
 from reconcile.state.audit import FileAuditLog, audit_path_for
 from reconcile.state.changelog import (
@@ -197,7 +197,7 @@ class FileStateStore(GuardedStore, StateStore):
                 yield holder
             except BaseException:
                 if purpose != "plan":
-                    with contextlib.suppress(StateError):  # the run's own error says more
+                    with contextlib.suppress(ReconcileError):  # the run's own error says more
                         self.compact()
                 raise
             if purpose != "plan":
@@ -412,6 +412,7 @@ class FileStateStore(GuardedStore, StateStore):
         """Fold the change log into the document, if there is one (the state itself stays the same)."""
         if not self.changes_path.exists():
             return
+        check_held(self.path)  # never rewrite the document beside another run that took the lock
         snap = self._valid_snapshot()
         if snap is None or snap.records is None:
             state = self.read()
