@@ -3,35 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from test_planner_support import record
 
 from reconcile.errors import StateError
 from reconcile.state import file as file_store
 from reconcile.state.file import FileStateStore
-from reconcile.state.model import State, UserRecord
-
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def _user(user_id: int) -> UserRecord:
-    return UserRecord(
-        userId=user_id,
-        email=f"u{user_id}@example.com",
-        firstName="Test",
-        lastName="User",
-        createdAt=NOW,
-        updatedAt=NOW,
-    )
+from reconcile.state.model import State
 
 
 def _desk(tmp_path: Path, users: int) -> tuple[FileStateStore, State]:
     store = FileStateStore(tmp_path / "sim.json")
     state = store.load("sim")
     for i in range(users):
-        state.users[f"trader{i:05d}"] = _user(i)
+        state.users[f"trader{i:05d}"] = record(i, f"trader{i:05d}")
     return store, store.save(state)
 
 

@@ -360,11 +360,7 @@ class FileStateStore(GuardedStore, StateStore):
         try:
             size = append_entry(self.changes_path, line, start=start, keep=snap.log_bytes)
         except OSError as exc:
-            self._snapshot = None
-            raise StateError(
-                describe_os_error(exc, "write state", self.changes_path)
-                + " (the state keeps its last complete version; nothing saved before is lost)"
-            ) from None
+            raise self._not_written(exc, self.changes_path) from None
         for field, diff in changes.items():
             stored = snap.records[field]
             for name, text in diff.items():
@@ -382,6 +378,14 @@ class FileStateStore(GuardedStore, StateStore):
         if size > max(snap.base_bytes, COMPACT_ABOVE):  # reading the log costs as much as the base
             self.compact()
 
+    def _not_written(self, exc: OSError, path: Path) -> StateError:
+        """The error of a write that failed: an append or a rename is the last step, so nothing is lost."""
+        self._snapshot = None
+        return StateError(
+            describe_os_error(exc, "write state", path)
+            + " (the state keeps its last complete version; nothing saved before is lost)"
+        )
+
     def _rewrite(self, state: State, records: dict[str, dict[str, str]]) -> None:
         """Write the whole document (atomically), then drop the change log it now includes."""
         text = _document(state, records)
@@ -389,12 +393,7 @@ class FileStateStore(GuardedStore, StateStore):
             atomic_write_text(self.path, text)
             remove_log(self.changes_path)
         except OSError as exc:
-            self._snapshot = None
-            # The rename is the last step: the file still holds its last complete version.
-            raise StateError(
-                describe_os_error(exc, "write state", self.path)
-                + " (the state file keeps its last complete version; nothing saved before is lost)"
-            ) from None
+            raise self._not_written(exc, self.path) from None
         head = LogHead(state.lineage, state.serial)
         self._snapshot = _Snapshot(
             self._signature(),
