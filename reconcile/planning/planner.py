@@ -26,13 +26,14 @@ again (a warning points to ``reconcile import``).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from deepdiff import DeepDiff
+from pydantic import BaseModel
 
-from reconcile.bulk import gc_paused
+from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.contact import ADDRESS_FIELDS, CONTACT_FIELDS
 from reconcile.errors import PlanError, plural
 from reconcile.manifest.models import SIMPLUS, Contact, Manifest, User
@@ -86,7 +87,10 @@ def make_plan(
     renamed = _plan_renames(manifest, state, acc)
     for user in manifest.users:
         if user.name not in renamed:
+            planned = len(acc.actions)
             _plan_user(manifest, user, state.users.get(user.name), seen, acc)
+            # As they are made, not after: ~3 KB a new user, a third of a 100k-user plan's peak.
+            share_fields_sets(_models(acc.actions[planned:]), acc.fields_sets)
     _plan_removed(manifest, state, renamed, acc)
     _note_unfinished_cancels(state, acc)
     return _selected_plan(acc, seen.refresh, binding=binding, targets=targets, excludes=excludes)
@@ -228,10 +232,22 @@ class _Accumulator:
     actions: list[Action] = field(default_factory=list)
     # Each diagnostic with the users it is about (a rename concerns two), for --target/--exclude.
     diagnostics: list[tuple[Diagnostic, tuple[str, ...]]] = field(default_factory=list)
+    fields_sets: dict[frozenset[str], set[str]] = field(default_factory=dict)
+    """The field-name sets the actions share (:func:`reconcile.bulk.share_fields_sets`)."""
 
     def add(self, severity: Severity, user: str, message: str, *, also: tuple[str, ...] = ()) -> None:
         diagnostic = Diagnostic(severity=severity, user=user, message=message)
         self.diagnostics.append((diagnostic, (user, *also)))
+
+
+def _models(values: Iterable[Any]) -> Iterator[BaseModel]:
+    """The models among ``values`` and in their fields, tuples and lists, depth first."""
+    for value in values:
+        if isinstance(value, BaseModel):
+            yield value
+            yield from _models(value.__dict__.values())
+        elif isinstance(value, tuple | list):
+            yield from _models(value)
 
 
 def _selector(targets: Sequence[str], excludes: Sequence[str]) -> Callable[[str], bool]:
