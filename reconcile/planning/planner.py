@@ -89,8 +89,8 @@ def make_plan(
         if user.name not in renamed:
             planned = len(acc.actions)
             _plan_user(manifest, user, state.users.get(user.name), seen, acc)
-            # As they are made, not after: ~3 KB a new user, a third of a 100k-user plan's peak.
-            share_fields_sets(_models(acc.actions[planned:]), acc.fields_sets)
+            if len(acc.actions) > planned:  # as they are made: ~3 KB a new user, a third of the peak
+                share_fields_sets(_models(acc.actions[planned:]), acc.fields_sets)
     _plan_removed(manifest, state, renamed, acc)
     _note_unfinished_cancels(state, acc)
     return _selected_plan(acc, seen.refresh, binding=binding, targets=targets, excludes=excludes)
