@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -311,21 +311,19 @@ class FileStateStore(GuardedStore, StateStore):
         return None if state is None else (state.lineage, state.serial)
 
     def _changes(
-        self, state: State, changed: Collection[str] | None, records: dict[str, dict[str, str]]
+        self, state: State, names: Mapping[str, Collection[str] | None], records: dict[str, dict[str, str]]
     ) -> dict[str, dict[str, str | None]]:
         """Per record field, the records of ``state`` whose JSON differs from ``records`` (None: removed).
 
-        ``changed`` names the users that may differ; other fields, and users when None, are
-        compared whole.
+        ``names`` holds, per record field, the names that may differ; a field it does not name,
+        or names None for, is compared whole.
         """
         found: dict[str, dict[str, str | None]] = {}
         for field in RECORD_MODELS:
             current, stored = getattr(state, field), records[field]
-            names: Collection[str] = (
-                changed if field == "users" and changed is not None else current.keys() | stored.keys()
-            )
+            candidates = names.get(field)
             diff: dict[str, str | None] = {}
-            for name in names:
+            for name in current.keys() | stored.keys() if candidates is None else candidates:
                 record = current.get(name)
                 text = None if record is None else _record_json(record)
                 if text != stored.get(name):
@@ -338,7 +336,7 @@ class FileStateStore(GuardedStore, StateStore):
         snap = self._valid_snapshot()
         if snap is None or snap.records is None:
             return super()._differs(state, changed)
-        changes = self._changes(state, changed, snap.records)
+        changes = self._changes(state, {"users": changed}, snap.records)
         # save() calls _write next with the same records (a copy of the State sharing its
         # mappings): keep what was found, so each changed record is serialized once per save.
         self._found = (_identity(state, changed), changes)
@@ -354,7 +352,7 @@ class FileStateStore(GuardedStore, StateStore):
         if found is not None and found[0] == _identity(state, changed):
             changes = found[1]
         else:
-            changes = self._changes(state, changed, snap.records)
+            changes = self._changes(state, {"users": changed}, snap.records)
         line = entry_line(state, changes)
         start = None if snap.log_bytes else snap.head
         try:
