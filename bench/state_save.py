@@ -53,7 +53,9 @@ def _state(size: int) -> State:
     return state
 
 
-def _seconds_per_batch(store: StateStore, size: int, batches: int) -> float:
+def _seconds_per_batch(
+    store: StateStore, size: int, batches: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
     state = store.save(_state(size))
     names = sorted(state.users)
     timings = []
@@ -61,9 +63,9 @@ def _seconds_per_batch(store: StateStore, size: int, batches: int) -> float:
         changed = names[b * BATCH % size :][:BATCH]
         for name in changed:
             state.users[name].updatedAt = NOW + timedelta(minutes=b + 1)
-        started = time.perf_counter()
+        started = clock()
         state = store.save(state, changed=changed)
-        timings.append(time.perf_counter() - started)
+        timings.append(clock() - started)
     return statistics.median(timings)
 
 
@@ -107,17 +109,23 @@ def _lock_release_after_sigkill(dsn: str) -> float:
 
 
 def _file_only(sizes: list[int], batches: int) -> None:
-    """Print the file store's seconds per batch at each size beside the first (target: within 2x)."""
+    """Print the file store's wall and CPU seconds per batch at each size beside the first (target 2x).
+
+    The wall time includes the fsync, whose latency on a shared disk varies more than the sizes do;
+    the CPU time is the store's own work.
+    """
     print(f"seconds per saved batch of {BATCH} changed users, file store (median of {batches})")
-    first = None
+    first: tuple[float, float] | None = None
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            seconds = _seconds_per_batch(FileStateStore(Path(tmp) / "sim.json"), size, batches)
-        first = first or seconds
-        verdict = "ok" if seconds <= 2 * first else "MISSED"
+            wall = _seconds_per_batch(FileStateStore(Path(tmp) / "w.json"), size, batches)
+            cpu = _seconds_per_batch(FileStateStore(Path(tmp) / "c.json"), size, batches, time.process_time)
+        first = first or (wall, cpu)
+        ratios = (wall / first[0], cpu / first[1])
+        verdict = "ok" if max(ratios) <= 2 else "MISSED"
         print(
-            f"{size:>14,} {seconds:>10.4f}  {seconds / first:.2f}x the {sizes[0]:,}-user figure "
-            f"(target <= 2x)  {verdict}",
+            f"{size:>14,} wall {wall:.4f} s ({ratios[0]:.2f}x), CPU {cpu:.4f} s ({ratios[1]:.2f}x) the "
+            f"{sizes[0]:,}-user figures (target <= 2x)  {verdict}",
             flush=True,
         )
 
