@@ -144,7 +144,17 @@ def _write_state(path: Path, users: dict[str, object]) -> None:
 
 
 def write_inputs(folder: Path, users: int, shapes: tuple[str, ...]) -> tuple[Path, dict[str, Path]]:
-    """Write manifest.yaml and one state file per shape (the new desk's does not exist)."""
+    """Write the manifest folder and one state file per shape (the new desk's does not exist).
+
+    In a process of its own: a measured process's peak RSS (``ru_maxrss``) starts from its parent's
+    at the fork, and building 500k state records would make this one's gigabytes.
+    """
+    argv = [sys.executable, __file__, "--write-inputs", str(folder), str(users), ",".join(shapes)]
+    subprocess.run(argv, check=True)
+    return folder / "manifest", {shape: folder / shape / "state" / "sim.json" for shape in shapes}
+
+
+def _write_inputs(folder: Path, users: int, shapes: tuple[str, ...]) -> None:
     manifest = folder / "manifest"
     manifest.mkdir(parents=True, exist_ok=True)
     for first in range(0, users, USERS_PER_FILE):
@@ -157,7 +167,6 @@ def write_inputs(folder: Path, users: int, shapes: tuple[str, ...]) -> tuple[Pat
             _write_state(states["settled"], settled)
         if "churned" in shapes:
             _write_state(states["churned"], {**settled, **_cancelled_users(CHURN * users, 2 * users)})
-    return manifest, states
 
 
 MEMORY_CAP = 6 << 30
@@ -308,7 +317,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per figure (the fastest counts)")
     parser.add_argument("--repo", type=Path, default=ROOT, help="the checkout whose reconcile runs")
     parser.add_argument("--keep", type=Path, help="write inputs and outputs here and keep them")
+    parser.add_argument("--write-inputs", nargs=3, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_inputs:
+        folder, users, shapes = args.write_inputs
+        _write_inputs(Path(folder), int(users), tuple(shapes.split(",")))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
