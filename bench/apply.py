@@ -1,29 +1,30 @@
-"""Benchmark `reconcile apply` at scale against the simulator over loopback, rate limits off.
+"""Benchmark `reconcile apply` and `reconcile refresh` through `sim serve`, beside a minimal driver.
 
-Run: ``.venv/bin/python bench/apply.py [--users 10000]``. Two applies on one desk, each user with
-contact info and Sim+:
+Run: ``.venv/bin/python bench/apply.py [--sizes 10000 20000 50000] [--refresh-sizes 10000 100000]``.
+Rate limits are off. Per size, two applies on one desk, each user with contact info and Sim+:
 
 1. creates every user and sets their contact info (Sim+ waits: nobody has signed yet);
 2. after half the users sign the Market Data Agreement, grants Sim+ to them.
 
-Then, with ``--accounts N`` (default 10,000; 0 skips it), a desk of N evaluation accounts (ten per
-trader) in two applies: the first creates the traders and every account (some switched to a risk
-category, some locked at once); the second mixes every account action: risk updates, category
-switches, unlocks, resets to two trade dates, and revocations (``trading: revoked`` and accounts
-removed from the manifest). Each is planned to a file first; the lower bound is read from it.
+The simulator records every partner-API request each apply sends. A minimal driver written here
+(``http.client``, keep-alive, one login, as many connections as the apply uses workers) then sends
+exactly those requests to a fresh simulator in the same state, in the same order between the
+sequential calls (creates, signal reads). For each apply it prints, each beside its target: the
+apply's wall time and the driver's (ratio <= 1.2), the apply process's CPU per user (<= 0.5 ms),
+and the requests made beside the lower bound ⌈C/100⌉ + email changes + contact updates + 1 signal
+read + 2 per grant + ⌈X/100⌉ (they must be equal: the script exits 1 when they are not).
 
-For each apply it prints the wall time, the apply process's own CPU time per user (the client's
-overhead; the rest of the wall time is the simulator), the requests the simulator served (counted
-inside the simulator's process, partner-API paths only; logins reported apart) and the lower bound
-⌈C/100⌉ + email changes + contact updates + 1 signal read + 2 per grant + ⌈X/100⌉, plus for
-accounts ⌈creates/100⌉ + ⌈risk updates/100⌉ + ⌈switches per category/100⌉ + locks and unlocks +
-⌈resets per trade date/100⌉ + (1 confirming read + ⌈revocations/100⌉). They must be equal: the
-script exits 1 when they are not.
+``--refresh-sizes``: a simulator seeded with that many users (with contact info) and a matching
+state; ``reconcile refresh`` then reads them all: requests and time (target: a few requests per
+thousand users).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import io
+import itertools
 import json
 import math
 import os
@@ -36,39 +37,159 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+REPO = [ROOT]  # the checkout whose reconcile runs (--repo)
+WORKERS = 6  # the apply's default concurrency (reconcile/apply/run.py)
+SEQUENTIAL = (
+    "/user/createevaluationusers",
+    "/user/canceleverything",
+    "/adminalertsignal/deps",
+    "/user/items",
+)
+"""Calls an apply makes one at a time: the driver keeps them in place, alone."""
+CPU_TARGET_MS = 0.5
+WALL_TARGET = 1.2
+ENV = {
+    "BENCH_PASSWORD": "Bench-Password-1!",
+    "TRADOVATE_USERNAME": "partner-admin",
+    "TRADOVATE_PASSWORD": "sim-admin-password",
+    "TRADOVATE_APP_ID": "reconcile-bench",
+    "TRADOVATE_APP_VERSION": "1.0",
+    "TRADOVATE_CID": "1",
+    "TRADOVATE_SEC": "bench",
+    "TRADOVATE_DEVICE_ID": "reconcile-bench",
+    # The simulator runs without limits, but the client paces every endpoint: past 10,000 users
+    # (100 creates) it would wait real hours. An hour of a second keeps it measuring throughput
+    # (tokens then live 1.4 s: their renewals are counted with the logins).
+    "RECONCILE_TIME_SCALE": "3600",
+}
 
 
 def serve_counting(db: str) -> None:
-    """Serve the simulator on a free loopback port, counting requests per path (``GET /_bench/counts``)."""
+    """Serve the simulator on a free loopback port, counting and recording partner-API requests.
+
+    ``GET /_bench/counts``: requests per path so far; ``GET /_bench/take``: the recorded requests
+    ([method, path?query, body]) since the last take.
+    """
     from reconcile.sim.app import create_app
     from reconcile.sim.config import SimConfig
     from reconcile.sim.server import base_url, make
 
     app = create_app(SimConfig(limits_enabled=False), db)
     counts: Counter[str] = Counter()
+    recorded: list[tuple[str, str, str]] = []
     lock = threading.Lock()
+
+    def reply(start_response: Callable[..., Any], value: object) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(value).encode()]
 
     def counting(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path == "/_bench/counts":
-            with lock:
-                body = json.dumps(dict(counts)).encode()
-            start_response("200 OK", [("Content-Type", "application/json")])
-            return [body]
         with lock:
+            if path == "/_bench/counts":
+                return reply(start_response, dict(counts))
+            if path == "/_bench/take":
+                taken = list(recorded)
+                recorded.clear()
+                return reply(start_response, taken)
             counts[path.lower()] += 1
+        if path.startswith("/v1/") and not path.startswith("/v1/auth/"):
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            query = environ.get("QUERY_STRING", "")
+            with lock:
+                recorded.append(
+                    (environ["REQUEST_METHOD"], path + (f"?{query}" if query else ""), body.decode())
+                )
         return app(environ, start_response)
 
     server = make(counting, "127.0.0.1", 0)
     print(f"listening on {base_url(server)}", flush=True)
     server.serve_forever()
+
+
+@contextmanager
+def simulator(db: Path) -> Iterator[str]:
+    """A counting simulator in its own process over ``db``; yields its /v1 URL."""
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve-counting", str(db)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert server.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:\d+/v1", server.stdout.readline())
+        if not match:
+            raise SystemExit("the simulator did not start")
+        yield match.group(0)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def bench_get(url: str, what: str) -> Any:
+    return httpx.get(f"{url.rsplit('/v1', 1)[0]}/_bench/{what}", timeout=60).json()
+
+
+def drive(url: str, requests: list[list[str]]) -> tuple[float, float, int]:
+    """Send ``requests`` as a minimal client would; return (wall s, CPU s, answers that were not 2xx).
+
+    One login, then keep-alive connections; a run of calls between two sequential ones goes
+    out over ``WORKERS`` connections at once, like the apply's worker threads.
+    """
+    parts = urlsplit(url)
+    login = {
+        key: ENV[f"TRADOVATE_{var}"]
+        for key, var in (("name", "USERNAME"), ("password", "PASSWORD"), ("appId", "APP_ID"), ("cid", "CID"),
+                         ("appVersion", "APP_VERSION"), ("sec", "SEC"), ("deviceId", "DEVICE_ID"))
+    }  # fmt: skip
+    connections = [http.client.HTTPConnection(parts.hostname or "", parts.port) for _ in range(WORKERS)]
+    failed = [0]
+
+    def send(conn: http.client.HTTPConnection, method: str, path: str, body: str, token: str = "") -> bytes:
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        conn.request(method, path, body=body.encode() if body else None, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.status >= 300:
+            failed[0] += 1
+        return data
+
+    started, cpu = time.perf_counter(), time.process_time()
+    answer = send(connections[0], "POST", parts.path + "/auth/accesstokenrequest", json.dumps(login))
+    token = json.loads(answer)["accessToken"]
+
+    def worker(conn: http.client.HTTPConnection, batch: list[list[str]], next_index: Iterator[int]) -> None:
+        for i in next_index:
+            if i >= len(batch):
+                return
+            method, path, body = batch[i]
+            send(conn, method, path, body, token)
+
+    for sequential, group in itertools.groupby(
+        requests, key=lambda r: r[1].split("?")[0].lower()[3:] in SEQUENTIAL
+    ):
+        batch = list(group)
+        if sequential:
+            for method, path, body in batch:
+                send(connections[0], method, path, body, token)
+            continue
+        counter = itertools.count()
+        threads = [threading.Thread(target=worker, args=(c, batch, counter)) for c in connections]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for conn in connections:
+        conn.close()
+    return time.perf_counter() - started, time.process_time() - cpu, failed[0]
 
 
 def write_manifest(path: Path, users: int) -> None:
@@ -79,7 +200,7 @@ def write_manifest(path: Path, users: int) -> None:
         "  dataAccountId: 11111",
         "  entitlements: {simplus: 12345}",
         "defaults: {tradovateSubscriptionPlanId: 7}",
-        "users:",
+        "users:" if users else "users: []",
     ]
     for i in range(users):
         lines.append(
@@ -109,61 +230,6 @@ def lower_bound(result: dict[str, Any]) -> int:
         + 2 * result["summary"]["granted"]
         + math.ceil(planned["cancel_everything"] / 100)
     )
-
-
-def account_lower_bound(actions: list[dict[str, Any]]) -> int:
-    """The fewest requests the account actions of a plan can take (see the module docstring)."""
-    kinds = Counter(a["action"] for a in actions)
-    per_category = Counter(a["riskCategoryId"] for a in actions if a["action"] == "switch_risk_category")
-    per_day = Counter(a["resetTo"] for a in actions if a["action"] == "reset_account")
-    revokes = kinds["revoke_trading"]
-    return (
-        math.ceil(kinds["create_account"] / 100)
-        + math.ceil(kinds["update_risk"] / 100)
-        + sum(math.ceil(n / 100) for n in per_category.values())
-        + kinds["set_trading"]
-        + sum(math.ceil(n / 100) for n in per_day.values())
-        + ((1 + math.ceil(revokes / 100)) if revokes else 0)
-    )
-
-
-def write_account_manifest(path: Path, accounts: int, second: bool) -> None:
-    """Ten accounts per trader; ``second`` is the edit that mixes every account action."""
-    lines = [
-        "apiVersion: reconcile/v1",
-        "environment: sim",
-        "partner:",
-        "  dataAccountId: 11111",
-        "  accountTemplates:",
-        "    eval50k: {templateAccountId: 5001, initialBalance: 50000, "
-        "risk: {trailingMaxDrawdown: 2500, dailyLossAutoLiq: 1000}}",
-        "  riskCategories: {standard: 31, halted: 32}",
-        "defaults: {tradovateSubscriptionPlanId: 7}",
-        "users:",
-    ]
-    for u in range(math.ceil(accounts / 10)):
-        entries = [_account_entry(i, second) for i in range(u * 10, min(accounts, u * 10 + 10))]
-        kept = ", ".join(e for e in entries if e)
-        lines.append(
-            f"  - {{name: desk{u:05d}, email: desk{u:05d}@example.com, password: {{env: BENCH_PASSWORD}}, "
-            f"firstName: Bench, lastName: Desk{u}, accounts: [{kept}]}}"
-        )
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _account_entry(i: int, second: bool) -> str:
-    """Account ``i``: its share of the mix (by ``i % 10``), as the first or the second apply wants it."""
-    fields = {
-        0: "risk: {dailyLossAutoLiq: 800}" if second else "",
-        1: "riskCategory: halted" if second else "riskCategory: standard",
-        2: "trading: active" if second else "trading: locked",
-        3: "resetTo: 2025-06-02" if second else "",
-        4: "resetTo: 2025-06-03" if second else "",
-        5: "trading: revoked" if second else "",
-    }.get(i % 10, "")
-    if second and i % 10 == 6:
-        return ""  # removed from the manifest: its permission is revoked
-    return f"{{name: BENCH{i:06d}, template: eval50k{', ' + fields if fields else ''}}}"
 
 
 def client_overhead(calls: int) -> tuple[float, float]:
@@ -227,131 +293,173 @@ def client_overhead(calls: int) -> tuple[float, float]:
     return 1000 * per_call, 1000 * per_user
 
 
-def reconcile(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconcile", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=work,
-        check=False,
-    )
-
-
-def measure(
-    run: str, work: Path, manifest: Path, url: str, env: dict[str, str], size: int, *, accounts: bool = False
-) -> bool:
-    """Apply ``manifest`` (planned to a file first), print the figures; True when requests = lower bound."""
-    base = url.rsplit("/v1", 1)[0]
-    # Each desk its own state: the accounts desk does not name the users desk's traders.
-    state = work / "state" / ("accounts.json" if accounts else "sim.json")
-    where = ["-f", str(manifest), "--state", str(state), "--endpoint", url]
-    budget = ["--allow-cancellations", str(size)] if accounts else []
-    planned = reconcile(work, env, "plan", *where, *budget, "--out", str(work / "plan.json"))
-    if planned.returncode != 0:
-        print(planned.stderr, file=sys.stderr)
-        return False
-    actions = json.loads((work / "plan.json").read_text())["actions"]
-    before = httpx.get(f"{base}/_bench/counts", timeout=30).json()
+def apply_once(manifest: Path, work: Path, url: str) -> tuple[float, float, dict[str, Any]]:
+    """Run ``reconcile apply`` in its own process; return (wall s, its CPU s, its JSON result)."""
+    env = {**os.environ, **ENV, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(REPO[0])}
+    state = str(work / "state" / "sim.json")
+    argv = [sys.executable, "-m", "reconcile", "apply", "-f", str(manifest), "--state", state,
+            "--endpoint", url, "--auto-approve", "--format", "json"]  # fmt: skip
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = reconcile(
-        work, env, "apply", str(work / "plan.json"), *where, "--auto-approve", *budget, "--format", "json"
-    )
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, check=False)
     wall = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # The apply process's own CPU (planning, state saves, HTTP, JSON): the client's overhead.
-    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if done.returncode != 0:
-        print(done.stderr, file=sys.stderr)
-        return False
-    after = httpx.get(f"{base}/_bench/counts", timeout=30).json()
-    made, auth = partner_requests({p: after.get(p, 0) - before.get(p, 0) for p in after})
-    bound = lower_bound(json.loads(done.stdout)) + account_lower_bound(actions)
-    kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(a["action"] for a in actions).items()))
-    print(
-        f"{run} ({kinds}): wall {wall:.2f} s, requests made {made}, lower bound {bound}, "
-        f"logins/renewals {auth}, {1000 * wall / max(made, 1):.3f} ms per request, "
-        f"apply process CPU {cpu:.2f} s ({1000 * cpu / size:.3f} ms per {'account' if accounts else 'user'})"
-        + ("" if made == bound else "  <-- NOT EQUAL"),
-        flush=True,
-    )
-    return made == bound
+        raise SystemExit(done.stderr)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    return wall, cpu, json.loads(done.stdout)
 
 
-def bench_env(work: Path) -> dict[str, str]:
-    """The environment of the apply processes: the simulator's admin login, caches under ``work``."""
-    return {
-        **os.environ,
-        "BENCH_PASSWORD": "Bench-Password-1!",
-        "TRADOVATE_USERNAME": "partner-admin",
-        "TRADOVATE_PASSWORD": "sim-admin-password",
-        "TRADOVATE_APP_ID": "reconcile-bench",
-        "TRADOVATE_APP_VERSION": "1.0",
-        "TRADOVATE_CID": "1",
-        "TRADOVATE_SEC": "bench",
-        "TRADOVATE_DEVICE_ID": "reconcile-bench",
-        "XDG_CACHE_HOME": str(work / "cache"),
-        # The simulator runs without limits, but the client paces every endpoint: past 10,000
-        # users (100 creates) it would wait real hours. An hour of a second keeps it measuring
-        # throughput (tokens then live 1.4 s: their renewals are counted with the logins).
-        "RECONCILE_TIME_SCALE": "3600",
-    }
+def sign_half(url: str, users: int) -> None:
+    with httpx.Client(timeout=30) as admin:
+        for i in range(0, users, 2):
+            admin.post(f"{url.rsplit('/v1', 1)[0]}/_sim/agreements", json={"name": f"bench{i:05d}"})
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def bench_apply(users: int) -> bool:
+    """Print both applies at ``users`` beside the driver; return whether the request counts were minimal."""
+    work = Path(tempfile.mkdtemp(prefix="reconcile-bench-apply-"))
+    ok = True
+    try:
+        manifest = work / "desk.yaml"
+        write_manifest(manifest, users)
+        with simulator(work / "sim.sqlite") as url, simulator(work / "driver.sqlite") as driver_url:
+            for run in ("create + contact", "Sim+ grants after half signed"):
+                if run.startswith("Sim+"):
+                    sign_half(url, users)
+                    sign_half(driver_url, users)
+                before = bench_get(url, "counts")
+                wall, cpu, result = apply_once(manifest, work, url)
+                after = bench_get(url, "counts")
+                made, auth = partner_requests({p: after.get(p, 0) - before.get(p, 0) for p in after})
+                bound = lower_bound(result)
+                ok = ok and made == bound
+                d_wall, d_cpu, d_failed = drive(driver_url, bench_get(url, "take"))
+                ms = 1000 * cpu / users
+                counted = f"requests {made} (lower bound {bound}{'' if made == bound else ' NOT EQUAL'})"
+                walls = f"apply wall {wall:.2f} s, driver {d_wall:.2f} s: ratio {wall / d_wall:.2f}"
+                cpu_ok = _verdict(ms <= CPU_TARGET_MS)
+                cpus = f"apply CPU {ms:.3f} ms/user (target <= {CPU_TARGET_MS}) {cpu_ok}"
+                print(
+                    f"{users:>6} {run:<30} {counted}, logins {auth}; {walls} (target <= {WALL_TARGET}) "
+                    f"{_verdict(wall <= WALL_TARGET * d_wall)}; {cpus}, driver CPU "
+                    f"{1000 * d_cpu / users:.3f} ms/user"
+                    + (f"; driver answers not 2xx: {d_failed}" if d_failed else ""),
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ok
+
+
+def seed(db: Path, users: int) -> dict[str, Any]:
+    """Fill a simulator database with ``users`` users with contact info; return their state records."""
+    from reconcile.sim.app import create_app
+    from reconcile.sim.config import SimConfig
+    from reconcile.sim.rules import insert_user, update_contact_info
+
+    app = create_app(SimConfig(limits_enabled=False), db)
+    org = app.config.organization_id
+    now = "2026-01-01T00:00:00Z"
+    records: dict[str, Any] = {}
+    with app.store.transaction() as tx:
+        for i in range(users):
+            name = f"bench{i:06d}"
+            user_id = insert_user(
+                tx,
+                app.config,
+                name=name,
+                email=f"{name}@example.com",
+                first_name="Bench",
+                last_name=f"User{i}",
+                password="Bench-Password-1!",
+                org_id=org,
+                origin="api",
+            )
+            contact = {
+                "phone": f"+1212{i:07d}",
+                "streetAddress1": f"{i} Main St",
+                "city": "New York",
+                "state": "NY",
+                "postCode": "10001",
+                "country": "US",
+            }
+            update_contact_info(
+                tx, org, {"userId": user_id, "firstName": "Bench", "lastName": f"User{i}", **contact}
+            )
+            records[name] = {
+                "userId": user_id,
+                "email": f"{name}@example.com",
+                "firstName": "Bench",
+                "lastName": f"User{i}",
+                "contact": contact,
+                "createdAt": now,
+                "updatedAt": now,
+            }
+    return records  # fmt: skip
+
+
+def bench_refresh(users: int) -> None:
+    """Print the requests and time of ``reconcile refresh`` over ``users`` managed users."""
+    work = Path(tempfile.mkdtemp(prefix="reconcile-bench-refresh-"))
+    try:
+        manifest = work / "desk.yaml"
+        write_manifest(manifest, 0)
+        records = seed(work / "sim.sqlite", users)
+        with simulator(work / "sim.sqlite") as url:
+            binding = {"endpoint": url, "dataAccountId": 11111}
+            state = {"environment": "sim", "format_version": 2, "lineage": "bench", "serial": 1,
+                     "users": records, "binding": binding}  # fmt: skip
+            (work / "state").mkdir()
+            (work / "state" / "sim.json").write_text(json.dumps(state))
+            env = {**os.environ, **ENV, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(REPO[0])}
+            argv = [sys.executable, "-m", "reconcile", "refresh", "-f", str(manifest), "--endpoint", url,
+                    "--state", str(work / "state" / "sim.json")]  # fmt: skip
+            before = bench_get(url, "counts")
+            started = time.perf_counter()
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, check=False)
+            wall = time.perf_counter() - started
+            after = bench_get(url, "counts")
+        if done.returncode != 0:
+            raise SystemExit(done.stderr)
+        made, _ = partner_requests({p: after.get(p, 0) - before.get(p, 0) for p in after})
+        per_thousand = 1000 * made / users
+        print(
+            f"refresh {users:>7,} managed users: {made} requests ({per_thousand:.1f} per 1,000 users; "
+            f"target: a few), {wall:.2f} s  {_verdict(per_thousand <= 10)}",
+            flush=True,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 20_000, 50_000])
+    parser.add_argument("--refresh-sizes", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--repo", type=Path, default=ROOT, help="the checkout whose reconcile applies")
     parser.add_argument("--serve-counting", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_counting:
         serve_counting(args.serve_counting)
         return 0
+    REPO[0] = args.repo
     per_call, per_created = client_overhead(2000)
     print(
         f"client overhead (instant in-process transport): {per_call:.3f} ms CPU per updatecontactinfo "
         f"call, {per_created:.3f} ms CPU per created user (batches of 100)",
         flush=True,
     )
-
-    work = Path(tempfile.mkdtemp(prefix="reconcile-bench-apply-"))
-    manifest = work / "desk.yaml"
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve-counting", str(work / "sim.sqlite")],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert server.stdout is not None
-        match = re.search(r"http://127\.0\.0\.1:\d+/v1", server.stdout.readline())
-        if not match:
-            print("the simulator did not start", file=sys.stderr)
-            return 1
-        url = match.group(0)
-        base = url.rsplit("/v1", 1)[0]
-        env = bench_env(work)
-        ok = True
-        if args.users:
-            print(f"users: {args.users}")
-            write_manifest(manifest, args.users)
-            for run in ("create + contact", "Sim+ grants after half signed"):
-                if run.startswith("Sim+"):
-                    with httpx.Client(timeout=30) as admin:
-                        for i in range(0, args.users, 2):
-                            admin.post(f"{base}/_sim/agreements", json={"name": f"bench{i:05d}"})
-                ok = measure(run, work, manifest, url, env, args.users) and ok
-        if args.accounts:
-            print(f"accounts: {args.accounts}")
-            for second, run in ((False, "accounts: create"), (True, "accounts: every account action")):
-                write_account_manifest(manifest, args.accounts, second)
-                ok = measure(run, work, manifest, url, env, args.accounts, accounts=True) and ok
-        return 0 if ok else 1
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
+    ok = True
+    for users in args.sizes:
+        ok = bench_apply(users) and ok
+    for users in args.refresh_sizes:
+        bench_refresh(users)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -38,14 +38,17 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def share_fields_sets(models: Iterable[BaseModel]) -> None:
+def share_fields_sets(
+    models: Iterable[BaseModel], shared: dict[frozenset[str], set[str]] | None = None
+) -> None:
     """Make models with the same set field names share one ``model_fields_set`` object.
 
     pydantic gives every instance its own set (~0.7 KB for 5+ fields): three per user, a third
     of a 100k-user desk's memory. Sharing is safe for models that are never assigned to (this
-    package changes models only through ``model_copy``, which copies the set first).
+    package changes models only through ``model_copy``, which copies the set first). Pass the
+    same ``shared`` mapping to calls made batch by batch, so they share one set per name set.
     """
-    shared: dict[frozenset[str], set[str]] = {}
+    shared = {} if shared is None else shared
     for model in models:
         names = model.__pydantic_fields_set__
         canonical = shared.setdefault(frozenset(names), names)

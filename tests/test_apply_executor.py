@@ -70,6 +70,7 @@ class Signal:
 
 @dataclass
 class Plugin:
+    userId: int
     entitlementId: int
 
 
@@ -163,8 +164,9 @@ class FakeApi:
             raise TransportError("user/items: the API answered HTTP 500", call="items")
         return [u for u in self.users.values() if u.id in ids]
 
-    def user_plugins(self, user_id: int) -> list[Plugin]:
-        return [Plugin(e) for e in sorted(self.plugins.get(user_id, ()))]
+    def user_plugins_of(self, user_ids: list[int]) -> list[Plugin]:
+        self.calls.append(("plugins", list(user_ids)))
+        return [Plugin(u, e) for u in user_ids for e in sorted(self.plugins.get(u, ()))]
 
     def count(self, kind: str) -> int:
         return sum(1 for c in self.calls if c[0] == kind)
@@ -516,6 +518,7 @@ def test_grant_interrupted_before_its_signal_was_completed_is_settled(env: dict[
         store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
     )
     assert result.granted == ["trader000"]
+    assert [c for c in env["api"].calls if c[0] == "plugins"] == [("plugins", list(ids.values()))], "one read"
     assert [c for c in env["api"].calls if c[0] == "complete"] == [("complete", 7)]
     users = env["store"].load("sim").users
     assert users["trader000"].entitlements["simplus"].status == "granted"

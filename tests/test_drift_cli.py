@@ -127,7 +127,7 @@ def test_drift_check_exits_2_then_refresh_records_it_and_apply_repairs_it(tmp_pa
     )
     assert '~ trader001  email: "hand@example.com" → "trader001@example.com"' in out
     assert 'city: "Boston" → "New York"' in out
-    assert "Read 2 users of the organization at sim:embedded (5 requests)." in err
+    assert "Read 2 users of the organization at sim:embedded (4 requests)." in err
 
     serial = json.loads((tmp_path / "state" / "sim.json").read_text())["serial"]
     code, out, _ = run("refresh", "-f", str(desk))

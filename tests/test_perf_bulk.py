@@ -139,3 +139,40 @@ def test_state_read_back_shares_field_sets_and_round_trips(tmp_path: Path) -> No
     assert cancelled.model_fields_set is not b.model_fields_set
     assert b.model_fields_set == shared
     assert (b.lifecycle, b.cancelledAt) == ("active", None)
+
+
+VERIFIED_PYDANTIC = ("2.7", "2.8", "2.9", "2.10", "2.11", "2.12", "2.13", "2.14")
+"""pydantic minor versions whose private ``__pydantic_fields_set__`` bulk.share_fields_sets was checked on."""
+
+
+def test_share_fields_sets_relies_only_on_what_this_pydantic_is_known_to_do() -> None:
+    import pydantic
+
+    minor = ".".join(pydantic.VERSION.split(".")[:2])
+    assert minor in VERIFIED_PYDANTIC, (
+        f"pydantic {pydantic.VERSION} is new: reconcile.bulk.share_fields_sets writes pydantic's private "
+        "__pydantic_fields_set__. Check that the tests of this file pass (model_copy still gives a copy its "
+        "own set), then add the version to VERIFIED_PYDANTIC"
+    )
+    record = ContactRecord(**CONTACT_NY)
+    assert record.model_fields_set is record.__pydantic_fields_set__, "the public set is the private one"
+    copied = record.model_copy(update={"city": "Boston"})
+    assert copied.__pydantic_fields_set__ is not record.__pydantic_fields_set__
+
+
+def test_planned_actions_share_field_sets_per_shape() -> None:
+    from test_planner_support import BINDING, manifest, state, user
+
+    from reconcile.planning.plan import CreateUser, UpdateContact
+    from reconcile.planning.planner import make_plan
+
+    desk = manifest(user("trader001", contact=CONTACT_NY), user("trader002", contact=CONTACT_NY))
+    actions = make_plan(desk, state(), binding=BINDING).actions
+    creates = [a for a in actions if isinstance(a, CreateUser)]
+    contacts = [a for a in actions if isinstance(a, UpdateContact)]
+    assert len(creates) == len(contacts) == 2
+    assert creates[0].model_fields_set is creates[1].model_fields_set
+    first, second = contacts[0].changes[0], contacts[1].changes[0]
+    assert first.model_fields_set is second.model_fields_set
+    assert first.model_fields_set == {"field", "before", "after"}
+    assert contacts[0].contact.model_fields_set is contacts[1].contact.model_fields_set

@@ -7,6 +7,7 @@ journal and audit log kept with the state. A backend joins by adding a factory t
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -304,12 +305,17 @@ def test_file_store_incremental_save_writes_the_same_document_as_a_full_save(tmp
     state.users.pop("trader004")
     state.users["trader009"] = _user(9, "t9@example.com")
     state = incremental.save(state, changed={"trader002", "trader004", "trader009"})
+    log = (tmp_path / "a.changes.jsonl").read_text().splitlines()
+    assert len(log) == 2, "the log names its base, then holds one line per save"
+    assert json.loads(log[1])["users"].keys() == {"trader002", "trader004", "trader009"}
+    reread = FileStateStore(tmp_path / "a.json").read()
+    assert reread is not None and reread.users == state.users and reread.serial == state.serial
 
+    incremental.compact()
+    assert not (tmp_path / "a.changes.jsonl").exists()
     full = FileStateStore(tmp_path / "b.json")
     full._write(state, None)  # the same content serialized from scratch
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
-    reread = FileStateStore(tmp_path / "a.json").read()
-    assert reread is not None and reread.users == state.users
 
 
 def test_file_store_notices_a_write_by_another_process(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from typing import Any, Protocol, TypeVar
 
@@ -84,9 +84,27 @@ MAX_ITEMS_PER_CALL = 100
 """The most users, accounts or ids one bulk call carries (createevaluationusers' published limit)."""
 MAX_USERS_PER_CREATE = MAX_ITEMS_PER_CALL
 _IDS_PER_READ = 100
+IDS_PER_LDEPS_READ = 250
+"""The most master ids one ``/…/ldeps?masterids=`` read carries: 250 ids of up to 7 digits are
+2,000 characters of query, well inside any URL limit (8 KB is the common server default)."""
+_LDEPS_QUERY_CHARS = 2000
 
 # Exceptions raised before the request left this machine: always safe to retry.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+def id_chunks(ids: Sequence[int]) -> Iterator[str]:
+    """``ids`` as comma-joined query values of at most IDS_PER_LDEPS_READ ids and 2,000 characters."""
+    chunk: list[str] = []
+    size = 0
+    for text in map(str, ids):
+        if chunk and (len(chunk) == IDS_PER_LDEPS_READ or size + len(text) + 1 > _LDEPS_QUERY_CHARS):
+            yield ",".join(chunk)
+            chunk, size = [], 0
+        chunk.append(text)
+        size += len(text) + 1
+    if chunk:
+        yield ",".join(chunk)
 
 
 class CancelFlagsLike(Protocol):
@@ -487,6 +505,21 @@ class PartnerClient:
         data = self._call("GET", "/contactInfo/deps", call="contactInfo/deps", params={"masterid": user_id})
         infos = self._parse_list(ContactInfo, data, "contactInfo/deps", (f"user id {user_id}",))
         return infos[0] if infos else None
+
+    def contact_infos(self, user_ids: Sequence[int]) -> list[ContactInfo]:
+        """Return the contact information on file for these users (``/contactInfo/ldeps``, batched)."""
+        return self._ldeps(ContactInfo, "contactInfo/ldeps", user_ids)
+
+    def user_plugins_of(self, user_ids: Sequence[int]) -> list[UserPlugin]:
+        """Return the plugins (granted entitlements) of these users (``/userPlugin/ldeps``, batched)."""
+        return self._ldeps(UserPlugin, "userPlugin/ldeps", user_ids)
+
+    def _ldeps(self, model: type[M], call: str, ids: Sequence[int]) -> list[M]:
+        found: list[M] = []
+        for chunk in id_chunks(ids):
+            data = self._call("GET", f"/{call}", call=call, params={"masterids": chunk})
+            found.extend(self._parse_list(model, data, call, ()))
+        return found
 
     def user_plugins(self, user_id: int) -> list[UserPlugin]:
         """Return a user's plugins (granted entitlements)."""

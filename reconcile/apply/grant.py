@@ -185,17 +185,17 @@ def record_grant(
 
 def settle_grant_intent(run: Run, intent: Intent) -> None:
     """Record a dead run's grants whose plugin exists; complete the signals it left open for them."""
-    present: list[Ready] = []
-    for action in intent.actions:
-        record = run.state.users.get(action.user)
-        if not isinstance(action, GrantEntitlement) or record is None:
-            continue
-        try:
-            plugins = run.client.user_plugins(record.userId)
-        except ApiError:
-            continue  # left to the next grant: ConflictWithExisting then settles it
-        if any(p.entitlementId == action.entitlementId for p in plugins):
-            present.append((action, record.userId))
+    grants = [
+        (action, record.userId)
+        for action in intent.actions
+        if isinstance(action, GrantEntitlement) and (record := run.state.users.get(action.user)) is not None
+    ]
+    try:
+        plugins = run.client.user_plugins_of([user_id for _, user_id in grants]) if grants else []
+    except ApiError:
+        plugins = []  # left to the next grant: ConflictWithExisting then settles it
+    held = {(p.userId, p.entitlementId) for p in plugins}
+    present: list[Ready] = [(a, user_id) for a, user_id in grants if (user_id, a.entitlementId) in held]
     pending: dict[int, list[int]] = {}
     alert_id = intent.agreement_alert_id
     if alert_id is not None and any(a.agreement_gated for a, _ in present):

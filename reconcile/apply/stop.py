@@ -163,8 +163,8 @@ class GuardedClient(GuardedCancelClient):
     def user_items(self, ids: Sequence[int]) -> Sequence[UserLike]:
         return self._send(self._full.user_items, ids)
 
-    def user_plugins(self, user_id: int) -> Sequence[PluginLike]:
-        return self._send(self._full.user_plugins, user_id)
+    def user_plugins_of(self, user_ids: Sequence[int]) -> Sequence[PluginLike]:
+        return self._send(self._full.user_plugins_of, user_ids)
 
     def create_evaluation_accounts(self, accounts: Sequence[Any]) -> Sequence[CreateAccountResultLike]:
         return self._send(self._full.create_evaluation_accounts, accounts)

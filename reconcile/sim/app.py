@@ -583,23 +583,17 @@ def contact_info_item(app: SimApp, call: Call) -> Body:
 
 @_operation("GET", "/contactInfo/deps")
 def contact_info_deps(app: SimApp, call: Call) -> Body:
-    return rules.contact_deps(call.tx, app.config.organization_id, _int_arg(call.request, "masterid"))
+    return rules.contact_deps(call.tx, app.config.organization_id, [_int_arg(call.request, "masterid")])
+
+
+@_operation("GET", "/contactInfo/ldeps")
+def contact_info_ldeps(app: SimApp, call: Call) -> Body:
+    return rules.contact_deps(call.tx, app.config.organization_id, _int_list_arg(call.request, "masterids"))
 
 
 @_operation("POST", "/userPlugin/addentitlementsubscription")
 def add_entitlement_subscription(app: SimApp, call: Call) -> Body:
     return rules.add_entitlement_subscription(call.tx, app.config, app.config.organization_id, call.body)
-
-
-@_operation("GET", "/userPlugin/deps")
-def user_plugin_deps(app: SimApp, call: Call) -> Body:
-    user_id = _int_arg(call.request, "masterid")
-    return rules.user_plugins(call.tx, app.config, app.config.organization_id, user_id)
-
-
-@_operation("GET", "/userPlugin/list")
-def user_plugin_list(app: SimApp, call: Call) -> Body:
-    return rules.user_plugins(call.tx, app.config, app.config.organization_id)
 
 
 @_operation("GET", "/entitlement/list")
@@ -680,6 +674,10 @@ def _register_reads(entity: str, read: Callable[[SimApp, Call, list[int] | None]
         _operation("GET", f"/{entity}/{form}")(handler)
 
 
+_register_reads(
+    "userPlugin",
+    lambda app, call, users: rules.user_plugins(call.tx, app.config, app.config.organization_id, users),
+)
 _register_reads(
     "account",
     lambda app, call, users: rules.list_accounts(call.tx, app.config, app.config.organization_id, users),

@@ -404,10 +404,15 @@ def contact_item(tx: Tx, org_id: int, contact_id: int) -> Body:
     return contact_json(row)
 
 
-def contact_deps(tx: Tx, org_id: int, user_id: int) -> list[Body]:
-    if org_user(tx, org_id, user_id) is None:
-        return []
-    return [contact_json(r) for r in tx.all("SELECT * FROM contact_info WHERE user_id = ?", (user_id,))]
+def contact_deps(tx: Tx, org_id: int, user_ids: Sequence[int]) -> list[Body]:
+    """/contactInfo/deps and /ldeps: the contact info of these users (other organizations' are invisible)."""
+    extra, params = _only(user_ids, "c.user_id")
+    rows = tx.all(
+        "SELECT c.* FROM contact_info c JOIN users u ON u.id = c.user_id "
+        f"WHERE u.org_id = ?{extra} ORDER BY c.id",
+        (org_id, *params),
+    )
+    return [contact_json(r) for r in rows]
 
 
 # --- entitlements and user plugins ---------------------------------------------------------------
@@ -439,17 +444,14 @@ def plugin_json(row: Any, config: SimConfig) -> Body:
     return plugin
 
 
-def user_plugins(tx: Tx, config: SimConfig, org_id: int, user_id: int | None = None) -> list[Body]:
-    """Active plugins of one user (``/userPlugin/deps``) or of the organization (``/userPlugin/list``)."""
+def user_plugins(tx: Tx, config: SimConfig, org_id: int, user_ids: Sequence[int] | None = None) -> list[Body]:
+    """Active plugins of the organization (``/userPlugin/list``) or of these users (``/deps``, ``/ldeps``)."""
+    extra, params = _only(user_ids, "r.user_id")
     sql = (
         "SELECT r.* FROM records r JOIN users u ON u.id = r.user_id "
-        "WHERE r.kind = ? AND r.cancelled_at IS NULL AND u.org_id = ?"
+        f"WHERE r.kind = ? AND r.cancelled_at IS NULL AND u.org_id = ?{extra} ORDER BY r.id"
     )
-    params: tuple[Any, ...] = (USER_PLUGIN, org_id)
-    if user_id is not None:
-        sql += " AND r.user_id = ?"
-        params += (user_id,)
-    return [plugin_json(r, config) for r in tx.all(sql + " ORDER BY r.id", params)]
+    return [plugin_json(r, config) for r in tx.all(sql, (USER_PLUGIN, org_id, *params))]
 
 
 def add_entitlement_subscription(tx: Tx, config: SimConfig, org_id: int, body: Body) -> Body:

@@ -12,28 +12,36 @@ import os
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
 from reconcile.bulk import gc_paused, share_fields_sets
-from reconcile.errors import StateError, describe_os_error, first_invalid
+from reconcile.errors import ReconcileError, StateError, describe_os_error, first_invalid
 from reconcile.fsutil import atomic_write_text
 from reconcile.state.audit import FileAuditLog, audit_path_for
+from reconcile.state.changelog import (
+    RECORD_MODELS,
+    LogHead,
+    append_entry,
+    changes_path_for,
+    entry_line,
+    fold_changes,
+    remove_log,
+)
 from reconcile.state.journal import FileJournal, Journal, journal_path_for
 from reconcile.state.lock import LockHolder, check_held, read_holder, state_lock, unlock
 from reconcile.state.model import (
     STATE_FORMAT_VERSION,
     AccountRecord,
     State,
+    StateBinding,
     UserRecord,
     refuse_repeated_names,
     refuse_shared_ids,
 )
 from reconcile.state.sends import FileSendLog, sends_path_for
 from reconcile.state.store import GuardedStore, StateStore, moved_under_write
-
-R = TypeVar("R")
 
 
 class _Keys(dict[str, object]):
@@ -88,16 +96,28 @@ def _record_models(state: State) -> Iterator[BaseModel]:
     yield from state.accounts.values()
 
 
-class _Snapshot(NamedTuple):
-    """What a FileStateStore last read or wrote: the file's identity and each record's JSON."""
+Signature = tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]
 
-    signature: tuple[int, int, int]
+
+COMPACT_ABOVE = 1 << 20
+"""Bytes of change log below which it is never folded in before the lock's release."""
+
+
+class _Snapshot(NamedTuple):
+    """What a FileStateStore last read or wrote: both files' identity, the header, each record's JSON."""
+
+    signature: Signature
+    environment: str
     lineage: str
     serial: int
-    users: dict[str, str] | None
-    """name -> serialized record; None until first needed (a read does not serialize)."""
-    accounts: dict[str, str] | None = None
-    """account name -> serialized record, as ``users``."""
+    binding: StateBinding | None
+    records: dict[str, dict[str, str]] | None
+    """field -> name -> serialized record; None until first needed (a read does not serialize)."""
+    head: LogHead
+    """The header of the base document (what a change log builds on)."""
+    base_bytes: int
+    log_bytes: int
+    """The size of the change log that counts (0: none, or one built on another base)."""
 
 
 def _file_signature(path: Path) -> tuple[int, int, int] | None:
@@ -108,68 +128,62 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _user_json(record: UserRecord) -> str:
-    # A half-finished cancel is rare: other users' blocks stay as they were before the field.
-    exclude = None if record.cancelledOn else {"cancelledOn"}
+def _record_json(record: BaseModel) -> str:
+    # A half-finished cancel and a lost reset answer are rare: other records' blocks stay as they
+    # were before those fields existed.
+    exclude: set[str] | None = None
+    if isinstance(record, UserRecord) and not record.cancelledOn:
+        exclude = {"cancelledOn"}
+    elif isinstance(record, AccountRecord) and not record.resetUnsettled:
+        exclude = {"resetUnsettled"}
     return record.model_dump_json(indent=2, exclude=exclude).replace("\n", "\n    ")
 
 
-def _account_json(record: AccountRecord) -> str:
-    # A lost reset answer is rare: other accounts' blocks stay as they were before the field.
-    exclude = None if record.resetUnsettled else {"resetUnsettled"}
-    return record.model_dump_json(indent=2, exclude=exclude).replace("\n", "\n    ")
+def _identity(state: State, names: Mapping[str, Collection[str] | None]) -> tuple[int, ...]:
+    return (*(id(n) for n in names.values()), *(id(getattr(state, field)) for field in RECORD_MODELS))
 
 
-def _blocks(
-    stored: dict[str, str] | None,
-    records: Mapping[str, R],
-    changed: Collection[str] | None,
-    dump: Callable[[R], str],
-) -> dict[str, str]:
-    """Each record's JSON block: re-serialize only ``changed`` ones when the stored blocks are known."""
-    if stored is None or changed is None:
-        return {name: dump(record) for name, record in records.items()}
-    blocks = dict(stored)
-    for name in changed:
-        record = records.get(name)
-        if record is None:
-            blocks.pop(name, None)
-        else:
-            blocks[name] = dump(record)
-    return blocks
+def _all_json(state: State) -> dict[str, dict[str, str]]:
+    return {
+        field: {name: _record_json(record) for name, record in getattr(state, field).items()}
+        for field in RECORD_MODELS
+    }
 
 
-def _any_differs(
-    stored: dict[str, str], records: Mapping[str, R], changed: Collection[str], dump: Callable[[R], str]
-) -> bool:
-    for name in changed:
-        record = records.get(name)
-        block = stored.get(name)
-        if (record is None) != (block is None) or (record is not None and dump(record) != block):
-            return True
-    return False
-
-
-def _section(key: str, blocks: dict[str, str], last: bool) -> str:
-    end = "\n" if last else ",\n"
-    if not blocks:
-        return f'  "{key}": {{}}' + end
-    body = ",\n".join(f"    {json.dumps(name)}: {blocks[name]}" for name in sorted(blocks))
-    return f'  "{key}": {{\n' + body + "\n  }" + end
+def _document(state: State, records: dict[str, dict[str, str]]) -> str:
+    """The base document: sorted keys, one record per block, so a state kept in Git diffs by record."""
+    header: dict[str, str] = {
+        "environment": json.dumps(state.environment),
+        "format_version": str(STATE_FORMAT_VERSION),
+        "lineage": json.dumps(state.lineage),
+        "serial": str(state.serial),
+    }
+    if state.binding is not None:
+        header["binding"] = state.binding.model_dump_json()
+    for field, texts in records.items():
+        if not texts and field != "users":
+            continue  # a state without accounts is written as before they existed
+        body = ",\n".join(f"    {json.dumps(name)}: {texts[name]}" for name in sorted(texts))
+        header[field] = "{\n" + body + "\n  }" if texts else "{}"
+    return "{\n" + ",\n".join(f"  {json.dumps(key)}: {header[key]}" for key in sorted(header)) + "\n}\n"
 
 
 class FileStateStore(GuardedStore, StateStore):
-    """State as one JSON document on local disk (``state/<environment>.json`` by default).
+    """State as a JSON document on local disk (``state/<environment>.json`` by default).
 
-    The document is pretty-printed with sorted keys, one user per block, so a state file kept
-    in Git diffs by user. The store remembers what it last read or wrote (keyed by the file's
-    inode, mtime and size): a save re-serializes only the users it is told changed, and checks
-    lineage and serial without re-reading a file nobody else touched.
+    The document is pretty-printed with sorted keys, one record per block, so a state file kept
+    in Git diffs by user. A save appends only the records it changed to the change log beside it
+    (:mod:`reconcile.state.changelog`), so its cost follows the batch, not the desk; the log is
+    folded back into the document when it grows as large, and when an exclusive lock is released.
+    The store remembers what it last read or wrote (keyed by both files' inode, mtime and size):
+    it checks lineage and serial without re-reading files nobody else touched.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.changes_path = changes_path_for(self.path)
         self._snapshot: _Snapshot | None = None
+        self._found: tuple[tuple[int, ...], dict[str, dict[str, str | None]]] | None = None
 
     def describe(self) -> str:
         return str(self.path)
@@ -181,8 +195,27 @@ class FileStateStore(GuardedStore, StateStore):
         purpose: str = "apply",
         on_wait: Callable[[str], None] | None = None,
     ) -> contextlib.AbstractContextManager[LockHolder]:
-        """Hold the lock on the state file (:func:`reconcile.state.lock.state_lock`)."""
-        return state_lock(self.path, timeout=timeout, purpose=purpose, on_wait=on_wait)
+        """Hold the lock on the state file (:func:`reconcile.state.lock.state_lock`).
+
+        Released after anything but a plan, it first folds the change log into the document, so
+        between runs the document alone is the state.
+        """
+        return self._holding(timeout=timeout, purpose=purpose, on_wait=on_wait)
+
+    @contextlib.contextmanager
+    def _holding(
+        self, *, timeout: float, purpose: str, on_wait: Callable[[str], None] | None
+    ) -> Iterator[LockHolder]:
+        with state_lock(self.path, timeout=timeout, purpose=purpose, on_wait=on_wait) as holder:
+            try:
+                yield holder
+            except BaseException:
+                if purpose != "plan":
+                    with contextlib.suppress(ReconcileError):  # the run's own error says more
+                        self.compact()
+                raise
+            if purpose != "plan":
+                self.compact()
 
     def read_lock(
         self, *, timeout: float = 0.0, on_wait: Callable[[str], None] | None = None
@@ -220,20 +253,45 @@ class FileStateStore(GuardedStore, StateStore):
     def local_dir(self) -> Path:
         return self.path.parent
 
+    def _signature(self) -> Signature:
+        return (_file_signature(self.path), _file_signature(self.changes_path))
+
     def _valid_snapshot(self) -> _Snapshot | None:
         snap = self._snapshot
-        if snap is not None and _file_signature(self.path) == snap.signature:
+        if snap is not None and self._signature() == snap.signature:
             return snap
         return None
 
     def read(self) -> State | None:
         try:
+            signature = self._signature()
             raw = self.path.read_bytes()
-            signature = _file_signature(self.path)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StateError(describe_os_error(exc, "read state", self.path)) from None
+        state = self._parse(raw)
+        head = LogHead(state.lineage, state.serial)
+        log_bytes = fold_changes(self.changes_path, state, str(self.path))
+        refuse_shared_ids(state, str(self.path))
+        share_fields_sets(_record_models(state))
+        if signature != self._signature():  # written while we read: read again
+            return self.read()
+        self._snapshot = _Snapshot(
+            signature,
+            state.environment,
+            state.lineage,
+            state.serial,
+            state.binding,
+            None,
+            head,
+            len(raw),
+            log_bytes,
+        )
+        return state
+
+    def _parse(self, raw: bytes) -> State:
+        """The base document as a State, or a :class:`StateError` saying exactly what is wrong."""
         try:
             # The fast path: pydantic parses and validates in one pass (Rust), several times
             # quicker than json.loads + model_validate on a large desk.
@@ -249,10 +307,6 @@ class FileStateStore(GuardedStore, StateStore):
                 b'"accountId"'
             ) != len(state.accounts):
                 refuse_repeated_keys(raw, str(self.path))
-            refuse_shared_ids(state, str(self.path))
-            share_fields_sets(_record_models(state))
-            if signature is not None:
-                self._snapshot = _Snapshot(signature, state.lineage, state.serial, None)
             return state
         try:
             data = json.loads(raw)
@@ -264,15 +318,11 @@ class FileStateStore(GuardedStore, StateStore):
         _check_format_version(data, self.path)
         refuse_repeated_keys(raw, str(self.path))
         try:
-            state = State.model_validate(data)
+            return State.model_validate(data)
         except ValidationError as exc:
             raise StateError(
                 f"state {self.path} is not a valid state document: {first_invalid(exc)}"
             ) from None
-        refuse_shared_ids(state, str(self.path))
-        if signature is not None:
-            self._snapshot = _Snapshot(signature, state.lineage, state.serial, None)
-        return state
 
     def read_header(self) -> tuple[str, int] | None:
         snap = self._valid_snapshot()
@@ -281,59 +331,131 @@ class FileStateStore(GuardedStore, StateStore):
         state = self.read()
         return None if state is None else (state.lineage, state.serial)
 
+    def _changes(
+        self, state: State, names: Mapping[str, Collection[str] | None], records: dict[str, dict[str, str]]
+    ) -> dict[str, dict[str, str | None]]:
+        """Per record field, the records of ``state`` whose JSON differs from ``records`` (None: removed).
+
+        ``names`` holds, per record field, the names that may differ; a field it does not name,
+        or names None for, is compared whole.
+        """
+        found: dict[str, dict[str, str | None]] = {}
+        for field in RECORD_MODELS:
+            current, stored = getattr(state, field), records[field]
+            candidates = names.get(field)
+            diff: dict[str, str | None] = {}
+            for name in current.keys() | stored.keys() if candidates is None else candidates:
+                record = current.get(name)
+                text = None if record is None else _record_json(record)
+                if text != stored.get(name):
+                    diff[name] = text
+            if diff:
+                found[field] = diff
+        return found
+
     def _differs(
         self, state: State, changed: Collection[str] | None, changed_accounts: Collection[str] | None = None
     ) -> bool:
         snap = self._valid_snapshot()
-        if snap is None or snap.users is None or snap.accounts is None or changed is None:
+        if snap is None or snap.records is None:
             return super()._differs(state, changed, changed_accounts)
-        if changed_accounts is None:
-            if set(snap.accounts) != set(state.accounts):
-                return True
-            changed_accounts = list(state.accounts)
-        return _any_differs(snap.users, state.users, changed, _user_json) or _any_differs(
-            snap.accounts, state.accounts, changed_accounts, _account_json
-        )
+        names = {"users": changed, "accounts": changed_accounts}
+        changes = self._changes(state, names, snap.records)
+        # save() calls _write next with the same records (a copy of the State sharing its
+        # mappings): keep what was found, so each changed record is serialized once per save.
+        self._found = (_identity(state, names), changes)
+        return state.binding != snap.binding or bool(changes)
 
     def _write(
         self, state: State, changed: Collection[str] | None, changed_accounts: Collection[str] | None = None
     ) -> None:
-        snap = self._valid_snapshot() if changed is not None else None
-        users = _blocks(snap and snap.users, state.users, changed, _user_json)
-        accounts = _blocks(snap and snap.accounts, state.accounts, changed_accounts, _account_json)
-        binding = "" if state.binding is None else f'  "binding": {state.binding.model_dump_json()},\n'
-        text = (
-            "{\n"
-            # A state without accounts is written as before they existed.
-            + (_section("accounts", accounts, last=False) if accounts else "")
-            + binding
-            + f'  "environment": {json.dumps(state.environment)},\n'
-            f'  "format_version": {STATE_FORMAT_VERSION},\n'
-            f'  "lineage": {json.dumps(state.lineage)},\n'
-            f'  "serial": {state.serial},\n' + _section("users", users, last=True) + "}\n"
-        )
         check_held(self.path)  # a lock file removed by hand must not let a second run write too
+        snap = self._valid_snapshot()
+        if snap is None or snap.records is None:
+            self._rewrite(state, _all_json(state))
+            return
+        names = {"users": changed, "accounts": changed_accounts}
+        found, self._found = self._found, None
+        if found is not None and found[0] == _identity(state, names):
+            changes = found[1]
+        else:
+            changes = self._changes(state, names, snap.records)
+        line = entry_line(state, changes)
+        start = None if snap.log_bytes else snap.head
+        try:
+            size = append_entry(self.changes_path, line, start=start, keep=snap.log_bytes)
+        except OSError as exc:
+            raise self._not_written(exc, self.changes_path) from None
+        for field, diff in changes.items():
+            stored = snap.records[field]
+            for name, text in diff.items():
+                if text is None:
+                    stored.pop(name, None)
+                else:
+                    stored[name] = text
+        self._snapshot = snap = snap._replace(
+            signature=self._signature(),
+            lineage=state.lineage,
+            serial=state.serial,
+            binding=state.binding,
+            log_bytes=size,
+        )
+        if size > max(snap.base_bytes, COMPACT_ABOVE):  # reading the log costs as much as the base
+            self.compact()
+
+    def _not_written(self, exc: OSError, path: Path) -> StateError:
+        """The error of a write that failed: an append or a rename is the last step, so nothing is lost."""
+        self._snapshot = None
+        return StateError(
+            describe_os_error(exc, "write state", path)
+            + " (the state keeps its last complete version; nothing saved before is lost)"
+        )
+
+    def _rewrite(self, state: State, records: dict[str, dict[str, str]]) -> None:
+        """Write the whole document (atomically), then drop the change log it now includes."""
+        text = _document(state, records)
         try:
             atomic_write_text(self.path, text)
+            remove_log(self.changes_path)
         except OSError as exc:
-            # The rename is the last step: the file still holds its last complete version.
-            raise StateError(
-                describe_os_error(exc, "write state", self.path)
-                + " (the state file keeps its last complete version; nothing saved before is lost)"
-            ) from None
-        signature = _file_signature(self.path)
-        self._snapshot = (
-            _Snapshot(signature, state.lineage, state.serial, users, accounts)
-            if signature is not None
-            else None
+            raise self._not_written(exc, self.path) from None
+        head = LogHead(state.lineage, state.serial)
+        self._snapshot = _Snapshot(
+            self._signature(),
+            state.environment,
+            state.lineage,
+            state.serial,
+            state.binding,
+            records,
+            head,
+            len(text.encode()),
+            0,
         )
+
+    def compact(self) -> None:
+        """Fold the change log into the document, if there is one (the state itself stays the same)."""
+        if not self.changes_path.exists():
+            return
+        check_held(self.path)  # never rewrite the document beside another run that took the lock
+        snap = self._valid_snapshot()
+        if snap is None or snap.records is None:
+            state = self.read()
+            if state is None:
+                return
+            self._rewrite(state, _all_json(state))
+            return
+        header = State(
+            environment=snap.environment, lineage=snap.lineage, serial=snap.serial, binding=snap.binding
+        )
+        self._rewrite(header, snap.records)
 
     def replace(self, state: State, *, expected: tuple[str, int] | None) -> None:
         """Write exactly ``state`` (its serial too) if the file still holds ``expected``."""
         header = self.read_header()
         if header != expected:
             raise moved_under_write(self.describe(), header, expected)
-        self._write(state, None)
+        check_held(self.path)
+        self._rewrite(state, _all_json(state))
 
 
 def default_state_path(environment: str, base: str | os.PathLike[str] = "state") -> Path:

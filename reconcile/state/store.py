@@ -236,11 +236,11 @@ class GuardedStore(StateReader, StateWriter):
                     f"since it was read at serial {state.serial}; another run wrote it"
                 )
             if not self._differs(state, changed, changed_accounts):
-                return state.model_copy(update={"users": dict(state.users), "accounts": dict(state.accounts)})
-        # A shallow copy with its own mappings: deep-copying 100k records per batch would cost
-        # more than the save. Records are shared with the caller's object; the store keeps its
-        # own serialized copy, so nothing the caller does later reaches stored state.
-        update = {"serial": state.serial + 1, "users": dict(state.users), "accounts": dict(state.accounts)}
-        new = state.model_copy(update={**update, "format_version": STATE_FORMAT_VERSION})
+                return state.model_copy()
+        # A shallow copy: copying the 100k records of a large desk (or even its mappings) per
+        # batch would cost more than the save. Records and mappings are shared with the caller's
+        # spent object; the store keeps its own serialized copy, so nothing the caller does later
+        # reaches stored state.
+        new = state.model_copy(update={"serial": state.serial + 1, "format_version": STATE_FORMAT_VERSION})
         self._write(new, changed, changed_accounts)
         return new

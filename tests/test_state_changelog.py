@@ -1,0 +1,152 @@
+"""The file store's change log: saves append the batch, reads fold it in, crashes never cost a save."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_planner_support import record
+
+from reconcile.errors import StateError
+from reconcile.state import file as file_store
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import State
+
+
+def _desk(tmp_path: Path, users: int) -> tuple[FileStateStore, State]:
+    store = FileStateStore(tmp_path / "sim.json")
+    state = store.load("sim")
+    for i in range(users):
+        state.users[f"trader{i:05d}"] = record(i, f"trader{i:05d}")
+    return store, store.save(state)
+
+
+def _rename(store: FileStateStore, state: State, name: str, email: str) -> State:
+    state.users[name] = state.users[name].model_copy(update={"email": email})
+    return store.save(state, changed=[name])
+
+
+def test_a_batch_save_writes_the_batch_whatever_the_desk_size(tmp_path: Path) -> None:
+    appended = []
+    for users in (10, 2000):
+        store, state = _desk(tmp_path / str(users), users)
+        base = store.path.read_bytes()
+        _rename(store, state, "trader00001", "new@example.com")
+        assert store.path.read_bytes() == base, "the document is not rewritten"
+        appended.append(store.changes_path.stat().st_size)
+    assert appended[0] == appended[1]
+
+
+def test_every_store_reads_the_folded_state_and_the_lock_release_folds_it_in(tmp_path: Path) -> None:
+    store, state = _desk(tmp_path, 3)
+    with store.lock():
+        state = _rename(store, state, "trader00001", "a@example.com")
+        state.users.pop("trader00002")
+        state = store.save(state, changed=["trader00002"])
+        other = FileStateStore(store.path).read()
+        assert other is not None and other.serial == state.serial == 3
+        assert other.users == state.users and "trader00002" not in other.users
+    assert not store.changes_path.exists(), "released: the document alone is the state"
+    document = json.loads(store.path.read_text())
+    assert document["serial"] == 3 and document["users"]["trader00001"]["email"] == "a@example.com"
+
+
+def test_a_plan_lock_leaves_the_log_as_it_is(tmp_path: Path) -> None:
+    store, state = _desk(tmp_path, 2)
+    _rename(store, state, "trader00001", "a@example.com")
+    log = store.changes_path.read_bytes()
+    with store.read_lock():
+        assert FileStateStore(store.path).read() is not None
+    assert store.changes_path.read_bytes() == log
+
+
+def test_a_torn_append_counts_for_nothing_and_is_cut_by_the_next_save(tmp_path: Path) -> None:
+    store, state = _desk(tmp_path, 2)
+    state = _rename(store, state, "trader00001", "a@example.com")
+    with store.changes_path.open("ab") as fh:
+        fh.write(b'{"format_version":2,"lineage":"')  # killed mid-append: its save never returned
+    again = FileStateStore(store.path)
+    state = again.load("sim")
+    assert state.serial == 2 and state.users["trader00001"].email == "a@example.com"
+    state = _rename(again, state, "trader00000", "b@example.com")  # the first save after a read folds
+    state = _rename(again, state, "trader00001", "c@example.com")
+    lines = store.changes_path.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line) for line in lines)
+    reread = FileStateStore(store.path).read()
+    assert reread is not None and reread.serial == 4 and reread.users == state.users
+
+
+def test_an_append_cuts_a_torn_tail_it_finds(tmp_path: Path) -> None:
+    store, state = _desk(tmp_path, 2)
+    state = _rename(store, state, "trader00001", "a@example.com")
+    kept = store.changes_path.stat().st_size
+    with store.changes_path.open("ab") as fh:
+        fh.write(b'{"format_version":2')
+    assert store._snapshot is not None
+    store._snapshot = store._snapshot._replace(signature=store._signature())  # as if it were ours
+    state = _rename(store, state, "trader00000", "b@example.com")
+    lines = store.changes_path.read_bytes()[kept:].splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["serial"] == 3
+    assert FileStateStore(store.path).read() == state
+
+
+def test_a_log_built_on_another_base_is_ignored_then_replaced(tmp_path: Path) -> None:
+    store, state = _desk(tmp_path, 2)
+    state = _rename(store, state, "trader00001", "a@example.com")
+    stale = store.changes_path.read_bytes()
+    store.compact()
+    store.changes_path.write_bytes(stale)  # a compaction killed between its rename and the removal
+    again = FileStateStore(store.path)
+    state = again.load("sim")
+    assert state.serial == 2 and state.users["trader00001"].email == "a@example.com"
+    state = _rename(again, state, "trader00000", "b@example.com")
+    assert not store.changes_path.exists(), "the first save after a read writes the whole document"
+    state = _rename(again, state, "trader00001", "c@example.com")
+    head = json.loads(store.changes_path.read_text().splitlines()[0])
+    assert head == {"base": {"lineage": state.lineage, "serial": 3}}
+    assert FileStateStore(store.path).read() == state
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda line: line.replace('"serial":2', '"serial":5'), "follows lineage .* serial 4, not lineage"),
+        (
+            lambda line: line.replace('"userId": 1', '"userId": "x"'),
+            "line 2 of its change log .* not a valid",
+        ),
+    ],
+)
+def test_a_damaged_log_is_refused_with_its_line(tmp_path: Path, edit: object, message: str) -> None:
+    store, state = _desk(tmp_path, 2)
+    state = _rename(store, state, "trader00001", "a@example.com")
+    _rename(store, state, "trader00000", "b@example.com")
+    head, first, second = store.changes_path.read_text().splitlines()
+    store.changes_path.write_text("\n".join([head, edit(first), second]) + "\n")  # type: ignore[operator]
+    with pytest.raises(StateError, match=message) as info:
+        FileStateStore(store.path).read()
+    assert str(store.path) in str(info.value)
+
+
+def test_a_log_as_large_as_the_document_is_folded_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(file_store, "COMPACT_ABOVE", 0)
+    store, state = _desk(tmp_path, 4)
+    for i in range(40):
+        state = _rename(store, state, "trader00001", f"a{i}@example.com")
+        if not store.changes_path.exists():
+            break
+    else:
+        pytest.fail("the log was never folded in")
+    assert 1 < i < 39
+    reread = FileStateStore(store.path).read()
+    assert reread == state and json.loads(store.path.read_text())["serial"] == state.serial
+
+
+def test_a_run_that_fails_still_folds_its_log_in_when_it_lets_go(tmp_path: Path) -> None:
+    store, state = _desk(tmp_path, 2)
+    with pytest.raises(RuntimeError), store.lock():
+        state = _rename(store, state, "trader00001", "a@example.com")
+        raise RuntimeError("the run stops")
+    assert not store.changes_path.exists()
+    assert json.loads(store.path.read_text())["users"]["trader00001"]["email"] == "a@example.com"
