@@ -24,6 +24,7 @@ from apply_support import served_sim, served_sim_env, sim_admin, write_desk
 from pg_fixtures import new_database
 from poll_support import polling
 
+from reconcile.apply.crashpoints import PAUSE_ENV
 from reconcile.state.postgres import PostgresStateStore
 
 pytestmark = pytest.mark.slow
@@ -50,10 +51,14 @@ def checkout(tmp_path: Path, name: str, manifest: Path) -> Path:
     return folder
 
 
-def start_apply(folder: Path, url: str, dsn: str, *extra: str) -> subprocess.Popen[str]:
+def start_apply(
+    folder: Path, url: str, dsn: str, *extra: str, pause: str | None = None
+) -> subprocess.Popen[str]:
     env = served_sim_env(folder)
     env["RECONCILE_BACKEND"] = dsn
     env.pop("RECONCILE_TEST_CRASH_AT", None)
+    if pause is not None:
+        env[PAUSE_ENV] = pause
     return subprocess.Popen(
         [sys.executable, "-m", "reconcile", "apply", "-f", "desk.yaml", "--endpoint", url,
          "--auto-approve", "--batch-size", "10", "--lock-timeout", "120", *extra],
@@ -147,9 +152,12 @@ def test_killed_holder_hands_the_lock_to_the_waiter_at_once(
     manifest = write_desk(tmp_path / "desk.yaml", DESK)
     one, two = checkout(tmp_path, "pipeline-1", manifest), checkout(tmp_path, "pipeline-2", manifest)
     store = PostgresStateStore(dsn, "sim")
-    first = start_apply(one, server, dsn)
-    wait_until(lambda: serial(store) >= 1, first, "saving its first batch")
-    os.kill(first.pid, signal.SIGSTOP)
+    # Held right after its first batch is saved (a known place inside the lock, not a race with
+    # a run that may finish before a signal reaches it).
+    release = tmp_path / "release"
+    first = start_apply(one, server, dsn, pause=f"after_create_save:{release}")
+    wait_until(lambda: Path(f"{release}.reached").exists(), first, "saving its first batch")
+    assert serial(store) >= 1
     second = start_apply(two, server, dsn)
     try:
         wait_until(lambda: waiting_for_advisory_lock(dsn), second, "waiting for the lock")
