@@ -1,10 +1,10 @@
 """Two `reconcile apply` runs from two working directories against one PostgreSQL database.
 
-The first run is frozen (SIGSTOP) while it holds the environment's advisory lock, so the second
-meets it for certain, whatever the machine's speed: the second must wait, name the holder, and
-plan only after the first finished. Killing the frozen holder with SIGKILL must hand the lock to
-the waiter at once (the server drops a session lock with its connection); the latency is printed
-and recorded, never asserted.
+The first run is held at a crash point (after its first saved batch) while it holds the
+environment's advisory lock, so the second meets it for certain, whatever the machine's speed: the
+second must wait, name the holder, and plan only after the first finished. Killing the held holder
+with SIGKILL must hand the lock to the waiter at once (the server drops a session lock with its
+connection); the latency is printed and recorded, never asserted.
 """
 
 from __future__ import annotations
@@ -119,16 +119,16 @@ def test_second_apply_waits_for_the_first_and_plans_after_it(tmp_path: Path, ser
     manifest = write_desk(tmp_path / "desk.yaml", DESK)
     one, two = checkout(tmp_path, "pipeline-1", manifest), checkout(tmp_path, "pipeline-2", manifest)
     store = PostgresStateStore(dsn, "sim")
-    first = start_apply(one, server, dsn)
-    # Frozen half-way: its first batch is saved, the rest is still to do, the lock is held.
-    wait_until(lambda: serial(store) >= 1, first, "saving its first batch")
-    os.kill(first.pid, signal.SIGSTOP)
+    # Held half-way: its first batch is saved, the rest is still to do, the lock is held.
+    release = tmp_path / "release"
+    first = start_apply(one, server, dsn, pause=f"after_create_save:{release}")
+    wait_until(lambda: Path(f"{release}.reached").exists(), first, "saving its first batch")
     try:
         assert holder_pid(store) == first.pid
         second = start_apply(two, server, dsn)
         wait_until(lambda: waiting_for_advisory_lock(dsn), second, "waiting for the lock")
     finally:
-        os.kill(first.pid, signal.SIGCONT)
+        release.touch()
     first_out, first_err = first.communicate(timeout=300)
     second_out, second_err = second.communicate(timeout=300)
     assert first.returncode == 0, first_err
