@@ -412,3 +412,4 @@ def test_state_list_and_show_name_each_users_accounts_and_what_the_trader_can_do
     counts = json.loads(shown.stdout)["accounts"]
     assert counts["total"] == len(accounts) == counts["trading"] + counts["locked"] + counts["revoked"]
     assert f"accounts: {len(accounts)} (" in run("state", "show", "-f", desk).stdout
+

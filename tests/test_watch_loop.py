@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,6 +127,36 @@ def test_with_refresh_drift_made_outside_is_found_and_repaired(tmp_path: Path) -
     reports = _run(tmp_path, desk_yaml(THREE), then, refresh=True)
     assert [(r.outcome, r.drift) for r in reports] == [("applied", 0), ("applied", 1), ("in_sync", 0)]
     assert reports[1].applied == {"emails_changed": 1}
+
+
+def test_with_refresh_a_cycle_reads_the_agreement_signals_once_and_grants_the_signer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The live read's signals serve the cycle's grants too: one read per cycle, not two.
+    from reconcile.api.client import PartnerClient
+    from tests.cli_support import run as cli
+
+    reads: list[int] = []
+    read = PartnerClient.agreement_signals
+
+    def counted_read(self: PartnerClient, alert_id: int) -> Any:
+        reads.append(report_cycle[0])
+        return read(self, alert_id)
+
+    report_cycle = [1]
+    monkeypatch.setattr(PartnerClient, "agreement_signals", counted_read)
+
+    def then(report: CycleReport, _desk: Path) -> bool:
+        if report.cycle == 1:
+            assert cli("sim", "sign", "trader001").exit_code == 0
+        report_cycle[0] = report.cycle + 1
+        return report.cycle < 2
+
+    users = [{**u, "entitlements": ["simplus"]} for u in THREE]
+    reports = _run(tmp_path, desk_yaml(users), then, refresh=True)
+    assert [r.outcome for r in reports] == ["applied", "applied"]
+    assert reports[1].applied == {"granted": 1}
+    assert reads.count(2) == 1
 
 
 def test_one_file_leadership_at_a_time_and_the_next_takes_it_when_released(tmp_path: Path) -> None:

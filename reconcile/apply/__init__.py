@@ -59,6 +59,7 @@ def apply_plan(
     settled: ApplyResult | None = None,
     ledger: PasswordLedger | None = None,
     stop: Stop | None = None,
+    pending_signals: Mapping[int, dict[int, list[int]]] | None = None,
 ) -> ApplyResult:
     """Execute exactly ``plan``'s actions and return what happened.
 
@@ -70,6 +71,8 @@ def apply_plan(
     Generated passwords reach ``generated_passwords`` only once their create is known to have
     set them (see :mod:`reconcile.apply.generated`); ``ledger.written`` says which file got which.
     ``stop`` lets the caller end the run from outside (after the calls in flight).
+    ``pending_signals`` (agreement alert id → user id → signal ids) is a signals read the caller
+    made under the same lock (``plan --refresh``): the grants use it instead of reading again.
     """
     manifest = loaded.manifest
     run = Run(
@@ -85,6 +88,7 @@ def apply_plan(
         ledger=ledger if ledger is not None else PasswordLedger(generated_passwords),
         stop=stop,
     )
+    run.pending_signals.update(pending_signals or {})
     if settled is None:
         settle_journal(run)
     else:

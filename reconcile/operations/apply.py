@@ -32,6 +32,7 @@ from reconcile.operations.plan import (
 )
 from reconcile.planning.plan import Plan, load_plan
 from reconcile.planning.policy import Irreversible, check_cancellations
+from reconcile.planning.snapshot import LiveSnapshot
 from reconcile.state.audit import AuditLog
 from reconcile.state.journal import Journal
 from reconcile.state.model import State
@@ -85,6 +86,8 @@ class _Run:
     companion_label: str | None
     whole: tuple[Irreversible, ...] | None = None
     """The cancellations and revocations of the whole manifest when --target/--exclude narrowed the plan."""
+    live: LiveSnapshot | None = None
+    """What ``--refresh`` read under this lock: its agreement signals serve the grants too."""
 
 
 def apply(request: ApplyRequest, reporter: Reporter | None = None) -> ApplyOutcome:
@@ -200,6 +203,7 @@ def _plan(run: _Run, saved: Plan | None) -> tuple[Plan, State]:
             inputs, read_live=reader, reporter=run.reporter, opened=(run.loaded, run.label, run.store)
         )
         plan, state, whole = prepared.plan, prepared.state, prepared.whole
+        run.live = prepared.live
         if run.reporter.show_plan is not None:
             run.reporter.show_plan(plan)
     else:
@@ -267,6 +271,7 @@ def _apply(run: _Run, plan: Plan, settled: ApplyResult) -> ApplyResult:
         settled=settled,
         ledger=run.ledger,
         stop=run.request.stop,
+        pending_signals=run.live.pending_signals() if run.live is not None else None,
     )
 
 

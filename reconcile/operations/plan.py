@@ -38,6 +38,8 @@ class PreparedPlan:
     """Journal intents an interrupted apply left open (their users are left out of the plan)."""
     whole: tuple[Irreversible, ...] | None = None
     """The cancellations and revocations of the whole manifest when --target/--exclude narrowed the plan."""
+    live: LiveSnapshot | None = None
+    """The live organization the plan was made against (``--refresh``), else None."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ def prepare_plan(
         reporter.warn(str(warning))
     applying = holder.describe() if holder is not None and holder.purpose == "apply" else None
     held = note_unconfirmed_resets(hold_unsettled(made, intents, lock_holder=applying), state)
-    return PreparedPlan(with_companion_note(held), manifest, state, len(intents), whole)
+    return PreparedPlan(with_companion_note(held), manifest, state, len(intents), whole, live)
 
 
 def whole_cancellations(

@@ -31,6 +31,7 @@ from reconcile.api.models import (
     UserAccountAutoLiq,
     UserPlugin,
 )
+from reconcile.apply.grant import pending_signals
 from reconcile.planning.snapshot import LiveAccount, LiveContact, LiveSnapshot, LiveUser
 
 ACCOUNT_READS = 4
@@ -78,6 +79,7 @@ def read_live(
         if plugin.userId is not None and plugin.entitlementId is not None:
             granted.setdefault(plugin.userId, set()).add(plugin.entitlementId)
     signed = {s.relatedToUserId for s in signals if s.relatedToUserId is not None}
+    pending = pending_signals(signals)
     listing = LiveSnapshot(
         users=tuple(
             LiveUser(
@@ -87,12 +89,14 @@ def read_live(
                 status=user.status,
                 entitlementIds=frozenset(granted.get(user.id, ())),
                 agreement_signed=user.id in signed,
+                pending_signals=tuple(pending.get(user.id, ())),
             )
             for user in sorted(users, key=lambda u: u.id)
         ),
         read_at=read_at,
         requests=3 + (ACCOUNT_READS if accounts else 0),
         accounts=read_accounts(client) if accounts else None,
+        agreement_alert_id=agreement_alert_id,
     )
     ids = [u.userId for u in listing.users] if contacts_of is None else contacts_of
     return with_contacts(client, listing, ids)
@@ -155,5 +159,9 @@ def with_contacts(client: LiveReader, snapshot: LiveSnapshot, user_ids: Collecti
     requests = snapshot.requests + sum(1 for _ in id_chunks(todo))
     # A new snapshot, not a copy: a copy would keep the cached look-ups of the old users.
     return LiveSnapshot(
-        users=users, read_at=snapshot.read_at, requests=requests, accounts=snapshot.accounts
+        users=users,
+        read_at=snapshot.read_at,
+        requests=requests,
+        accounts=snapshot.accounts,
+        agreement_alert_id=snapshot.agreement_alert_id,
     )

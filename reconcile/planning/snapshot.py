@@ -62,6 +62,8 @@ class LiveUser(_Model):
     """Entitlement ids of the user's active plugins."""
     agreement_signed: bool = False
     """True when a Market Data Agreement signal exists for the user (completed or not)."""
+    pending_signals: tuple[int, ...] = ()
+    """Ids of the user's agreement signals not completed yet (the ones a Sim+ grant completes)."""
     contact_read: bool = False
     """False when contact info was not read for this user (then ``contact`` says nothing)."""
     contact: LiveContact | None = None
@@ -108,6 +110,15 @@ class LiveSnapshot(_Model):
     requests: int = 0
     accounts: tuple[LiveAccount, ...] | None = None
     """None when the accounts were not read (a desk that has none)."""
+    agreement_alert_id: int | None = None
+    """The Market Data Agreement whose signals ``users`` carry (None: not read)."""
+
+    def pending_signals(self) -> dict[int, dict[int, list[int]]]:
+        """Agreement alert id → user id → pending signal ids: what apply would read itself."""
+        if self.agreement_alert_id is None:
+            return {}
+        pending = {u.userId: list(u.pending_signals) for u in self.users if u.pending_signals}
+        return {self.agreement_alert_id: pending}
 
     @functools.cached_property
     def by_id(self) -> Mapping[int, LiveUser]:
