@@ -42,7 +42,8 @@ def recent(calls: Iterable[tuple[str, float, float | None]], now: float) -> list
     it has not reached would hold its slot for as long as the jump; from now, an hour at most.
     """
     counted = [
-        (path, answered if answered is not None and answered <= now else now) for path, _sent, answered in calls
+        (path, answered if answered is not None and answered <= now else now)
+        for path, _sent, answered in calls
     ]
     return [(path, at) for path, at in counted if at > now - KEEP]
 
