@@ -20,7 +20,12 @@ THREE = [{"name": f"trader00{i}"} for i in range(1, 4)]
 
 
 def _run(
-    tmp_path: Path, first: str, then: Callable[[CycleReport, Path], bool], *, refresh: bool = False
+    tmp_path: Path,
+    first: str,
+    then: Callable[[CycleReport, Path], bool],
+    *,
+    refresh: bool = False,
+    passwords: Path | None = None,
 ) -> list[CycleReport]:
     """Watch ``first`` as desk.yaml; after each cycle ``then`` may edit it, and ends the watch with False."""
     desk = tmp_path / "desk.yaml"
@@ -42,7 +47,8 @@ def _run(
         if not then(report, desk) or len(reports) > 20:
             shutdown.request("the test is done")
 
-    watch(WatchRequest(inputs, interval=INTERVAL, refresh=refresh), on_cycle, shutdown=shutdown)
+    request = WatchRequest(inputs, interval=INTERVAL, refresh=refresh, generated_passwords=passwords)
+    watch(request, on_cycle, shutdown=shutdown)
     return reports
 
 
@@ -209,3 +215,19 @@ def test_on_a_terminal_a_cycle_is_one_line_of_text() -> None:
         "14:05:01 cycle 3 applied: 2 created, 1 granted · 1 awaiting the agreement · "
         "passwords in pw/passwords-1.txt · first line (0.4 s)"
     )
+
+
+def test_a_passwords_folder_that_cannot_be_made_fails_the_cycle_and_the_loop_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "secrets").write_text("a file where the folder should be")
+
+    def then(report: CycleReport, desk: Path) -> bool:
+        if report.cycle == 2:
+            (tmp_path / "secrets").unlink()
+        return report.cycle < 3
+
+    generated = [{"name": "trader001", "password": "{generate: true}"}]
+    reports = _run(tmp_path, desk_yaml(generated), then, passwords=tmp_path / "secrets" / "out")
+    assert [r.outcome for r in reports] == ["failed", "failed", "applied"]
+    assert "--generated-passwords" in (reports[0].message or "")
+    assert str(tmp_path / "secrets" / "out") in (reports[0].message or "")
+    assert reports[2].generated_passwords is not None

@@ -215,7 +215,7 @@ def watch(
 def _cycle(loop: _Loop) -> tuple[CycleReport, ReconcileError | None]:
     """Run one cycle; return its report and the error that must end the watch, if any."""
     started, clock = datetime.now(UTC), time.monotonic()
-    passwords = _passwords_file(loop.request.generated_passwords, started)
+    passwords: Path | None = None
 
     def report(outcome: Outcome, message: str | None = None, **more: Any) -> CycleReport:
         written = str(passwords) if passwords is not None and passwords.exists() else None
@@ -226,6 +226,7 @@ def _cycle(loop: _Loop) -> tuple[CycleReport, ReconcileError | None]:
 
     opened: Opened | None = None
     try:
+        passwords = _passwords_file(loop.request.generated_passwords, started)
         opened = open_inputs(loop.request.inputs)
         if not _leads(loop, opened):
             where = loop.leadership.where if loop.leadership is not None else "the state"
@@ -324,5 +325,11 @@ def _passwords_file(folder: Path | None, started: datetime) -> Path | None:
     """This cycle's own generated-passwords file in ``folder`` (written only if it creates users)."""
     if folder is None:
         return None
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:  # a failed cycle like any other: the folder may be fixed by the next
+        raise ReconcileError(
+            f"cannot make the --generated-passwords folder {folder}: {exc.strerror or exc}; "
+            "fix that path (a folder this user may write), the watch tries again"
+        ) from None
     return folder / f"passwords-{started:%Y%m%dT%H%M%S%f}Z.txt"
