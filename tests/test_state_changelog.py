@@ -150,3 +150,23 @@ def test_a_run_that_fails_still_folds_its_log_in_when_it_lets_go(tmp_path: Path)
         raise RuntimeError("the run stops")
     assert not store.changes_path.exists()
     assert json.loads(store.path.read_text())["users"]["trader00001"]["email"] == "a@example.com"
+
+
+def test_a_forced_push_killed_before_the_log_is_removed_leaves_one_state_or_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, base = _desk(tmp_path, 3)  # serial 1
+    pushed = base.model_copy(deep=True)
+    pushed.users.pop("trader00002")  # an older copy elsewhere, with other content at the same serial
+    state = _rename(store, base, "trader00001", "a@example.com")
+    state = _rename(store, state, "trader00000", "b@example.com")  # serial 3: a log built on serial 1
+    before = FileStateStore(store.path).read()
+
+    def killed(path: Path) -> None:
+        raise KeyboardInterrupt  # the process dies after the rename, before the log is removed
+
+    monkeypatch.setattr(file_store, "remove_log", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.replace(pushed, expected=(state.lineage, state.serial))
+    after = FileStateStore(store.path).read()
+    assert after in (before, pushed), "never the pushed document with the old log folded in"

@@ -455,6 +455,9 @@ class FileStateStore(GuardedStore, StateStore):
         if header != expected:
             raise moved_under_write(self.describe(), header, expected)
         check_held(self.path)
+        # Fold the log in first: killed after the rename below, a log left beside a document of
+        # its base's serial (a forced copy of an older state) would be folded into it.
+        self.compact()
         self._rewrite(state, _all_json(state))
 
 
