@@ -170,3 +170,44 @@ def test_a_forced_push_killed_before_the_log_is_removed_leaves_one_state_or_the_
         store.replace(pushed, expected=(state.lineage, state.serial))
     after = FileStateStore(store.path).read()
     assert after in (before, pushed), "never the pushed document with the old log folded in"
+
+
+def test_a_disk_full_mid_append_loses_nothing_saved_and_applies_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    store, state = _desk(tmp_path, 3)
+    state = _rename(store, state, "trader00001", "a@example.com")  # serial 2, in the log
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            return real_write(fd, data[: len(data) // 2])  # half the line fits, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    kept = state.model_copy(deep=True)
+    state.users["trader00002"] = state.users["trader00002"].model_copy(update={"email": "c@example.com"})
+    with pytest.raises(StateError, match=r"disk is full.*nothing saved before is lost"):
+        store.save(state, changed=["trader00002"])
+    monkeypatch.setattr(os, "write", real_write)  # space is free again
+    assert FileStateStore(store.path).read() == kept
+    again = _rename(store, kept.model_copy(deep=True), "trader00000", "d@example.com")  # goes on
+    assert again.serial == 3
+    assert FileStateStore(store.path).read() == again
+    with store.lock():
+        pass
+    assert FileStateStore(store.path).read() == again and not store.changes_path.exists()
+
+
+@pytest.mark.parametrize("head", [b"garbage\n", b'{"base": null}\n', b"[1]\n", b'"base"\n'])
+def test_a_log_whose_first_line_is_damaged_is_refused_naming_the_log(tmp_path: Path, head: bytes) -> None:
+    store, state = _desk(tmp_path, 2)
+    _rename(store, state, "trader00001", "a@example.com")
+    lines = store.changes_path.read_bytes().splitlines(keepends=True)
+    store.changes_path.write_bytes(head + b"".join(lines[1:]))
+    with pytest.raises(StateError, match="line 1 of its change log") as info:
+        FileStateStore(store.path).read()
+    assert str(store.changes_path) in str(info.value)
