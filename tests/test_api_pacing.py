@@ -196,3 +196,13 @@ def test_a_send_time_the_clock_has_not_reached_counts_from_now_not_from_the_futu
     pacer.remember(FileSendLog(path))
     pacer.acquire("/user/createevaluationusers")
     assert clock.slept == [3600.0]  # an hour at most, never a year
+
+
+def test_a_send_log_damaged_past_reading_as_text_counts_what_it_still_holds(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from reconcile.state.sends import FileSendLog
+
+    now = 1_800_000_000.0
+    path = tmp_path / "sim.pacing.jsonl"
+    good = {"call": "a", "path": "/user/createevaluationusers", "sent": now - 9, "answered": now - 9}
+    path.write_bytes(b"\xff\xfe not text\n" + json.dumps(good).encode() + b"\n")
+    assert FileSendLog(path).load(now) == [("/user/createevaluationusers", now - 9)]

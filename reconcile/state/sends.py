@@ -92,7 +92,8 @@ class FileSendLog:
     def _lines(self) -> list[dict[str, Any]]:
         """The file's records; a line that is not one (torn by a kill while appending) is skipped."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            # Damaged past reading as text, the lines it still holds count (the rest are skipped).
+            text = self.path.read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return []
         lines: list[dict[str, Any]] = []
