@@ -211,3 +211,47 @@ def test_a_log_whose_first_line_is_damaged_is_refused_naming_the_log(tmp_path: P
     with pytest.raises(StateError, match="line 1 of its change log") as info:
         FileStateStore(store.path).read()
     assert str(store.changes_path) in str(info.value)
+
+
+def test_a_reader_is_not_starved_by_a_writer_appending_while_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, state = _desk(tmp_path, 3)
+    state = _rename(writer, state, "trader00001", "a0@example.com")
+    real_fold = file_store.fold_changes
+    folds = []
+
+    def fold_after_an_append(path: Path, folded: State, where: str) -> int:
+        nonlocal state
+        folds.append(folded.serial)
+        if len(folds) < 20:  # an apply saving a batch during every read (plan --no-lock)
+            state = _rename(writer, state, "trader00001", f"a{len(folds)}@example.com")
+        return real_fold(path, folded, where)
+
+    monkeypatch.setattr(file_store, "fold_changes", fold_after_an_append)
+    read = FileStateStore(writer.path).read()
+    assert len(folds) == 1, "an append leaves what was read consistent: no need to read again"
+    assert read is not None and read.serial == 3
+    assert read.users["trader00001"].email == "a1@example.com"  # the save made before the log was read
+
+
+def test_a_reader_reads_again_when_the_document_is_replaced_while_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, state = _desk(tmp_path, 3)
+    with writer.lock():
+        state = _rename(writer, state, "trader00001", "a@example.com")
+        real_fold = file_store.fold_changes
+        folds = []
+
+        def compact_first(path: Path, folded: State, where: str) -> int:
+            folds.append(folded.serial)
+            if len(folds) == 1:
+                _rename(writer, state, "trader00002", "c@example.com")
+                writer.compact()  # the log this reader is about to fold is gone
+            return real_fold(path, folded, where)
+
+        monkeypatch.setattr(file_store, "fold_changes", compact_first)
+        read = FileStateStore(writer.path).read()
+    assert folds == [1, 3] and read is not None and read.serial == 3
+    assert read.users["trader00001"].email == "a@example.com"
