@@ -231,3 +231,30 @@ def test_a_passwords_folder_that_cannot_be_made_fails_the_cycle_and_the_loop_goe
     assert "--generated-passwords" in (reports[0].message or "")
     assert str(tmp_path / "secrets" / "out") in (reports[0].message or "")
     assert reports[2].generated_passwords is not None
+
+
+def test_a_manifest_still_being_written_when_read_is_not_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconcile.operations import watch as watch_module
+
+    thirty = [{"name": f"trader{i:03d}"} for i in range(30)]
+    real_open = watch_module.open_inputs
+
+    def open_mid_write(inputs: PlanInputs) -> object:
+        opened = real_open(inputs)
+        desk = inputs.paths[0]
+        if len(opened[0].manifest.users) == 28:
+            desk.write_text(desk_yaml(thirty))  # the rest of the write lands after the read
+        return opened
+
+    def then(report: CycleReport, desk: Path) -> bool:
+        if report.cycle == 1:
+            desk.write_text(desk_yaml(thirty[:28]))  # a git pull's write, read half-way
+        return report.cycle < 3
+
+    monkeypatch.setattr(watch_module, "open_inputs", open_mid_write)
+    reports = _run(tmp_path, desk_yaml(thirty), then)
+    assert [r.outcome for r in reports] == ["applied", "busy", "in_sync"]
+    assert "changed while it was read" in (reports[1].message or "")
+    assert reports[0].applied == {"created": 30}

@@ -10,7 +10,8 @@ reads the agreement signals once, so a trader who signed is granted Sim+ by the 
 What ends a cycle, and what follows:
 
 * nothing to do, or done → wait one interval;
-* refused by the budgets, the lock busy, a standby → reported, wait one interval;
+* refused by the budgets, the lock busy, the manifest written while it was read, a standby →
+  reported, wait one interval;
 * any other error (the API down, a broken manifest, failed actions) → reported, retry after a
   backoff that doubles up to :data:`MAX_BACKOFF` (or the interval, if longer);
 * a condition that needs a person (refused credentials, a captcha, an outcome that cannot be
@@ -34,6 +35,7 @@ from typing import Any, Literal
 
 from reconcile.apply.stop import NEEDS_A_PERSON, RunStopped, Stop
 from reconcile.errors import LockError, PolicyError, ReconcileError, describe_os_error
+from reconcile.manifest.loader import files_digest
 from reconcile.operations.apply import ApplyOutcome, ApplyRequest, apply, settle_open
 from reconcile.operations.inputs import PlanInputs, Reporter
 from reconcile.operations.opening import Opened, open_inputs
@@ -228,6 +230,10 @@ def _cycle(loop: _Loop) -> tuple[CycleReport, ReconcileError | None]:
     try:
         passwords = _passwords_file(loop.request.generated_passwords, started)
         opened = open_inputs(loop.request.inputs)
+        if files_digest(opened[0]) != opened[0].digest:
+            # Written while it was read (a git pull beside the watch): what was read may be half
+            # a manifest, whose missing users the plan would cancel.
+            return report("busy", "the manifest changed while it was read; it is read again next cycle"), None
         if not _leads(loop, opened):
             where = loop.leadership.where if loop.leadership is not None else "the state"
             return report("standby", f"another watch leads {where}"), None
