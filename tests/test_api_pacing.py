@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx
@@ -171,3 +172,37 @@ def test_waiting_until_a_slot_is_free_does_not_take_it() -> None:
     assert pacer.ready("/x") == 3600.0
     assert pacer.acquire("/x") == 0  # the slot waited for is still there to take
     assert pacer.ready("/unlimited") == 0
+
+
+def test_a_send_time_the_clock_has_not_reached_counts_from_now_not_from_the_future(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from reconcile.state.sends import FileSendLog
+
+    wall = 1_800_000_000.0
+    path = tmp_path / "sim.pacing.jsonl"
+    # The clock ran a year ahead while these were answered, then was set right; and garbage.
+    lines = [
+        {"call": f"c{i}", "path": "/user/createevaluationusers", "sent": wall + 3e7, "answered": wall + 3e7}
+        for i in range(100)
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    text += '{"call": "inf", "path": "/user/createevaluationusers", "sent": 1, "answered": Infinity}\n'
+    text += '{"call": "nan", "path": "/user/createevaluationusers", "sent": NaN, "answered": NaN}\n'
+    text += '{"call": "str", "path": "/user/createevaluationusers", "sent": "soon"}\n[1, 2]\n{"call'
+    path.write_text(text)
+    kept = FileSendLog(path).load(wall)
+    assert all(at <= wall for _path, at in kept)
+    clock = Clock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep, wallclock=lambda: wall + (clock.now - 1000.0))
+    pacer.remember(FileSendLog(path))
+    pacer.acquire("/user/createevaluationusers")
+    assert clock.slept == [3600.0]  # an hour at most, never a year
+
+
+def test_a_send_log_damaged_past_reading_as_text_counts_what_it_still_holds(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from reconcile.state.sends import FileSendLog
+
+    now = 1_800_000_000.0
+    path = tmp_path / "sim.pacing.jsonl"
+    good = {"call": "a", "path": "/user/createevaluationusers", "sent": now - 9, "answered": now - 9}
+    path.write_bytes(b"\xff\xfe not text\n" + json.dumps(good).encode() + b"\n")
+    assert FileSendLog(path).load(now) == [("/user/createevaluationusers", now - 9)]

@@ -150,3 +150,108 @@ def test_a_run_that_fails_still_folds_its_log_in_when_it_lets_go(tmp_path: Path)
         raise RuntimeError("the run stops")
     assert not store.changes_path.exists()
     assert json.loads(store.path.read_text())["users"]["trader00001"]["email"] == "a@example.com"
+
+
+def test_a_forced_push_killed_before_the_log_is_removed_leaves_one_state_or_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, base = _desk(tmp_path, 3)  # serial 1
+    pushed = base.model_copy(deep=True)
+    pushed.users.pop("trader00002")  # an older copy elsewhere, with other content at the same serial
+    state = _rename(store, base, "trader00001", "a@example.com")
+    state = _rename(store, state, "trader00000", "b@example.com")  # serial 3: a log built on serial 1
+    before = FileStateStore(store.path).read()
+
+    def killed(path: Path) -> None:
+        raise KeyboardInterrupt  # the process dies after the rename, before the log is removed
+
+    monkeypatch.setattr(file_store, "remove_log", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.replace(pushed, expected=(state.lineage, state.serial))
+    after = FileStateStore(store.path).read()
+    assert after in (before, pushed), "never the pushed document with the old log folded in"
+
+
+def test_a_disk_full_mid_append_loses_nothing_saved_and_applies_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    store, state = _desk(tmp_path, 3)
+    state = _rename(store, state, "trader00001", "a@example.com")  # serial 2, in the log
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            return real_write(fd, data[: len(data) // 2])  # half the line fits, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    kept = state.model_copy(deep=True)
+    state.users["trader00002"] = state.users["trader00002"].model_copy(update={"email": "c@example.com"})
+    with pytest.raises(StateError, match=r"disk is full.*nothing saved before is lost"):
+        store.save(state, changed=["trader00002"])
+    monkeypatch.setattr(os, "write", real_write)  # space is free again
+    assert FileStateStore(store.path).read() == kept
+    again = _rename(store, kept.model_copy(deep=True), "trader00000", "d@example.com")  # goes on
+    assert again.serial == 3
+    assert FileStateStore(store.path).read() == again
+    with store.lock():
+        pass
+    assert FileStateStore(store.path).read() == again and not store.changes_path.exists()
+
+
+@pytest.mark.parametrize("head", [b"garbage\n", b'{"base": null}\n', b"[1]\n", b'"base"\n'])
+def test_a_log_whose_first_line_is_damaged_is_refused_naming_the_log(tmp_path: Path, head: bytes) -> None:
+    store, state = _desk(tmp_path, 2)
+    _rename(store, state, "trader00001", "a@example.com")
+    lines = store.changes_path.read_bytes().splitlines(keepends=True)
+    store.changes_path.write_bytes(head + b"".join(lines[1:]))
+    with pytest.raises(StateError, match="line 1 of its change log") as info:
+        FileStateStore(store.path).read()
+    assert str(store.changes_path) in str(info.value)
+
+
+def test_a_reader_is_not_starved_by_a_writer_appending_while_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, state = _desk(tmp_path, 3)
+    state = _rename(writer, state, "trader00001", "a0@example.com")
+    real_fold = file_store.fold_changes
+    folds = []
+
+    def fold_after_an_append(path: Path, folded: State, where: str) -> int:
+        nonlocal state
+        folds.append(folded.serial)
+        if len(folds) < 20:  # an apply saving a batch during every read (plan --no-lock)
+            state = _rename(writer, state, "trader00001", f"a{len(folds)}@example.com")
+        return real_fold(path, folded, where)
+
+    monkeypatch.setattr(file_store, "fold_changes", fold_after_an_append)
+    read = FileStateStore(writer.path).read()
+    assert len(folds) == 1, "an append leaves what was read consistent: no need to read again"
+    assert read is not None and read.serial == 3
+    assert read.users["trader00001"].email == "a1@example.com"  # the save made before the log was read
+
+
+def test_a_reader_reads_again_when_the_document_is_replaced_while_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, state = _desk(tmp_path, 3)
+    with writer.lock():
+        state = _rename(writer, state, "trader00001", "a@example.com")
+        real_fold = file_store.fold_changes
+        folds = []
+
+        def compact_first(path: Path, folded: State, where: str) -> int:
+            folds.append(folded.serial)
+            if len(folds) == 1:
+                _rename(writer, state, "trader00002", "c@example.com")
+                writer.compact()  # the log this reader is about to fold is gone
+            return real_fold(path, folded, where)
+
+        monkeypatch.setattr(file_store, "fold_changes", compact_first)
+        read = FileStateStore(writer.path).read()
+    assert folds == [1, 3] and read is not None and read.serial == 3
+    assert read.users["trader00001"].email == "a@example.com"

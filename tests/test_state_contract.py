@@ -445,3 +445,12 @@ def test_send_times_of_the_last_hour_come_back_and_older_ones_are_forgotten(stor
     # What the read kept is all a later run sees (the file is rewritten; the old row deleted).
     assert sorted(store.send_log("sim").load(now + 1)) == sorted(expected)
     assert store.send_log("sim").load(now + 3600) == []
+
+
+def test_a_send_time_ahead_of_the_clock_counts_from_the_read_and_stays_so(store: StateStore) -> None:
+    log = store.send_log("sim")
+    now = 1_800_000_000.0
+    log.sent("ahead", "/user/createevaluationusers", now + 3e7)  # the clock was a year ahead
+    log.answered("ahead", now + 3e7)
+    assert log.load(now) == [("/user/createevaluationusers", now)]
+    assert store.send_log("sim").load(now + 3600) == []  # an hour after the read it is gone

@@ -21,7 +21,12 @@ THREE = [{"name": f"trader00{i}"} for i in range(1, 4)]
 
 
 def _run(
-    tmp_path: Path, first: str, then: Callable[[CycleReport, Path], bool], *, refresh: bool = False
+    tmp_path: Path,
+    first: str,
+    then: Callable[[CycleReport, Path], bool],
+    *,
+    refresh: bool = False,
+    passwords: Path | None = None,
 ) -> list[CycleReport]:
     """Watch ``first`` as desk.yaml; after each cycle ``then`` may edit it, and ends the watch with False."""
     desk = tmp_path / "desk.yaml"
@@ -43,7 +48,8 @@ def _run(
         if not then(report, desk) or len(reports) > 20:
             shutdown.request("the test is done")
 
-    watch(WatchRequest(inputs, interval=INTERVAL, refresh=refresh), on_cycle, shutdown=shutdown)
+    request = WatchRequest(inputs, interval=INTERVAL, refresh=refresh, generated_passwords=passwords)
+    watch(request, on_cycle, shutdown=shutdown)
     return reports
 
 
@@ -240,3 +246,46 @@ def test_on_a_terminal_a_cycle_is_one_line_of_text() -> None:
         "14:05:01 cycle 3 applied: 2 created, 1 granted · 1 awaiting the agreement · "
         "passwords in pw/passwords-1.txt · first line (0.4 s)"
     )
+
+
+def test_a_passwords_folder_that_cannot_be_made_fails_the_cycle_and_the_loop_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "secrets").write_text("a file where the folder should be")
+
+    def then(report: CycleReport, desk: Path) -> bool:
+        if report.cycle == 2:
+            (tmp_path / "secrets").unlink()
+        return report.cycle < 3
+
+    generated = [{"name": "trader001", "password": "{generate: true}"}]
+    reports = _run(tmp_path, desk_yaml(generated), then, passwords=tmp_path / "secrets" / "out")
+    assert [r.outcome for r in reports] == ["failed", "failed", "applied"]
+    assert "--generated-passwords" in (reports[0].message or "")
+    assert str(tmp_path / "secrets" / "out") in (reports[0].message or "")
+    assert reports[2].generated_passwords is not None
+
+
+def test_a_manifest_still_being_written_when_read_is_not_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconcile.operations import watch as watch_module
+
+    thirty = [{"name": f"trader{i:03d}"} for i in range(30)]
+    real_open = watch_module.open_inputs
+
+    def open_mid_write(inputs: PlanInputs) -> object:
+        opened = real_open(inputs)
+        desk = inputs.paths[0]
+        if len(opened[0].manifest.users) == 28:
+            desk.write_text(desk_yaml(thirty))  # the rest of the write lands after the read
+        return opened
+
+    def then(report: CycleReport, desk: Path) -> bool:
+        if report.cycle == 1:
+            desk.write_text(desk_yaml(thirty[:28]))  # a git pull's write, read half-way
+        return report.cycle < 3
+
+    monkeypatch.setattr(watch_module, "open_inputs", open_mid_write)
+    reports = _run(tmp_path, desk_yaml(thirty), then)
+    assert [r.outcome for r in reports] == ["applied", "busy", "in_sync"]
+    assert "changed while it was read" in (reports[1].message or "")
+    assert reports[0].applied == {"created": 30}

@@ -169,6 +169,24 @@ class LoadedManifest:
     """User name → where the user's entry starts. Computed on first use (re-parses with marks)."""
 
 
+def _digest(file_sha256s: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for file_digest in sorted(file_sha256s):
+        digest.update(file_digest.encode())
+    return digest.hexdigest()
+
+
+def files_digest(loaded: LoadedManifest) -> str | None:
+    """The digest of ``loaded``'s files as they are now (None: one is gone or unreadable).
+
+    Equal to ``loaded.digest`` when they still hold what was loaded.
+    """
+    try:
+        return _digest(hashlib.sha256(Path(name).read_bytes()).hexdigest() for name in loaded.files)
+    except OSError:
+        return None
+
+
 def load_manifest(paths: Sequence[str | Path], *, today: datetime.date | None = None) -> LoadedManifest:
     """Load, merge and validate manifest files and folders; raise ManifestError listing every problem.
 
@@ -895,12 +913,9 @@ def _load(
     warnings = _literal_password_warnings(manifest, place) if manifest.environment != "sim" else []
     for source in sources:
         source.data = None  # validated: the parsed mappings (~100 MB at 100k users) can go
-    digest = hashlib.sha256()
-    for file_digest in sorted(s.sha256 for s in sources):
-        digest.update(file_digest.encode())
     return LoadedManifest(
         manifest=manifest,
-        digest=digest.hexdigest(),
+        digest=_digest(s.sha256 for s in sources),
         files=tuple(s.name for s in sources),
         warnings=tuple(warnings),
         locations=_UserLocations(manifest, sources, merged.user_origin),

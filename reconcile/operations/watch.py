@@ -10,7 +10,8 @@ reads the agreement signals once, so a trader who signed is granted Sim+ by the 
 What ends a cycle, and what follows:
 
 * nothing to do, or done → wait one interval;
-* refused by the budgets, the lock busy, a standby → reported, wait one interval;
+* refused by the budgets, the lock busy, the manifest written while it was read, a standby →
+  reported, wait one interval;
 * any other error (the API down, a broken manifest, failed actions) → reported, retry after a
   backoff that doubles up to :data:`MAX_BACKOFF` (or the interval, if longer);
 * a condition that needs a person (refused credentials, a captcha, an outcome that cannot be
@@ -34,6 +35,7 @@ from typing import Any, Literal
 
 from reconcile.apply.stop import NEEDS_A_PERSON, RunStopped, Stop
 from reconcile.errors import LockError, PolicyError, ReconcileError, describe_os_error
+from reconcile.manifest.loader import files_digest
 from reconcile.operations.apply import ApplyOutcome, ApplyRequest, apply, settle_open
 from reconcile.operations.inputs import PlanInputs, Reporter
 from reconcile.operations.opening import Opened, open_inputs
@@ -215,7 +217,7 @@ def watch(
 def _cycle(loop: _Loop) -> tuple[CycleReport, ReconcileError | None]:
     """Run one cycle; return its report and the error that must end the watch, if any."""
     started, clock = datetime.now(UTC), time.monotonic()
-    passwords = _passwords_file(loop.request.generated_passwords, started)
+    passwords: Path | None = None
 
     def report(outcome: Outcome, message: str | None = None, **more: Any) -> CycleReport:
         written = str(passwords) if passwords is not None and passwords.exists() else None
@@ -226,7 +228,12 @@ def _cycle(loop: _Loop) -> tuple[CycleReport, ReconcileError | None]:
 
     opened: Opened | None = None
     try:
+        passwords = _passwords_file(loop.request.generated_passwords, started)
         opened = open_inputs(loop.request.inputs)
+        if files_digest(opened[0]) != opened[0].digest:
+            # Written while it was read (a git pull beside the watch): what was read may be half
+            # a manifest, whose missing users the plan would cancel.
+            return report("busy", "the manifest changed while it was read; it is read again next cycle"), None
         if not _leads(loop, opened):
             where = loop.leadership.where if loop.leadership is not None else "the state"
             return report("standby", f"another watch leads {where}"), None
@@ -324,5 +331,11 @@ def _passwords_file(folder: Path | None, started: datetime) -> Path | None:
     """This cycle's own generated-passwords file in ``folder`` (written only if it creates users)."""
     if folder is None:
         return None
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:  # a failed cycle like any other: the folder may be fixed by the next
+        raise ReconcileError(
+            f"cannot make the --generated-passwords folder {folder}: {exc.strerror or exc}; "
+            "fix that path (a folder this user may write), the watch tries again"
+        ) from None
     return folder / f"passwords-{started:%Y%m%dT%H%M%S%f}Z.txt"

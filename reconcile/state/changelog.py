@@ -66,13 +66,14 @@ def _head_line(head: LogHead) -> str:
     return json.dumps({"base": {"lineage": head.lineage, "serial": head.serial}}) + "\n"
 
 
-def _parse_head(line: bytes, where: str) -> LogHead:
+def _parse_head(line: bytes, where: str, path: Path) -> LogHead:
     try:
         base = json.loads(line)["base"]
         return LogHead(str(base["lineage"]), int(base["serial"]))
     except (ValueError, TypeError, KeyError, UnicodeDecodeError):
         raise StateError(
-            f"state {where}: the first line of its change log does not name the state it builds on; {_ADVICE}"
+            f"state {where}: line 1 of its change log {path} does not name the state it builds on; "
+            f"{_ADVICE}"
         ) from None
 
 
@@ -91,7 +92,7 @@ def fold_changes(path: Path, state: State, where: str) -> int:
         raise StateError(f"state {where}: cannot read its change log {path}: {exc.strerror}") from None
     end = raw.rfind(b"\n") + 1
     lines = raw[:end].splitlines()
-    if not lines or _parse_head(lines[0], where) != (state.lineage, state.serial):
+    if not lines or _parse_head(lines[0], where, path) != (state.lineage, state.serial):
         return 0
     for number, line in enumerate(lines[1:], start=2):
         try:

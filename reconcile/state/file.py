@@ -275,7 +275,10 @@ class FileStateStore(GuardedStore, StateStore):
         log_bytes = fold_changes(self.changes_path, state, str(self.path))
         refuse_shared_ids(state, str(self.path))
         share_fields_sets(_record_models(state))
-        if signature != self._signature():  # written while we read: read again
+        # A document replaced while we read it: read again. An append to the log is no reason to
+        # (only complete lines were folded in, the state is whole), and a reader that retried on
+        # every append would never finish beside an apply saving batch after batch.
+        if signature[0] != _file_signature(self.path):
             return self.read()
         self._snapshot = _Snapshot(
             signature,
@@ -455,6 +458,9 @@ class FileStateStore(GuardedStore, StateStore):
         if header != expected:
             raise moved_under_write(self.describe(), header, expected)
         check_held(self.path)
+        # Fold the log in first: killed after the rename below, a log left beside a document of
+        # its base's serial (a forced copy of an older state) would be folded into it.
+        self.compact()
         self._rewrite(state, _all_json(state))
 
 

@@ -946,10 +946,12 @@ class PostgresSendLog:
         store = self._store
         with store._errors("reading the send times of"):
             conn = store._connection()
-            # The run that sent them is gone (this one holds the lock): they count from now on.
+            # The run that sent them is gone (this one holds the lock), or the clock was set back
+            # since: they count from now on.
             conn.execute(
-                "UPDATE reconcile.sends SET answered = %s WHERE environment = %s AND answered IS NULL",
-                (now, store.environment),
+                "UPDATE reconcile.sends SET answered = %s "
+                "WHERE environment = %s AND (answered IS NULL OR answered > %s)",
+                (now, store.environment, now),
             )
             conn.execute(
                 "DELETE FROM reconcile.sends WHERE environment = %s AND answered <= %s",

@@ -36,8 +36,15 @@ def sends_path_for(state_path: Path, environment: str) -> Path:
 
 
 def recent(calls: Iterable[tuple[str, float, float | None]], now: float) -> list[tuple[str, float]]:
-    """(path, time) of each (path, sent, answered) call of the last hour; unanswered counts at ``now``."""
-    counted = [(path, now if answered is None else answered) for path, _sent, answered in calls]
+    """(path, time) of each (path, sent, answered) call of the last hour; unanswered counts at ``now``.
+
+    So does one answered after ``now`` (or at no number): the clock was set back since, and a time
+    it has not reached would hold its slot for as long as the jump; from now, an hour at most.
+    """
+    counted = [
+        (path, answered if answered is not None and answered <= now else now)
+        for path, _sent, answered in calls
+    ]
     return [(path, at) for path, at in counted if at > now - KEEP]
 
 
@@ -85,7 +92,8 @@ class FileSendLog:
     def _lines(self) -> list[dict[str, Any]]:
         """The file's records; a line that is not one (torn by a kill while appending) is skipped."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            # Damaged past reading as text, the lines it still holds count (the rest are skipped).
+            text = self.path.read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return []
         lines: list[dict[str, Any]] = []
