@@ -50,3 +50,10 @@ def test_a_paced_call_waiting_for_its_slot_is_never_sent_after_the_stop() -> Non
         sent.append("late")
     assert "late" not in sent
     assert time.monotonic() - started < 5
+
+
+def test_a_wait_longer_than_the_platform_allows_is_a_wait_not_a_crash() -> None:
+    stop = Stop()
+    threading.Timer(0.05, stop.trip, args=("SIGTERM",)).start()
+    with pytest.raises(RunStopped):
+        stop.sleep(1e300)  # RECONCILE_TIME_SCALE=1e-7 makes an hour about 1e10 s

@@ -70,7 +70,9 @@ class Stop:
         The clients of a run sleep through this (pacing slots, retries, penalty tickets): a wait
         for the next hour's slot ends at once on SIGTERM, and what waited is never sent.
         """
-        if self._tripped.wait(max(seconds, 0.0)):
+        # Clamped: a wait longer than the platform's timeout (an absurd time scale, a hostile
+        # Retry-After) would raise OverflowError instead of waiting.
+        if self._tripped.wait(min(max(seconds, 0.0), threading.TIMEOUT_MAX)):
             raise self.error()
 
     def error(self) -> RunStopped:
