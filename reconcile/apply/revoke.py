@@ -52,7 +52,8 @@ def _read_permissions(run: Run, actions: Sequence[RevokeTrading]) -> dict[int, P
 
 def _confirmed(run: Run, action: RevokeTrading, found: PermissionLike | None) -> bool:
     """True when ``action`` may be sent; an already revoked one is recorded, a mismatch reported."""
-    problem = _mismatch(action, found)
+    owner = run.state.users.get(action.user)
+    problem = _mismatch(action, found, owner.userId if owner is not None else None)
     if problem is None:
         return True
     if found is not None and problem == "revoked":
@@ -64,9 +65,19 @@ def _confirmed(run: Run, action: RevokeTrading, found: PermissionLike | None) ->
     return False
 
 
-def _mismatch(action: RevokeTrading, found: PermissionLike | None) -> str | None:
-    """Why ``action`` must not be sent given what the API shows for its permission (None: send it)."""
+def _mismatch(action: RevokeTrading, found: PermissionLike | None, owner_id: int | None) -> str | None:
+    """Why ``action`` must not be sent given what the API shows for its permission (None: send it).
+
+    ``owner_id`` is the id state records for ``action.user``: an account record whose user id is
+    not its user's (a hand edit) must not be confirmed by the API agreeing with the copied id.
+    """
     permission = f"trading permission {action.tradingPermissionId}"
+    if owner_id != action.userId:
+        return (
+            f"state records account {action.account} for {action.user} with user id {action.userId}, "
+            f"but {action.user}'s id is {owner_id}; the state is wrong about this account: check it "
+            "(reconcile state show) before revoking anything"
+        )
     if found is None:
         return (
             f"the API has no {permission}, which state records for account {action.account}; check the "

@@ -1,0 +1,73 @@
+"""Adversarial probes of the account appliers: hand-edited state, lost answers, a second apply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from account_support import Desk, client, create, desk, made
+
+from reconcile.planning.plan import RevokeTrading
+from reconcile.sim import admin
+from reconcile.sim.app import SimApp
+from reconcile.state.model import AccountRecord
+
+__all__ = ["client", "desk"]  # the fixtures this module uses
+
+
+def revoke(name: str, record: AccountRecord, **fields: Any) -> RevokeTrading:
+    values: dict[str, Any] = {
+        "user": record.user, "userId": record.userId, "account": name, "accountId": record.accountId,
+        "tradingPermissionId": record.tradingPermissionId, "reason": "removed_from_manifest",
+    }  # fmt: skip
+    return RevokeTrading(**(values | fields))
+
+
+def test_an_account_recorded_under_another_user_keeping_its_owners_id_is_not_revoked(desk: Desk) -> None:
+    record = made(desk, "trader001", ["EVAL1"])["EVAL1"]
+    desk.trader("trader002")
+    # Hand-edited: moved to trader002, the user id left as trader001's (which the API confirms).
+    run, requests = desk.apply([revoke("EVAL1", record, user="trader002")])
+    assert requests == 1, "the confirming read only"
+    [failure] = run.result.failures
+    assert failure.user == "EVAL1" and "trader002" in failure.message
+    assert desk.sim("EVAL1")["permissionStatus"] != "Revoked"
+
+
+def test_two_records_sharing_a_permission_id_send_only_the_owners(desk: Desk) -> None:
+    accounts = made(desk, "trader001", ["EVAL1", "EVAL2"])
+    shared = accounts["EVAL1"].tradingPermissionId
+    run, requests = desk.apply(
+        [revoke("EVAL1", accounts["EVAL1"]), revoke("EVAL2", accounts["EVAL2"], tradingPermissionId=shared)]
+    )
+    assert requests == 2, "one read, one revocation"
+    assert [f.user for f in run.result.failures] == ["EVAL2"]
+    assert run.result.trading_revoked == ["EVAL1"]
+    assert desk.sim("EVAL2")["permissionStatus"] != "Revoked"
+
+
+def test_a_lost_revoke_answer_is_confirmed_not_resent_by_the_next_apply(desk: Desk, sim_app: SimApp) -> None:
+    record = made(desk, "trader001", ["EVAL1"])["EVAL1"]
+    admin.arm_fault(sim_app.store, "drop_after_apply", "/user/revoketradingpermissions")
+    first, requests = desk.apply([revoke("EVAL1", record)])
+    # Revoking is idempotent: the client may resend it at once, or leave it to the next apply.
+    assert requests in (2, 3), requests
+    again, requests = desk.apply([revoke("EVAL1", record)])
+    assert again.result.ok and requests == 1, "the read finds it revoked: nothing sent"
+    assert desk.record("EVAL1").permission == "revoked"
+
+
+def test_a_lost_create_found_with_a_revoked_permission_is_recorded_revoked(
+    desk: Desk, sim_app: SimApp
+) -> None:
+    user_id = desk.trader("trader001")
+    admin.arm_fault(sim_app.store, "drop_after_apply", "/user/createevaluationaccounts")
+    desk.apply([create("trader001", "EVAL1", user_id)])
+    permission = desk.record("EVAL1").tradingPermissionId
+    assert permission is not None
+    state = desk.store.load("sim")
+    del state.accounts["EVAL1"]  # the state write was lost, and someone revoked it meanwhile
+    desk.store.save(state)
+    desk.client.revoke_trading_permissions([permission])
+    again, _ = desk.apply([create("trader001", "EVAL1", user_id)])
+    assert desk.record("EVAL1").permission == "revoked"
+    assert len(admin.dump_accounts(sim_app.store, sim_app.config)) == 1
