@@ -48,7 +48,7 @@ def test_two_records_sharing_a_permission_id_send_only_the_owners(desk: Desk) ->
 def test_a_lost_revoke_answer_is_confirmed_not_resent_by_the_next_apply(desk: Desk, sim_app: SimApp) -> None:
     record = made(desk, "trader001", ["EVAL1"])["EVAL1"]
     admin.arm_fault(sim_app.store, "drop_after_apply", "/user/revoketradingpermissions")
-    first, requests = desk.apply([revoke("EVAL1", record)])
+    _, requests = desk.apply([revoke("EVAL1", record)])
     # Revoking is idempotent: the client may resend it at once, or leave it to the next apply.
     assert requests in (2, 3), requests
     again, requests = desk.apply([revoke("EVAL1", record)])
@@ -68,6 +68,19 @@ def test_a_lost_create_found_with_a_revoked_permission_is_recorded_revoked(
     del state.accounts["EVAL1"]  # the state write was lost, and someone revoked it meanwhile
     desk.store.save(state)
     desk.client.revoke_trading_permissions([permission])
-    again, _ = desk.apply([create("trader001", "EVAL1", user_id)])
+    desk.apply([create("trader001", "EVAL1", user_id)])
     assert desk.record("EVAL1").permission == "revoked"
     assert len(admin.dump_accounts(sim_app.store, sim_app.config)) == 1
+
+
+def test_import_does_not_adopt_a_case_variant_of_a_recorded_account_twice(desk: Desk) -> None:
+    from test_drift_accounts import desk_manifest
+
+    from reconcile.operations.adopt import import_users
+
+    made(desk, "trader001", ["EVAL1"])
+    the_manifest = desk_manifest({"trader001": [{"name": "eval1", "template": "eval50k"}]})
+    result = import_users(the_manifest, desk.store, desk.client, None)
+    saved = desk.store.read()
+    assert saved is not None and list(saved.accounts) == ["EVAL1"], "one record per account"
+    assert result.accounts_adopted == []

@@ -154,6 +154,4 @@ def with_contacts(client: LiveReader, snapshot: LiveSnapshot, user_ids: Collecti
     )
     requests = snapshot.requests + sum(1 for _ in id_chunks(todo))
     # A new snapshot, not a copy: a copy would keep the cached look-ups of the old users.
-    return LiveSnapshot(
-        users=users, read_at=snapshot.read_at, requests=requests, accounts=snapshot.accounts
-    )
+    return LiveSnapshot(users=users, read_at=snapshot.read_at, requests=requests, accounts=snapshot.accounts)
