@@ -84,3 +84,38 @@ def test_import_does_not_adopt_a_case_variant_of_a_recorded_account_twice(desk: 
     saved = desk.store.read()
     assert saved is not None and list(saved.accounts) == ["EVAL1"], "one record per account"
     assert result.accounts_adopted == []
+
+
+def test_plan_refresh_does_not_reset_an_account_state_points_at_another_traders(desk: Desk) -> None:
+    from test_drift_accounts import NOW, desk_manifest
+    from test_planner_support import BINDING
+
+    from reconcile.api.models import EvaluationAccount, EvaluationUser
+    from reconcile.operations.read_live import read_live
+    from reconcile.planning.plan import ResetAccount
+    from reconcile.planning.planner import make_plan
+
+    made(desk, "trader001", ["EVAL1"])
+    stranger = EvaluationUser(
+        name="stranger", email="s@example.com", password="Trader-Pa55!", firstName="S", lastName="S"
+    )
+    stranger_id = desk.client.create_evaluation_users([stranger])[0].userId
+    assert stranger_id is not None
+    theirs = EvaluationAccount(userId=stranger_id, name="THEIRS", templateAccountId=5001, initialBalance=1)
+    desk.client.create_evaluation_accounts([theirs])
+    state = desk.store.load("sim")
+    # Hand-edited: EVAL1's ids now name the stranger's account (an unmanaged trader's).
+    state.accounts["EVAL1"] = state.accounts["EVAL1"].model_copy(
+        update={
+            "accountId": desk.sim("THEIRS")["id"],
+            "tradingPermissionId": desk.sim("THEIRS")["tradingPermissionId"],
+        }
+    )
+    the_manifest = desk_manifest(
+        {"trader001": [{"name": "EVAL1", "template": "eval50k", "resetTo": "2025-06-02"}]}
+    )
+    live = read_live(desk.client, agreement_alert_id=68, contacts_of=(), read_at=NOW, accounts=True)
+    plan = make_plan(the_manifest, state, binding=BINDING, live=live)
+    assert not [a for a in plan.actions if isinstance(a, ResetAccount)]
+    assert plan.has_errors and "EVAL1" in plan.diagnostics[0].message
+    assert plan.refresh is not None and any(d.account == "EVAL1" for d in plan.refresh.drift)

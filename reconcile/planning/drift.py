@@ -12,8 +12,10 @@ as unmanaged. Users recorded as cancelled are not compared: nothing is done to t
 
 When the snapshot holds accounts, each recorded account whose permission is active is compared by
 account id: its trading permission (revoked or gone outside), the auto-liquidation fields state
-records, its risk category (when reconcile set one) and its admin lock. Accounts of managed users
-that state does not hold are ``account_outside``.
+records, its risk category (when reconcile set one) and its admin lock. An account id the API
+shows under another user is ``account_other_user`` and recorded under that user, so the plan
+reports it instead of acting on another trader's account. Accounts of managed users that state
+does not hold are ``account_outside``.
 """
 
 from __future__ import annotations
@@ -103,7 +105,12 @@ def _compare_accounts(
         record = state.accounts[name]
         if record.permission != "active":
             continue  # revoked is final: nothing is done to the account any more
-        new, found = _compare_account(name, record, live.accounts_by_id.get(record.accountId), names_by_id)
+        found_live = live.accounts_by_id.get(record.accountId)
+        if found_live is not None and found_live.userId != record.userId:
+            accounts[name], entry = _other_user(name, record, found_live, live, now)
+            entries.append(entry)
+            continue
+        new, found = _compare_account(name, record, found_live, names_by_id)
         entries.extend(found)
         if new != record:
             revoked_at = now if new.permission == "revoked" else None
@@ -124,6 +131,29 @@ def _compare_accounts(
             )
         )
     return entries
+
+
+def _other_user(
+    name: str, record: AccountRecord, found: LiveAccount, live: LiveSnapshot, now: datetime
+) -> tuple[AccountRecord, DriftEntry]:
+    """Record ``name`` under the user the API shows it under, so nothing is planned for it on a guess.
+
+    The planner then reports it as recorded for another user (an error) instead of resetting,
+    locking or revoking another trader's account.
+    """
+    owner = live.by_id.get(found.userId)
+    owner_name = owner.name if owner is not None else f"user id {found.userId}"
+    entry = DriftEntry(
+        kind=DriftKind.account_other_user,
+        user=record.user,
+        userId=record.userId,
+        account=name,
+        message=f"account {name}: the API shows account id {record.accountId} ({found.name}) under "
+        f"{owner_name}, not {record.user}: state is wrong about this account; check it (reconcile "
+        "state show) before changing anything",
+    )
+    update = {"user": owner_name, "userId": found.userId, "updatedAt": now}
+    return record.model_copy(update=update), entry
 
 
 def _compare_account(
