@@ -145,3 +145,13 @@ def test_postgres_writes_only_the_accounts_named_as_changed(tmp_path: Path) -> N
         ("EVAL1", "active", {"dailyLossAutoLiq": 800.0, "doNotUnlock": True}),
         ("EVAL2", "locked", {"dailyLossAutoLiq": 800.0, "doNotUnlock": True}),
     ]
+
+
+def test_two_account_names_differing_only_in_case_are_refused_as_corrupt(store: StateStore) -> None:
+    state = store.load("sim")
+    state.accounts["EVAL1"] = _account(500001)
+    state.accounts["eval1"] = _account(500002)
+    store.save(state)
+    with pytest.raises(StateError) as info:
+        store.load("sim")
+    assert "is corrupt: account name (in any case) eval1 is recorded for EVAL1, eval1" in str(info.value)
