@@ -119,3 +119,18 @@ def test_plan_refresh_does_not_reset_an_account_state_points_at_another_traders(
     assert not [a for a in plan.actions if isinstance(a, ResetAccount)]
     assert plan.has_errors and "EVAL1" in plan.diagnostics[0].message
     assert plan.refresh is not None and any(d.account == "EVAL1" for d in plan.refresh.drift)
+
+
+def test_refresh_reads_a_permission_id_state_lost_so_the_account_can_be_revoked(desk: Desk) -> None:
+    from test_drift_accounts import NOW, desk_manifest
+
+    from reconcile.operations.adopt import refresh_state
+
+    made(desk, "trader001", ["EVAL1"])
+    state = desk.store.load("sim")
+    state.accounts["EVAL1"] = state.accounts["EVAL1"].model_copy(update={"tradingPermissionId": None})
+    desk.store.save(state, changed=(), changed_accounts=["EVAL1"])
+    the_manifest = desk_manifest({"trader001": [{"name": "EVAL1", "template": "eval50k"}]})
+    result = refresh_state(the_manifest, desk.store, desk.client, clock=lambda: NOW)
+    assert result.changed_accounts == ("EVAL1",), "the warning's advice: refresh reads it"
+    assert desk.record("EVAL1").tradingPermissionId == desk.sim("EVAL1")["tradingPermissionId"]

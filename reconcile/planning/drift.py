@@ -174,6 +174,9 @@ def _compare_account(
             entry(DriftKind.account_revoked, f"account {name} {why}")
         ]
     update: dict[str, Any] = {}
+    if record.tradingPermissionId is None and live.tradingPermissionId is not None:
+        # Lost when it was created (no permission in the answer): read now, so it can be revoked.
+        update["tradingPermissionId"] = live.tradingPermissionId
     entries: list[DriftEntry] = []
     changes = [
         FieldChange(field=f, before=value, after=live.autoLiq.get(f))
