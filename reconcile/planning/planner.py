@@ -273,7 +273,7 @@ class _Accumulator:
     def extend(self, planned: Iterable[Planned]) -> None:
         for item in planned:
             if isinstance(item, Note):
-                self.add(item.severity, item.user, item.message)
+                self.add(item.severity, item.user, item.message, also=item.also)
             else:
                 self.actions.append(item)
 
