@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from account_support import Desk, client, create, desk, made
+from test_apply_accounts import revoke
 
-from reconcile.planning.plan import RevokeTrading
 from reconcile.sim import admin
 from reconcile.sim.app import SimApp
-from reconcile.state.model import AccountRecord
 
 __all__ = ["client", "desk"]  # the fixtures this module uses
-
-
-def revoke(name: str, record: AccountRecord, **fields: Any) -> RevokeTrading:
-    values: dict[str, Any] = {
-        "user": record.user, "userId": record.userId, "account": name, "accountId": record.accountId,
-        "tradingPermissionId": record.tradingPermissionId, "reason": "removed_from_manifest",
-    }  # fmt: skip
-    return RevokeTrading(**(values | fields))
 
 
 def test_an_account_recorded_under_another_user_keeping_its_owners_id_is_not_revoked(desk: Desk) -> None:
