@@ -11,23 +11,10 @@ from reconcile.sim.app import SimApp
 __all__ = ["client", "desk"]  # the fixtures this module uses
 
 
-def test_an_account_recorded_under_another_user_keeping_its_owners_id_is_not_revoked(desk: Desk) -> None:
-    record = made(desk, "trader001", ["EVAL1"])["EVAL1"]
-    desk.trader("trader002")
-    # Hand-edited: moved to trader002, the user id left as trader001's (which the API confirms).
-    run, requests = desk.apply([revoke("EVAL1", record, user="trader002")])
-    assert requests == 1, "the confirming read only"
-    [failure] = run.result.failures
-    assert failure.user == "EVAL1" and "trader002" in failure.message
-    assert desk.sim("EVAL1")["permissionStatus"] != "Revoked"
-
-
 def test_two_records_sharing_a_permission_id_send_only_the_owners(desk: Desk) -> None:
     accounts = made(desk, "trader001", ["EVAL1", "EVAL2"])
-    shared = accounts["EVAL1"].tradingPermissionId
-    run, requests = desk.apply(
-        [revoke("EVAL1", accounts["EVAL1"]), revoke("EVAL2", accounts["EVAL2"], tradingPermissionId=shared)]
-    )
+    edited = desk.edit("EVAL2", tradingPermissionId=accounts["EVAL1"].tradingPermissionId)
+    run, requests = desk.apply([revoke("EVAL1", accounts["EVAL1"]), revoke("EVAL2", edited)])
     assert requests == 2, "one read, one revocation"
     assert [f.user for f in run.result.failures] == ["EVAL2"]
     assert run.result.trading_revoked == ["EVAL1"]
@@ -123,3 +110,18 @@ def test_refresh_reads_a_permission_id_state_lost_so_the_account_can_be_revoked(
     result = refresh_state(the_manifest, desk.store, desk.client, clock=lambda: NOW)
     assert result.changed_accounts == ("EVAL1",), "the warning's advice: refresh reads it"
     assert desk.record("EVAL1").tradingPermissionId == desk.sim("EVAL1")["tradingPermissionId"]
+
+
+def test_a_plan_file_naming_one_account_with_anothers_ids_sends_no_revoke_or_reset(desk: Desk) -> None:
+    from test_apply_accounts import reset
+
+    accounts = made(desk, "trader001", ["EVAL1", "EVAL2"])
+    # Edited after its review: the review says EVAL1, the ids are EVAL2's (consistent at the API).
+    run, requests = desk.apply([revoke("EVAL1", accounts["EVAL2"]), reset("EVAL1", accounts["EVAL2"])])
+    assert requests == 1, "the confirming read only"
+    assert sorted((f.user, f.action) for f in run.result.failures) == [
+        ("EVAL1", "reset_account"),
+        ("EVAL1", "revoke_trading"),
+    ]
+    assert all("not the ones state records" in f.message for f in run.result.failures)
+    assert desk.sim("EVAL2")["permissionStatus"] != "Revoked" and desk.sim("EVAL2")["resets"] == 0

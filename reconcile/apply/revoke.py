@@ -52,8 +52,7 @@ def _read_permissions(run: Run, actions: Sequence[RevokeTrading]) -> dict[int, P
 
 def _confirmed(run: Run, action: RevokeTrading, found: PermissionLike | None) -> bool:
     """True when ``action`` may be sent; an already revoked one is recorded, a mismatch reported."""
-    owner = run.state.users.get(action.user)
-    problem = _mismatch(action, found, owner.userId if owner is not None else None)
+    problem = _against_state(run, action) or _mismatch(action, found)
     if problem is None:
         return True
     if found is not None and problem == "revoked":
@@ -65,19 +64,43 @@ def _confirmed(run: Run, action: RevokeTrading, found: PermissionLike | None) ->
     return False
 
 
-def _mismatch(action: RevokeTrading, found: PermissionLike | None, owner_id: int | None) -> str | None:
-    """Why ``action`` must not be sent given what the API shows for its permission (None: send it).
+def _against_state(run: Run, action: RevokeTrading) -> str | None:
+    """Why ``action`` must not be sent given what state records (None: state agrees with it).
 
-    ``owner_id`` is the id state records for ``action.user``: an account record whose user id is
-    not its user's (a hand edit) must not be confirmed by the API agreeing with the copied id.
+    The read below confirms the ids ``action`` carries, so they must be the ones state records
+    (a plan file edited after its review could name one account and carry another's ids), and the
+    record's user id must be its user's (a hand-edited record must not be confirmed by the API
+    agreeing with an id copied from another trader).
     """
-    permission = f"trading permission {action.tradingPermissionId}"
-    if owner_id != action.userId:
+    record = run.state.accounts.get(action.account)
+    if (
+        record is None
+        or (record.user, record.userId, record.accountId) != (action.user, action.userId, action.accountId)
+        # None: a refreshed plan read the id state lacks; the read confirms it is this account's.
+        or record.tradingPermissionId not in (None, action.tradingPermissionId)
+    ):
+        return differs_from_state(action.account)
+    owner = run.state.users.get(action.user)
+    if owner is None or owner.userId != action.userId:
         return (
             f"state records account {action.account} for {action.user} with user id {action.userId}, "
-            f"but {action.user}'s id is {owner_id}; the state is wrong about this account: check it "
-            "(reconcile state show) before revoking anything"
+            f"but {action.user}'s id is {owner.userId if owner else None}; the state is wrong about this "
+            "account: check it (reconcile state show) before revoking anything"
         )
+    return None
+
+
+def differs_from_state(account: str) -> str:
+    """Why an irreversible action whose ids are not the ones state records for ``account`` is not sent."""
+    return (
+        f"the plan's ids for account {account} are not the ones state records (the plan file was "
+        "changed after it was made, or state was): make a new plan and review it"
+    )
+
+
+def _mismatch(action: RevokeTrading, found: PermissionLike | None) -> str | None:
+    """Why ``action`` must not be sent given what the API shows for its permission (None: send it)."""
+    permission = f"trading permission {action.tradingPermissionId}"
     if found is None:
         return (
             f"the API has no {permission}, which state records for account {action.account}; check the "
