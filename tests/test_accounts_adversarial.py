@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from account_support import Desk, client, create, desk, made
 from test_apply_accounts import revoke
 
@@ -62,12 +63,14 @@ def test_import_does_not_adopt_a_case_variant_of_a_recorded_account_twice(desk: 
     assert result.accounts_adopted == []
 
 
-def test_plan_refresh_does_not_reset_an_account_state_points_at_another_traders(desk: Desk) -> None:
+@pytest.mark.parametrize("owner", ["stranger", "trader001"])
+def test_plan_refresh_blocks_an_account_whose_recorded_id_is_another_account(desk: Desk, owner: str) -> None:
     from test_drift_accounts import NOW, desk_manifest
     from test_planner_support import BINDING
 
     from reconcile.api.models import EvaluationAccount, EvaluationUser
     from reconcile.operations.read_live import read_live
+    from reconcile.planning.drift import compare
     from reconcile.planning.plan import ResetAccount
     from reconcile.planning.planner import make_plan
 
@@ -76,11 +79,13 @@ def test_plan_refresh_does_not_reset_an_account_state_points_at_another_traders(
         name="stranger", email="s@example.com", password="Trader-Pa55!", firstName="S", lastName="S"
     )
     stranger_id = desk.client.create_evaluation_users([stranger])[0].userId
-    assert stranger_id is not None
-    theirs = EvaluationAccount(userId=stranger_id, name="THEIRS", templateAccountId=5001, initialBalance=1)
+    owner_id = stranger_id if owner == "stranger" else desk.store.load("sim").users["trader001"].userId
+    assert owner_id is not None
+    theirs = EvaluationAccount(userId=owner_id, name="THEIRS", templateAccountId=5001, initialBalance=1)
     desk.client.create_evaluation_accounts([theirs])
     state = desk.store.load("sim")
-    # Hand-edited: EVAL1's ids now name the stranger's account (an unmanaged trader's).
+    # Hand-edited: EVAL1's ids now name account THEIRS (an unmanaged trader's, or an unrecorded
+    # one of the same trader).
     state.accounts["EVAL1"] = state.accounts["EVAL1"].model_copy(
         update={
             "accountId": desk.sim("THEIRS")["id"],
@@ -92,9 +97,11 @@ def test_plan_refresh_does_not_reset_an_account_state_points_at_another_traders(
     )
     live = read_live(desk.client, agreement_alert_id=68, contacts_of=(), read_at=NOW, accounts=True)
     plan = make_plan(the_manifest, state, binding=BINDING, live=live)
-    assert not [a for a in plan.actions if isinstance(a, ResetAccount)]
-    assert plan.has_errors and "EVAL1" in plan.diagnostics[0].message
+    assert [a for a in plan.actions if isinstance(a, ResetAccount)], "shown, but the error blocks apply"
+    [error] = [d for d in plan.diagnostics if d.severity == "error"]
+    assert "state records account id" in error.message and f"THEIRS of {owner}" in error.message
     assert plan.refresh is not None and any(d.account == "EVAL1" for d in plan.refresh.drift)
+    assert compare(state, live, {}).observed.accounts == state.accounts, "nothing recorded on a guess"
 
 
 def test_refresh_reads_a_permission_id_state_lost_so_the_account_can_be_revoked(desk: Desk) -> None:

@@ -13,9 +13,9 @@ as unmanaged. Users recorded as cancelled are not compared: nothing is done to t
 When the snapshot holds accounts, each recorded account whose permission is active is compared by
 account id: its trading permission (revoked or gone outside), the auto-liquidation fields state
 records, its risk category (when reconcile set one) and its admin lock. An account id the API
-shows under another user is ``account_other_user`` and recorded under that user, so the plan
-reports it instead of acting on another trader's account. Accounts of managed users that state
-does not hold are ``account_outside``.
+shows under another name or user is ``account_other_user``: nothing is recorded for it, and the
+planner makes it an error, so nothing is applied to another trader's account. Accounts of managed
+users that state does not hold are ``account_outside``.
 """
 
 from __future__ import annotations
@@ -106,9 +106,10 @@ def _compare_accounts(
         if record.permission != "active":
             continue  # revoked is final: nothing is done to the account any more
         found_live = live.accounts_by_id.get(record.accountId)
-        if found_live is not None and found_live.userId != record.userId:
-            accounts[name], entry = _other_user(name, record, found_live, live, now)
-            entries.append(entry)
+        if found_live is not None and (
+            found_live.userId != record.userId or found_live.name.casefold() != name.casefold()
+        ):
+            entries.append(_other_account(name, record, found_live, live))
             continue
         new, found = _compare_account(name, record, found_live, names_by_id)
         entries.extend(found)
@@ -133,27 +134,23 @@ def _compare_accounts(
     return entries
 
 
-def _other_user(
-    name: str, record: AccountRecord, found: LiveAccount, live: LiveSnapshot, now: datetime
-) -> tuple[AccountRecord, DriftEntry]:
-    """Record ``name`` under the user the API shows it under, so nothing is planned for it on a guess.
+def _other_account(name: str, record: AccountRecord, found: LiveAccount, live: LiveSnapshot) -> DriftEntry:
+    """Report a recorded account id the API shows as another account or another user's.
 
-    The planner then reports it as recorded for another user (an error) instead of resetting,
-    locking or revoking another trader's account.
+    State is wrong about it, and which side is right is a guess: nothing is recorded, and the
+    planner turns the entry into an error, so nothing is reset, locked or revoked on it.
     """
     owner = live.by_id.get(found.userId)
     owner_name = owner.name if owner is not None else f"user id {found.userId}"
-    entry = DriftEntry(
+    return DriftEntry(
         kind=DriftKind.account_other_user,
         user=record.user,
         userId=record.userId,
         account=name,
-        message=f"account {name}: the API shows account id {record.accountId} ({found.name}) under "
-        f"{owner_name}, not {record.user}: state is wrong about this account; check it (reconcile "
-        "state show) before changing anything",
+        message=f"account {name}: state records account id {record.accountId} for {record.user}, but "
+        f"the API shows that id as account {found.name} of {owner_name}: state is wrong about this "
+        "account; correct it (reconcile state show) before anything is applied to it",
     )
-    update = {"user": owner_name, "userId": found.userId, "updatedAt": now}
-    return record.model_copy(update=update), entry
 
 
 def _compare_account(

@@ -299,7 +299,7 @@ class DriftKind(enum.StrEnum):
     account_outside = "account_outside"
     """An account of a managed user that reconcile neither created nor adopted."""
     account_other_user = "account_other_user"
-    """A recorded account id the API shows under another user: state is wrong about it."""
+    """A recorded account id the API shows as another account or another user's: state is wrong."""
 
 
 class DriftEntry(_Model):
