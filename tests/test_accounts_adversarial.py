@@ -132,3 +132,26 @@ def test_a_plan_file_naming_one_account_with_anothers_ids_sends_no_revoke_or_res
     ]
     assert all("not the ones state records" in f.message for f in run.result.failures)
     assert desk.sim("EVAL2")["permissionStatus"] != "Revoked" and desk.sim("EVAL2")["resets"] == 0
+
+
+def test_a_revoked_permission_is_not_recorded_while_the_account_holds_another_live_one(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_drift_accounts import NOW, desk_manifest
+
+    from reconcile.operations.adopt import refresh_state
+
+    record = made(desk, "trader001", ["EVAL1"])["EVAL1"]
+    assert record.tradingPermissionId is not None
+    desk.client.revoke_trading_permissions([record.tradingPermissionId])
+    listed = desk.client.list_trading_permissions
+    # Then granted again outside reconcile: a new permission, which the simulator cannot make.
+    granted = listed()[0].model_copy(update={"id": 999_001, "status": "Approved"})
+    monkeypatch.setattr(desk.client, "list_trading_permissions", lambda: [*listed(), granted])
+    run, requests = desk.apply([revoke("EVAL1", record)])
+    [failure] = run.result.failures
+    assert "holds another, 999001" in failure.message and requests == 1
+    assert desk.record("EVAL1").permission == "active", "the trader can still trade"
+    the_manifest = desk_manifest({"trader001": [{"name": "EVAL1", "template": "eval50k"}]})
+    refresh_state(the_manifest, desk.store, desk.client, clock=lambda: NOW)
+    assert desk.record("EVAL1").tradingPermissionId == 999_001, "the next plan revokes the live one"

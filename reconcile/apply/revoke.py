@@ -26,7 +26,7 @@ def run_revokes(run: Run, actions: Sequence[RevokeTrading], options: ExecuteOpti
     run.progress.phase("revoke_trading", len(actions))
     run.stop.check()
     permissions = _read_permissions(run, actions)
-    confirmed = [a for a in actions if _confirmed(run, a, permissions.get(a.tradingPermissionId))]
+    confirmed = [a for a in actions if _confirmed(run, a, permissions)]
     run.save((), (a.account for a in actions))
     done = len(actions) - len(confirmed)
     for batch in chunks(confirmed, options.batch_size):
@@ -50,11 +50,14 @@ def _read_permissions(run: Run, actions: Sequence[RevokeTrading]) -> dict[int, P
         raise run.stop.error() from None
 
 
-def _confirmed(run: Run, action: RevokeTrading, found: PermissionLike | None) -> bool:
+def _confirmed(run: Run, action: RevokeTrading, permissions: dict[int, PermissionLike]) -> bool:
     """True when ``action`` may be sent; an already revoked one is recorded, a mismatch reported."""
+    found = permissions.get(action.tradingPermissionId)
     problem = _against_state(run, action) or _mismatch(action, found)
     if problem is None:
         return True
+    if problem == "revoked":
+        problem = _another_active(action, permissions)
     if found is not None and problem == "revoked":
         # Already revoked (outside, or by a run that died before saving): what the manifest wants.
         record_revoked(run, action.account)
@@ -88,6 +91,20 @@ def _against_state(run: Run, action: RevokeTrading) -> str | None:
             "account: check it (reconcile state show) before revoking anything"
         )
     return None
+
+
+def _another_active(action: RevokeTrading, permissions: dict[int, PermissionLike]) -> str:
+    """``revoked``, or why not: the account holds another live permission (granted outside)."""
+    for other in permissions.values():
+        same = (other.accountId, other.userId) == (action.accountId, action.userId)
+        if same and other.status.lower() in ACTIVE_PERMISSIONS:
+            # Recording it revoked would say the trader cannot trade while they can.
+            return (
+                f"trading permission {action.tradingPermissionId} is revoked, but account {action.account} "
+                f"holds another, {other.id} ({other.status}), that state does not record: run `reconcile "
+                "refresh` to record it, then plan again"
+            )
+    return "revoked"
 
 
 def differs_from_state(account: str) -> str:

@@ -171,8 +171,9 @@ def _compare_account(
             entry(DriftKind.account_revoked, f"account {name} {why}")
         ]
     update: dict[str, Any] = {}
-    if record.tradingPermissionId is None and live.tradingPermissionId is not None:
-        # Lost when it was created (no permission in the answer): read now, so it can be revoked.
+    if live.tradingPermissionId is not None and live.tradingPermissionId != record.tradingPermissionId:
+        # None: lost when it was created. Another: the recorded one was revoked and a new one
+        # granted outside. Either way the live one is what a revocation must name.
         update["tradingPermissionId"] = live.tradingPermissionId
     entries: list[DriftEntry] = []
     changes = [
