@@ -79,6 +79,13 @@ class Desk:
         state = self.store.load("sim")
         return Run(store=self.store, state=state, client=self.client, journal=self.journal, audit=self.audit)
 
+    def edit(self, name: str, **update: Any) -> AccountRecord:
+        """Hand-edit account ``name``'s record in the stored state; return the edited record."""
+        state = self.store.load("sim")
+        state.accounts[name] = state.accounts[name].model_copy(update=update)
+        self.state = self.store.save(state, changed=(), changed_accounts=[name])
+        return self.state.accounts[name]
+
     def sim(self, name: str) -> dict[str, Any]:
         (found,) = [a for a in admin.dump_accounts(self.app.store, self.app.config) if a["name"] == name]
         return found

@@ -84,7 +84,6 @@ def test_an_answer_that_is_not_utf8_is_still_reported() -> None:
         client.list_users()
 
 
-
 def test_a_client_without_login_still_reports_what_the_server_said() -> None:
     from reconcile.api.client import PartnerClient
 

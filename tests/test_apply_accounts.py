@@ -253,13 +253,26 @@ def test_revokes_are_confirmed_by_one_read_then_sent_in_bulk(desk: Desk) -> None
     assert desk.record("EVAL007").permission == "revoked" and desk.record("EVAL007").revokedAt is not None
 
 
-def test_a_permission_that_is_not_the_recorded_ones_is_not_sent(desk: Desk) -> None:
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        # EVAL1's record holds EVAL2's permission id: the read shows it is another account's.
+        ({"tradingPermissionId": "EVAL2"}, "state is wrong about this account"),
+        # Moved to trader002 with trader001's user id kept, which the read alone would confirm.
+        ({"user": "trader002"}, "trader002's id is"),
+    ],
+)
+def test_a_hand_edited_record_sends_no_revocation(desk: Desk, edit: dict[str, str], words: str) -> None:
     accounts = made(desk, "trader001", ["EVAL1", "EVAL2"])
-    wrong = revoke("EVAL1", accounts["EVAL1"], tradingPermissionId=accounts["EVAL2"].tradingPermissionId)
-    run, requests = desk.apply([wrong])
+    desk.trader("trader002")
+    update = {
+        k: (accounts[v].tradingPermissionId if k == "tradingPermissionId" else v) for k, v in edit.items()
+    }
+    run, requests = desk.apply([revoke("EVAL1", desk.edit("EVAL1", **update))])
     assert requests == 1, "the confirming read only"
     [failure] = run.result.failures
-    assert failure.user == "EVAL1" and "state is wrong about this account" in failure.message
+    assert failure.user == "EVAL1" and words in failure.message
+    assert desk.sim("EVAL1")["permissionStatus"] != "Revoked"
     assert desk.sim("EVAL2")["permissionStatus"] != "Revoked"
 
 

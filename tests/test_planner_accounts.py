@@ -289,3 +289,16 @@ def test_actions_are_ordered_by_kind_user_then_account() -> None:
         ("create_account", "trader001", "ZED01"),
         ("set_trading", "trader001", "ALPHA"),
     ]
+
+
+def test_an_account_listed_under_another_user_blocks_a_plan_targeting_its_owner() -> None:
+    # trader001 is removed (its cancel revokes EVAL1) while the manifest lists EVAL1 under trader002.
+    m = manifest(user("trader002", accounts=[account("EVAL1")]), user("trader003"))
+    s = state(
+        {"EVAL1": account_record(7001, "trader001", 1001)},
+        trader001=record(1001, "trader001"),
+        trader002=record(1002, "trader002"),
+        trader003=record(1003, "trader003"),
+    )
+    p = plan(m, s, targets=["trader001"])
+    assert p.has_errors and "account EVAL1 is recorded for user trader001" in p.diagnostics[0].message

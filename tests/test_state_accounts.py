@@ -58,14 +58,24 @@ def test_a_save_naming_changed_accounts_writes_those_and_removes_dropped_ones(st
     assert store.save(after, changed=(), changed_accounts={"EVAL1"}).serial == 2, "nothing changed"
 
 
-def test_two_accounts_sharing_one_account_id_are_refused_as_corrupt(store: StateStore) -> None:
+@pytest.mark.parametrize(
+    ("second", "found"),
+    [
+        ("EVAL2", "accountId 500001 is recorded for EVAL1, EVAL2"),
+        # The planner matches names in any case: one of the two would never be governed.
+        ("eval1", "account name (in any case) eval1 is recorded for EVAL1, eval1"),
+    ],
+)
+def test_two_accounts_sharing_an_id_or_a_name_in_any_case_are_refused_as_corrupt(
+    store: StateStore, second: str, found: str
+) -> None:
     state = store.load("sim")
     state.accounts["EVAL1"] = _account(500001)
-    state.accounts["EVAL2"] = _account(500001)
+    state.accounts[second] = _account(500001 if second == "EVAL2" else 500002)
     store.save(state)
     with pytest.raises(StateError) as info:
         store.load("sim")
-    assert "is corrupt: accountId 500001 is recorded for EVAL1, EVAL2" in str(info.value)
+    assert f"is corrupt: {found}" in str(info.value)
 
 
 def test_state_written_before_accounts_reads_unchanged_and_is_written_the_same(tmp_path: Path) -> None:

@@ -186,6 +186,11 @@ def settle_account_creates(
         else:
             permission = permissions.get(account.id)
             record_account(run, action, account.id, permission.id if permission is not None else None)
+            if permission is not None and permission.status.lower() not in ACTIVE_PERMISSIONS:
+                # Revoked since (outside): recorded so, never as an account its trader can trade in.
+                record = run.state.accounts[action.account]
+                update = {"permission": "revoked", "revokedAt": record.createdAt}
+                run.state.accounts[action.account] = record.model_copy(update=update)
 
 
 def settle_account_create_intent(run: Run, intent: Intent) -> None:

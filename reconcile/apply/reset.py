@@ -15,6 +15,7 @@ from datetime import date
 
 from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.intents import Intent
+from reconcile.apply.revoke import differs_from_state
 from reconcile.apply.run import ExecuteOptions, Run, chunks, send_once
 from reconcile.planning.plan import ResetAccount
 
@@ -26,7 +27,12 @@ def run_resets(run: Run, actions: Sequence[ResetAccount], options: ExecuteOption
     run.progress.phase("reset_account", len(actions))
     by_day: dict[date, list[ResetAccount]] = {}
     for action in actions:
-        if _held(run, action):
+        record = run.state.accounts.get(action.account)
+        if record is None or record.accountId != action.accountId:
+            # A plan file edited after its review could name one account and carry another's id.
+            why = differs_from_state(action.account)
+            run.result.fail(action.account, "reset_account", f"not sent: {why}")
+        elif _held(run, action):
             run.result.fail(action.account, "reset_account", held_message(action.account, action.resetTo))
         else:
             by_day.setdefault(action.resetTo, []).append(action)

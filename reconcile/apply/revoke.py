@@ -26,7 +26,7 @@ def run_revokes(run: Run, actions: Sequence[RevokeTrading], options: ExecuteOpti
     run.progress.phase("revoke_trading", len(actions))
     run.stop.check()
     permissions = _read_permissions(run, actions)
-    confirmed = [a for a in actions if _confirmed(run, a, permissions.get(a.tradingPermissionId))]
+    confirmed = [a for a in actions if _confirmed(run, a, permissions)]
     run.save((), (a.account for a in actions))
     done = len(actions) - len(confirmed)
     for batch in chunks(confirmed, options.batch_size):
@@ -50,11 +50,14 @@ def _read_permissions(run: Run, actions: Sequence[RevokeTrading]) -> dict[int, P
         raise run.stop.error() from None
 
 
-def _confirmed(run: Run, action: RevokeTrading, found: PermissionLike | None) -> bool:
+def _confirmed(run: Run, action: RevokeTrading, permissions: dict[int, PermissionLike]) -> bool:
     """True when ``action`` may be sent; an already revoked one is recorded, a mismatch reported."""
-    problem = _mismatch(action, found)
+    found = permissions.get(action.tradingPermissionId)
+    problem = _against_state(run, action) or _mismatch(action, found)
     if problem is None:
         return True
+    if problem == "revoked":
+        problem = _another_active(action, permissions)
     if found is not None and problem == "revoked":
         # Already revoked (outside, or by a run that died before saving): what the manifest wants.
         record_revoked(run, action.account)
@@ -62,6 +65,54 @@ def _confirmed(run: Run, action: RevokeTrading, found: PermissionLike | None) ->
     run.audit.record("revoke_trading", users=[action.account], outcome="not_sent", detail={"error": problem})
     run.result.fail(action.account, "revoke_trading", f"not sent: {problem}")
     return False
+
+
+def _against_state(run: Run, action: RevokeTrading) -> str | None:
+    """Why ``action`` must not be sent given what state records (None: state agrees with it).
+
+    The read below confirms the ids ``action`` carries, so they must be the ones state records
+    (a plan file edited after its review could name one account and carry another's ids), and the
+    record's user id must be its user's (a hand-edited record must not be confirmed by the API
+    agreeing with an id copied from another trader).
+    """
+    record = run.state.accounts.get(action.account)
+    if (
+        record is None
+        or (record.user, record.userId, record.accountId) != (action.user, action.userId, action.accountId)
+        # None: a refreshed plan read the id state lacks; the read confirms it is this account's.
+        or record.tradingPermissionId not in (None, action.tradingPermissionId)
+    ):
+        return differs_from_state(action.account)
+    owner = run.state.users.get(action.user)
+    if owner is None or owner.userId != action.userId:
+        return (
+            f"state records account {action.account} for {action.user} with user id {action.userId}, "
+            f"but {action.user}'s id is {owner.userId if owner else None}; the state is wrong about this "
+            "account: check it (reconcile state show) before revoking anything"
+        )
+    return None
+
+
+def _another_active(action: RevokeTrading, permissions: dict[int, PermissionLike]) -> str:
+    """``revoked``, or why not: the account holds another live permission (granted outside)."""
+    for other in permissions.values():
+        same = (other.accountId, other.userId) == (action.accountId, action.userId)
+        if same and other.status.lower() in ACTIVE_PERMISSIONS:
+            # Recording it revoked would say the trader cannot trade while they can.
+            return (
+                f"trading permission {action.tradingPermissionId} is revoked, but account {action.account} "
+                f"holds another, {other.id} ({other.status}), that state does not record: run `reconcile "
+                "refresh` to record it, then plan again"
+            )
+    return "revoked"
+
+
+def differs_from_state(account: str) -> str:
+    """Why an irreversible action whose ids are not the ones state records for ``account`` is not sent."""
+    return (
+        f"the plan's ids for account {account} are not the ones state records (the plan file was "
+        "changed after it was made, or state was): make a new plan and review it"
+    )
 
 
 def _mismatch(action: RevokeTrading, found: PermissionLike | None) -> str | None:

@@ -166,13 +166,16 @@ def _adopt_accounts(
     manifest: Manifest, state: State, live: LiveSnapshot, now: datetime, result: ImportResult
 ) -> None:
     """Record in ``state`` the manifest's accounts of managed users that exist under them (by name)."""
+    # Names match in any case and ids once: a recorded account is never adopted a second time.
+    recorded_names = {name.casefold() for name in state.accounts}
+    recorded_ids = {record.accountId for record in state.accounts.values()}
     for user in manifest.users:
         owner = state.users.get(user.name)
         if owner is None or owner.lifecycle != "active":
             continue
         for account in user.accounts:
             found = live.accounts_by_name.get(account.name.lower())
-            if account.name in state.accounts or found is None:
+            if account.name.casefold() in recorded_names or found is None or found.accountId in recorded_ids:
                 continue
             if found.userId != owner.userId:
                 result.accounts_elsewhere.append(account.name)

@@ -48,6 +48,8 @@ class Note:
     severity: Literal["error", "warning", "info"]
     user: str
     message: str
+    also: tuple[str, ...] = ()
+    """Other users it is about (--target/--exclude keep it when any of them is selected)."""
 
 
 Planned = AccountAction | Note
@@ -128,6 +130,7 @@ def _recorded_account(
             f"account {account.name} is recorded for user {record.user}: a trading permission "
             f"belongs to one trader, so it cannot move; put it back under {record.user}, or give "
             "this user a new account with a new name",
+            also=(record.user,),  # a plan targeting the owner (cancelling it, say) must see it too
         )
     elif record.permission == "revoked":
         if account.trading != "revoked":

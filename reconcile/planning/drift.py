@@ -12,8 +12,10 @@ as unmanaged. Users recorded as cancelled are not compared: nothing is done to t
 
 When the snapshot holds accounts, each recorded account whose permission is active is compared by
 account id: its trading permission (revoked or gone outside), the auto-liquidation fields state
-records, its risk category (when reconcile set one) and its admin lock. Accounts of managed users
-that state does not hold are ``account_outside``.
+records, its risk category (when reconcile set one) and its admin lock. An account id the API
+shows under another name or user is ``account_other_user``: nothing is recorded for it, and the
+planner makes it an error, so nothing is applied to another trader's account. Accounts of managed
+users that state does not hold are ``account_outside``.
 """
 
 from __future__ import annotations
@@ -103,7 +105,13 @@ def _compare_accounts(
         record = state.accounts[name]
         if record.permission != "active":
             continue  # revoked is final: nothing is done to the account any more
-        new, found = _compare_account(name, record, live.accounts_by_id.get(record.accountId), names_by_id)
+        found_live = live.accounts_by_id.get(record.accountId)
+        if found_live is not None and (
+            found_live.userId != record.userId or found_live.name.casefold() != name.casefold()
+        ):
+            entries.append(_other_account(name, record, found_live, live))
+            continue
+        new, found = _compare_account(name, record, found_live, names_by_id)
         entries.extend(found)
         if new != record:
             revoked_at = now if new.permission == "revoked" else None
@@ -126,6 +134,25 @@ def _compare_accounts(
     return entries
 
 
+def _other_account(name: str, record: AccountRecord, found: LiveAccount, live: LiveSnapshot) -> DriftEntry:
+    """Report a recorded account id the API shows as another account or another user's.
+
+    State is wrong about it, and which side is right is a guess: nothing is recorded, and the
+    planner turns the entry into an error, so nothing is reset, locked or revoked on it.
+    """
+    owner = live.by_id.get(found.userId)
+    owner_name = owner.name if owner is not None else f"user id {found.userId}"
+    return DriftEntry(
+        kind=DriftKind.account_other_user,
+        user=record.user,
+        userId=record.userId,
+        account=name,
+        message=f"account {name}: state records account id {record.accountId} for {record.user}, but "
+        f"the API shows that id as account {found.name} of {owner_name}: state is wrong about this "
+        "account; correct it (reconcile state show) before anything is applied to it",
+    )
+
+
 def _compare_account(
     name: str, record: AccountRecord, live: LiveAccount | None, categories: Mapping[int, str]
 ) -> tuple[AccountRecord, list[DriftEntry]]:
@@ -144,6 +171,10 @@ def _compare_account(
             entry(DriftKind.account_revoked, f"account {name} {why}")
         ]
     update: dict[str, Any] = {}
+    if live.tradingPermissionId is not None and live.tradingPermissionId != record.tradingPermissionId:
+        # None: lost when it was created. Another: the recorded one was revoked and a new one
+        # granted outside. Either way the live one is what a revocation must name.
+        update["tradingPermissionId"] = live.tradingPermissionId
     entries: list[DriftEntry] = []
     changes = [
         FieldChange(field=f, before=value, after=live.autoLiq.get(f))

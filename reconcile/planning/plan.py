@@ -298,6 +298,8 @@ class DriftKind(enum.StrEnum):
     """An account's trading permission was revoked outside reconcile (or the account is gone)."""
     account_outside = "account_outside"
     """An account of a managed user that reconcile neither created nor adopted."""
+    account_other_user = "account_other_user"
+    """A recorded account id the API shows as another account or another user's: state is wrong."""
 
 
 class DriftEntry(_Model):

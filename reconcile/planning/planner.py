@@ -53,6 +53,7 @@ from reconcile.planning.plan import (
     ContactPayload,
     CreateUser,
     Diagnostic,
+    DriftKind,
     FieldChange,
     GrantEntitlement,
     Plan,
@@ -108,6 +109,9 @@ def make_plan(
     _plan_removed(manifest, state, renamed, acc)
     acc.extend(plan_removed_accounts(manifest, state, acc.staying))
     _note_unfinished_cancels(state, acc)
+    for entry in seen.refresh.drift if seen.refresh is not None else ():
+        if entry.kind is DriftKind.account_other_user:  # acting on it would act on a guess
+            acc.add("error", entry.user, entry.message)
     return _selected_plan(acc, seen.refresh, binding=binding, targets=targets, excludes=excludes)
 
 
@@ -273,7 +277,7 @@ class _Accumulator:
     def extend(self, planned: Iterable[Planned]) -> None:
         for item in planned:
             if isinstance(item, Note):
-                self.add(item.severity, item.user, item.message)
+                self.add(item.severity, item.user, item.message, also=item.also)
             else:
                 self.actions.append(item)
 

@@ -146,19 +146,24 @@ _CORRUPT_ADVICE = (
 
 
 def refuse_shared_ids(state: State, where: str) -> None:
-    """Raise :class:`StateError` when two names share one ``userId`` or ``accountId`` (DESIGN §8.8)."""
+    """Raise :class:`StateError` when two names share one ``userId`` or ``accountId`` (DESIGN §8.8).
+
+    Account names differing only in case count as one name (the planner matches them so): both
+    recorded, one of the two accounts would silently never be governed or revoked.
+    """
     found = [
         *_shared("userId", {name: r.userId for name, r in state.users.items()}),
         *_shared("accountId", {name: r.accountId for name, r in state.accounts.items()}),
+        *_shared("account name (in any case)", {name: name.casefold() for name in state.accounts}),
     ]
     if found:
         raise StateError(f"state {where} is corrupt: {'; '.join(found)}; {_CORRUPT_ADVICE}")
 
 
-def _shared(key: str, ids: dict[str, int]) -> list[str]:
+def _shared(key: str, ids: dict[str, int] | dict[str, str]) -> list[str]:
     """Say which ``key`` values more than one name holds."""
-    names_of: dict[int, str] = {}
-    shared: dict[int, list[str]] = {}
+    names_of: dict[int | str, str] = {}
+    shared: dict[int | str, list[str]] = {}
     for name, value in ids.items():
         first = names_of.setdefault(value, name)
         if first != name:
