@@ -81,21 +81,28 @@ def first_invalid(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def describe_os_error(exc: OSError, doing: str, path: object | None = None) -> str:
-    """Say what failed on which path, why in plain words, and what to do: ``cannot DOING PATH: …``."""
+def describe_os_error(
+    exc: OSError, doing: str, path: object | None = None, *, option: str | None = "--state PATH"
+) -> str:
+    """Say what failed on which path, why in plain words, and what to do: ``cannot DOING PATH: …``.
+
+    ``option`` is the command-line option that moves that path (None: none does), so the advice
+    never points a person at ``--state`` for a plan file or a folder of passwords.
+    """
     import errno
 
     where = path if path is not None else (exc.filename or "")
     reason = exc.strerror or str(exc)
+    elsewhere = f", or pass {option} to one it may use" if option else ""
     advice = {
-        errno.EACCES: "check that this user may use that folder (its owner and permissions), "
-        "or pass --state PATH to one it may use",
-        errno.EPERM: "check that this user may use that folder (its owner and permissions), "
-        "or pass --state PATH to one it may use",
+        errno.EACCES: f"check that this user may use that folder (its owner and permissions){elsewhere}",
+        errno.EPERM: f"check that this user may use that folder (its owner and permissions){elsewhere}",
         errno.ENOSPC: "the disk is full: free space on it, then run again",
         errno.EDQUOT: "the disk quota is used up: free space in it, then run again",
-        errno.EROFS: "the file system is read-only: run from a writable checkout, or pass --state PATH",
-        errno.ENOTDIR: "a part of that path is a file, not a folder: fix the path (--state PATH)",
+        errno.EROFS: "the file system is read-only: run from a writable checkout"
+        + (f", or pass {option}" if option else ""),
+        errno.ENOTDIR: "a part of that path is a file, not a folder: fix the path"
+        + (f" ({option})" if option else ""),
     }.get(exc.errno or 0, "fix the cause, then run again")
     return f"cannot {doing}{f' {where}' if where else ''}: {reason}; {advice}"
 

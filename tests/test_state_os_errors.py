@@ -114,3 +114,20 @@ def test_an_embedded_simulator_database_that_cannot_be_opened_is_named(tmp_path:
     assert "Traceback" not in result.output
     where = Path("state") / "sim.sqlite"
     assert f"the simulator's database {where} failed: unable to open database file" in result.stderr
+
+
+def test_the_advice_names_the_option_that_moves_the_path_or_none() -> None:
+    import errno
+
+    from reconcile.errors import describe_os_error
+
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    assert describe_os_error(denied, "write state", "state/sim.json").endswith(
+        "or pass --state PATH to one it may use"
+    )
+    plan = describe_os_error(denied, "write the plan file", "/plans/p.json", option="--out PATH")
+    assert "--out PATH" in plan and "--state" not in plan
+    bare = describe_os_error(OSError(errno.ENOTDIR, "Not a directory"), "use a file", "a/b", option=None)
+    assert bare == (
+        "cannot use a file a/b: Not a directory; a part of that path is a file, not a folder: fix the path"
+    )

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         # The last net under every file the run writes (journal, audit log, passwords, …).
         if not isinstance(exc, BrokenPipeError):  # a closed pipe (`| head`) needs no message
             doing = "connect" if isinstance(exc, ConnectionError) else "use a file"
-            echo_error(describe_os_error(exc, doing))
+            echo_error(describe_os_error(exc, doing, option=None))
         sys.exit(1)
     except click.ClickException as exc:
         # click quotes the offending argument: escape control characters like every other error.

@@ -252,7 +252,7 @@ def _cycle(loop: _Loop) -> tuple[CycleReport, ReconcileError | None]:
     except ReconcileError as exc:
         return report("failed", str(exc)), None
     except OSError as exc:
-        return report("failed", describe_os_error(exc, "use a file")), None
+        return report("failed", describe_os_error(exc, "use a file", option=None)), None
     finally:
         if opened is not None:
             _close(opened[2])

@@ -446,7 +446,7 @@ def save_plan(plan: Plan, path: str | Path) -> None:
     try:
         atomic_write_text(Path(path), dumps_plan(plan))
     except OSError as exc:
-        raise PlanError(describe_os_error(exc, "write the plan file", path)) from None
+        raise PlanError(describe_os_error(exc, "write the plan file", path, option="--out PATH")) from None
 
 
 def load_plan(path: str | Path) -> Plan:
