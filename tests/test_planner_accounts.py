@@ -302,3 +302,20 @@ def test_an_account_listed_under_another_user_blocks_a_plan_targeting_its_owner(
     )
     p = plan(m, s, targets=["trader001"])
     assert p.has_errors and "account EVAL1 is recorded for user trader001" in p.diagnostics[0].message
+
+
+def test_an_account_renamed_in_the_manifest_is_a_revoke_and_a_create_and_the_plan_says_so() -> None:
+    p = plan(manifest(user("trader001", accounts=[account("EVAL1B")])), recorded())
+    assert [a.action.value for a in p.actions] == ["create_account", "revoke_trading"]
+    warnings = [m for severity, m in messages(p) if severity == "warning"]
+    assert len(warnings) == 1
+    assert "EVAL1 is revoked" in warnings[0] and "EVAL1B is created" in warnings[0]
+    assert "cannot be renamed" in warnings[0]
+
+
+def test_a_removed_account_alone_or_a_new_one_alone_is_no_rename() -> None:
+    alone = plan(manifest(user("trader001")), recorded())
+    assert [a.action.value for a in alone.actions] == ["revoke_trading"]
+    assert not any("renamed" in m for _, m in messages(alone))
+    both = manifest(user("trader001", accounts=[account("EVAL1"), account("EVAL2")]))
+    assert not any("renamed" in m for _, m in messages(plan(both, recorded())))

@@ -23,7 +23,7 @@ actions, so an unmanaged user's accounts are never touched.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -93,6 +93,30 @@ def plan_removed_accounts(manifest: Manifest, state: State, staying: Collection[
         record = state.accounts[name]
         if record.permission == "active" and record.user in staying and name.casefold() not in wanted:
             yield _revoke(name, record, "removed_from_manifest")
+
+
+def note_renames(actions: Sequence[object]) -> Iterator[Note]:
+    """Say, per user, that accounts removed while others are created cannot be a rename.
+
+    The partner API cannot rename an account: a name changed in the manifest is a new account and
+    the old one's trading permission revoked, irreversibly. Said loudly, so a reviewer who meant a
+    rename puts the old name back before apply.
+    """
+    removed: dict[str, list[str]] = {}
+    created: dict[str, list[str]] = {}
+    for action in actions:
+        if isinstance(action, RevokeTrading) and action.reason == "removed_from_manifest":
+            removed.setdefault(action.user, []).append(action.account)
+        elif isinstance(action, CreateAccount):
+            created.setdefault(action.user, []).append(action.account)
+    for user in sorted(removed.keys() & created.keys()):
+        yield Note(
+            "warning",
+            user,
+            f"account {', '.join(removed[user])} is revoked (gone from the manifest) while "
+            f"{', '.join(created[user])} is created: an account cannot be renamed, so this revokes "
+            "the trader's account for good; if a rename was meant, put the old name back",
+        )
 
 
 def _new_account(manifest: Manifest, user: str, user_id: int | None, account: Account) -> Iterator[Planned]:

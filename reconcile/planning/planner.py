@@ -44,7 +44,14 @@ from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.contact import ADDRESS_FIELDS, CONTACT_FIELDS
 from reconcile.errors import PlanError, counted, plural
 from reconcile.manifest.models import SIMPLUS, Contact, Manifest, User
-from reconcile.planning.accounts import Note, Planned, Recorded, plan_removed_accounts, plan_user_accounts
+from reconcile.planning.accounts import (
+    Note,
+    Planned,
+    Recorded,
+    note_renames,
+    plan_removed_accounts,
+    plan_user_accounts,
+)
 from reconcile.planning.drift import compare
 from reconcile.planning.plan import (
     AccountAction,
@@ -108,6 +115,7 @@ def make_plan(
                 share_fields_sets(_models(acc.actions[planned:]), acc.fields_sets)
     _plan_removed(manifest, state, renamed, acc)
     acc.extend(plan_removed_accounts(manifest, state, acc.staying))
+    acc.extend(note_renames(acc.actions))
     _note_unfinished_cancels(state, acc)
     for entry in seen.refresh.drift if seen.refresh is not None else ():
         if entry.kind is DriftKind.account_other_user:  # acting on it would act on a guess
