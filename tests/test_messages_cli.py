@@ -413,3 +413,34 @@ def test_state_list_and_show_name_each_users_accounts_and_what_the_trader_can_do
     assert counts["total"] == len(accounts) == counts["trading"] + counts["locked"] + counts["revoked"]
     assert f"accounts: {len(accounts)} (" in run("state", "show", "-f", desk).stdout
 
+
+
+def test_a_lost_reset_is_forgotten_only_on_purpose_and_then_the_next_plan_resets_again(desk: Path) -> None:
+    from reconcile.state.file import FileStateStore
+
+    apply_desk(desk)
+    store = FileStateStore(desk.parent / "state" / "sim.json")
+    with store.lock(purpose="test"):
+        state = store.load("sim")
+        record = state.accounts["FIRMEVAL00001"]
+        assert record.lastReset is not None
+        # What an apply records when a reset's answer is lost: done, unconfirmed, never resent.
+        state.accounts["FIRMEVAL00001"] = record.model_copy(update={"resetUnsettled": record.lastReset})
+        store.save(state, (), changed_accounts=["FIRMEVAL00001"])
+
+    held = json.loads(run("plan", "-f", desk, "--format", "json").stdout)
+    assert not [a for a in held["actions"] if a["action"] == "reset_account"]
+    assert any("answer lost" in d["message"] for d in held["diagnostics"])
+
+    forgot = run("state", "forget-reset", "firmeval00001", "-f", desk)
+    assert forgot.exit_code == 0, forgot.stderr
+    assert "FIRMEVAL00001: the unconfirmed reset to" in forgot.stdout
+    again = json.loads(run("plan", "-f", desk, "--format", "json").stdout)
+    resets = [a for a in again["actions"] if a["action"] == "reset_account"]
+    assert [(a["account"], a["resetTo"]) for a in resets] == [("FIRMEVAL00001", record.lastReset.isoformat())]
+    assert any(line["action"] == "forget_reset" for line in store.audit_log("sim").read())
+
+    twice = run("state", "forget-reset", "FIRMEVAL00001", "-f", desk)
+    assert twice.exit_code == 1 and "no unconfirmed reset to forget" in twice.stderr
+    unknown = run("state", "forget-reset", "FIRMEVAL0001", "-f", desk)
+    assert unknown.exit_code == 1 and "did you mean" in unknown.stderr

@@ -123,7 +123,8 @@ def note_unconfirmed_resets(plan: Plan, state: State) -> Plan:
             message=f"account {name}: a reset to {record.resetUnsettled} was sent and its answer lost; "
             "it is recorded as done and never sent again (a second reset would undo the trading done "
             "since). Check the account (its balance is back at the initial balance if it happened); "
-            "a new resetTo resets it again",
+            "a new resetTo resets it again, and if it did not happen, `reconcile state forget-reset "
+            f"{name}` lets the next apply send it",
         )
         for name, record in sorted(state.accounts.items())
         if record.resetUnsettled is not None

@@ -14,6 +14,7 @@ from reconcile.cli.options import (
     backend_option,
     edge_settings,
     format_option,
+    lock_timeout_option,
     options,
     remote_inputs,
     state_option,
@@ -184,6 +185,29 @@ def unlock_command(lock_id: str, scope: StateScope, state_path: Path | None, bac
     """Remove the lock record LOCK_ID left behind by a run that is gone."""
     holder = _open(scope, state_path, backend).unlock(lock_id)
     echo(f"removed {holder.describe()}")
+
+
+@command.command("forget-reset")
+@click.argument("account")
+@_state_options
+@lock_timeout_option()
+def forget_reset_command(
+    account: str, scope: StateScope, state_path: Path | None, backend: str | None, lock_timeout: float
+) -> None:
+    """Forget ACCOUNT's reset whose answer was lost, so the next apply resets it again.
+
+    \b
+    Only after checking the account: if its balance is back at the initial balance, the reset
+    happened and must not be forgotten (a second reset undoes the trading done since).
+    """
+    from reconcile.operations.forget_reset import forget_reset
+
+    store = _open(scope, state_path, backend)
+    done = forget_reset(store, scope.environment, account, lock_timeout=lock_timeout)
+    echo(
+        f"account {printable(done.account)}: the unconfirmed reset to {done.reset_to} is forgotten "
+        f"(serial {done.serial}); the next apply resets it to its resetTo again"
+    )
 
 
 @command.command("rebind")
