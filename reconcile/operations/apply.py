@@ -20,14 +20,13 @@ from reconcile.errors import ReconcileError, counted
 from reconcile.manifest.passwords import refuse_unreadable_password_files
 from reconcile.operations.clients import open_client
 from reconcile.operations.inputs import PlanInputs, Reporter
-from reconcile.operations.opening import Opened, open_inputs
+from reconcile.operations.opening import Opened, open_inputs, utc_today
 from reconcile.operations.pacing import PacedProgress, remember_sends
 from reconcile.operations.plan import (
     companion_of,
     live_reader,
     prepare_plan,
     refuse_errors,
-    utc_today,
     whole_cancellations,
 )
 from reconcile.planning.plan import Plan, load_plan

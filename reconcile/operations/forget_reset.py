@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from reconcile.errors import StateError, did_you_mean
+from reconcile.planning.accounts import Recorded
 from reconcile.state.store import StateStore
 
 
@@ -30,12 +31,11 @@ def forget_reset(
     """
     with store.lock(timeout=lock_timeout, purpose="state forget-reset"):
         state = store.load(environment)
-        names = {name.casefold(): name for name in state.accounts}
-        name = names.get(account.casefold())
-        if name is None:
+        found = Recorded.of(state).by_folded.get(account.casefold())
+        if found is None:
             hint = did_you_mean(account, list(state.accounts))
             raise StateError(f"no account {account!r} is recorded in {store.describe()}{hint}")
-        record = state.accounts[name]
+        name, record = found
         if record.resetUnsettled is None:
             done = (
                 f"its last reset (to {record.lastReset}) was confirmed" if record.lastReset else "it has none"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 from reconcile.api.endpoints import resolve_endpoint
@@ -18,6 +18,11 @@ Opened = tuple["LoadedManifest", str, StateStore]
 """The loaded manifests, the endpoint label and the state store of one operation."""
 
 
+def utc_today() -> date:
+    """Today's date in UTC, read at the edge: the day ``resetTo`` and ``expiresOn`` are judged by."""
+    return datetime.now(UTC).date()
+
+
 def open_inputs(inputs: Sources, *, bind: bool = True) -> Opened:
     """Load the manifests, then resolve the endpoint label and open the state store they choose.
 
@@ -29,7 +34,7 @@ def open_inputs(inputs: Sources, *, bind: bool = True) -> Opened:
 
     settings = inputs.settings
     # Today's UTC date is read here, at the edge: the loader refuses a resetTo after it.
-    loaded = load_manifest(list(inputs.paths), today=datetime.now(UTC).date())
+    loaded = load_manifest(list(inputs.paths), today=utc_today())
     manifest = loaded.manifest
     label = resolve_endpoint(manifest.environment, inputs.endpoint or settings.endpoint)
     store = open_store(

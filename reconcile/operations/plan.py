@@ -17,7 +17,7 @@ from reconcile.api.endpoints import EMBEDDED_SIM, resolve_companion
 from reconcile.errors import PlanError, counted
 from reconcile.manifest.models import Manifest
 from reconcile.operations.inputs import PlanInputs, Reporter
-from reconcile.operations.opening import Opened, open_inputs
+from reconcile.operations.opening import Opened, open_inputs, utc_today
 from reconcile.planning.plan import CancelEverything, Diagnostic, Plan, PlanBinding
 from reconcile.planning.policy import CancellationCheck, Irreversible, evaluate_cancellations, irreversible_of
 from reconcile.planning.snapshot import LiveSnapshot
@@ -158,11 +158,6 @@ def whole_cancellations(
     if not plan.targeted and not plan.excluded:
         return None
     return irreversible_of(make_plan(manifest, state, binding=plan.binding, live=live, today=today))
-
-
-def utc_today() -> date:
-    """Today's date in UTC: the day ``expiresOn`` is judged by."""
-    return datetime.now(UTC).date()
 
 
 def companion_of(inputs: PlanInputs, label: str) -> str | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from reconcile.errors import ManifestError, Problem
 from reconcile.manifest.loader import LoadedManifest, load_manifest
 from reconcile.manifest.passwords import declaring_folder, password_file_problems, unset_password_variables
+from reconcile.operations.opening import utc_today
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def validate(
     Raises :class:`ManifestError` listing every problem (with ``strict``, the warnings too).
     ``environ`` is where ``{env: VAR}`` passwords are looked for (None: nowhere).
     """
-    loaded = load_manifest(paths, today=datetime.now(UTC).date())
+    loaded = load_manifest(paths, today=utc_today())
     _check_password_files(loaded)
     env: Mapping[str, str] = {} if environ is None else environ
     unset = unset_password_variables(loaded.manifest, loaded.locations, environ=env)
