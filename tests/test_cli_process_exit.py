@@ -98,3 +98,19 @@ def test_non_daemon_threads_finish_before_the_exit(tmp_path: Path) -> None:
 def test_a_message_given_to_exit_is_printed_with_code_1() -> None:
     done = _python("import reconcile.cli as cli\ndef main():\n    raise SystemExit('gone wrong')\n" + _RUN)
     assert (done.returncode, done.stderr.strip()) == (1, "gone wrong")
+
+
+def test_a_command_keeps_only_its_own_results_until_the_exit(tmp_path: Path) -> None:
+    # plan keeps its result alive for run()'s os._exit to drop at once; a process that runs
+    # commands in turn (these tests) must not pile them up.
+    from reconcile.cli import main, output
+    from reconcile.operations.plan import PlanResult
+
+    manifest = _many_users(tmp_path / "desk.yaml", 3)
+    for _ in range(3):
+        try:
+            main(["plan", "-f", str(manifest), "--state", str(tmp_path / "state.json")])
+        except SystemExit as exc:
+            assert exc.code == 0
+        assert [type(kept) for kept in output._KEPT] == [PlanResult]
+    output.release_kept()

@@ -21,7 +21,7 @@ import click
 
 from reconcile import __version__
 from reconcile.cli.groups import SummaryGroup
-from reconcile.cli.output import echo_err, echo_error
+from reconcile.cli.output import echo_err, echo_error, release_kept
 from reconcile.errors import ReconcileError, describe_os_error, printable
 
 # Command name -> (the module that defines it, exposing ``command``; its summary). Modules are
@@ -97,6 +97,7 @@ def _lock_switch(args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map errors to exit codes."""
+    release_kept()
     args = _lock_switch(sys.argv[1:] if argv is None else list(argv))
     try:
         # Without standalone mode, click returns ctx.exit(code)'s code instead of exiting.

@@ -12,7 +12,7 @@ import click
 
 from reconcile.apply import ApplyResult
 from reconcile.cli.options import format_option, lock_timeout_option, plan_inputs
-from reconcile.cli.output import echo, echo_err, print_plan, stderr_reporter, style
+from reconcile.cli.output import echo, echo_err, keep_until_exit, print_plan, stderr_reporter, style
 from reconcile.cli.progress import ApplyProgress
 from reconcile.errors import ReconcileError, counted, plural, printable
 from reconcile.operations.apply import ApplyRequest, apply
@@ -132,6 +132,7 @@ def command(
         )
     finally:
         progress.close()
+    keep_until_exit(outcome)
     _report(outcome.result, fmt, outcome.plan)
     if not outcome.result.ok:
         sys.exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from reconcile.cli.options import format_options, lock_options, plan_inputs
-from reconcile.cli.output import print_plan, stderr_reporter
+from reconcile.cli.output import keep_until_exit, print_plan, stderr_reporter
 from reconcile.errors import ReconcileError, counted
 from reconcile.operations.inputs import PlanInputs
 from reconcile.operations.plan import plan as make_plan
@@ -22,7 +22,9 @@ def command(inputs: PlanInputs, fmt: str, show_pii: bool, lock_timeout: float | 
     Users waiting for the Market Data Agreement do not count: nothing can change for them until
     they sign.
     """
-    plan = make_plan(inputs, lock_timeout=lock_timeout, reporter=stderr_reporter()).plan
+    made = make_plan(inputs, lock_timeout=lock_timeout, reporter=stderr_reporter())
+    keep_until_exit(made)
+    plan = made.plan
     print_plan(plan, fmt, show_pii)
     refuse_errors(plan)
     reasons = []

@@ -16,6 +16,24 @@ if TYPE_CHECKING:
     from reconcile.planning.plan import Plan
 
 
+_KEPT: list[object] = []
+
+
+def keep_until_exit(value: object) -> None:
+    """Keep ``value`` alive until the process ends, which frees it all at once (:func:`run`).
+
+    A 100k-user plan is millions of objects; freeing them one by one when the command returns
+    takes about a second after the last line is printed. Each :func:`main` starts with none kept,
+    so a process running commands in turn (the tests) holds only the last one's.
+    """
+    _KEPT.append(value)
+
+
+def release_kept() -> None:
+    """Let go of what :func:`keep_until_exit` kept (a new command starts)."""
+    _KEPT.clear()
+
+
 def use_colour(stream: IO[str] | None = None) -> bool:
     """True when ``stream`` is a terminal and NO_COLOR is unset (https://no-color.org)."""
     if os.environ.get("NO_COLOR"):

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from reconcile.cli.options import format_options, lock_options, plan_inputs
-from reconcile.cli.output import echo_err, print_plan, stderr_reporter
+from reconcile.cli.output import echo_err, keep_until_exit, print_plan, stderr_reporter
 from reconcile.errors import PolicyError
 from reconcile.manifest.models import PasswordGenerate
 from reconcile.operations.inputs import PlanInputs
@@ -105,6 +105,7 @@ def command(
         allow_cancellations=allow_cancellations,
         reporter=stderr_reporter(),
     )
+    keep_until_exit(made)
     # A person at a terminal reads the refusal once, as the error below; review formats (a pull
     # request comment, a JSON consumer) do not see stderr, so the plan itself carries it there.
     plan = made.plan if fmt == "text" else made.reviewed

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from reconcile.cli.options import edge_settings, files_option, format_option
-from reconcile.cli.output import echo, echo_warning
+from reconcile.cli.output import echo, echo_warning, keep_until_exit
 from reconcile.errors import ManifestError, Problem, counted
 from reconcile.operations.validate import validate
 
@@ -63,6 +63,7 @@ def command(paths: tuple[Path, ...], output_format: str, strict: bool) -> None:
             )
             raise click.exceptions.Exit(1) from None
         raise
+    keep_until_exit(validated)
     loaded, warnings, statuses = validated.loaded, validated.warnings, validated.statuses
     for warning in warnings:
         echo_warning(str(warning))
