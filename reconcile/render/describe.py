@@ -5,17 +5,14 @@ Renderers differ in layout only; the words come from here, so text and Markdown 
 
 from __future__ import annotations
 
-import functools
 import json
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 # counted is re-exported: commands import it from here as well as from reconcile.errors.
 from reconcile.errors import counted as counted
 from reconcile.errors import printable
-from reconcile.manifest.models import PasswordFromEnv, PasswordFromFile
+from reconcile.manifest.models import PasswordFromEnv, PasswordFromFile, PasswordGenerate
 from reconcile.planning.plan import (
     REASONS,
     Action,
@@ -38,12 +35,13 @@ from reconcile.planning.plan import (
     UpdateRisk,
 )
 
+_A = TypeVar("_A")
+
 PII_FIELDS = frozenset({"email", "phone", "streetAddress1", "streetAddress2", "postCode"})
 """Fields masked in review output unless --show-pii: they identify a person or a home."""
 
 
-@dataclass(frozen=True)
-class ActionLine:
+class ActionLine(NamedTuple):
     """One action as people read it: ``+ trader001  create  email="…" plan=7``."""
 
     symbol: str
@@ -71,30 +69,59 @@ def mask(field: str, value: Any) -> Any:
 
 def quote(field: str, value: Any, *, show_pii: bool) -> str:
     """A field value as shown: JSON-quoted (escapes control characters), masked unless asked."""
+    if type(value) is str:  # the common case first: 900k values at 100k users
+        if not show_pii and field in PII_FIELDS:
+            value = mask(field, value)
+        return f'"{value}"' if _plain(value) else json.dumps(value, ensure_ascii=False)
     if value is None:
         return "(none)"
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # risk amounts: 2500, not 2500.0
-    shown = value if show_pii else mask(field, value)
-    if type(shown) is str and _ESCAPED.search(shown) is None:
-        return f'"{shown}"'  # what json.dumps gives, 20 times faster (600k values at 100k users)
-    return json.dumps(shown, ensure_ascii=False)
+    return json.dumps(value if show_pii else mask(field, value), ensure_ascii=False)
 
 
-_ESCAPED = re.compile(r'["\\\x00-\x1f]')
-"""What ``json.dumps(..., ensure_ascii=False)`` escapes in a string."""
+def _plain(text: str) -> bool:
+    """True when ``json.dumps(text, ensure_ascii=False)`` is ``text`` in quotes, 20 times faster.
+
+    json.dumps escapes only ``"``, ``\\`` and control characters; ``isprintable`` is False for
+    every control character (and for some characters json.dumps keeps: those take the slow way).
+    """
+    return text.isprintable() and '"' not in text and "\\" not in text
+
+
+def describe_changes(changes: Iterable[FieldChange], *, show_pii: bool) -> list[str]:
+    """:func:`describe_change` of each change, a new plain value written here directly.
+
+    Inline because a new desk of 100k users has 600k such values (its contacts).
+    """
+    described = []
+    for change in changes:
+        field, after = change.field, change.after
+        if (
+            change.before is None
+            and type(after) is str
+            and (show_pii or field not in PII_FIELDS)
+            and _plain(after)
+        ):
+            described.append(f'{field}="{after}"')
+        else:
+            described.append(describe_change(change, show_pii=show_pii))
+    return described
 
 
 def describe_change(change: FieldChange, *, show_pii: bool) -> str:
     """``field: "before" → "after"``, or ``field="after"`` when the field was not set before."""
-    after = quote(change.field, change.after, show_pii=show_pii)
-    if change.before is None:
-        return f"{change.field}={after}"
-    return f"{change.field}: {quote(change.field, change.before, show_pii=show_pii)} → {after}"
+    field, before = change.field, change.before
+    after = quote(field, change.after, show_pii=show_pii)
+    if before is None:
+        return f"{field}={after}"
+    return f"{field}: {quote(field, before, show_pii=show_pii)} → {after}"
 
 
 def describe_password(source: PlannedPassword) -> str:
     """Where the password of a new user comes from (never the password)."""
+    if isinstance(source, PasswordGenerate):
+        return "generated"  # checked first: the common case, and cheaper than pydantic's ==
     if isinstance(source, PasswordFromEnv):
         return f"env:{safe(source.env)}"
     if isinstance(source, PasswordFromFile):
@@ -104,65 +131,96 @@ def describe_password(source: PlannedPassword) -> str:
     return "generated"
 
 
-@functools.singledispatch
-def describe(action: Any, *, show_pii: bool) -> ActionLine:
+Wording = tuple[str, list[str]]
+"""What an action does and its details: ``("create", ['email="…"', "plan=7"])``."""
+_WORDINGS: dict[type, Callable[[Any, bool], Wording]] = {}
+
+
+def wording(action: Action, *, show_pii: bool) -> Wording:
+    """What ``action`` does and its details, without the symbol and user of :func:`describe`.
+
+    Dispatched on the exact type through a dict: a large plan words 300k actions, and
+    ``functools.singledispatch`` took a third of that time in its wrapper.
+    """
+    try:
+        function = _WORDINGS[type(action)]
+    except KeyError:
+        raise TypeError(f"no description for {type(action).__name__}") from None
+    return function(action, show_pii)
+
+
+def describe(action: Action, *, show_pii: bool) -> ActionLine:
     """Describe one action."""
-    raise TypeError(f"no description for {type(action).__name__}")
+    what, details = wording(action, show_pii=show_pii)
+    kind = action.action
+    return ActionLine(kind.symbol, safe(action.user), what, tuple(details), kind)
 
 
-@describe.register
-def _(action: CreateUser, *, show_pii: bool) -> ActionLine:
-    details = [
-        f"email={quote('email', action.email, show_pii=show_pii)}",
-        f"firstName={quote('firstName', action.firstName, show_pii=show_pii)}",
-        f"lastName={quote('lastName', action.lastName, show_pii=show_pii)}",
-    ]
+def _words(kind: type[_A]) -> Callable[[Callable[[_A, bool], Wording]], Callable[[_A, bool], Wording]]:
+    def register(function: Callable[[_A, bool], Wording]) -> Callable[[_A, bool], Wording]:
+        _WORDINGS[kind] = function
+        return function
+
+    return register
+
+
+@_words(CreateUser)
+def _create(action: CreateUser, show_pii: bool) -> Wording:
+    email, first, last = action.email, action.firstName, action.lastName
+    if show_pii and _plain(email + first + last):  # one check for the three: 100k creates at 100k users
+        details = [f'email="{email}"', f'firstName="{first}"', f'lastName="{last}"']
+    else:
+        details = [
+            f"email={quote('email', email, show_pii=show_pii)}",
+            f"firstName={quote('firstName', first, show_pii=show_pii)}",
+            f"lastName={quote('lastName', last, show_pii=show_pii)}",
+        ]
     if action.tradovateSubscriptionPlanId is not None:
         details.append(f"plan={action.tradovateSubscriptionPlanId}")
     if action.entitlements:
-        details.append(f"entitlements=[{', '.join(safe(e) for e in action.entitlements)}]")
+        details.append(f"entitlements=[{', '.join(map(safe, action.entitlements))}]")
     details.append(f"password={describe_password(action.password)}")
-    return _line(action, "create", details)
+    return "create", details
 
 
-@describe.register
-def _(action: UpdateEmail, *, show_pii: bool) -> ActionLine:
+@_words(UpdateEmail)
+def _email(action: UpdateEmail, show_pii: bool) -> Wording:
     details = [
         f"{quote(c.field, c.before, show_pii=show_pii)} → {quote(c.field, c.after, show_pii=show_pii)}"
         for c in action.changes
     ]
-    return _line(action, "email", details)
+    return "email", details
 
 
-@describe.register
-def _(action: UpdateContact, *, show_pii: bool) -> ActionLine:
+@_words(UpdateContact)
+def _contact(action: UpdateContact, show_pii: bool) -> Wording:
     what = "contact" if action.userId is not None else "contact (after create)"
-    return _line(action, what, [describe_change(c, show_pii=show_pii) for c in action.changes])
+    return what, describe_changes(action.changes, show_pii=show_pii)
 
 
-@describe.register
-def _(action: GrantEntitlement, *, show_pii: bool) -> ActionLine:
+@_words(GrantEntitlement)
+def _grant(action: GrantEntitlement, show_pii: bool) -> Wording:
     details = []
     if action.recheck:
         details.append("awaiting the Market Data Agreement: checked again on apply")
     elif action.agreement_gated:
         details.append("once the trader signs the Market Data Agreement")
-    return _line(action, f"grant {safe(action.entitlement)}", details)
+    return f"grant {safe(action.entitlement)}", details
 
 
-@describe.register
-def _(action: CancelEverything, *, show_pii: bool) -> ActionLine:
+@_words(CancelEverything)
+def _cancel(action: CancelEverything, show_pii: bool) -> Wording:
     flags = action.flags.model_dump()
     cancelled = [name for name, on in flags.items() if on]
     kept = [name for name, on in flags.items() if not on]
     details = [REASONS[action.reason], f"cancels {', '.join(cancelled) or 'nothing'}"]
     if kept:
         details.append(f"keeps {', '.join(kept)}")
-    return _line(action, "CANCEL EVERYTHING (irreversible)", details)
+    return "CANCEL EVERYTHING (irreversible)", details
 
 
-@describe.register
-def _(action: CreateAccount, *, show_pii: bool) -> ActionLine:
+@_words(CreateAccount)
+def _create_account(action: CreateAccount, show_pii: bool) -> Wording:
     details = [
         f"template={safe(action.template)} ({action.templateAccountId})",
         f"initialBalance={action.initialBalance:g}",
@@ -174,49 +232,39 @@ def _(action: CreateAccount, *, show_pii: bool) -> ActionLine:
     if action.resetTo is not None:
         details.append(f"resetTo={action.resetTo.isoformat()} (recorded as its last reset)")
     after = "" if action.userId is not None else " (after create)"
-    return _line(action, f"create account {safe(action.account)}{after}", details)
+    return f"create account {safe(action.account)}{after}", details
 
 
-@describe.register
-def _(action: UpdateRisk, *, show_pii: bool) -> ActionLine:
-    details = [describe_change(c, show_pii=show_pii) for c in action.changes]
-    return _line(action, f"risk {safe(action.account)}", details)
+@_words(UpdateRisk)
+def _risk(action: UpdateRisk, show_pii: bool) -> Wording:
+    details = describe_changes(action.changes, show_pii=show_pii)
+    return f"risk {safe(action.account)}", details
 
 
-@describe.register
-def _(action: SwitchRiskCategory, *, show_pii: bool) -> ActionLine:
+@_words(SwitchRiskCategory)
+def _category(action: SwitchRiskCategory, show_pii: bool) -> Wording:
     before = safe(action.before) if action.before is not None else "(none)"
     change = f"{before} → {safe(action.riskCategory)} ({action.riskCategoryId})"
-    return _line(action, f"risk category {safe(action.account)}", [change])
+    return f"risk category {safe(action.account)}", [change]
 
 
-@describe.register
-def _(action: SetTrading, *, show_pii: bool) -> ActionLine:
+@_words(SetTrading)
+def _trading(action: SetTrading, show_pii: bool) -> Wording:
     what = "LOCK trading" if action.after == "locked" else "unlock trading"
-    return _line(action, f"{what} {safe(action.account)}", [f"{action.before} → {action.after}"])
+    return f"{what} {safe(action.account)}", [f"{action.before} → {action.after}"]
 
 
-@describe.register
-def _(action: ResetAccount, *, show_pii: bool) -> ActionLine:
+@_words(ResetAccount)
+def _reset(action: ResetAccount, show_pii: bool) -> Wording:
     last = action.before.isoformat() if action.before is not None else "never"
     details = [f"to the start of trade date {action.resetTo.isoformat()} (last reset: {last})"]
-    return _line(action, f"reset account {safe(action.account)}", details)
+    return f"reset account {safe(action.account)}", details
 
 
-@describe.register
-def _(action: RevokeTrading, *, show_pii: bool) -> ActionLine:
+@_words(RevokeTrading)
+def _revoke(action: RevokeTrading, show_pii: bool) -> Wording:
     details = [REASONS[action.reason], f"trading permission {action.tradingPermissionId}"]
-    return _line(action, f"REVOKE TRADING {safe(action.account)} (irreversible)", details)
-
-
-def _line(action: Action, what: str, details: list[str]) -> ActionLine:
-    return ActionLine(
-        symbol=action.action.symbol,
-        user=safe(action.user),
-        what=what,
-        details=tuple(details),
-        kind=action.action,
-    )
+    return f"REVOKE TRADING {safe(action.account)} (irreversible)", details
 
 
 _NOUNS: dict[ActionKind, tuple[str, str | None]] = {
@@ -296,7 +344,7 @@ def describe_drift(entry: DriftEntry, *, show_pii: bool) -> str:
     """One drift entry as people read it: what differs, recorded → live for changed fields."""
     text = safe(entry.message)
     if entry.changes:
-        text += ": " + ", ".join(describe_change(c, show_pii=show_pii) for c in entry.changes)
+        text += ": " + ", ".join(describe_changes(entry.changes, show_pii=show_pii))
     return text
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import html
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 
 from reconcile.errors import counted
-from reconcile.planning.plan import REASONS, ActionKind, Plan
+from reconcile.planning.plan import REASONS, Action, ActionKind, Plan
 from reconcile.planning.policy import cancellations_of, revocations_of
 from reconcile.render.describe import (
     ActionLine,
@@ -87,9 +88,20 @@ class _Budget:
             return
         self.must(text)
 
+    def items(self, what: str, texts: Iterable[str], total: int) -> None:
+        """Add each of ``total`` items while they fit; count the rest without making them.
 
-def render_markdown(plan: Plan, options: RenderOptions) -> str:
-    """Draw ``plan`` as a pull-request comment of at most ``options.max_chars`` characters."""
+        At 100k users only a few hundred fit, and making the rest would take seconds.
+        """
+        for done, text in enumerate(texts, start=1):
+            self.item(what, text)
+            if self.full:
+                self.left_out[what] += total - done
+                return
+
+
+def render_markdown(plan: Plan, options: RenderOptions) -> Iterator[str]:
+    """Yield ``plan`` as a pull-request comment of at most ``options.max_chars`` characters."""
     footer = _footer(plan, options)
     out = _Budget(options.max_chars, reserve=len(footer) + _NOTE_RESERVE)
     out.must(f"## reconcile plan: {code(plan.binding.environment)}\n")
@@ -110,16 +122,18 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
         (
             f"{counted(len(cancelled), 'user')} will be cancelled",
             "cancellations",
-            [f"{code(a.user)} ({REASONS[a.reason]})" for a in cancelled],
+            len(cancelled),
+            (f"{code(a.user)} ({REASONS[a.reason]})" for a in cancelled),
         ),
         (
             f"{counted(len(revoked), 'trading permission')} will be revoked",
             "revocations",
-            [f"{code(a.account)} of {code(a.user)} ({REASONS[a.reason]})" for a in revoked],
+            len(revoked),
+            (f"{code(a.account)} of {code(a.user)} ({REASONS[a.reason]})" for a in revoked),
         ),
     )
-    for headline, what, items in irreversible:
-        _caution(out, f"{headline}, irreversibly:", what, items)
+    for headline, what, total, items in irreversible:
+        _caution(out, f"{headline}, irreversibly:", what, items, total)
 
     _diagnostics(out, plan, "info", "Notes")
 
@@ -127,17 +141,20 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
     if waiting:
         out.must("### Awaiting agreement\n")
         out.must("Not changes: apply checks again whether these traders signed the Market Data Agreement.\n")
-        for grant in waiting:
-            out.item("agreement re-checks", f"- {code(grant.user)}: {code(grant.entitlement)}")
+        lines = (f"- {code(grant.user)}: {code(grant.entitlement)}" for grant in waiting)
+        out.items("agreement re-checks", lines, len(waiting))
         out.must("")
 
-    per_user: dict[str, list[ActionLine]] = {}
+    per_user: dict[str, list[Action]] = {}
     for change in plan.changes:
-        per_user.setdefault(change.user, []).append(describe(change, show_pii=options.show_pii))
+        per_user.setdefault(change.user, []).append(change)
     if per_user:
         out.must("### Changes per user\n")
-        for user in sorted(per_user):
-            out.item("user details", _details(user, per_user[user]))
+        details = (
+            _details(user, [describe(a, show_pii=options.show_pii) for a in per_user[user]])
+            for user in sorted(per_user)
+        )
+        out.items("user details", details, len(per_user))
 
     if out.left_out:
         left = ", ".join(f"{n:,} {what}" for what, n in out.left_out.items())
@@ -146,16 +163,15 @@ def render_markdown(plan: Plan, options: RenderOptions) -> str:
             "The full plan: `reconcile show PLANFILE` on the saved plan, or `--format json`.\n"
         )
     out.must(footer)
-    return "\n".join(out.parts) + "\n"
+    yield "\n".join(out.parts) + "\n"
 
 
-def _caution(out: _Budget, headline: str, what: str, items: list[str]) -> None:
+def _caution(out: _Budget, headline: str, what: str, items: Iterable[str], total: int) -> None:
     """An irreversible part of the plan, as a CAUTION block listing each item while they fit."""
-    if not items:
+    if not total:
         return
     out.must(f"> [!CAUTION]\n> **{headline}**")
-    for item in items:
-        out.item(what, f"> - {item}")
+    out.items(what, (f"> - {item}" for item in items), total)
     out.must("")
 
 
@@ -164,9 +180,8 @@ def _diagnostics(out: _Budget, plan: Plan, severity: str, title: str) -> None:
     if not found:
         return
     out.must(f"### {title}\n")
-    for d in found:
-        who = f"{code(d.user)}: " if d.user else ""
-        out.item(title.lower(), f"- {who}{prose(d.message)}")
+    lines = (f"- {code(d.user) + ': ' if d.user else ''}{prose(d.message)}" for d in found)
+    out.items(title.lower(), lines, len(found))
     out.must("")
 
 
@@ -176,15 +191,14 @@ def _drift(out: _Budget, plan: Plan, options: RenderOptions) -> None:
     out.must("### Drift\n")
     out.must(f"{prose(drift_sentence(plan))}\n")
     shown = differences(plan.refresh.drift)
-    for entry in shown:
-        what = describe_drift(entry, show_pii=options.show_pii)
-        out.item("drift entries", f"- {code(entry.user)}: {prose(what)}")
+    lines = (f"- {code(e.user)}: {prose(describe_drift(e, show_pii=options.show_pii))}" for e in shown)
+    out.items("drift entries", lines, len(shown))
     if shown:
         out.must("")
     if plan.refresh.unmanaged:
         out.must("Unmanaged users (in the organization; never changed or cancelled by reconcile):\n")
-        for name in plan.refresh.unmanaged:
-            out.item("unmanaged users", f"- {code(name)}")
+        names = plan.refresh.unmanaged
+        out.items("unmanaged users", (f"- {code(name)}" for name in names), len(names))
         out.must("")
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import click
 
 from reconcile.errors import counted
-from reconcile.planning.plan import ActionKind, Diagnostic, DriftEntry, Plan
+from reconcile.planning.plan import Action, ActionKind, Diagnostic, DriftEntry, Plan
 from reconcile.planning.policy import cancellations_of, revocations_of
 from reconcile.render.describe import (
-    ActionLine,
     describe,
     describe_drift,
     differences,
@@ -20,6 +19,7 @@ from reconcile.render.describe import (
     summary_sentence,
     targeting_sentence,
     unmanaged_sentence,
+    wording,
 )
 from reconcile.render.options import RenderOptions
 
@@ -40,8 +40,11 @@ _LOUD = frozenset({ActionKind.cancel_everything, ActionKind.revoke_trading})
 _DIAGNOSTIC_STYLE = {"error": ("Error", "red"), "warning": ("Warning", "yellow"), "info": ("Note", None)}
 
 
-def render_text(plan: Plan, options: RenderOptions) -> str:
-    """Draw ``plan`` as text; values are shown in full (``--show-pii`` concerns review formats)."""
+def render_text(plan: Plan, options: RenderOptions) -> Iterator[str]:
+    """Yield ``plan`` as text in pieces of whole lines; values in full (``--show-pii`` is for reviews).
+
+    In pieces so that a plan of 300k actions never stands in memory as one string.
+    """
 
     def paint(text: str, fg: str | None = None, bold: bool = False) -> str:
         return click.style(text, fg=fg, bold=bold) if options.colour else text
@@ -58,13 +61,12 @@ def render_text(plan: Plan, options: RenderOptions) -> str:
 
     out += _drift(plan, paint)
 
-    changes = [describe(a, show_pii=True) for a in plan.changes]
+    changes = plan.changes
     if changes:
-        width = max(len(line.user) for line in changes)
         out.append("Actions (+ create, ~ update, > grant, < reset, - cancel or revoke):")
-        for line in changes:
-            out.append(paint(_format(line, width), _COLOURS[line.kind], bold=line.kind in _LOUD))
-        out.append("")
+        yield _lines(out)
+        yield from _actions(changes, paint if options.colour else None)
+        out = [""]
 
     cancelled = cancellations_of(plan)
     if cancelled:
@@ -77,7 +79,8 @@ def render_text(plan: Plan, options: RenderOptions) -> str:
             paint, f"{counted(len(revoked), 'trading permission')} will be REVOKED, irreversibly: {names}"
         )
 
-    waiting = [describe(a, show_pii=True) for a in rechecks(plan)]
+    # Re-checks are the actions that are not changes: none to look for when the counts agree.
+    waiting = [describe(a, show_pii=True) for a in rechecks(plan)] if len(changes) < len(plan.actions) else []
     if waiting:
         out.append("Awaiting agreement (checked again on apply):")
         width = max(len(line.user) for line in waiting)
@@ -89,18 +92,36 @@ def render_text(plan: Plan, options: RenderOptions) -> str:
         out.append("")
 
     out.append(paint(summary_sentence(plan), bold=True))
-    return "\n".join(out) + "\n"
+    yield _lines(out)
+
+
+_PIECE = 4096
+"""Action lines per piece of output (about half a megabyte)."""
+
+
+def _lines(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
+
+
+def _actions(changes: Sequence[Action], paint: Callable[..., str] | None) -> Iterator[str]:
+    """The action lines, a piece at a time, users padded to the longest name of all."""
+    users = [safe(a.user) for a in changes]
+    width = max(map(len, users))
+    heads = {kind: f"  {kind.symbol} " for kind in ActionKind}
+    for start in range(0, len(changes), _PIECE):
+        lines = []
+        for action, user in zip(changes[start : start + _PIECE], users[start : start + _PIECE], strict=True):
+            what, details = wording(action, show_pii=True)
+            kind = action.action
+            text = f"{heads[kind]}{user.ljust(width)}  {what}"
+            if details:
+                text = f"{text}: {', '.join(details)}"
+            lines.append(text if paint is None else paint(text, _COLOURS[kind], bold=kind in _LOUD))
+        yield _lines(lines)
 
 
 def _loud(paint: Callable[..., str], sentence: str) -> list[str]:
     return [paint(f"!!! {sentence}", "red", bold=True), ""]
-
-
-def _format(line: ActionLine, width: int) -> str:
-    text = f"  {line.symbol} {line.user.ljust(width)}  {line.what}"
-    if line.details:
-        text += ": " + ", ".join(line.details)
-    return text
 
 
 def _diagnostic(diagnostic: Diagnostic, paint: Callable[..., str]) -> str:
