@@ -7,8 +7,11 @@ These helpers keep that fast and under the memory budget (bench/plan.py measures
 from __future__ import annotations
 
 import contextlib
+import datetime
+import enum
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -54,3 +57,85 @@ def share_fields_sets(
         canonical = shared.setdefault(frozenset(names), names)
         if canonical is not names:
             object.__setattr__(model, "__pydantic_fields_set__", canonical)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+VALIDATE_TRUSTED = False
+"""True makes every :class:`Trusted` builder validate, as ``cls(**values)`` would (tests compare both)."""
+
+_REQUIRED: Any = object()
+_IMMUTABLE = (type(None), str, int, float, bool, tuple, frozenset, enum.Enum, datetime.date)
+_set_attribute = object.__setattr__
+
+
+class Trusted(Generic[M]):
+    """Build ``cls`` from values already valid for it, without validating them again.
+
+    For the planner's actions: their values come from models the loader validated, and at
+    100k users validating them again (and walking them afterwards to share their field-name
+    sets) was two thirds of planning. ``build(**values)`` gives what ``cls(**values)`` gives
+    for valid values: the same ``__dict__`` (defaults filled, field order), the same set
+    field names (one set object per distinct set, as :func:`share_fields_sets` makes), no
+    extra and no private values. Values the validator would convert (a list for a tuple, an
+    int for a float) must be passed converted: tests/test_perf_plan.py compares every action
+    the planner builds with its validated twin. It relies on pydantic's private instance
+    layout; tests/test_perf_bulk.py fails on a pydantic minor version not checked yet.
+    """
+
+    def __init__(self, cls: type[M]) -> None:
+        decorators = cls.__pydantic_decorators__
+        if (
+            cls.model_config.get("extra") == "allow"
+            or cls.__private_attributes__
+            or decorators.validators
+            or decorators.field_validators
+            or decorators.root_validators
+            or decorators.model_validators
+            or cls.__pydantic_post_init__ is not None
+        ):
+            raise TypeError(f"{cls.__name__} validates or stores more than its fields: build it validated")
+        self.cls = cls
+        self.template: dict[str, Any] = {}
+        self.factories: list[tuple[str, Callable[[], Any]]] = []
+        for name, info in cls.model_fields.items():
+            if info.default_factory is not None:
+                self.factories.append((name, info.default_factory))  # type: ignore[arg-type]
+                self.template[name] = _REQUIRED
+            elif info.is_required():
+                self.template[name] = _REQUIRED
+            elif isinstance(info.default, _IMMUTABLE):
+                self.template[name] = info.default
+            else:  # pydantic copies a mutable default for each instance
+                raise TypeError(f"{cls.__name__}.{name} has a mutable default: give it a default_factory")
+        self.required = frozenset(name for name, value in self.template.items() if value is _REQUIRED) - {
+            name for name, _ in self.factories
+        }
+        self.fields_sets: dict[frozenset[str], set[str]] = {}
+
+    def __call__(self, **values: Any) -> M:
+        fields_set = self.fields_sets.get(frozenset(values)) or self._first_of(values)
+        if VALIDATE_TRUSTED:
+            model = self.cls(**values)
+        else:
+            content = self.template.copy()
+            content.update(values)  # existing keys keep their place: the fields' order, as validation gives
+            if self.factories:
+                for name, factory in self.factories:
+                    if name not in values:
+                        content[name] = factory()
+            model = self.cls.__new__(self.cls)
+            _set_attribute(model, "__dict__", content)
+            _set_attribute(model, "__pydantic_extra__", None)
+            _set_attribute(model, "__pydantic_private__", None)
+        _set_attribute(model, "__pydantic_fields_set__", fields_set)
+        return model
+
+    def _first_of(self, values: dict[str, Any]) -> set[str]:
+        """The set of field names given in ``values``, checked once for each such set."""
+        names = frozenset(values)
+        unknown, missing = names - self.template.keys(), self.required - names
+        if unknown or missing:
+            wrong = f"with unknown {sorted(unknown)}" if unknown else f"without {sorted(missing)}"
+            raise TypeError(f"{self.cls.__name__} built {wrong}")
+        return self.fields_sets.setdefault(names, set(names))

@@ -27,6 +27,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from reconcile.bulk import Trusted
 from reconcile.manifest.models import Account, Manifest, User
 from reconcile.planning.plan import (
     AccountAction,
@@ -39,6 +40,15 @@ from reconcile.planning.plan import (
     UpdateRisk,
 )
 from reconcile.state.model import AccountRecord, State
+
+# Built from values the manifest loader and the state store validated (see reconcile.bulk.Trusted).
+_CREATE_ACCOUNT = Trusted(CreateAccount)
+_UPDATE_RISK = Trusted(UpdateRisk)
+_SWITCH = Trusted(SwitchRiskCategory)
+_SET_TRADING = Trusted(SetTrading)
+_RESET = Trusted(ResetAccount)
+_REVOKE = Trusted(RevokeTrading)
+_CHANGE = Trusted(FieldChange)
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,8 @@ def plan_user_accounts(
 
 def plan_removed_accounts(manifest: Manifest, state: State, staying: Collection[str]) -> Iterator[Planned]:
     """Revoke each active permission the manifest no longer names whose user is in ``staying``."""
+    if not state.accounts:  # nothing recorded: no need to gather the manifest's accounts
+        return
     wanted = {account.name.casefold() for user in manifest.users for account in user.accounts}
     for name in sorted(state.accounts):
         record = state.accounts[name]
@@ -128,7 +140,7 @@ def _new_account(manifest: Manifest, user: str, user_id: int | None, account: Ac
         )
         return
     template = manifest.partner.accountTemplates[account.template]
-    yield CreateAccount(
+    yield _CREATE_ACCOUNT(
         user=user,
         userId=user_id,
         account=account.name,
@@ -141,7 +153,7 @@ def _new_account(manifest: Manifest, user: str, user_id: int | None, account: Ac
     if account.riskCategory is not None:
         yield _switch(manifest, user, account.name, None, None, account.riskCategory)
     if account.trading == "locked":
-        yield SetTrading(user=user, account=account.name, accountId=None, before="active", after="locked")
+        yield _SET_TRADING(user=user, account=account.name, accountId=None, before="active", after="locked")
 
 
 def _recorded_account(
@@ -184,12 +196,12 @@ def _changes(
     wanted = desired_risk(manifest, account)
     changes = risk_changes(record.risk, wanted)
     if changes:
-        yield UpdateRisk(user=user, account=name, accountId=record.accountId, changes=changes, risk=wanted)
+        yield _UPDATE_RISK(user=user, account=name, accountId=record.accountId, changes=changes, risk=wanted)
     if account.riskCategory is not None and account.riskCategory != record.riskCategory:
         yield _switch(manifest, user, name, record.accountId, record.riskCategory, account.riskCategory)
     if account.trading != record.trading:
         after: Literal["active", "locked"] = "locked" if account.trading == "locked" else "active"
-        yield SetTrading(
+        yield _SET_TRADING(
             user=user, account=name, accountId=record.accountId, before=record.trading, after=after
         )
     yield from _reset(user, account, name, record)
@@ -208,13 +220,13 @@ def _reset(user: str, account: Account, name: str, record: AccountRecord) -> Ite
             "it again",
         )
         return
-    yield ResetAccount(user=user, account=name, accountId=record.accountId, before=last, resetTo=wanted)
+    yield _RESET(user=user, account=name, accountId=record.accountId, before=last, resetTo=wanted)
 
 
 def _switch(
     manifest: Manifest, user: str, account: str, account_id: int | None, before: str | None, category: str
 ) -> SwitchRiskCategory:
-    return SwitchRiskCategory(
+    return _SWITCH(
         user=user,
         account=account,
         accountId=account_id,
@@ -234,7 +246,7 @@ def _revoke(
             f"account {name}: no trading permission id is recorded, so its permission cannot be "
             "revoked: run `reconcile refresh` to read it, then plan again",
         )
-    return RevokeTrading(
+    return _REVOKE(
         user=record.user,
         userId=record.userId,
         account=name,
@@ -251,7 +263,7 @@ def risk_changes(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> tupl
     a boolean never equals a number.
     """
     return tuple(
-        FieldChange(field=key, before=recorded.get(key), after=wanted[key])
+        _CHANGE(field=key, before=recorded.get(key), after=wanted[key])
         for key in sorted(wanted)
         if not _same(recorded.get(key), wanted[key])
     )

@@ -32,15 +32,15 @@ again (a warning points to ``reconcile import``).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+import operator
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from deepdiff import DeepDiff
-from pydantic import BaseModel
 
-from reconcile.bulk import gc_paused, share_fields_sets
+from reconcile.bulk import Trusted, gc_paused
 from reconcile.contact import ADDRESS_FIELDS, CONTACT_FIELDS
 from reconcile.errors import PlanError, counted, plural
 from reconcile.manifest.models import SIMPLUS, Contact, Manifest, User
@@ -78,6 +78,16 @@ EXPIRY_NOTICE_DAYS = 7
 """A plan notes expiries due within this many days."""
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
+# The actions are built from values the manifest loader and the state store validated.
+_CREATE = Trusted(CreateUser)
+_UPDATE_EMAIL = Trusted(UpdateEmail)
+_UPDATE_CONTACT = Trusted(UpdateContact)
+_PAYLOAD = Trusted(ContactPayload)
+_GRANT = Trusted(GrantEntitlement)
+_CANCEL = Trusted(CancelEverything)
+_CHANGE = Trusted(FieldChange)
+_PLAN = Trusted(Plan)
+
 
 @gc_paused()
 def make_plan(
@@ -106,16 +116,16 @@ def make_plan(
     seen = _Observed.of(state, live, manifest, today)
     state = seen.state
     acc = _Accumulator()
-    renamed = _plan_renames(manifest, state, acc)
+    wanted = {user.name for user in manifest.users}
+    gone = _gone(state, wanted)
+    renamed = _plan_renames(manifest, state, gone, acc)
+    recorded = state.users
     for user in manifest.users:
         if user.name not in renamed:
-            planned = len(acc.actions)
-            _plan_user(manifest, user, state.users.get(user.name), seen, acc)
-            if len(acc.actions) > planned:  # as they are made: ~3 KB a new user, a third of the peak
-                share_fields_sets(_models(acc.actions[planned:]), acc.fields_sets)
-    _plan_removed(manifest, state, renamed, acc)
+            _plan_user(manifest, user, recorded.get(user.name), seen, acc)
+    _plan_removed(manifest, gone, renamed, acc)
     acc.extend(plan_removed_accounts(manifest, state, acc.staying))
-    acc.extend(note_renames(acc.actions))
+    acc.extend(note_renames(acc.account_actions))
     _note_unfinished_cancels(state, acc)
     for entry in seen.refresh.drift if seen.refresh is not None else ():
         if entry.kind is DriftKind.account_other_user:  # acting on it would act on a guess
@@ -160,10 +170,12 @@ def _plan_user(
     manifest: Manifest, user: User, record: UserRecord | None, seen: _Observed, acc: _Accumulator
 ) -> None:
     """Plan one user of the manifest (not a rename), or say why nothing is planned for it."""
-    if user.status == "cancelled" or seen.expired(user):
+    expires = user.expiresOn is not None  # rare: the date checks are skipped for everyone else
+    if user.status == "cancelled" or (expires and seen.expired(user)):
         _plan_cancelled_in_manifest(manifest, user, record, acc, expired=user.status != "cancelled")
         return
-    _note_expiry(user, seen.today, acc)
+    if expires:
+        _note_expiry(user, seen.today, acc)
     if record is None and user.name in seen.unmanaged:
         assert seen.live is not None  # only a refreshed plan knows unmanaged users
         # The hint must work: `import` refuses a closed user.
@@ -180,7 +192,8 @@ def _plan_user(
         )
     elif record is None:
         _plan_create(manifest, user, acc)
-        acc.extend(plan_user_accounts(manifest, user, None, seen.recorded))
+        if user.accounts:
+            acc.extend(plan_user_accounts(manifest, user, None, seen.recorded))
     elif user.name in seen.closed_outside:
         acc.add(
             "warning",
@@ -206,24 +219,37 @@ def _plan_user(
     else:
         _plan_existing(manifest, user, record, acc)
         acc.staying.add(user.name)
-        acc.extend(plan_user_accounts(manifest, user, record.userId, seen.recorded))
+        if user.accounts:
+            acc.extend(plan_user_accounts(manifest, user, record.userId, seen.recorded))
 
 
-def _plan_removed(manifest: Manifest, state: State, renamed: Collection[str], acc: _Accumulator) -> None:
+def _gone(state: State, wanted: Collection[str]) -> list[tuple[str, UserRecord]]:
+    """The active recorded users the manifest no longer names, by name.
+
+    One pass over state, sorting only what it finds: a churned desk records far more cancelled
+    users than the manifest names.
+    """
+    return sorted(
+        (name, record)
+        for name, record in state.users.items()
+        if record.lifecycle == "active" and name not in wanted
+    )
+
+
+def _plan_removed(
+    manifest: Manifest, gone: Iterable[tuple[str, UserRecord]], renamed: Collection[str], acc: _Accumulator
+) -> None:
     """Cancel everything of each active recorded user the manifest no longer names."""
-    wanted = {user.name for user in manifest.users}
-    for name in sorted(state.users):
-        record = state.users[name]
-        if name in wanted or name in renamed or record.lifecycle != "active":
-            continue
-        acc.actions.append(
-            CancelEverything(
-                user=name,
-                userId=record.userId,
-                flags=manifest.defaults.cancel,
-                reason="removed_from_manifest",
+    for name, record in gone:
+        if name not in renamed:
+            acc.actions.append(
+                _CANCEL(
+                    user=name,
+                    userId=record.userId,
+                    flags=manifest.defaults.cancel,
+                    reason="removed_from_manifest",
+                )
             )
-        )
 
 
 def _note_unfinished_cancels(state: State, acc: _Accumulator) -> None:
@@ -248,7 +274,8 @@ def _selected_plan(
 ) -> Plan:
     """Return the plan of what ``targets``/``excludes`` select, sorted."""
     selected = _selector(targets, excludes)
-    actions = sorted((a for a in acc.actions if selected(a.user)), key=_action_key)
+    actions = acc.actions if not (targets or excludes) else [a for a in acc.actions if selected(a.user)]
+    actions.sort(key=_action_key)
     diagnostics = sorted(
         (d for d, about in acc.diagnostics if not about or any(selected(name) for name in about)),
         key=lambda d: (_SEVERITY_ORDER[d.severity], d.user or "", d.message),
@@ -258,7 +285,7 @@ def _selected_plan(
             drift=tuple(d for d in refresh.drift if selected(d.user)),
             unmanaged=tuple(name for name in refresh.unmanaged if selected(name)),
         )
-    return Plan(
+    return _PLAN(
         binding=binding,
         actions=tuple(actions),
         diagnostics=tuple(diagnostics),
@@ -273,31 +300,73 @@ class _Accumulator:
     actions: list[Action] = field(default_factory=list)
     # Each diagnostic with the users it is about (a rename concerns two), for --target/--exclude.
     diagnostics: list[tuple[Diagnostic, tuple[str, ...]]] = field(default_factory=list)
+    account_actions: list[Action] = field(default_factory=list)
+    """The actions on accounts, also in ``actions``."""
     staying: set[str] = field(default_factory=set)
     """Managed users who stay active: an account of theirs gone from the manifest is revoked."""
-    fields_sets: dict[frozenset[str], set[str]] = field(default_factory=dict)
-    """The field-name sets the actions share (:func:`reconcile.bulk.share_fields_sets`)."""
+    changes: dict[tuple[str, str | None, str | None], FieldChange] = field(default_factory=dict)
+    """Each text field change made so far, so that equal ones are one object (:meth:`change`)."""
+    new_values: tuple[tuple[str, dict[str, FieldChange]], ...] = field(
+        default_factory=lambda: tuple((name, {}) for name in sorted(ADDRESS_FIELDS))
+    )
+    """Per address field by name, the changes from None to a text made so far, by that text."""
+    at_creation: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = field(default_factory=dict)
+    """Entitlements as listed by users → those set at creation (names, ids), made once per list."""
+
+    def change(self, name: str, before: Any, after: Any) -> FieldChange:
+        """A field change; equal changes of text (a new contact's city, country...) are one object.
+
+        A plan's models are never changed (frozen): sharing equal ones halves a new desk's plan.
+        """
+        if (before is None or type(before) is str) and (after is None or type(after) is str):
+            key = (name, before, after)
+            found = self.changes.get(key)
+            if found is None:
+                found = self.changes[key] = _CHANGE(field=name, before=before, after=after)
+            return found
+        return _CHANGE(field=name, before=before, after=after)
+
+    def new_contact_changes(self, values: Mapping[str, Any]) -> tuple[FieldChange, ...]:
+        """The changes that set a new user's address ``values`` (all but None), by field name.
+
+        :meth:`change` for each, made lean: at 100k new users this is the planner's inner loop.
+        """
+        changes = []
+        for name, made in self.new_values:
+            value = values[name]
+            if value is None:
+                continue
+            change = made.get(value) if type(value) is str else None
+            if change is None:
+                change = _CHANGE(field=name, before=None, after=value)
+                if type(value) is str:
+                    made[value] = change
+            changes.append(change)
+        return tuple(changes)
+
+    def entitlements_at_creation(
+        self, manifest: Manifest, user: User
+    ) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The names and ids of ``user``'s entitlements set at creation (Sim+ never is), sorted."""
+        found = self.at_creation.get(user.entitlements)
+        if found is None:
+            names = tuple(sorted(name for name in user.entitlements if name != SIMPLUS))
+            ids = tuple(manifest.partner.entitlements[name] for name in names)
+            found = self.at_creation[user.entitlements] = (names, ids)
+        return found
 
     def add(self, severity: Severity, user: str, message: str, *, also: tuple[str, ...] = ()) -> None:
         diagnostic = Diagnostic(severity=severity, user=user, message=message)
         self.diagnostics.append((diagnostic, (user, *also)))
 
     def extend(self, planned: Iterable[Planned]) -> None:
+        """Add what the account rules planned: notes and account actions."""
         for item in planned:
             if isinstance(item, Note):
                 self.add(item.severity, item.user, item.message, also=item.also)
             else:
                 self.actions.append(item)
-
-
-def _models(values: Iterable[Any]) -> Iterator[BaseModel]:
-    """The models among ``values`` and in their fields, tuples and lists, depth first."""
-    for value in values:
-        if isinstance(value, BaseModel):
-            yield value
-            yield from _models(value.__dict__.values())
-        elif isinstance(value, tuple | list):
-            yield from _models(value)
+                self.account_actions.append(item)
 
 
 def _selector(targets: Sequence[str], excludes: Sequence[str]) -> Callable[[str], bool]:
@@ -309,27 +378,30 @@ def _selector(targets: Sequence[str], excludes: Sequence[str]) -> Callable[[str]
     return selected
 
 
+_EXTRA_KEY = {GrantEntitlement: "entitlement"} | {kind: "account" for kind in get_args(AccountAction)}
+_SORT_BY: dict[type[Any], tuple[int, str | None]] = {
+    kind: (kind.model_fields["action"].default.order, _EXTRA_KEY.get(kind))
+    for kind in get_args(get_args(Action)[0])
+}
+"""Per action type: its kind's place in the plan, and the field ordering one user's actions of that kind."""
+
+
 def _action_key(action: Action) -> tuple[int, str, str]:
-    extra = ""
-    if isinstance(action, GrantEntitlement):
-        extra = action.entitlement
-    elif isinstance(action, AccountAction):
-        extra = action.account
-    return (action.action.order, action.user, extra)
+    order, extra = _SORT_BY[type(action)]
+    return (order, action.user, "" if extra is None else getattr(action, extra))
 
 
-def _plan_renames(manifest: Manifest, state: State, acc: _Accumulator) -> set[str]:
-    """Report renames (a new manifest user with the email of an active state user gone from it).
+def _plan_renames(
+    manifest: Manifest, state: State, gone: Iterable[tuple[str, UserRecord]], acc: _Accumulator
+) -> set[str]:
+    """Report renames (a new manifest user with the email of an active state user ``gone`` from it).
 
     Returns both names of every rename pair: they get no create and no cancel.
     """
-    wanted = {user.name for user in manifest.users}
-    gone_by_email = {
-        record.email.casefold(): name
-        for name, record in sorted(state.users.items())
-        if name not in wanted and record.lifecycle == "active"
-    }
+    gone_by_email = {record.email.casefold(): name for name, record in gone}
     involved: set[str] = set()
+    if not gone_by_email:
+        return involved
     for user in manifest.users:
         if user.status != "active" or user.name in state.users or user.email is None:
             continue
@@ -361,7 +433,7 @@ def _plan_cancelled_in_manifest(
         )
     elif record.lifecycle == "active":
         acc.actions.append(
-            CancelEverything(
+            _CANCEL(
                 user=user.name,
                 userId=record.userId,
                 flags=manifest.defaults.cancel,
@@ -393,28 +465,28 @@ def _planned_password(user: User) -> PlannedPassword:
 
 def _plan_create(manifest: Manifest, user: User, acc: _Accumulator) -> None:
     assert user.email and user.firstName and user.lastName  # an active manifest user has them
-    at_creation = sorted(name for name in user.entitlements if name != SIMPLUS)
+    names, ids = acc.entitlements_at_creation(manifest, user)
     acc.actions.append(
-        CreateUser(
+        _CREATE(
             user=user.name,
             email=user.email,
             firstName=user.firstName,
             lastName=user.lastName,
             password=_planned_password(user),
             tradovateSubscriptionPlanId=manifest.subscription_plan_for(user),
-            entitlementIds=tuple(manifest.partner.entitlements[name] for name in at_creation),
-            entitlements=tuple(at_creation),
+            entitlementIds=ids,
+            entitlements=names,
         )
     )
     if user.contact is not None:
-        payload = _contact_payload(user.firstName, user.lastName, user.contact)
+        after = _contact_values(user.firstName, user.lastName, user.contact)
         acc.actions.append(
-            UpdateContact(
+            _UPDATE_CONTACT(
                 user=user.name,
                 userId=None,
                 # The names were just set by the create: only the contact fields are news.
-                changes=_field_changes({}, user.contact.model_dump(exclude_none=True)),
-                contact=payload,
+                changes=acc.new_contact_changes(after),
+                contact=_PAYLOAD(**after),
             )
         )
     if SIMPLUS in user.entitlements:
@@ -424,7 +496,7 @@ def _plan_create(manifest: Manifest, user: User, acc: _Accumulator) -> None:
 def _grant(
     manifest: Manifest, user: str, user_id: int | None, name: str, *, recheck: bool = False
 ) -> GrantEntitlement:
-    return GrantEntitlement(
+    return _GRANT(
         user=user,
         userId=user_id,
         entitlement=name,
@@ -437,20 +509,25 @@ def _grant(
 
 def _plan_existing(manifest: Manifest, user: User, record: UserRecord, acc: _Accumulator) -> None:
     assert user.email and user.firstName and user.lastName  # an active manifest user has them
-    email_changes = _field_changes({"email": record.email}, {"email": user.email})
-    if email_changes:
+    if user.email != record.email:  # both validated text: ``!=`` is the whole comparison
         acc.actions.append(
-            UpdateEmail(user=user.name, userId=record.userId, changes=email_changes, email=user.email)
+            _UPDATE_EMAIL(
+                user=user.name,
+                userId=record.userId,
+                changes=(acc.change("email", record.email, user.email),),
+                email=user.email,
+            )
         )
     _plan_contact(user, record, acc)
 
-    for name in sorted(user.entitlements):
-        grant = record.entitlements.get(name)
+    wanted, granted = user.entitlements, record.entitlements
+    for name in sorted(wanted) if len(wanted) > 1 else wanted:
+        grant = granted.get(name)
         if grant is None:
             acc.actions.append(_grant(manifest, user.name, record.userId, name))
         elif grant.status == "awaiting_agreement":
             acc.actions.append(_grant(manifest, user.name, record.userId, name, recheck=True))
-    for name in sorted(set(record.entitlements) - set(user.entitlements)):
+    for name in sorted([name for name in granted if name not in wanted]):
         acc.add(
             "warning",
             user.name,
@@ -470,7 +547,6 @@ def _plan_existing(manifest: Manifest, user: User, record: UserRecord, acc: _Acc
 
 def _plan_contact(user: User, record: UserRecord, acc: _Accumulator) -> None:
     assert user.firstName and user.lastName
-    before = _recorded_contact(record)
     contact: Contact | ContactRecord | None = user.contact
     if contact is None:
         if record.contact is not None:
@@ -493,16 +569,25 @@ def _plan_contact(user: User, record: UserRecord, acc: _Accumulator) -> None:
                     "only with contact info (updatecontactinfo needs an address); add a contact",
                 )
             return
-    # Compare plain field values first: on a large desk nearly every contact is unchanged, and
-    # building (and validating) a payload model per user cost more than the whole comparison.
+    # On a large desk nearly every contact is unchanged: the fields (validated text or None on
+    # both sides, so ``==`` is exact) are compared before any mapping or model is made.
+    if (
+        record.contact is not None
+        and user.firstName == record.firstName
+        and user.lastName == record.lastName
+        and _address(contact) == _address(record.contact)
+    ):
+        return
     after = _contact_values(user.firstName, user.lastName, contact)
-    changes = _field_changes(before, after)
+    changes = _field_changes(_recorded_contact(record), after, acc.change)
     if changes:
         acc.actions.append(
-            UpdateContact(
-                user=user.name, userId=record.userId, changes=changes, contact=ContactPayload(**after)
-            )
+            _UPDATE_CONTACT(user=user.name, userId=record.userId, changes=changes, contact=_PAYLOAD(**after))
         )
+
+
+_address = operator.attrgetter(*ADDRESS_FIELDS)
+"""The address fields of a contact, as a tuple."""
 
 
 def _recorded_contact(record: UserRecord) -> dict[str, Any]:
@@ -515,16 +600,18 @@ def _recorded_contact(record: UserRecord) -> dict[str, Any]:
 
 def _contact_values(first: str, last: str, contact: Contact | ContactRecord) -> dict[str, Any]:
     """The ContactPayload fields as a plain mapping (attribute reads: no serializer per user)."""
-    values: dict[str, Any] = {name: getattr(contact, name) for name in ADDRESS_FIELDS}
+    values: dict[str, Any] = dict(zip(ADDRESS_FIELDS, _address(contact), strict=True))
     values.update(firstName=first, lastName=last)
     return values
 
 
-def _contact_payload(first: str, last: str, contact: Contact | ContactRecord) -> ContactPayload:
-    return ContactPayload(**_contact_values(first, last, contact))
-
-
-def _field_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[FieldChange, ...]:
+def _field_changes(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    change: Callable[[str, Any, Any], FieldChange] = lambda name, old, new: _CHANGE(
+        field=name, before=old, after=new
+    ),
+) -> tuple[FieldChange, ...]:
     """Field-level before/after of two flat mappings (absent = None), sorted by field name.
 
     Plain scalars (text, whole numbers, booleans, None) of one type, or one side None, are
@@ -546,7 +633,7 @@ def _field_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple
     if deep:
         diff = DeepDiff({key: old[key] for key in deep}, {key: new[key] for key in deep})
         changed.update(str(key) for key in diff.affected_root_keys)
-    return tuple(FieldChange(field=name, before=old[name], after=new[name]) for name in sorted(changed))
+    return tuple(change(name, old[name], new[name]) for name in sorted(changed))
 
 
 _SCALARS: frozenset[type] = frozenset({str, int, bool})
