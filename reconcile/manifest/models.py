@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
 import re
 import unicodedata
 from collections.abc import Collection, Iterator, Sequence
@@ -103,9 +104,15 @@ PASSWORD_EXPECTED = (
 )
 
 
+_PASSWORD_KIND_BY_KEY = {"env": "from-env", "file": "from-file", "generate": "generate"}
+
+
 def _password_kind(value: Any) -> str | None:
     # Pick the one union member the input is meant to be, so a mistake yields that member's
-    # error instead of pydantic's four-way union noise.
+    # error instead of pydantic's four-way union noise. Runs once per user: the input kinds
+    # (a mapping, a string) come first, the models (when serializing) after.
+    if isinstance(value, dict):
+        return _PASSWORD_KIND_BY_KEY.get(next(iter(value))) if len(value) == 1 else None
     if isinstance(value, str):
         return "literal"
     if isinstance(value, PasswordFromEnv):
@@ -114,9 +121,6 @@ def _password_kind(value: Any) -> str | None:
         return "from-file"
     if isinstance(value, PasswordGenerate):
         return "generate"
-    if isinstance(value, dict) and len(value) == 1:
-        key = next(iter(value))
-        return {"env": "from-env", "file": "from-file", "generate": "generate"}.get(key)
     return None
 
 
@@ -330,19 +334,22 @@ class User(_Model):
 
     @model_validator(mode="after")
     def _active_needs_identity(self) -> User:
-        if self.status == "active":
+        # Runs once per user (100k on a big desk): the common, valid case takes the fewest steps.
+        first, last = self.firstName, self.lastName
+        if self.status == "active" and (
+            self.email is None or self.password is None or first is None or last is None
+        ):
             missing = [f for f in ("email", "password", "firstName", "lastName") if getattr(self, f) is None]
-            if missing:
-                raise ValueError(
-                    f"an active user needs {', '.join(missing)} "
-                    "(or set status: cancelled to cancel this user)"
-                )
-        if self.firstName and self.lastName and len(self.firstName) + len(self.lastName) > 60:
+            raise ValueError(
+                f"an active user needs {', '.join(missing)} (or set status: cancelled to cancel this user)"
+            )
+        if first and last and len(first) + len(last) > 60:
             raise ValueError(
                 f"firstName and lastName may have at most 60 characters together "
-                f"(have {len(self.firstName) + len(self.lastName)})"
+                f"(have {len(first) + len(last)})"
             )
-        if len(set(self.entitlements)) != len(self.entitlements):
+        entitlements = self.entitlements
+        if len(entitlements) > 1 and len(set(entitlements)) != len(entitlements):
             raise ValueError("entitlements lists a name twice")
         return self
 
@@ -470,6 +477,39 @@ def cross_reference_problems(
     """
     yield from _user_problems(users, known.entitlements)
     yield from _account_problems(users, known, today)
+
+
+def cross_problems_possible(
+    users: Sequence[User], known: KnownNames, *, today: datetime.date | None = None
+) -> bool:
+    """Whether :func:`cross_reference_problems` finds anything in validated ``users``, quickly.
+
+    Column by column, without a :class:`UserKeys` per user: a valid 100k-user desk is checked in
+    a tenth of the time; only when this says True are the problems worth listing.
+    """
+    names = [user.name for user in users]
+    if len(set(_folded(names, skeleton=True))) != len(names):
+        return True
+    emails = [user.email for user in users if user.email is not None]
+    if len(set(_folded(emails, skeleton=False))) != len(emails):
+        return True
+    if known.entitlements is not None:
+        used = set(itertools.chain.from_iterable(user.entitlements for user in users))
+        if not all(name in known.entitlements for name in used):
+            return True
+    # The account rules look only at users with accounts (a cancelled user with some included).
+    keys = [UserKeys.of(user) for user in users if user.accounts]
+    return next(_account_problems(keys, known, today), None) is not None
+
+
+def _folded(texts: list[str], *, skeleton: bool) -> list[str]:
+    """Each name's :func:`name_skeleton`, or each text case-folded, in one call over all of them."""
+    joined = "\n".join(texts)
+    # Names and emails cannot hold a newline (NAME_PATTERN); casefold maps character by character.
+    if not texts or joined.count("\n") != len(texts) - 1 or (skeleton and not joined.isascii()):
+        return [name_skeleton(text) if skeleton else text.casefold() for text in texts]
+    folded = joined.casefold()
+    return (folded.translate(_ASCII_LOOK_ALIKES) if skeleton else folded).split("\n")
 
 
 def _user_problems(
