@@ -9,6 +9,7 @@ reported exactly as before. Pieces are cut tiny, so every item boundary is a cut
 from __future__ import annotations
 
 import datetime
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,10 @@ partner:
   accountTemplates:
     eval50k: {{templateAccountId: 5001, initialBalance: 50000}}
 """
+VALID_USER = (
+    "  - {{name: trader{number:03d}, email: t{number}@example.com, password: {{generate: true}}, "
+    "firstName: A, lastName: B}}\n"
+)
 AFTER = ["defaults:\n  tradovateSubscriptionPlanId: 7\n", "policy: {maxCancellations: 3}\n"]
 
 # Lines dropped between items: what the cutter must see through, or refuse.
@@ -244,17 +249,20 @@ def test_several_files_load_the_same_through_the_fast_path(
 
 
 def test_a_big_desk_is_taken_by_the_fast_path_in_many_pieces(tmp_path: Path) -> None:
-    users = "".join(
-        f"  - {{name: trader{i:04d}, email: t{i}@example.com, password: {{generate: true}}, "
-        f"firstName: A, lastName: B}}\n"
-        for i in range(400)
-    )
+    users = "".join(VALID_USER.format(number=number) for number in range(400))
     path = tmp_path / "desk.yaml"
     path.write_text(HEAD.format(environment="sim") + "users:\n" + users + AFTER[1])
-    block = chunks.users_block(path.read_text())
-    assert block is not None
-    with mock.patch.object(chunks, "PIECE_CHARS", 1000):
-        assert len(list(chunks.pieces(path.read_text(), block))) > 10
+    parsed: list[int] = []
+    real = loader._rs_loads
+
+    def recorded(text: str, *args: Any) -> Any:
+        parsed.append(len(text))
+        return real(text, *args)
+
+    with mock.patch.object(chunks, "PIECE_CHARS", 1000), mock.patch.object(loader, "_rs_loads", recorded):
+        load_manifest([path])
+    # Never the whole file at once: the head, the tail, and pieces of a few items each.
+    assert len(parsed) > 20 and max(parsed) < 2000
     assert_same_or_declined([path], must_take=True)
 
 
@@ -263,17 +271,18 @@ def test_a_big_desk_is_taken_by_the_fast_path_in_many_pieces(tmp_path: Path) -> 
     [
         ("---\npolicy: {maxCancellations: 3}\n", "a second document after the list"),
         ("...\npolicy: {maxCancellations: 3}\n", "a document end, then more"),
-        ("users:\n  - {name: trader002}\n", "users set twice"),
+        (f"users:\n{VALID_USER.format(number=2)}", "users set twice"),
+        ("partner: {dataAccountId: 11111}\n", "a section set twice"),
     ],
 )
 def test_the_fast_path_gives_way_where_the_whole_file_reads_otherwise(
     tmp_path: Path, tail: str, reason: str
 ) -> None:
+    valid = tmp_path / "valid.yaml"
+    valid.write_text(HEAD.format(environment="sim") + "users:\n" + VALID_USER.format(number=1))
+    assert _fast([valid]) is not None  # so it is the tail that makes it give way
     path = tmp_path / "desk.yaml"
-    user = (
-        "  - {name: trader001, email: t@example.com, password: {generate: true}, firstName: A, lastName: B}\n"
-    )
-    path.write_text(HEAD.format(environment="sim") + "users:\n" + user + tail)
+    path.write_text(valid.read_text() + tail)
     assert _fast([path]) is None, reason
     assert isinstance(_slow([path]), ManifestError), reason
 
@@ -323,3 +332,14 @@ def test_the_quick_check_across_users_agrees_with_the_rules(
     known = KnownNames(entitlements, templates, categories)
     problems = list(cross_reference_problems([UserKeys.of(u) for u in users], known, today=today))
     assert cross_problems_possible(users, known, today=today) == bool(problems)
+
+
+_ONE_PATTERN = re.compile(r"[-?][ \t]+[-?](?:[ \t]|$)", re.MULTILINE)
+"""What the stacked-indicator check was before it became one pattern per indicator."""
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("-? \t\nx:")), max_size=40))
+def test_the_stacked_indicator_check_finds_what_one_pattern_found(text: str) -> None:
+    split = any(pattern.search(text) is not None for pattern in loader._STACKED_INDICATORS)
+    assert split == (_ONE_PATTERN.search(text) is not None)

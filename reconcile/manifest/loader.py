@@ -76,12 +76,12 @@ from reconcile.manifest.models import (
     UNSAFE_IN_NAMES,
     UNSAFE_IN_TEXT,
     AccountKeys,
+    CrossCheck,
     CrossProblem,
     KnownNames,
     Manifest,
     User,
     UserKeys,
-    cross_problems_possible,
     cross_reference_problems,
     dotted_path,
 )
@@ -123,9 +123,13 @@ _Path = tuple[str | int, ...]
 # compact indicators stacked on one line ("- - - x", "? ? x") block nesting stays shallow; flow
 # nesting ([[[...) yaml-rs bounds itself. Files that might nest deeper go through PyYAML's
 # iterative event scanner first, which refuses them with a position. False alarms only cost speed.
-# (Plain substring/regex checks with a literal start: a full-text scan of 35 MB takes ~0.1 s.)
+# (Plain substring/regex checks with a literal start: a full-text scan of 35 MB takes ~0.03 s.)
 _DEEP_INDENT = "\n" + " " * MAX_DEPTH
-_STACKED_INDICATORS = re.compile(r"[-?][ \t]+[-?](?:[ \t]|$)", re.MULTILINE)
+# One pattern per indicator: a literal first character lets the regex engine skip to it (5x faster
+# over a big desk than one pattern starting with [-?]).
+_STACKED_INDICATORS = tuple(
+    re.compile(rf"{first}[ \t]+[-?](?:[ \t]|$)", re.MULTILINE) for first in ("-", r"\?")
+)
 
 
 def _maybe_deep(text: str) -> bool:
@@ -133,7 +137,7 @@ def _maybe_deep(text: str) -> bool:
         _DEEP_INDENT in text
         or text.startswith(_DEEP_INDENT[1:])
         or "\t" in text
-        or _STACKED_INDICATORS.search(text) is not None
+        or any(stacked.search(text) is not None for stacked in _STACKED_INDICATORS)
     )
 
 
@@ -978,9 +982,9 @@ def _load_fast(sources: list[_Source], today: datetime.date | None) -> LoadedMan
         splits = [_split(source) for source in sources]
         top, merged = _merge_tops(splits)
         manifest = Manifest.model_validate(top, context=_CONTEXT)
-        users = _fast_users(sources, splits, merged)
-        manifest = manifest.model_copy(update={"users": users})
-        if cross_problems_possible(users, KnownNames.of(manifest.partner), today=today):
+        check = CrossCheck()
+        manifest = manifest.model_copy(update={"users": _fast_users(sources, splits, merged, check)})
+        if check.possible(KnownNames.of(manifest.partner), today=today):
             raise _Declined
     except (_Declined, ValidationError, *_RS_ERRORS):
         return None
@@ -1003,10 +1007,11 @@ def _split(source: _Source) -> _Split:
     head = _fast_loads(text[: block.start])
     tail = _fast_loads(text[block.end :]) if block.end < len(text) else None
     # The users line is a key of the top-level mapping only if the head ends with it, unfinished.
-    if not isinstance(head, dict) or list(head)[-1:] != ["users"] or head.pop("users") is not None:
+    if not isinstance(head, dict) or list(head)[-1:] != ["users"] or head["users"] is not None:
         raise _Declined
     if tail is not None and (not isinstance(tail, dict) or head.keys() & tail.keys()):
-        raise _Declined
+        raise _Declined  # a key set twice (users too): the whole-file parse refuses it
+    del head["users"]
     return _Split({**head, **(tail or {})}, None, block)
 
 
@@ -1031,8 +1036,10 @@ def _merge_tops(splits: list[_Split]) -> tuple[dict[str, Any], _Merged]:
     return top, _Merged(top, key_origin, [])
 
 
-def _fast_users(sources: list[_Source], splits: list[_Split], merged: _Merged) -> tuple[User, ...]:
-    """Validate every file's users, piece by piece; record where each comes from in ``merged``."""
+def _fast_users(
+    sources: list[_Source], splits: list[_Split], merged: _Merged, check: CrossCheck
+) -> tuple[User, ...]:
+    """Validate every file's users, piece by piece, into ``check``; note where each is from in ``merged``."""
     users: list[User] = []
     shared: dict[frozenset[str], set[str]] = {}
     for index, (source, split) in enumerate(zip(sources, splits, strict=True)):
@@ -1045,6 +1052,7 @@ def _fast_users(sources: list[_Source], splits: list[_Split], merged: _Merged) -
                 raise _Declined
             validated = _USERS.validate_python(part, context=_CONTEXT)
             share_fields_sets(_user_models(validated), shared)
+            check.add(validated)
             users.extend(validated)
         merged.user_origin.extend(zip(itertools.repeat(index), range(len(users) - listed), strict=False))
     return tuple(users)
@@ -1248,7 +1256,7 @@ class _UserLocations(Mapping[str, Location]):
     """User name → position of the user's entry, computed on first access."""
 
     def __init__(self, manifest: Manifest, sources: list[_Source], origin: list[tuple[int, int]]) -> None:
-        self._names = [u.name for u in manifest.users]
+        self._users = manifest.users
         self._sources = sources
         self._origin = origin
         self._table: dict[str, Location] | None = None
@@ -1258,10 +1266,10 @@ class _UserLocations(Mapping[str, Location]):
             table: dict[str, Location] = {}
             for file_index, local in self._origin:
                 self._sources[file_index].want([("users", local)])
-            for name, (file_index, local) in zip(self._names, self._origin, strict=True):
+            for user, (file_index, local) in zip(self._users, self._origin, strict=True):
                 found = _locate(self._sources[file_index], ("users", local))
                 if found.location is not None:
-                    table[name] = found.location
+                    table[user.name] = found.location
             self._table = table
         return self._table
 

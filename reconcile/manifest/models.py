@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import functools
 import itertools
+import operator
 import re
 import unicodedata
 from collections.abc import Collection, Iterator, Sequence
@@ -482,24 +483,50 @@ def cross_reference_problems(
 def cross_problems_possible(
     users: Sequence[User], known: KnownNames, *, today: datetime.date | None = None
 ) -> bool:
-    """Whether :func:`cross_reference_problems` finds anything in validated ``users``, quickly.
+    """Whether :func:`cross_reference_problems` finds anything in validated ``users``, quickly."""
+    check = CrossCheck()
+    check.add(users)
+    return check.possible(known, today=today)
 
-    Column by column, without a :class:`UserKeys` per user: a valid 100k-user desk is checked in
-    a tenth of the time; only when this says True are the problems worth listing.
+
+class CrossCheck:
+    """Tell quickly whether validated users break a rule across users, gathering them batch by batch.
+
+    Column by column, without a :class:`UserKeys` per user: a valid 100k-user desk is checked in a
+    fraction of the time, and each batch is read while its models are fresh in the CPU's cache.
+    Only when :meth:`possible` says True are the problems worth listing.
     """
-    names = [user.name for user in users]
-    if len(set(_folded(names, skeleton=True))) != len(names):
-        return True
-    emails = [user.email for user in users if user.email is not None]
-    if len(set(_folded(emails, skeleton=False))) != len(emails):
-        return True
-    if known.entitlements is not None:
-        used = set(itertools.chain.from_iterable(user.entitlements for user in users))
-        if not all(name in known.entitlements for name in used):
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.emails: list[str] = []
+        self.entitlements: set[str] = set()
+        self.with_accounts: list[User] = []
+
+    def add(self, users: Sequence[User]) -> None:
+        """Gather the next batch of users (map() with attrgetter: half a comprehension's time)."""
+        self.names.extend(map(_NAME, users))
+        self.emails.extend(email for email in map(_EMAIL, users) if email is not None)
+        self.entitlements.update(itertools.chain.from_iterable(map(_ENTITLEMENTS, users)))
+        self.with_accounts.extend(itertools.compress(users, map(_ACCOUNTS, users)))
+
+    def possible(self, known: KnownNames, *, today: datetime.date | None = None) -> bool:
+        """False when no rule across the gathered users is broken; True when one is."""
+        if len(set(_folded(self.names, skeleton=True))) != len(self.names):
             return True
-    # The account rules look only at users with accounts (a cancelled user with some included).
-    keys = [UserKeys.of(user) for user in users if user.accounts]
-    return next(_account_problems(keys, known, today), None) is not None
+        if len(set(_folded(self.emails, skeleton=False))) != len(self.emails):
+            return True
+        defined = known.entitlements
+        if defined is not None and not all(name in defined for name in self.entitlements):
+            return True
+        # The account rules look only at users with accounts (a cancelled user with some included).
+        keys = [UserKeys.of(user) for user in self.with_accounts]
+        return next(_account_problems(keys, known, today), None) is not None
+
+
+_NAME, _EMAIL, _ENTITLEMENTS, _ACCOUNTS = map(
+    operator.attrgetter, ("name", "email", "entitlements", "accounts")
+)
 
 
 def _folded(texts: list[str], *, skeleton: bool) -> list[str]:
