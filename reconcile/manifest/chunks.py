@@ -34,7 +34,7 @@ PIECE_CHARS = 64 * 1024
 """About how much YAML one piece holds: ~190 users of the README's shape (yaml-rs parses pieces of
 16-64K a third faster than pieces of 1M or more, measured on a 100k-user desk)."""
 
-_USERS_LINE = re.compile(r"users:[ ]*(?:#[^\n]*)?\n")
+_USERS_LINE = re.compile(r"users:(?:[ ]+#[^\n]*|[ ]*)\n")
 _FIRST_ITEM = re.compile(r"(?:[ ]*(?:#[^\n]*)?\n)*( *)- ")
 _END_AFTER_INDENTED = re.compile(r"\n(?=[^ #\n])")
 """A line with something in its first column ends a list whose items are indented."""
