@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
+import operator
 import re
 import unicodedata
 from collections.abc import Collection, Iterator, Sequence
@@ -103,9 +105,15 @@ PASSWORD_EXPECTED = (
 )
 
 
+_PASSWORD_KIND_BY_KEY = {"env": "from-env", "file": "from-file", "generate": "generate"}
+
+
 def _password_kind(value: Any) -> str | None:
     # Pick the one union member the input is meant to be, so a mistake yields that member's
-    # error instead of pydantic's four-way union noise.
+    # error instead of pydantic's four-way union noise. Runs once per user: the input kinds
+    # (a mapping, a string) come first, the models (when serializing) after.
+    if isinstance(value, dict):
+        return _PASSWORD_KIND_BY_KEY.get(next(iter(value))) if len(value) == 1 else None
     if isinstance(value, str):
         return "literal"
     if isinstance(value, PasswordFromEnv):
@@ -114,9 +122,6 @@ def _password_kind(value: Any) -> str | None:
         return "from-file"
     if isinstance(value, PasswordGenerate):
         return "generate"
-    if isinstance(value, dict) and len(value) == 1:
-        key = next(iter(value))
-        return {"env": "from-env", "file": "from-file", "generate": "generate"}.get(key)
     return None
 
 
@@ -330,19 +335,22 @@ class User(_Model):
 
     @model_validator(mode="after")
     def _active_needs_identity(self) -> User:
-        if self.status == "active":
+        # Runs once per user (100k on a big desk): the common, valid case takes the fewest steps.
+        first, last = self.firstName, self.lastName
+        if self.status == "active" and (
+            self.email is None or self.password is None or first is None or last is None
+        ):
             missing = [f for f in ("email", "password", "firstName", "lastName") if getattr(self, f) is None]
-            if missing:
-                raise ValueError(
-                    f"an active user needs {', '.join(missing)} "
-                    "(or set status: cancelled to cancel this user)"
-                )
-        if self.firstName and self.lastName and len(self.firstName) + len(self.lastName) > 60:
+            raise ValueError(
+                f"an active user needs {', '.join(missing)} (or set status: cancelled to cancel this user)"
+            )
+        if first and last and len(first) + len(last) > 60:
             raise ValueError(
                 f"firstName and lastName may have at most 60 characters together "
-                f"(have {len(self.firstName) + len(self.lastName)})"
+                f"(have {len(first) + len(last)})"
             )
-        if len(set(self.entitlements)) != len(self.entitlements):
+        entitlements = self.entitlements
+        if len(entitlements) > 1 and len(set(entitlements)) != len(entitlements):
             raise ValueError("entitlements lists a name twice")
         return self
 
@@ -470,6 +478,65 @@ def cross_reference_problems(
     """
     yield from _user_problems(users, known.entitlements)
     yield from _account_problems(users, known, today)
+
+
+def cross_problems_possible(
+    users: Sequence[User], known: KnownNames, *, today: datetime.date | None = None
+) -> bool:
+    """Whether :func:`cross_reference_problems` finds anything in validated ``users``, quickly."""
+    check = CrossCheck()
+    check.add(users)
+    return check.possible(known, today=today)
+
+
+class CrossCheck:
+    """Tell quickly whether validated users break a rule across users, gathering them batch by batch.
+
+    Column by column, without a :class:`UserKeys` per user: a valid 100k-user desk is checked in a
+    fraction of the time, and each batch is read while its models are fresh in the CPU's cache.
+    Only when :meth:`possible` says True are the problems worth listing.
+    """
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.emails: list[str] = []
+        self.entitlements: set[str] = set()
+        self.with_accounts: list[User] = []
+
+    def add(self, users: Sequence[User]) -> None:
+        """Gather the next batch of users (map() with attrgetter: half a comprehension's time)."""
+        self.names.extend(map(_NAME, users))
+        self.emails.extend(email for email in map(_EMAIL, users) if email is not None)
+        self.entitlements.update(itertools.chain.from_iterable(map(_ENTITLEMENTS, users)))
+        self.with_accounts.extend(itertools.compress(users, map(_ACCOUNTS, users)))
+
+    def possible(self, known: KnownNames, *, today: datetime.date | None = None) -> bool:
+        """False when no rule across the gathered users is broken; True when one is."""
+        if len(set(_folded(self.names, skeleton=True))) != len(self.names):
+            return True
+        if len(set(_folded(self.emails, skeleton=False))) != len(self.emails):
+            return True
+        defined = known.entitlements
+        if defined is not None and not all(name in defined for name in self.entitlements):
+            return True
+        # The account rules look only at users with accounts (a cancelled user with some included).
+        keys = [UserKeys.of(user) for user in self.with_accounts]
+        return next(_account_problems(keys, known, today), None) is not None
+
+
+_NAME, _EMAIL, _ENTITLEMENTS, _ACCOUNTS = map(
+    operator.attrgetter, ("name", "email", "entitlements", "accounts")
+)
+
+
+def _folded(texts: list[str], *, skeleton: bool) -> list[str]:
+    """Each name's :func:`name_skeleton`, or each text case-folded, in one call over all of them."""
+    joined = "\n".join(texts)
+    # Names and emails cannot hold a newline (NAME_PATTERN); casefold maps character by character.
+    if not texts or joined.count("\n") != len(texts) - 1 or (skeleton and not joined.isascii()):
+        return [name_skeleton(text) if skeleton else text.casefold() for text in texts]
+    folded = joined.casefold()
+    return (folded.translate(_ASCII_LOOK_ALIKES) if skeleton else folded).split("\n")
 
 
 def _user_problems(
