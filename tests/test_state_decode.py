@@ -222,17 +222,26 @@ def test_a_record_changed_in_place_under_a_reader_is_refused(tmp_path: Path) -> 
         _ = state.users["t5"].email
 
 
-def test_a_cancelled_user_with_an_impossible_date_is_refused_with_pydantics_words(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("createdAt", "2026-02-30T00:00:00Z"), ("email", 5), ("contact", {"phone": "1"}), ("unknown", 1),
+     ("createdAt", "2026-01-01T00:00:00.1234567Z")],
+)  # fmt: skip
+def test_a_cancelled_user_is_checked_whole_on_first_use_as_pydantic_checks_it(
+    tmp_path: Path, field: str, value: object
+) -> None:
     store = _churned(tmp_path)
-    raw = store.path.read_bytes()
-    document = json.loads(raw)
-    document["users"]["t3"]["createdAt"] = "2026-02-30T00:00:00Z"
+    document = json.loads(store.path.read_bytes())
+    document["users"]["t3"][field] = value
     store.path.write_text(json.dumps(document))
     expected = _pydantic(store.path.read_bytes(), store.path)
-    assert isinstance(expected, str) and "users.t3.createdAt" in expected
     state = FileStateStore(store.path).read()
     assert state is not None
-    assert state.users["t3"].userId == 3, "the plan needs only the id and lifecycle"
+    assert (state.users["t3"].userId, state.users["t3"].lifecycle) == (3, "cancelled"), "all a plan needs"
+    if isinstance(expected, State):  # a form only pydantic reads: pydantic's value
+        assert state.users["t3"].createdAt == expected.users["t3"].createdAt
+        return
+    assert f"users.t3.{field}" in expected
     with pytest.raises(StateError) as refused:
         _ = state.users["t3"].email
     assert str(refused.value) == expected

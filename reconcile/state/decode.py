@@ -4,15 +4,16 @@ A desk that churns keeps every cancelled user in state forever (its name must ne
 its id must stay unique), so state grows while the manifest does not: 100k active users beside
 400k cancelled ones. Parsing that into pydantic models took seconds and gigabytes. Here:
 
-- msgspec checks every record against a schema at least as strict as the models' (a record it
-  refuses sends the caller to pydantic, which says exactly what is wrong; one it accepts pydantic
-  accepts too, with equal values: tests/test_state_decode.py holds both to that);
+- msgspec checks every active record against a schema at least as strict as the models' (a
+  record it refuses sends the caller to pydantic, which says exactly what is wrong; one it accepts
+  pydantic accepts too, with equal values: tests/test_state_decode.py holds both to that);
 - an active user becomes its :class:`UserRecord` directly (no second validation), sharing its
   timestamps, and its fields-set with every record of the same shape;
-- a cancelled user becomes a :class:`LazyUser`: its name, ``userId`` and ``lifecycle`` are at
-  hand (the planner, the id checks and the budgets need no more), and the rest is decoded from
-  the document on first use. The document stays open (its inode pinned) while such records live,
-  so a later rewrite of the file cannot change what they read.
+- a cancelled user becomes a :class:`LazyUser`: its name, ``userId`` and ``lifecycle`` are
+  checked and at hand (the planner, the id checks and the budgets need no more), and the rest is
+  checked and decoded from the document on first use (a refusal then says what a whole read
+  says). The document stays open (its inode pinned) while such records live, so a later rewrite
+  of the file cannot change what they read.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import weakref
 from array import array
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, BinaryIO, Literal, NamedTuple
+from typing import Annotated, Any, BinaryIO, Literal, NamedTuple, cast
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
@@ -92,7 +93,15 @@ class Refused(Exception):
     """The fast reader cannot vouch for this document: pydantic must read it."""
 
 
+class _Lean(Struct):
+    """What a cancelled user is checked for when read (the rest is checked on first use)."""
+
+    userId: int
+    lifecycle: Literal["active", "cancelled"] = "active"
+
+
 _USER_DECODER = msgspec.json.Decoder(_User)
+_LEAN_DECODER = msgspec.json.Decoder(_Lean)
 _IS_UNSET = UNSET.__eq__  # True for UNSET, NotImplemented otherwise: a C call, no Python frame
 
 
@@ -235,24 +244,23 @@ class CancelledSource:
         text = self.text(index)
         try:
             record = self._builder.user(_USER_DECODER.decode(text))
-        except Refused:
-            raise self._invalid(index, text) from None
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (Refused, msgspec.ValidationError):
+            record = self._validated(index, text)
+        except msgspec.DecodeError:
             raise self._changed(index) from None
         if record.userId != self.user_ids[index] or record.lifecycle != "cancelled":
             raise self._changed(index)
         return record
 
-    def _invalid(self, index: int, text: bytes) -> StateError:
-        """The refusal a whole read would have given (only a date is checked this late)."""
+    def _validated(self, index: int, text: bytes) -> UserRecord:
+        """The record as pydantic reads it, or its refusal in the words a whole read would use."""
         try:
-            UserRecord.model_validate_json(text)
+            return UserRecord.model_validate_json(text)
         except ValidationError as exc:
-            return StateError(
+            raise StateError(
                 f"state {self.where} is not a valid state document: users.{self.names[index]}."
                 f"{first_invalid(exc)}"
-            )
-        return self._changed(index)
+            ) from None
 
     def _changed(self, index: int) -> StateError:
         return StateError(
@@ -366,21 +374,24 @@ def _users(records: dict[str, Raw], raw: bytes, file: BinaryIO, where: str) -> d
     builder = RecordBuilder()
     source = CancelledSource(file, where)
     users: dict[str, UserRecord] = {}
-    decode = _USER_DECODER.decode
+    lean, full = _LEAN_DECODER.decode, _USER_DECODER.decode
+    view = memoryview(raw)
     position = 0
     try:
         for name, text in records.items():
-            record = decode(text)
-            if record.lifecycle == "cancelled":
-                # Records are in the document's order, each after the one before.
+            record = lean(text)
+            if record.lifecycle != "cancelled":
+                users[name] = builder.user(full(text))
+                continue
+            # Records are in the document's order, each after the one before; a record is an
+            # object, so it starts at the first brace after the last (unless its name holds one).
+            size = len(text)
+            position = raw.index(b"{", position)
+            if view[position : position + size] != cast(Any, text):
                 position = raw.find(text, position)
-                if position < 0:
-                    raise Refused
-                users[name] = source.add(name, record.userId, position, len(text))
-                position += len(text)
-            else:
-                users[name] = builder.user(record)
-    except msgspec.ValidationError:
+            users[name] = source.add(name, record.userId, position, size)
+            position += size
+    except (msgspec.ValidationError, ValueError):
         raise Refused from None
     return users
 
