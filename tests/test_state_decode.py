@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,8 @@ from test_planner_support import record
 from reconcile.errors import StateError, first_invalid
 from reconcile.state.decode import LazyUser
 from reconcile.state.file import FileStateStore
-from reconcile.state.model import State, UserRecord, refuse_shared_ids
+from reconcile.state.model import GrantRecord, State, UserRecord, refuse_shared_ids
+from reconcile.state.postgres import PostgresStateStore
 
 TIMES = st.sampled_from(
     [
@@ -286,3 +288,45 @@ def test_a_file_read_is_closed_once_its_lazy_records_are_gone(tmp_path: Path) ->
     open_before = len(os.listdir("/proc/self/fd"))
     del state
     assert len(os.listdir("/proc/self/fd")) == open_before - 1
+
+
+def _pg_churned() -> tuple[PostgresStateStore, State]:
+    from pg_fixtures import new_database
+
+    store = PostgresStateStore(new_database(), "sim")
+    state = store.load("sim")
+    grant = GrantRecord(entitlementId=31, status="granted", updatedAt=record(0, "x").createdAt)
+    for i in range(6):
+        user = record(i, f"t{i}", entitlements={"tv": grant})
+        state.users[f"t{i}"] = user.model_copy(update={"lifecycle": "cancelled"}) if i % 2 else user
+    return store, store.save(state)
+
+
+def test_postgres_reads_a_cancelled_user_whole_only_when_more_than_its_id_is_used() -> None:
+    store, saved = _pg_churned()
+    with store:
+        state = store.read()
+        assert state is not None
+        assert [type(r) for r in state.users.values()] == [UserRecord, LazyUser] * 3
+        assert (state.users["t1"].userId, state.users["t1"].lifecycle) == (1, "cancelled")
+        assert type(state.users["t1"]) is LazyUser
+        assert state == saved and state.users == saved.users, "read whole on comparison"
+        assert all(type(r) is UserRecord for r in state.users.values())
+        assert state.users["t3"].entitlements["tv"].entitlementId == 31
+
+
+def test_postgres_refuses_a_cancelled_row_another_run_changed_or_damaged_since_the_read() -> None:
+    store, _ = _pg_churned()
+    with store:
+        state = store.read()
+        assert state is not None
+        with psycopg.connect(store.dsn) as conn:
+            conn.execute("UPDATE reconcile.users SET user_id = 99 WHERE name = 't1'")
+            conn.execute("""UPDATE reconcile.users SET contact = '{"phone": 1}' WHERE name = 't3'""")
+        with pytest.raises(StateError, match="user 't1' changed since this run read the state"):
+            _ = state.users["t1"].email
+        with pytest.raises(
+            StateError, match=r"user 't3' is not a valid record: contact\.phone: Input should be"
+        ):
+            _ = state.users["t3"].email
+        assert state.users["t5"].email == "t5@example.com"

@@ -204,21 +204,15 @@ def _identity(fd: int) -> tuple[int, int]:
 
 
 class CancelledSource:
-    """Where the lazy records of one read come from: the open document and each record's place."""
+    """Where the unread cancelled users of one read come from: what every store's source holds."""
 
-    def __init__(self, file: BinaryIO, where: str) -> None:
+    def __init__(self, where: str) -> None:
         self.where = where
         self.names: list[str] = []
         self.user_ids = array("q")
-        self.offsets = array("q")
-        self.lengths = array("q")
-        self._fd = file.fileno()
-        self._identity = _identity(self._fd)
-        self._builder = RecordBuilder()
-        weakref.finalize(self, file.close)
 
-    def add(self, name: str, user_id: int, offset: int, length: int) -> LazyUser:
-        """Note where a cancelled user's record is; return it, unread."""
+    def add(self, name: str, user_id: int) -> LazyUser:
+        """Note a cancelled user whose record is not read yet; return it, unread."""
         record = _new_lazy(LazyUser)
         _setattr(record, "__dict__", _LAZY_FIELDS)
         _setattr(record, "__pydantic_fields_set__", None)
@@ -228,9 +222,34 @@ class CancelledSource:
         _setattr(record, "__pydantic_private__", len(self.names))
         self.names.append(name)
         self.user_ids.append(user_id)
+        return record
+
+    def text(self, index: int) -> bytes | None:
+        """The record's JSON exactly as stored, where the store keeps JSON (None: it does not)."""
+        return None
+
+    def record(self, index: int) -> UserRecord:
+        """Read the record whole (and check it)."""
+        raise NotImplementedError
+
+
+class DocumentSource(CancelledSource):
+    """The cancelled users of a state document: the open document and each record's place."""
+
+    def __init__(self, file: BinaryIO, where: str) -> None:
+        super().__init__(where)
+        self.offsets = array("q")
+        self.lengths = array("q")
+        self._fd = file.fileno()
+        self._identity = _identity(self._fd)
+        self._builder = RecordBuilder()
+        weakref.finalize(self, file.close)
+
+    def place(self, name: str, user_id: int, offset: int, length: int) -> LazyUser:
+        """Note where a cancelled user's record is; return it, unread."""
         self.offsets.append(offset)
         self.lengths.append(length)
-        return record
+        return self.add(name, user_id)
 
     def text(self, index: int) -> bytes:
         """The record's JSON exactly as the document holds it."""
@@ -372,7 +391,7 @@ def decode_document(raw: bytes, file: BinaryIO, where: str) -> State:
 
 def _users(records: dict[str, Raw], raw: bytes, file: BinaryIO, where: str) -> dict[str, UserRecord]:
     builder = RecordBuilder()
-    source = CancelledSource(file, where)
+    source = DocumentSource(file, where)
     users: dict[str, UserRecord] = {}
     lean, full = _LEAN_DECODER.decode, _USER_DECODER.decode
     view = memoryview(raw)
@@ -389,7 +408,7 @@ def _users(records: dict[str, Raw], raw: bytes, file: BinaryIO, where: str) -> d
             position = raw.index(b"{", position)
             if view[position : position + size] != cast(Any, text):
                 position = raw.find(text, position)
-            users[name] = source.add(name, record.userId, position, size)
+            users[name] = source.place(name, record.userId, position, size)
             position += size
     except (msgspec.ValidationError, ValueError):
         raise Refused from None
