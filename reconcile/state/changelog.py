@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from reconcile.bulk import share_fields_sets
 from reconcile.errors import StateError, first_invalid
 from reconcile.fsutil import atomic_write_text, fsync_dir
+from reconcile.state.decode import LazyUser
 from reconcile.state.model import State, StateBinding
 
 _ADVICE = "restore the state folder from version control or a backup"
@@ -110,8 +111,8 @@ def fold_changes(path: Path, state: State, where: str) -> int:
 def record_models(users: Mapping[str, Any], accounts: Mapping[str, Any]) -> Iterator[BaseModel]:
     """Every model of these records (users with their contact and grants, then accounts)."""
     for record in users.values():
-        if record is None:
-            continue
+        if record is None or isinstance(record, LazyUser):
+            continue  # a LazyUser shares its sets once read whole
         yield record
         if record.contact is not None:
             yield record.contact

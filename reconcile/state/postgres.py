@@ -42,8 +42,10 @@ from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from reconcile import __version__
+from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import LockError, StateError, first_invalid
 from reconcile.state.audit import AuditLog, Clock
+from reconcile.state.changelog import record_models
 from reconcile.state.decode import CancelledSource
 from reconcile.state.journal import JournalEntry
 from reconcile.state.lock import LockHolder
@@ -493,6 +495,10 @@ class PostgresStateStore(GuardedStore, StateStore):
         return None if row is None else (str(row[0]), int(row[1]))
 
     def read(self) -> State | None:
+        with gc_paused():  # many small records, none cyclic garbage (reconcile.bulk)
+            return self._read()
+
+    def _read(self) -> State | None:
         with self._errors("reading"):
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
@@ -527,6 +533,7 @@ class PostgresStateStore(GuardedStore, StateStore):
             accounts=accounts,
         )
         refuse_shared_ids(state, self.describe())
+        share_fields_sets(record_models(users, accounts))
         return state
 
     def _read_users(self, cur: psycopg.Cursor[Any], names: Sequence[str] | None) -> dict[str, UserRecord]:
