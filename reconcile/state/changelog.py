@@ -15,13 +15,16 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from reconcile.bulk import share_fields_sets
 from reconcile.errors import StateError, first_invalid
 from reconcile.fsutil import atomic_write_text, fsync_dir
+from reconcile.state.decode import LazyUser
 from reconcile.state.model import State, StateBinding
 
 _ADVICE = "restore the state folder from version control or a backup"
@@ -72,8 +75,7 @@ def _parse_head(line: bytes, where: str, path: Path) -> LogHead:
         return LogHead(str(base["lineage"]), int(base["serial"]))
     except (ValueError, TypeError, KeyError, UnicodeDecodeError):
         raise StateError(
-            f"state {where}: line 1 of its change log {path} does not name the state it builds on; "
-            f"{_ADVICE}"
+            f"state {where}: line 1 of its change log {path} does not name the state it builds on; {_ADVICE}"
         ) from None
 
 
@@ -106,12 +108,25 @@ def fold_changes(path: Path, state: State, where: str) -> int:
     return end
 
 
+def record_models(users: Mapping[str, Any], accounts: Mapping[str, Any]) -> Iterator[BaseModel]:
+    """Every model of these records (users with their contact and grants, then accounts)."""
+    for record in users.values():
+        if record is None or isinstance(record, LazyUser):
+            continue  # a LazyUser shares its sets once read whole
+        yield record
+        if record.contact is not None:
+            yield record.contact
+        yield from record.entitlements.values()
+    yield from (record for record in accounts.values() if record is not None)
+
+
 def _apply(entry: Any, state: State, where: str) -> None:
     if entry.lineage != state.lineage or entry.serial != state.serial + 1:
         raise StateError(
             f"{where} follows lineage {entry.lineage} serial {entry.serial - 1}, "
             f"not lineage {state.lineage} serial {state.serial}; {_ADVICE}"
         )
+    share_fields_sets(record_models(entry.users, entry.accounts), _SHARED)
     state.format_version = entry.format_version
     state.serial = entry.serial
     state.binding = entry.binding
@@ -123,6 +138,9 @@ def _apply(entry: Any, state: State, where: str) -> None:
             else:
                 records[name] = record
 
+
+_SHARED: dict[frozenset[str], set[str]] = {}
+"""The fields sets records read from change logs share (:func:`reconcile.bulk.share_fields_sets`)."""
 
 _LAYOUT = re.compile(r"\n *")
 

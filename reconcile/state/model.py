@@ -7,11 +7,19 @@ One :class:`State` document per environment; the stores that keep it are in
 
 from __future__ import annotations
 
+import operator
 import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+)
 
 from reconcile.contact import ContactAddress
 from reconcile.errors import StateError
@@ -123,6 +131,15 @@ class State(_Model):
     accounts: dict[str, AccountRecord] = Field(default_factory=dict)
     """Evaluation accounts by name (names are unique in the organization, in any case)."""
 
+    @field_serializer("users", mode="wrap")
+    def _users_whole(self, users: dict[str, UserRecord], handler: SerializerFunctionWrapHandler) -> Any:
+        # A cancelled user read lazily (reconcile.state.decode.LazyUser) holds only its id and
+        # lifecycle until first used; pydantic would serialize just those: read it whole first.
+        for record in users.values():
+            if type(record) is not UserRecord:
+                getattr(record, "materialize", lambda: None)()
+        return handler(users)
+
     @classmethod
     def empty(cls, environment: str) -> State:
         """A new, never-saved state (serial 0, fresh lineage)."""
@@ -151,6 +168,11 @@ def refuse_shared_ids(state: State, where: str) -> None:
     Account names differing only in case count as one name (the planner matches them so): both
     recorded, one of the two accounts would silently never be governed or revoked.
     """
+    # The usual answer (no id shared) from one set of ids: the names are gathered only to say which.
+    if len(set(map(_USER_ID, state.users.values()))) == len(state.users) and len(
+        set(map(_ACCOUNT_ID, state.accounts.values()))
+    ) == len(state.accounts) == len({name.casefold() for name in state.accounts}):
+        return
     found = [
         *_shared("userId", {name: r.userId for name, r in state.users.items()}),
         *_shared("accountId", {name: r.accountId for name, r in state.accounts.items()}),
@@ -158,6 +180,10 @@ def refuse_shared_ids(state: State, where: str) -> None:
     ]
     if found:
         raise StateError(f"state {where} is corrupt: {'; '.join(found)}; {_CORRUPT_ADVICE}")
+
+
+_USER_ID = operator.attrgetter("userId")
+_ACCOUNT_ID = operator.attrgetter("accountId")
 
 
 def _shared(key: str, ids: dict[str, int] | dict[str, str]) -> list[str]:

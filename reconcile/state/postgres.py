@@ -42,8 +42,11 @@ from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from reconcile import __version__
+from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import LockError, StateError, first_invalid
 from reconcile.state.audit import AuditLog, Clock
+from reconcile.state.changelog import record_models
+from reconcile.state.decode import CancelledSource
 from reconcile.state.journal import JournalEntry
 from reconcile.state.lock import LockHolder
 from reconcile.state.model import (
@@ -348,6 +351,64 @@ def _copy_batch(state: State, serial: int, names: Sequence[str], accounts: Seque
     return state.model_copy(update={"serial": serial, "users": users, "accounts": copied})
 
 
+_NOT_CANCELLED = (
+    " AND name NOT IN (SELECT name FROM reconcile.users u"
+    " WHERE u.environment = %s AND u.lifecycle = 'cancelled')"
+)
+_LEAN_USER_COLUMNS = tuple(
+    c
+    if c in ("name", "user_id", "lifecycle")
+    else f"CASE WHEN lifecycle = 'cancelled' THEN NULL ELSE {c} END"
+    for c in _USER_COLUMNS[1:]
+)
+"""The users' columns, only name, id and lifecycle for a cancelled user (read whole on first use)."""
+
+
+def _read_grants(
+    cur: psycopg.Cursor[Any], where: str, args: tuple[Any, ...]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The grants of the users ``where`` selects, by user name and entitlement."""
+    if where.endswith(_NOT_CANCELLED):
+        args = (*args, args[0])
+    cur.execute(
+        f"SELECT name, entitlement, entitlement_id, status, updated_at FROM reconcile.grants WHERE {where}",
+        args,
+    )
+    grants: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, entitlement, entitlement_id, status, updated_at in cur:
+        grants.setdefault(name, {})[entitlement] = {
+            "entitlementId": entitlement_id,
+            "status": status,
+            "updatedAt": updated_at,
+        }
+    return grants
+
+
+class _CancelledRows(CancelledSource):
+    """The cancelled users of one read of a PostgreSQL store: each row is read whole on first use.
+
+    That read is a transaction of its own, after the one that read the rest: a row whose id or
+    lifecycle changed in between (a run that wrote since) is refused, so nothing acts on a mix.
+    """
+
+    def __init__(self, store: PostgresStateStore) -> None:
+        super().__init__(store.describe())
+        self._store = store
+
+    def record(self, index: int) -> UserRecord:
+        name, store = self.names[index], self._store
+        with store._errors("reading"):
+            conn = store._connection()
+            with conn.transaction(), conn.cursor() as cur:
+                record = store._read_users(cur, [name]).get(name)
+        if record is None or record.userId != self.user_ids[index] or record.lifecycle != "cancelled":
+            raise StateError(
+                f"{self.where}: user {name!r} changed since this run read the state (another run "
+                "wrote it): run the command again"
+            )
+        return record
+
+
 class PostgresStateStore(GuardedStore, StateStore):
     """The state of one environment in a PostgreSQL database (see the module docstring)."""
 
@@ -434,6 +495,10 @@ class PostgresStateStore(GuardedStore, StateStore):
         return None if row is None else (str(row[0]), int(row[1]))
 
     def read(self) -> State | None:
+        with gc_paused():  # many small records, none cyclic garbage (reconcile.bulk)
+            return self._read()
+
+    def _read(self) -> State | None:
         with self._errors("reading"):
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
@@ -468,25 +533,20 @@ class PostgresStateStore(GuardedStore, StateStore):
             accounts=accounts,
         )
         refuse_shared_ids(state, self.describe())
+        share_fields_sets(record_models(users, accounts))
         return state
 
     def _read_users(self, cur: psycopg.Cursor[Any], names: Sequence[str] | None) -> dict[str, UserRecord]:
-        """Return the stored users (all, or only ``names``), grants included, by name."""
+        """Return the stored users (all, or only ``names``), grants included, by name.
+
+        Reading them all, a cancelled user's row is read for its id and lifecycle only (all a
+        plan needs of it), the rest on first use (:class:`_CancelledRows`).
+        """
+        lazy = _CancelledRows(self) if names is None else None
         where = "environment = %s" + ("" if names is None else " AND name = ANY(%s)")
         args: tuple[Any, ...] = (self.environment,) if names is None else (self.environment, list(names))
-        cur.execute(
-            "SELECT name, entitlement, entitlement_id, status, updated_at FROM reconcile.grants "
-            f"WHERE {where}",
-            args,
-        )
-        grants: dict[str, dict[str, dict[str, Any]]] = {}
-        for name, entitlement, entitlement_id, status, updated_at in cur:
-            grants.setdefault(name, {})[entitlement] = {
-                "entitlementId": entitlement_id,
-                "status": status,
-                "updatedAt": updated_at,
-            }
-        columns = ", ".join(_USER_COLUMNS[1:])
+        grants = _read_grants(cur, where + (_NOT_CANCELLED if lazy else ""), args)
+        columns = ", ".join(_USER_COLUMNS[1:] if lazy is None else _LEAN_USER_COLUMNS)
         cur.execute(f"SELECT {columns} FROM reconcile.users WHERE {where} ORDER BY name", args)
         users: dict[str, UserRecord] = {}
         repeated: dict[str, list[object]] = {}
@@ -494,6 +554,9 @@ class PostgresStateStore(GuardedStore, StateStore):
             name = row[0]
             if name in users:  # only without the primary key (a restored dump, a hand edit)
                 repeated.setdefault(name, [users[name].userId]).append(row[1])
+            if lazy is not None and row[3] == "cancelled":
+                users[name] = lazy.add(name, row[1])
+                continue
             data = {
                 "userId": row[1], "origin": row[2], "lifecycle": row[3], "email": row[4],
                 "firstName": row[5], "lastName": row[6], "tradovateSubscriptionPlanId": row[7],
