@@ -15,7 +15,7 @@ from reconcile.api.client import PartnerClient
 from reconcile.api.credentials import Credentials
 from reconcile.api.models import EvaluationUser
 from reconcile.api.token_cache import TokenCache
-from reconcile.api.transport import KeepAliveTransport, _ThroughHttpx, default_transport
+from reconcile.api.transport import MAX_IDLE, KeepAliveTransport, _ThroughHttpx, default_transport
 from reconcile.errors import OutcomeUnknown, TransportError
 
 DROP = b"DROP:"
@@ -100,6 +100,36 @@ def test_answers_are_framed_by_length_and_the_connection_is_reused(transport: Ke
     assert server.connections == 1
     assert server.requests[2].startswith(b"GET /y?q=1%2C2 HTTP/1.1\r\n")
     assert b"\r\nHost: 127.0.0.1:" in server.requests[0]
+
+
+def test_threads_that_come_and_go_share_the_idle_connections(transport: KeepAliveTransport) -> None:
+    # The applier's worker threads end with each group: their connections outlive them, reused.
+    server = Server([lambda _r: ok(b"1")] * 5)
+    for _ in range(5):
+        worker = threading.Thread(target=get, args=(transport, server))
+        worker.start()
+        worker.join()
+    assert len(server.requests) == 5 and server.connections == 1
+
+
+def test_at_most_max_idle_connections_stay_open_and_close_closes_them() -> None:
+    server = Server([lambda _r: ok(b"1")] * (MAX_IDLE + 5))
+    transport = KeepAliveTransport(timeout=2.0)
+    barrier = threading.Barrier(MAX_IDLE + 5)
+
+    def together() -> None:
+        barrier.wait()
+        get(transport, server)
+
+    workers = [threading.Thread(target=together) for _ in range(MAX_IDLE + 5)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    idle = [conn for conns in transport._idle.values() for conn in conns]
+    assert len(idle) <= MAX_IDLE
+    transport.close()
+    assert all(conn.sock.fileno() == -1 for conn in idle)
 
 
 def test_a_post_sends_its_body_and_the_headers_httpx_built(transport: KeepAliveTransport) -> None:

@@ -1,4 +1,4 @@
-"""The default HTTP transport: plain HTTP/1.1 over one socket per thread and origin, kept alive.
+"""The default HTTP transport: plain HTTP/1.1 over kept-alive connections, one request at a time each.
 
 httpx's own transport (httpcore and h11, a pool per client) cost about 0.15-0.2 ms of CPU per
 request, and ``http.client`` parses every answer's headers with the ``email`` package (another
@@ -27,6 +27,8 @@ _Origin = tuple[str, str, int]
 MAX_LINE = 65536
 """The longest status or header line read (as ``http.client``): a hostile server cannot grow memory."""
 MAX_HEADERS = 100
+MAX_IDLE = 20
+"""Connections per origin kept open between requests (httpx's pool kept as many)."""
 
 
 class _Broken(Exception):
@@ -34,7 +36,7 @@ class _Broken(Exception):
 
 
 class _Connection:
-    """One open socket, its buffered reader, and whether the server lets it be reused."""
+    """One open socket and its buffered reader."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -45,35 +47,30 @@ class _Connection:
         self.sock.close()
 
 
-class _Connections(threading.local):
-    """This thread's open connections, by origin."""
-
-    def __init__(self) -> None:
-        self.by_origin: dict[_Origin, _Connection] = {}
-
-
 class KeepAliveTransport(httpx.BaseTransport):
-    """Send each request over this thread's connection to its origin, opening one when needed.
+    """Send each request over an idle connection to its origin, opening one when none is idle.
 
-    A connection the server closed (``Connection: close``, or an idle one it dropped) is not
-    reused: a request never goes out on a socket already known to be dead.
+    At most :data:`MAX_IDLE` connections per origin stay open between requests (the applier's
+    worker threads come and go; their connections are not theirs). A connection the server
+    closed (``Connection: close``, or an idle one it dropped) is not reused: a request never goes
+    out on a socket already known to be dead.
     """
 
     def __init__(self, *, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.timeout = timeout
         self._ssl_context = ssl_context
-        self._local = _Connections()
-        self._open: set[_Connection] = set()
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._closed = False
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        conn = self._connection(origin, request)
+        conn = self._idle_connection(origin) or self._connect(origin, request)
         try:
             conn.sock.sendall(_request_bytes(request))
         except BaseException as exc:
-            self._discard(origin, conn)
+            conn.close()
             if isinstance(exc, TimeoutError):
                 raise httpx.WriteTimeout("the request could not be written in time", request=request) from exc
             if isinstance(exc, OSError):
@@ -82,14 +79,13 @@ class KeepAliveTransport(httpx.BaseTransport):
         try:
             status, reason, headers, content, keep = _read_response(conn.reader, request.method)
         except BaseException as exc:
-            self._discard(origin, conn)
+            conn.close()
             if isinstance(exc, TimeoutError):
                 raise httpx.ReadTimeout(f"no answer within {self.timeout:g} s", request=request) from exc
             if isinstance(exc, (OSError, _Broken, ValueError)):
                 raise httpx.RemoteProtocolError(f"the answer broke off ({exc})", request=request) from exc
             raise
-        if not keep:
-            self._discard(origin, conn)
+        self._release(origin, conn, keep)
         return httpx.Response(
             status,
             headers=headers,
@@ -100,17 +96,34 @@ class KeepAliveTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         with self._lock:
-            connections, self._open = self._open, set()
-        for conn in connections:
+            self._closed = True
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for conn in connections:
+                conn.close()
+
+    def _idle_connection(self, origin: _Origin) -> _Connection | None:
+        """An idle connection to ``origin`` the server has not closed, or None."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(origin)
+                conn = idle.pop() if idle else None
+            if conn is None or not _readable(conn.sock):
+                return conn
             conn.close()
 
-    def _connection(self, origin: _Origin, request: httpx.Request) -> _Connection:
-        """This thread's live connection to ``origin``, or a new one (connect errors raised as httpx's)."""
-        conn = self._local.by_origin.get(origin)
-        if conn is not None and not _readable(conn.sock):
-            return conn
-        if conn is not None:
-            self._discard(origin, conn)
+    def _release(self, origin: _Origin, conn: _Connection, keep: bool) -> None:
+        """Keep ``conn`` for the next request when the server allows it and few are idle; else close it."""
+        if keep:
+            with self._lock:
+                idle = self._idle.setdefault(origin, [])
+                if not self._closed and len(idle) < MAX_IDLE:
+                    idle.append(conn)
+                    return
+        conn.close()
+
+    def _connect(self, origin: _Origin, request: httpx.Request) -> _Connection:
+        """A new connection to ``origin`` (connect errors raised as httpx's)."""
         scheme, host, port = origin
         if scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"cannot send to a {scheme!r} URL", request=request)
@@ -132,18 +145,7 @@ class KeepAliveTransport(httpx.BaseTransport):
         except OSError as exc:  # ssl.SSLError is an OSError
             sock.close()
             raise httpx.ConnectError(str(exc), request=request) from exc
-        conn = _Connection(sock)
-        self._local.by_origin[origin] = conn
-        with self._lock:
-            self._open.add(conn)
-        return conn
-
-    def _discard(self, origin: _Origin, conn: _Connection) -> None:
-        conn.close()
-        if self._local.by_origin.get(origin) is conn:
-            del self._local.by_origin[origin]
-        with self._lock:
-            self._open.discard(conn)
+        return _Connection(sock)
 
 
 def _request_bytes(request: httpx.Request) -> bytes:
