@@ -755,3 +755,38 @@ def test_an_unpaced_run_reads_the_signals_once(env: dict[str, Any]) -> None:
 def _unknown_ids(m: Manifest) -> dict[str, int]:
     """Each user's id as a plan has it for a user it creates: not known yet (None)."""
     return dict.fromkeys((u.name for u in m.users), None)  # type: ignore[arg-type]
+
+
+# --- groups overlap: the next is sent while the last is recorded -------------------------------
+
+
+def test_the_next_group_is_sent_before_the_last_one_is_recorded() -> None:
+    from reconcile.apply.run import overlapped
+    from reconcile.apply.stop import Stop
+
+    events: list[str] = []
+    run: Any = SimpleNamespace(stop=Stop())
+    overlapped(
+        run,
+        ["a", "b", "c"],
+        lambda group: events.append(f"send {group}") or group.upper(),
+        lambda group, sent: events.append(f"record {group} {sent}"),
+    )
+    assert events == ["send a", "send b", "record a A", "send c", "record b B", "record c C"]
+
+
+def test_no_group_is_sent_once_the_run_stopped_and_the_stop_ends_it() -> None:
+    from reconcile.apply.run import overlapped
+    from reconcile.apply.stop import Stop
+
+    events: list[str] = []
+    run: Any = SimpleNamespace(stop=Stop())
+
+    def record(group: str, _sent: object) -> None:
+        events.append(f"record {group}")
+        run.stop.trip("a person must act")
+
+    with pytest.raises(RunStopped):
+        overlapped(run, ["a", "b", "c"], lambda group: events.append(f"send {group}") or group, record)
+    # b was on its way when a was recorded: it is recorded too (its calls may have been made).
+    assert events == ["send a", "send b", "record a", "record b"]

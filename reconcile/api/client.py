@@ -73,6 +73,7 @@ from reconcile.api.pacing import CREATE_PATH, Pacer
 from reconcile.api.penalties import drive, resend_while_penalised, retry_after_seconds
 from reconcile.api.penalties import for_users as _for
 from reconcile.api.redact import redact, request_secrets
+from reconcile.api.transport import default_transport, send
 from reconcile.errors import ApiError, AuthError, OutcomeUnknown, TransportError
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,14 @@ IDS_PER_LDEPS_READ = 250
 """The most master ids one ``/…/ldeps?masterids=`` read carries: 250 ids of up to 7 digits are
 2,000 characters of query, well inside any URL limit (8 KB is the common server default)."""
 _LDEPS_QUERY_CHARS = 2000
+
+_HEADERS = {
+    "Accept": "application/json",
+    "Accept-Encoding": "gzip, deflate",
+    "Connection": "keep-alive",
+    "User-Agent": f"python-httpx/{httpx.__version__}",
+}
+"""What every request carries besides its own (as httpx's client sent them)."""
 
 # Exceptions raised before the request left this machine: always safe to retry.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -173,16 +182,16 @@ class PartnerClient:
         self.closers: list[Callable[[], None]] = []
         """Called by :meth:`close` after the HTTP client (e.g. the embedded simulator's database)."""
         self._local = _ThisThread()
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            transport=transport,
-            auth=auth,
-            timeout=timeout,
-            headers={"Accept": "application/json"},
+        self._transport = (
+            transport
+            if transport is not None
+            else default_transport(httpx.URL(self.base_url).scheme, timeout=timeout)
         )
+        self._timeout = httpx.Timeout(timeout).as_dict()
+        self._urls: dict[str, httpx.URL] = {}
 
     def close(self) -> None:
-        self._http.close()
+        self._transport.close()
         for close in self.closers:
             close()
         self.closers.clear()
@@ -553,7 +562,7 @@ class PartnerClient:
         due = max(due, 0.0)
         sleep(due)
         try:
-            self.auth.renew_if_due(lambda request: self._http.send(request, auth=None))
+            self.auth.renew_if_due(lambda request: send(self._transport, request, None))
         except (ApiError, httpx.HTTPError) as exc:
             # Not fatal: the call after the wait logs in if the token is gone by then.
             log.info("renewing the access token during a wait failed: %s", exc)
@@ -574,9 +583,7 @@ class PartnerClient:
     ) -> Any:
         request_id = uuid.uuid4().hex
         self._local.request_id = request_id
-        request = self._http.build_request(
-            method, path, json=body, params=params, headers={"X-Request-Id": request_id}
-        )
+        request = self._request(method, path, body, params, request_id)
 
         def attempt() -> Any:
             return self._attempt(request, call, users, idempotent=idempotent, missing_ok=missing_ok)
@@ -610,6 +617,26 @@ class PartnerClient:
             self._raise_business_error(data, call, users)
         return data
 
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        params: dict[str, Any] | None,
+        request_id: str,
+    ) -> httpx.Request:
+        """Build the request for ``path`` (its URL parsed once per client), its JSON encoded as httpx does."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.base_url + path)
+        headers = {**_HEADERS, "X-Request-Id": request_id}
+        content = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        timeout = {"timeout": self._timeout}
+        return httpx.Request(method, url, params=params, headers=headers, content=content, extensions=timeout)
+
     def _attempt(
         self, request: httpx.Request, call: str, users: tuple[str, ...], *, idempotent: bool, missing_ok: bool
     ) -> Any:
@@ -630,7 +657,7 @@ class PartnerClient:
     ) -> httpx.Response:
         self.requests_sent += 1
         try:
-            response = self._http.send(request)
+            response = send(self._transport, request, self.auth)
         except LoginDeferred as exc:
             raise _Retry(exc, exc.retry_after) from None
         except _NOT_SENT as exc:

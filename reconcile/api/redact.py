@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 
@@ -15,15 +16,17 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     echoed JSON body inside a JSON answer escapes a secret twice, hence the three forms.
     """
     for secret in sorted(secrets, key=len, reverse=True):
-        for form in sorted(_escaped_forms(secret), key=len, reverse=True):
-            if len(form) >= 4:
-                text = text.replace(form, "[redacted]")
+        for form in _escaped_forms(secret):
+            text = text.replace(form, "[redacted]")
     return text
 
 
-def _escaped_forms(secret: str) -> set[str]:
+@functools.lru_cache(maxsize=64)
+def _escaped_forms(secret: str) -> tuple[str, ...]:
+    """The forms of ``secret`` worth replacing, longest first (cached: a run has a few secrets)."""
     once = json.dumps(secret)[1:-1]
-    return {secret, once, json.dumps(once)[1:-1]}
+    forms = {secret, once, json.dumps(once)[1:-1]}
+    return tuple(form for form in sorted(forms, key=len, reverse=True) if len(form) >= 4)
 
 
 def request_secrets(request: httpx.Request) -> list[str]:

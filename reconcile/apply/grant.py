@@ -15,7 +15,7 @@ from typing import Literal
 from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.intents import Intent
 from reconcile.apply.ports import SignalLike
-from reconcile.apply.run import GROUP, NOT_SENT, ExecuteOptions, Run, chunks
+from reconcile.apply.run import GROUP, NOT_SENT, ExecuteOptions, Run, chunks, overlapped
 from reconcile.apply.stop import RunStopped
 from reconcile.errors import ApiError, ReconcileError
 from reconcile.planning.plan import GrantEntitlement
@@ -39,20 +39,25 @@ def run_grants(run: Run, actions: Sequence[GrantEntitlement], options: ExecuteOp
     if ready:
         run.progress.phase("grant", len(ready))
     done = 0
+
+    def send(group: Sequence[Ready]) -> tuple[Intent, list[Future[Outcome]]]:
+        intent = run.journal.begin("grant", [a for a, _ in group], agreement_alert_id=alert_id)
+        checkpoint("before_grant_call")
+        futures = [
+            pool.submit(_grant_one, run, a, uid, pending.get(uid, []) if a.agreement_gated else [])
+            for a, uid in group
+        ]
+        return intent, futures
+
+    def record(group: Sequence[Ready], sent: tuple[Intent, list[Future[Outcome]]]) -> None:
+        nonlocal done
+        intent, futures = sent
+        _record_group(run, intent, [(action, f) for (action, _), f in zip(group, futures, strict=True)])
+        done += len(group)
+        run.progress.advance(done)
+
     with ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix="grant") as pool:
-        for group in chunks(ready, GROUP):
-            run.stop.check()
-            intent = run.journal.begin("grant", [a for a, _ in group], agreement_alert_id=alert_id)
-            checkpoint("before_grant_call")
-            futures = [
-                pool.submit(_grant_one, run, a, uid, pending.get(uid, []) if a.agreement_gated else [])
-                for a, uid in group
-            ]
-            _record_group(
-                run, intent, [(action, future) for (action, _), future in zip(group, futures, strict=True)]
-            )
-            done += len(group)
-            run.progress.advance(done)
+        overlapped(run, list(chunks(ready, GROUP)), send, record)
 
 
 def recheck_signatures(run: Run, actions: Sequence[GrantEntitlement], options: ExecuteOptions) -> None:

@@ -25,6 +25,8 @@ from reconcile.state.model import State
 from reconcile.state.store import StateStore
 
 T = TypeVar("T")
+G = TypeVar("G")
+S = TypeVar("S")
 
 NOT_SENT = "not sent: the run stopped"
 """A worker's answer when the stop was tripped before its call (nothing to record)."""
@@ -136,6 +138,27 @@ class Run:
             self.audit.record("stop", outcome="stopped", detail={"reason": self.stop.reason})
             self.audit.sync()
             raise
+
+
+def overlapped(run: Run, groups: Sequence[G], send: Callable[[G], S], record: Callable[[G, S], None]) -> None:
+    """``send`` each group, then ``record`` it; the next group is sent before this one is recorded.
+
+    Recording (audit lines, a state save and its fsync) keeps the main thread; meanwhile the
+    workers already carry the next group's calls instead of idling behind the save. Each group is
+    still recorded and saved whole, in order, and nothing is sent once the run stopped.
+    """
+    if not groups:
+        return
+    run.stop.check()
+    pending = send(groups[0])
+    for index, group in enumerate(groups):
+        sent, more = pending, index + 1 < len(groups)
+        stopped = more and run.stop.reason is not None
+        if more and not stopped:
+            pending = send(groups[index + 1])
+        record(group, sent)
+        if stopped:
+            raise run.stop.error()
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.ports import ApplyClient
-from reconcile.apply.run import GROUP, NOT_SENT, ExecuteOptions, Run, chunks
+from reconcile.apply.run import GROUP, NOT_SENT, ExecuteOptions, Run, chunks, overlapped
 from reconcile.apply.stop import RunStopped
 from reconcile.apply.wire import contact_request
 from reconcile.errors import ReconcileError
@@ -24,32 +24,39 @@ def run_updates(run: Run, actions: Sequence[Update], options: ExecuteOptions) ->
         return
     run.progress.phase("update", len(actions))
     done = 0
+
+    def record(group: Sequence[Update], futures: list[Future[str | None]]) -> None:
+        nonlocal done
+        changed: list[str] = []
+        for action, future in zip(group, futures, strict=True):
+            outcome = future.result()
+            if outcome is NOT_SENT:
+                continue
+            if outcome is None:
+                _record(action, run)
+                changed.append(action.user)
+            else:
+                run.result.fail(action.user, action.action.value, outcome)
+            run.audit.record(
+                action.action.value,
+                users=[action.user],
+                outcome=(outcome and "failed") or "ok",
+                detail={"error": outcome} if outcome else None,
+            )
+        checkpoint("after_updates_call")
+        run.save(changed)
+        run.stop.check()
+        done += len(group)
+        run.progress.advance(done)
+
     with ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix="apply") as pool:
-        for group in chunks(actions, GROUP):
-            run.stop.check()
-            # Ids are looked up here, on the one thread that changes state.
-            futures = [pool.submit(_update_one, run, a, run.user_id(a.user, a.userId)) for a in group]
-            changed: list[str] = []
-            for action, future in zip(group, futures, strict=True):
-                outcome = future.result()
-                if outcome is NOT_SENT:
-                    continue
-                if outcome is None:
-                    _record(action, run)
-                    changed.append(action.user)
-                else:
-                    run.result.fail(action.user, action.action.value, outcome)
-                run.audit.record(
-                    action.action.value,
-                    users=[action.user],
-                    outcome=(outcome and "failed") or "ok",
-                    detail={"error": outcome} if outcome else None,
-                )
-            checkpoint("after_updates_call")
-            run.save(changed)
-            run.stop.check()
-            done += len(group)
-            run.progress.advance(done)
+        # Ids are looked up when a group is sent, on the one thread that changes state.
+        overlapped(
+            run,
+            list(chunks(actions, GROUP)),
+            lambda group: [pool.submit(_update_one, run, a, run.user_id(a.user, a.userId)) for a in group],
+            record,
+        )
 
 
 def _update_one(run: Run, action: Update, user_id: int | None) -> str | None:

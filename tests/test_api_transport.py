@@ -1,0 +1,256 @@
+"""KeepAliveTransport against a scripted HTTP server on 127.0.0.1: framing, keep-alive, failures."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from reconcile.api.auth import TokenAuth
+from reconcile.api.client import PartnerClient
+from reconcile.api.credentials import Credentials
+from reconcile.api.models import EvaluationUser
+from reconcile.api.token_cache import TokenCache
+from reconcile.api.transport import MAX_IDLE, KeepAliveTransport, _ThroughHttpx, default_transport
+from reconcile.errors import OutcomeUnknown, TransportError
+
+DROP = b"DROP:"
+"""An answer starting so is sent without it, then the server closes the connection unannounced."""
+
+Answer = Callable[[bytes], bytes | None]
+"""Given one request (head and body), the raw bytes to write back; None: close without answering."""
+
+
+def ok(body: bytes, *extra: str) -> bytes:
+    head = "\r\n".join(["HTTP/1.1 200 OK", f"Content-Length: {len(body)}", *extra])
+    return head.encode() + b"\r\n\r\n" + body
+
+
+class Server:
+    """Accepts connections on a loopback port; answers each request with the next scripted answer."""
+
+    def __init__(self, answers: list[Answer]) -> None:
+        self.answers = answers
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        with conn:
+            while self.answers:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                lines = head.split(b"\r\n")
+                sizes = [h.split(b":")[1] for h in lines if h.lower().startswith(b"content-length")]
+                length = int(sizes[0]) if sizes else 0
+                request = head + reader.read(length)
+                self.requests.append(request)
+                answer = self.answers.pop(0)(request)
+                if answer is None:
+                    return
+                conn.sendall(answer.removeprefix(DROP))
+                if b"Connection: close" in answer or answer.startswith(DROP):
+                    return
+
+
+@pytest.fixture
+def transport() -> Iterator[KeepAliveTransport]:
+    t = KeepAliveTransport(timeout=2.0)
+    yield t
+    t.close()
+
+
+def get(transport: KeepAliveTransport, server: Server, path: str = "/x") -> httpx.Response:
+    request = httpx.Request("GET", server.url + path)
+    response = transport.handle_request(request)
+    response.read()
+    return response
+
+
+def test_answers_are_framed_by_length_and_the_connection_is_reused(transport: KeepAliveTransport) -> None:
+    json_answer = ok(b'{"a":1}', "Content-Type: application/json")
+    server = Server([lambda _r: json_answer, lambda _r: json_answer, lambda _r: ok(b"[]")])
+    assert get(transport, server).json() == {"a": 1}
+    assert get(transport, server).headers["content-type"] == "application/json"
+    assert get(transport, server, "/y?q=1%2C2").content == b"[]"
+    assert server.connections == 1
+    assert server.requests[2].startswith(b"GET /y?q=1%2C2 HTTP/1.1\r\n")
+    assert b"\r\nHost: 127.0.0.1:" in server.requests[0]
+
+
+def test_threads_that_come_and_go_share_the_idle_connections(transport: KeepAliveTransport) -> None:
+    # The applier's worker threads end with each group: their connections outlive them, reused.
+    server = Server([lambda _r: ok(b"1")] * 5)
+    for _ in range(5):
+        worker = threading.Thread(target=get, args=(transport, server))
+        worker.start()
+        worker.join()
+    assert len(server.requests) == 5 and server.connections == 1
+
+
+def test_at_most_max_idle_connections_stay_open_and_close_closes_them() -> None:
+    server = Server([lambda _r: ok(b"1")] * (MAX_IDLE + 5))
+    transport = KeepAliveTransport(timeout=2.0)
+    barrier = threading.Barrier(MAX_IDLE + 5)
+
+    def together() -> None:
+        barrier.wait()
+        get(transport, server)
+
+    workers = [threading.Thread(target=together) for _ in range(MAX_IDLE + 5)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    idle = [conn for conns in transport._idle.values() for conn in conns]
+    assert len(idle) <= MAX_IDLE
+    transport.close()
+    assert all(conn.sock.fileno() == -1 for conn in idle)
+
+
+def test_a_post_sends_its_body_and_the_headers_httpx_built(transport: KeepAliveTransport) -> None:
+    server = Server([lambda _r: ok(b"{}")])
+    request = httpx.Request("POST", server.url + "/p", json={"userId": 1}, headers={"X-Request-Id": "r1"})
+    transport.handle_request(request)
+    sent = server.requests[0]
+    assert sent.startswith(b"POST /p HTTP/1.1\r\n")
+    assert b"\r\nX-Request-Id: r1\r\n" in sent and b"\r\nContent-Length: 12\r\n" in sent
+    assert sent.endswith(b'\r\n\r\n{"userId":1}')
+
+
+def test_chunked_answers_are_joined(transport: KeepAliveTransport) -> None:
+    chunked = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n'
+    server = Server([lambda _r: chunked, lambda _r: ok(b"2")])
+    assert get(transport, server).json() == {"a": 1}
+    assert get(transport, server).content == b"2"
+    assert server.connections == 1
+
+
+def test_connection_close_and_an_unframed_answer_open_a_new_connection(transport: KeepAliveTransport) -> None:
+    unframed = DROP + b"HTTP/1.0 200 OK\r\n\r\nuntil-close"
+    server = Server([lambda _r: ok(b"1", "Connection: close"), lambda _r: unframed, lambda _r: ok(b"3")])
+    assert get(transport, server).content == b"1"
+    assert get(transport, server).content == b"until-close"
+    assert get(transport, server).content == b"3"
+    assert server.connections == 3
+
+
+def test_an_idle_connection_the_server_dropped_is_not_reused(transport: KeepAliveTransport) -> None:
+    # Writing into a socket the server closed succeeds; only the read fails. The transport sees
+    # the close first and connects again instead of losing a request that was never read.
+    server = Server([lambda _r: DROP + ok(b"1"), lambda _r: ok(b"2")])
+    assert get(transport, server).content == b"1"
+    time.sleep(0.2)
+    assert get(transport, server).content == b"2"
+    assert server.connections == 2
+
+
+def test_a_refused_connection_is_a_connect_error(transport: KeepAliveTransport) -> None:
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    with pytest.raises(httpx.ConnectError):
+        transport.handle_request(httpx.Request("GET", f"http://127.0.0.1:{port}/x"))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda _r: None,
+        lambda _r: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        lambda _r: b"garbage\r\n\r\n",
+        lambda _r: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_an_answer_that_breaks_off_is_a_protocol_error(transport: KeepAliveTransport, answer: Answer) -> None:
+    broken = answer(b"")
+    server = Server([lambda _r: None if broken is None else DROP + broken, lambda _r: ok(b"fine")])
+    with pytest.raises(httpx.RemoteProtocolError):
+        get(transport, server)
+    assert get(transport, server).content == b"fine"  # the broken connection was not kept
+
+
+def test_no_answer_in_time_is_a_read_timeout() -> None:
+    server = Server([lambda _r: (threading.Event().wait(1.0), ok(b"late"))[1]])
+    with KeepAliveTransport(timeout=0.2) as transport, pytest.raises(httpx.ReadTimeout):
+        get(transport, server)
+
+
+def test_204_and_head_answers_have_no_body(transport: KeepAliveTransport) -> None:
+    server = Server([lambda _r: b"HTTP/1.1 204 No Content\r\n\r\n", lambda _r: ok(b"after")])
+    assert get(transport, server).status_code == 204
+    assert get(transport, server).content == b"after"
+    assert server.connections == 1
+
+
+def test_a_proxy_in_the_environment_sends_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("ALL_PROXY", raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    assert isinstance(default_transport("http", timeout=1), KeepAliveTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert isinstance(default_transport("https", timeout=1), _ThroughHttpx)
+    assert isinstance(default_transport("http", timeout=1), KeepAliveTransport)
+
+
+def client_for(server: Server, tmp_path: object) -> PartnerClient:
+    auth = TokenAuth(Credentials("admin", "pw"), endpoint=server.url, cache=TokenCache(str(tmp_path)))
+    return PartnerClient(server.url + "/v1", auth=auth, sleep=lambda _s: None, timeout=2.0)
+
+
+LOGIN = ok(b'{"accessToken":"tok","expirationTime":"2099-01-01T00:00:00+00:00"}')
+
+
+def test_a_create_whose_answer_broke_off_over_the_network_is_not_resent(tmp_path: object) -> None:
+    server = Server([lambda _r: LOGIN, lambda _r: None])
+    user = EvaluationUser(name="a", email="a@example.com", password="Pa55-word!", firstName="A", lastName="B")
+    with client_for(server, tmp_path) as client, pytest.raises(OutcomeUnknown):
+        client.create_evaluation_users([user])
+    assert len(server.requests) == 2
+
+
+def test_a_read_whose_answer_broke_off_is_resent_on_a_new_connection(tmp_path: object) -> None:
+    server = Server([lambda _r: LOGIN, lambda _r: None, lambda _r: ok(b"[]")])
+    with client_for(server, tmp_path) as client:
+        assert client.list_users() == []
+    assert [r.split(b" ")[1] for r in server.requests] == [
+        b"/v1/auth/accesstokenrequest",
+        b"/v1/user/list",
+        b"/v1/user/list",
+    ]
+    assert b"Authorization: Bearer tok" in server.requests[2]
+
+
+def test_a_server_that_never_listens_is_a_transport_error_naming_the_endpoint(tmp_path: object) -> None:
+    free = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{free.getsockname()[1]}"
+    free.close()
+    auth = TokenAuth(Credentials("admin", "pw"), endpoint=url, cache=TokenCache(str(tmp_path)))
+    client = PartnerClient(url + "/v1", auth=auth, sleep=lambda _s: None)
+    with client, pytest.raises(TransportError, match="cannot connect to"):
+        client.list_users()
