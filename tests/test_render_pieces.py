@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from test_planner_support import BINDING
+from test_planner_support import BINDING, CONTACT_NY, manifest, state, user
 from test_render_formats import full_plan, quiet_plan
 
 from reconcile.cli.output import print_plan
 from reconcile.planning.plan import DriftEntry, DriftKind, FieldChange, Plan, Refresh, UpdateRisk, dumps_plan
+from reconcile.planning.planner import make_plan
 from reconcile.render import RenderOptions, formats, json_plan, render, render_pieces, text
 
 
@@ -74,3 +75,13 @@ def test_print_plan_writes_the_rendered_text(fmt: str, err: bool, capsys: pytest
     out, errors = capsys.readouterr()
     assert (errors if err else out) == render(plan, fmt)
     assert (out if err else errors) == ""
+
+
+@pytest.mark.parametrize("limit", [3_000, 8_000, 60_000])
+def test_markdown_counts_every_user_it_leaves_out(limit: int) -> None:
+    users = [user(f"trader{i:04d}", contact=CONTACT_NY) for i in range(300)]
+    plan = make_plan(manifest(*users), state(), binding=BINDING)
+    md = render(plan, "markdown", RenderOptions(max_chars=limit))
+    shown = md.count("<details>")
+    assert shown < 300
+    assert f"{300 - shown:,} user details" in md

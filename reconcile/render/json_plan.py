@@ -3,7 +3,7 @@
 Byte for byte what :func:`~reconcile.planning.plan.dumps_plan` writes, made faster and leaner:
 ``dumps_plan`` has pydantic build every action as a dict first (2 s and 300 MiB at 100k
 users); here orjson reads the models' fields itself, a batch of actions at a time, and the
-text goes out in pieces. tests/test_perf_render.py holds the two to the same bytes.
+text goes out in pieces. tests/test_render_pieces.py holds the two to the same bytes.
 """
 
 from __future__ import annotations

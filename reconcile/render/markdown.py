@@ -145,16 +145,7 @@ def render_markdown(plan: Plan, options: RenderOptions) -> Iterator[str]:
         out.items("agreement re-checks", lines, len(waiting))
         out.must("")
 
-    per_user: dict[str, list[Action]] = {}
-    for change in plan.changes:
-        per_user.setdefault(change.user, []).append(change)
-    if per_user:
-        out.must("### Changes per user\n")
-        details = (
-            _details(user, [describe(a, show_pii=options.show_pii) for a in per_user[user]])
-            for user in sorted(per_user)
-        )
-        out.items("user details", details, len(per_user))
+    _per_user(out, plan, options)
 
     if out.left_out:
         left = ", ".join(f"{n:,} {what}" for what, n in out.left_out.items())
@@ -164,6 +155,21 @@ def render_markdown(plan: Plan, options: RenderOptions) -> Iterator[str]:
         )
     out.must(footer)
     yield "\n".join(out.parts) + "\n"
+
+
+def _per_user(out: _Budget, plan: Plan, options: RenderOptions) -> None:
+    """Each user's changes, collapsed, in name order; only the users that fit are described."""
+    per_user: dict[str, list[Action]] = {}
+    for change in plan.changes:
+        per_user.setdefault(change.user, []).append(change)
+    if not per_user:
+        return
+    out.must("### Changes per user\n")
+    details = (
+        _details(user, [describe(a, show_pii=options.show_pii) for a in per_user[user]])
+        for user in sorted(per_user)
+    )
+    out.items("user details", details, len(per_user))
 
 
 def _caution(out: _Budget, headline: str, what: str, items: Iterable[str], total: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter
 
 import click
 
@@ -105,7 +106,9 @@ def _lines(lines: list[str]) -> str:
 
 def _actions(changes: Sequence[Action], paint: Callable[..., str] | None) -> Iterator[str]:
     """The action lines, a piece at a time, users padded to the longest name of all."""
-    users = [safe(a.user) for a in changes]
+    users = list(map(attrgetter("user"), changes))
+    if not "".join(users).isprintable():  # one check for all names, the common case
+        users = [safe(user) for user in users]
     width = max(map(len, users))
     heads = {kind: f"  {kind.symbol} " for kind in ActionKind}
     for start in range(0, len(changes), _PIECE):
