@@ -19,6 +19,7 @@ its id must stay unique), so state grows while the manifest does not: 100k activ
 from __future__ import annotations
 
 import functools
+import json
 import os
 import weakref
 from array import array
@@ -117,7 +118,7 @@ _SHAPES: dict[tuple[Any, ...], _Shape] = {}
 
 def _values(record: Struct, model: type[Any]) -> tuple[dict[str, Any], set[str]]:
     """The model's ``__dict__`` and fields set for ``record`` (the Struct of the same fields)."""
-    row = msgspec.structs.astuple(record)
+    row = astuple(record)
     key = (model, *map(_IS_UNSET, row))
     shape = _SHAPES.get(key)
     if shape is None:
@@ -125,10 +126,13 @@ def _values(record: Struct, model: type[Any]) -> tuple[dict[str, Any], set[str]]
         fields = model.model_fields
         missing = tuple((f, fields[f].default_factory, fields[f].default) for f in fields if f not in present)
         shape = _SHAPES[key] = _Shape(present, missing)
-    values = dict(zip(record.__struct_fields__, row, strict=True))
+    values = dict(zip(record.__struct_fields__, row, strict=False))  # as long by construction
     for name, factory, default in shape.missing:
         values[name] = default if factory is None else factory()  # a new {} or [] each, as pydantic
     return values, shape.fields_set
+
+
+astuple = msgspec.structs.astuple
 
 
 def _built(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -> Any:
@@ -138,10 +142,10 @@ def _built(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -
     a pydantic upgrade changes them (a built record must equal the validated one, field set too).
     """
     model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", values)
-    object.__setattr__(model, "__pydantic_fields_set__", fields_set)
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
+    _setattr(model, "__dict__", values)
+    _setattr(model, "__pydantic_fields_set__", fields_set)
+    _setattr(model, "__pydantic_extra__", None)
+    _setattr(model, "__pydantic_private__", None)
     return model
 
 
@@ -178,21 +182,19 @@ class RecordBuilder:
 
     def user(self, r: _User) -> UserRecord:
         values, fields_set = _values(r, UserRecord)
-        when = self.when
-        if isinstance(r.contact, _Contact):
+        times, when = self._times, self.when
+        if type(r.contact) is _Contact:
             values["contact"] = _built(ContactRecord, *_values(r.contact, ContactRecord))
         if r.entitlements:
-            values["entitlements"] = {
-                name: _built(
-                    GrantRecord,
-                    {"entitlementId": g.entitlementId, "status": g.status, "updatedAt": when(g.updatedAt)},
-                    _GRANT_FIELDS,
-                )
-                for name, g in r.entitlements.items()
-            }
-        values["createdAt"] = when(r.createdAt)
-        values["updatedAt"] = when(r.updatedAt)
-        if isinstance(r.cancelledAt, str):
+            grants = {}
+            for name, g in r.entitlements.items():
+                at = times.get(g.updatedAt) or when(g.updatedAt)
+                grant = {"entitlementId": g.entitlementId, "status": g.status, "updatedAt": at}
+                grants[name] = _built(GrantRecord, grant, _GRANT_FIELDS)
+            values["entitlements"] = grants
+        values["createdAt"] = times.get(r.createdAt) or when(r.createdAt)
+        values["updatedAt"] = times.get(r.updatedAt) or when(r.updatedAt)
+        if type(r.cancelledAt) is str:
             values["cancelledAt"] = when(r.cancelledAt)
         return _built(UserRecord, values, fields_set)  # type: ignore[no-any-return]
 
@@ -273,8 +275,8 @@ class DocumentSource(CancelledSource):
 
     def _validated(self, index: int, text: bytes) -> UserRecord:
         """The record as pydantic reads it, or its refusal in the words a whole read would use."""
-        try:
-            return UserRecord.model_validate_json(text)
+        try:  # as the whole read does it (json, then pydantic's Python mode: its messages differ)
+            return UserRecord.model_validate(json.loads(text))
         except ValidationError as exc:
             raise StateError(
                 f"state {self.where} is not a valid state document: users.{self.names[index]}."

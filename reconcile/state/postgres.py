@@ -351,9 +351,9 @@ def _copy_batch(state: State, serial: int, names: Sequence[str], accounts: Seque
     return state.model_copy(update={"serial": serial, "users": users, "accounts": copied})
 
 
-_NOT_CANCELLED = (
-    " AND name NOT IN (SELECT name FROM reconcile.users u"
-    " WHERE u.environment = %s AND u.lifecycle = 'cancelled')"
+_NOT_CANCELLED = (  # an anti-join: NOT IN (subquery) may compare every grant with every row
+    " AND NOT EXISTS (SELECT 1 FROM reconcile.users u WHERE u.environment = grants.environment"
+    " AND u.name = grants.name AND u.lifecycle = 'cancelled')"
 )
 _LEAN_USER_COLUMNS = tuple(
     c
@@ -368,8 +368,6 @@ def _read_grants(
     cur: psycopg.Cursor[Any], where: str, args: tuple[Any, ...]
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """The grants of the users ``where`` selects, by user name and entitlement."""
-    if where.endswith(_NOT_CANCELLED):
-        args = (*args, args[0])
     cur.execute(
         f"SELECT name, entitlement, entitlement_id, status, updated_at FROM reconcile.grants WHERE {where}",
         args,
