@@ -27,7 +27,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from reconcile.bulk import Trusted
+from reconcile.bulk import trusted
 from reconcile.manifest.models import Account, Manifest, User
 from reconcile.planning.plan import (
     AccountAction,
@@ -41,14 +41,14 @@ from reconcile.planning.plan import (
 )
 from reconcile.state.model import AccountRecord, State
 
-# Built from values the manifest loader and the state store validated (see reconcile.bulk.Trusted).
-_CREATE_ACCOUNT = Trusted(CreateAccount)
-_UPDATE_RISK = Trusted(UpdateRisk)
-_SWITCH = Trusted(SwitchRiskCategory)
-_SET_TRADING = Trusted(SetTrading)
-_RESET = Trusted(ResetAccount)
-_REVOKE = Trusted(RevokeTrading)
-_CHANGE = Trusted(FieldChange)
+# Built from values the manifest loader and the state store validated (see reconcile.bulk.trusted).
+_CREATE_ACCOUNT = trusted(CreateAccount)
+_UPDATE_RISK = trusted(UpdateRisk)
+_SWITCH = trusted(SwitchRiskCategory)
+_SET_TRADING = trusted(SetTrading)
+_RESET = trusted(ResetAccount)
+_REVOKE = trusted(RevokeTrading)
+_CHANGE = trusted(FieldChange)
 
 
 @dataclass(frozen=True)
