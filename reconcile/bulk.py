@@ -94,8 +94,12 @@ def trusted(cls: type[M]) -> Callable[..., M]:
             raise TypeError(f"{cls.__name__} built {wrong}")
         return fields_sets.setdefault(names, set(names))
 
+    last: list[set[str] | None] = [None]  # the last call's names: nearly every caller passes the same
+
     def build(**values: Any) -> M:
-        fields_set = fields_sets.get(frozenset(values)) or first_of(values)
+        fields_set = last[0]
+        if fields_set is None or values.keys() != fields_set:  # comparing costs less than a frozenset
+            fields_set = last[0] = fields_sets.get(frozenset(values)) or first_of(values)
         if VALIDATE_TRUSTED:
             model = cls(**values)
         else:

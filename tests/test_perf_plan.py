@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
+from test_perf_bulk import assert_pydantic_checked
 from test_planner_properties import NAMES, manifests, states
 from test_planner_support import BINDING, CONTACT_NY, manifest, record, state, user
 
@@ -26,14 +27,12 @@ TRUSTED_VERIFIED = ("2.14",)
 
 
 def test_trusted_builders_rely_only_on_what_this_pydantic_is_known_to_do() -> None:
-    import pydantic
-
-    minor = ".".join(pydantic.VERSION.split(".")[:2])
-    assert minor in TRUSTED_VERIFIED, (
-        f"pydantic {pydantic.VERSION} is not checked yet: reconcile.bulk.trusted builds the planner's "
-        "models by setting pydantic's private instance slots (__dict__, __pydantic_fields_set__, "
-        "__pydantic_extra__, __pydantic_private__). Check that the other tests of this file pass (fast-built "
-        "plans equal validated ones, field by field), then add the version to TRUSTED_VERIFIED"
+    assert_pydantic_checked(
+        TRUSTED_VERIFIED,
+        "reconcile.bulk.trusted builds the planner's models by setting pydantic's private instance "
+        "slots (__dict__, __pydantic_fields_set__, __pydantic_extra__, __pydantic_private__). Check that "
+        "the other tests of this file pass (fast-built plans equal validated ones, field by field), then "
+        "add the version to TRUSTED_VERIFIED",
     )
     fast, validated = bulk.trusted(FieldChange)(field="a"), FieldChange(field="a")
     assert fast.__getstate__() == validated.__getstate__(), "an instance holds what it held when checked"

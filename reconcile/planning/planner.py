@@ -39,10 +39,11 @@ from typing import Any, Literal, get_args
 
 from deepdiff import DeepDiff
 
-from reconcile.bulk import gc_paused, trusted
+from reconcile.bulk import gc_paused
 from reconcile.contact import ADDRESS_FIELDS, CONTACT_FIELDS
 from reconcile.errors import PlanError, counted, plural
 from reconcile.manifest.models import SIMPLUS, Contact, Manifest, User
+from reconcile.planning import build
 from reconcile.planning.accounts import (
     Note,
     Planned,
@@ -56,8 +57,6 @@ from reconcile.planning.plan import (
     AccountAction,
     Action,
     CancelEverything,
-    ContactPayload,
-    CreateUser,
     Diagnostic,
     DriftKind,
     FieldChange,
@@ -66,8 +65,6 @@ from reconcile.planning.plan import (
     PlanBinding,
     PlannedPassword,
     Refresh,
-    UpdateContact,
-    UpdateEmail,
 )
 from reconcile.planning.snapshot import LiveSnapshot
 from reconcile.state.model import ContactRecord, State, UserRecord
@@ -76,16 +73,6 @@ Severity = Literal["error", "warning", "info"]
 EXPIRY_NOTICE_DAYS = 7
 """A plan notes expiries due within this many days."""
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-
-# The actions are built from values the manifest loader and the state store validated.
-_CREATE = trusted(CreateUser)
-_UPDATE_EMAIL = trusted(UpdateEmail)
-_UPDATE_CONTACT = trusted(UpdateContact)
-_PAYLOAD = trusted(ContactPayload)
-_GRANT = trusted(GrantEntitlement)
-_CANCEL = trusted(CancelEverything)
-_CHANGE = trusted(FieldChange)
-_PLAN = trusted(Plan)
 
 
 @gc_paused()
@@ -264,7 +251,7 @@ def _plan_removed(
     for name, record in gone:
         if name not in renamed:
             acc.actions.append(
-                _CANCEL(
+                build.cancel_everything(
                     user=name,
                     userId=record.userId,
                     flags=manifest.defaults.cancel,
@@ -306,7 +293,7 @@ def _selected_plan(
             drift=tuple(d for d in refresh.drift if selected(d.user)),
             unmanaged=tuple(name for name in refresh.unmanaged if selected(name)),
         )
-    return _PLAN(
+    return build.plan(
         binding=binding,
         actions=tuple(actions),
         diagnostics=tuple(diagnostics),
@@ -345,9 +332,9 @@ class _Accumulator:
             key = (name, before, after)
             found = self.changes.get(key)
             if found is None:
-                found = self.changes[key] = _CHANGE(field=name, before=before, after=after)
+                found = self.changes[key] = build.field_change(field=name, before=before, after=after)
             return found
-        return _CHANGE(field=name, before=before, after=after)
+        return build.field_change(field=name, before=before, after=after)
 
     def new_contact_changes(self, values: Mapping[str, Any]) -> tuple[FieldChange, ...]:
         """The changes that set a new user's address ``values`` (all but None), by field name.
@@ -361,7 +348,7 @@ class _Accumulator:
                 continue
             change = made.get(value) if type(value) is str else None
             if change is None:
-                change = _CHANGE(field=name, before=None, after=value)
+                change = build.field_change(field=name, before=None, after=value)
                 if type(value) is str:
                     made[value] = change
             changes.append(change)
@@ -464,7 +451,7 @@ def _plan_cancelled_in_manifest(
         )
     elif record.lifecycle == "active":
         acc.actions.append(
-            _CANCEL(
+            build.cancel_everything(
                 user=user.name,
                 userId=record.userId,
                 flags=manifest.defaults.cancel,
@@ -500,7 +487,7 @@ def _plan_create(manifest: Manifest, user: User, fields: Mapping[str, Any], acc:
     assert fields["email"] and first and last  # an active manifest user has them
     names, ids = acc.entitlements_at_creation(manifest, fields["entitlements"])
     acc.actions.append(
-        _CREATE(
+        build.create_user(
             user=name,
             email=fields["email"],
             firstName=first,
@@ -514,12 +501,12 @@ def _plan_create(manifest: Manifest, user: User, fields: Mapping[str, Any], acc:
     if contact is not None:
         after = _contact_values(first, last, contact)
         acc.actions.append(
-            _UPDATE_CONTACT(
+            build.update_contact(
                 user=name,
                 userId=None,
                 # The names were just set by the create: only the contact fields are news.
                 changes=acc.new_contact_changes(after),
-                contact=_PAYLOAD(**after),
+                contact=build.contact_payload(**after),
             )
         )
     if SIMPLUS in fields["entitlements"]:
@@ -529,7 +516,7 @@ def _plan_create(manifest: Manifest, user: User, fields: Mapping[str, Any], acc:
 def _grant(
     manifest: Manifest, user: str, user_id: int | None, name: str, *, recheck: bool = False
 ) -> GrantEntitlement:
-    return _GRANT(
+    return build.grant_entitlement(
         user=user,
         userId=user_id,
         entitlement=name,
@@ -553,7 +540,7 @@ def _plan_existing(
     assert email and fields["firstName"] and fields["lastName"]  # an active manifest user has them
     if email != recorded["email"]:  # both validated text: ``!=`` is the whole comparison
         acc.actions.append(
-            _UPDATE_EMAIL(
+            build.update_email(
                 user=name,
                 userId=record.userId,
                 changes=(acc.change("email", record.email, email),),
@@ -628,7 +615,9 @@ def _plan_contact(user: User, record: UserRecord, acc: _Accumulator) -> None:
     changes = _field_changes(_recorded_contact(record), after, acc.change)
     if changes:
         acc.actions.append(
-            _UPDATE_CONTACT(user=user.name, userId=record.userId, changes=changes, contact=_PAYLOAD(**after))
+            build.update_contact(
+                user=user.name, userId=record.userId, changes=changes, contact=build.contact_payload(**after)
+            )
         )
 
 
@@ -650,7 +639,7 @@ def _contact_values(first: str, last: str, contact: Contact | ContactRecord) -> 
 def _field_changes(
     before: Mapping[str, Any],
     after: Mapping[str, Any],
-    change: Callable[[str, Any, Any], FieldChange] = lambda name, old, new: _CHANGE(
+    change: Callable[[str, Any, Any], FieldChange] = lambda name, old, new: build.field_change(
         field=name, before=old, after=new
     ),
 ) -> tuple[FieldChange, ...]:
