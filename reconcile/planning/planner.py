@@ -567,14 +567,10 @@ def _plan_existing(
             acc.actions.append(_grant(manifest, name, record.userId, entitlement))
         elif grant.status == "awaiting_agreement":
             acc.actions.append(_grant(manifest, name, record.userId, entitlement, recheck=True))
-    extra = [entitlement for entitlement in granted if entitlement not in wanted]
-    for entitlement in sorted(extra) if extra else ():
-        acc.add(
-            "warning",
-            name,
-            f"entitlement {entitlement!r} is no longer in the manifest but stays granted: this tool "
-            "does not revoke single entitlements; put it back, or cancel the user",
-        )
+    for entitlement in granted:  # a loop makes nothing in the common case (every grant still wanted)
+        if entitlement not in wanted:
+            _note_kept_entitlements(name, [e for e in granted if e not in wanted], acc)
+            break
 
     wanted_plan = acc.subscription_plan(manifest, user, fields)
     if wanted_plan is not None and wanted_plan != recorded["tradovateSubscriptionPlanId"]:
@@ -583,6 +579,17 @@ def _plan_existing(
             name,
             f"tradovateSubscriptionPlanId {record.tradovateSubscriptionPlanId} → {wanted_plan} "
             "is not applied: the subscription plan is set only when a user is created",
+        )
+
+
+def _note_kept_entitlements(user: str, kept: list[str], acc: _Accumulator) -> None:
+    """Warn of each granted entitlement the manifest no longer lists: it stays granted."""
+    for entitlement in sorted(kept):
+        acc.add(
+            "warning",
+            user,
+            f"entitlement {entitlement!r} is no longer in the manifest but stays granted: this tool "
+            "does not revoke single entitlements; put it back, or cancel the user",
         )
 
 
