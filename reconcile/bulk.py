@@ -11,7 +11,7 @@ import datetime
 import enum
 import gc
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -62,80 +62,88 @@ def share_fields_sets(
 M = TypeVar("M", bound=BaseModel)
 
 VALIDATE_TRUSTED = False
-"""True makes every :class:`Trusted` builder validate, as ``cls(**values)`` would (tests compare both)."""
+"""True makes every :func:`trusted` builder validate, as ``cls(**values)`` would (tests compare both)."""
 
 _REQUIRED: Any = object()
 _IMMUTABLE = (type(None), str, int, float, bool, tuple, frozenset, enum.Enum, datetime.date)
 _set_attribute = object.__setattr__
 
 
-class Trusted(Generic[M]):
-    """Build ``cls`` from values already valid for it, without validating them again.
+def trusted(cls: type[M]) -> Callable[..., M]:
+    """Return a builder of ``cls`` from values already valid for it, which it does not validate again.
 
     For the planner's actions: their values come from models the loader validated, and at
     100k users validating them again (and walking them afterwards to share their field-name
-    sets) was two thirds of planning. ``build(**values)`` gives what ``cls(**values)`` gives
-    for valid values: the same ``__dict__`` (defaults filled, field order), the same set
+    sets) was most of planning. ``build(**values)`` gives what ``cls(**values)`` gives for
+    valid values: the same ``__dict__`` (defaults filled, in the fields' order), the same set
     field names (one set object per distinct set, as :func:`share_fields_sets` makes), no
     extra and no private values. Values the validator would convert (a list for a tuple, an
-    int for a float) must be passed converted: tests/test_perf_plan.py compares every action
+    int for a float) must be passed converted: tests/test_perf_plan.py compares every plan
     the planner builds with its validated twin. It relies on pydantic's private instance
-    layout; tests/test_perf_bulk.py fails on a pydantic minor version not checked yet.
+    layout; tests/test_perf_plan.py fails on a pydantic minor version not checked yet.
     """
+    template, factories = _template(cls)
+    required = {name for name, value in template.items() if value is _REQUIRED} - {n for n, _ in factories}
+    fields_sets: dict[frozenset[str], set[str]] = {}
 
-    def __init__(self, cls: type[M]) -> None:
-        decorators = cls.__pydantic_decorators__
-        if (
-            cls.model_config.get("extra") == "allow"
-            or cls.__private_attributes__
-            or decorators.validators
-            or decorators.field_validators
-            or decorators.root_validators
-            or decorators.model_validators
-            or cls.__pydantic_post_init__ is not None
-        ):
-            raise TypeError(f"{cls.__name__} validates or stores more than its fields: build it validated")
-        self.cls = cls
-        self.template: dict[str, Any] = {}
-        self.factories: list[tuple[str, Callable[[], Any]]] = []
-        for name, info in cls.model_fields.items():
-            if info.default_factory is not None:
-                self.factories.append((name, info.default_factory))  # type: ignore[arg-type]
-                self.template[name] = _REQUIRED
-            elif info.is_required():
-                self.template[name] = _REQUIRED
-            elif isinstance(info.default, _IMMUTABLE):
-                self.template[name] = info.default
-            else:  # pydantic copies a mutable default for each instance
-                raise TypeError(f"{cls.__name__}.{name} has a mutable default: give it a default_factory")
-        self.required = frozenset(name for name, value in self.template.items() if value is _REQUIRED) - {
-            name for name, _ in self.factories
-        }
-        self.fields_sets: dict[frozenset[str], set[str]] = {}
+    def first_of(values: dict[str, Any]) -> set[str]:
+        names = frozenset(values)
+        unknown, missing = names - template.keys(), required - names
+        if unknown or missing:
+            wrong = f"with unknown {sorted(unknown)}" if unknown else f"without {sorted(missing)}"
+            raise TypeError(f"{cls.__name__} built {wrong}")
+        return fields_sets.setdefault(names, set(names))
 
-    def __call__(self, **values: Any) -> M:
-        fields_set = self.fields_sets.get(frozenset(values)) or self._first_of(values)
+    last: list[set[str] | None] = [None]  # the last call's names: nearly every caller passes the same
+
+    def build(**values: Any) -> M:
+        fields_set = last[0]
+        if fields_set is None or values.keys() != fields_set:  # comparing costs less than a frozenset
+            fields_set = last[0] = fields_sets.get(frozenset(values)) or first_of(values)
         if VALIDATE_TRUSTED:
-            model = self.cls(**values)
+            model = cls(**values)
         else:
-            content = self.template.copy()
+            content = template.copy()
             content.update(values)  # existing keys keep their place: the fields' order, as validation gives
-            if self.factories:
-                for name, factory in self.factories:
-                    if name not in values:
-                        content[name] = factory()
-            model = self.cls.__new__(self.cls)
+            for name, factory in factories:
+                if name not in values:
+                    content[name] = factory()
+            model = cls.__new__(cls)
             _set_attribute(model, "__dict__", content)
             _set_attribute(model, "__pydantic_extra__", None)
             _set_attribute(model, "__pydantic_private__", None)
         _set_attribute(model, "__pydantic_fields_set__", fields_set)
         return model
 
-    def _first_of(self, values: dict[str, Any]) -> set[str]:
-        """The set of field names given in ``values``, checked once for each such set."""
-        names = frozenset(values)
-        unknown, missing = names - self.template.keys(), self.required - names
-        if unknown or missing:
-            wrong = f"with unknown {sorted(unknown)}" if unknown else f"without {sorted(missing)}"
-            raise TypeError(f"{self.cls.__name__} built {wrong}")
-        return self.fields_sets.setdefault(names, set(names))
+    return build
+
+
+def _template(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]:
+    """Every field of ``cls`` with its default (:data:`_REQUIRED` when none), and its default factories.
+
+    Raises TypeError for a model that validation would do more for than check its fields.
+    """
+    decorators = cls.__pydantic_decorators__
+    if (
+        cls.model_config.get("extra") == "allow"
+        or cls.__private_attributes__
+        or decorators.validators
+        or decorators.field_validators
+        or decorators.root_validators
+        or decorators.model_validators
+        or cls.__pydantic_post_init__ is not None
+    ):
+        raise TypeError(f"{cls.__name__} validates or stores more than its fields: build it validated")
+    template: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    for name, info in cls.model_fields.items():
+        if info.default_factory is not None:
+            factories.append((name, info.default_factory))  # type: ignore[arg-type]
+            template[name] = _REQUIRED
+        elif info.is_required():
+            template[name] = _REQUIRED
+        elif isinstance(info.default, _IMMUTABLE):
+            template[name] = info.default
+        else:  # pydantic copies a mutable default for each instance
+            raise TypeError(f"{cls.__name__}.{name} has a mutable default: give it a default_factory")
+    return template, tuple(factories)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
+from test_perf_bulk import assert_pydantic_checked
 from test_planner_properties import NAMES, manifests, states
 from test_planner_support import BINDING, CONTACT_NY, manifest, record, state, user
 
@@ -22,26 +23,24 @@ from reconcile.planning.planner import _Accumulator, make_plan
 from reconcile.state.model import State
 
 TRUSTED_VERIFIED = ("2.14",)
-"""pydantic minor versions whose private instance layout reconcile.bulk.Trusted was checked on."""
+"""pydantic minor versions whose private instance layout reconcile.bulk.trusted was checked on."""
 
 
 def test_trusted_builders_rely_only_on_what_this_pydantic_is_known_to_do() -> None:
-    import pydantic
-
-    minor = ".".join(pydantic.VERSION.split(".")[:2])
-    assert minor in TRUSTED_VERIFIED, (
-        f"pydantic {pydantic.VERSION} is not checked yet: reconcile.bulk.Trusted builds the planner's "
-        "models by setting pydantic's private instance slots (__dict__, __pydantic_fields_set__, "
-        "__pydantic_extra__, __pydantic_private__). Check that the other tests of this file pass (fast-built "
-        "plans equal validated ones, field by field), then add the version to TRUSTED_VERIFIED"
+    assert_pydantic_checked(
+        TRUSTED_VERIFIED,
+        "reconcile.bulk.trusted builds the planner's models by setting pydantic's private instance "
+        "slots (__dict__, __pydantic_fields_set__, __pydantic_extra__, __pydantic_private__). Check that "
+        "the other tests of this file pass (fast-built plans equal validated ones, field by field), then "
+        "add the version to TRUSTED_VERIFIED",
     )
-    fast, validated = bulk.Trusted(FieldChange)(field="a"), FieldChange(field="a")
+    fast, validated = bulk.trusted(FieldChange)(field="a"), FieldChange(field="a")
     assert fast.__getstate__() == validated.__getstate__(), "an instance holds what it held when checked"
 
 
 @contextmanager
 def validating() -> Iterator[None]:
-    """Make every :class:`reconcile.bulk.Trusted` builder validate, as the models' constructors do."""
+    """Make every :class:`reconcile.bulk.trusted` builder validate, as the models' constructors do."""
     bulk.VALIDATE_TRUSTED = True
     try:
         yield
@@ -126,15 +125,15 @@ def test_equal_text_changes_are_one_object_and_other_values_keep_their_type() ->
 
 def test_trusted_builders_refuse_what_validation_would_catch_or_change() -> None:
     with pytest.raises(TypeError, match="validates"):
-        bulk.Trusted(User)  # its validators would be skipped
+        bulk.trusted(User)  # its validators would be skipped
 
     class Mutable(BaseModel):
         items: list[int] = []
 
     with pytest.raises(TypeError, match="mutable default"):
-        bulk.Trusted(Mutable)
+        bulk.trusted(Mutable)
 
-    changes = bulk.Trusted(FieldChange)
+    changes = bulk.trusted(FieldChange)
     with pytest.raises(TypeError, match="without \\['field'\\]"):
         changes(before=1)
     with pytest.raises(TypeError, match="unknown \\['bogus'\\]"):
@@ -147,13 +146,13 @@ def test_trusted_builders_fill_defaults_and_factories_like_validation() -> None:
         risk: dict[str, Any] = Field(default_factory=dict)
         tags: tuple[str, ...] = ()
 
-    build = bulk.Trusted(Defaults)
+    build = bulk.trusted(Defaults)
     fast, validated = build(name="a"), Defaults(name="a")
     assert_same(fast, validated)
     assert fast.risk is not build(name="b").risk  # each gets its own, as the factory makes them
     assert build(name="a").model_fields_set is fast.model_fields_set  # one set per set of names
 
-    accounts = bulk.Trusted(CreateAccount)
+    accounts = bulk.trusted(CreateAccount)
     values: dict[str, Any] = dict(
         user="u", userId=None, account="A", template="t", templateAccountId=1, initialBalance=5.0
     )

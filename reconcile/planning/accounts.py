@@ -27,28 +27,16 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from reconcile.bulk import Trusted
 from reconcile.manifest.models import Account, Manifest, User
+from reconcile.planning import build
 from reconcile.planning.plan import (
     AccountAction,
     CreateAccount,
     FieldChange,
-    ResetAccount,
     RevokeTrading,
-    SetTrading,
     SwitchRiskCategory,
-    UpdateRisk,
 )
 from reconcile.state.model import AccountRecord, State
-
-# Built from values the manifest loader and the state store validated (see reconcile.bulk.Trusted).
-_CREATE_ACCOUNT = Trusted(CreateAccount)
-_UPDATE_RISK = Trusted(UpdateRisk)
-_SWITCH = Trusted(SwitchRiskCategory)
-_SET_TRADING = Trusted(SetTrading)
-_RESET = Trusted(ResetAccount)
-_REVOKE = Trusted(RevokeTrading)
-_CHANGE = Trusted(FieldChange)
 
 
 @dataclass(frozen=True)
@@ -140,7 +128,7 @@ def _new_account(manifest: Manifest, user: str, user_id: int | None, account: Ac
         )
         return
     template = manifest.partner.accountTemplates[account.template]
-    yield _CREATE_ACCOUNT(
+    yield build.create_account(
         user=user,
         userId=user_id,
         account=account.name,
@@ -153,7 +141,9 @@ def _new_account(manifest: Manifest, user: str, user_id: int | None, account: Ac
     if account.riskCategory is not None:
         yield _switch(manifest, user, account.name, None, None, account.riskCategory)
     if account.trading == "locked":
-        yield _SET_TRADING(user=user, account=account.name, accountId=None, before="active", after="locked")
+        yield build.set_trading(
+            user=user, account=account.name, accountId=None, before="active", after="locked"
+        )
 
 
 def _recorded_account(
@@ -196,12 +186,14 @@ def _changes(
     wanted = desired_risk(manifest, account)
     changes = risk_changes(record.risk, wanted)
     if changes:
-        yield _UPDATE_RISK(user=user, account=name, accountId=record.accountId, changes=changes, risk=wanted)
+        yield build.update_risk(
+            user=user, account=name, accountId=record.accountId, changes=changes, risk=wanted
+        )
     if account.riskCategory is not None and account.riskCategory != record.riskCategory:
         yield _switch(manifest, user, name, record.accountId, record.riskCategory, account.riskCategory)
     if account.trading != record.trading:
         after: Literal["active", "locked"] = "locked" if account.trading == "locked" else "active"
-        yield _SET_TRADING(
+        yield build.set_trading(
             user=user, account=name, accountId=record.accountId, before=record.trading, after=after
         )
     yield from _reset(user, account, name, record)
@@ -220,13 +212,15 @@ def _reset(user: str, account: Account, name: str, record: AccountRecord) -> Ite
             "it again",
         )
         return
-    yield _RESET(user=user, account=name, accountId=record.accountId, before=last, resetTo=wanted)
+    yield build.reset_account(
+        user=user, account=name, accountId=record.accountId, before=last, resetTo=wanted
+    )
 
 
 def _switch(
     manifest: Manifest, user: str, account: str, account_id: int | None, before: str | None, category: str
 ) -> SwitchRiskCategory:
-    return _SWITCH(
+    return build.switch_risk_category(
         user=user,
         account=account,
         accountId=account_id,
@@ -246,7 +240,7 @@ def _revoke(
             f"account {name}: no trading permission id is recorded, so its permission cannot be "
             "revoked: run `reconcile refresh` to read it, then plan again",
         )
-    return _REVOKE(
+    return build.revoke_trading(
         user=record.user,
         userId=record.userId,
         account=name,
@@ -263,7 +257,7 @@ def risk_changes(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> tupl
     a boolean never equals a number.
     """
     return tuple(
-        _CHANGE(field=key, before=recorded.get(key), after=wanted[key])
+        build.field_change(field=key, before=recorded.get(key), after=wanted[key])
         for key in sorted(wanted)
         if not _same(recorded.get(key), wanted[key])
     )
