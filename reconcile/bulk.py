@@ -108,14 +108,25 @@ def trusted(cls: type[M]) -> Callable[..., M]:
             for name, factory in factories:
                 if name not in values:
                     content[name] = factory()
-            model = cls.__new__(cls)
-            _set_attribute(model, "__dict__", content)
-            _set_attribute(model, "__pydantic_extra__", None)
-            _set_attribute(model, "__pydantic_private__", None)
+            return assemble(cls, content, fields_set)
         _set_attribute(model, "__pydantic_fields_set__", fields_set)
         return model
 
     return build
+
+
+def assemble(cls: type[M], content: dict[str, Any], fields_set: set[str]) -> M:
+    """Return a ``cls`` holding ``content`` (valid values of every field, in the fields' order), unvalidated.
+
+    What validation would leave in pydantic's four instance slots; the guards in
+    tests/test_perf_plan.py and tests/test_state_decode.py fail on a layout they were not checked on.
+    """
+    model = cls.__new__(cls)
+    _set_attribute(model, "__dict__", content)
+    _set_attribute(model, "__pydantic_fields_set__", fields_set)
+    _set_attribute(model, "__pydantic_extra__", None)
+    _set_attribute(model, "__pydantic_private__", None)
+    return model
 
 
 def _template(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]:

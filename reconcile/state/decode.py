@@ -29,10 +29,10 @@ from typing import Annotated, Any, BinaryIO, Literal, NamedTuple, cast
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic_core import TzInfo
 
-from reconcile.bulk import share_fields_sets
+from reconcile.bulk import assemble, share_fields_sets
 from reconcile.errors import StateError, first_invalid
 from reconcile.state.model import AccountRecord, ContactRecord, GrantRecord, State, StateBinding, UserRecord
 
@@ -135,18 +135,8 @@ def _values(record: Struct, model: type[Any]) -> tuple[dict[str, Any], set[str]]
 astuple = msgspec.structs.astuple
 
 
-def _built(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -> Any:
-    """A model from values already validated: what pydantic's ``model_construct`` makes, faster.
-
-    It sets the four slots every pydantic model has; tests/test_state_decode.py fails loudly when
-    a pydantic upgrade changes them (a built record must equal the validated one, field set too).
-    """
-    model = cls.__new__(cls)
-    _setattr(model, "__dict__", values)
-    _setattr(model, "__pydantic_fields_set__", fields_set)
-    _setattr(model, "__pydantic_extra__", None)
-    _setattr(model, "__pydantic_private__", None)
-    return model
+_built = assemble
+"""A model from values already validated (tests/test_state_decode.py holds it to the validated one)."""
 
 
 def _set(value: Any, default: Any) -> Any:
@@ -196,7 +186,7 @@ class RecordBuilder:
         values["updatedAt"] = times.get(r.updatedAt) or when(r.updatedAt)
         if type(r.cancelledAt) is str:
             values["cancelledAt"] = when(r.cancelledAt)
-        return _built(UserRecord, values, fields_set)  # type: ignore[no-any-return]
+        return _built(UserRecord, values, fields_set)
 
 
 def _identity(fd: int) -> tuple[int, int]:
@@ -388,7 +378,7 @@ def decode_document(raw: bytes, file: BinaryIO, where: str) -> State:
         "accounts": _accounts(doc.accounts),
     }
     present = {f for f in doc.__struct_fields__ if getattr(doc, f) is not UNSET}
-    return _built(State, values, present)  # type: ignore[no-any-return]
+    return _built(State, values, present)
 
 
 def _users(records: dict[str, Raw], raw: bytes, file: BinaryIO, where: str) -> dict[str, UserRecord]:
