@@ -1,4 +1,4 @@
-"""KeepAliveTransport against a scripted HTTP server on 127.0.0.1: framing, keep-alive, failures."""
+"""The default transport against a scripted HTTP(S) server on 127.0.0.1: framing, keep-alive, failures."""
 
 from __future__ import annotations
 
