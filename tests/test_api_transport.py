@@ -1,14 +1,16 @@
-"""KeepAliveTransport against a scripted HTTP server on 127.0.0.1: framing, keep-alive, failures."""
+"""The default transport against a scripted HTTP(S) server on 127.0.0.1: framing, keep-alive, failures."""
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+import trustme
 
 from reconcile.api.auth import TokenAuth
 from reconcile.api.client import PartnerClient
@@ -33,17 +35,21 @@ def ok(body: bytes, *extra: str) -> bytes:
 class Server:
     """Accepts connections on a loopback port; answers each request with the next scripted answer."""
 
-    def __init__(self, answers: list[Answer]) -> None:
+    def __init__(self, answers: list[Answer], tls: ssl.SSLContext | None = None) -> None:
         self.answers = answers
+        self.tls = tls
         self.requests: list[bytes] = []
         self.connections = 0
+        self.closed = 0
+        """Connections the client closed (the server saw the end of the stream between requests)."""
+        self._count = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def _serve(self) -> None:
         while True:
@@ -55,6 +61,12 @@ class Server:
             threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
 
     def _talk(self, conn: socket.socket) -> None:
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:  # the client refused the certificate
+                conn.close()
+                return
         reader = conn.makefile("rb")
         with conn:
             while self.answers:
@@ -62,6 +74,8 @@ class Server:
                 while not head.endswith(b"\r\n\r\n"):
                     line = reader.readline()
                     if not line:
+                        with self._count:
+                            self.closed += 1
                         return
                     head += line
                 lines = head.split(b"\r\n")
@@ -112,24 +126,31 @@ def test_threads_that_come_and_go_share_the_idle_connections(transport: KeepAliv
     assert len(server.requests) == 5 and server.connections == 1
 
 
+def eventually(condition: Callable[[], bool]) -> bool:
+    """Whether ``condition`` holds within a few seconds (the server's threads see a close a little later)."""
+    deadline = time.monotonic() + 5.0
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
 def test_at_most_max_idle_connections_stay_open_and_close_closes_them() -> None:
-    server = Server([lambda _r: ok(b"1")] * (MAX_IDLE + 5))
-    transport = KeepAliveTransport(timeout=2.0)
-    barrier = threading.Barrier(MAX_IDLE + 5)
-
-    def together() -> None:
-        barrier.wait()
-        get(transport, server)
-
-    workers = [threading.Thread(target=together) for _ in range(MAX_IDLE + 5)]
+    # The server answers only once every request has arrived: each thread holds its own connection.
+    together = threading.Barrier(MAX_IDLE + 5)
+    answers: list[Answer] = [lambda _r: (together.wait(5.0), ok(b"1"))[1]] * (MAX_IDLE + 5)
+    server = Server([*answers, lambda _r: ok(b"spare")])
+    transport = KeepAliveTransport(timeout=10.0)
+    workers = [threading.Thread(target=get, args=(transport, server)) for _ in range(MAX_IDLE + 5)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    idle = [conn for conns in transport._idle.values() for conn in conns]
-    assert len(idle) <= MAX_IDLE
+    assert server.connections == MAX_IDLE + 5
+    assert eventually(lambda: server.closed == 5)
+    time.sleep(0.1)
+    assert server.closed == 5  # the other MAX_IDLE stay open for the next requests
     transport.close()
-    assert all(conn.sock.fileno() == -1 for conn in idle)
+    assert eventually(lambda: server.closed == MAX_IDLE + 5)
 
 
 def test_a_post_sends_its_body_and_the_headers_httpx_built(transport: KeepAliveTransport) -> None:
@@ -207,6 +228,56 @@ def test_204_and_head_answers_have_no_body(transport: KeepAliveTransport) -> Non
     assert server.connections == 1
 
 
+def test_a_request_that_cannot_be_written_in_time_is_a_write_timeout() -> None:
+    # The server accepts and never reads: the body fills the socket buffers and the send times out.
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/p"
+    request = httpx.Request("POST", url, content=bytes(64 << 20))
+    with listener, KeepAliveTransport(timeout=0.3) as transport, pytest.raises(httpx.WriteTimeout):
+        transport.handle_request(request)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_server(ca: trustme.CA, answers: list[Answer], name: str = "127.0.0.1") -> Server:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(context)
+    return Server(answers, tls=context)
+
+
+def trusting(ca: trustme.CA) -> KeepAliveTransport:
+    context = httpx.create_ssl_context()
+    ca.configure_trust(context)
+    return KeepAliveTransport(timeout=2.0, ssl_context=context)
+
+
+def test_https_to_a_trusted_server_keeps_its_connection(ca: trustme.CA) -> None:
+    server = tls_server(ca, [lambda _r: ok(b'{"a":1}'), lambda _r: ok(b"2")])
+    with trusting(ca) as transport:
+        assert get(transport, server).json() == {"a": 1}
+        assert get(transport, server, "/y").content == b"2"
+    assert server.connections == 1
+    assert server.requests[1].startswith(b"GET /y HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "trusted"),
+    [("127.0.0.1", False), ("partner.example", True)],
+    ids=["unknown-ca", "another-name"],
+)
+def test_an_https_server_whose_certificate_fails_is_refused_before_sending(
+    ca: trustme.CA, name: str, trusted: bool
+) -> None:
+    server = tls_server(ca, [lambda _r: ok(b"never")], name)
+    transport = trusting(ca) if trusted else KeepAliveTransport(timeout=2.0)  # httpx's CAs: not this one
+    with transport, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        get(transport, server)
+    assert server.connections == 1 and server.requests == []
+
+
 def test_a_proxy_in_the_environment_sends_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HTTP_PROXY", raising=False)
     monkeypatch.delenv("http_proxy", raising=False)
@@ -218,9 +289,13 @@ def test_a_proxy_in_the_environment_sends_through_httpx(monkeypatch: pytest.Monk
     assert isinstance(default_transport("http", timeout=1), KeepAliveTransport)
 
 
-def client_for(server: Server, tmp_path: object) -> PartnerClient:
+def client_for(
+    server: Server, tmp_path: object, transport: httpx.BaseTransport | None = None
+) -> PartnerClient:
     auth = TokenAuth(Credentials("admin", "pw"), endpoint=server.url, cache=TokenCache(str(tmp_path)))
-    return PartnerClient(server.url + "/v1", auth=auth, sleep=lambda _s: None, timeout=2.0)
+    return PartnerClient(
+        server.url + "/v1", auth=auth, sleep=lambda _s: None, timeout=2.0, transport=transport
+    )
 
 
 LOGIN = ok(b'{"accessToken":"tok","expirationTime":"2099-01-01T00:00:00+00:00"}')
@@ -254,3 +329,11 @@ def test_a_server_that_never_listens_is_a_transport_error_naming_the_endpoint(tm
     client = PartnerClient(url + "/v1", auth=auth, sleep=lambda _s: None)
     with client, pytest.raises(TransportError, match="cannot connect to"):
         client.list_users()
+
+
+def test_a_create_whose_https_answer_broke_off_is_not_resent(ca: trustme.CA, tmp_path: object) -> None:
+    server = tls_server(ca, [lambda _r: LOGIN, lambda _r: None])
+    user = EvaluationUser(name="a", email="a@example.com", password="Pa55-word!", firstName="A", lastName="B")
+    with client_for(server, tmp_path, trusting(ca)) as client, pytest.raises(OutcomeUnknown):
+        client.create_evaluation_users([user])
+    assert len(server.requests) == 2
