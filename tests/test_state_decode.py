@@ -330,3 +330,45 @@ def test_postgres_refuses_a_cancelled_row_another_run_changed_or_damaged_since_t
         ):
             _ = state.users["t3"].email
         assert state.users["t5"].email == "t5@example.com"
+
+
+def _swap_in_place(path: Path, first: str, second: str) -> None:
+    """Swap two same-length records' text, writing in place (not by rename)."""
+    raw = path.read_bytes()
+    users = json.loads(raw)["users"]
+    a, b = (json.dumps(users[n], indent=2).replace("\n", "\n    ").encode() for n in (first, second))
+    assert a in raw and b in raw and len(a) == len(b)
+    with open(path, "r+b") as file:
+        file.write(raw.replace(a, b"\0").replace(b, a).replace(b"\0", b))
+
+
+@pytest.mark.parametrize("how", ["mtime restored", "within one clock tick"])
+def test_a_save_never_writes_another_users_record_under_an_unread_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    store = _churned(tmp_path)
+    before = os.stat(store.path)
+    fresh = FileStateStore(store.path)
+    state = fresh.load("sim")
+    if how == "within one clock tick":  # the file's times cannot tell this write from the last
+        monkeypatch.setattr("reconcile.state.decode._identity", lambda fd: (0, 0))
+        state = FileStateStore(store.path).load("sim")
+    _swap_in_place(store.path, "t1", "t3")  # e.g. cp -p of a copy with the two swapped
+    os.utime(store.path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    state.users["t0"] = state.users["t0"].model_copy(update={"email": "new@example.com"})
+    with pytest.raises(StateError, match=r"changed in place while reconcile used it \(user 't[13]'"):
+        with fresh.lock():
+            fresh.save(state, changed=["t0"])
+    ids = {n: u["userId"] for n, u in json.loads(store.path.read_bytes())["users"].items()}
+    assert ids["t1"] != 1 or ids["t3"] == 3, "never t1 -> 3 and t3 -> 1 from what this run read"
+
+
+def test_a_state_with_unread_records_pickles_whole(tmp_path: Path) -> None:
+    import pickle
+
+    store = _churned(tmp_path)
+    state = FileStateStore(store.path).read()
+    assert state is not None and type(state.users["t1"]) is LazyUser
+    copied = pickle.loads(pickle.dumps(state))
+    assert copied == State.model_validate_json(store.path.read_bytes())
+    assert type(copied.users["t1"]) is UserRecord
