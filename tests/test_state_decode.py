@@ -356,9 +356,9 @@ def test_a_save_never_writes_another_users_record_under_an_unread_name(
     _swap_in_place(store.path, "t1", "t3")  # e.g. cp -p of a copy with the two swapped
     os.utime(store.path, ns=(before.st_atime_ns, before.st_mtime_ns))
     state.users["t0"] = state.users["t0"].model_copy(update={"email": "new@example.com"})
-    with pytest.raises(StateError, match=r"changed in place while reconcile used it \(user 't[13]'"):
-        with fresh.lock():
-            fresh.save(state, changed=["t0"])
+    changed = r"changed in place while reconcile used it \(user 't[13]'"
+    with pytest.raises(StateError, match=changed), fresh.lock():
+        fresh.save(state, changed=["t0"])
     ids = {n: u["userId"] for n, u in json.loads(store.path.read_bytes())["users"].items()}
     assert ids["t1"] != 1 or ids["t3"] == 3, "never t1 -> 3 and t3 -> 1 from what this run read"
 
