@@ -17,7 +17,7 @@ from test_planner_support import record
 from reconcile.errors import StateError, first_invalid
 from reconcile.state.decode import LazyUser
 from reconcile.state.file import FileStateStore
-from reconcile.state.model import GrantRecord, State, UserRecord, refuse_shared_ids
+from reconcile.state.model import GrantRecord, State, StateBinding, UserRecord, refuse_shared_ids
 from reconcile.state.postgres import PostgresStateStore
 
 TIMES = st.sampled_from(
@@ -372,3 +372,24 @@ def test_a_state_with_unread_records_pickles_whole(tmp_path: Path) -> None:
     copied = pickle.loads(pickle.dumps(state))
     assert copied == State.model_validate_json(store.path.read_bytes())
     assert type(copied.users["t1"]) is UserRecord
+
+
+def test_postgres_full_save_writes_back_the_cancelled_users_it_read_unread() -> None:
+    import threading
+
+    store, saved = _pg_churned()
+    with store:
+        state = store.read()
+        assert state is not None and type(state.users["t1"]) is LazyUser
+        binding = StateBinding(endpoint="https://demo.example", dataAccountId=11111)
+        assert state.binding != binding
+        rebound = state.model_copy(update={"binding": binding})
+        done: list[State] = []
+        # A full save (state rebind's) rewrites every row: once, one read inside it waited forever.
+        writer = threading.Thread(target=lambda: done.append(store.save(rebound)), daemon=True)
+        writer.start()
+        writer.join(timeout=20)
+        assert done, "the full save did not finish"
+        again = store.read()
+        assert again is not None and again.binding == binding
+        assert again.users == saved.users and again.users["t3"].entitlements["tv"].entitlementId == 31

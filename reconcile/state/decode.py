@@ -23,7 +23,7 @@ import json
 import os
 import weakref
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, BinaryIO, Literal, NamedTuple, cast
 
@@ -233,6 +233,21 @@ class CancelledSource:
     def record(self, index: int) -> UserRecord:
         """Read the record whole (and check it)."""
         raise NotImplementedError
+
+    def read_ahead(self, indexes: Sequence[int]) -> None:
+        """Read these records whole now, together where the store can (:meth:`record` then has them)."""
+
+
+def read_whole(records: Iterable[UserRecord]) -> None:
+    """Read whole (in place) every unread record among ``records``, each source's together."""
+    unread: dict[CancelledSource, list[LazyUser]] = {}
+    for record in records:
+        if type(record) is LazyUser:
+            unread.setdefault(cast(CancelledSource, record.__pydantic_extra__), []).append(record)
+    for source, lazies in unread.items():
+        source.read_ahead([cast(int, lazy.__pydantic_private__) for lazy in lazies])
+        for lazy in lazies:
+            lazy.materialize()
 
 
 class DocumentSource(CancelledSource):
