@@ -404,14 +404,9 @@ class _CancelledRows(CancelledSource):
 
     def record(self, index: int) -> UserRecord:
         name = self.names[index]
-        if index in self._ahead:
-            record = self._ahead.pop(index)
-        else:
-            store = self._store
-            with store._errors("reading"):
-                conn = store._connection()
-                with conn.transaction(), conn.cursor() as cur:
-                    record = store._read_users(cur, [name]).get(name)
+        if index not in self._ahead:
+            self.read_ahead([index])
+        record = self._ahead.pop(index)
         if record is None or record.userId != self.user_ids[index] or record.lifecycle != "cancelled":
             raise StateError(
                 f"{self.where}: user {name!r} changed since this run read the state (another run "
