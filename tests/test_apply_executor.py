@@ -21,7 +21,15 @@ from reconcile.apply import create as create_module
 from reconcile.apply import executor as executor_module
 from reconcile.apply.crashpoints import CHECKPOINTS
 from reconcile.apply.generated import pending_path_for
-from reconcile.errors import ApiError, AuthError, CaptchaRequired, OutcomeUnknown, PlanError, TransportError
+from reconcile.errors import (
+    ApiError,
+    AuthError,
+    CaptchaRequired,
+    OutcomeUnknown,
+    PlanError,
+    StateError,
+    TransportError,
+)
 from reconcile.manifest.models import CancelFlags, Manifest, PasswordGenerate
 from reconcile.manifest.passwords import PasswordError
 from reconcile.planning.plan import (
@@ -790,3 +798,40 @@ def test_no_group_is_sent_once_the_run_stopped_and_the_stop_ends_it() -> None:
         overlapped(run, ["a", "b", "c"], lambda group: events.append(f"send {group}") or group, record)
     # b was on its way when a was recorded: it is recorded too (its calls may have been made).
     assert events == ["send a", "send b", "record a", "record b"]
+
+
+def test_a_stop_while_a_group_is_recorded_still_records_the_group_on_its_way() -> None:
+    from reconcile.apply.run import overlapped
+    from reconcile.apply.stop import Stop
+
+    events: list[str] = []
+    run: Any = SimpleNamespace(stop=Stop())
+
+    def record(group: str, _sent: object) -> None:
+        if group == "a":
+            run.stop.trip("SIGTERM")  # arrives while a is saved and b's calls are being made
+        events.append(f"record {group}")
+        run.stop.check()  # as the executors' own record functions end
+
+    with pytest.raises(RunStopped, match="SIGTERM"):
+        overlapped(run, ["a", "b", "c"], lambda group: events.append(f"send {group}") or group, record)
+    # b's calls made before the stop reached its workers are audited and saved, not lost.
+    assert events == ["send a", "send b", "record a", "record b"]
+
+
+def test_a_failed_save_stops_the_group_on_its_way_and_records_what_it_sent() -> None:
+    from reconcile.apply.run import overlapped
+    from reconcile.apply.stop import Stop
+
+    events: list[str] = []
+    run: Any = SimpleNamespace(stop=Stop())
+
+    def record(group: str, _sent: object) -> None:
+        events.append(f"record {group}, stopped: {run.stop.reason is not None}")
+        if group == "a":
+            raise StateError("state: no space left on device")
+
+    with pytest.raises(StateError, match="no space left"):
+        overlapped(run, ["a", "b", "c"], lambda group: events.append(f"send {group}") or group, record)
+    # b's workers see the stop (calls not yet made are not sent); what they made is recorded.
+    assert events == ["send a", "send b", "record a, stopped: False", "record b, stopped: True"]

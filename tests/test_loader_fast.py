@@ -273,6 +273,10 @@ def test_a_big_desk_is_taken_by_the_fast_path_in_many_pieces(tmp_path: Path) -> 
         ("...\npolicy: {maxCancellations: 3}\n", "a document end, then more"),
         (f"users:\n{VALID_USER.format(number=2)}", "users set twice"),
         ("partner: {dataAccountId: 11111}\n", "a section set twice"),
+        # Alone, the tail is a document whose root these would tag, anchor or be; not so after a list.
+        ("!!map\npolicy: {maxCancellations: 3}\n", "a tag on a line of its own"),
+        ("&a\npolicy: {maxCancellations: 3}\n", "an anchor on a line of its own"),
+        ("{policy: {maxCancellations: 3}}\n", "a flow mapping in the first column"),
     ],
 )
 def test_the_fast_path_gives_way_where_the_whole_file_reads_otherwise(

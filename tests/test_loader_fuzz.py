@@ -114,3 +114,19 @@ def test_replacing_any_value_is_handled_and_located(path: tuple[object, ...], va
         # JSON is YAML: a faithful rendering of the mutated manifest with real line numbers.
         file.write_text(json.dumps(data, indent=1))
         _loads_or_locates_every_problem(file)
+
+
+def test_a_duplicate_key_beside_what_only_yaml_rs_refuses_is_reported_not_raised(tmp_path: Path) -> None:
+    # PyYAML finds only the repeated key; yaml-rs also refuses the flow mapping's less indented line.
+    text = DESK.decode().replace(
+        "users:\n", "users:\n  - {name: dup, email: d@example.com, lastName: x,\n lastName: y}\n", 1
+    )
+    path = tmp_path / "desk.yaml"
+    path.write_text(text)
+    _loads_or_locates_every_problem(path)
+    try:
+        load_manifest([path])
+    except ManifestError as exc:
+        messages = [p.message for p in exc.problems]
+    assert any(m.startswith("invalid YAML") for m in messages), messages
+    assert any(m.startswith("duplicate key 'lastName'") for m in messages), messages

@@ -17,7 +17,7 @@ from test_planner_support import record
 from reconcile.errors import StateError, first_invalid
 from reconcile.state.decode import LazyUser
 from reconcile.state.file import FileStateStore
-from reconcile.state.model import GrantRecord, State, UserRecord, refuse_shared_ids
+from reconcile.state.model import GrantRecord, State, StateBinding, UserRecord, refuse_shared_ids
 from reconcile.state.postgres import PostgresStateStore
 
 TIMES = st.sampled_from(
@@ -330,3 +330,66 @@ def test_postgres_refuses_a_cancelled_row_another_run_changed_or_damaged_since_t
         ):
             _ = state.users["t3"].email
         assert state.users["t5"].email == "t5@example.com"
+
+
+def _swap_in_place(path: Path, first: str, second: str) -> None:
+    """Swap two same-length records' text, writing in place (not by rename)."""
+    raw = path.read_bytes()
+    users = json.loads(raw)["users"]
+    a, b = (json.dumps(users[n], indent=2).replace("\n", "\n    ").encode() for n in (first, second))
+    assert a in raw and b in raw and len(a) == len(b)
+    with open(path, "r+b") as file:
+        file.write(raw.replace(a, b"\0").replace(b, a).replace(b"\0", b))
+
+
+@pytest.mark.parametrize("how", ["mtime restored", "within one clock tick"])
+def test_a_save_never_writes_another_users_record_under_an_unread_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    store = _churned(tmp_path)
+    before = os.stat(store.path)
+    fresh = FileStateStore(store.path)
+    state = fresh.load("sim")
+    if how == "within one clock tick":  # the file's times cannot tell this write from the last
+        monkeypatch.setattr("reconcile.state.decode._identity", lambda fd: (0, 0))
+        state = FileStateStore(store.path).load("sim")
+    _swap_in_place(store.path, "t1", "t3")  # e.g. cp -p of a copy with the two swapped
+    os.utime(store.path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    state.users["t0"] = state.users["t0"].model_copy(update={"email": "new@example.com"})
+    changed = r"changed in place while reconcile used it \(user 't[13]'"
+    with pytest.raises(StateError, match=changed), fresh.lock():
+        fresh.save(state, changed=["t0"])
+    ids = {n: u["userId"] for n, u in json.loads(store.path.read_bytes())["users"].items()}
+    assert ids["t1"] != 1 or ids["t3"] == 3, "never t1 -> 3 and t3 -> 1 from what this run read"
+
+
+def test_a_state_with_unread_records_pickles_whole(tmp_path: Path) -> None:
+    import pickle
+
+    store = _churned(tmp_path)
+    state = FileStateStore(store.path).read()
+    assert state is not None and type(state.users["t1"]) is LazyUser
+    copied = pickle.loads(pickle.dumps(state))
+    assert copied == State.model_validate_json(store.path.read_bytes())
+    assert type(copied.users["t1"]) is UserRecord
+
+
+def test_postgres_full_save_writes_back_the_cancelled_users_it_read_unread() -> None:
+    import threading
+
+    store, saved = _pg_churned()
+    with store:
+        state = store.read()
+        assert state is not None and type(state.users["t1"]) is LazyUser
+        binding = StateBinding(endpoint="https://demo.example", dataAccountId=11111)
+        assert state.binding != binding
+        rebound = state.model_copy(update={"binding": binding})
+        done: list[State] = []
+        # A full save (state rebind's) rewrites every row: once, one read inside it waited forever.
+        writer = threading.Thread(target=lambda: done.append(store.save(rebound)), daemon=True)
+        writer.start()
+        writer.join(timeout=20)
+        assert done, "the full save did not finish"
+        again = store.read()
+        assert again is not None and again.binding == binding
+        assert again.users == saved.users and again.users["t3"].entitlements["tv"].entitlementId == 31

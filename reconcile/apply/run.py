@@ -156,9 +156,30 @@ def overlapped(run: Run, groups: Sequence[G], send: Callable[[G], S], record: Ca
         stopped = more and run.stop.reason is not None
         if more and not stopped:
             pending = send(groups[index + 1])
-        record(group, sent)
+        try:
+            record(group, sent)
+        except BaseException as exc:
+            if more and not stopped:
+                _record_in_flight(run, groups[index + 1], pending, record, exc)
+            raise
         if stopped:
             raise run.stop.error()
+
+
+def _record_in_flight(
+    run: Run, group: G, sent: S, record: Callable[[G, S], None], failure: BaseException
+) -> None:
+    """Record the group sent while the one before failed to record (a stop, a failed save).
+
+    Its calls already made must reach the audit log and state like any other; the stop keeps
+    the ones not yet made from being sent. The run then ends with ``failure``.
+    """
+    run.stop.trip(
+        f"the run ended while recording its last group of calls ({type(failure).__name__}: {failure})"
+    )
+    # Its own refusal (the stop it checks, a save failing again) must not hide the first failure.
+    with contextlib.suppress(Exception):
+        record(group, sent)
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

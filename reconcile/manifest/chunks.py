@@ -19,9 +19,11 @@ one of the texts fails to parse:
   left unterminated again.
 
 A document marker or directive (``---``, ``...``, ``%``) in the first column ends the list too:
-in the head, yaml-rs answers a list for several documents and the loader declines; a tail that
-starts with one is refused here (alone, it would read as the first document, not a later one).
-Tabs and carriage returns are refused outright. Refused, the file is parsed whole, as before.
+in the head, yaml-rs answers a list for several documents and the loader declines. The tail is
+cut off only when it starts with a plain key (``policy:``): alone it is a document of its own,
+whose first line may hold what the whole file refuses there (a document marker, a tag or anchor
+for the tail's mapping, a flow mapping ``{policy: …}``); such a file is parsed whole. Tabs and
+carriage returns are refused outright. Refused, the file is parsed whole, as before.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ _END_AFTER_INDENTED = re.compile(r"\n(?=[^ #\n])")
 """A line with something in its first column ends a list whose items are indented."""
 _END_AFTER_COLUMN_0 = re.compile(r"\n(?=[^ #\n-]|-[^ \n])")
 """…or, for items in column 0, a line that is not another item."""
-_DOCUMENT_MARKS = ("---", "...", "%")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*[ ]*:(?:[ ]|$)", re.MULTILINE)
+"""How a tail must start: what is a key of the top-level mapping in the whole file too."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,8 @@ def users_block(text: str) -> UsersBlock | None:
     ends = _END_AFTER_COLUMN_0 if indent == 0 else _END_AFTER_INDENTED
     found = ends.search(text, first.end())
     end = len(text) if found is None else found.end()
-    if text.startswith(_DOCUMENT_MARKS, end):
-        return None  # the tail alone would read as the first document, not a later one
+    if end < len(text) and not _PLAIN_KEY.match(text, end):
+        return None  # the tail alone could read otherwise (a new document, a root tag or anchor)
     return UsersBlock(line.end(), end, indent, first.end() - indent - 2)
 
 

@@ -590,17 +590,25 @@ def _explain_parse_failure(source: _Source, rs_message: str) -> list[Problem]:
     found = _scan_events(source)
     if found and all(p.message.startswith("duplicate key") for p in found):
         # Duplicates are reported, and the rest of the file is still checked (with the last value).
-        source.data = _rs_loads(source.text, yaml_rs.DuplicateKeyPolicy.LastWins)
+        try:
+            source.data = _rs_loads(source.text, yaml_rs.DuplicateKeyPolicy.LastWins)
+        except _RS_ERRORS as exc:  # yaml-rs refuses more than the duplicates: say that too
+            return [*found, _rs_problem(source, str(exc))]
         return found
     if found:
         return found
+    return [_rs_problem(source, rs_message)]
+
+
+def _rs_problem(source: _Source, rs_message: str) -> Problem:
+    """What yaml-rs refused, in its own words, where it says."""
     # PyYAML accepted what yaml-rs refused (e.g. a tag yaml-rs does not know): report yaml-rs's
     # own words, without the source excerpt it appends (it may show a password line).
     position = _RS_POSITION.search(rs_message)
     where = source.at(int(position[1]), int(position[2])) if position else source.at(1, 1)
     lines = [ln for ln in rs_message.splitlines() if ln.strip() and "|" not in ln]
     reason = lines[-1] if lines else rs_message
-    return [Problem(where, "", f"invalid YAML: {reason}")]
+    return Problem(where, "", f"invalid YAML: {reason}")
 
 
 class _Frame:

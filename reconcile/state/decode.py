@@ -23,7 +23,7 @@ import json
 import os
 import weakref
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, BinaryIO, Literal, NamedTuple, cast
 
@@ -224,6 +224,21 @@ class CancelledSource:
         """Read the record whole (and check it)."""
         raise NotImplementedError
 
+    def read_ahead(self, indexes: Sequence[int]) -> None:
+        """Read these records whole now, together where the store can (:meth:`record` then has them)."""
+
+
+def read_whole(records: Iterable[UserRecord]) -> None:
+    """Read whole (in place) every unread record among ``records``, each source's together."""
+    unread: dict[CancelledSource, list[LazyUser]] = {}
+    for record in records:
+        if type(record) is LazyUser:
+            unread.setdefault(cast(CancelledSource, record.__pydantic_extra__), []).append(record)
+    for source, lazies in unread.items():
+        source.read_ahead([cast(int, lazy.__pydantic_private__) for lazy in lazies])
+        for lazy in lazies:
+            lazy.materialize()
+
 
 class DocumentSource(CancelledSource):
     """The cancelled users of a state document: the open document and each record's place."""
@@ -244,10 +259,22 @@ class DocumentSource(CancelledSource):
         return self.add(name, user_id)
 
     def text(self, index: int) -> bytes:
-        """The record's JSON exactly as the document holds it."""
+        """The record's JSON exactly as the document holds it (still this user's, still cancelled).
+
+        A save writes this text back unread: an edit in place that the file's mtime does not
+        show (one within the clock's tick, or an mtime set back as ``cp -p`` does) must not put
+        another user's record under this name. (Not the ctime: the rename of a save over the
+        document changes it too.)
+        """
         length = self.lengths[index]
         data = os.pread(self._fd, length, self.offsets[index])
         if len(data) != length or _identity(self._fd) != self._identity:
+            raise self._changed(index)
+        try:
+            lean = _LEAN_DECODER.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise self._changed(index) from None
+        if lean.userId != self.user_ids[index] or lean.lifecycle != "cancelled":
             raise self._changed(index)
         return data
 
@@ -338,7 +365,7 @@ def _reading_first(name: str) -> Callable[..., Any]:
 for _name in (
     "__repr__", "__str__", "__repr_args__", "__iter__", "__getstate__", "__copy__",
     "__deepcopy__", "__setattr__", "__delattr__", "__rich_repr__", "__pretty__", "model_copy",
-    "model_dump", "model_dump_json",
+    "model_dump", "model_dump_json", "__reduce__", "__reduce_ex__",
 ):  # fmt: skip
     setattr(LazyUser, _name, _reading_first(_name))
 

@@ -46,7 +46,7 @@ from reconcile.bulk import gc_paused, share_fields_sets
 from reconcile.errors import LockError, StateError, first_invalid
 from reconcile.state.audit import AuditLog, Clock
 from reconcile.state.changelog import record_models
-from reconcile.state.decode import CancelledSource
+from reconcile.state.decode import CancelledSource, read_whole
 from reconcile.state.journal import JournalEntry
 from reconcile.state.lock import LockHolder
 from reconcile.state.model import (
@@ -392,13 +392,21 @@ class _CancelledRows(CancelledSource):
     def __init__(self, store: PostgresStateStore) -> None:
         super().__init__(store.describe())
         self._store = store
+        self._ahead: dict[int, UserRecord | None] = {}
 
-    def record(self, index: int) -> UserRecord:
-        name, store = self.names[index], self._store
+    def read_ahead(self, indexes: Sequence[int]) -> None:
+        store = self._store
         with store._errors("reading"):
             conn = store._connection()
             with conn.transaction(), conn.cursor() as cur:
-                record = store._read_users(cur, [name]).get(name)
+                found = store._read_users(cur, [self.names[i] for i in indexes])
+        self._ahead.update((i, found.get(self.names[i])) for i in indexes)
+
+    def record(self, index: int) -> UserRecord:
+        name = self.names[index]
+        if index not in self._ahead:
+            self.read_ahead([index])
+        record = self._ahead.pop(index)
         if record is None or record.userId != self.user_ids[index] or record.lifecycle != "cancelled":
             raise StateError(
                 f"{self.where}: user {name!r} changed since this run read the state (another run "
@@ -657,6 +665,11 @@ class PostgresStateStore(GuardedStore, StateStore):
             raise StateError(
                 f"refusing to write state of environment {state.environment!r} into {self.describe()}"
             )
+        # The rows written are deleted first: a cancelled user still unread reads its row now (read
+        # on first use inside the write, it would wait on this connection's COPY forever).
+        read_whole(
+            state.users.values() if changed is None else [state.users[n] for n in changed if n in state.users]
+        )
         try:
             with self._errors("writing"):
                 conn = self._connection()
