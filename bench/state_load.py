@@ -1,7 +1,8 @@
 """Print seconds and RSS growth of loading recorded state, per shape and store, beside the targets.
 
-    .venv/bin/python bench/state_load.py --file /tmp/bp100k/desk/churned/state/sim.json
-    .venv/bin/python bench/state_load.py --file STATE.json --repo /work/main   # other code, same input
+    .venv/bin/python bench/plan.py --users 100000 --million 0 --keep /tmp/desk   # writes the states
+    .venv/bin/python bench/state_load.py --file /tmp/desk/desk/churned/state/sim.json
+    .venv/bin/python bench/state_load.py --file STATE.json --repo ../old-checkout   # other code, same input
     .venv/bin/python bench/state_load.py --file STATE.json --pg                # via PostgreSQL too
 
 Each load runs in its own process (``--one``): seconds of ``store.read()`` and RSS before and
