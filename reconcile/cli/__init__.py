@@ -165,8 +165,6 @@ def run() -> NoReturn:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except BrokenPipeError:  # `reconcile plan | head`: nothing more can be said, and no message
-        status = status or 1
-    except OSError:
+    except OSError:  # a closed pipe (`reconcile plan | head`) among them: nothing more can be said
         status = status or 1
     os._exit(status)
