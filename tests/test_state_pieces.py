@@ -16,7 +16,7 @@ from reconcile.errors import StateError
 from reconcile.state import decode, file
 from reconcile.state.decode import LazyUser
 from reconcile.state.file import FileStateStore
-from reconcile.state.model import State, UserRecord
+from reconcile.state.model import AccountRecord, State, UserRecord
 
 NAMES = st.text(alphabet='ab{}"\\\n é,', min_size=1, max_size=6)
 
@@ -68,6 +68,27 @@ def _tool_layout(tmp_path: Path, count: int = 12) -> FileStateStore:
         state.users[f"t{i:02d}"] = user if i % 3 == 0 else user.model_copy(update={"lifecycle": "cancelled"})
     store.save(state)
     return store
+
+
+def test_the_accounts_before_the_users_are_read_past_and_read_fast(
+    tmp_path: Path, whole_reads: list[str]
+) -> None:
+    store = _tool_layout(tmp_path)
+    state = store.load("sim")
+    when = state.users["t00"].createdAt
+    for i in range(5):
+        state.accounts[f"a{i}"] = AccountRecord(
+            accountId=100 + i, user="t00", userId=0, createdAt=when, updatedAt=when
+        )
+    store.save(state)
+    raw = store.path.read_bytes()
+    assert raw.index(b'"accounts"') < 64 < raw.index(b'"users"'), "beyond the first piece"
+    read = FileStateStore(store.path).read()
+    assert whole_reads == []
+    assert read == State.model_validate_json(raw) and read.accounts["a4"].accountId == 104
+    store.path.write_bytes(json.dumps(json.loads(raw)).encode())
+    assert FileStateStore(store.path).read() == read
+    assert whole_reads == ["accepted"], "read whole, the fast way too"
 
 
 def test_reconciles_own_layout_reads_in_pieces_and_each_unread_record_finds_its_own(

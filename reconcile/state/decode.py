@@ -128,21 +128,20 @@ _SHAPES: dict[tuple[Any, ...], _Shape] = {}
 
 def _values(record: Struct, model: type[Any]) -> tuple[dict[str, Any], set[str]]:
     """The model's ``__dict__`` and fields set for ``record`` (the Struct of the same fields)."""
-    row = astuple(record)
-    key = (model, *map(_IS_UNSET, row))
+    values = _asdict(record)  # every field, in the model's order: UNSET where the document has none
+    key = (model, *map(_IS_UNSET, values.values()))
     shape = _SHAPES.get(key)
     if shape is None:
-        present = {f for f, v in zip(record.__struct_fields__, row, strict=True) if v is not UNSET}
+        present = {f for f, v in values.items() if v is not UNSET}
         fields = model.model_fields
         missing = tuple((f, fields[f].default_factory, fields[f].default) for f in fields if f not in present)
         shape = _SHAPES[key] = _Shape(present, missing)
-    values = dict(zip(record.__struct_fields__, row, strict=False))  # as long by construction
     for name, factory, default in shape.missing:
         values[name] = default if factory is None else factory()  # a new {} or [] each, as pydantic
     return values, shape.fields_set
 
 
-astuple = msgspec.structs.astuple
+_asdict = msgspec.structs.asdict
 
 
 _built = assemble
@@ -489,8 +488,12 @@ def _layout(fd: int, size: int) -> _Layout:
     opener = b"\n" + indent + b'"users": {'
     at = head.find(opener)
     while at < 0 and len(head) < size:  # accounts come first (sorted keys): read past them
-        head += os.pread(fd, PIECE, len(head))
-        at = head.find(opener, len(head) - PIECE - len(opener))
+        searched = len(head)
+        block = os.pread(fd, PIECE, searched)
+        if not block:
+            raise Refused  # cut short while read
+        head += block
+        at = head.find(opener, max(0, searched - len(opener)))
     tail = os.pread(fd, min(size, 4096), max(0, size - 4096))
     close = tail.rfind(b"\n" + indent + b"}")
     start, end = at + len(opener), size - len(tail) + close
@@ -626,7 +629,7 @@ def _accounts(text: Raw | UnsetType) -> dict[str, AccountRecord]:
     if text is UNSET:
         return {}
     try:
-        accounts = _ACCOUNTS.validate_json(text)
+        accounts = _ACCOUNTS.validate_json(bytes(text))  # (pydantic takes no Raw: it refused them all)
     except ValidationError:
         raise Refused from None
     share_fields_sets(accounts.values())
