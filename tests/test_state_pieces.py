@@ -16,7 +16,7 @@ from reconcile.errors import StateError
 from reconcile.state import decode, file
 from reconcile.state.decode import LazyUser
 from reconcile.state.file import FileStateStore
-from reconcile.state.model import AccountRecord, State, UserRecord
+from reconcile.state.model import AccountRecord, State
 
 NAMES = st.text(alphabet='ab{}"\\\n é,', min_size=1, max_size=6)
 
@@ -158,16 +158,27 @@ def test_a_record_kept_as_read_from_another_indent_does_not_cut_the_users_in_the
     assert state.users["t1"].entitlements["b"].entitlementId == 31
 
 
-def test_a_record_changed_in_place_after_its_run_was_read_reads_as_first_read(tmp_path: Path) -> None:
-    """A run read once is kept decoded: a later edit in place cannot make it read another record."""
-    store = _tool_layout(tmp_path, count=3)
+@pytest.mark.parametrize("piece", [64, 1024, 1 << 20])
+def test_unread_records_read_in_any_order_each_read_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    """A run read again (another order than the document's) is placed record by record."""
+    store = _tool_layout(tmp_path, count=30)
+    monkeypatch.setattr(decode, "PIECE", piece)
     state = FileStateStore(store.path).read()
     assert state is not None
-    assert state.users["t01"].email == "t01@example.com"  # reads the run t01 and t02 are in
-    raw = store.path.read_bytes()
-    store.path.write_bytes(raw.replace(b'"t02@example.com"', b'"t02@example.co"'))
-    assert state.users["t02"].email == "t02@example.com"
-    assert type(state.users["t01"]) is UserRecord
+    source = state.users["t01"].__pydantic_extra__
+    assert isinstance(source, decode.DocumentSource)
+    for i in [29, 1, 17, 2, 28, 4, 16, 5, 25, 7]:
+        assert state.users[f"t{i:02d}"].email == f"t{i:02d}@example.com"
+    assert state == State.model_validate_json(store.path.read_bytes())
+    placed = [length > 0 for length in source.lengths]
+    assert any(placed) == (piece == 1024) and not all(placed), "only runs read twice"
+    state = FileStateStore(store.path).read()
+    assert state is not None
+    store.path.write_bytes(store.path.read_bytes().replace(b'"t02@example.com"', b'"t02@example.co"'))
+    with pytest.raises(StateError, match=r"changed in place while reconcile used it \(user 't02'"):
+        _ = state.users["t02"].email
 
 
 def test_unread_records_noted_together_are_as_each_noted_alone() -> None:

@@ -267,12 +267,12 @@ def read_whole(records: Iterable[UserRecord]) -> None:
 class DocumentSource(CancelledSource):
     """The cancelled users of a state document: the open document and each record's place."""
 
-    def __init__(self, file: BinaryIO, where: str, *, grouped: bool = False) -> None:
+    def __init__(self, file: BinaryIO, where: str) -> None:
         super().__init__(where)
         self.offsets = array("q")
         self.lengths = array("q")
-        self._grouped = grouped
-        self._group: tuple[int, dict[str, Raw]] = (-1, {})
+        self._run: tuple[int, dict[str, Raw]] = (-1, {})  # the run of records last read, decoded
+        self._runs_read: set[int] = set()
         self._fd = file.fileno()
         self._identity = _identity(self._fd)
         self._builder = RecordBuilder()
@@ -289,9 +289,13 @@ class DocumentSource(CancelledSource):
         return self.add(name, user_id)
 
     def group(self, names: list[str], user_ids: list[int], offset: int, length: int) -> list[LazyUser]:
-        """Note cancelled users whose records are in the run of records at ``offset``; return them, unread."""
+        """Note cancelled users whose records are in the run of records at ``offset``; return them, unread.
+
+        Where each lies in the run is found when the first of them is read (a negative length
+        marks a run: the records' lengths are not known yet).
+        """
         self.offsets.extend(repeat(offset, len(names)))
-        self.lengths.extend(repeat(length, len(names)))
+        self.lengths.extend(repeat(-length, len(names)))
         return self.add_all(names, user_ids)
 
     def text(self, index: int) -> bytes:
@@ -312,22 +316,54 @@ class DocumentSource(CancelledSource):
         return data
 
     def _read(self, index: int) -> bytes:
-        """The record's text as the document holds it now (or held it, for the run of records last read)."""
+        """The record's text as the document holds it now (or held it, for the run last read)."""
         offset, length = self.offsets[index], self.lengths[index]
-        if self._group[0] != offset:
-            data = os.pread(self._fd, length, offset)
-            if len(data) != length or _identity(self._fd) != self._identity:
+        if length < 0 and self._run[0] != offset:
+            if offset in self._runs_read:  # read in another order than the document's: place it
+                self._place_run(index)
+                return self._read(index)
+            self._runs_read.add(offset)
+            self._run = (offset, self._members(index)[1])
+        if length < 0:
+            found = self._run[1].get(self.names[index])
+            if found is None:
                 raise self._changed(index)
-            if not self._grouped:
-                return data
-            try:
-                self._group = (offset, _MEMBERS.decode(b"{" + data + b"}"))
-            except msgspec.DecodeError:
-                raise self._changed(index) from None
-        found = self._group[1].get(self.names[index])
-        if found is None:
+            return bytes(found)
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length or _identity(self._fd) != self._identity:
             raise self._changed(index)
-        return bytes(found)
+        return data
+
+    def _members(self, index: int) -> tuple[bytes, dict[str, Raw]]:
+        """The run of records ``index`` is in, as the JSON object decoded, and its records by name."""
+        data = os.pread(self._fd, -self.lengths[index], self.offsets[index])
+        if len(data) != -self.lengths[index] or _identity(self._fd) != self._identity:
+            raise self._changed(index)
+        text = b"{" + data + b"}"
+        try:
+            return text, _MEMBERS.decode(text)
+        except msgspec.DecodeError:
+            raise self._changed(index) from None
+
+    def _place_run(self, index: int) -> None:
+        """Note exactly where each record of the run ``index`` is in lies (then each is read alone)."""
+        offset, length = self.offsets[index], self.lengths[index]
+        first = last = index  # the run's cancelled users were noted together: their indexes follow
+        while first > 0 and self.offsets[first - 1] == offset and self.lengths[first - 1] == length:
+            first -= 1
+        while last < len(self.offsets) and self.offsets[last] == offset and self.lengths[last] == length:
+            last += 1
+        text, members = self._members(index)
+        position, at = 1, first
+        for name, raw in members.items():  # in the document's order, each after the one before
+            record = bytes(raw)
+            position = text.find(record, position)  # (found: the text decoded from is searched)
+            if at < last and self.names[at] == name:
+                self.offsets[at], self.lengths[at] = offset + position - 1, len(record)
+                at += 1
+            position += len(record)
+        if at != last:
+            raise self._changed(index)
 
     def record(self, index: int) -> UserRecord:
         text = self.text(index)
@@ -561,7 +597,7 @@ def read_in_pieces(file: BinaryIO, where: str) -> State:
         raise Refused from None
     if doc.users is UNSET or doc.users:  # users written twice, or not where looked for
         raise Refused
-    source = DocumentSource(file, where, grouped=True)
+    source = DocumentSource(file, where)
     try:
         users, keys = _users_in_pieces(fd, layout, source)
         state = _state(doc, users)
