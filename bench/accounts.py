@@ -133,7 +133,6 @@ def measure(run: str, work: Path, manifest: Path, url: str, env: dict[str, str],
     return made == bound
 
 
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=10_000)

@@ -4,10 +4,13 @@
     .venv/bin/python bench/state_load.py --file /tmp/desk/desk/churned/state/sim.json
     .venv/bin/python bench/state_load.py --file STATE.json --repo ../old-checkout   # other code, same input
     .venv/bin/python bench/state_load.py --file STATE.json --pg                # via PostgreSQL too
+    .venv/bin/python bench/state_load.py --file STATE.json --as-written /tmp/w  # and as reconcile lays it out
 
 Each load runs in its own process (``--one``): seconds of ``store.read()`` and RSS before and
 after it (current and peak). ``--pg`` first copies the document into a throwaway PostgreSQL
 cluster (started as the tests start theirs, tests/pg_fixtures.py) or ``RECONCILE_BENCH_PG_DSN``.
+``--as-written DIR`` also measures a copy of each document as reconcile itself writes it (every
+record serialized anew: ``bench/plan.py`` writes its states with ``json.dumps(indent=1)``).
 Figures from two checkouts are comparable only when taken in the same run (the machine is shared).
 """
 
@@ -75,16 +78,39 @@ def _fill_pg(dsn: str, path: Path, repo: Path) -> None:
     subprocess.run([str(repo / ".venv" / "bin" / "python"), "-c", code], check=True)
 
 
+def _as_written(path: Path, folder: Path, number: int) -> str:
+    """Write a copy of the document at ``path`` laid out as reconcile writes it; return its path."""
+    copy = folder / str(number) / "sim.json"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.unlink(missing_ok=True)
+    code = (
+        f"import sys; sys.path[:0] = [{str(ROOT)!r}]\n"
+        "from reconcile.state.decode import read_whole\n"
+        "from reconcile.state.file import FileStateStore\n"
+        f"state = FileStateStore({str(path)!r}).read()\n"
+        "read_whole(state.users.values())\n"
+        f"store = FileStateStore({str(copy)!r})\n"
+        "with store.lock():\n"
+        "    store.replace(state, expected=None)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return str(copy)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", action="append", required=True, help="a state document (repeatable)")
     parser.add_argument("--repo", action="append", help="checkouts to compare (default: this one)")
     parser.add_argument("--pg", action="store_true", help="also load each through PostgreSQL")
+    parser.add_argument("--as-written", type=Path, metavar="DIR", help="also copies as reconcile writes them")
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     repos = [Path(r).resolve() for r in args.repo or [ROOT]]
     dsn = _dsn() if args.pg else None
-    for file in args.file:
+    files = list(args.file)
+    if args.as_written is not None:
+        files += [_as_written(Path(f), args.as_written, n) for n, f in enumerate(args.file)]
+    for file in files:
         for repo in repos:
             targets = [("file", file)]
             if dsn is not None:

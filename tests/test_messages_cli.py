@@ -414,7 +414,6 @@ def test_state_list_and_show_name_each_users_accounts_and_what_the_trader_can_do
     assert f"accounts: {len(accounts)} (" in run("state", "show", "-f", desk).stdout
 
 
-
 def test_a_lost_reset_is_forgotten_only_on_purpose_and_then_the_next_plan_resets_again(desk: Path) -> None:
     from reconcile.state.file import FileStateStore
 

@@ -13,7 +13,10 @@ its id must stay unique), so state grows while the manifest does not: 100k activ
   checked and at hand (the planner, the id checks and the budgets need no more), and the rest is
   checked and decoded from the document on first use (a refusal then says what a whole read
   says). The document stays open (its inode pinned) while such records live, so a later rewrite
-  of the file cannot change what they read.
+  of the file cannot change what they read;
+- a document laid out one record per block, as reconcile writes it, is read a piece at a time
+  (:func:`read_in_pieces`), so it never sits in memory whole (docs/internals.md says why the
+  pieces read as the whole does); anything else is read whole (:func:`decode_document`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ import json
 import os
 import weakref
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import compress, repeat
+from operator import attrgetter, not_
 from typing import Annotated, Any, BinaryIO, Literal, NamedTuple, cast
 
 import msgspec
@@ -103,6 +109,10 @@ class _Lean(Struct):
 
 _USER_DECODER = msgspec.json.Decoder(_User)
 _LEAN_DECODER = msgspec.json.Decoder(_Lean)
+_CANCELLED = "cancelled".__eq__
+_PLACE = cast(UserRecord, None)
+_LIFECYCLE = attrgetter("lifecycle")
+_USER_ID = attrgetter("userId")
 _IS_UNSET = UNSET.__eq__  # True for UNSET, NotImplemented otherwise: a C call, no Python frame
 
 
@@ -118,21 +128,20 @@ _SHAPES: dict[tuple[Any, ...], _Shape] = {}
 
 def _values(record: Struct, model: type[Any]) -> tuple[dict[str, Any], set[str]]:
     """The model's ``__dict__`` and fields set for ``record`` (the Struct of the same fields)."""
-    row = astuple(record)
-    key = (model, *map(_IS_UNSET, row))
+    values = _asdict(record)  # every field, in the model's order: UNSET where the document has none
+    key = (model, *map(_IS_UNSET, values.values()))
     shape = _SHAPES.get(key)
     if shape is None:
-        present = {f for f, v in zip(record.__struct_fields__, row, strict=True) if v is not UNSET}
+        present = {f for f, v in values.items() if v is not UNSET}
         fields = model.model_fields
         missing = tuple((f, fields[f].default_factory, fields[f].default) for f in fields if f not in present)
         shape = _SHAPES[key] = _Shape(present, missing)
-    values = dict(zip(record.__struct_fields__, row, strict=False))  # as long by construction
     for name, factory, default in shape.missing:
         values[name] = default if factory is None else factory()  # a new {} or [] each, as pydantic
     return values, shape.fields_set
 
 
-astuple = msgspec.structs.astuple
+_asdict = msgspec.structs.asdict
 
 
 _built = assemble
@@ -216,6 +225,21 @@ class CancelledSource:
         self.user_ids.append(user_id)
         return record
 
+    def add_all(self, names: list[str], user_ids: list[int]) -> list[LazyUser]:
+        """Note many cancelled users at once, as :meth:`add` does one (each write a C call: no frame)."""
+        first = len(self.names)
+        records = list(map(_new_lazy, repeat(LazyUser, len(names))))
+        for slot, values in (
+            ("__dict__", repeat(_LAZY_FIELDS)),
+            ("__pydantic_fields_set__", repeat(None)),
+            ("__pydantic_extra__", repeat(self)),
+            ("__pydantic_private__", range(first, first + len(names))),
+        ):
+            deque(map(_setattr, records, repeat(slot), values), 0)
+        self.names.extend(names)
+        self.user_ids.extend(user_ids)
+        return records
+
     def text(self, index: int) -> bytes | None:
         """The record's JSON exactly as stored, where the store keeps JSON (None: it does not)."""
         return None
@@ -247,16 +271,32 @@ class DocumentSource(CancelledSource):
         super().__init__(where)
         self.offsets = array("q")
         self.lengths = array("q")
+        self._run: tuple[int, dict[str, Raw]] = (-1, {})  # the run of records last read, decoded
+        self._runs_read: set[int] = set()
         self._fd = file.fileno()
         self._identity = _identity(self._fd)
         self._builder = RecordBuilder()
-        weakref.finalize(self, file.close)
+        self._closing = weakref.finalize(self, file.close)
+
+    def forget(self) -> None:
+        """Leave the document open when this source goes (its records were not kept)."""
+        self._closing.detach()
 
     def place(self, name: str, user_id: int, offset: int, length: int) -> LazyUser:
         """Note where a cancelled user's record is; return it, unread."""
         self.offsets.append(offset)
         self.lengths.append(length)
         return self.add(name, user_id)
+
+    def group(self, names: list[str], user_ids: list[int], offset: int, length: int) -> list[LazyUser]:
+        """Note cancelled users whose records are in the run of records at ``offset``; return them, unread.
+
+        Where each lies in the run is found when the first of them is read (a negative length
+        marks a run: the records' lengths are not known yet).
+        """
+        self.offsets.extend(repeat(offset, len(names)))
+        self.lengths.extend(repeat(-length, len(names)))
+        return self.add_all(names, user_ids)
 
     def text(self, index: int) -> bytes:
         """The record's JSON exactly as the document holds it (still this user's, still cancelled).
@@ -266,10 +306,7 @@ class DocumentSource(CancelledSource):
         another user's record under this name. (Not the ctime: the rename of a save over the
         document changes it too.)
         """
-        length = self.lengths[index]
-        data = os.pread(self._fd, length, self.offsets[index])
-        if len(data) != length or _identity(self._fd) != self._identity:
-            raise self._changed(index)
+        data = self._read(index)
         try:
             lean = _LEAN_DECODER.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -277,6 +314,56 @@ class DocumentSource(CancelledSource):
         if lean.userId != self.user_ids[index] or lean.lifecycle != "cancelled":
             raise self._changed(index)
         return data
+
+    def _read(self, index: int) -> bytes:
+        """The record's text as the document holds it now (or held it, for the run last read)."""
+        offset, length = self.offsets[index], self.lengths[index]
+        if length < 0 and self._run[0] != offset:
+            if offset in self._runs_read:  # read in another order than the document's: place it
+                self._place_run(index)
+                return self._read(index)
+            self._runs_read.add(offset)
+            self._run = (offset, self._members(index)[1])
+        if length < 0:
+            found = self._run[1].get(self.names[index])
+            if found is None:
+                raise self._changed(index)
+            return bytes(found)
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length or _identity(self._fd) != self._identity:
+            raise self._changed(index)
+        return data
+
+    def _members(self, index: int) -> tuple[bytes, dict[str, Raw]]:
+        """The run of records ``index`` is in, as the JSON object decoded, and its records by name."""
+        data = os.pread(self._fd, -self.lengths[index], self.offsets[index])
+        if len(data) != -self.lengths[index] or _identity(self._fd) != self._identity:
+            raise self._changed(index)
+        text = b"{" + data + b"}"
+        try:
+            return text, _MEMBERS.decode(text)
+        except msgspec.DecodeError:
+            raise self._changed(index) from None
+
+    def _place_run(self, index: int) -> None:
+        """Note exactly where each record of the run ``index`` is in lies (then each is read alone)."""
+        offset, length = self.offsets[index], self.lengths[index]
+        first = last = index  # the run's cancelled users were noted together: their indexes follow
+        while first > 0 and self.offsets[first - 1] == offset and self.lengths[first - 1] == length:
+            first -= 1
+        while last < len(self.offsets) and self.offsets[last] == offset and self.lengths[last] == length:
+            last += 1
+        text, members = self._members(index)
+        position, at = 1, first
+        for name, raw in members.items():  # in the document's order, each after the one before
+            record = bytes(raw)
+            position = text.find(record, position)  # (found: the text decoded from is searched)
+            if at < last and self.names[at] == name:
+                self.offsets[at], self.lengths[at] = offset + position - 1, len(record)
+                at += 1
+            position += len(record)
+        if at != last:
+            raise self._changed(index)
 
     def record(self, index: int) -> UserRecord:
         text = self.text(index)
@@ -313,8 +400,7 @@ _LAZY_FIELDS = {"lifecycle": "cancelled"}
 """Every unread record's ``__dict__`` (never written to: a write reads the record first)."""
 
 
-def _new_lazy(cls: type[LazyUser]) -> LazyUser:
-    return cls.__new__(cls)
+_new_lazy = object.__new__
 
 
 class LazyUser(UserRecord):
@@ -346,10 +432,6 @@ class LazyUser(UserRecord):
         return source.text(index)
 
     def __getattr__(self, name: str) -> Any:
-        if type(self) is LazyUser and name == "userId":
-            source = self.__pydantic_extra__
-            assert isinstance(source, CancelledSource)
-            return source.user_ids[self.__pydantic_private__]
         return getattr(self.materialize(), name)
 
 
@@ -379,6 +461,11 @@ def _equal(self: LazyUser, other: object) -> bool:
     return UserRecord.__eq__(self.materialize(), other)
 
 
+def _user_id(self: LazyUser) -> int:
+    return cast(CancelledSource, self.__pydantic_extra__).user_ids[cast(int, self.__pydantic_private__)]
+
+
+LazyUser.userId = property(_user_id)  # type: ignore[assignment]  # at hand unread (the id checks ask every record)
 LazyUser.__eq__ = _equal  # type: ignore[assignment,method-assign]
 LazyUser.model_fields_set = property(lambda self: self.materialize().model_fields_set)  # type: ignore[assignment,method-assign]
 
@@ -391,9 +478,13 @@ def decode_document(raw: bytes, file: BinaryIO, where: str) -> State:
     lazily from it may be used.
     """
     try:
-        doc = msgspec.json.decode(raw, type=_Document)
+        doc = _HEADER.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise Refused from None
+    return _state(doc, _users(_set(doc.users, {}), raw, file, where))
+
+
+def _state(doc: _Document, users: dict[str, UserRecord]) -> State:
     binding = _set(doc.binding, None)
     values = {
         "format_version": _set(doc.format_version, 2),
@@ -401,11 +492,147 @@ def decode_document(raw: bytes, file: BinaryIO, where: str) -> State:
         "serial": _set(doc.serial, 0),
         "environment": doc.environment,
         "binding": None if binding is None else StateBinding(**msgspec.structs.asdict(binding)),
-        "users": _users(_set(doc.users, {}), raw, file, where),
+        "users": users,
         "accounts": _accounts(doc.accounts),
     }
     present = {f for f in doc.__struct_fields__ if getattr(doc, f) is not UNSET}
     return _built(State, values, present)
+
+
+_HEADER = msgspec.json.Decoder(_Document)
+_MEMBERS = msgspec.json.Decoder(dict[str, Raw])
+_LEANS = msgspec.json.Decoder(dict[str, _Lean])
+PIECE = 1 << 20
+"""Bytes of users read (and held) at a time by :func:`read_in_pieces`."""
+
+
+class _Layout(NamedTuple):
+    """Where a pretty-printed document keeps its users: the text around them, and their span."""
+
+    header: bytes  # the document with its users left out: ``"users": {}``
+    start: int
+    end: int
+    separator: bytes  # what ends one user's record and begins the next's, at the users' depth
+
+
+def _layout(fd: int, size: int) -> _Layout:
+    """Find the users of a document laid out as ``json.dumps(indent=N)`` and reconcile write it."""
+    head = os.pread(fd, min(size, PIECE), 0)
+    if not head.startswith(b"{\n ") or (quote := head.find(b'"')) < 0 or head[2:quote].strip(b" "):
+        raise Refused
+    indent = head[2:quote]
+    opener = b"\n" + indent + b'"users": {'
+    at = head.find(opener)
+    while at < 0 and len(head) < size:  # accounts come first (sorted keys): read past them
+        searched = len(head)
+        block = os.pread(fd, PIECE, searched)
+        if not block:
+            raise Refused  # cut short while read
+        head += block
+        at = head.find(opener, max(0, searched - len(opener)))
+    tail = os.pread(fd, min(size, 4096), max(0, size - 4096))
+    close = tail.rfind(b"\n" + indent + b"}")
+    start, end = at + len(opener), size - len(tail) + close
+    if at < 0 or close < 0 or tail[close + len(indent) + 2 :].strip() != b"}" or end < start:
+        raise Refused  # users are not the last key, or not laid out one record per block
+    header = head[:start] + tail[close:]
+    return _Layout(header, start, end, b"},\n" + indent * 2 + b'"')
+
+
+def _pieces(fd: int, layout: _Layout) -> Iterator[tuple[int, int, memoryview, dict[str, _Lean], int]]:
+    """Each run of whole records: its offset and length, its JSON object, its records' ids by name,
+    and its ``"userId"`` keys."""
+    offset = position = layout.start
+    run = bytearray(b"{")  # the run read so far, as the JSON object of its records once closed
+    while position < layout.end:
+        block = os.pread(fd, min(PIECE, layout.end - position), position)
+        if not block:
+            raise Refused
+        position += len(block)
+        run += block
+        found = _close(run, layout.separator, whole=position >= layout.end)
+        if found is not None:
+            end, leans = found
+            yield offset, end - 2, memoryview(run)[:end], leans, run.count(b'"userId"', 0, end)
+            offset += end - 1  # the run and the comma after it
+            run = bytearray(b"{") + run[end:]
+
+
+def _close(run: bytearray, separator: bytes, *, whole: bool) -> tuple[int, dict[str, _Lean]] | None:
+    """Close the longest run of whole records in ``run`` (all of it when ``whole``); decode it lean.
+
+    Returns where the closed object ends and its records' ids, or None when no record is known
+    to end in ``run`` yet. A record saved as read from a document of another indent can hold the
+    separator (a nested object's entries at the users' indent): a run cut there is no JSON
+    object, so more is read and the cut tried again further on.
+    """
+    if whole:
+        run.append(0x7D)  # }
+        try:
+            return len(run), _LEANS.decode(run)
+        except msgspec.DecodeError:
+            raise Refused from None
+    comma = run.rfind(separator, 1) + 1
+    if comma <= 0:
+        return None
+    run[comma] = 0x7D  # the comma after the last record closes the object instead
+    try:
+        return comma + 1, _LEANS.decode(memoryview(run)[: comma + 1])
+    except msgspec.DecodeError:
+        run[comma] = 0x2C  # ,
+        return None
+
+
+def read_in_pieces(file: BinaryIO, where: str) -> State:
+    """Read a state document as :func:`decode_document` does, a piece at a time (never all of it at once).
+
+    Raises :class:`Refused` for a document not laid out one record per block, as reconcile and
+    ``json.dumps(indent=N)`` write it, and for anything :func:`decode_document` refuses.
+    """
+    fd = file.fileno()
+    layout = _layout(fd, os.fstat(fd).st_size)
+    try:
+        doc = _HEADER.decode(layout.header)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise Refused from None
+    if doc.users is UNSET or doc.users:  # users written twice, or not where looked for
+        raise Refused
+    source = DocumentSource(file, where)
+    try:
+        users, keys = _users_in_pieces(fd, layout, source)
+        state = _state(doc, users)
+        keys += layout.header.count(b'"userId"')
+        accounts = len(state.accounts)
+        if keys != len(users) + accounts or layout.header.count(b'"accountId"') != accounts:
+            raise Refused  # a name or an id repeated: the whole read says which
+    except Refused:
+        source.forget()  # the whole read that follows reads the same open file
+        raise
+    return state
+
+
+def _users_in_pieces(fd: int, layout: _Layout, source: DocumentSource) -> tuple[dict[str, UserRecord], int]:
+    """The users of the document, and how many ``"userId"`` keys their records hold."""
+    builder = RecordBuilder()
+    users: dict[str, UserRecord] = {}
+    full = _USER_DECODER.decode
+    keys = 0
+    try:
+        for offset, length, run, leans, counted in _pieces(fd, layout):
+            keys += counted
+            names = list(leans)
+            cancelled = list(map(_CANCELLED, map(_LIFECYCLE, leans.values())))
+            if not all(cancelled):  # (a run of cancelled users only is not decoded again)
+                users.update(dict.fromkeys(names, _PLACE))  # each user's place, in the document's order
+                for name, text in compress(_MEMBERS.decode(run).items(), map(not_, cancelled)):
+                    users[name] = builder.user(full(text))
+            gone = list(compress(names, cancelled))
+            ids = list(compress(map(_USER_ID, leans.values()), cancelled))
+            lazies = source.group(gone, ids, offset, length)
+            users.update(zip(gone, lazies, strict=True))
+    except msgspec.ValidationError:
+        raise Refused from None
+    return users, keys
 
 
 def _users(records: dict[str, Raw], raw: bytes, file: BinaryIO, where: str) -> dict[str, UserRecord]:
@@ -438,7 +665,7 @@ def _accounts(text: Raw | UnsetType) -> dict[str, AccountRecord]:
     if text is UNSET:
         return {}
     try:
-        accounts = _ACCOUNTS.validate_json(text)
+        accounts = _ACCOUNTS.validate_json(bytes(text))  # (pydantic takes no Raw: it refused them all)
     except ValidationError:
         raise Refused from None
     share_fields_sets(accounts.values())

@@ -30,7 +30,7 @@ from reconcile.state.changelog import (
     record_models,
     remove_log,
 )
-from reconcile.state.decode import LazyUser, Refused, decode_document
+from reconcile.state.decode import LazyUser, Refused, decode_document, read_in_pieces
 from reconcile.state.journal import FileJournal, Journal, journal_path_for
 from reconcile.state.lock import LockHolder, check_held, read_holder, state_lock, unlock
 from reconcile.state.model import (
@@ -265,12 +265,7 @@ class FileStateStore(GuardedStore, StateStore):
             return None
         except OSError as exc:
             raise StateError(describe_os_error(exc, "read state", self.path)) from None
-        try:
-            raw = file.read()
-        except OSError as exc:
-            file.close()
-            raise StateError(describe_os_error(exc, "read state", self.path)) from None
-        state = self._parse(raw, file)
+        state, size = self._parse(file)
         head = LogHead(state.lineage, state.serial)
         log_bytes = fold_changes(self.changes_path, state, str(self.path))
         refuse_shared_ids(state, str(self.path))
@@ -287,16 +282,36 @@ class FileStateStore(GuardedStore, StateStore):
             state.binding,
             None,
             head,
-            len(raw),
+            size,
             log_bytes,
         )
         return state
 
-    def _parse(self, raw: bytes, file: BinaryIO) -> State:
-        """The base document as a State, or a :class:`StateError` saying exactly what is wrong.
+    def _parse(self, file: BinaryIO) -> tuple[State, int]:
+        """The base document as a State and its size, or a :class:`StateError` saying exactly what is wrong.
 
-        ``file`` (which ``raw`` was read from) is closed once no record read from it needs it.
+        ``file`` is closed once no record read from it needs it.
         """
+        try:
+            # A document laid out as reconcile writes it is read a piece at a time: a desk with
+            # years of cancelled users never sits in memory whole (reconcile.state.decode).
+            size = os.fstat(file.fileno()).st_size  # first: the file closes with its last record
+            with gc_paused():
+                return read_in_pieces(file, str(self.path)), size
+        except Refused:
+            pass  # read it whole: the fast way below, or the exact one
+        except OSError as exc:
+            file.close()
+            raise StateError(describe_os_error(exc, "read state", self.path)) from None
+        try:
+            raw = file.read()
+        except OSError as exc:
+            file.close()
+            raise StateError(describe_os_error(exc, "read state", self.path)) from None
+        return self._parse_whole(raw, file), len(raw)
+
+    def _parse_whole(self, raw: bytes, file: BinaryIO) -> State:
+        """The base document ``raw`` (the content of ``file``) as a State, or a :class:`StateError`."""
         try:
             # The fast path (reconcile.state.decode): msgspec validates, cancelled users are
             # read on first use; several times quicker and leaner than pydantic on a large desk.

@@ -1,0 +1,194 @@
+"""A state document laid out one record per block is read a piece at a time, as a whole read reads it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_planner_support import record
+from test_state_decode import _document, _fast, _pydantic, _same, user_records
+
+from reconcile.errors import StateError
+from reconcile.state import decode, file
+from reconcile.state.decode import LazyUser
+from reconcile.state.file import FileStateStore
+from reconcile.state.model import AccountRecord, State
+
+NAMES = st.text(alphabet='ab{}"\\\n é,', min_size=1, max_size=6)
+
+
+@pytest.fixture
+def whole_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Runs of a few records each; the outcome of every whole read (``accepted``, ``refused``)."""
+    monkeypatch.setattr(decode, "PIECE", 64)
+    outcomes: list[str] = []
+
+    def spy(raw: bytes, opened: Any, where: str) -> State:
+        try:
+            state = decode.decode_document(raw, opened, where)
+        except decode.Refused:
+            outcomes.append("refused")
+            raise
+        outcomes.append("accepted")
+        return state
+
+    monkeypatch.setattr(file, "decode_document", spy)
+    return outcomes
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(NAMES, min_size=1, max_size=6, unique=True).flatmap(
+        lambda names: st.tuples(st.just(names), *(user_records(i) for i in range(len(names))))
+    ),
+    st.sampled_from([1, 2, 4]),
+)
+def test_any_document_laid_out_by_block_reads_in_pieces_as_pydantic_reads_it(
+    tmp_path: Path, whole_reads: list[str], drawn: tuple[Any, ...], indent: int
+) -> None:
+    names, *records = drawn
+    path = tmp_path / "sim.json"
+    raw = json.dumps(_document(dict(zip(names, records, strict=True))), indent=indent).encode()
+    path.write_bytes(raw)
+    whole_reads.clear()
+    _same(_fast(path), _pydantic(raw, path))
+    assert "accepted" not in whole_reads, "what a whole read vouches for, the pieces do"
+
+
+def _tool_layout(tmp_path: Path, count: int = 12) -> FileStateStore:
+    """A state as reconcile writes it: every third user active, the others cancelled."""
+    store = FileStateStore(tmp_path / "sim.json")
+    state = store.load("sim")
+    for i in range(count):
+        user = record(i, f"t{i:02d}")
+        state.users[f"t{i:02d}"] = user if i % 3 == 0 else user.model_copy(update={"lifecycle": "cancelled"})
+    store.save(state)
+    return store
+
+
+def test_the_accounts_before_the_users_are_read_past_and_read_fast(
+    tmp_path: Path, whole_reads: list[str]
+) -> None:
+    store = _tool_layout(tmp_path)
+    state = store.load("sim")
+    when = state.users["t00"].createdAt
+    for i in range(5):
+        state.accounts[f"a{i}"] = AccountRecord(
+            accountId=100 + i, user="t00", userId=0, createdAt=when, updatedAt=when
+        )
+    store.save(state)
+    raw = store.path.read_bytes()
+    assert raw.index(b'"accounts"') < 64 < raw.index(b'"users"'), "beyond the first piece"
+    read = FileStateStore(store.path).read()
+    assert whole_reads == []
+    assert read == State.model_validate_json(raw) and read.accounts["a4"].accountId == 104
+    store.path.write_bytes(json.dumps(json.loads(raw)).encode())
+    assert FileStateStore(store.path).read() == read
+    assert whole_reads == ["accepted"], "read whole, the fast way too"
+
+
+def test_reconciles_own_layout_reads_in_pieces_and_each_unread_record_finds_its_own(
+    tmp_path: Path, whole_reads: list[str]
+) -> None:
+    store = _tool_layout(tmp_path)
+    state = FileStateStore(store.path).read()
+    assert state is not None and whole_reads == []
+    assert list(state.users) == sorted(state.users), "the document's order"
+    assert [type(r) for r in state.users.values()].count(LazyUser) == 8
+    for name in reversed(list(state.users)):  # runs read again out of order
+        assert state.users[name].email == f"{name}@example.com"
+    assert state == State.model_validate_json(store.path.read_bytes())
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda raw: raw.replace(b'\n  "users"', b'\n"users"'), id="users at another indent"),
+        pytest.param(lambda raw: json.dumps(json.loads(raw)).encode(), id="on one line"),
+        pytest.param(
+            lambda raw: json.dumps({"users": json.loads(raw)["users"], **json.loads(raw)}, indent=2).encode(),
+            id="users not last",
+        ),
+    ],
+)
+def test_any_other_layout_is_read_whole_to_the_same_state(
+    tmp_path: Path, whole_reads: list[str], edit: Any
+) -> None:
+    store = _tool_layout(tmp_path)
+    expected = State.model_validate_json(store.path.read_bytes())
+    store.path.write_bytes(edit(store.path.read_bytes()))
+    assert _fast(store.path) == expected
+    assert whole_reads == ["accepted"]
+
+
+def test_a_name_repeated_in_another_piece_is_refused_as_a_whole_read_refuses_it(
+    tmp_path: Path, whole_reads: list[str]
+) -> None:
+    store = _tool_layout(tmp_path)
+    raw = store.path.read_bytes()
+    repeated = raw.replace(b'"t07": {\n      "userId": 7', b'"t01": {\n      "userId": 7')
+    assert repeated != raw
+    store.path.write_bytes(repeated)
+    with pytest.raises(StateError, match=r"user 't01' is recorded 2 times \(userId 1 and 7\)"):
+        FileStateStore(store.path).read()
+    assert whole_reads == ["accepted"], "read whole from the file the pieces left open"
+
+
+def test_a_record_kept_as_read_from_another_indent_does_not_cut_the_users_in_the_wrong_place(
+    tmp_path: Path, whole_reads: list[str]
+) -> None:
+    """Its entitlements sit at the users' indent: a cut there is tried, refused, and passed over."""
+    grant = {"entitlementId": 31, "status": "granted", "updatedAt": "2026-01-01T00:00:00Z"}
+    grants = {name: grant for name in "ab"}
+    users = {f"t{i}": record(i, f"t{i}", lifecycle="cancelled").model_dump(mode="json") for i in range(4)}
+    users["t1"]["entitlements"] = grants
+    text = json.dumps(_document(users), indent=2)
+    kept = json.dumps(users["t1"], indent=1).replace("\n", "\n  ")  # as a bench-written state held it
+    assert '},\n    "b": {' in kept
+    text = text.replace(json.dumps(users["t1"], indent=2).replace("\n", "\n    "), kept)
+    store = FileStateStore(tmp_path / "sim.json")
+    store.path.write_text(text)
+    state = _fast(store.path)
+    assert whole_reads == []
+    assert isinstance(state, State) and state == State.model_validate_json(text)
+    assert state.users["t1"].entitlements["b"].entitlementId == 31
+
+
+@pytest.mark.parametrize("piece", [64, 1024, 1 << 20])
+def test_unread_records_read_in_any_order_each_read_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    """A run read again (another order than the document's) is placed record by record."""
+    store = _tool_layout(tmp_path, count=30)
+    monkeypatch.setattr(decode, "PIECE", piece)
+    state = FileStateStore(store.path).read()
+    assert state is not None
+    source = state.users["t01"].__pydantic_extra__
+    assert isinstance(source, decode.DocumentSource)
+    for i in [29, 1, 17, 2, 28, 4, 16, 5, 25, 7]:
+        assert state.users[f"t{i:02d}"].email == f"t{i:02d}@example.com"
+    assert state == State.model_validate_json(store.path.read_bytes())
+    placed = [length > 0 for length in source.lengths]
+    assert any(placed) == (piece == 1024) and not all(placed), "only runs read twice"
+    state = FileStateStore(store.path).read()
+    assert state is not None
+    store.path.write_bytes(store.path.read_bytes().replace(b'"t02@example.com"', b'"t02@example.co"'))
+    with pytest.raises(StateError, match=r"changed in place while reconcile used it \(user 't02'"):
+        _ = state.users["t02"].email
+
+
+def test_unread_records_noted_together_are_as_each_noted_alone() -> None:
+    source = decode.CancelledSource("sim.json")
+    alone = source.add("a", 1)
+    together = source.add_all(["b", "c"], [2, 3])
+    slots = ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__")
+    for index, lazy in enumerate([alone, *together]):
+        assert type(lazy) is LazyUser
+        assert [getattr(lazy, s) for s in slots] == [getattr(alone, s) for s in slots]
+        assert lazy.__pydantic_private__ == index
+        assert (lazy.userId, lazy.lifecycle) == (index + 1, "cancelled")
+    assert source.names == ["a", "b", "c"]
