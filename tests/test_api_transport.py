@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 import ssl
 import threading
@@ -169,6 +170,16 @@ def test_chunked_answers_are_joined(transport: KeepAliveTransport) -> None:
     assert get(transport, server).json() == {"a": 1}
     assert get(transport, server).content == b"2"
     assert server.connections == 1
+
+
+def test_a_gzipped_answer_is_decoded_and_its_header_bytes_kept(transport: KeepAliveTransport) -> None:
+    body = gzip.compress(b'{"a":1}')
+    answer = ok(body, "Content-Encoding: gzip").replace(b"200 OK", b"200 Fine", 1)
+    server = Server([lambda _r: answer.replace(b"\r\n\r\n", b"\r\nX-Note: caf\xe9\r\n\r\n", 1)])
+    response = get(transport, server)
+    assert response.json() == {"a": 1}
+    assert response.headers.raw[-1] == (b"X-Note", b"caf\xe9")
+    assert response.reason_phrase == "Fine" and response.http_version == "HTTP/1.1"
 
 
 def test_connection_close_and_an_unframed_answer_open_a_new_connection(transport: KeepAliveTransport) -> None:

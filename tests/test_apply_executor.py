@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -287,6 +288,46 @@ def test_250_creates_take_three_calls_and_are_all_recorded(env: dict[str, Any]) 
     state = env["store"].load("sim")
     assert {n: r.userId for n, r in state.users.items()} == {n: u.id for n, u in env["api"].users.items()}
     assert state.serial == 3  # saved after every batch
+
+
+def test_the_worker_threads_serve_every_group_and_end_with_the_run(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = make_manifest(30)
+    contact = ContactPayload(
+        firstName="Ann",
+        lastName="Lee",
+        phone="+12125550100",
+        streetAddress1="1 Main",
+        city="New York",
+        state="NY",
+        postCode="10001",
+        country="US",
+    )
+    follow = [UpdateContact(user=u.name, userId=None, changes=(), contact=contact) for u in m.users]
+    threads: set[threading.Thread] = set()
+    send = env["api"].update_contact_info
+
+    def noting(req: UpdateContactInfo, *, user: str | None = None) -> None:
+        threads.add(threading.current_thread())
+        send(req, user=user)
+
+    monkeypatch.setattr(env["api"], "update_contact_info", noting)
+    result = run(env, plan_for(env["store"], [*creates(m), *follow]), m, batch_size=10, concurrency=2)
+    assert result.ok and env["api"].count("contact") == 30  # three create batches, each with its updates
+    assert 0 < len(threads) <= 2  # not a new pair of threads per batch
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_apply_works_on_the_state_it_is_given_without_reading_it_again(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = make_manifest(3)
+    plan = plan_for(env["store"], creates(m))
+    state = env["store"].load("sim")
+    monkeypatch.setattr(env["store"], "load", lambda _environment: pytest.fail("state read again"))
+    result = run(env, plan, m, state=state)
+    assert result.ok and sorted(state.users) == ["trader000", "trader001", "trader002"]
 
 
 def call_sizes(env: dict[str, Any], kind: str) -> list[int]:

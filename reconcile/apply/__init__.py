@@ -60,6 +60,7 @@ def apply_plan(
     ledger: PasswordLedger | None = None,
     stop: Stop | None = None,
     pending_signals: Mapping[int, dict[int, list[int]]] | None = None,
+    state: State | None = None,
 ) -> ApplyResult:
     """Execute exactly ``plan``'s actions and return what happened.
 
@@ -73,11 +74,13 @@ def apply_plan(
     ``stop`` lets the caller end the run from outside (after the calls in flight).
     ``pending_signals`` (agreement alert id → user id → signal ids) is a signals read the caller
     made under the same lock (``plan --refresh``): the grants use it instead of reading again.
+    ``state`` is the state the caller read under the same lock after settling (the one it planned
+    from), so it is not read again; by default it is loaded from ``store``.
     """
     manifest = loaded.manifest
     run = Run(
         store=store,
-        state=_state_for(plan, store, manifest.environment),
+        state=_state_for(plan, store.load(manifest.environment) if state is None else state),
         client=client,
         journal=journal,
         audit=audit,
@@ -125,9 +128,8 @@ def _resolve_passwords(
     )
 
 
-def _state_for(plan: Plan, store: StateStore, environment: str) -> State:
-    """The state ``plan`` is applied to."""
-    state = store.load(environment)
+def _state_for(plan: Plan, state: State) -> State:
+    """The state ``plan`` is applied to, ``state`` being the one recorded."""
     if state.serial == 0 and plan.binding.state_serial == 0:
         # Nothing was ever saved: the plan was made from an empty state whose lineage was never
         # written, so this run's first save takes the plan's lineage.

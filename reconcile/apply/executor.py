@@ -137,6 +137,7 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
                         recheck_signatures(run, gated, options)
     finally:
         run.progress = display
+        run.close()
     run.audit.record(
         "apply",
         outcome="ok" if run.result.ok else "failed",

@@ -9,7 +9,7 @@ journal: a dead run's grants are settled by reading which plugins the users have
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Literal
 
 from reconcile.apply.crashpoints import checkpoint
@@ -44,7 +44,7 @@ def run_grants(run: Run, actions: Sequence[GrantEntitlement], options: ExecuteOp
         intent = run.journal.begin("grant", [a for a, _ in group], agreement_alert_id=alert_id)
         checkpoint("before_grant_call")
         futures = [
-            pool.submit(_grant_one, run, a, uid, pending.get(uid, []) if a.agreement_gated else [])
+            submit(_grant_one, run, a, uid, pending.get(uid, []) if a.agreement_gated else [])
             for a, uid in group
         ]
         return intent, futures
@@ -56,7 +56,7 @@ def run_grants(run: Run, actions: Sequence[GrantEntitlement], options: ExecuteOp
         done += len(group)
         run.progress.advance(done)
 
-    with ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix="grant") as pool:
+    with run.workers() as submit:
         overlapped(run, list(chunks(ready, GROUP)), send, record)
 
 

@@ -7,11 +7,13 @@ changes ``run.state``, and every group of calls ends with :meth:`Run.save`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from reconcile.apply.generated import PasswordLedger
 from reconcile.apply.intents import Intent, IntentJournal
@@ -25,6 +27,7 @@ from reconcile.state.model import State
 from reconcile.state.store import StateStore
 
 T = TypeVar("T")
+R = TypeVar("R")
 G = TypeVar("G")
 S = TypeVar("S")
 
@@ -89,6 +92,36 @@ class Run:
         self.waited_for_slot = False
         """True when a create waited for its hourly slot since the signals were last read: traders
         created earlier in the run may have signed meanwhile (see executor.recheck_signatures)."""
+        self._pool: ThreadPoolExecutor | None = None
+
+    @contextlib.contextmanager
+    def workers(self) -> Iterator[Callable[..., Future[Any]]]:
+        """Yield ``submit(fn, *args)`` onto the run's worker threads; on leaving, wait for every call it took.
+
+        The ``concurrency`` threads start once and serve every group of every phase (a pool per
+        group of a 100-user create batch started and joined six threads per batch); :meth:`close`
+        ends them. Leaving on an error still waits for the calls in flight, so nothing is sent
+        after the run has reported how it ended.
+        """
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="apply")
+        pool, taken = self._pool, list[Future[Any]]()
+
+        def submit(fn: Callable[..., R], *args: Any) -> Future[R]:
+            future = pool.submit(fn, *args)
+            taken.append(future)
+            return future
+
+        try:
+            yield submit
+        finally:
+            concurrent.futures.wait(taken)
+
+    def close(self) -> None:
+        """End the worker threads (after the calls they carry)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def settle_unless_stopped(self, intent: Intent) -> None:
         """Settle ``intent`` once its batch is recorded; raise when the run stopped on it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.ports import ApplyClient
@@ -49,12 +49,12 @@ def run_updates(run: Run, actions: Sequence[Update], options: ExecuteOptions) ->
         done += len(group)
         run.progress.advance(done)
 
-    with ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix="apply") as pool:
+    with run.workers() as submit:
         # Ids are looked up when a group is sent, on the one thread that changes state.
         overlapped(
             run,
             list(chunks(actions, GROUP)),
-            lambda group: [pool.submit(_update_one, run, a, run.user_id(a.user, a.userId)) for a in group],
+            lambda group: [submit(_update_one, run, a, run.user_id(a.user, a.userId)) for a in group],
             record,
         )
 

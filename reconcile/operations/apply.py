@@ -118,7 +118,7 @@ def apply(request: ApplyRequest, reporter: Reporter | None = None) -> ApplyOutco
         plan, state = _plan(run, saved)
         _judge(run, plan, state, ask=saved is None)
         if not plan.empty:
-            result = _apply(run, plan, settled)
+            result = _apply(run, plan, settled, state)
         else:
             if saved is not None:
                 _check_current(run, plan, state)
@@ -247,7 +247,7 @@ def _check_current(run: _Run, plan: Plan, state: State) -> None:
     )
 
 
-def _apply(run: _Run, plan: Plan, settled: ApplyResult) -> ApplyResult:
+def _apply(run: _Run, plan: Plan, settled: ApplyResult, state: State) -> ApplyResult:
     display = run.reporter.progress
     progress = (
         PacedProgress(display, run.client, run.request.batch_size, run.reporter.schedule)
@@ -271,6 +271,7 @@ def _apply(run: _Run, plan: Plan, settled: ApplyResult) -> ApplyResult:
         ledger=run.ledger,
         stop=run.request.stop,
         pending_signals=run.live.pending_signals() if run.live is not None else None,
+        state=state,  # read under this lock after settling: not read again
     )
 
 
