@@ -192,3 +192,42 @@ def test_unread_records_noted_together_are_as_each_noted_alone() -> None:
         assert lazy.__pydantic_private__ == index
         assert (lazy.userId, lazy.lifecycle) == (index + 1, "cancelled")
     assert source.names == ["a", "b", "c"]
+
+
+def _whole(path: Path, monkeypatch: pytest.MonkeyPatch) -> State | str:
+    """What the store reads with the pieces path out of the way (the whole read: msgspec, then pydantic)."""
+
+    def refuse(*args: Any) -> State:
+        raise decode.Refused
+
+    with monkeypatch.context() as patched:
+        patched.setattr(file, "read_in_pieces", refuse)
+        return _fast(path)
+
+
+def test_bytes_that_are_no_utf8_in_an_active_record_are_refused_as_a_whole_read_refuses_them(
+    tmp_path: Path, whole_reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """msgspec skips a field it does not keep without checking its bytes: the full decode then fails."""
+    store = _tool_layout(tmp_path)
+    raw = store.path.read_bytes()
+    broken = raw.replace(b'"t03@example.com"', b'"t03@example.co\xff"')
+    assert broken != raw
+    store.path.write_bytes(broken)
+    refusal = _whole(store.path, monkeypatch)
+    assert isinstance(refusal, str) and "is not valid JSON" in refusal
+    assert _fast(store.path) == refusal
+
+
+def test_a_user_id_beyond_64_bits_is_read_as_pydantic_reads_it(
+    tmp_path: Path, whole_reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled user's id is kept in a 64-bit array: one it cannot hold is left to pydantic."""
+    store = _tool_layout(tmp_path)
+    raw = store.path.read_bytes()
+    for user_id in (2**64 - 1, 2**63, -(2**63) - 1):
+        huge = raw.replace(b'"userId": 2,', b'"userId": %d,' % user_id)
+        store.path.write_bytes(huge)
+        state = _fast(store.path)
+        assert isinstance(state, State) and state.users["t02"].userId == user_id
+        assert state == _whole(store.path, monkeypatch) == _pydantic(huge, store.path)

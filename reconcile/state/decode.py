@@ -630,7 +630,7 @@ def _users_in_pieces(fd: int, layout: _Layout, source: DocumentSource) -> tuple[
             ids = list(compress(map(_USER_ID, leans.values()), cancelled))
             lazies = source.group(gone, ids, offset, length)
             users.update(zip(gone, lazies, strict=True))
-    except msgspec.ValidationError:
+    except (msgspec.DecodeError, OverflowError):  # bytes skipped by the lean decode; an id over 64 bits
         raise Refused from None
     return users, keys
 
@@ -656,7 +656,7 @@ def _users(records: dict[str, Raw], raw: bytes, file: BinaryIO, where: str) -> d
                 position = raw.find(text, position)
             users[name] = source.place(name, record.userId, position, size)
             position += size
-    except (msgspec.ValidationError, ValueError):
+    except (ValueError, OverflowError):  # (an id beyond 64 bits: pydantic reads it)
         raise Refused from None
     return users
 
