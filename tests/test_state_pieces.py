@@ -231,3 +231,36 @@ def test_a_user_id_beyond_64_bits_is_read_as_pydantic_reads_it(
         state = _fast(store.path)
         assert isinstance(state, State) and state.users["t02"].userId == user_id
         assert state == _whole(store.path, monkeypatch) == _pydantic(huge, store.path)
+
+
+@pytest.mark.parametrize("pieces", [True, False], ids=["in pieces", "whole"])
+@pytest.mark.parametrize(
+    ("edit", "refusal"),
+    [
+        pytest.param(
+            (b'"t04": {\n      "userId"', b'"t01": {\n      "user\\u0049d"'),
+            "user 't01' is recorded 2 times (userId 1 and 4)",
+            id="a name repeated",
+        ),
+        pytest.param(
+            (b'"userId": 1,', b'"userId": 1,\n      "user\\u0049d": 99,'),
+            "user 't01' is recorded 2 times (userId 1 and 99)",
+            id="a userId repeated in a record",
+        ),
+    ],
+)
+def test_a_repeat_hidden_from_the_key_count_by_an_escaped_letter_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pieces: bool, edit: tuple[bytes, bytes], refusal: str
+) -> None:
+    """``"user\\u0049d"`` is a ``userId`` key the byte count does not see: the repeat it hides is still found.
+
+    Kept silently, the last record of a name wins: the plan would cancel (or update) the trader
+    whose id that record holds under another trader's name.
+    """
+    monkeypatch.setattr(decode, "PIECE", 64)
+    store = _tool_layout(tmp_path)
+    raw = store.path.read_bytes()
+    assert raw.count(edit[0]) == 1
+    store.path.write_bytes(raw.replace(*edit))
+    read = _fast(store.path) if pieces else _whole(store.path, monkeypatch)
+    assert isinstance(read, str) and refusal in read
