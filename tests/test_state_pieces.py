@@ -264,3 +264,62 @@ def test_a_repeat_hidden_from_the_key_count_by_an_escaped_letter_is_refused(
     store.path.write_bytes(raw.replace(*edit))
     read = _fast(store.path) if pieces else _whole(store.path, monkeypatch)
     assert isinstance(read, str) and refusal in read
+
+
+def _outcome(read: State | str) -> tuple[str, ...]:
+    """A read compared whole: its JSON, its users' order and sets of fields; or the refusal."""
+    if isinstance(read, str):
+        return ("refused", read)
+    fields = [sorted(user.model_fields_set) for user in read.users.values()]
+    return ("read", read.model_dump_json(), repr(read), json.dumps([list(read.users), fields]))
+
+
+def _spliced(data: st.DataObject, raw: bytes) -> bytes:
+    """``raw`` with a hostile edit: a byte in, a byte out, cut short, a record twice, a key escaped, ..."""
+    at = data.draw(st.integers(0, len(raw)))
+    entry = raw.find(b'\n    "', raw.find(b'"users"'))
+    close = raw.find(b"\n    }", entry)
+    edits = [
+        raw[:at]
+        + data.draw(st.sampled_from([b"\x00", b"\xff", b"\xc3", b"\t", b"\r", b",", b"}", b'"', b"\\", b"{"]))
+        + raw[at:],
+        raw[:at] + raw[at + 1 :],
+        raw[:at],
+        raw[:at] + raw[at:].replace(b"\n", b"\r\n"),
+        raw.replace(
+            b'"userId"', data.draw(st.sampled_from([b'"user\\u0049d"', b'"userId": 1, "userId"'])), 1
+        ),
+        raw.replace(
+            b'"userId": 1,', b'"userId": %d,' % data.draw(st.sampled_from([2**63, 2**64, -(2**63) - 1])), 1
+        ),
+        raw.replace(b'"lifecycle"', b'"lifecycle": "active", "lifecycle"', 1),
+        raw[: close + 6] + b"," + raw[entry : close + 6] + raw[close + 6 :] if 0 < entry < close else raw,
+        raw.replace(b"}\n  }\n}", b"},\n  }\n}") + data.draw(st.sampled_from([b"", b"x", b"\x0c", b"{}"])),
+        b"\xef\xbb\xbf" + raw,
+    ]
+    return data.draw(st.sampled_from(edits))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(NAMES, min_size=1, max_size=5, unique=True), st.data())
+def test_any_edit_of_a_document_laid_out_by_block_reads_in_pieces_as_the_whole_read_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: list[str], data: st.DataObject
+) -> None:
+    """Whatever the bytes, the pieces give the whole read's State or refusal (no other, and no crash)."""
+    records = [  # valid records mostly (an edit then decides), any record sometimes
+        data.draw(user_records(i))
+        if data.draw(st.integers(0, 3)) == 0
+        else record(i, name, lifecycle=data.draw(st.sampled_from(["active", "cancelled"]))).model_dump(
+            mode="json"
+        )
+        for i, name in enumerate(names, start=1)
+    ]
+    path = tmp_path / "sim.json"
+    raw = json.dumps(_document(dict(zip(names, records, strict=True))), indent=2).encode()
+    for _ in range(data.draw(st.integers(1, 2))):
+        raw = _spliced(data, raw)
+    path.write_bytes(raw)
+    whole = _outcome(_whole(path, monkeypatch))
+    with monkeypatch.context() as patched:
+        patched.setattr(decode, "PIECE", data.draw(st.sampled_from([16, 64, 200, 1 << 20])))
+        assert _outcome(_fast(path)) == whole
