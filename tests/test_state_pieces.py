@@ -323,3 +323,16 @@ def test_any_edit_of_a_document_laid_out_by_block_reads_in_pieces_as_the_whole_r
     with monkeypatch.context() as patched:
         patched.setattr(decode, "PIECE", data.draw(st.sampled_from([16, 64, 200, 1 << 20])))
         assert _outcome(_fast(path)) == whole
+
+
+@pytest.mark.parametrize("pieces", [True, False], ids=["in pieces", "whole"])
+@pytest.mark.parametrize("user", ["t01", "t03"], ids=["cancelled", "active"])
+def test_a_document_nested_deeper_than_python_recurses_is_refused_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pieces: bool, user: str
+) -> None:
+    store = _tool_layout(tmp_path)
+    raw = store.path.read_bytes()
+    deep = b'"deep": ' + b"[" * 5000 + b"]" * 5000 + b',\n      "email": "%s@' % user.encode()
+    store.path.write_bytes(raw.replace(b'"email": "%s@' % user.encode(), deep))
+    read = _fast(store.path) if pieces else _whole(store.path, monkeypatch)
+    assert isinstance(read, str) and "is not valid JSON (maximum recursion depth exceeded" in read

@@ -493,7 +493,7 @@ def decode_document(raw: bytes, file: BinaryIO, where: str) -> State:
     """
     try:
         doc = _HEADER.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, RecursionError):  # (nested deeper than Python recurses: json says so)
         raise Refused from None
     return _state(doc, _users(_set(doc.users, {}), raw, file, where))
 
@@ -609,7 +609,7 @@ def read_in_pieces(file: BinaryIO, where: str) -> State:
     layout = _layout(fd, os.fstat(fd).st_size)
     try:
         doc = _HEADER.decode(layout.header)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, RecursionError):
         raise Refused from None
     if doc.users is UNSET or doc.users or escapes_a_letter(layout.header):  # (users written twice, or
         raise Refused  # not where looked for; or a key the counts below may miss)
@@ -621,9 +621,9 @@ def read_in_pieces(file: BinaryIO, where: str) -> State:
         accounts = len(state.accounts)
         if keys != len(users) + accounts or layout.header.count(b'"accountId"') != accounts:
             raise Refused  # a name or an id repeated: the whole read says which
-    except Refused:
+    except (Refused, RecursionError):  # (nested deeper than Python recurses: the whole read says so)
         source.forget()  # the whole read that follows reads the same open file
-        raise
+        raise Refused from None
     return state
 
 
@@ -672,7 +672,7 @@ def _users(records: dict[str, Raw], raw: bytes, file: BinaryIO, where: str) -> d
                 position = raw.find(text, position)
             users[name] = source.place(name, record.userId, position, size)
             position += size
-    except (ValueError, OverflowError):  # (an id beyond 64 bits: pydantic reads it)
+    except (ValueError, OverflowError, RecursionError):  # (an id beyond 64 bits: pydantic reads it)
         raise Refused from None
     return users
 

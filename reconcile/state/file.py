@@ -74,7 +74,7 @@ def refuse_repeated_keys(raw: bytes, where: str) -> None:
     """
     try:
         data = json.loads(raw, object_pairs_hook=_keep_repeats)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return  # the caller reports malformed JSON
     if not isinstance(data, dict):
         return
@@ -332,7 +332,7 @@ class FileStateStore(GuardedStore, StateStore):
             return state
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
             raise StateError(
                 f"state {self.path} is not valid JSON ({exc}); restore it from version control "
                 "or a backup (it is never written partially by reconcile)"
