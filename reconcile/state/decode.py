@@ -107,7 +107,8 @@ def escapes_a_letter(text: bytes | bytearray, start: int = 0, end: int = -1) -> 
     name or id it hides would be kept silently (the last wins), so the exact check must run.
     """
     end = len(text) if end < 0 else end
-    return text.find(b"\\u00", start, end) >= 0 and _ESCAPED_LETTER.search(text, start, end) is not None
+    first = text.find(b"\\", start, end)  # (one byte: a memchr, where the escape's four bytes are not)
+    return first >= 0 and _ESCAPED_LETTER.search(text, first, end) is not None
 
 
 class Refused(Exception):
