@@ -70,6 +70,15 @@ def _tool_layout(tmp_path: Path, count: int = 12) -> FileStateStore:
     return store
 
 
+def _edited(tmp_path: Path, old: bytes, new: bytes) -> Path:
+    """The state of :func:`_tool_layout` with ``old`` (found once) replaced by ``new``."""
+    store = _tool_layout(tmp_path)
+    raw = store.path.read_bytes()
+    assert raw.count(old) == 1
+    store.path.write_bytes(raw.replace(old, new))
+    return store.path
+
+
 def test_the_accounts_before_the_users_are_read_past_and_read_fast(
     tmp_path: Path, whole_reads: list[str]
 ) -> None:
@@ -128,13 +137,9 @@ def test_any_other_layout_is_read_whole_to_the_same_state(
 def test_a_name_repeated_in_another_piece_is_refused_as_a_whole_read_refuses_it(
     tmp_path: Path, whole_reads: list[str]
 ) -> None:
-    store = _tool_layout(tmp_path)
-    raw = store.path.read_bytes()
-    repeated = raw.replace(b'"t07": {\n      "userId": 7', b'"t01": {\n      "userId": 7')
-    assert repeated != raw
-    store.path.write_bytes(repeated)
+    path = _edited(tmp_path, b'"t07": {\n      "userId": 7', b'"t01": {\n      "userId": 7')
     with pytest.raises(StateError, match=r"user 't01' is recorded 2 times \(userId 1 and 7\)"):
-        FileStateStore(store.path).read()
+        FileStateStore(path).read()
     assert whole_reads == ["accepted"], "read whole from the file the pieces left open"
 
 
@@ -209,14 +214,10 @@ def test_bytes_that_are_no_utf8_in_an_active_record_are_refused_as_a_whole_read_
     tmp_path: Path, whole_reads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """msgspec skips a field it does not keep without checking its bytes: the full decode then fails."""
-    store = _tool_layout(tmp_path)
-    raw = store.path.read_bytes()
-    broken = raw.replace(b'"t03@example.com"', b'"t03@example.co\xff"')
-    assert broken != raw
-    store.path.write_bytes(broken)
-    refusal = _whole(store.path, monkeypatch)
+    path = _edited(tmp_path, b'"t03@example.com"', b'"t03@example.co\xff"')
+    refusal = _whole(path, monkeypatch)
     assert isinstance(refusal, str) and "is not valid JSON" in refusal
-    assert _fast(store.path) == refusal
+    assert _fast(path) == refusal
 
 
 def test_a_user_id_beyond_64_bits_is_read_as_pydantic_reads_it(
@@ -258,11 +259,8 @@ def test_a_repeat_hidden_from_the_key_count_by_an_escaped_letter_is_refused(
     whose id that record holds under another trader's name.
     """
     monkeypatch.setattr(decode, "PIECE", 64)
-    store = _tool_layout(tmp_path)
-    raw = store.path.read_bytes()
-    assert raw.count(edit[0]) == 1
-    store.path.write_bytes(raw.replace(*edit))
-    read = _fast(store.path) if pieces else _whole(store.path, monkeypatch)
+    path = _edited(tmp_path, *edit)
+    read = _fast(path) if pieces else _whole(path, monkeypatch)
     assert isinstance(read, str) and refusal in read
 
 
@@ -330,9 +328,7 @@ def test_any_edit_of_a_document_laid_out_by_block_reads_in_pieces_as_the_whole_r
 def test_a_document_nested_deeper_than_python_recurses_is_refused_without_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pieces: bool, user: str
 ) -> None:
-    store = _tool_layout(tmp_path)
-    raw = store.path.read_bytes()
-    deep = b'"deep": ' + b"[" * 5000 + b"]" * 5000 + b',\n      "email": "%s@' % user.encode()
-    store.path.write_bytes(raw.replace(b'"email": "%s@' % user.encode(), deep))
-    read = _fast(store.path) if pieces else _whole(store.path, monkeypatch)
+    email = b'"email": "%s@' % user.encode()
+    path = _edited(tmp_path, email, b'"deep": ' + b"[" * 5000 + b"]" * 5000 + b",\n      " + email)
+    read = _fast(path) if pieces else _whole(path, monkeypatch)
     assert isinstance(read, str) and "is not valid JSON (maximum recursion depth exceeded" in read
