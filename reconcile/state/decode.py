@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import weakref
 from array import array
 from collections import deque
@@ -94,6 +95,20 @@ class _Document(Struct, forbid_unknown_fields=True):
     binding: _Binding | UnsetType | None = UNSET
     users: dict[str, Raw] | UnsetType = UNSET
     accounts: Raw | UnsetType = UNSET
+
+
+_ESCAPED_LETTER = re.compile(rb"\\u00[4-7][0-9A-Fa-f]")
+
+
+def escapes_a_letter(text: bytes | bytearray, start: int = 0, end: int = -1) -> bool:
+    """Whether ``text[start:end]`` writes an ASCII letter as an escape (neither reconcile nor json.dumps do).
+
+    ``"user\\u0049d"`` is a ``userId`` key the count of ``"userId"`` bytes misses: a repeated
+    name or id it hides would be kept silently (the last wins), so the exact check must run.
+    """
+    end = len(text) if end < 0 else end
+    first = text.find(b"\\", start, end)  # (one byte: a memchr, where the escape's four bytes are not)
+    return first >= 0 and _ESCAPED_LETTER.search(text, first, end) is not None
 
 
 class Refused(Exception):
@@ -479,7 +494,7 @@ def decode_document(raw: bytes, file: BinaryIO, where: str) -> State:
     """
     try:
         doc = _HEADER.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, RecursionError):  # (nested deeper than Python recurses: json says so)
         raise Refused from None
     return _state(doc, _users(_set(doc.users, {}), raw, file, where))
 
@@ -553,6 +568,8 @@ def _pieces(fd: int, layout: _Layout) -> Iterator[tuple[int, int, memoryview, di
         found = _close(run, layout.separator, whole=position >= layout.end)
         if found is not None:
             end, leans = found
+            if escapes_a_letter(run, 0, end):  # a key the count below may miss: the whole read checks
+                raise Refused
             yield offset, end - 2, memoryview(run)[:end], leans, run.count(b'"userId"', 0, end)
             offset += end - 1  # the run and the comma after it
             run = bytearray(b"{") + run[end:]
@@ -593,10 +610,10 @@ def read_in_pieces(file: BinaryIO, where: str) -> State:
     layout = _layout(fd, os.fstat(fd).st_size)
     try:
         doc = _HEADER.decode(layout.header)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, RecursionError):
         raise Refused from None
-    if doc.users is UNSET or doc.users:  # users written twice, or not where looked for
-        raise Refused
+    if doc.users is UNSET or doc.users or escapes_a_letter(layout.header):  # (users written twice, or
+        raise Refused  # not where looked for; or a key the counts below may miss)
     source = DocumentSource(file, where)
     try:
         users, keys = _users_in_pieces(fd, layout, source)
@@ -605,9 +622,9 @@ def read_in_pieces(file: BinaryIO, where: str) -> State:
         accounts = len(state.accounts)
         if keys != len(users) + accounts or layout.header.count(b'"accountId"') != accounts:
             raise Refused  # a name or an id repeated: the whole read says which
-    except Refused:
+    except (Refused, RecursionError):  # (nested deeper than Python recurses: the whole read says so)
         source.forget()  # the whole read that follows reads the same open file
-        raise
+        raise Refused from None
     return state
 
 
@@ -630,7 +647,7 @@ def _users_in_pieces(fd: int, layout: _Layout, source: DocumentSource) -> tuple[
             ids = list(compress(map(_USER_ID, leans.values()), cancelled))
             lazies = source.group(gone, ids, offset, length)
             users.update(zip(gone, lazies, strict=True))
-    except msgspec.ValidationError:
+    except (msgspec.DecodeError, OverflowError):  # bytes skipped by the lean decode; an id over 64 bits
         raise Refused from None
     return users, keys
 
@@ -656,7 +673,7 @@ def _users(records: dict[str, Raw], raw: bytes, file: BinaryIO, where: str) -> d
                 position = raw.find(text, position)
             users[name] = source.place(name, record.userId, position, size)
             position += size
-    except (msgspec.ValidationError, ValueError):
+    except (ValueError, OverflowError, RecursionError):  # (an id beyond 64 bits: pydantic reads it)
         raise Refused from None
     return users
 

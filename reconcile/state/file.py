@@ -30,7 +30,7 @@ from reconcile.state.changelog import (
     record_models,
     remove_log,
 )
-from reconcile.state.decode import LazyUser, Refused, decode_document, read_in_pieces
+from reconcile.state.decode import LazyUser, Refused, decode_document, escapes_a_letter, read_in_pieces
 from reconcile.state.journal import FileJournal, Journal, journal_path_for
 from reconcile.state.lock import LockHolder, check_held, read_holder, state_lock, unlock
 from reconcile.state.model import (
@@ -74,7 +74,7 @@ def refuse_repeated_keys(raw: bytes, where: str) -> None:
     """
     try:
         data = json.loads(raw, object_pairs_hook=_keep_repeats)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return  # the caller reports malformed JSON
     if not isinstance(data, dict):
         return
@@ -322,15 +322,17 @@ class FileStateStore(GuardedStore, StateStore):
         else:
             # Each user and account record holds one "userId" key, each account one "accountId":
             # more of them means a name or an id repeated (a bad merge), which the parser above
-            # silently resolved; look closer.
-            if raw.count(b'"userId"') != len(state.users) + len(state.accounts) or raw.count(
-                b'"accountId"'
-            ) != len(state.accounts):
+            # silently resolved; look closer (also when a key is spelled with an escape: uncounted).
+            if (
+                raw.count(b'"userId"') != len(state.users) + len(state.accounts)
+                or raw.count(b'"accountId"') != len(state.accounts)
+                or escapes_a_letter(raw)
+            ):
                 refuse_repeated_keys(raw, str(self.path))
             return state
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
             raise StateError(
                 f"state {self.path} is not valid JSON ({exc}); restore it from version control "
                 "or a backup (it is never written partially by reconcile)"
