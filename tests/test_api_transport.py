@@ -348,3 +348,22 @@ def test_a_create_whose_https_answer_broke_off_is_not_resent(ca: trustme.CA, tmp
     with client_for(server, tmp_path, trusting(ca)) as client, pytest.raises(OutcomeUnknown):
         client.create_evaluation_users([user])
     assert len(server.requests) == 2
+
+
+def test_an_idle_connection_past_descriptor_1023_is_checked_and_reused(transport: KeepAliveTransport) -> None:
+    import os
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the open-files limit ({soft}) keeps every descriptor below 1024")
+    read_end, write_end = os.pipe()
+    held = [os.dup(read_end) for _ in range(1100)]  # the next sockets get descriptors past 1023
+    try:
+        server = Server([lambda _r: ok(b"1"), lambda _r: ok(b"2")])
+        assert get(transport, server).content == b"1"
+        assert get(transport, server).content == b"2"  # the idle connection was checked, then reused
+        assert server.connections == 1
+    finally:
+        for fd in (*held, read_end, write_end):
+            os.close(fd)

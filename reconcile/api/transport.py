@@ -152,9 +152,14 @@ def _mapped(timeout: type[httpx.TimeoutException], failed: type[httpx.NetworkErr
 
 
 def _readable(sock: socket.socket) -> bool:
-    """Whether ``sock`` has something to read (on an idle connection: the server closed it)."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable)
+    """Whether ``sock`` has something to read (on an idle connection: the server closed it).
+
+    poll, not select: select refuses a descriptor past 1023, which a long ``watch`` holding
+    many files (or a raised ``ulimit -n``) can hand a socket.
+    """
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class _ThroughHttpx(httpx.BaseTransport):
