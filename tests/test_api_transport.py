@@ -367,3 +367,15 @@ def test_an_idle_connection_past_descriptor_1023_is_checked_and_reused(transport
     finally:
         for fd in (*held, read_end, write_end):
             os.close(fd)
+
+
+def test_informational_answers_before_the_final_one_are_skipped(transport: KeepAliveTransport) -> None:
+    # httpx's transport (h11) skips every 1xx; http.client alone skips only 100, so a 103 Early
+    # Hints would have been taken for the answer (an applied create reported as refused).
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    informational = early + b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
+    server = Server([lambda _r: informational + ok(b'{"id":7}'), lambda _r: ok(b"[]")])
+    first = get(transport, server)
+    assert (first.status_code, first.json()) == (200, {"id": 7})
+    assert get(transport, server).content == b"[]"
+    assert server.connections == 1

@@ -108,6 +108,7 @@ class KeepAliveTransport(httpx.BaseTransport):
             conn = http.client.HTTPConnection(host, port, timeout=timeout["connect"])
         else:
             raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{scheme}://'.")
+        conn.response_class = _Answer
         try:
             conn.connect()
         except TimeoutError as exc:
@@ -117,6 +118,21 @@ class KeepAliveTransport(httpx.BaseTransport):
             conn.close()
             raise httpx.ConnectError(str(exc)) from exc
         return conn
+
+
+class _Answer(http.client.HTTPResponse):
+    """An answer that skips every informational (1xx) answer before it, as httpx's transport did.
+
+    ``http.client`` alone skips only ``100 Continue``: a ``103 Early Hints`` (which a CDN in front
+    of the API may send) would be taken for the answer, and the real one left unread.
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 <= status < 200 or status == 101:  # 101: the protocol changes, no answer follows
+                return version, status, reason
+            http.client.parse_headers(self.fp)
 
 
 def _exchange(
