@@ -379,3 +379,20 @@ def test_informational_answers_before_the_final_one_are_skipped(transport: KeepA
     assert (first.status_code, first.json()) == (200, {"id": 7})
     assert get(transport, server).content == b"[]"
     assert server.connections == 1
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 201 Created\r\nContent-Type: appl"])
+def test_a_head_cut_off_by_the_close_is_a_protocol_error(transport: KeepAliveTransport, head: bytes) -> None:
+    # http.client alone reads the end of the stream as the end of the head: a 200 with no body.
+    server = Server([lambda _r: DROP + head, lambda _r: ok(b"fine")])
+    with pytest.raises(httpx.RemoteProtocolError):
+        get(transport, server)
+    assert get(transport, server).content == b"fine"
+
+
+def test_a_read_whose_answer_head_broke_off_is_resent(tmp_path: object) -> None:
+    # Taken for an empty 200, the list failed as "not what the contract describes" instead.
+    server = Server([lambda _r: LOGIN, lambda _r: DROP + b"HTTP/1.1 200 OK\r\n", lambda _r: ok(b"[]")])
+    with client_for(server, tmp_path) as client:
+        assert client.list_users() == []
+    assert len(server.requests) == 3

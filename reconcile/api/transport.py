@@ -23,6 +23,7 @@ import ssl
 import threading
 import urllib.request
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import httpx
 
@@ -127,12 +128,38 @@ class _Answer(http.client.HTTPResponse):
     of the API may send) would be taken for the answer, and the real one left unread.
     """
 
+    def begin(self) -> None:
+        # http.client reads the end of the stream as the end of the head (a 200 with no body).
+        whole = self.fp
+        self.fp = _WholeLines(whole)  # type: ignore[assignment]
+        try:
+            super().begin()
+        finally:
+            if self.fp is not None:  # http.client drops its reader when it gives up on the answer
+                self.fp = whole
+
     def _read_status(self) -> tuple[str, int, str]:
         while True:
             version, status, reason = super()._read_status()  # type: ignore[misc]
             if not 100 <= status < 200 or status == 101:  # 101: the protocol changes, no answer follows
                 return version, status, reason
             http.client.parse_headers(self.fp)
+
+
+class _WholeLines:
+    """A reader of an answer's head: the stream ending before the blank line is a broken answer."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self._fp.readline(limit)
+        if not line:
+            raise http.client.RemoteDisconnected("the server closed the connection in the answer's head")
+        return line
+
+    def close(self) -> None:
+        self._fp.close()
 
 
 def _exchange(
