@@ -396,3 +396,20 @@ def test_a_read_whose_answer_head_broke_off_is_resent(tmp_path: object) -> None:
     with client_for(server, tmp_path) as client:
         assert client.list_users() == []
     assert len(server.requests) == 3
+
+
+def test_a_header_http_client_refuses_is_a_local_protocol_error(transport: KeepAliveTransport) -> None:
+    server = Server([lambda _r: ok(b"fine")])
+    request = httpx.Request(
+        "POST", server.url + "/p", headers={"Authorization": "Bearer a\r\nX: 1"}, content=b""
+    )
+    with pytest.raises(httpx.LocalProtocolError):
+        transport.handle_request(request)
+    assert server.requests == []
+
+
+def test_a_token_no_header_can_carry_is_a_transport_error_not_a_traceback(tmp_path: object) -> None:
+    login = ok(b'{"accessToken":"tok\\r\\nX: 1","expirationTime":"2099-01-01T00:00:00+00:00"}')
+    server = Server([lambda _r: login] * 10)
+    with client_for(server, tmp_path) as client, pytest.raises(TransportError, match="LocalProtocolError"):
+        client.list_users()

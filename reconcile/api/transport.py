@@ -167,7 +167,7 @@ def _exchange(
 ) -> tuple[http.client.HTTPResponse, bytes]:
     """Send ``request`` on ``conn``; return the answer's head and its whole body."""
     assert conn.sock is not None
-    with _mapped(httpx.WriteTimeout, httpx.WriteError):
+    with _mapped(httpx.WriteTimeout, httpx.WriteError, httpx.LocalProtocolError):
         conn.sock.settimeout(timeout["write"])
         conn.putrequest(
             request.method, request.url.raw_path.decode("ascii"), skip_host=True, skip_accept_encoding=True
@@ -175,15 +175,23 @@ def _exchange(
         for name, value in request.headers.raw:
             conn.putheader(name, value)
         conn.endheaders(request.read() or None)
-    with _mapped(httpx.ReadTimeout, httpx.ReadError):
+    with _mapped(httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError):
         conn.sock.settimeout(timeout["read"])
         answer = conn.getresponse()
         return answer, answer.read()
 
 
 @contextlib.contextmanager
-def _mapped(timeout: type[httpx.TimeoutException], failed: type[httpx.NetworkError]) -> Iterator[None]:
-    """Raise ``http.client``'s and the socket's failures as httpx's transport raised them."""
+def _mapped(
+    timeout: type[httpx.TimeoutException],
+    failed: type[httpx.NetworkError],
+    refused: type[httpx.ProtocolError],
+) -> Iterator[None]:
+    """Raise ``http.client``'s and the socket's failures as httpx's transport raised them.
+
+    ``refused`` stands for a ValueError: ``http.client`` raises it for a header or path it will
+    not write (h11 raised LocalProtocolError); any other would be an answer it cannot parse.
+    """
     try:
         yield
     except TimeoutError as exc:
@@ -192,6 +200,8 @@ def _mapped(timeout: type[httpx.TimeoutException], failed: type[httpx.NetworkErr
         raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
     except OSError as exc:
         raise failed(str(exc)) from exc
+    except ValueError as exc:
+        raise refused(str(exc)) from exc
 
 
 def _readable(sock: socket.socket) -> bool:
