@@ -413,3 +413,19 @@ def test_a_token_no_header_can_carry_is_a_transport_error_not_a_traceback(tmp_pa
     server = Server([lambda _r: login] * 10)
     with client_for(server, tmp_path) as client, pytest.raises(TransportError, match="LocalProtocolError"):
         client.list_users()
+
+
+def test_an_international_host_is_reached_by_its_idna_2008_name(
+    transport: KeepAliveTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Handed "straße.test", the socket module encodes it by IDNA 2003: "strasse.test", another host.
+    dialled: list[object] = []
+
+    def refuse(address: object, *_args: object, **_kwargs: object) -> socket.socket:
+        dialled.append(address)
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(httpx.ConnectError):
+        transport.handle_request(httpx.Request("GET", "http://straße.test:8/x"))
+    assert dialled == [("xn--strae-oqa.test", 8)]

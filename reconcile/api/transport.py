@@ -49,7 +49,9 @@ class KeepAliveTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout") or self._timeout
         url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        # raw_host: the IDNA 2008 name httpx encoded; the socket and ssl modules encode by IDNA 2003.
+        host = url.raw_host.decode("ascii")
+        origin = (url.scheme, host, url.port or (443 if url.scheme == "https" else 80))
         conn = self._take(origin) or self._connect(origin, timeout)
         try:
             answer, body = _exchange(conn, request, timeout)
