@@ -398,7 +398,7 @@ def test_a_read_whose_answer_head_broke_off_is_resent(tmp_path: object) -> None:
     assert len(server.requests) == 3
 
 
-def test_a_header_http_client_refuses_is_a_local_protocol_error(transport: KeepAliveTransport) -> None:
+def test_a_header_that_cannot_be_written_is_a_local_protocol_error(transport: KeepAliveTransport) -> None:
     server = Server([lambda _r: ok(b"fine")])
     request = httpx.Request(
         "POST", server.url + "/p", headers={"Authorization": "Bearer a\r\nX: 1"}, content=b""
