@@ -290,21 +290,24 @@ def test_250_creates_take_three_calls_and_are_all_recorded(env: dict[str, Any]) 
     assert state.serial == 3  # saved after every batch
 
 
+ANN = ContactPayload(
+    firstName="Ann",
+    lastName="Lee",
+    phone="+12125550100",
+    streetAddress1="1 Main",
+    city="New York",
+    state="NY",
+    postCode="10001",
+    country="US",
+)
+"""Contact info for the tests that send an update."""
+
+
 def test_the_worker_threads_serve_every_group_and_end_with_the_run(
     env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     m = make_manifest(30)
-    contact = ContactPayload(
-        firstName="Ann",
-        lastName="Lee",
-        phone="+12125550100",
-        streetAddress1="1 Main",
-        city="New York",
-        state="NY",
-        postCode="10001",
-        country="US",
-    )
-    follow = [UpdateContact(user=u.name, userId=None, changes=(), contact=contact) for u in m.users]
+    follow = [UpdateContact(user=u.name, userId=None, changes=(), contact=ANN) for u in m.users]
     threads: set[threading.Thread] = set()
     send = env["api"].update_contact_info
 
@@ -423,17 +426,7 @@ def test_grants_read_signals_once_and_complete_only_signers(env: dict[str, Any])
 
 def test_contact_for_a_user_created_in_the_same_apply_takes_the_new_id(env: dict[str, Any]) -> None:
     m = make_manifest(1)
-    contact = ContactPayload(
-        firstName="Ann",
-        lastName="Lee",
-        phone="+12125550100",
-        streetAddress1="1 Main",
-        city="New York",
-        state="NY",
-        postCode="10001",
-        country="US",
-    )
-    acts = [*creates(m), UpdateContact(user="trader000", userId=None, changes=(), contact=contact)]
+    acts = [*creates(m), UpdateContact(user="trader000", userId=None, changes=(), contact=ANN)]
     result = run(env, plan_for(env["store"], acts), m)
     assert result.ok
     assert ("contact", env["api"].users["trader000"].id) in env["api"].calls
