@@ -14,6 +14,10 @@ apply's wall time and the driver's (ratio <= 1.2), the apply process's CPU per u
 and the requests made beside the lower bound ⌈C/100⌉ + email changes + contact updates + 1 signal
 read + 2 per grant + ⌈X/100⌉ (they must be equal: the script exits 1 when they are not).
 
+Before the applies it prints two floors under the apply's CPU per user: the client's own layers
+against a transport that answers at once, and one request through httpx's transport alone (the
+apply's) beside ``http.client`` (the driver's), same simulator, one thread.
+
 ``--refresh-sizes``: a simulator seeded with that many users (with contact info) and a matching
 state; ``reconcile refresh`` then reads them all: requests and time (target: a few requests per
 thousand users).
@@ -293,6 +297,39 @@ def client_overhead(calls: int) -> tuple[float, float]:
     return 1000 * per_call, 1000 * per_user
 
 
+def transport_floor(url: str, calls: int) -> tuple[float, float]:
+    """CPU ms per request of httpx's transport (the apply's) and of ``http.client``, one thread.
+
+    Both send the same small GET to the same simulator over kept-alive connections (as far as
+    the server keeps them): what one request costs this process before any layer of the client.
+    """
+    from reconcile.api.transport import KeepAliveTransport
+
+    parts = urlsplit(url)
+    target = f"{parts.scheme}://{parts.netloc}/_bench/counts"
+    transport = KeepAliveTransport(timeout=30)
+
+    def through_httpx() -> None:
+        transport.handle_request(httpx.Request("GET", target)).read()
+
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port)
+
+    def through_http_client() -> None:
+        connection.request("GET", "/_bench/counts")
+        connection.getresponse().read()
+
+    figures = []
+    for send in (through_httpx, through_http_client):
+        send()
+        started = time.process_time()
+        for _ in range(calls):
+            send()
+        figures.append(1000 * (time.process_time() - started) / calls)
+    transport.close()
+    connection.close()
+    return figures[0], figures[1]
+
+
 def apply_once(manifest: Path, work: Path, url: str) -> tuple[float, float, dict[str, Any]]:
     """Run ``reconcile apply`` in its own process; return (wall s, its CPU s, its JSON result)."""
     env = {**os.environ, **ENV, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(REPO[0])}
@@ -452,6 +489,13 @@ def main() -> int:
     print(
         f"client overhead (instant in-process transport): {per_call:.3f} ms CPU per updatecontactinfo "
         f"call, {per_created:.3f} ms CPU per created user (batches of 100)",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp, simulator(Path(tmp) / "floor.sqlite") as url:
+        httpx_ms, http_client_ms = transport_floor(url, 2000)
+    print(
+        f"transport alone (one thread, through sim serve): httpx {httpx_ms:.3f} ms CPU per request "
+        f"(the apply's), http.client {http_client_ms:.3f} ms (the driver's)",
         flush=True,
     )
     ok = True
