@@ -188,7 +188,7 @@ class PartnerClient:
             else default_transport(httpx.URL(self.base_url).scheme, timeout=timeout)
         )
         self._timeout = httpx.Timeout(timeout).as_dict()
-        self._urls: dict[str, httpx.URL] = {}
+        self._targets: dict[str, tuple[httpx.URL, list[tuple[bytes, bytes]]]] = {}
 
     def close(self) -> None:
         self._transport.close()
@@ -644,17 +644,41 @@ class PartnerClient:
         params: dict[str, Any] | None,
         request_id: str,
     ) -> httpx.Request:
-        """Build the request for ``path`` (its URL parsed once per client), its JSON encoded as httpx does."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = httpx.URL(self.base_url + path)
-        headers = {**_HEADERS, "X-Request-Id": request_id}
+        """Build the request for ``path``, byte for byte what httpx builds from its headers and JSON.
+
+        A JSON call's headers are assembled as raw pairs in httpx's order (Host first, the
+        body's Content-Length last), from a prefix made once per path: httpx's own assembly
+        normalises and rescans the headers three times over. Other calls are built by httpx.
+        """
+        url, head = self._targets.get(path) or self._target(path)
+        timeout = {"timeout": self._timeout}
         content = None
         if body is not None:
-            headers["Content-Type"] = "application/json"
             content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        timeout = {"timeout": self._timeout}
-        return httpx.Request(method, url, params=params, headers=headers, content=content, extensions=timeout)
+        if content is None or params is not None:
+            headers = {**_HEADERS, "X-Request-Id": request_id}
+            if content is not None:
+                headers["Content-Type"] = "application/json"
+            return httpx.Request(
+                method, url, params=params, headers=headers, content=content, extensions=timeout
+            )
+        raw = [
+            *head,
+            (b"X-Request-Id", request_id.encode("ascii")),
+            (b"Content-Type", b"application/json"),
+            (b"Content-Length", str(len(content)).encode("ascii")),
+        ]
+        stream = httpx.ByteStream(content)
+        request = httpx.Request(method, url, headers=raw, stream=stream, extensions=timeout)
+        request.read()
+        return request
+
+    def _target(self, path: str) -> tuple[httpx.URL, list[tuple[bytes, bytes]]]:
+        """Parse ``path``'s URL once per client; with it the headers every request to it starts with."""
+        url = httpx.URL(self.base_url + path)
+        head = [(b"Host", url.netloc), *((k.encode("ascii"), v.encode("ascii")) for k, v in _HEADERS.items())]
+        self._targets[path] = url, head
+        return url, head
 
     def _attempt(
         self, request: httpx.Request, call: str, users: tuple[str, ...], *, idempotent: bool, missing_ok: bool
