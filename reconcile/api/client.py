@@ -547,7 +547,7 @@ class PartnerClient:
 
         ``options`` are :meth:`_send_call`'s. A limited path's slot counts from the answer.
         """
-        if self.pacer is None:
+        if self.pacer is None or not self.pacer.limits_path(path):
             return self._send_call(method, path, **options)
         with self.pacer.paced(path, sleep=self._idle):
             return self._send_call(method, path, **options)
