@@ -206,3 +206,22 @@ def test_a_send_log_damaged_past_reading_as_text_counts_what_it_still_holds(tmp_
     good = {"call": "a", "path": "/user/createevaluationusers", "sent": now - 9, "answered": now - 9}
     path.write_bytes(b"\xff\xfe not text\n" + json.dumps(good).encode() + b"\n")
     assert FileSendLog(path).load(now) == [("/user/createevaluationusers", now - 9)]
+
+
+def test_the_client_paces_only_limited_paths_and_matches_them_regardless_of_case() -> None:
+    """An unlimited call skips the pacer (its block would only yield 0); a limited one takes a slot."""
+    clock = Clock()
+    pacer = Pacer({"/User/CreateEvaluationUsers": 1}, clock=clock, sleep=clock.sleep)
+    assert pacer.limits_path("/user/createevaluationusers") and not pacer.limits_path("/user/list")
+    paced: list[str] = []
+    real = pacer.paced
+    pacer.paced = lambda path, **kw: (paced.append(path), real(path, **kw))[1]  # type: ignore[method-assign]
+    created = httpx.Response(200, json={"results": [{"userId": 1}]})
+    script = Script({"/user/list": [httpx.Response(200, json=[])], "/user/createevaluationusers": [created]})
+    client, _ = make_client(script, pacer=pacer)
+    client.list_users()
+    client.create_evaluation_users(
+        [EvaluationUser(name="a", email="a@example.com", password="Pa55word!x", firstName="A", lastName="B")]
+    )
+    # The login is paced too, by the auth.
+    assert paced == ["/auth/accesstokenrequest", "/user/createevaluationusers"]

@@ -106,6 +106,10 @@ class Pacer:
             start = now if len(sent) < limit else sent[-limit] + self.window
         return self._wait(key, limit, start - now, sleep)
 
+    def limits_path(self, path: str) -> bool:
+        """Return whether calls to ``path`` are paced (an unlimited path's :meth:`paced` only yields 0)."""
+        return path.lower() in self.limits
+
     def acquire(self, path: str) -> float:
         """Wait for a slot on ``path`` and take it (counted from now); return the seconds waited."""
         with self.paced(path) as waited:
