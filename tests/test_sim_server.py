@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -162,3 +165,44 @@ def test_shutdown_stops_the_loop_and_frees_the_port(recording: Recording) -> Non
         socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
     with serve(recording, port=server.port) as again, httpx.Client(base_url=again) as client:
         assert client.get("/user/list").status_code == 401
+
+
+def test_ctrl_c_ends_sim_serve_quietly_with_a_connection_open(tmp_path: Path) -> None:
+    served = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reconcile",
+            "sim",
+            "serve",
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "sim.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A child of a background job may inherit SIGINT ignored; Ctrl-C reaches a foreground one.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert served.stdout is not None
+        url = served.stdout.readline().strip().removeprefix("listening on ")
+        with httpx.Client(base_url=url) as client:
+            assert client.get("/user/list").status_code == 401  # a kept-alive connection stays open
+            served.send_signal(signal.SIGINT)
+            out, err = served.communicate(timeout=30)
+    finally:
+        served.kill()
+    assert (served.returncode, out, err) == (0, "", "")
+
+
+def test_a_failure_inside_the_app_is_answered_500_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def failing(environ: dict[str, Any], start_response: Any) -> Any:
+        raise RuntimeError("a simulator bug")
+
+    with caplog.at_level(logging.ERROR), serve(failing) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/user/list").status_code == 500
+    failures = [record.exc_info[1] for record in caplog.records if record.exc_info]
+    assert [repr(failure) for failure in failures] == ["RuntimeError('a simulator bug')"]

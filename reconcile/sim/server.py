@@ -74,6 +74,8 @@ class SimServer:
         try:
             while not self._stop.is_set() and self._map:
                 wasyncore.loop(timeout=1.0, map=self._map, use_poll=True, count=1)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends `sim serve` quietly, exit status 0
         finally:
             self._stopped.set()
 
