@@ -2,10 +2,9 @@
 
 Why Werkzeug (WSGI): the API client is synchronous httpx, and ``httpx.WSGITransport`` runs a WSGI
 app in-process with no event loop and no socket, which is what the embedded ``environment: sim``
-and fast tests need; ``werkzeug.serving.make_server(threaded=True)`` runs the very same app as a
-real loopback server. Werkzeug gives the routing, request parsing and response objects of a
-well-kept library without a framework's weight, and exposes the connection socket, which the
-"apply, then drop the connection" fault needs.
+and fast tests need; :mod:`reconcile.sim.server` runs the very same app as a real loopback server
+(waitress). Werkzeug gives the routing, request parsing and response objects of a well-kept
+library without a framework's weight.
 
 Each partner-API request runs in one SQLite transaction: fault lookup, auth, rate limit, penalty
 ticket and the operation itself commit together, so a request is applied fully or not at all.
@@ -13,14 +12,12 @@ ticket and the operation itself commit together, so a request is applied fully o
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
 import re
 import secrets
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -309,15 +306,9 @@ class SimApp:
             garbled = Response(text[: max(1, len(text) // 2)], status=200, mimetype="application/json")
             garbled.headers[FAULT_HEADER] = fault.kind
             return garbled
-        # drop_after_apply: on a real server close the socket under Werkzeug (it treats the failed
-        # write as a dropped connection); in-process, SimTransport turns the exception into one.
-        sock: socket.socket | None = environ.get("werkzeug.socket")
-        if sock is None:
-            raise DropConnection(environ.get("PATH_INFO", ""))
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-        return response
+        # drop_after_apply: the answer is never given. In-process, SimTransport turns this into a
+        # dropped connection; on the real server, reconcile.sim.server closes the connection.
+        raise DropConnection(environ.get("PATH_INFO", ""))
 
     def _session(self, tx: Tx, request: Request) -> Any:
         header = request.headers.get("Authorization", "")

@@ -1,4 +1,9 @@
-"""Run the simulator as a real threaded HTTP server (loopback, unless an admin token guards it)."""
+"""Run the simulator as a real HTTP/1.1 server on waitress (loopback, unless an admin token guards it).
+
+Connections are kept alive, as the partner API keeps them, so the client's pooled-connection
+path (reuse, a connection the server closed while idle) meets a real server in the tests and the
+benchmark; Werkzeug's development server closed every connection after one answer.
+"""
 
 from __future__ import annotations
 
@@ -10,31 +15,102 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from waitress import wasyncore
+from waitress.channel import ClientDisconnected
+from waitress.server import BaseWSGIServer, create_server
 
 from reconcile.api.endpoints import is_loopback
 from reconcile.errors import ReconcileError
 from reconcile.sim.app import is_admin_request
+from reconcile.sim.faults import DropConnection
 
 ADMIN_TOKEN_ENV = "RECONCILE_SIM_ADMIN_TOKEN"
 """The variable holding the bearer token every ``/_sim/`` route then requires."""
 
+THREADS = 16
+"""Requests served at once. Waitress takes a thread per request, not per connection (idle kept-alive
+connections hold none): apply sends on 6 threads by default, tests hold up to a few slow faults
+besides, and a slow fault must never queue the rest of a run behind it."""
 
-class _QuietHandler(WSGIRequestHandler):
-    # Keep-alive: under HTTP/1.0 every request pays a new TCP connection. Werkzeug switches
-    # threaded servers to 1.1 only for handlers that do not set it, so say it here.
-    protocol_version = "HTTP/1.1"
+IDLE_TIMEOUT = 60
+"""Seconds a kept-alive connection may sit idle before the server closes it (a common front-end
+default, e.g. a load balancer's); clients must then notice and dial again."""
 
-    # One log line per request would drown test output and slow the benchmark; errors still print.
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
 
-    def send_response(self, code: int, message: str | None = None) -> None:
-        # The app dates its answers on the simulator's clock (time-scaled); the server's own,
-        # real Date would be a second, contradicting one.
-        self.log_request(code)
-        self.send_response_only(code, message)
-        self.send_header("Server", self.version_string())
+class SimServer:
+    """A bound waitress server: :meth:`serve_forever` until :meth:`shutdown`, then :meth:`server_close`."""
+
+    def __init__(self, app: Any, host: str, port: int, idle_timeout: int) -> None:
+        self._map: dict[int, Any] = {}
+        server = create_server(
+            _dropping(app),
+            map=self._map,
+            host=host,
+            port=port,
+            # One socket: for a name like localhost, waitress would otherwise bind its IPv4 and IPv6
+            # addresses (on two ports when port=0).
+            ipv4=":" not in host,
+            ipv6=":" in host,
+            threads=THREADS,
+            channel_timeout=idle_timeout,
+            # Idle connections are looked for every cleanup_interval seconds: as often as they expire.
+            cleanup_interval=max(1, min(30, idle_timeout)),
+            connection_limit=1000,
+            asyncore_use_poll=True,  # select() fails past 1024 descriptors
+            clear_untrusted_proxy_headers=False,  # no proxy in front; nothing to strip
+        )
+        if not isinstance(server, BaseWSGIServer):  # a name with several addresses: one socket each
+            server.close()
+            raise ReconcileError(f"{host} names several addresses; serve the simulator on one IP address")
+        self._server = server
+        self.host = host
+        self.port = int(server.getsockname()[1])
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+
+    def serve_forever(self) -> None:
+        """Answer requests until :meth:`shutdown` (or Ctrl-C) stops the loop."""
+        self._stopped.clear()
+        try:
+            while not self._stop.is_set() and self._map:
+                wasyncore.loop(timeout=1.0, map=self._map, use_poll=True, count=1)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends `sim serve` quietly, exit status 0
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` (running in another thread) and wait until it returns."""
+        self._stop.set()
+        self._server.pull_trigger()  # wake the loop out of its poll
+        self._stopped.wait(timeout=5)
+
+    def server_close(self) -> None:
+        """Close the listening socket and every connection; let the worker threads finish."""
+        wasyncore.close_all(self._map)
+        self._server.task_dispatcher.shutdown(timeout=5)
+
+    def open_connections(self) -> int:
+        """Client connections the server holds open now (kept-alive ones included)."""
+        channels: dict[int, Any] = self._server.active_channels  # type: ignore[assignment]  # stub: a dict
+        return len(channels)
+
+
+def _dropping(app: Any) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+    """Turn the app's ``drop_after_apply`` into a connection waitress closes without an answer.
+
+    Waitress closes a channel without writing when the task raises ``ClientDisconnected`` before
+    any header is written (``HTTPChannel.service``); any other exception would be answered 500.
+    """
+
+    def served(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        try:
+            result: Iterable[bytes] = app(environ, start_response)
+        except DropConnection as exc:
+            raise ClientDisconnected(f"simulated drop after applying {exc}") from exc
+        return result
+
+    return served
 
 
 def admin_token(environ: dict[str, str] | None = None) -> str | None:
@@ -76,27 +152,39 @@ def guard_admin(app: Any, token: str) -> Callable[[dict[str, Any], Any], Iterabl
 
 
 def make(
-    app: Any, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True, token: str | None = None
-) -> BaseWSGIServer:
-    """Bind a threaded Werkzeug server for ``app`` (``port=0`` picks a free port).
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    token: str | None = None,
+    idle_timeout: int = IDLE_TIMEOUT,
+) -> SimServer:
+    """Bind a waitress server for ``app`` (``port=0`` picks a free port); it logs no line per request.
 
     With ``token``, every ``/_sim/`` request must carry it; without, only loopback is allowed.
     """
     check_exposure(host, token)
-    handler = _QuietHandler if quiet else WSGIRequestHandler
     served = guard_admin(app, token) if token is not None else app
-    return make_server(host, port, served, threaded=True, request_handler=handler)
+    return SimServer(served, host, port, idle_timeout)
 
 
-def base_url(server: BaseWSGIServer) -> str:
+def base_url(server: SimServer) -> str:
     """The partner-API base URL of a running server: ``http://HOST:PORT/v1``."""
-    return f"http://{server.host}:{server.port}/v1"
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    return f"http://{host}:{server.port}/v1"
 
 
 @contextmanager
-def serve(app: Any, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None) -> Iterator[str]:
+def serve(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    token: str | None = None,
+    idle_timeout: int = IDLE_TIMEOUT,
+) -> Iterator[str]:
     """Serve ``app`` from a background thread; yield its base URL; stop on exit."""
-    server = make(app, host, port, token=token)
+    server = make(app, host, port, token=token, idle_timeout=idle_timeout)
     thread = threading.Thread(target=server.serve_forever, name="reconcile-sim", daemon=True)
     thread.start()
     try:
