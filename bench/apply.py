@@ -14,6 +14,10 @@ apply's wall time and the driver's (ratio <= 1.2), the apply process's CPU per u
 and the requests made beside the lower bound ⌈C/100⌉ + email changes + contact updates + 1 signal
 read + 2 per grant + ⌈X/100⌉ (they must be equal: the script exits 1 when they are not).
 
+Each apply's line is followed by the same minimal driver sending the same requests through
+httpx's transport (the apply's HTTP library) to a third simulator: its ratio to the driver is
+what the HTTP library alone costs in wall time, before anything the tool does.
+
 Before the applies it prints two floors under the apply's CPU per user: the client's own layers
 against a transport that answers at once, and one request through httpx's transport alone (the
 apply's) beside ``http.client`` (the driver's), same simulator, one thread.
@@ -142,11 +146,13 @@ def bench_get(url: str, what: str) -> Any:
     return httpx.get(f"{url.rsplit('/v1', 1)[0]}/_bench/{what}", timeout=60).json()
 
 
-def drive(url: str, requests: list[list[str]]) -> tuple[float, float, int]:
+def drive(url: str, requests: list[list[str]], via: str = "http.client") -> tuple[float, float, int]:
     """Send ``requests`` as a minimal client would; return (wall s, CPU s, answers that were not 2xx).
 
     One login, then keep-alive connections; a run of calls between two sequential ones goes
-    out over ``WORKERS`` connections at once, like the apply's worker threads.
+    out over ``WORKERS`` connections at once, like the apply's worker threads. ``via``: the
+    bytes go out through ``http.client`` (the driver), or through httpx's transport as the
+    apply sends them (the same loop, to measure what the HTTP library alone costs).
     """
     parts = urlsplit(url)
     login = {
@@ -154,28 +160,28 @@ def drive(url: str, requests: list[list[str]]) -> tuple[float, float, int]:
         for key, var in (("name", "USERNAME"), ("password", "PASSWORD"), ("appId", "APP_ID"), ("cid", "CID"),
                          ("appVersion", "APP_VERSION"), ("sec", "SEC"), ("deviceId", "DEVICE_ID"))
     }  # fmt: skip
-    connections = [http.client.HTTPConnection(parts.hostname or "", parts.port) for _ in range(WORKERS)]
+    exchange = _ThroughHttpx(url) if via == "httpx" else _ThroughHttpClient(url)
     failed = [0]
 
-    def send(conn: http.client.HTTPConnection, method: str, path: str, body: str, token: str = "") -> bytes:
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        conn.request(method, path, body=body.encode() if body else None, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        if response.status >= 300:
+    def send(lane: int, method: str, path: str, body: str, token: str = "") -> bytes:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        status, data = exchange(lane, method, path, body.encode() if body else None, headers)
+        if status >= 300:
             failed[0] += 1
         return data
 
     started, cpu = time.perf_counter(), time.process_time()
-    answer = send(connections[0], "POST", parts.path + "/auth/accesstokenrequest", json.dumps(login))
+    answer = send(0, "POST", parts.path + "/auth/accesstokenrequest", json.dumps(login))
     token = json.loads(answer)["accessToken"]
 
-    def worker(conn: http.client.HTTPConnection, batch: list[list[str]], next_index: Iterator[int]) -> None:
+    def worker(lane: int, batch: list[list[str]], next_index: Iterator[int]) -> None:
         for i in next_index:
             if i >= len(batch):
                 return
             method, path, body = batch[i]
-            send(conn, method, path, body, token)
+            send(lane, method, path, body, token)
 
     for sequential, group in itertools.groupby(
         requests, key=lambda r: r[1].split("?")[0].lower()[3:] in SEQUENTIAL
@@ -183,17 +189,58 @@ def drive(url: str, requests: list[list[str]]) -> tuple[float, float, int]:
         batch = list(group)
         if sequential:
             for method, path, body in batch:
-                send(connections[0], method, path, body, token)
+                send(0, method, path, body, token)
             continue
         counter = itertools.count()
-        threads = [threading.Thread(target=worker, args=(c, batch, counter)) for c in connections]
+        threads = [threading.Thread(target=worker, args=(lane, batch, counter)) for lane in range(WORKERS)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-    for conn in connections:
-        conn.close()
+    exchange.close()
     return time.perf_counter() - started, time.process_time() - cpu, failed[0]
+
+
+class _ThroughHttpClient:
+    """One ``http.client`` connection per lane (worker): the driver."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+        self.connections = [http.client.HTTPConnection(host, port) for _ in range(WORKERS)]
+
+    def __call__(
+        self, lane: int, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        conn = self.connections[lane]
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
+
+
+class _ThroughHttpx:
+    """httpx's transport as the apply uses it: one pool shared by every lane."""
+
+    def __init__(self, url: str) -> None:
+        from reconcile.api.transport import KeepAliveTransport
+
+        parts = urlsplit(url)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.transport = KeepAliveTransport(timeout=30)
+
+    def __call__(
+        self, lane: int, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        request = httpx.Request(method, self.origin + path, content=body, headers=headers)
+        response = self.transport.handle_request(request)
+        return response.status_code, response.read()
+
+    def close(self) -> None:
+        self.transport.close()
 
 
 def write_manifest(path: Path, users: int) -> None:
@@ -303,30 +350,15 @@ def transport_floor(url: str, calls: int) -> tuple[float, float]:
     Both send the same small GET to the same simulator over kept-alive connections (as far as
     the server keeps them): what one request costs this process before any layer of the client.
     """
-    from reconcile.api.transport import KeepAliveTransport
-
-    parts = urlsplit(url)
-    target = f"{parts.scheme}://{parts.netloc}/_bench/counts"
-    transport = KeepAliveTransport(timeout=30)
-
-    def through_httpx() -> None:
-        transport.handle_request(httpx.Request("GET", target)).read()
-
-    connection = http.client.HTTPConnection(parts.hostname or "", parts.port)
-
-    def through_http_client() -> None:
-        connection.request("GET", "/_bench/counts")
-        connection.getresponse().read()
-
+    path = "/_bench/counts"
     figures = []
-    for send in (through_httpx, through_http_client):
-        send()
+    for exchange in (_ThroughHttpx(url), _ThroughHttpClient(url)):
+        exchange(0, "GET", path, None, {})
         started = time.process_time()
         for _ in range(calls):
-            send()
+            exchange(0, "GET", path, None, {})
         figures.append(1000 * (time.process_time() - started) / calls)
-    transport.close()
-    connection.close()
+        exchange.close()
     return figures[0], figures[1]
 
 
@@ -364,18 +396,24 @@ def bench_apply(users: int) -> bool:
     try:
         manifest = work / "desk.yaml"
         write_manifest(manifest, users)
-        with simulator(work / "sim.sqlite") as url, simulator(work / "driver.sqlite") as driver_url:
+        with (
+            simulator(work / "sim.sqlite") as url,
+            simulator(work / "driver.sqlite") as driver_url,
+            simulator(work / "httpx.sqlite") as httpx_url,
+        ):
             for run in ("create + contact", "Sim+ grants after half signed"):
                 if run.startswith("Sim+"):
-                    sign_half(url, users)
-                    sign_half(driver_url, users)
+                    for each in (url, driver_url, httpx_url):
+                        sign_half(each, users)
                 before = bench_get(url, "counts")
                 wall, cpu, result = apply_once(manifest, work, url)
                 after = bench_get(url, "counts")
                 made, auth = partner_requests({p: after.get(p, 0) - before.get(p, 0) for p in after})
                 bound = lower_bound(result)
                 ok = ok and made == bound
-                d_wall, d_cpu, d_failed = drive(driver_url, bench_get(url, "take"))
+                sent = bench_get(url, "take")
+                d_wall, d_cpu, d_failed = drive(driver_url, sent)
+                h_wall, h_cpu, h_failed = drive(httpx_url, sent, via="httpx")
                 ms = 1000 * cpu / users
                 counted = f"requests {made} (lower bound {bound}{'' if made == bound else ' NOT EQUAL'})"
                 walls = f"apply wall {wall:.2f} s, driver {d_wall:.2f} s: ratio {wall / d_wall:.2f}"
@@ -386,6 +424,12 @@ def bench_apply(users: int) -> bool:
                     f"{_verdict(wall <= WALL_TARGET * d_wall)}; {cpus}, driver CPU "
                     f"{1000 * d_cpu / users:.3f} ms/user"
                     + (f"; driver answers not 2xx: {d_failed}" if d_failed else ""),
+                    flush=True,
+                )
+                print(
+                    f"{'':>6} {'  the driver on httpx:':<30} wall {h_wall:.2f} s: "
+                    f"ratio {h_wall / d_wall:.2f} to the driver; CPU {1000 * h_cpu / users:.3f} ms/user"
+                    + (f"; answers not 2xx: {h_failed}" if h_failed else ""),
                     flush=True,
                 )
     finally:
