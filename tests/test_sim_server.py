@@ -23,6 +23,7 @@ from sim_support import USER
 from reconcile.api.client import PartnerClient
 from reconcile.api.models import EvaluationUser
 from reconcile.api.transport import KeepAliveTransport
+from reconcile.errors import ReconcileError
 from reconcile.operations.clients import open_client
 from reconcile.operations.settings import Settings
 from reconcile.sim import admin
@@ -206,3 +207,14 @@ def test_a_failure_inside_the_app_is_answered_500_and_logged(caplog: pytest.LogC
         assert client.get("/user/list").status_code == 500
     failures = [record.exc_info[1] for record in caplog.records if record.exc_info]
     assert [repr(failure) for failure in failures] == ["RuntimeError('a simulator bug')"]
+
+
+def test_a_port_in_use_is_an_error_for_people(recording: Recording) -> None:
+    # Werkzeug's server printed why and what to do; waitress raises a bare OSError, which the
+    # CLI would report as "cannot use a file".
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ReconcileError, match=rf"127\.0\.0\.1:{port}: Address already in use; .*--port"):
+            make(recording, port=port)

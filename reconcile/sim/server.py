@@ -42,23 +42,29 @@ class SimServer:
 
     def __init__(self, app: Any, host: str, port: int, idle_timeout: int) -> None:
         self._map: dict[int, Any] = {}
-        server = create_server(
-            _dropping(app),
-            map=self._map,
-            host=host,
-            port=port,
-            # One socket: for a name like localhost, waitress would otherwise bind its IPv4 and IPv6
-            # addresses (on two ports when port=0).
-            ipv4=":" not in host,
-            ipv6=":" in host,
-            threads=THREADS,
-            channel_timeout=idle_timeout,
-            # Idle connections are looked for every cleanup_interval seconds: as often as they expire.
-            cleanup_interval=max(1, min(30, idle_timeout)),
-            connection_limit=1000,
-            asyncore_use_poll=True,  # select() fails past 1024 descriptors
-            clear_untrusted_proxy_headers=False,  # no proxy in front; nothing to strip
-        )
+        try:
+            server = create_server(
+                _dropping(app),
+                map=self._map,
+                host=host,
+                port=port,
+                # One socket: for a name like localhost, waitress would otherwise bind its IPv4 and IPv6
+                # addresses (on two ports when port=0).
+                ipv4=":" not in host,
+                ipv6=":" in host,
+                threads=THREADS,
+                channel_timeout=idle_timeout,
+                # Idle connections are looked for every cleanup_interval seconds: as often as they expire.
+                cleanup_interval=max(1, min(30, idle_timeout)),
+                connection_limit=1000,
+                asyncore_use_poll=True,  # select() fails past 1024 descriptors
+                clear_untrusted_proxy_headers=False,  # no proxy in front; nothing to strip
+            )
+        except OSError as exc:  # Werkzeug's server said this itself; waitress leaves it to its caller
+            raise ReconcileError(
+                f"cannot serve the simulator on {host}:{port}: {exc.strerror or exc}; stop the program "
+                "that uses that port, or choose another --port (0 picks a free one)"
+            ) from None
         if not isinstance(server, BaseWSGIServer):  # a name with several addresses: one socket each
             server.close()
             raise ReconcileError(f"{host} names several addresses; serve the simulator on one IP address")
