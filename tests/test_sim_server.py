@@ -29,7 +29,7 @@ from reconcile.operations.settings import Settings
 from reconcile.sim import admin
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.config import SimConfig
-from reconcile.sim.server import SimServer, base_url, make, serve
+from reconcile.sim.server import THREADS, SimServer, base_url, make, serve
 from reconcile.sim.testing import ManualClock, login
 
 CREATE = "/v1/user/createevaluationusers"
@@ -218,3 +218,34 @@ def test_a_port_in_use_is_an_error_for_people(recording: Recording) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ReconcileError, match=rf"127\.0\.0\.1:{port}: Address already in use; .*--port"):
             make(recording, port=port)
+
+
+def test_slow_answers_whose_clients_gave_up_do_not_hold_the_servers_threads(recording: Recording) -> None:
+    # A slow fault longer than the client's read timeout: the client gives up (and apply resends
+    # an idempotent call), but a worker that slept on would hold one of the server's fixed threads
+    # for the whole fault. Enough of them starved every other request (Werkzeug: one thread each).
+    with running(recording) as server, httpx.Client(base_url=base_url(server)) as client:
+        token = login(client)
+        admin.arm_fault(recording.app.store, "slow", "/user/list", count=THREADS, seconds=60.0)
+        auth = {"Authorization": f"Bearer {token}"}
+
+        def give_up() -> None:
+            with pytest.raises(httpx.TimeoutException):
+                httpx.get(f"{base_url(server)}/user/list", headers=auth, timeout=0.5)
+
+        callers = [threading.Thread(target=give_up) for _ in range(THREADS)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        assert client.get("/account/list", headers=auth, timeout=20).status_code == 200
+
+
+def test_a_slow_answer_still_comes_late_to_a_client_that_waits(recording: Recording) -> None:
+    with running(recording) as server, httpx.Client(base_url=base_url(server)) as client:
+        token = login(client)
+        admin.arm_fault(recording.app.store, "slow", "/user/list", seconds=0.5)
+        started = time.monotonic()
+        answer = client.get("/user/list", headers={"Authorization": f"Bearer {token}"}, timeout=20)
+        assert (answer.status_code, answer.headers["X-Sim-Fault"]) == (200, "slow")
+        assert time.monotonic() - started >= 0.5

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from waitress.server import BaseWSGIServer, create_server
 from reconcile.api.endpoints import is_loopback
 from reconcile.errors import ReconcileError
 from reconcile.sim.app import is_admin_request
-from reconcile.sim.faults import DropConnection
+from reconcile.sim.faults import CLIENT_GONE_KEY, DropConnection
 
 ADMIN_TOKEN_ENV = "RECONCILE_SIM_ADMIN_TOKEN"
 """The variable holding the bearer token every ``/_sim/`` route then requires."""
@@ -110,6 +111,7 @@ def _dropping(app: Any) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
     """
 
     def served(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        environ[CLIENT_GONE_KEY] = _hung_up(environ)
         try:
             result: Iterable[bytes] = app(environ, start_response)
         except DropConnection as exc:
@@ -117,6 +119,28 @@ def _dropping(app: Any) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
         return result
 
     return served
+
+
+def _hung_up(environ: dict[str, Any]) -> Callable[[], bool] | None:
+    """Return a check of whether the request's client has closed its connection (None if unknown).
+
+    Waitress's own ``waitress.client_disconnected`` only learns it by reading on while a request
+    runs (``channel_request_lookahead``), which drops the answers of clients that half-close
+    after sending; peeking at the socket learns it without reading.
+    """
+    sock = getattr(getattr(environ.get("waitress.client_disconnected"), "__self__", None), "socket", None)
+    if not isinstance(sock, socket.socket):
+        return None
+
+    def gone() -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False  # nothing to read: still there
+        except OSError:
+            return True
+
+    return gone
 
 
 def admin_token(environ: dict[str, str] | None = None) -> str | None:
