@@ -249,3 +249,16 @@ def test_a_slow_answer_still_comes_late_to_a_client_that_waits(recording: Record
         answer = client.get("/user/list", headers={"Authorization": f"Bearer {token}"}, timeout=20)
         assert (answer.status_code, answer.headers["X-Sim-Fault"]) == (200, "slow")
         assert time.monotonic() - started >= 0.5
+
+
+def test_a_bracketed_ipv6_host_gives_a_usable_url(recording: Recording) -> None:
+    # `sim serve --host [::1]` (the form URLs use) printed http://[[::1]]:PORT/v1.
+    try:
+        server = make(recording, host="[::1]")
+    except ReconcileError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        assert base_url(server) == f"http://[::1]:{server.port}/v1"
+        assert httpx.URL(base_url(server)).host == "::1"
+    finally:
+        server.server_close()

@@ -70,7 +70,7 @@ class SimServer:
             server.close()
             raise ReconcileError(f"{host} names several addresses; serve the simulator on one IP address")
         self._server = server
-        self.host = host
+        self.host = host.strip("[]")  # waitress takes [::1] as well as ::1; URLs add the brackets
         self.port = int(server.getsockname()[1])
         self._stop = threading.Event()
         self._stopped = threading.Event()
