@@ -216,8 +216,10 @@ def test_a_port_in_use_is_an_error_for_people(recording: Recording) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        threads = threading.active_count()
         with pytest.raises(ReconcileError, match=rf"127\.0\.0\.1:{port}: Address already in use; .*--port"):
             make(recording, port=port)
+    assert threading.active_count() == threads  # none of the server's threads left behind
 
 
 def test_slow_answers_whose_clients_gave_up_do_not_hold_the_servers_threads(recording: Recording) -> None:

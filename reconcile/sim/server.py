@@ -19,6 +19,7 @@ from typing import Any
 from waitress import wasyncore
 from waitress.channel import ClientDisconnected
 from waitress.server import BaseWSGIServer, create_server
+from waitress.task import ThreadedTaskDispatcher
 
 from reconcile.api.endpoints import is_loopback
 from reconcile.errors import ReconcileError
@@ -43,10 +44,14 @@ class SimServer:
 
     def __init__(self, app: Any, host: str, port: int, idle_timeout: int) -> None:
         self._map: dict[int, Any] = {}
+        # Its threads start once the socket is bound: waitress starts them first, and a failed
+        # bind left 16 idle threads (and the wake-up pipe) behind for good.
+        dispatcher = ThreadedTaskDispatcher()
         try:
             server = create_server(
                 _dropping(app),
                 map=self._map,
+                _dispatcher=dispatcher,
                 host=host,
                 port=port,
                 # One socket: for a name like localhost, waitress would otherwise bind its IPv4 and IPv6
@@ -62,13 +67,16 @@ class SimServer:
                 clear_untrusted_proxy_headers=False,  # no proxy in front; nothing to strip
             )
         except OSError as exc:  # Werkzeug's server said this itself; waitress leaves it to its caller
+            wasyncore.close_all(self._map)
             raise ReconcileError(
                 f"cannot serve the simulator on {host}:{port}: {exc.strerror or exc}; stop the program "
                 "that uses that port, or choose another --port (0 picks a free one)"
             ) from None
         if not isinstance(server, BaseWSGIServer):  # a name with several addresses: one socket each
             server.close()
+            wasyncore.close_all(self._map)
             raise ReconcileError(f"{host} names several addresses; serve the simulator on one IP address")
+        dispatcher.set_thread_count(THREADS)
         self._server = server
         self.host = host.strip("[]")  # waitress takes [::1] as well as ::1; URLs add the brackets
         self.port = int(server.getsockname()[1])
