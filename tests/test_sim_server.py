@@ -23,12 +23,13 @@ from sim_support import USER
 from reconcile.api.client import PartnerClient
 from reconcile.api.models import EvaluationUser
 from reconcile.api.transport import KeepAliveTransport
+from reconcile.errors import ReconcileError
 from reconcile.operations.clients import open_client
 from reconcile.operations.settings import Settings
 from reconcile.sim import admin
 from reconcile.sim.app import SimApp, create_app
 from reconcile.sim.config import SimConfig
-from reconcile.sim.server import SimServer, base_url, make, serve
+from reconcile.sim.server import THREADS, SimServer, base_url, make, serve
 from reconcile.sim.testing import ManualClock, login
 
 CREATE = "/v1/user/createevaluationusers"
@@ -206,3 +207,60 @@ def test_a_failure_inside_the_app_is_answered_500_and_logged(caplog: pytest.LogC
         assert client.get("/user/list").status_code == 500
     failures = [record.exc_info[1] for record in caplog.records if record.exc_info]
     assert [repr(failure) for failure in failures] == ["RuntimeError('a simulator bug')"]
+
+
+def test_a_port_in_use_is_an_error_for_people(recording: Recording) -> None:
+    # Werkzeug's server printed why and what to do; waitress raises a bare OSError, which the
+    # CLI would report as "cannot use a file".
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        threads = threading.active_count()
+        with pytest.raises(ReconcileError, match=rf"127\.0\.0\.1:{port}: Address already in use; .*--port"):
+            make(recording, port=port)
+    assert threading.active_count() == threads  # none of the server's threads left behind
+
+
+def test_slow_answers_whose_clients_gave_up_do_not_hold_the_servers_threads(recording: Recording) -> None:
+    # A slow fault longer than the client's read timeout: the client gives up (and apply resends
+    # an idempotent call), but a worker that slept on would hold one of the server's fixed threads
+    # for the whole fault. Enough of them starved every other request (Werkzeug: one thread each).
+    with running(recording) as server, httpx.Client(base_url=base_url(server)) as client:
+        token = login(client)
+        admin.arm_fault(recording.app.store, "slow", "/user/list", count=THREADS, seconds=60.0)
+        auth = {"Authorization": f"Bearer {token}"}
+
+        def give_up() -> None:
+            with pytest.raises(httpx.TimeoutException):
+                httpx.get(f"{base_url(server)}/user/list", headers=auth, timeout=0.5)
+
+        callers = [threading.Thread(target=give_up) for _ in range(THREADS)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        assert client.get("/account/list", headers=auth, timeout=20).status_code == 200
+
+
+def test_a_slow_answer_still_comes_late_to_a_client_that_waits(recording: Recording) -> None:
+    with running(recording) as server, httpx.Client(base_url=base_url(server)) as client:
+        token = login(client)
+        admin.arm_fault(recording.app.store, "slow", "/user/list", seconds=0.5)
+        started = time.monotonic()
+        answer = client.get("/user/list", headers={"Authorization": f"Bearer {token}"}, timeout=20)
+        assert (answer.status_code, answer.headers["X-Sim-Fault"]) == (200, "slow")
+        assert time.monotonic() - started >= 0.5
+
+
+def test_a_bracketed_ipv6_host_gives_a_usable_url(recording: Recording) -> None:
+    # `sim serve --host [::1]` (the form URLs use) printed http://[[::1]]:PORT/v1.
+    try:
+        server = make(recording, host="[::1]")
+    except ReconcileError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        assert base_url(server) == f"http://[::1]:{server.port}/v1"
+        assert httpx.URL(base_url(server)).host == "::1"
+    finally:
+        server.server_close()

@@ -34,6 +34,7 @@ from reconcile.contract import ContractViolation, validate_request, validate_res
 from reconcile.sim import admin, rules
 from reconcile.sim.config import RuntimeSettings, SimConfig
 from reconcile.sim.faults import (
+    CLIENT_GONE_KEY,
     FAULT_HEADER,
     READ_TIMEOUT_KEY,
     DropConnection,
@@ -298,7 +299,7 @@ class SimApp:
             if timeout is not None and fault.seconds > timeout:
                 self.sleep(timeout)
                 raise SimulatedTimeout(timeout)
-            self.sleep(fault.seconds)
+            self._slow(fault.seconds, environ.get(CLIENT_GONE_KEY))
             response.headers[FAULT_HEADER] = fault.kind
             return response
         if fault.kind == "malformed":
@@ -309,6 +310,19 @@ class SimApp:
         # drop_after_apply: the answer is never given. In-process, SimTransport turns this into a
         # dropped connection; on the real server, reconcile.sim.server closes the connection.
         raise DropConnection(environ.get("PATH_INFO", ""))
+
+    def _slow(self, seconds: float, gone: Callable[[], bool] | None) -> None:
+        """Sleep ``seconds``; on the real server, only while the client still waits for the answer.
+
+        The real server has a fixed number of threads: a client that gave up at its read timeout must
+        not keep one asleep, or a few resent calls starve every other request.
+        """
+        if gone is None:
+            self.sleep(seconds)
+            return
+        while seconds > 0 and not gone():
+            self.sleep(min(seconds, 0.1))
+            seconds -= 0.1
 
     def _session(self, tx: Tx, request: Request) -> Any:
         header = request.headers.get("Authorization", "")

@@ -25,6 +25,9 @@ FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 FAULT_HEADER = "X-Sim-Fault"
 """Response header naming the injected fault, so contract checks skip deliberate garbage."""
 
+CLIENT_GONE_KEY = "reconcile.sim.client_gone"
+"""WSGI environ key: a callable saying whether the client hung up (the real server sets it)."""
+
 READ_TIMEOUT_KEY = "reconcile.sim.read_timeout"
 """WSGI environ key: the client's read timeout, passed in by :class:`reconcile.sim.transport.SimTransport`."""
 

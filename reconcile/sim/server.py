@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -18,11 +19,12 @@ from typing import Any
 from waitress import wasyncore
 from waitress.channel import ClientDisconnected
 from waitress.server import BaseWSGIServer, create_server
+from waitress.task import ThreadedTaskDispatcher
 
 from reconcile.api.endpoints import is_loopback
 from reconcile.errors import ReconcileError
 from reconcile.sim.app import is_admin_request
-from reconcile.sim.faults import DropConnection
+from reconcile.sim.faults import CLIENT_GONE_KEY, DropConnection
 
 ADMIN_TOKEN_ENV = "RECONCILE_SIM_ADMIN_TOKEN"
 """The variable holding the bearer token every ``/_sim/`` route then requires."""
@@ -42,28 +44,41 @@ class SimServer:
 
     def __init__(self, app: Any, host: str, port: int, idle_timeout: int) -> None:
         self._map: dict[int, Any] = {}
-        server = create_server(
-            _dropping(app),
-            map=self._map,
-            host=host,
-            port=port,
-            # One socket: for a name like localhost, waitress would otherwise bind its IPv4 and IPv6
-            # addresses (on two ports when port=0).
-            ipv4=":" not in host,
-            ipv6=":" in host,
-            threads=THREADS,
-            channel_timeout=idle_timeout,
-            # Idle connections are looked for every cleanup_interval seconds: as often as they expire.
-            cleanup_interval=max(1, min(30, idle_timeout)),
-            connection_limit=1000,
-            asyncore_use_poll=True,  # select() fails past 1024 descriptors
-            clear_untrusted_proxy_headers=False,  # no proxy in front; nothing to strip
-        )
+        # Its threads start once the socket is bound: waitress starts them first, and a failed
+        # bind left 16 idle threads (and the wake-up pipe) behind for good.
+        dispatcher = ThreadedTaskDispatcher()
+        try:
+            server = create_server(
+                _dropping(app),
+                map=self._map,
+                _dispatcher=dispatcher,
+                host=host,
+                port=port,
+                # One socket: for a name like localhost, waitress would otherwise bind its IPv4 and IPv6
+                # addresses (on two ports when port=0).
+                ipv4=":" not in host,
+                ipv6=":" in host,
+                threads=THREADS,
+                channel_timeout=idle_timeout,
+                # Idle connections are looked for every cleanup_interval seconds: as often as they expire.
+                cleanup_interval=max(1, min(30, idle_timeout)),
+                connection_limit=1000,
+                asyncore_use_poll=True,  # select() fails past 1024 descriptors
+                clear_untrusted_proxy_headers=False,  # no proxy in front; nothing to strip
+            )
+        except OSError as exc:  # Werkzeug's server said this itself; waitress leaves it to its caller
+            wasyncore.close_all(self._map)
+            raise ReconcileError(
+                f"cannot serve the simulator on {host}:{port}: {exc.strerror or exc}; stop the program "
+                "that uses that port, or choose another --port (0 picks a free one)"
+            ) from None
         if not isinstance(server, BaseWSGIServer):  # a name with several addresses: one socket each
             server.close()
+            wasyncore.close_all(self._map)
             raise ReconcileError(f"{host} names several addresses; serve the simulator on one IP address")
+        dispatcher.set_thread_count(THREADS)
         self._server = server
-        self.host = host
+        self.host = host.strip("[]")  # waitress takes [::1] as well as ::1; URLs add the brackets
         self.port = int(server.getsockname()[1])
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -104,6 +119,7 @@ def _dropping(app: Any) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
     """
 
     def served(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        environ[CLIENT_GONE_KEY] = _hung_up(environ)
         try:
             result: Iterable[bytes] = app(environ, start_response)
         except DropConnection as exc:
@@ -111,6 +127,28 @@ def _dropping(app: Any) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
         return result
 
     return served
+
+
+def _hung_up(environ: dict[str, Any]) -> Callable[[], bool] | None:
+    """Return a check of whether the request's client has closed its connection (None if unknown).
+
+    Waitress's own ``waitress.client_disconnected`` only learns it by reading on while a request
+    runs (``channel_request_lookahead``), which drops the answers of clients that half-close
+    after sending; peeking at the socket learns it without reading.
+    """
+    sock = getattr(getattr(environ.get("waitress.client_disconnected"), "__self__", None), "socket", None)
+    if not isinstance(sock, socket.socket):
+        return None
+
+    def gone() -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False  # nothing to read: still there
+        except OSError:
+            return True
+
+    return gone
 
 
 def admin_token(environ: dict[str, str] | None = None) -> str | None:
