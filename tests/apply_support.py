@@ -6,12 +6,12 @@ import contextlib
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import sim_serve_argv
 
 PASSWORD = "Tr4der-Password!"
 
@@ -73,8 +73,7 @@ def served_sim_env(tmp_path: Path) -> dict[str, str]:
 def served_sim(folder: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run `reconcile sim serve` (no rate limits) on a free loopback port; yield its /v1 base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconcile", "sim", "serve", "--port", "0", "--no-limits",
-         "--db", str(folder / "served.sqlite")],
+        sim_serve_argv(folder / "served.sqlite", "--no-limits"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

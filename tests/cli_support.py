@@ -38,6 +38,11 @@ def call(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, st
     return code, out, err
 
 
+def sim_serve_argv(db: Path, *options: str) -> list[str]:
+    """The command line of ``reconcile sim serve`` on a free loopback port over ``db``."""
+    return [sys.executable, "-m", "reconcile", "sim", "serve", "--port", "0", *options, "--db", str(db)]
+
+
 def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
     """``reconcile ARGS…`` through :func:`reconcile.cli.main`; stdout and stderr kept apart."""
     return CliRunner().invoke(_Entry("reconcile"), [str(a) for a in args], env=env)

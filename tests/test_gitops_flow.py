@@ -10,13 +10,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from cli_support import run_child
+from cli_support import run_child, sim_serve_argv
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -55,17 +54,7 @@ def reconcile(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.Complete
 def sim_url(tmp_path: Path) -> Iterator[str]:
     """`reconcile sim serve --port 0` on loopback; yields its base URL."""
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconcile",
-            "sim",
-            "serve",
-            "--port",
-            "0",
-            "--db",
-            str(tmp_path / "sim.sqlite"),
-        ],
+        sim_serve_argv(tmp_path / "sim.sqlite"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_support import sim_serve_argv
 from sim_support import USER
 
 from reconcile.api.client import PartnerClient
@@ -170,17 +170,7 @@ def test_shutdown_stops_the_loop_and_frees_the_port(recording: Recording) -> Non
 
 def test_ctrl_c_ends_sim_serve_quietly_with_a_connection_open(tmp_path: Path) -> None:
     served = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconcile",
-            "sim",
-            "serve",
-            "--port",
-            "0",
-            "--db",
-            str(tmp_path / "sim.sqlite"),
-        ],
+        sim_serve_argv(tmp_path / "sim.sqlite"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
