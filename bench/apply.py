@@ -146,13 +146,16 @@ def bench_get(url: str, what: str) -> Any:
     return httpx.get(f"{url.rsplit('/v1', 1)[0]}/_bench/{what}", timeout=60).json()
 
 
-def drive(url: str, requests: list[list[str]], via: str = "http.client") -> tuple[float, float, int]:
+def drive(
+    url: str, requests: list[list[str]], through: type[_ThroughHttpClient | _ThroughHttpx] | None = None
+) -> tuple[float, float, int]:
     """Send ``requests`` as a minimal client would; return (wall s, CPU s, answers that were not 2xx).
 
     One login, then keep-alive connections; a run of calls between two sequential ones goes
-    out over ``WORKERS`` connections at once, like the apply's worker threads. ``via``: the
-    bytes go out through ``http.client`` (the driver), or through httpx's transport as the
-    apply sends them (the same loop, to measure what the HTTP library alone costs).
+    out over ``WORKERS`` connections at once, like the apply's worker threads. ``through``: the
+    bytes go out through ``http.client`` (the driver, by default), or through httpx's transport
+    as the apply sends them (:class:`_ThroughHttpx`: the same loop, to measure what the HTTP
+    library alone costs).
     """
     parts = urlsplit(url)
     login = {
@@ -160,7 +163,7 @@ def drive(url: str, requests: list[list[str]], via: str = "http.client") -> tupl
         for key, var in (("name", "USERNAME"), ("password", "PASSWORD"), ("appId", "APP_ID"), ("cid", "CID"),
                          ("appVersion", "APP_VERSION"), ("sec", "SEC"), ("deviceId", "DEVICE_ID"))
     }  # fmt: skip
-    exchange = _ThroughHttpx(url) if via == "httpx" else _ThroughHttpClient(url)
+    exchange = (through or _ThroughHttpClient)(url)
     failed = [0]
 
     def send(lane: int, method: str, path: str, body: str, token: str = "") -> bytes:
@@ -413,7 +416,7 @@ def bench_apply(users: int) -> bool:
                 ok = ok and made == bound
                 sent = bench_get(url, "take")
                 d_wall, d_cpu, d_failed = drive(driver_url, sent)
-                h_wall, h_cpu, h_failed = drive(httpx_url, sent, via="httpx")
+                h_wall, h_cpu, h_failed = drive(httpx_url, sent, _ThroughHttpx)
                 ms = 1000 * cpu / users
                 counted = f"requests {made} (lower bound {bound}{'' if made == bound else ' NOT EQUAL'})"
                 walls = f"apply wall {wall:.2f} s, driver {d_wall:.2f} s: ratio {wall / d_wall:.2f}"
