@@ -1,45 +1,321 @@
-"""The default HTTP transport: httpx's own (httpcore), used without httpx's client layer.
+"""The default HTTP transport: kept-alive HTTP/1.1 connections, answers read by llhttp (httptools).
 
 The client builds each :class:`httpx.Request` itself and runs the token flow (:func:`send`): the
 client layer's per-request URL merging, cookie jar and header handling cost about as much CPU
-as the exchange itself. A hand-written HTTP/1.1 transport measured 0.08 ms of client CPU per
-small POST on loopback against httpx's 0.22 ms (urllib3: 0.21 ms), but the wire protocol is
-left to a library that is kept up: 0.14 ms a request is not worth owning HTTP parsing and TLS.
+as the exchange itself. Below it, httpx's own transport (httpcore and h11, pure Python) spent
+0.18-0.20 ms of CPU on each small request against a loopback server; this one spends ~0.04
+(``bench/apply.py``'s "transport alone" line), which is most of the apply's CPU per user.
 
-:class:`httpx.HTTPTransport` maps failures onto httpx's exceptions, so
+What is written here is the part HTTP leaves to a client: the request's head (from the headers
+httpx built, each checked against RFC 9110's grammar before anything is sent), the pool of idle
+connections per origin, and when a connection may be reused. Reading an answer (status line,
+headers, framing by length, chunks or the close, informational answers) is llhttp's, Node.js's
+parser, through httptools. The differences from h11 that matter are pinned by
+``tests/test_api_transport.py``, which runs the same exchanges through httpx's transport too.
+
+Failures are httpx's exceptions, in the order a request goes out, so
 :class:`reconcile.api.client.PartnerClient` tells a request that never left this machine
-(:class:`httpx.ConnectError`, :class:`httpx.ConnectTimeout`) from one that may have been applied.
+(:class:`httpx.ConnectError`, :class:`httpx.ConnectTimeout`: DNS, refused, the TLS handshake)
+from one that may have been applied (:class:`httpx.WriteError` and every later failure).
 """
 
 from __future__ import annotations
 
+import re
+import select
+import socket
 import ssl
+import threading
 import urllib.request
+from typing import Any
 
+import httptools
 import httpx
 
 MAX_IDLE = 20
 """Connections per origin kept open between requests (as httpx's client kept)."""
 
+_READ_SIZE = 65536
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A method or header name (RFC 9110 5.6.2)."""
+_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
+"""A header value (RFC 9110 5.5): no CR, LF or NUL, no whitespace at either end."""
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_Origin = tuple[str, str, int]
 
-class KeepAliveTransport(httpx.HTTPTransport):
-    """httpx's transport with the client's defaults: kept-alive connections, no retries.
+
+class KeepAliveTransport(httpx.BaseTransport):
+    """HTTP/1.1 with kept-alive connections, no retries, TLS verified as httpx verifies.
 
     A request without a timeout of its own gets ``timeout`` (the client always sets one).
     """
 
     def __init__(self, *, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> None:
         """``ssl_context`` verifies HTTPS servers; by default httpx's (certifi, or ``SSL_CERT_FILE``)."""
-        super().__init__(
-            verify=ssl_context if ssl_context is not None else True,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=MAX_IDLE),
-            retries=0,
-        )
         self._timeout = httpx.Timeout(timeout).as_dict()
+        self._ssl_context = ssl_context
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        request.extensions.setdefault("timeout", self._timeout)
-        return super().handle_request(request)
+        timeout = request.extensions.get("timeout", self._timeout)
+        head, body = _request_bytes(request)
+        origin = _origin(request.url)
+        connection = self._checkout(origin) or self._connect(origin, timeout)
+        try:
+            answer = connection.exchange(head, body, timeout, head_only=request.method == "HEAD")
+        except BaseException:
+            connection.close()
+            raise
+        self._checkin(origin, connection, reusable=answer.reusable)
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=httpx.ByteStream(b"".join(answer.body)),
+            extensions={"http_version": answer.version, "reason_phrase": answer.reason},
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle = [c for connections in self._idle.values() for c in connections]
+            self._idle.clear()
+        for connection in idle:
+            connection.close()
+
+    def _checkout(self, origin: _Origin) -> _Connection | None:
+        """An idle connection to ``origin`` the server has not closed, or None."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(origin)
+                if not idle:
+                    return None
+                connection = idle.pop()
+            if connection.still_open():
+                return connection
+            connection.close()
+
+    def _checkin(self, origin: _Origin, connection: _Connection, *, reusable: bool) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(origin, [])
+            if reusable and not self._closed and len(idle) < MAX_IDLE:
+                idle.append(connection)
+                return
+        connection.close()
+
+    def _connect(self, origin: _Origin, timeout: dict[str, Any]) -> _Connection:
+        scheme, host, port = origin
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout.get("connect"))
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = self._tls().wrap_socket(sock, server_hostname=host)
+        except TimeoutError as exc:
+            sock.close()
+            raise httpx.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:  # ssl.SSLError and certificate failures are OSErrors
+            sock.close()
+            raise httpx.ConnectError(str(exc)) from exc
+        return _Connection(sock)
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            context = httpx.create_ssl_context()
+            context.set_alpn_protocols(["http/1.1"])
+            self._ssl_context = context
+        return self._ssl_context
+
+
+def _origin(url: httpx.URL) -> _Origin:
+    scheme = url.scheme
+    if scheme not in ("http", "https"):
+        raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{scheme}://'.")
+    host = url.raw_host.decode("ascii")  # IDNA 2008, as httpx encoded it
+    return scheme, host, url.port or (443 if scheme == "https" else 80)
+
+
+def _request_bytes(request: httpx.Request) -> tuple[bytes, bytes]:
+    """The request's head and body as they go on the wire; nothing unsendable gets this far."""
+    method = request.method.encode("ascii")
+    target = request.url.raw_path
+    if _TOKEN.fullmatch(method) is None or _TARGET.fullmatch(target) is None:
+        raise httpx.LocalProtocolError(f"cannot send the request line {method!r} {target!r}")
+    lines = [method + b" " + target + b" HTTP/1.1"]
+    chunked = False
+    for name, value in request.headers.raw:
+        if _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
+            raise httpx.LocalProtocolError(
+                f"cannot send the header {name.decode('latin-1')!r}: illegal characters"
+            )
+        if name.lower() == b"transfer-encoding":
+            chunked = value.lower() == b"chunked"
+        lines.append(name + b": " + value)
+    body = request.read()
+    if chunked:
+        body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+    return b"\r\n".join(lines) + b"\r\n\r\n", body
+
+
+class _Answer:
+    """An answer as llhttp reads it: the parser's callbacks (httptools calls them by name)."""
+
+    __slots__ = (
+        "beyond",
+        "body",
+        "complete",
+        "head_done",
+        "head_only",
+        "headers",
+        "keep_alive",
+        "parser",
+        "reason",
+        "status",
+        "version",
+    )
+
+    def __init__(self, *, head_only: bool) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.head_only = head_only
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.version = b"HTTP/1.1"
+        self.head_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.beyond = False
+        """Bytes came after the answer: the connection is not in a known state."""
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.beyond = True
+            raise _Stop  # not this request's answer: leave it unread, and the connection unused
+        self.reason = b""
+        self.headers = []
+        self.body = []
+        self.head_done = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        value = value.rstrip(b" \t")  # llhttp keeps the whitespace after a value
+        if name.lower() == b"transfer-encoding" and value.lower() != b"chunked":
+            # A body still coded as the server sent it would be read as the answer (h11 refuses too).
+            raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {value.decode('latin-1')!r}")
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.version = b"HTTP/" + self.parser.get_http_version().encode("ascii")
+        if self._informational():
+            return
+        self.head_done = True
+        if self.head_only:
+            self.complete = True
+            raise _Stop  # a HEAD answer has no body, whatever its headers say
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self._informational():
+            self.complete = True
+            # HTTP/1.0 connections are never reused (as h11); llhttp forgets this for the next message.
+            self.keep_alive = self.version == b"HTTP/1.1" and self.parser.should_keep_alive()
+
+    def _informational(self) -> bool:
+        return 100 <= self.status < 200 and self.status != 101
+
+    @property
+    def reusable(self) -> bool:
+        return self.keep_alive and not self.head_only and not self.beyond
+
+    def feed(self, data: bytes) -> None:
+        """Read ``data``; at the end of the stream (``b""``), end an answer framed by the close."""
+        if not data:
+            if not self.head_done:
+                raise httpx.RemoteProtocolError("Server disconnected without sending a complete answer.")
+            if not self._framed_by_close():
+                raise httpx.RemoteProtocolError("Server disconnected before the answer's body was complete.")
+            self.complete = True
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, httpx.RemoteProtocolError):
+                raise exc.__context__ from None
+            if not isinstance(exc.__context__, _Stop):
+                raise
+        except httptools.HttpParserError as exc:
+            if not self.complete:
+                raise httpx.RemoteProtocolError(f"malformed answer: {exc}") from exc
+            self.beyond = True
+
+    def _framed_by_close(self) -> bool:
+        """Whether the answer's body runs to the end of the stream: neither a length nor chunks."""
+        return not any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers)
+
+
+class _Stop(Exception):
+    """Stops the parser once the answer is read (a HEAD answer's head, or its end)."""
+
+
+class _Connection:
+    """One socket, one request at a time."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def exchange(self, head: bytes, body: bytes, timeout: dict[str, Any], *, head_only: bool) -> _Answer:
+        sock = self.sock
+        try:
+            sock.settimeout(timeout.get("write"))
+            if len(body) < _READ_SIZE:
+                sock.sendall(head + body)
+            else:
+                sock.sendall(head)
+                sock.sendall(body)
+        except TimeoutError as exc:
+            raise httpx.WriteTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpx.WriteError(str(exc)) from exc
+        answer = _Answer(head_only=head_only)
+        try:
+            sock.settimeout(timeout.get("read"))
+            while not answer.complete:
+                answer.feed(sock.recv(_READ_SIZE))
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc)) from exc
+        if answer.status == 101:
+            raise httpx.RemoteProtocolError("the server switched protocols instead of answering")
+        return answer
+
+    def still_open(self) -> bool:
+        """Whether the server has neither closed this idle connection nor sent on it unasked."""
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return not poller.poll(0)
+        readable, _, _ = select.select([sock], [], [], 0)  # Windows: no descriptor limit there
+        return not readable
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class _ThroughHttpx(httpx.BaseTransport):
