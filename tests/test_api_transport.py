@@ -73,7 +73,10 @@ class Server:
             while self.answers:
                 head = b""
                 while not head.endswith(b"\r\n\r\n"):
-                    line = reader.readline()
+                    try:
+                        line = reader.readline()
+                    except ConnectionResetError:  # the client closed with an answer left unread
+                        line = b""
                     if not line:
                         with self._count:
                             self.closed += 1
@@ -429,3 +432,42 @@ def test_an_international_host_is_reached_by_its_idna_2008_name(
     with pytest.raises(httpx.ConnectError):
         transport.handle_request(httpx.Request("GET", "http://straße.test:8/x"))
     assert dialled == [("xn--strae-oqa.test", 8)]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",  # then the close: no answer came
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nstill-coded",  # h11 refuses it too
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    ],
+)
+def test_what_is_not_an_answer_is_a_protocol_error(transport: KeepAliveTransport, answer: bytes) -> None:
+    server = Server([lambda _r: DROP + answer, lambda _r: ok(b"fine")])
+    with pytest.raises(httpx.RemoteProtocolError):
+        get(transport, server)
+    assert get(transport, server).content == b"fine"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ok(b"1") + b"junk",  # h11's transport kept the connection, then read "junk" as the next answer
+        ok(b"1") + ok(b"unasked"),
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n1",  # never reused, as h11
+    ],
+)
+def test_a_connection_in_doubt_is_not_reused(transport: KeepAliveTransport, answer: bytes) -> None:
+    server = Server([lambda _r: answer, lambda _r: ok(b"2")])
+    assert get(transport, server).content == b"1"
+    assert get(transport, server).content == b"2"
+    assert server.connections == 2
+
+
+def test_an_answer_without_content_coding_is_read_once_and_whitespace_after_values_is_dropped(
+    transport: KeepAliveTransport,
+) -> None:
+    server = Server([lambda _r: b"HTTP/1.1 200 OK\r\nContent-Length:  2 \r\nX-A: b\t\r\n\r\nok"])
+    response = transport.handle_request(httpx.Request("GET", server.url + "/x"))
+    assert response.content == b"ok"  # readable before read(): nothing to decode
+    assert response.headers.raw == [(b"Content-Length", b"2"), (b"X-A", b"b")]

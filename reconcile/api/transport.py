@@ -27,6 +27,7 @@ import socket
 import ssl
 import threading
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import httptools
@@ -69,12 +70,7 @@ class KeepAliveTransport(httpx.BaseTransport):
             connection.close()
             raise
         self._checkin(origin, connection, reusable=answer.reusable)
-        return httpx.Response(
-            answer.status,
-            headers=answer.headers,
-            stream=httpx.ByteStream(b"".join(answer.body)),
-            extensions={"http_version": answer.version, "reason_phrase": answer.reason},
-        )
+        return answer.response()
 
     def close(self) -> None:
         with self._lock:
@@ -231,6 +227,21 @@ class _Answer:
             # HTTP/1.0 connections are never reused (as h11); llhttp forgets this for the next message.
             self.keep_alive = self.version == b"HTTP/1.1" and self.parser.should_keep_alive()
 
+    def response(self) -> httpx.Response:
+        """The answer as httpx's response; its body already read unless it must be decoded."""
+        body = b"".join(self.body)
+        response = httpx.Response(
+            self.status,
+            headers=self.headers,
+            stream=_Body(body),
+            extensions={"http_version": self.version, "reason_phrase": self.reason},
+        )
+        if not any(name.lower() == b"content-encoding" for name, _ in self.headers):
+            # What httpx's read() would store after passing the bytes through its identity
+            # decoder and chunker: 8% of an apply's CPU. Without it, read() still decodes.
+            response._content = body
+        return response
+
     def _informational(self) -> bool:
         return 100 <= self.status < 200 and self.status != 101
 
@@ -254,6 +265,8 @@ class _Answer:
                 raise exc.__context__ from None
             if not isinstance(exc.__context__, _Stop):
                 raise
+        except httptools.HttpParserUpgrade:
+            raise httpx.RemoteProtocolError("the server switched protocols instead of answering") from None
         except httptools.HttpParserError as exc:
             if not self.complete:
                 raise httpx.RemoteProtocolError(f"malformed answer: {exc}") from exc
@@ -262,6 +275,16 @@ class _Answer:
     def _framed_by_close(self) -> bool:
         """Whether the answer's body runs to the end of the stream: neither a length nor chunks."""
         return not any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers)
+
+
+class _Body(httpx.SyncByteStream):
+    """A body already read (unlike httpx's ByteStream, httpx.Response does not read it at once)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._body
 
 
 class _Stop(Exception):
