@@ -43,6 +43,8 @@ class Server:
         self.connections = 0
         self.closed = 0
         """Connections the client closed (the server saw the end of the stream between requests)."""
+        self.hung_up = threading.Semaphore(0)
+        """Released once for each connection the server has closed, for whatever reason."""
         self._count = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -62,6 +64,12 @@ class Server:
             threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
 
     def _talk(self, conn: socket.socket) -> None:
+        try:
+            self._converse(conn)
+        finally:
+            self.hung_up.release()
+
+    def _converse(self, conn: socket.socket) -> None:
         if self.tls is not None:
             try:
                 conn = self.tls.wrap_socket(conn, server_side=True)
