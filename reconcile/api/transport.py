@@ -302,7 +302,7 @@ class _Connection:
     def exchange(self, head: bytes, body: bytes, timeout: dict[str, Any], *, head_only: bool) -> _Answer:
         sock = self.sock
         try:
-            sock.settimeout(timeout.get("write"))
+            _set_timeout(sock, timeout.get("write"))
             if len(body) < _READ_SIZE:
                 sock.sendall(head + body)
             else:
@@ -314,7 +314,7 @@ class _Connection:
             raise httpx.WriteError(str(exc)) from exc
         answer = _Answer(head_only=head_only)
         try:
-            sock.settimeout(timeout.get("read"))
+            _set_timeout(sock, timeout.get("read"))
             while not answer.complete:
                 answer.feed(sock.recv(_READ_SIZE))
         except TimeoutError as exc:
@@ -339,6 +339,11 @@ class _Connection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _set_timeout(sock: socket.socket, seconds: float | None) -> None:
+    if sock.gettimeout() != seconds:  # setting it is a system call even when it does not change
+        sock.settimeout(seconds)
 
 
 class _ThroughHttpx(httpx.BaseTransport):
