@@ -471,3 +471,13 @@ def test_an_answer_without_content_coding_is_read_once_and_whitespace_after_valu
     response = transport.handle_request(httpx.Request("GET", server.url + "/x"))
     assert response.content == b"ok"  # readable before read(): nothing to decode
     assert response.headers.raw == [(b"Content-Length", b"2"), (b"X-A", b"b")]
+
+
+def test_trailer_fields_after_a_chunked_body_are_not_the_answers_headers(transport: KeepAliveTransport) -> None:
+    # h11 drops trailers; read as headers, a trailing Content-Encoding made httpx "decode" plain JSON.
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nContent-Encoding: gzip\r\n\r\n"
+    server = Server([lambda _r: chunked, lambda _r: ok(b"2")])
+    response = get(transport, server)
+    assert response.json() == {}
+    assert response.headers.raw == [(b"Transfer-Encoding", b"chunked")]
+    assert get(transport, server).content == b"2" and server.connections == 1

@@ -202,6 +202,8 @@ class _Answer:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            return  # a trailer field after a chunked body: h11 drops them, and they are not the head's
         value = value.rstrip(b" \t")  # llhttp keeps the whitespace after a value
         if name.lower() == b"transfer-encoding" and value.lower() != b"chunked":
             # A body still coded as the server sent it would be read as the answer (h11 refuses too).
