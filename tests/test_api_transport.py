@@ -473,11 +473,66 @@ def test_an_answer_without_content_coding_is_read_once_and_whitespace_after_valu
     assert response.headers.raw == [(b"Content-Length", b"2"), (b"X-A", b"b")]
 
 
-def test_trailer_fields_after_a_chunked_body_are_not_the_answers_headers(transport: KeepAliveTransport) -> None:
+def test_trailer_fields_after_a_chunked_body_are_not_the_answers_headers(
+    transport: KeepAliveTransport,
+) -> None:
     # h11 drops trailers; read as headers, a trailing Content-Encoding made httpx "decode" plain JSON.
-    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nContent-Encoding: gzip\r\n\r\n"
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    chunked += b"Content-Encoding: gzip\r\n\r\n"
     server = Server([lambda _r: chunked, lambda _r: ok(b"2")])
     response = get(transport, server)
     assert response.json() == {}
     assert response.headers.raw == [(b"Transfer-Encoding", b"chunked")]
     assert get(transport, server).content == b"2" and server.connections == 1
+
+
+def post(url: str, headers: dict[str, str], content: bytes) -> httpx.Request:
+    return httpx.Request("POST", url, headers=headers, content=content)
+
+
+def without_host(request: httpx.Request) -> httpx.Request:
+    del request.headers["Host"]
+    return request
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        # A declared length other than the body's: the server reads the rest as the next request
+        # (or the next request as this body), and pairs answers with the wrong requests. h11 refuses.
+        lambda url: post(url, {"Content-Length": "3"}, b"GET /x HTTP/1.1\r\n\r\n"),
+        lambda url: post(url, {"Content-Length": "30"}, b"{}"),
+        lambda url: post(url, {"Content-Length": "2", "content-length": "3"}, b"{}"),
+        lambda url: post(url, {"Content-Length": "+2"}, b"{}"),
+        lambda url: post(url, {"Transfer-Encoding": "gzip"}, b"{}"),
+        lambda url: without_host(httpx.Request("GET", url)),
+        lambda url: httpx.Request("GÉT", url),
+    ],
+)
+def test_a_request_whose_framing_the_server_would_misread_is_not_sent(
+    transport: KeepAliveTransport, build: Callable[[str], httpx.Request]
+) -> None:
+    server = Server([lambda _r: ok(b"1")])
+    with pytest.raises(httpx.LocalProtocolError):
+        transport.handle_request(build(server.url + "/p"))
+    assert server.connections == 0
+
+
+def test_a_body_without_a_length_is_not_sent(transport: KeepAliveTransport) -> None:
+    server = Server([lambda _r: ok(b"1")])
+    request = httpx.Request("POST", server.url + "/p", content=b"{}")
+    del request.headers["Content-Length"]
+    with pytest.raises(httpx.LocalProtocolError):
+        transport.handle_request(request)
+    assert server.connections == 0
+
+
+def test_a_request_that_asked_for_the_close_does_not_keep_its_connection(
+    transport: KeepAliveTransport,
+) -> None:
+    # The server closes after answering it: reused, the next request would meet that close.
+    server = Server([lambda _r: ok(b"1"), lambda _r: ok(b"2")])
+    request = httpx.Request("GET", server.url + "/x", headers={"Connection": "Keep-Alive, close"})
+    assert transport.handle_request(request).content == b"1"
+    assert get(transport, server).content == b"2"
+    assert server.connections == 2

@@ -42,6 +42,8 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
 """A header value (RFC 9110 5.5): no CR, LF or NUL, no whitespace at either end."""
 _TARGET = re.compile(rb"[\x21-\x7e]+")
+_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection"))
+"""The request headers that decide how the server reads the request and whether it keeps the connection."""
 _Origin = tuple[str, str, int]
 
 
@@ -61,7 +63,7 @@ class KeepAliveTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", self._timeout)
-        head, body = _request_bytes(request)
+        head, body, close = _request_bytes(request)
         origin = _origin(request.url)
         connection = self._checkout(origin) or self._connect(origin, timeout)
         try:
@@ -69,7 +71,7 @@ class KeepAliveTransport(httpx.BaseTransport):
         except BaseException:
             connection.close()
             raise
-        self._checkin(origin, connection, reusable=answer.reusable)
+        self._checkin(origin, connection, reusable=answer.reusable and not close)
         return answer.response()
 
     def close(self) -> None:
@@ -136,26 +138,42 @@ def _origin(url: httpx.URL) -> _Origin:
     return scheme, host, url.port or (443 if scheme == "https" else 80)
 
 
-def _request_bytes(request: httpx.Request) -> tuple[bytes, bytes]:
-    """The request's head and body as they go on the wire; nothing unsendable gets this far."""
-    method = request.method.encode("ascii")
+def _request_bytes(request: httpx.Request) -> tuple[bytes, bytes, bool]:
+    """The request's head and body as they go on the wire, and whether it asks for the close.
+
+    Nothing unsendable gets this far, nor a body whose framing the server would read otherwise
+    than it is written (h11 refuses those too): the rest would be read as the next request.
+    """
+    method = request.method.encode("ascii", "replace")  # "?" is no token character
     target = request.url.raw_path
     if _TOKEN.fullmatch(method) is None or _TARGET.fullmatch(target) is None:
         raise httpx.LocalProtocolError(f"cannot send the request line {method!r} {target!r}")
     lines = [method + b" " + target + b" HTTP/1.1"]
-    chunked = False
+    framing: dict[bytes, bytes] = {}
     for name, value in request.headers.raw:
         if _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
             raise httpx.LocalProtocolError(
                 f"cannot send the header {name.decode('latin-1')!r}: illegal characters"
             )
-        if name.lower() == b"transfer-encoding":
-            chunked = value.lower() == b"chunked"
+        lower = name.lower()
+        if lower in _FRAMING:
+            framing[lower] = framing[lower] + b"," + value if lower in framing else value
         lines.append(name + b": " + value)
     body = request.read()
-    if chunked:
-        body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
-    return b"\r\n".join(lines) + b"\r\n\r\n", body
+    if b"transfer-encoding" in framing:
+        body = _chunked(body, framing[b"transfer-encoding"].lower())
+    elif framing.get(b"content-length", b"0" if not body else b"") != b"%d" % len(body):
+        raise httpx.LocalProtocolError(f"the request's Content-Length is not its body's {len(body)} bytes")
+    if b"host" not in framing:
+        raise httpx.LocalProtocolError("Missing mandatory Host: header")
+    close = b"close" in framing.get(b"connection", b"").lower()
+    return b"\r\n".join(lines) + b"\r\n\r\n", body, close
+
+
+def _chunked(body: bytes, coding: bytes) -> bytes:
+    if coding != b"chunked":
+        raise httpx.LocalProtocolError("Only Transfer-Encoding: chunked is supported")
+    return (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
 
 
 class _Answer:
