@@ -536,3 +536,21 @@ def test_a_request_that_asked_for_the_close_does_not_keep_its_connection(
     assert transport.handle_request(request).content == b"1"
     assert get(transport, server).content == b"2"
     assert server.connections == 2
+
+
+def test_a_head_larger_than_httpcores_limit_is_refused_and_one_below_it_read(
+    transport: KeepAliveTransport,
+) -> None:
+    # Without a limit a server trickling an endless header held the request and its memory forever.
+    big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 300_000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    near = big.replace(b"a" * 300_000, b"a" * 90_000)
+    server = Server([lambda _r: DROP + big, lambda _r: near])
+    with pytest.raises(httpx.RemoteProtocolError, match="head"):
+        get(transport, server)
+    assert get(transport, server).content == b"ok"
+
+
+def test_a_status_below_100_is_a_protocol_error(transport: KeepAliveTransport) -> None:
+    server = Server([lambda _r: DROP + b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok"])
+    with pytest.raises(httpx.RemoteProtocolError):
+        get(transport, server)

@@ -37,6 +37,8 @@ MAX_IDLE = 20
 """Connections per origin kept open between requests (as httpx's client kept)."""
 
 _READ_SIZE = 65536
+_MAX_HEAD = 100 * 1024
+"""The most bytes read without the answer's head complete (httpcore's limit for h11)."""
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """A method or header name (RFC 9110 5.6.2)."""
 _FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
@@ -185,6 +187,7 @@ class _Answer:
         "complete",
         "head_done",
         "head_only",
+        "head_size",
         "headers",
         "keep_alive",
         "parser",
@@ -202,6 +205,7 @@ class _Answer:
         self.body: list[bytes] = []
         self.version = b"HTTP/1.1"
         self.head_done = False
+        self.head_size = 0
         self.complete = False
         self.keep_alive = False
         self.beyond = False
@@ -230,6 +234,8 @@ class _Answer:
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        if self.status < 100:
+            raise httpx.RemoteProtocolError(f"status {self.status} is no HTTP status")
         self.version = b"HTTP/" + self.parser.get_http_version().encode("ascii")
         if self._informational():
             return
@@ -291,6 +297,10 @@ class _Answer:
             if not self.complete:
                 raise httpx.RemoteProtocolError(f"malformed answer: {exc}") from exc
             self.beyond = True
+        if not self.head_done:
+            self.head_size += len(data)
+            if self.head_size > _MAX_HEAD:
+                raise httpx.RemoteProtocolError(f"the answer's head is over {_MAX_HEAD} bytes")
 
     def _framed_by_close(self) -> bool:
         """Whether the answer's body runs to the end of the stream: neither a length nor chunks."""
