@@ -432,6 +432,10 @@ def test_an_international_host_is_reached_by_its_idna_2008_name(
     with pytest.raises(httpx.ConnectError):
         transport.handle_request(httpx.Request("GET", "http://straße.test:8/x"))
     assert dialled == [("xn--strae-oqa.test", 8)]
+    for url in ("http://[::1]/x", "https://b.test/x", "http://b.test:0/x"):  # port 0 is not port 80
+        with pytest.raises(httpx.ConnectError):
+            transport.handle_request(httpx.Request("GET", url))
+    assert dialled[1:] == [("::1", 80), ("b.test", 443), ("b.test", 0)]
 
 
 @pytest.mark.parametrize(

@@ -137,7 +137,8 @@ def _origin(url: httpx.URL) -> _Origin:
     if scheme not in ("http", "https"):
         raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{scheme}://'.")
     host = url.raw_host.decode("ascii")  # IDNA 2008, as httpx encoded it
-    return scheme, host, url.port or (443 if scheme == "https" else 80)
+    port = url.port
+    return scheme, host, (443 if scheme == "https" else 80) if port is None else port
 
 
 def _request_bytes(request: httpx.Request) -> tuple[bytes, bytes, bool]:
