@@ -444,6 +444,8 @@ def test_an_international_host_is_reached_by_its_idna_2008_name(
         b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",  # then the close: no answer came
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nstill-coded",  # h11 refuses it too
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        # A framing field among the trailers (RFC 9110 6.5.1 forbids it): llhttp refuses, h11 reads it.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 9\r\n\r\n",
     ],
 )
 def test_what_is_not_an_answer_is_a_protocol_error(transport: KeepAliveTransport, answer: bytes) -> None:

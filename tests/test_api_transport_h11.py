@@ -89,7 +89,8 @@ def scripts(draw: st.DrawFn) -> Script:
     chunked = any("chunked" in name for name in names)
     wire = body
     if chunked:
-        wire = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+        trailer = draw(st.sampled_from([b"", b"X-T: 1\r\n", b"Content-Encoding: gzip\r\n"]))
+        wire = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n" + trailer + b"\r\n"
     n = len(wire)
     lines = [status] + [
         HEADERS[name]
