@@ -345,6 +345,17 @@ def test_a_server_that_never_listens_is_a_transport_error_naming_the_endpoint(tm
         client.list_users()
 
 
+@pytest.mark.parametrize("host", ["a..test", "a" * 64 + ".test"])
+def test_a_host_name_no_resolver_takes_is_a_transport_error(tmp_path: object, host: str) -> None:
+    # The socket module's IDNA codec refuses an empty or 64-character label with a UnicodeError,
+    # which httpx's transport let through too: a traceback, not "cannot connect to".
+    url = f"http://{host}:8"
+    auth = TokenAuth(Credentials("admin", "pw"), endpoint=url, cache=TokenCache(str(tmp_path)))
+    client = PartnerClient(url + "/v1", auth=auth, sleep=lambda _s: None)
+    with client, pytest.raises(TransportError, match="cannot connect to"):
+        client.list_users()
+
+
 def test_a_create_whose_https_answer_broke_off_is_not_resent(ca: trustme.CA, tmp_path: object) -> None:
     server = tls_server(ca, [lambda _r: LOGIN, lambda _r: None])
     user = EvaluationUser(name="a", email="a@example.com", password="Pa55-word!", firstName="A", lastName="B")

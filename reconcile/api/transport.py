@@ -110,7 +110,7 @@ class KeepAliveTransport(httpx.BaseTransport):
             sock = socket.create_connection((host, port), timeout=timeout.get("connect"))
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name the socket module's IDNA refuses
             raise httpx.ConnectError(str(exc)) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
