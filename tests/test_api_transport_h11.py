@@ -12,7 +12,7 @@ import gzip
 from dataclasses import dataclass
 
 import httpx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconcile.api.transport import KeepAliveTransport
@@ -152,7 +152,7 @@ class H11(httpx.HTTPTransport):
         super().__init__(retries=0)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None)
 @given(script=scripts())
 def test_every_answer_is_read_as_h11_reads_it_or_refused(script: Script) -> None:
     h11_first, h11_second, h11_connections = exchange(H11, script)
