@@ -571,3 +571,42 @@ def test_a_status_below_100_is_a_protocol_error(transport: KeepAliveTransport) -
     server = Server([lambda _r: DROP + b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok"])
     with pytest.raises(httpx.RemoteProtocolError):
         get(transport, server)
+
+
+def serve_head_then_reset(answer: bytes) -> tuple[socket.socket, str]:
+    """A server that reads one request's head, sends ``answer`` and closes, the body unread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse_early() -> None:
+        conn, _ = listener.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(65536)
+        conn.sendall(answer)
+        time.sleep(0.05)
+        conn.close()  # the unread body makes this a reset
+
+    threading.Thread(target=refuse_early, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/p"
+
+
+def test_an_answer_sent_before_the_server_stopped_reading_the_body_is_read(
+    transport: KeepAliveTransport,
+) -> None:
+    # A server refuses a body too large (or a request too early) at its head, answers and closes:
+    # the rest of the body meets a reset. h11 reads that answer; a WriteError made a create refused
+    # so "unknown", and a read that the server refused outright was resent.
+    listener, url = serve_head_then_reset(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig")
+    response = transport.handle_request(httpx.Request("POST", url, content=b"x" * (8 << 20)))
+    assert (response.status_code, response.read()) == (413, b"big")
+    assert transport._idle[("http", "127.0.0.1", listener.getsockname()[1])] == []
+    listener.close()
+
+
+def test_a_body_the_server_stopped_reading_without_an_answer_is_a_write_error(
+    transport: KeepAliveTransport,
+) -> None:
+    listener, url = serve_head_then_reset(b"")
+    with pytest.raises(httpx.WriteError):
+        transport.handle_request(httpx.Request("POST", url, content=b"x" * (8 << 20)))
+    listener.close()

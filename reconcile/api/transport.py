@@ -332,6 +332,7 @@ class _Connection:
 
     def exchange(self, head: bytes, body: bytes, timeout: dict[str, Any], *, head_only: bool) -> _Answer:
         sock = self.sock
+        unsent = None
         try:
             sock.settimeout(timeout.get("write"))
             if len(body) < _READ_SIZE:
@@ -342,8 +343,22 @@ class _Connection:
         except TimeoutError as exc:
             raise httpx.WriteTimeout(str(exc)) from exc
         except OSError as exc:
-            raise httpx.WriteError(str(exc)) from exc
+            unsent = exc  # the server may have answered, then stopped reading: h11 reads that answer
         answer = _Answer(head_only=head_only)
+        try:
+            self._read(answer, timeout)
+        except httpx.TransportError:
+            if unsent is None:
+                raise
+            raise httpx.WriteError(str(unsent)) from unsent
+        if unsent is not None:
+            answer.beyond = True  # the rest of the request is somewhere: never reuse the connection
+        if answer.status == 101:
+            raise httpx.RemoteProtocolError("the server switched protocols instead of answering")
+        return answer
+
+    def _read(self, answer: _Answer, timeout: dict[str, Any]) -> None:
+        sock = self.sock
         try:
             sock.settimeout(timeout.get("read"))
             while not answer.complete:
@@ -352,9 +367,6 @@ class _Connection:
             raise httpx.ReadTimeout(str(exc)) from exc
         except OSError as exc:
             raise httpx.ReadError(str(exc)) from exc
-        if answer.status == 101:
-            raise httpx.RemoteProtocolError("the server switched protocols instead of answering")
-        return answer
 
     def still_open(self) -> bool:
         """Whether the server has neither closed this idle connection nor sent on it unasked."""
