@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
+import itertools
+import os
 import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -43,6 +48,8 @@ class Server:
         self.connections = 0
         self.closed = 0
         """Connections the client closed (the server saw the end of the stream between requests)."""
+        self.ended = 0
+        """Connections closed, by either side."""
         self._count = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -59,7 +66,12 @@ class Server:
             except OSError:
                 return
             self.connections += 1
-            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._talk_then_count, args=(conn,), daemon=True).start()
+
+    def _talk_then_count(self, conn: socket.socket) -> None:
+        self._talk(conn)  # its reader of the socket is gone: the connection is closed
+        with self._count:
+            self.ended += 1
 
     def _talk(self, conn: socket.socket) -> None:
         if self.tls is not None:
@@ -610,3 +622,102 @@ def test_a_body_the_server_stopped_reading_without_an_answer_is_a_write_error(
     with pytest.raises(httpx.WriteError):
         transport.handle_request(httpx.Request("POST", url, content=b"x" * (8 << 20)))
     listener.close()
+
+
+def test_eight_threads_each_get_their_own_answers_while_the_transport_closes() -> None:
+    # Answers echo their request's path, some close the connection, some arrive split in two.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def talk(conn: socket.socket) -> None:
+        with conn:
+            buffered = b""
+            for turn in itertools.count():
+                while b"\r\n\r\n" not in buffered:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffered += data
+                head, _, buffered = buffered.partition(b"\r\n\r\n")
+                path = head.split(b" ")[1]
+                close = b"Connection: close\r\n" if turn % 7 == 6 else b""
+                answer = b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s" % (close, len(path), path)
+                conn.sendall(answer[: turn % len(answer)])
+                conn.sendall(answer[turn % len(answer) :])
+                if close:
+                    return
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=talk, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    transport = KeepAliveTransport(timeout=5.0)
+    read: list[tuple[bytes, bytes]] = []
+
+    def worker(lane: int) -> None:
+        for i in range(40):
+            path = f"/w{lane}/{i}".encode()
+            read.append((path, transport.handle_request(httpx.Request("GET", url + path.decode())).content))
+
+    workers = [threading.Thread(target=worker, args=(lane,)) for lane in range(8)]
+    for thread in workers:
+        thread.start()
+    transport.close()  # in flight: their connections close as they come back
+    for thread in workers:
+        thread.join()
+    listener.close()
+    assert len(read) == 320 and all(path == content for path, content in read)
+    assert transport._idle == {} or all(not idle for idle in transport._idle.values())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_no_socket_outlives_a_failed_exchange() -> None:
+    failures: list[Answer] = [
+        lambda _r: DROP + b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab",
+        lambda _r: DROP + b"garbage\r\n\r\n",
+        lambda _r: DROP + b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+        lambda _r: ok(b"x") + b"junk",
+        lambda _r: None,
+        lambda _r: b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab",  # then the read timeout
+    ]
+    server = Server(failures * 2)
+    transport = KeepAliveTransport(timeout=0.3)
+    before = len(os.listdir("/proc/self/fd"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)  # a socket dropped unclosed warns when collected
+        for _ in range(len(failures) * 2):
+            with contextlib.suppress(httpx.TransportError):
+                get(transport, server)
+        with pytest.raises(httpx.LocalProtocolError):
+            transport.handle_request(httpx.Request("GET", server.url, headers={"X": "\n"}))
+        transport.close()
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert eventually(lambda: len(os.listdir("/proc/self/fd")) <= before)  # the server's ends close later
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_an_ipv6_literal_is_dialled_bare_and_named_in_brackets(transport: KeepAliveTransport) -> None:
+    try:
+        listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("::1 is not configured")
+    port = listener.getsockname()[1]
+    heads: list[bytes] = []
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            heads.append(conn.recv(65536))
+            conn.sendall(ok(b"v6"))
+
+    threading.Thread(target=answer, daemon=True).start()
+    response = transport.handle_request(httpx.Request("GET", f"http://[::1]:{port}/x"))
+    listener.close()
+    assert response.content == b"v6"
+    assert heads == [f"GET /x HTTP/1.1\r\nHost: [::1]:{port}\r\n\r\n".encode()]

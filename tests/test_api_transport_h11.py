@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconcile.api.transport import KeepAliveTransport
-from tests.test_api_transport import DROP, Server, ok
+from tests.test_api_transport import DROP, Server, eventually, ok
 
 AFTER = ok(b"after")
 TIMEOUT = 2.0
@@ -127,7 +127,10 @@ def exchange(make: type[httpx.BaseTransport], script: Script) -> tuple[object, o
     server = Server([lambda _r: first, lambda _r: AFTER, lambda _r: AFTER])
     transport = make()
     try:
-        return read(transport, server), read(transport, server), server.connections
+        first_read = read(transport, server)
+        if script.close:  # else a transport may reuse the connection before the close arrives
+            eventually(lambda: server.ended == 1)
+        return first_read, read(transport, server), server.connections
     finally:
         transport.close()
         server.listener.close()
