@@ -174,6 +174,7 @@ def _request_bytes(request: httpx.Request) -> tuple[bytes, bytes, bool]:
 
 
 def _chunked(body: bytes, coding: bytes) -> bytes:
+    """Frame ``body`` as one chunk and the last, the only transfer-coding a request may have here."""
     if coding != b"chunked":
         raise httpx.LocalProtocolError("Only Transfer-Encoding: chunked is supported")
     return (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
@@ -332,7 +333,7 @@ class _Connection:
 
     def exchange(self, head: bytes, body: bytes, timeout: dict[str, Any], *, head_only: bool) -> _Answer:
         sock = self.sock
-        unsent = None
+        unsent: OSError | None = None
         try:
             sock.settimeout(timeout.get("write"))
             if len(body) < _READ_SIZE:
@@ -358,6 +359,7 @@ class _Connection:
         return answer
 
     def _read(self, answer: _Answer, timeout: dict[str, Any]) -> None:
+        """Feed ``answer`` what the server sends until it is complete."""
         sock = self.sock
         try:
             sock.settimeout(timeout.get("read"))
