@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
+import itertools
+import os
 import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -43,8 +48,8 @@ class Server:
         self.connections = 0
         self.closed = 0
         """Connections the client closed (the server saw the end of the stream between requests)."""
-        self.hung_up = threading.Semaphore(0)
-        """Released once for each connection the server has closed, for whatever reason."""
+        self.ended = 0
+        """Connections closed, by either side."""
         self._count = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -61,15 +66,15 @@ class Server:
             except OSError:
                 return
             self.connections += 1
-            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._talk_then_count, args=(conn,), daemon=True).start()
+
+    def _talk_then_count(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # the client closed first: the thread ends, its socket too
+            self._talk(conn)  # its reader of the socket is gone: the connection is closed
+        with self._count:
+            self.ended += 1
 
     def _talk(self, conn: socket.socket) -> None:
-        try:
-            self._converse(conn)
-        finally:
-            self.hung_up.release()
-
-    def _converse(self, conn: socket.socket) -> None:
         if self.tls is not None:
             try:
                 conn = self.tls.wrap_socket(conn, server_side=True)
@@ -353,6 +358,17 @@ def test_a_server_that_never_listens_is_a_transport_error_naming_the_endpoint(tm
         client.list_users()
 
 
+@pytest.mark.parametrize("host", ["a..test", "a" * 64 + ".test"])
+def test_a_host_name_no_resolver_takes_is_a_transport_error(tmp_path: object, host: str) -> None:
+    # The socket module's IDNA codec refuses an empty or 64-character label with a UnicodeError,
+    # which httpx's transport let through too: a traceback, not "cannot connect to".
+    url = f"http://{host}:8"
+    auth = TokenAuth(Credentials("admin", "pw"), endpoint=url, cache=TokenCache(str(tmp_path)))
+    client = PartnerClient(url + "/v1", auth=auth, sleep=lambda _s: None)
+    with client, pytest.raises(TransportError, match="cannot connect to"):
+        client.list_users()
+
+
 def test_a_create_whose_https_answer_broke_off_is_not_resent(ca: trustme.CA, tmp_path: object) -> None:
     server = tls_server(ca, [lambda _r: LOGIN, lambda _r: None])
     user = EvaluationUser(name="a", email="a@example.com", password="Pa55-word!", firstName="A", lastName="B")
@@ -440,6 +456,10 @@ def test_an_international_host_is_reached_by_its_idna_2008_name(
     with pytest.raises(httpx.ConnectError):
         transport.handle_request(httpx.Request("GET", "http://straße.test:8/x"))
     assert dialled == [("xn--strae-oqa.test", 8)]
+    for url in ("http://[::1]/x", "https://b.test/x", "http://b.test:0/x"):  # port 0 is not port 80
+        with pytest.raises(httpx.ConnectError):
+            transport.handle_request(httpx.Request("GET", url))
+    assert dialled[1:] == [("::1", 80), ("b.test", 443), ("b.test", 0)]
 
 
 @pytest.mark.parametrize(
@@ -448,6 +468,8 @@ def test_an_international_host_is_reached_by_its_idna_2008_name(
         b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",  # then the close: no answer came
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nstill-coded",  # h11 refuses it too
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        # A framing field among the trailers (RFC 9110 6.5.1 forbids it): llhttp refuses, h11 reads it.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 9\r\n\r\n",
     ],
 )
 def test_what_is_not_an_answer_is_a_protocol_error(transport: KeepAliveTransport, answer: bytes) -> None:
@@ -479,3 +501,224 @@ def test_an_answer_without_content_coding_is_read_once_and_whitespace_after_valu
     response = transport.handle_request(httpx.Request("GET", server.url + "/x"))
     assert response.content == b"ok"  # readable before read(): nothing to decode
     assert response.headers.raw == [(b"Content-Length", b"2"), (b"X-A", b"b")]
+
+
+def test_trailer_fields_after_a_chunked_body_are_not_the_answers_headers(
+    transport: KeepAliveTransport,
+) -> None:
+    # h11 drops trailers; read as headers, a trailing Content-Encoding made httpx "decode" plain JSON.
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    chunked += b"Content-Encoding: gzip\r\n\r\n"
+    server = Server([lambda _r: chunked, lambda _r: ok(b"2")])
+    response = get(transport, server)
+    assert response.json() == {}
+    assert response.headers.raw == [(b"Transfer-Encoding", b"chunked")]
+    assert get(transport, server).content == b"2" and server.connections == 1
+
+
+def post(url: str, headers: dict[str, str], content: bytes) -> httpx.Request:
+    return httpx.Request("POST", url, headers=headers, content=content)
+
+
+def without_host(request: httpx.Request) -> httpx.Request:
+    del request.headers["Host"]
+    return request
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        # A declared length other than the body's: the server reads the rest as the next request
+        # (or the next request as this body), and pairs answers with the wrong requests. h11 refuses.
+        lambda url: post(url, {"Content-Length": "3"}, b"GET /x HTTP/1.1\r\n\r\n"),
+        lambda url: post(url, {"Content-Length": "30"}, b"{}"),
+        lambda url: post(url, {"Content-Length": "2", "content-length": "3"}, b"{}"),
+        lambda url: post(url, {"Content-Length": "+2"}, b"{}"),
+        lambda url: post(url, {"Transfer-Encoding": "gzip"}, b"{}"),
+        lambda url: without_host(httpx.Request("GET", url)),
+        lambda url: httpx.Request("GÉT", url),
+    ],
+)
+def test_a_request_whose_framing_the_server_would_misread_is_not_sent(
+    transport: KeepAliveTransport, build: Callable[[str], httpx.Request]
+) -> None:
+    server = Server([lambda _r: ok(b"1")])
+    with pytest.raises(httpx.LocalProtocolError):
+        transport.handle_request(build(server.url + "/p"))
+    assert server.connections == 0
+
+
+def test_a_body_without_a_length_is_not_sent(transport: KeepAliveTransport) -> None:
+    server = Server([lambda _r: ok(b"1")])
+    request = httpx.Request("POST", server.url + "/p", content=b"{}")
+    del request.headers["Content-Length"]
+    with pytest.raises(httpx.LocalProtocolError):
+        transport.handle_request(request)
+    assert server.connections == 0
+
+
+def test_a_request_that_asked_for_the_close_does_not_keep_its_connection(
+    transport: KeepAliveTransport,
+) -> None:
+    # The server closes after answering it: reused, the next request would meet that close.
+    server = Server([lambda _r: ok(b"1"), lambda _r: ok(b"2")])
+    request = httpx.Request("GET", server.url + "/x", headers={"Connection": "Keep-Alive, close"})
+    assert transport.handle_request(request).content == b"1"
+    assert get(transport, server).content == b"2"
+    assert server.connections == 2
+
+
+def test_a_head_larger_than_httpcores_limit_is_refused_and_one_below_it_read(
+    transport: KeepAliveTransport,
+) -> None:
+    # Without a limit a server trickling an endless header held the request and its memory forever.
+    big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 300_000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    near = big.replace(b"a" * 300_000, b"a" * 90_000)
+    server = Server([lambda _r: DROP + big, lambda _r: near])
+    with pytest.raises(httpx.RemoteProtocolError, match="head"):
+        get(transport, server)
+    assert get(transport, server).content == b"ok"
+
+
+def test_a_status_below_100_is_a_protocol_error(transport: KeepAliveTransport) -> None:
+    server = Server([lambda _r: DROP + b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok"])
+    with pytest.raises(httpx.RemoteProtocolError):
+        get(transport, server)
+
+
+def serve_head_then_reset(answer: bytes) -> tuple[socket.socket, str]:
+    """A server that reads one request's head, sends ``answer`` and closes, the body unread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse_early() -> None:
+        conn, _ = listener.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(65536)
+        conn.sendall(answer)
+        time.sleep(0.05)
+        conn.close()  # the unread body makes this a reset
+
+    threading.Thread(target=refuse_early, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/p"
+
+
+def test_an_answer_sent_before_the_server_stopped_reading_the_body_is_read(
+    transport: KeepAliveTransport,
+) -> None:
+    # A server refuses a body too large (or a request too early) at its head, answers and closes:
+    # the rest of the body meets a reset. h11 reads that answer; a WriteError made a create refused
+    # so "unknown", and a read that the server refused outright was resent.
+    listener, url = serve_head_then_reset(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig")
+    response = transport.handle_request(httpx.Request("POST", url, content=b"x" * (8 << 20)))
+    assert (response.status_code, response.read()) == (413, b"big")
+    assert transport._idle[("http", "127.0.0.1", listener.getsockname()[1])] == []
+    listener.close()
+
+
+def test_a_body_the_server_stopped_reading_without_an_answer_is_a_write_error(
+    transport: KeepAliveTransport,
+) -> None:
+    listener, url = serve_head_then_reset(b"")
+    with pytest.raises(httpx.WriteError):
+        transport.handle_request(httpx.Request("POST", url, content=b"x" * (8 << 20)))
+    listener.close()
+
+
+def test_eight_threads_each_get_their_own_answers_while_the_transport_closes() -> None:
+    # Answers echo their request's path, some close the connection, some arrive split in two.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def talk(conn: socket.socket) -> None:
+        with conn:
+            buffered = b""
+            for turn in itertools.count():
+                while b"\r\n\r\n" not in buffered:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffered += data
+                head, _, buffered = buffered.partition(b"\r\n\r\n")
+                path = head.split(b" ")[1]
+                close = b"Connection: close\r\n" if turn % 7 == 6 else b""
+                answer = b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s" % (close, len(path), path)
+                conn.sendall(answer[: turn % len(answer)])
+                conn.sendall(answer[turn % len(answer) :])
+                if close:
+                    return
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=talk, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    transport = KeepAliveTransport(timeout=5.0)
+    read: list[tuple[bytes, bytes]] = []
+
+    def worker(lane: int) -> None:
+        for i in range(40):
+            path = f"/w{lane}/{i}".encode()
+            read.append((path, transport.handle_request(httpx.Request("GET", url + path.decode())).content))
+
+    workers = [threading.Thread(target=worker, args=(lane,)) for lane in range(8)]
+    for thread in workers:
+        thread.start()
+    transport.close()  # in flight: their connections close as they come back
+    for thread in workers:
+        thread.join()
+    listener.close()
+    assert len(read) == 320 and all(path == content for path, content in read)
+    assert transport._idle == {} or all(not idle for idle in transport._idle.values())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_no_socket_outlives_a_failed_exchange() -> None:
+    failures: list[Answer] = [
+        lambda _r: DROP + b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab",
+        lambda _r: DROP + b"garbage\r\n\r\n",
+        lambda _r: DROP + b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+        lambda _r: ok(b"x") + b"junk",
+        lambda _r: None,
+        lambda _r: b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab",  # then the read timeout
+    ]
+    server = Server(failures * 2)
+    transport = KeepAliveTransport(timeout=0.3)
+    before = len(os.listdir("/proc/self/fd"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)  # a socket dropped unclosed warns when collected
+        for _ in range(len(failures) * 2):
+            with contextlib.suppress(httpx.TransportError):
+                get(transport, server)
+        with pytest.raises(httpx.LocalProtocolError):
+            transport.handle_request(httpx.Request("GET", server.url, headers={"X": "\n"}))
+        transport.close()
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert eventually(lambda: len(os.listdir("/proc/self/fd")) <= before)  # the server's ends close later
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_an_ipv6_literal_is_dialled_bare_and_named_in_brackets(transport: KeepAliveTransport) -> None:
+    try:
+        listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("::1 is not configured")
+    port = listener.getsockname()[1]
+    heads: list[bytes] = []
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as reader:
+            heads.append(b"".join(iter(reader.readline, b"\r\n")) + b"\r\n")
+            conn.sendall(ok(b"v6"))
+
+    threading.Thread(target=answer, daemon=True).start()
+    response = transport.handle_request(httpx.Request("GET", f"http://[::1]:{port}/x"))
+    listener.close()
+    assert response.content == b"v6"
+    assert heads == [f"GET /x HTTP/1.1\r\nHost: [::1]:{port}\r\n\r\n".encode()]

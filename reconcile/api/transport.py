@@ -37,11 +37,15 @@ MAX_IDLE = 20
 """Connections per origin kept open between requests (as httpx's client kept)."""
 
 _READ_SIZE = 65536
+_MAX_HEAD = 100 * 1024
+"""The most bytes read without the answer's head complete (httpcore's limit for h11)."""
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """A method or header name (RFC 9110 5.6.2)."""
 _FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
 """A header value (RFC 9110 5.5): no CR, LF or NUL, no whitespace at either end."""
 _TARGET = re.compile(rb"[\x21-\x7e]+")
+_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection"))
+"""The request headers that decide how the server reads the request and whether it keeps the connection."""
 _Origin = tuple[str, str, int]
 
 
@@ -61,7 +65,7 @@ class KeepAliveTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", self._timeout)
-        head, body = _request_bytes(request)
+        head, body, close = _request_bytes(request)
         origin = _origin(request.url)
         connection = self._checkout(origin) or self._connect(origin, timeout)
         try:
@@ -69,7 +73,7 @@ class KeepAliveTransport(httpx.BaseTransport):
         except BaseException:
             connection.close()
             raise
-        self._checkin(origin, connection, reusable=answer.reusable)
+        self._checkin(origin, connection, reusable=answer.reusable and not close)
         return answer.response()
 
     def close(self) -> None:
@@ -106,7 +110,7 @@ class KeepAliveTransport(httpx.BaseTransport):
             sock = socket.create_connection((host, port), timeout=timeout.get("connect"))
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name the socket module's IDNA refuses
             raise httpx.ConnectError(str(exc)) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -133,29 +137,47 @@ def _origin(url: httpx.URL) -> _Origin:
     if scheme not in ("http", "https"):
         raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{scheme}://'.")
     host = url.raw_host.decode("ascii")  # IDNA 2008, as httpx encoded it
-    return scheme, host, url.port or (443 if scheme == "https" else 80)
+    port = url.port
+    return scheme, host, (443 if scheme == "https" else 80) if port is None else port
 
 
-def _request_bytes(request: httpx.Request) -> tuple[bytes, bytes]:
-    """The request's head and body as they go on the wire; nothing unsendable gets this far."""
-    method = request.method.encode("ascii")
+def _request_bytes(request: httpx.Request) -> tuple[bytes, bytes, bool]:
+    """The request's head and body as they go on the wire, and whether it asks for the close.
+
+    Nothing unsendable gets this far, nor a body whose framing the server would read otherwise
+    than it is written (h11 refuses those too): the rest would be read as the next request.
+    """
+    method = request.method.encode("ascii", "replace")  # "?" is no token character
     target = request.url.raw_path
     if _TOKEN.fullmatch(method) is None or _TARGET.fullmatch(target) is None:
         raise httpx.LocalProtocolError(f"cannot send the request line {method!r} {target!r}")
     lines = [method + b" " + target + b" HTTP/1.1"]
-    chunked = False
+    framing: dict[bytes, bytes] = {}
     for name, value in request.headers.raw:
         if _TOKEN.fullmatch(name) is None or _FIELD_VALUE.fullmatch(value) is None:
             raise httpx.LocalProtocolError(
                 f"cannot send the header {name.decode('latin-1')!r}: illegal characters"
             )
-        if name.lower() == b"transfer-encoding":
-            chunked = value.lower() == b"chunked"
+        lower = name.lower()
+        if lower in _FRAMING:
+            framing[lower] = framing[lower] + b"," + value if lower in framing else value
         lines.append(name + b": " + value)
     body = request.read()
-    if chunked:
-        body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
-    return b"\r\n".join(lines) + b"\r\n\r\n", body
+    if b"transfer-encoding" in framing:
+        body = _chunked(body, framing[b"transfer-encoding"].lower())
+    elif framing.get(b"content-length", b"0" if not body else b"") != b"%d" % len(body):
+        raise httpx.LocalProtocolError(f"the request's Content-Length is not its body's {len(body)} bytes")
+    if b"host" not in framing:
+        raise httpx.LocalProtocolError("Missing mandatory Host: header")
+    close = b"close" in framing.get(b"connection", b"").lower()
+    return b"\r\n".join(lines) + b"\r\n\r\n", body, close
+
+
+def _chunked(body: bytes, coding: bytes) -> bytes:
+    """Frame ``body`` as one chunk and the last, the only transfer-coding a request may have here."""
+    if coding != b"chunked":
+        raise httpx.LocalProtocolError("Only Transfer-Encoding: chunked is supported")
+    return (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
 
 
 class _Answer:
@@ -167,6 +189,7 @@ class _Answer:
         "complete",
         "head_done",
         "head_only",
+        "head_size",
         "headers",
         "keep_alive",
         "parser",
@@ -184,6 +207,7 @@ class _Answer:
         self.body: list[bytes] = []
         self.version = b"HTTP/1.1"
         self.head_done = False
+        self.head_size = 0
         self.complete = False
         self.keep_alive = False
         self.beyond = False
@@ -202,6 +226,8 @@ class _Answer:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            return  # a trailer field after a chunked body: h11 drops them, and they are not the head's
         value = value.rstrip(b" \t")  # llhttp keeps the whitespace after a value
         if name.lower() == b"transfer-encoding" and value.lower() != b"chunked":
             # A body still coded as the server sent it would be read as the answer (h11 refuses too).
@@ -210,6 +236,8 @@ class _Answer:
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        if self.status < 100:
+            raise httpx.RemoteProtocolError(f"status {self.status} is no HTTP status")
         self.version = b"HTTP/" + self.parser.get_http_version().encode("ascii")
         if self._informational():
             return
@@ -271,6 +299,10 @@ class _Answer:
             if not self.complete:
                 raise httpx.RemoteProtocolError(f"malformed answer: {exc}") from exc
             self.beyond = True
+        if not self.head_done:
+            self.head_size += len(data)
+            if self.head_size > _MAX_HEAD:
+                raise httpx.RemoteProtocolError(f"the answer's head is over {_MAX_HEAD} bytes")
 
     def _framed_by_close(self) -> bool:
         """Whether the answer's body runs to the end of the stream: neither a length nor chunks."""
@@ -301,6 +333,7 @@ class _Connection:
 
     def exchange(self, head: bytes, body: bytes, timeout: dict[str, Any], *, head_only: bool) -> _Answer:
         sock = self.sock
+        unsent: OSError | None = None
         try:
             _set_timeout(sock, timeout.get("write"))
             if len(body) < _READ_SIZE:
@@ -311,8 +344,23 @@ class _Connection:
         except TimeoutError as exc:
             raise httpx.WriteTimeout(str(exc)) from exc
         except OSError as exc:
-            raise httpx.WriteError(str(exc)) from exc
+            unsent = exc  # the server may have answered, then stopped reading: h11 reads that answer
         answer = _Answer(head_only=head_only)
+        try:
+            self._read(answer, timeout)
+        except httpx.TransportError:
+            if unsent is None:
+                raise
+            raise httpx.WriteError(str(unsent)) from unsent
+        if unsent is not None:
+            answer.beyond = True  # the rest of the request is somewhere: never reuse the connection
+        if answer.status == 101:
+            raise httpx.RemoteProtocolError("the server switched protocols instead of answering")
+        return answer
+
+    def _read(self, answer: _Answer, timeout: dict[str, Any]) -> None:
+        """Feed ``answer`` what the server sends until it is complete."""
+        sock = self.sock
         try:
             _set_timeout(sock, timeout.get("read"))
             while not answer.complete:
@@ -321,9 +369,6 @@ class _Connection:
             raise httpx.ReadTimeout(str(exc)) from exc
         except OSError as exc:
             raise httpx.ReadError(str(exc)) from exc
-        if answer.status == 101:
-            raise httpx.RemoteProtocolError("the server switched protocols instead of answering")
-        return answer
 
     def still_open(self) -> bool:
         """Whether the server has neither closed this idle connection nor sent on it unasked."""
