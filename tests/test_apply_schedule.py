@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 
 from hypothesis import given, settings
@@ -9,34 +10,10 @@ from hypothesis import strategies as st
 
 from reconcile.apply.executor import EXECUTORS, Step, schedule
 from reconcile.apply.run import chunks
-from reconcile.planning.plan import (
-    Action,
-    CancelEverything,
-    CreateAccount,
-    CreateUser,
-    GrantEntitlement,
-    ResetAccount,
-    RevokeTrading,
-    SetTrading,
-    SwitchRiskCategory,
-    UpdateContact,
-    UpdateEmail,
-    UpdateRisk,
-)
+from reconcile.planning.plan import Action, CreateUser, UpdateContact
 
-KINDS = (
-    CancelEverything,
-    CreateAccount,
-    CreateUser,
-    GrantEntitlement,
-    ResetAccount,
-    RevokeTrading,
-    SetTrading,
-    SwitchRiskCategory,
-    UpdateContact,
-    UpdateEmail,
-    UpdateRisk,
-)
+KINDS = tuple(typing.get_args(typing.get_args(Action)[0]))
+"""Every kind of plan action."""
 
 
 def filtered(actions: Sequence[Action], batch_size: int) -> list[Step]:
