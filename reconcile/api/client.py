@@ -20,11 +20,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from reconcile.api.auth import LoginDeferred, TokenAuth
 from reconcile.api.events import OnEvent, emit_wait
@@ -75,6 +74,9 @@ from reconcile.api.penalties import for_users as _for
 from reconcile.api.redact import redact, request_secrets
 from reconcile.api.transport import default_transport, send
 from reconcile.errors import ApiError, AuthError, OutcomeUnknown, TransportError
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +177,6 @@ class PartnerClient:
         self.max_attempts = max_attempts
         self.max_retry_after = max_retry_after
         self.auth = auth
-        self._backoff = wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=1.0)
         if auth is not None:
             auth.attach(self.base_url, sleep=sleep, pacer=pacer, on_event=on_event, max_wait=max_retry_after)
         self.requests_sent = 0
@@ -619,6 +620,10 @@ class PartnerClient:
         except _Retry as exc:
             failed: list[_Retry] = [exc]
 
+        # Imported here: tenacity and its imports cost ~20 ms of every run's start, and a run
+        # whose calls all succeed at once never needs it.
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
         def again() -> Any:
             if failed:
                 raise failed.pop()
@@ -873,7 +878,9 @@ class PartnerClient:
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, _Retry) and exc.retry_after is not None:
             return exc.retry_after
-        return float(self._backoff(state))
+        from tenacity import wait_exponential_jitter  # see _retried
+
+        return float(wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=1.0)(state))
 
     def _before_sleep(self, call: str) -> Callable[[RetryCallState], None]:
         def report(state: RetryCallState) -> None:

@@ -95,18 +95,45 @@ def schedule(actions: Sequence[Action], batch_size: int) -> list[Step]:
     new = {a.user for a in creates}
     others = [e for e in EXECUTORS if CreateUser not in e.kinds]
     creator = next(e for e in EXECUTORS if CreateUser in e.kinds)
-    steps: list[Step] = [
-        (e, [a for a in actions if isinstance(a, e.kinds) and a.user not in new]) for e in others
-    ]
+    # Each action is sorted once into its executors' lists (one pass, in plan order), not
+    # filtered again by every executor for every batch: 30k actions took 450k isinstance calls.
+    takers = _Takers(others)
+    existing: list[list[Action]] = [[] for _ in others]
     waiting: dict[str, list[Action]] = {}
     for action in actions:
-        if not isinstance(action, CreateUser) and action.user in new:
+        if isinstance(action, CreateUser):
+            continue
+        if action.user in new:
             waiting.setdefault(action.user, []).append(action)
+        else:
+            takers.sort(action, existing)
+    steps: list[Step] = list(zip(others, existing, strict=True))
     for batch in chunks(creates, batch_size):
-        follow = [a for c in batch for a in waiting.get(c.user, [])]
+        follow: list[list[Action]] = [[] for _ in others]
+        for create in batch:
+            for action in waiting.get(create.user, ()):
+                takers.sort(action, follow)
         steps.append((creator, batch))
-        steps.extend((e, [a for a in follow if isinstance(a, e.kinds)]) for e in others)
+        steps.extend(zip(others, follow, strict=True))
     return [(e, chunk) for e, chunk in steps if chunk]
+
+
+class _Takers:
+    """Which of ``executors`` take an action, by its type (found once per type)."""
+
+    def __init__(self, executors: Sequence[ActionExecutor]) -> None:
+        self._executors = executors
+        self._by_type: dict[type, tuple[int, ...]] = {}
+
+    def sort(self, action: Action, lists: list[list[Action]]) -> None:
+        """Append ``action`` to the list of each executor taking it (``lists`` run parallel to them)."""
+        kind = type(action)
+        found = self._by_type.get(kind)
+        if found is None:
+            found = tuple(i for i, e in enumerate(self._executors) if issubclass(kind, e.kinds))
+            self._by_type[kind] = found
+        for index in found:
+            lists[index].append(action)
 
 
 def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> ApplyResult:

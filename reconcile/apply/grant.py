@@ -43,10 +43,9 @@ def run_grants(run: Run, actions: Sequence[GrantEntitlement], options: ExecuteOp
     def send(group: Sequence[Ready]) -> tuple[Intent, list[Future[Outcome]]]:
         intent = run.journal.begin("grant", [a for a, _ in group], agreement_alert_id=alert_id)
         checkpoint("before_grant_call")
-        futures = [
-            submit(_grant_one, run, a, uid, pending.get(uid, []) if a.agreement_gated else [])
-            for a, uid in group
-        ]
+        futures = send_calls(
+            _grant_one, [(run, a, uid, pending.get(uid, []) if a.agreement_gated else []) for a, uid in group]
+        )
         return intent, futures
 
     def record(group: Sequence[Ready], sent: tuple[Intent, list[Future[Outcome]]]) -> None:
@@ -56,7 +55,7 @@ def run_grants(run: Run, actions: Sequence[GrantEntitlement], options: ExecuteOp
         done += len(group)
         run.progress.advance(done)
 
-    with run.workers() as submit:
+    with run.workers() as send_calls:
         overlapped(run, list(chunks(ready, GROUP)), send, record)
 
 

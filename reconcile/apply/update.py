@@ -49,12 +49,12 @@ def run_updates(run: Run, actions: Sequence[Update], options: ExecuteOptions) ->
         done += len(group)
         run.progress.advance(done)
 
-    with run.workers() as submit:
+    with run.workers() as send:
         # Ids are looked up when a group is sent, on the one thread that changes state.
         overlapped(
             run,
             list(chunks(actions, GROUP)),
-            lambda group: [submit(_update_one, run, a, run.user_id(a.user, a.userId)) for a in group],
+            lambda group: send(_update_one, [(run, a, run.user_id(a.user, a.userId)) for a in group]),
             record,
         )
 

@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal, get_args
 
-from deepdiff import DeepDiff
-
 from reconcile.bulk import gc_paused
 from reconcile.contact import ADDRESS_FIELDS, CONTACT_FIELDS
 from reconcile.errors import PlanError, counted, plural
@@ -669,6 +667,8 @@ def _field_changes(
     deep = [key for key in keys if not _plain(old[key], new[key])]
     changed.update(key for key in keys if key not in deep and old[key] != new[key])
     if deep:
+        from deepdiff import DeepDiff  # ~20 ms to import: only plans with such values need it
+
         diff = DeepDiff({key: old[key] for key in deep}, {key: new[key] for key in deep})
         changed.update(str(key) for key in diff.affected_root_keys)
     return tuple(change(name, old[name], new[name]) for name in sorted(changed))

@@ -18,6 +18,10 @@ from typing import Any
 
 Clock = Callable[[], datetime]
 
+_LINE = json.JSONEncoder(sort_keys=True, default=str)
+"""What ``json.dumps(line, sort_keys=True, default=str)`` uses, made once: building the encoder
+at each line took two thirds of a line's 5 us."""
+
 
 class AuditLog(abc.ABC):
     """Where a run records what it did, line by line; a store says where the lines go (``_append``)."""
@@ -106,7 +110,7 @@ class FileAuditLog(AuditLog):
         return self._fd
 
     def _append(self, line: dict[str, Any]) -> None:
-        data = (json.dumps(line, sort_keys=True, default=str) + "\n").encode("utf-8")
+        data = (_LINE.encode(line) + "\n").encode("utf-8")
         # One write per line: O_APPEND keeps lines whole and in order.
         os.write(self._open(), data)
         self._unsynced = True
