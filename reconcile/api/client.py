@@ -699,6 +699,10 @@ class PartnerClient:
         self, request: httpx.Request, call: str, users: tuple[str, ...], *, idempotent: bool
     ) -> httpx.Response:
         self.requests_sent += 1
+        if self.auth is not None:
+            # A renewal that failed during a pacing wait left the mark set: this call's own
+            # failure would pass for a login's, and a create the server applied would be resent.
+            self.auth.reset_authenticating()
         try:
             response = send(self._transport, request, self.auth)
         except LoginDeferred as exc:
