@@ -23,7 +23,7 @@ from reconcile.api.client import PartnerClient
 from reconcile.api.credentials import Credentials
 from reconcile.api.models import EvaluationUser
 from reconcile.api.token_cache import TokenCache
-from reconcile.api.transport import MAX_IDLE, KeepAliveTransport, _ThroughHttpx, default_transport
+from reconcile.api.transport import MAX_IDLE, KeepAliveTransport, _Answer, _ThroughHttpx, default_transport
 from reconcile.errors import OutcomeUnknown, TransportError
 
 DROP = b"DROP:"
@@ -722,3 +722,22 @@ def test_an_ipv6_literal_is_dialled_bare_and_named_in_brackets(transport: KeepAl
     listener.close()
     assert response.content == b"v6"
     assert heads == [f"GET /x HTTP/1.1\r\nHost: [::1]:{port}\r\n\r\n".encode()]
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit, MemoryError])
+def test_an_interruption_while_the_answer_is_read_is_raised_as_itself_and_the_connection_dropped(
+    transport: KeepAliveTransport, monkeypatch: pytest.MonkeyPatch, interruption: type[BaseException]
+) -> None:
+    # A Ctrl-C lands in llhttp's callback as often as anywhere: it must reach the CLI's "interrupted".
+    server = Server([lambda _r: ok(b"half-read"), lambda _r: ok(b"next")])
+    read_body = _Answer.on_body
+
+    def interrupted(answer: _Answer, body: bytes) -> None:
+        raise interruption
+
+    monkeypatch.setattr(_Answer, "on_body", interrupted)
+    with pytest.raises(interruption):
+        get(transport, server)
+    monkeypatch.setattr(_Answer, "on_body", read_body)
+    assert get(transport, server).content == b"next"
+    assert server.connections == 2  # the connection read half-way was not put back

@@ -289,10 +289,12 @@ class _Answer:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, httpx.RemoteProtocolError):
-                raise exc.__context__ from None
-            if not isinstance(exc.__context__, _Stop):
+            # httptools catches BaseException in callbacks: a Ctrl-C, SystemExit or MemoryError
+            # would otherwise surface as a parser error (a traceback, not "interrupted").
+            if exc.__context__ is None:
                 raise
+            if not isinstance(exc.__context__, _Stop):
+                raise exc.__context__ from None
         except httptools.HttpParserUpgrade:
             raise httpx.RemoteProtocolError("the server switched protocols instead of answering") from None
         except httptools.HttpParserError as exc:
