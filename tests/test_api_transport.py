@@ -741,3 +741,29 @@ def test_an_interruption_while_the_answer_is_read_is_raised_as_itself_and_the_co
     monkeypatch.setattr(_Answer, "on_body", read_body)
     assert get(transport, server).content == b"next"
     assert server.connections == 2  # the connection read half-way was not put back
+
+
+UNREADABLE = [
+    ok(b"\x1f\x8b not gzip at all", "Content-Encoding: gzip"),
+    ok(b"[" * 100_000),  # nested past Python's recursion limit: json raises RecursionError
+    ok(b"[" * 100_000 + b'"p-ticket"'),  # read first as a possible penalty ticket
+]
+
+
+@pytest.mark.parametrize("answer", UNREADABLE, ids=["broken-gzip", "nested-json", "nested-ticket"])
+def test_a_create_whose_answer_cannot_be_read_is_outcome_unknown_and_not_resent(
+    tmp_path: object, answer: bytes
+) -> None:
+    server = Server([lambda _r: LOGIN, lambda _r: answer, lambda _r: ok(b'{"results":[{"userId":2}]}')])
+    user = EvaluationUser(name="a", email="a@example.com", password="Pa55-word!", firstName="A", lastName="B")
+    with client_for(server, tmp_path) as client, pytest.raises(OutcomeUnknown):
+        client.create_evaluation_users([user])
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("answer", UNREADABLE, ids=["broken-gzip", "nested-json", "nested-ticket"])
+def test_a_read_whose_answer_cannot_be_read_is_resent(tmp_path: object, answer: bytes) -> None:
+    server = Server([lambda _r: LOGIN, lambda _r: answer, lambda _r: ok(b"[]")])
+    with client_for(server, tmp_path) as client:
+        assert client.list_users() == []
+    assert len(server.requests) == 3

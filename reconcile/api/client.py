@@ -717,7 +717,7 @@ class PartnerClient:
                     users=users,
                 )
             ) from None
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.DecodingError) as exc:  # DecodingError: a broken gzip body
             if self._auth_done() or idempotent:
                 # Failed during login (the call itself was never sent), or safe to resend anyway.
                 raise _Retry(
@@ -788,7 +788,7 @@ class PartnerClient:
             )
         try:
             return json.loads(response.content) if response.content else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested past Python's limit
             what = "an HTML page" if b"<html" in response.content[:200].lower() else "malformed JSON"
             if not idempotent:
                 raise self._outcome_unknown(call, users, f"the answer was {what}") from None
@@ -939,7 +939,7 @@ def _snippet(response: httpx.Response) -> str:
     """A short, safe description of an error answer: its errorText/message, else its first words."""
     try:
         data = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
         for key in ("errorText", "message", "error", "detail"):
