@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import httpx
 import pytest
-from api_support import NOW, Script, make_client, token_answer
+from api_support import NOW, SECRET_TOKEN, Script, make_client, token_answer
 
 from reconcile.api.events import ClientEvent
 from reconcile.api.models import EvaluationUser
@@ -269,3 +270,27 @@ def test_a_renewal_that_failed_during_a_wait_does_not_make_the_next_create_resen
     assert len(script.calls("/auth/accesstokenrequest")) == 2
     assert script.calls("/user/createevaluationusers")[-1].headers["Authorization"] == "Bearer second"
     assert len(script.calls("/user/createevaluationusers")) == 2  # resent, it would be a duplicate trader
+
+
+def test_a_renewal_that_failed_during_a_wait_logs_no_secret(caplog: pytest.LogCaptureFixture) -> None:
+    # h11 (httpx's transport, used behind a proxy) quotes the header value it refuses to write.
+    clock = Clock()
+    clock.now = NOW
+    refused = httpx.LocalProtocolError(f"Illegal header value b'Bearer {SECRET_TOKEN}\\r\\n'")
+    script = Script(
+        {
+            "/user/createevaluationusers": [httpx.Response(200, json={"results": [{"userId": 1}]})],
+            "/auth/accesstokenrequest": [token_answer(expires=NOW + 45 * 60), token_answer("second")],
+            "/auth/renewaccesstoken": [refused],
+        }
+    )
+    pacer = Pacer({"/user/createevaluationusers": 1}, clock=clock, sleep=clock.sleep, wallclock=clock)
+    client, _ = make_client(script, pacer=pacer, now=clock)
+    user = EvaluationUser(
+        name="alice", email="a@example.com", password="Pw-123456!", firstName="A", lastName="B"
+    )
+    with caplog.at_level(logging.INFO):
+        client.create_evaluation_users([user])
+        client.create_evaluation_users([user])
+    assert "renewing the access token during a wait failed: Illegal header value" in caplog.text
+    assert SECRET_TOKEN not in caplog.text

@@ -565,7 +565,10 @@ class PartnerClient:
             self.auth.renew_if_due(lambda request: send(self._transport, request, None))
         except (ApiError, httpx.HTTPError) as exc:
             # Not fatal: the call after the wait logs in if the token is gone by then.
-            log.info("renewing the access token during a wait failed: %s", exc)
+            # httpx's own transport (behind a proxy) quotes a header value it refuses: the token.
+            log.info(
+                "renewing the access token during a wait failed: %s", redact(str(exc), self.auth.secrets())
+            )
         sleep(seconds - due)
 
     def _send_call(
