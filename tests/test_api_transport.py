@@ -24,7 +24,7 @@ from reconcile.api.credentials import Credentials
 from reconcile.api.models import EvaluationUser
 from reconcile.api.token_cache import TokenCache
 from reconcile.api.transport import MAX_IDLE, KeepAliveTransport, _Answer, _ThroughHttpx, default_transport
-from reconcile.errors import OutcomeUnknown, TransportError
+from reconcile.errors import AuthError, OutcomeUnknown, TransportError
 
 DROP = b"DROP:"
 """An answer starting so is sent without it, then the server closes the connection unannounced."""
@@ -435,11 +435,19 @@ def test_a_header_that_cannot_be_written_is_a_local_protocol_error(transport: Ke
     assert server.requests == []
 
 
-def test_a_token_no_header_can_carry_is_a_transport_error_not_a_traceback(tmp_path: object) -> None:
+def test_a_token_no_header_can_carry_is_refused_at_login_and_never_cached(tmp_path: object) -> None:
+    # Cached until its expiry (2099 here), it failed every later run before sending a byte, and a
+    # create's failure said it may have been applied.
     login = ok(b'{"accessToken":"tok\\r\\nX: 1","expirationTime":"2099-01-01T00:00:00+00:00"}')
     server = Server([lambda _r: login] * 10)
-    with client_for(server, tmp_path) as client, pytest.raises(TransportError, match="LocalProtocolError"):
-        client.list_users()
+    user = EvaluationUser(name="a", email="a@example.com", password="Pa55-word!", firstName="A", lastName="B")
+    for _run in range(2):
+        with (
+            client_for(server, tmp_path) as client,
+            pytest.raises(AuthError, match="no HTTP header can carry"),
+        ):
+            client.create_evaluation_users([user])
+    assert [r.split(b" ")[1] for r in server.requests] == [b"/v1/auth/accesstokenrequest"] * 2
 
 
 def test_an_international_host_is_reached_by_its_idna_2008_name(
