@@ -186,6 +186,23 @@ def test_a_failed_renewal_falls_back_to_a_login(tmp_path: Path) -> None:
     assert script.calls("/user/list")[-1].headers["Authorization"] == "Bearer second"
 
 
+def test_a_renewed_token_no_header_can_carry_is_not_kept_a_login_follows() -> None:
+    now = [NOW]
+    script = Script(
+        {
+            LOGIN: [token_answer("first"), token_answer("second", expires=NOW + 200 * 60)],
+            RENEW: [token_answer("renewed\r\nX-Injected: 1", expires=NOW + 200 * 60)],
+            "/user/list": [httpx.Response(200, json=[])],
+        }
+    )
+    client, _ = make_client(script, now=lambda: now[0])
+    client.list_users()
+    now[0] = NOW + 80 * 60
+    client.list_users()
+    assert len(script.calls(RENEW)) == 1 and len(script.calls(LOGIN)) == 2
+    assert script.calls("/user/list")[-1].headers["Authorization"] == "Bearer second"
+
+
 def test_an_expired_cached_token_means_a_login_not_a_renewal(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path)
     cache.save(BASE, credentials(), CachedToken("old", NOW - 10))

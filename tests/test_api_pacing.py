@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import httpx
-from api_support import NOW, Script, make_client, token_answer
+import pytest
+from api_support import NOW, SECRET_TOKEN, Script, make_client, token_answer
 
 from reconcile.api.events import ClientEvent
 from reconcile.api.models import EvaluationUser
 from reconcile.api.pacing import Pacer
+from reconcile.errors import OutcomeUnknown
 
 
 class Clock:
@@ -225,3 +228,69 @@ def test_the_client_paces_only_limited_paths_and_matches_them_regardless_of_case
     )
     # The login is paced too, by the auth.
     assert paced == ["/auth/accesstokenrequest", "/user/createevaluationusers"]
+
+
+def test_a_renewal_that_failed_during_a_wait_does_not_make_the_next_create_resendable() -> None:
+    """A create whose connection drops once sent is not resent, though this thread's renewal failed."""
+    clock = Clock()
+    clock.now = NOW
+    script = Script(
+        {
+            "/user/createevaluationusers": [
+                httpx.Response(200, json={"results": [{"userId": 1}]}),
+                httpx.RemoteProtocolError("dropped after the server applied it"),
+                httpx.Response(200, json={"results": [{"userId": 2}]}),
+            ],
+            "/auth/accesstokenrequest": [
+                token_answer(expires=NOW + 45 * 60),
+                token_answer("second", NOW + 3 * 3600),
+            ],
+            "/auth/renewaccesstoken": [httpx.ConnectError("the endpoint was down during the wait")],
+            "/user/list": [httpx.Response(200, json=[])],
+        }
+    )
+    pacer = Pacer({"/user/createevaluationusers": 1}, clock=clock, sleep=clock.sleep, wallclock=clock)
+    client, _ = make_client(script, pacer=pacer, now=clock)
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.slept) == 2:  # after this thread's renewal failed, another thread logs in
+            other = threading.Thread(target=client.list_users)
+            other.start()
+            other.join()
+
+    pacer.sleep = sleep
+    user = EvaluationUser(
+        name="alice", email="a@example.com", password="Pw-123456!", firstName="A", lastName="B"
+    )
+    client.create_evaluation_users([user])
+    with pytest.raises(OutcomeUnknown):
+        client.create_evaluation_users([user])  # waits an hour with the renewal failing on the way
+    assert len(script.calls("/auth/renewaccesstoken")) == 1
+    assert len(script.calls("/auth/accesstokenrequest")) == 2
+    assert script.calls("/user/createevaluationusers")[-1].headers["Authorization"] == "Bearer second"
+    assert len(script.calls("/user/createevaluationusers")) == 2  # resent, it would be a duplicate trader
+
+
+def test_a_renewal_that_failed_during_a_wait_logs_no_secret(caplog: pytest.LogCaptureFixture) -> None:
+    # h11 (httpx's transport, used behind a proxy) quotes the header value it refuses to write.
+    clock = Clock()
+    clock.now = NOW
+    refused = httpx.LocalProtocolError(f"Illegal header value b'Bearer {SECRET_TOKEN}\\r\\n'")
+    script = Script(
+        {
+            "/user/createevaluationusers": [httpx.Response(200, json={"results": [{"userId": 1}]})],
+            "/auth/accesstokenrequest": [token_answer(expires=NOW + 45 * 60), token_answer("second")],
+            "/auth/renewaccesstoken": [refused],
+        }
+    )
+    pacer = Pacer({"/user/createevaluationusers": 1}, clock=clock, sleep=clock.sleep, wallclock=clock)
+    client, _ = make_client(script, pacer=pacer, now=clock)
+    user = EvaluationUser(
+        name="alice", email="a@example.com", password="Pw-123456!", firstName="A", lastName="B"
+    )
+    with caplog.at_level(logging.INFO):
+        client.create_evaluation_users([user])
+        client.create_evaluation_users([user])
+    assert "renewing the access token during a wait failed: Illegal header value" in caplog.text
+    assert SECRET_TOKEN not in caplog.text

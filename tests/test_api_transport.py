@@ -23,8 +23,8 @@ from reconcile.api.client import PartnerClient
 from reconcile.api.credentials import Credentials
 from reconcile.api.models import EvaluationUser
 from reconcile.api.token_cache import TokenCache
-from reconcile.api.transport import MAX_IDLE, KeepAliveTransport, _ThroughHttpx, default_transport
-from reconcile.errors import OutcomeUnknown, TransportError
+from reconcile.api.transport import MAX_IDLE, KeepAliveTransport, _Answer, _ThroughHttpx, default_transport
+from reconcile.errors import AuthError, OutcomeUnknown, TransportError
 
 DROP = b"DROP:"
 """An answer starting so is sent without it, then the server closes the connection unannounced."""
@@ -435,11 +435,19 @@ def test_a_header_that_cannot_be_written_is_a_local_protocol_error(transport: Ke
     assert server.requests == []
 
 
-def test_a_token_no_header_can_carry_is_a_transport_error_not_a_traceback(tmp_path: object) -> None:
+def test_a_token_no_header_can_carry_is_refused_at_login_and_never_cached(tmp_path: object) -> None:
+    # Cached until its expiry (2099 here), it failed every later run before sending a byte, and a
+    # create's failure said it may have been applied.
     login = ok(b'{"accessToken":"tok\\r\\nX: 1","expirationTime":"2099-01-01T00:00:00+00:00"}')
     server = Server([lambda _r: login] * 10)
-    with client_for(server, tmp_path) as client, pytest.raises(TransportError, match="LocalProtocolError"):
-        client.list_users()
+    user = EvaluationUser(name="a", email="a@example.com", password="Pa55-word!", firstName="A", lastName="B")
+    for _run in range(2):
+        with (
+            client_for(server, tmp_path) as client,
+            pytest.raises(AuthError, match="no HTTP header can carry"),
+        ):
+            client.create_evaluation_users([user])
+    assert [r.split(b" ")[1] for r in server.requests] == [b"/v1/auth/accesstokenrequest"] * 2
 
 
 def test_an_international_host_is_reached_by_its_idna_2008_name(
@@ -722,3 +730,66 @@ def test_an_ipv6_literal_is_dialled_bare_and_named_in_brackets(transport: KeepAl
     listener.close()
     assert response.content == b"v6"
     assert heads == [f"GET /x HTTP/1.1\r\nHost: [::1]:{port}\r\n\r\n".encode()]
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit, MemoryError])
+def test_an_interruption_while_the_answer_is_read_is_raised_as_itself_and_the_connection_dropped(
+    transport: KeepAliveTransport, monkeypatch: pytest.MonkeyPatch, interruption: type[BaseException]
+) -> None:
+    # A Ctrl-C lands in llhttp's callback as often as anywhere: it must reach the CLI's "interrupted".
+    server = Server([lambda _r: ok(b"half-read"), lambda _r: ok(b"next")])
+    read_body = _Answer.on_body
+
+    def interrupted(answer: _Answer, body: bytes) -> None:
+        raise interruption
+
+    monkeypatch.setattr(_Answer, "on_body", interrupted)
+    with pytest.raises(interruption):
+        get(transport, server)
+    monkeypatch.setattr(_Answer, "on_body", read_body)
+    assert get(transport, server).content == b"next"
+    assert server.connections == 2  # the connection read half-way was not put back
+
+
+UNREADABLE = [
+    ok(b"\x1f\x8b not gzip at all", "Content-Encoding: gzip"),
+    ok(b"[" * 100_000),  # nested past Python's recursion limit: json raises RecursionError
+    ok(b"[" * 100_000 + b'"p-ticket"'),  # read first as a possible penalty ticket
+]
+
+
+@pytest.mark.parametrize("answer", UNREADABLE, ids=["broken-gzip", "nested-json", "nested-ticket"])
+def test_a_create_whose_answer_cannot_be_read_is_outcome_unknown_and_not_resent(
+    tmp_path: object, answer: bytes
+) -> None:
+    server = Server([lambda _r: LOGIN, lambda _r: answer, lambda _r: ok(b'{"results":[{"userId":2}]}')])
+    user = EvaluationUser(name="a", email="a@example.com", password="Pa55-word!", firstName="A", lastName="B")
+    with client_for(server, tmp_path) as client, pytest.raises(OutcomeUnknown):
+        client.create_evaluation_users([user])
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("answer", UNREADABLE, ids=["broken-gzip", "nested-json", "nested-ticket"])
+def test_a_read_whose_answer_cannot_be_read_is_resent(tmp_path: object, answer: bytes) -> None:
+    server = Server([lambda _r: LOGIN, lambda _r: answer, lambda _r: ok(b"[]")])
+    with client_for(server, tmp_path) as client:
+        assert client.list_users() == []
+    assert len(server.requests) == 3
+
+
+def test_a_connection_idle_past_the_keepalive_expiry_is_not_reused() -> None:
+    # After a pacing wait (an hour between creates) a pooled connection may have been dropped by a
+    # firewall or load balancer without a close the poll sees: a create sent on it is lost
+    # (OutcomeUnknown, its slot of the hour spent). httpx's pool dropped connections idle 5 s.
+    server = Server([lambda _r: ok(b"1"), lambda _r: ok(b"2"), lambda _r: ok(b"3")])
+    with KeepAliveTransport(timeout=2.0, keepalive_expiry=0.2) as transport:
+        assert get(transport, server).content == b"1"
+        assert get(transport, server).content == b"2"  # at once: the same connection
+        time.sleep(0.3)
+        assert get(transport, server).content == b"3"
+    assert server.connections == 2
+    assert eventually(lambda: server.closed == 1)  # the expired one was closed, not left open
+
+
+def test_the_keepalive_expiry_is_httpxs() -> None:
+    assert KeepAliveTransport()._keepalive_expiry == httpx.Limits().keepalive_expiry == 5.0

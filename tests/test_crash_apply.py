@@ -234,6 +234,33 @@ def test_applied_then_dropped_answers_are_settled_without_doubles(
     assert plan_is_empty(tmp_path, server, manifest, dsn=backend)
 
 
+def test_every_lost_or_refused_create_answer_over_pooled_connections_converges_without_doubles(
+    tmp_path: Path, server: str
+) -> None:
+    # `apply --endpoint` sends over the default transport's kept-alive connections (6 threads):
+    # a create answered with half its JSON, refused with HTTP 500, answered late, penalised,
+    # rate limited, and calls of every path answered late while others reuse the connections.
+    manifest = write_desk(tmp_path / "desk.yaml", DESK, simplus=True, contact=True)
+    create = "/user/createevaluationusers"
+    for kind, path, seconds in [
+        ("malformed", create, 0),
+        ("http500", create, 0),
+        ("slow", create, 0.5),
+        ("penalty", create, 0.2),
+        ("http429", create, 0.2),
+        ("slow", "*", 0.2),
+        ("malformed", "/contactinfo/updatecontactinfo", 0),
+    ]:
+        admin(server, "POST", "faults", {"kind": kind, "path": path, "count": 1, "seconds": seconds})
+    first = apply(tmp_path, server, manifest)
+    assert first.returncode == 1 and "HTTP 500" in first.stdout + first.stderr  # its 10 users wait
+    second = apply(tmp_path, server, manifest)  # creates those 10: penalised, then rate limited
+    assert second.returncode == 0, second.stderr
+    assert admin(server, "GET", "faults") == []
+    assert_converged(tmp_path, server, active=DESK, granted=0)
+    assert plan_is_empty(tmp_path, server, manifest)
+
+
 # --- kills and faults layered, with generated passwords -------------------------------------------
 #
 # Each scenario is a list of steps on one desk of SMALL users whose passwords are generated; each

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -33,6 +34,9 @@ from reconcile.api.token_cache import CachedToken, TokenCache
 from reconcile.errors import AuthError, LoginUnavailable, sentences
 
 log = logging.getLogger(__name__)
+
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
+"""What no token in an ``Authorization`` header can hold: whitespace, line breaks, controls."""
 
 LOGIN_PATH = "/auth/accesstokenrequest"
 RENEW_PATH = "/auth/renewaccesstoken"
@@ -210,7 +214,7 @@ class TokenAuth(httpx.Auth):
             except LoginDeferred:
                 return None
         answer = _token_answer(response)
-        if answer is None or answer.accessToken is None:
+        if answer is None or answer.accessToken is None or not _sendable(answer):
             log.info("token renewal at %s refused (HTTP %s); logging in", self.endpoint, response.status_code)
             return None
         self.renewals += 1
@@ -240,6 +244,13 @@ class TokenAuth(httpx.Auth):
                     "Check TRADOVATE_USERNAME, TRADOVATE_PASSWORD and the app credentials "
                     "(TRADOVATE_APP_ID, TRADOVATE_CID, TRADOVATE_SEC)",
                 ),
+                call="accesstokenrequest",
+            )
+        if not _sendable(answer):
+            # Kept, it would fail every call until it expired, in this run and the next ones.
+            raise AuthError(
+                f"login as {who} failed: the API answered an access token with a space, line break or "
+                "control character, which no HTTP header can carry; nothing was sent with it",
                 call="accesstokenrequest",
             )
         self.logins += 1
@@ -343,6 +354,11 @@ class TokenAuth(httpx.Auth):
         log.info("%s", message)
         if self.on_event is not None:
             self.on_event(ClientEvent(kind=kind, call=call, message=message))
+
+
+def _sendable(answer: AccessTokenResponse) -> bool:
+    """Whether the answer's token can go in an ``Authorization`` header as it is."""
+    return answer.accessToken is not None and not _UNSENDABLE.search(answer.accessToken.get_secret_value())
 
 
 def _token_answer(response: httpx.Response) -> AccessTokenResponse | None:

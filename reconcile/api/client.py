@@ -566,7 +566,10 @@ class PartnerClient:
             self.auth.renew_if_due(lambda request: send(self._transport, request, None))
         except (ApiError, httpx.HTTPError) as exc:
             # Not fatal: the call after the wait logs in if the token is gone by then.
-            log.info("renewing the access token during a wait failed: %s", exc)
+            # httpx's own transport (behind a proxy) quotes a header value it refuses: the token.
+            log.info(
+                "renewing the access token during a wait failed: %s", redact(str(exc), self.auth.secrets())
+            )
         sleep(seconds - due)
 
     def _send_call(
@@ -704,6 +707,10 @@ class PartnerClient:
         self, request: httpx.Request, call: str, users: tuple[str, ...], *, idempotent: bool
     ) -> httpx.Response:
         self.requests_sent += 1
+        if self.auth is not None:
+            # A renewal that failed during a pacing wait left the mark set: this call's own
+            # failure would pass for a login's, and a create the server applied would be resent.
+            self.auth.reset_authenticating()
         try:
             response = send(self._transport, request, self.auth)
         except LoginDeferred as exc:
@@ -718,7 +725,7 @@ class PartnerClient:
                     users=users,
                 )
             ) from None
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.DecodingError) as exc:  # DecodingError: a broken gzip body
             if self._auth_done() or idempotent:
                 # Failed during login (the call itself was never sent), or safe to resend anyway.
                 raise _Retry(
@@ -789,7 +796,7 @@ class PartnerClient:
             )
         try:
             return json.loads(response.content) if response.content else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested past Python's limit
             what = "an HTML page" if b"<html" in response.content[:200].lower() else "malformed JSON"
             if not idempotent:
                 raise self._outcome_unknown(call, users, f"the answer was {what}") from None
@@ -942,7 +949,7 @@ def _snippet(response: httpx.Response) -> str:
     """A short, safe description of an error answer: its errorText/message, else its first words."""
     try:
         data = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
         for key in ("errorText", "message", "error", "detail"):

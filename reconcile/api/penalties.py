@@ -94,7 +94,7 @@ def _penalty_ticket(response: httpx.Response) -> PenaltyTicket | None:
         return None
     try:
         data = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested past Python's limit
         return None
     if not isinstance(data, dict) or "p-ticket" not in data:
         return None

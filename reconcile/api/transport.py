@@ -26,6 +26,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,12 @@ import httpx
 
 MAX_IDLE = 20
 """Connections per origin kept open between requests (as httpx's client kept)."""
+KEEPALIVE_EXPIRY = 5.0
+"""Seconds a connection may stay idle and still be reused (httpx's default).
+
+A connection idle longer (a pacing wait of an hour between creates) may have been dropped by a
+firewall or load balancer without a close the poll could see; a create sent on it would be lost.
+"""
 
 _READ_SIZE = 65536
 _MAX_HEAD = 100 * 1024
@@ -55,9 +62,16 @@ class KeepAliveTransport(httpx.BaseTransport):
     A request without a timeout of its own gets ``timeout`` (the client always sets one).
     """
 
-    def __init__(self, *, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY,
+    ) -> None:
         """``ssl_context`` verifies HTTPS servers; by default httpx's (certifi, or ``SSL_CERT_FILE``)."""
         self._timeout = httpx.Timeout(timeout).as_dict()
+        self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._lock = threading.Lock()
@@ -85,18 +99,19 @@ class KeepAliveTransport(httpx.BaseTransport):
             connection.close()
 
     def _checkout(self, origin: _Origin) -> _Connection | None:
-        """An idle connection to ``origin`` the server has not closed, or None."""
+        """An idle connection to ``origin`` not idle too long, that the server has not closed, or None."""
         while True:
             with self._lock:
                 idle = self._idle.get(origin)
                 if not idle:
                     return None
                 connection = idle.pop()
-            if connection.still_open():
+            if time.monotonic() - connection.idle_since <= self._keepalive_expiry and connection.still_open():
                 return connection
             connection.close()
 
     def _checkin(self, origin: _Origin, connection: _Connection, *, reusable: bool) -> None:
+        connection.idle_since = time.monotonic()
         with self._lock:
             idle = self._idle.setdefault(origin, [])
             if reusable and not self._closed and len(idle) < MAX_IDLE:
@@ -289,10 +304,12 @@ class _Answer:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, httpx.RemoteProtocolError):
-                raise exc.__context__ from None
-            if not isinstance(exc.__context__, _Stop):
+            # httptools catches BaseException in callbacks: a Ctrl-C, SystemExit or MemoryError
+            # would otherwise surface as a parser error (a traceback, not "interrupted").
+            if exc.__context__ is None:
                 raise
+            if not isinstance(exc.__context__, _Stop):
+                raise exc.__context__ from None
         except httptools.HttpParserUpgrade:
             raise httpx.RemoteProtocolError("the server switched protocols instead of answering") from None
         except httptools.HttpParserError as exc:
@@ -326,10 +343,12 @@ class _Stop(Exception):
 class _Connection:
     """One socket, one request at a time."""
 
-    __slots__ = ("sock",)
+    __slots__ = ("idle_since", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.idle_since = 0.0
+        """When the connection was last put back idle (``time.monotonic``)."""
 
     def exchange(self, head: bytes, body: bytes, timeout: dict[str, Any], *, head_only: bool) -> _Answer:
         sock = self.sock
