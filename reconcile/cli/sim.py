@@ -47,6 +47,12 @@ def _call(url: str | None, db_path: str, method: str, route: str, body: dict[str
 
         root = url.rstrip("/").removesuffix("/v1")
         token = admin_token()
+        if token and not (token.isascii() and token.isprintable()):
+            # httpx would quote the header value it refuses: the token, in the error printed.
+            raise ReconcileError(
+                f"{ADMIN_TOKEN_ENV} holds a line break, a control or a non-ASCII character, which an "
+                "HTTP header cannot carry; set it to the token the simulator was started with"
+            )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             response = httpx.request(method, f"{root}/_sim/{route}", json=body, headers=headers, timeout=30)
