@@ -156,7 +156,7 @@ def test_no_spelling_of_an_admin_route_skips_the_token(sim_app: SimApp, tmp_path
 
 
 @pytest.mark.parametrize("token", ["s3cr3t\r\nX-Leak: 1", "s3cr3t\x01", "s3cr3té"])
-def test_an_admin_token_no_header_can_carry_is_refused_without_printing_it(token: str, tmp_path: Path) -> None:
+def test_an_admin_token_no_header_can_carry_is_refused_without_printing_it(token: str) -> None:
     # httpx's refusal quoted the header value, so the error printed the token itself.
     result = run("sim", "users", "--url", "http://127.0.0.1:9/v1", env={ADMIN_TOKEN_ENV: token})
     assert result.exit_code == 1
