@@ -3,15 +3,15 @@
 The client builds each :class:`httpx.Request` itself and runs the token flow (:func:`send`): the
 client layer's per-request URL merging, cookie jar and header handling cost about as much CPU
 as the exchange itself. Below it, httpx's own transport (httpcore and h11, pure Python) spent
-0.18-0.20 ms of CPU on each small request against a loopback server; this one spends ~0.04
-(``bench/apply.py``'s "transport alone" line), which is most of the apply's CPU per user.
+0.18 ms of CPU on each small request against ``sim serve``; this one spends ~0.08
+(``bench/apply.py``'s "transport alone" line): the difference was most of the apply's CPU per user.
 
 What is written here is the part HTTP leaves to a client: the request's head (from the headers
 httpx built, each checked against RFC 9110's grammar before anything is sent), the pool of idle
 connections per origin, and when a connection may be reused. Reading an answer (status line,
 headers, framing by length, chunks or the close, informational answers) is llhttp's, Node.js's
-parser, through httptools. The differences from h11 that matter are pinned by
-``tests/test_api_transport.py``, which runs the same exchanges through httpx's transport too.
+parser, through httptools. ``tests/test_api_transport_h11.py`` runs the same exchanges through
+httpx's transport too and pins each difference from h11.
 
 Failures are httpx's exceptions, in the order a request goes out, so
 :class:`reconcile.api.client.PartnerClient` tells a request that never left this machine
@@ -201,7 +201,9 @@ class _Answer:
     __slots__ = (
         "beyond",
         "body",
+        "coded",
         "complete",
+        "framed",
         "head_done",
         "head_only",
         "head_size",
@@ -223,6 +225,10 @@ class _Answer:
         self.version = b"HTTP/1.1"
         self.head_done = False
         self.head_size = 0
+        self.framed = False
+        """The head names a Content-Length or a Transfer-Encoding (else the close ends the body)."""
+        self.coded = False
+        """The head names a Content-Encoding (httpx must decode the body)."""
         self.complete = False
         self.keep_alive = False
         self.beyond = False
@@ -235,7 +241,7 @@ class _Answer:
         self.reason = b""
         self.headers = []
         self.body = []
-        self.head_done = False
+        self.head_done = self.framed = self.coded = False
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
@@ -244,15 +250,20 @@ class _Answer:
         if self.head_done:
             return  # a trailer field after a chunked body: h11 drops them, and they are not the head's
         value = value.rstrip(b" \t")  # llhttp keeps the whitespace after a value
-        if name.lower() == b"transfer-encoding" and value.lower() != b"chunked":
+        lower = name.lower()
+        if lower == b"transfer-encoding" and value.lower() != b"chunked":
             # A body still coded as the server sent it would be read as the answer (h11 refuses too).
             raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {value.decode('latin-1')!r}")
+        self.framed = self.framed or lower in (b"content-length", b"transfer-encoding")
+        self.coded = self.coded or lower == b"content-encoding"
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         if self.status < 100:
             raise httpx.RemoteProtocolError(f"status {self.status} is no HTTP status")
+        if self.status == 101:  # raised before llhttp would hand the connection over
+            raise httpx.RemoteProtocolError("the server switched protocols instead of answering")
         self.version = b"HTTP/" + self.parser.get_http_version().encode("ascii")
         if self._informational():
             return
@@ -279,14 +290,14 @@ class _Answer:
             stream=_Body(body),
             extensions={"http_version": self.version, "reason_phrase": self.reason},
         )
-        if not any(name.lower() == b"content-encoding" for name, _ in self.headers):
+        if not self.coded:
             # What httpx's read() would store after passing the bytes through its identity
             # decoder and chunker: 8% of an apply's CPU. Without it, read() still decodes.
             response._content = body
         return response
 
     def _informational(self) -> bool:
-        return 100 <= self.status < 200 and self.status != 101
+        return self.status < 200  # 1xx: a 101 was refused on arrival
 
     @property
     def reusable(self) -> bool:
@@ -297,7 +308,7 @@ class _Answer:
         if not data:
             if not self.head_done:
                 raise httpx.RemoteProtocolError("Server disconnected without sending a complete answer.")
-            if not self._framed_by_close():
+            if self.framed:
                 raise httpx.RemoteProtocolError("Server disconnected before the answer's body was complete.")
             self.complete = True
             return
@@ -310,8 +321,6 @@ class _Answer:
                 raise
             if not isinstance(exc.__context__, _Stop):
                 raise exc.__context__ from None
-        except httptools.HttpParserUpgrade:
-            raise httpx.RemoteProtocolError("the server switched protocols instead of answering") from None
         except httptools.HttpParserError as exc:
             if not self.complete:
                 raise httpx.RemoteProtocolError(f"malformed answer: {exc}") from exc
@@ -320,10 +329,6 @@ class _Answer:
             self.head_size += len(data)
             if self.head_size > _MAX_HEAD:
                 raise httpx.RemoteProtocolError(f"the answer's head is over {_MAX_HEAD} bytes")
-
-    def _framed_by_close(self) -> bool:
-        """Whether the answer's body runs to the end of the stream: neither a length nor chunks."""
-        return not any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers)
 
 
 class _Body(httpx.SyncByteStream):
@@ -373,8 +378,6 @@ class _Connection:
             raise httpx.WriteError(str(unsent)) from unsent
         if unsent is not None:
             answer.beyond = True  # the rest of the request is somewhere: never reuse the connection
-        if answer.status == 101:
-            raise httpx.RemoteProtocolError("the server switched protocols instead of answering")
         return answer
 
     def _read(self, answer: _Answer, timeout: dict[str, Any]) -> None:
