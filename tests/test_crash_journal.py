@@ -38,6 +38,34 @@ def test_open_intents_are_read_back_and_settling_compacts(tmp_path: Path) -> Non
     assert reopened.unsettled() == [] and log.path.read_text() == ""
 
 
+def test_a_settle_reads_the_file_only_when_this_journal_has_nothing_else_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An apply settles group k while group k+1's intent is open: no read of the growing file."""
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    journal = IntentJournal(log)
+    reads: list[int] = []
+    unsettled = FileJournal.unsettled
+    monkeypatch.setattr(FileJournal, "unsettled", lambda self: reads.append(1) or unsettled(self))
+    intents = [journal.begin("grant", [create(f"u{i}")]) for i in range(2)]
+    for i in range(2, 50):
+        intents.append(journal.begin("grant", [create(f"u{i}")]))
+        journal.settle(intents[i - 2])
+    assert reads == []
+    journal.settle(intents[48])
+    journal.settle(intents[49])
+    assert reads == [1] and log.path.read_text() == ""
+
+
+def test_a_settle_never_empties_a_journal_holding_an_intent_another_object_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "sim.journal.jsonl"
+    mine, other = IntentJournal(FileJournal(path)), IntentJournal(FileJournal(path))
+    kept = other.begin("create", [create("ann")])
+    done = mine.begin("create", [create("bob")])
+    mine.settle(done)
+    assert [i.id for i in IntentJournal(FileJournal(path)).unsettled()] == [kept.id]
+
+
 def test_a_torn_last_line_is_ignored_but_a_torn_middle_is_an_error(tmp_path: Path) -> None:
     log = FileJournal(tmp_path / "sim.journal.jsonl")
     journal = IntentJournal(log)

@@ -99,6 +99,9 @@ class FileJournal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._open: set[str] = set()
+        """The intents this object appended and has not settled: while one is left, a settle
+        needs no read to know the journal cannot be emptied yet."""
 
     def _append(self, line: dict[str, Any]) -> None:
         data = (json.dumps(line, separators=(",", ":")) + "\n").encode("utf-8")
@@ -113,15 +116,24 @@ class FileJournal:
     def append(self, entry: JournalEntry) -> None:
         """Append ``entry`` and fsync it."""
         self._append(entry.to_json_dict())
+        self._open.add(entry.id)
 
     def settle(self, entry_id: str) -> None:
-        """Append the settled line of ``entry_id``; compact when nothing is left open."""
+        """Append the settled line of ``entry_id``; empty the file when nothing is left open.
+
+        Whether anything is left is read from the file (what was written is the truth), except
+        while an intent this object appended is still open: then the file cannot be emptied, and
+        reading it is skipped. An apply that keeps the next group's intent open while it settles
+        this one read the whole, growing file on every settle: quadratic in the run's length.
+        """
         self._append(_Settled(id=entry_id).model_dump())
-        if not self.unsettled():
+        self._open.discard(entry_id)
+        if not self._open and not self.unsettled():
             self.clear()
 
     def clear(self) -> None:
         """Empty the journal file."""
+        self._open.clear()
         fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
         try:
             os.fsync(fd)
