@@ -406,6 +406,26 @@ def test_unsettled_create_intent_is_adopted_before_anything_else(env: dict[str, 
     assert env["journal"].unsettled() == []
 
 
+def test_settling_an_empty_journal_does_not_read_the_state(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan that follows reads it: a second read of a large desk was a tenth of a second."""
+    m = make_manifest(2)
+    run(env, plan_for(env["store"], creates(m)), m)
+    reads: list[str] = []
+    load = FileStateStore.load
+    monkeypatch.setattr(FileStateStore, "load", lambda self, e: reads.append(e) or load(self, e))
+    result = settle(
+        store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
+    )
+    assert reads == [] and result.settled_intents == 0 and result.counts()["failed"] == 0
+    IntentJournal(env["journal"]).begin("create", creates(make_manifest(3))[2:])
+    assert settle(
+        store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
+    ).settled_intents == 1
+    assert reads == ["sim"]
+
+
 def test_grants_read_signals_once_and_complete_only_signers(env: dict[str, Any]) -> None:
     m = make_manifest(3)
     run(env, plan_for(env["store"], creates(m)), m)

