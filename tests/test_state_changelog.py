@@ -38,6 +38,42 @@ def test_a_batch_save_writes_the_batch_whatever_the_desk_size(tmp_path: Path) ->
     assert appended[0] == appended[1]
 
 
+def test_the_first_save_after_a_read_appends_the_batch_when_the_run_said_it_will_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An apply reads, then saves: its first save neither reads the document again nor rewrites it."""
+    _desk(tmp_path, 50)
+    store = FileStateStore(tmp_path / "sim.json")
+    state = store.load("sim")
+    store.will_change(state)
+    base = store.path.read_bytes()
+    reads: list[int] = []
+    read = FileStateStore.read
+    monkeypatch.setattr(FileStateStore, "read", lambda self: reads.append(1) or read(self))
+    unchanged = store.save(state, changed=["trader00003"])
+    assert unchanged.serial == state.serial and not store.changes_path.exists()
+    saved = _rename(store, unchanged, "trader00003", "new@example.com")
+    assert reads == [] and store.path.read_bytes() == base, "appended to the log, nothing read or rewritten"
+    monkeypatch.undo()
+    again = FileStateStore(store.path).read()
+    assert again is not None and again.serial == saved.serial == state.serial + 1
+    assert again.users == saved.users and again.users["trader00003"].email == "new@example.com"
+
+
+def test_a_state_that_is_not_the_one_just_read_is_no_base(tmp_path: Path) -> None:
+    """Its records may already hold changes: taken as the base, those would never be saved."""
+    _desk(tmp_path, 5)
+    store = FileStateStore(tmp_path / "sim.json")
+    read = store.load("sim")
+    changed = read.model_copy(update={"users": dict(read.users)})
+    changed.users["trader00001"] = changed.users["trader00001"].model_copy(update={"email": "x@example.com"})
+    store.will_change(changed)
+    saved = store.save(changed, changed=[])
+    again = FileStateStore(store.path).read()
+    assert again is not None and saved.serial == read.serial + 1
+    assert again.users["trader00001"].email == "x@example.com"
+
+
 def test_every_store_reads_the_folded_state_and_the_lock_release_folds_it_in(tmp_path: Path) -> None:
     store, state = _desk(tmp_path, 3)
     with store.lock():

@@ -178,6 +178,8 @@ class FileStateStore(GuardedStore, StateStore):
         self.path = Path(path)
         self.changes_path = changes_path_for(self.path)
         self._snapshot: _Snapshot | None = None
+        self._read: tuple[object, object] | None = None
+        """The record mappings of the State the last read returned (see :meth:`will_change`)."""
         self._found: tuple[tuple[int, ...], dict[str, dict[str, str | None]]] | None = None
 
     def describe(self) -> str:
@@ -274,6 +276,7 @@ class FileStateStore(GuardedStore, StateStore):
         # every append would never finish beside an apply saving batch after batch.
         if signature[0] != _file_signature(self.path):
             return self.read()
+        self._read = (state.users, state.accounts)
         self._snapshot = _Snapshot(
             signature,
             state.environment,
@@ -347,6 +350,24 @@ class FileStateStore(GuardedStore, StateStore):
             ) from None
         share_fields_sets(record_models(state.users, state.accounts))
         return state
+
+    def will_change(self, state: State) -> None:
+        """Serialize the records of ``state``, just read and not changed yet, as the base of saves.
+
+        A read does not serialize (a plan never writes), so without a base the first save of a
+        run read the whole document again to compare and then rewrote it whole: 0.4 s of a 10k
+        grants apply. Taken only when ``state`` holds the very mappings the last read returned
+        and the files are as read: a State changed since would pass its changes off as the base.
+        """
+        snap = self._valid_snapshot()
+        read = self._read
+        if snap is None or snap.records is not None or read is None:
+            return
+        if read[0] is not state.users or read[1] is not state.accounts:
+            return
+        if (state.lineage, state.serial) != (snap.lineage, snap.serial):
+            return
+        self._snapshot = snap._replace(records=_all_json(state))
 
     def read_header(self) -> tuple[str, int] | None:
         snap = self._valid_snapshot()

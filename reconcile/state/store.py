@@ -72,6 +72,14 @@ class StateWriter(Protocol):
         treat the argument as spent and go on with the result.
         """
 
+    def will_change(self, state: State) -> None:
+        """``state`` was just loaded, and a run is about to change it and save it batch by batch.
+
+        Called before anything in it changes. A backend that writes only what changed may take
+        it as the base its saves compare with; by default nothing happens.
+        """
+        return None
+
     @abc.abstractmethod
     def replace(self, state: State, *, expected: tuple[str, int] | None) -> None:
         """Store ``state`` exactly (lineage and serial included) if the header is still ``expected``.
