@@ -78,9 +78,11 @@ def apply_plan(
     from), so it is not read again; by default it is loaded from ``store``.
     """
     manifest = loaded.manifest
+    state = _state_for(plan, store.load(manifest.environment) if state is None else state)
+    store.will_change(state)
     run = Run(
         store=store,
-        state=_state_for(plan, store.load(manifest.environment) if state is None else state),
+        state=state,
         client=client,
         journal=journal,
         audit=audit,
@@ -157,9 +159,11 @@ def settle(
     """
     if not journal.unsettled():
         return ApplyResult()
+    state = store.load(environment)
+    store.will_change(state)
     run = Run(
         store=store,
-        state=store.load(environment),
+        state=state,
         client=client,
         journal=journal,
         audit=audit,
