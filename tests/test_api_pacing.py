@@ -177,6 +177,18 @@ def test_waiting_until_a_slot_is_free_does_not_take_it() -> None:
     assert pacer.ready("/unlimited") == 0
 
 
+def test_asking_whether_a_slot_is_free_neither_waits_nor_takes_it() -> None:
+    clock = Clock()
+    pacer = Pacer({"/x": 2}, clock=clock, sleep=clock.sleep)
+    assert pacer.free("/x") and pacer.free("/unlimited")
+    pacer.acquire("/x")
+    assert pacer.free("/x")
+    pacer.acquire("/x")
+    assert not pacer.free("/x") and clock.slept == []
+    clock.now += 3600.0
+    assert pacer.free("/x") and pacer.acquire("/x") == 0
+
+
 def test_a_send_time_the_clock_has_not_reached_counts_from_now_not_from_the_future(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from reconcile.state.sends import FileSendLog
 

@@ -420,9 +420,16 @@ def test_settling_an_empty_journal_does_not_read_the_state(
     )
     assert reads == [] and result.settled_intents == 0 and result.counts()["failed"] == 0
     IntentJournal(env["journal"]).begin("create", creates(make_manifest(3))[2:])
-    assert settle(
-        store=env["store"], environment="sim", client=env["api"], journal=env["journal"], audit=env["audit"]
-    ).settled_intents == 1
+    assert (
+        settle(
+            store=env["store"],
+            environment="sim",
+            client=env["api"],
+            journal=env["journal"],
+            audit=env["audit"],
+        ).settled_intents
+        == 1
+    )
     assert reads == ["sim"]
 
 
@@ -707,13 +714,26 @@ def test_email_updates_are_sent_with_the_recorded_id(env: dict[str, Any]) -> Non
     assert env["store"].load("sim").users["trader001"].email == "new@example.com"
 
 
+@dataclass
+class NoFreeSlotApi(FakeApi):
+    """A client that paces creates and never has a slot free at once (each create waits for one)."""
+
+    def create_slot_free(self) -> bool:
+        return False
+
+    def await_create_slot(self) -> float:
+        return 0.0
+
+
 def test_nothing_waits_behind_the_creates_and_each_batch_is_completed_before_the_next(
     env: dict[str, Any],
 ) -> None:
     m = make_manifest(7)
     run(env, plan_for(env["store"], creates(m)[:3]), m)
     state = env["store"].load("sim")
-    env["api"].calls.clear()
+    # Each create waits for its slot here (when it need not, the next one is sent beside the
+    # follow-ups: test_the_next_create_is_sent_while_the_batch_before_it_is_followed_up).
+    env["api"] = NoFreeSlotApi(users=env["api"].users, _ids=env["api"]._ids)
     old = {n: state.users[n].userId for n in ("trader000", "trader001", "trader002")}
     new = [a.user for a in creates(m)[3:]]
     acts: list[Any] = [
@@ -889,3 +909,110 @@ def test_a_failed_save_stops_the_group_on_its_way_and_records_what_it_sent() -> 
         overlapped(run, ["a", "b", "c"], lambda group: events.append(f"send {group}") or group, record)
     # b's workers see the stop (calls not yet made are not sent); what they made is recorded.
     assert events == ["send a", "send b", "record a, stopped: False", "record b, stopped: True"]
+
+
+@dataclass
+class AheadApi(FakeApi):
+    """Each contact update of the first batch waits (``patience`` s) for the second create's answer.
+
+    Sent one after the other, the update gives up waiting; sent beside each other, it does not.
+    ``refuse_after_wait``: the first update then raises that error (one that needs a person).
+    ``slot_free``: what the client says when asked whether a create may go now.
+    """
+
+    answered: threading.Event = field(default_factory=threading.Event)
+    waited: list[bool] = field(default_factory=list)
+    refuse_after_wait: ApiError | None = None
+    slot_free: bool = True
+    patience: float = 2.0
+
+    def create_evaluation_users(self, users: list[EvaluationUser]) -> list[Result]:
+        out = super().create_evaluation_users(users)
+        if self.count("create") == 2:
+            self.answered.set()
+        return out
+
+    def create_slot_free(self) -> bool:
+        return self.slot_free
+
+    def await_create_slot(self) -> float:
+        return 0.0
+
+    def update_contact_info(self, req: UpdateContactInfo, *, user: str | None = None) -> None:
+        if user in ("trader000", "trader001"):
+            self.waited.append(self.answered.wait(self.patience))
+            if self.refuse_after_wait is not None and user == "trader000":
+                self.calls.append(("contact", req.userId))
+                raise self.refuse_after_wait
+        super().update_contact_info(req, user=user)
+
+
+def _creates_with_contacts(m: Manifest) -> list[Any]:
+    return [
+        *creates(m),
+        *(UpdateContact(user=a.user, userId=None, changes=(), contact=ANN) for a in creates(m)),
+    ]
+
+
+def test_the_next_create_is_sent_while_the_batch_before_it_is_followed_up(env: dict[str, Any]) -> None:
+    env["api"] = api = AheadApi()
+    m = make_manifest(5)
+    result = run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2)
+    assert result.ok, result.failures
+    assert api.waited == [True, True], "the second create was answered while the first batch's updates waited"
+    assert call_sizes(env, "create") == [2, 2, 1] and api.count("contact") == 5
+    state = env["store"].load("sim")
+    assert {n: r.userId for n, r in state.users.items()} == {n: u.id for n, u in api.users.items()}
+    assert all(r.contact is not None and r.contact.city == "New York" for r in state.users.values())
+    assert env["journal"].unsettled() == [] and not env["journal"].path.read_text()
+    audit = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
+    creates_logged = [line["users"] for line in audit if line["action"] == "create"]
+    assert creates_logged == [["trader000", "trader001"], ["trader002", "trader003"], ["trader004"]]
+
+
+def test_a_create_whose_slot_is_not_free_now_waits_until_the_batch_before_it_is_followed_up(
+    env: dict[str, Any],
+) -> None:
+    # At the hourly limit the next create waits for its slot: the traders already created must
+    # get their contact details (and Sim+) first, not an hour later.
+    env["api"] = api = AheadApi(slot_free=False, patience=0.2)
+    m = make_manifest(4)
+    result = run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2)
+    assert result.ok, result.failures
+    assert api.waited == [False, False]
+    kinds = [c[0] for c in api.calls if c[0] in ("create", "contact")]
+    assert kinds == ["create", "contact", "contact", "create", "contact", "contact"]
+
+
+def test_a_stop_in_the_follow_ups_still_records_the_create_sent_beside_them(env: dict[str, Any]) -> None:
+    env["api"] = api = AheadApi(refuse_after_wait=CaptchaRequired("captcha required"))
+    m = make_manifest(4)
+    with pytest.raises(RunStopped, match="captcha required"):
+        run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2)
+    assert api.count("create") == 2
+    state = env["store"].load("sim")
+    # The second batch was created while the first batch's update met the captcha: its traders
+    # are recorded, not left for the next run to look up (its intent stays open all the same).
+    assert {n: r.userId for n, r in state.users.items()} == {n: u.id for n, u in api.users.items()}
+    assert sorted(state.users) == ["trader000", "trader001", "trader002", "trader003"]
+    assert [i.users for i in IntentJournal(env["journal"]).unsettled()] == [["trader002", "trader003"]]
+    audit = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
+    assert audit[-1]["action"] == "stop"
+    assert [line["users"] for line in audit if line["action"] == "create"][-1] == ["trader002", "trader003"]
+    # The next run settles that intent without a second create, then finishes the updates.
+    api.refuse_after_wait, api.slot_free = None, False
+    api.calls.clear()
+    again = run(
+        env,
+        plan_for(
+            env["store"],
+            [
+                UpdateContact(user=n, userId=state.users[n].userId, changes=(), contact=ANN)
+                for n in sorted(state.users)
+            ],
+        ),
+        m,
+    )
+    assert again.ok, again.failures
+    assert api.count("create") == 0 and len(api.users) == 4
+    assert env["journal"].unsettled() == []

@@ -235,6 +235,10 @@ class PartnerClient:
             return 0.0
         return self.pacer.ready(CREATE_PATH, sleep=self._idle)
 
+    def create_slot_free(self) -> bool:
+        """Return whether createevaluationusers may be sent now without waiting for its slot."""
+        return self.pacer is None or self.pacer.free(CREATE_PATH)
+
     def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> None:
         """Change a user's email address."""
         data = self._call(

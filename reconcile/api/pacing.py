@@ -100,11 +100,24 @@ class Pacer:
         limit = self.limits.get(key)
         if limit is None:
             return 0.0
+        start, now = self._free_from(key, limit)
+        return self._wait(key, limit, start - now, sleep)
+
+    def free(self, path: str) -> bool:
+        """Return whether ``path`` has a free slot now (:meth:`ready` would not wait); take none."""
+        key = path.lower()
+        limit = self.limits.get(key)
+        if limit is None:
+            return True
+        start, now = self._free_from(key, limit)
+        return start <= now
+
+    def _free_from(self, key: str, limit: int) -> tuple[float, float]:
+        """When ``key``'s next slot is free, and now (clock seconds)."""
         with self._lock:
             now = self.clock()
             sent = [t for t in self._sent.get(key, []) if t > now - self.window]
-            start = now if len(sent) < limit else sent[-limit] + self.window
-        return self._wait(key, limit, start - now, sleep)
+            return (now if len(sent) < limit else sent[-limit] + self.window), now
 
     def limits_path(self, path: str) -> bool:
         """Return whether calls to ``path`` are paced (an unlimited path's :meth:`paced` only yields 0)."""

@@ -7,9 +7,11 @@ passwords wait in the ledger until their create's outcome is known (:mod:`reconc
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.intents import Intent
@@ -25,36 +27,83 @@ Adoption = Literal["adopted", "absent", "refused", "unknown"]
 """What looking a user up by name found: adopted it, no such user, another person, or no answer."""
 
 
-def run_creates(run: Run, actions: Sequence[CreateUser], options: ExecuteOptions) -> None:
-    """Create ``actions`` in batches of ``options.batch_size``; save state after each batch."""
+def run_creates(
+    run: Run, actions: Sequence[CreateUser], options: ExecuteOptions, *, started: StartedCreate | None = None
+) -> None:
+    """Create ``actions`` in batches of ``options.batch_size``; save state after each batch.
+
+    ``started``: ``actions`` is one batch, already announced and sent by :func:`start_create`
+    (while the batch before it was followed up); only its answer is left to record.
+    """
     if not actions:
         return
+    if started is not None and started.batch is not actions:
+        raise ValueError("a started create is recorded only as its own batch")
     run.progress.phase("create", len(actions))
     done = 0
-    for batch in chunks(actions, options.batch_size):
-        run.stop.check()
-        intent = _create_batch(run, batch, options.passwords, options.generated)
-        run.save(intent.users)
-        checkpoint("after_create_save")
-        run.settle_unless_stopped(intent)
+    batches = [actions] if started is not None else chunks(actions, options.batch_size)
+    for batch in batches:
+        if started is None:
+            run.stop.check()
+            # The hour's wait comes before the intent: a run killed while it waits leaves none open.
+            if run.client.await_create_slot() > 0:
+                run.waited_for_slot = True
+            started = _send(run, batch, options)
+        finish_create(run, started)
+        started = None
         done += len(batch)
         run.progress.advance(done)
 
 
-def _create_batch(
-    run: Run, batch: Sequence[CreateUser], passwords: Mapping[str, str], generated: Collection[str]
-) -> Intent:
-    """Announce, send and record one create call; return its intent (settled by the caller)."""
-    candidates = {a.user: passwords[a.user] for a in batch if a.user in generated}
+@dataclass(frozen=True)
+class StartedCreate:
+    """A create batch announced in the journal and sent; its answer is still to be recorded."""
+
+    batch: Sequence[CreateUser]
+    intent: Intent
+    answer: Future[_Answer]
+
+
+_Answer = tuple[list[CreateResultLike] | BaseException, str | None]
+"""The call's results, or what it raised; and its request id (kept by the thread that sent it)."""
+
+
+def start_create(run: Run, batch: Sequence[CreateUser], options: ExecuteOptions) -> StartedCreate | None:
+    """Send ``batch``'s create now if its hourly slot is free now and the run goes on; else None.
+
+    The executor's look-ahead: a create that has to wait for its slot waits at its own step, after
+    the follow-ups of the batch before it (they must not wait an hour behind it).
+    """
+    if run.stop.reason is not None or not run.client.create_slot_free():
+        return None
+    return _send(run, batch, options)
+
+
+def _send(run: Run, batch: Sequence[CreateUser], options: ExecuteOptions) -> StartedCreate:
+    """Announce ``batch``'s create in the journal, then send it on a worker thread."""
+    candidates = {a.user: options.passwords[a.user] for a in batch if a.user in options.generated}
     pending = run.ledger.pending if candidates else None
-    # The hour's wait comes before the intent: a run killed while it waits leaves none open.
-    if run.client.await_create_slot() > 0:
-        run.waited_for_slot = True
     intent = run.journal.begin("create", batch, passwords=str(pending) if pending is not None else None)
     # The candidates are durable before the call, so a kill never loses a password that was set.
     run.ledger.hold(intent.id, candidates)
     checkpoint("before_create_call")
-    results = _send(run, intent, batch, passwords)
+    users = [evaluation_user(a, options.passwords[a.user]) for a in batch]
+    return StartedCreate(batch, intent, run.submit(_call, run, users))
+
+
+def _call(run: Run, users: list[Any]) -> _Answer:
+    try:
+        results = list(run.client.create_evaluation_users(users))
+    except BaseException as exc:  # handed to finish_create, on the one thread that records
+        return exc, run.client.last_request_id
+    return results, run.client.last_request_id
+
+
+def finish_create(run: Run, started: StartedCreate) -> None:
+    """Record a started create's answer, save its users, then settle its intent."""
+    intent, batch = started.intent, started.batch
+    answer, request_id = started.answer.result()
+    results = _answered(run, intent, batch, answer, request_id)
     if results is not None:
         checkpoint("after_create_call")
         made, failed = _record_results(run, intent, batch, results)
@@ -62,44 +111,49 @@ def _create_batch(
             "create",
             users=intent.users,
             outcome=f"created {len(made)}, failed {failed}",
-            request_id=run.client.last_request_id,
+            request_id=request_id,
         )
-    return intent
+    run.save(intent.users)
+    checkpoint("after_create_save")
+    run.settle_unless_stopped(intent)
 
 
-def _send(
-    run: Run, intent: Intent, batch: Sequence[CreateUser], passwords: Mapping[str, str]
+def _answered(
+    run: Run,
+    intent: Intent,
+    batch: Sequence[CreateUser],
+    answer: list[CreateResultLike] | BaseException,
+    request_id: str | None,
 ) -> list[CreateResultLike] | None:
-    """Make the create call; None when it failed as a whole (reported and settled here)."""
+    """The call's results; None when it failed as a whole (reported and settled here)."""
     names = intent.users
-    try:
-        return list(
-            run.client.create_evaluation_users([evaluation_user(a, passwords[a.user]) for a in batch])
-        )
-    except NEEDS_A_PERSON:
+    if not isinstance(answer, BaseException):
+        return answer
+    if isinstance(answer, NEEDS_A_PERSON):
         # Refused before it ran; the intent stays open and the next run settles it.
-        run.audit.record("create", users=names, outcome="refused", request_id=run.client.last_request_id)
+        run.audit.record("create", users=names, outcome="refused", request_id=request_id)
         raise run.stop.error() from None
-    except OutcomeUnknown as exc:
+    if isinstance(answer, OutcomeUnknown):
         # Sent, but no usable answer: the users may exist now. Look them up, adopt.
-        _audit_failed_call(run, names, "unknown", exc)
-        settle_creates(run, intent, batch, lost("createevaluationusers", exc))
-    except ApiError as exc:
+        _audit_failed_call(run, names, "unknown", answer, request_id)
+        settle_creates(run, intent, batch, lost("createevaluationusers", answer))
+    elif isinstance(answer, ApiError):
         # The API refused the whole request: nobody in it was created.
-        _audit_failed_call(run, names, "refused", exc)
+        _audit_failed_call(run, names, "refused", answer, request_id)
         for action in batch:
-            run.result.fail(action.user, "create", str(exc))
+            run.result.fail(action.user, "create", str(answer))
         run.ledger.resolve(_pending(intent), intent.id, not_set=names)
+    else:
+        # Not sent (the run stopped first), or no error of the API: the intent stays open.
+        raise answer
     return None
 
 
-def _audit_failed_call(run: Run, names: list[str], outcome: str, exc: ApiError) -> None:
+def _audit_failed_call(
+    run: Run, names: list[str], outcome: str, exc: ApiError, request_id: str | None
+) -> None:
     run.audit.record(
-        "create",
-        users=names,
-        outcome=outcome,
-        request_id=run.client.last_request_id,
-        detail={"error": str(exc)},
+        "create", users=names, outcome=outcome, request_id=request_id, detail={"error": str(exc)}
     )
 
 

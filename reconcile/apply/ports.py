@@ -120,6 +120,13 @@ class PacedCreates(Protocol):
     def await_create_slot(self) -> float: ...
 
 
+@runtime_checkable
+class ProbedCreates(Protocol):
+    """A client that paces creates and can say, without waiting, whether a create may go now."""
+
+    def create_slot_free(self) -> bool: ...
+
+
 class ApplyClient(CancelClient, Protocol):
     """The partner-API calls the applier makes."""
 

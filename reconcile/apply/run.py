@@ -104,9 +104,7 @@ class Run:
         ends them. Leaving on an error still waits for the calls in flight, so nothing is sent
         after the run has reported how it ended.
         """
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="apply")
-        pool, taken = self._pool, list[Future[Any]]()
+        pool, taken = self._threads(), list[Future[Any]]()
 
         def send(fn: Callable[..., R], argsets: Iterable[tuple[Any, ...]]) -> list[Future[R]]:
             calls: list[tuple[Future[R], tuple[Any, ...]]] = [(Future(), args) for args in argsets]
@@ -124,6 +122,19 @@ class Run:
             yield send
         finally:
             concurrent.futures.wait(taken)
+
+    def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
+        """Run ``fn(*args)`` on a worker thread, beside whatever group of calls is in flight.
+
+        It takes one of the ``concurrency`` threads: a group sent meanwhile waits for it only
+        when it needs every thread. The caller waits for the Future and records its outcome.
+        """
+        return self._threads().submit(fn, *args)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="apply")
+        return self._pool
 
     def close(self) -> None:
         """End the worker threads (after the calls they carry)."""

@@ -26,6 +26,7 @@ from reconcile.apply.ports import (
     PacedCreates,
     PermissionLike,
     PluginLike,
+    ProbedCreates,
     SignalLike,
     UserLike,
 )
@@ -139,6 +140,12 @@ class GuardedClient(GuardedCancelClient):
         if isinstance(self._full, PacedCreates):
             return self._send(self._full.await_create_slot)
         return 0.0
+
+    def create_slot_free(self) -> bool:
+        """Whether a create may go now without waiting: a client that paces without saying cannot tell."""
+        if isinstance(self._full, ProbedCreates):
+            return self._full.create_slot_free()
+        return not isinstance(self._full, PacedCreates)
 
     def modify_email_address(self, user_id: int, email: str, *, user: str | None = None) -> Any:
         return self._send(self._full.modify_email_address, user_id, email, user=user)
