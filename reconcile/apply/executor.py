@@ -5,10 +5,12 @@ about users that exist already, in :data:`EXECUTORS` order (cancellations and re
 then email and contact updates, grants, and evaluation accounts: creates, risk settings,
 categories, locks, resets); then the creates, batch by batch, each batch followed at once by what
 its own users need (contact updates, grants, accounts), so the first traders are complete while
-later batches still wait for their slot. Every group ends with ``store.save``, so a run that dies
-keeps all it did; every non-idempotent call is announced in the journal first, so the next run
-can settle what the dead one left open (:mod:`reconcile.apply.recovery`). A new kind of action
-gets its own module and one line in :data:`EXECUTORS`.
+later batches still wait for their slot; the next batch's create goes out beside those
+follow-ups when its slot is free now (see :func:`_start_next_create`). Every group ends with
+``store.save``, so a run that dies keeps all it did; every non-idempotent call is announced in
+the journal first, so the next run can settle what the dead one left open
+(:mod:`reconcile.apply.recovery`). A new kind of action gets its own module and one line in
+:data:`EXECUTORS`.
 """
 
 from __future__ import annotations
