@@ -41,6 +41,23 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@contextlib.contextmanager
+def gc_frozen() -> Iterator[None]:
+    """Leave every object alive now out of the cyclic GC's passes while the block runs.
+
+    An apply allocates steadily (answers, records, audit lines) for minutes; each full collection
+    walked the desk loaded before it (manifest, state, plan) and held the GIL meanwhile, so every
+    worker waited: 4 collections, 0.35 s of a 10k-user apply. Objects made in the block are
+    collected as usual; reference counting frees everything as always. On leaving, the frozen
+    objects are collected again (a ``watch`` loop must not pile them up).
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def share_fields_sets(
     models: Iterable[BaseModel], shared: dict[frozenset[str], set[str]] | None = None
 ) -> None:

@@ -1016,3 +1016,21 @@ def test_a_stop_in_the_follow_ups_still_records_the_create_sent_beside_them(env:
     assert again.ok, again.failures
     assert api.count("create") == 0 and len(api.users) == 4
     assert env["journal"].unsettled() == []
+
+
+def test_the_calls_run_with_the_desk_loaded_before_them_left_out_of_collections(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full collection walked the whole loaded desk, holding the GIL: every worker waited.
+    import gc
+
+    import reconcile.apply as apply_module
+
+    frozen: list[int] = []
+    execute = apply_module.execute
+    monkeypatch.setattr(
+        apply_module, "execute", lambda *a: frozen.append(gc.get_freeze_count()) or execute(*a)
+    )
+    m = make_manifest(3)
+    assert run(env, plan_for(env["store"], creates(m)), m).ok
+    assert frozen and frozen[0] > 0 and gc.get_freeze_count() == 0

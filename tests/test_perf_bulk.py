@@ -85,6 +85,13 @@ def test_gc_paused_freezes_only_after_bulk_work(monkeypatch: pytest.MonkeyPatch)
         gc.unfreeze()
 
 
+def test_gc_frozen_leaves_what_is_alive_out_of_collections_until_the_block_ends() -> None:
+    desk = [[i] for i in range(1000)]
+    with bulk.gc_frozen():
+        assert gc.get_freeze_count() >= len(desk)
+    assert gc.get_freeze_count() == 0  # collected again afterwards: a watch loop piles nothing up
+
+
 def _desk(path: Path) -> Path:
     users = "\n".join(
         f"  - {{name: trader{i:03d}, email: trader{i:03d}@example.com, password: {{generate: true}}, "

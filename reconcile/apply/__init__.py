@@ -24,6 +24,7 @@ from reconcile.apply.recovery import settle_journal
 from reconcile.apply.result import ApplyResult, Failure, Progress
 from reconcile.apply.run import ExecuteOptions, Run
 from reconcile.apply.stop import RunStopped, Stop
+from reconcile.bulk import gc_frozen
 from reconcile.manifest.passwords import ResolvedPasswords, declaring_folder, resolve_passwords
 from reconcile.planning.plan import CreateUser, Plan
 from reconcile.state.audit import AuditLog
@@ -109,7 +110,8 @@ def apply_plan(
     # After the staleness check: a stale plan is refused for that, not for a password it lacks.
     passwords = _resolve_passwords(plan, loaded, password_base_dir, generated_passwords, environ)
     options = ExecuteOptions(passwords.values, passwords.generated, batch_size, manifest.agreement_alert_id)
-    return execute(run, plan.actions, options)
+    with gc_frozen():
+        return execute(run, plan.actions, options)
 
 
 def _resolve_passwords(
