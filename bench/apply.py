@@ -23,6 +23,10 @@ against a transport that answers at once, and one request through the apply's tr
 beside httpx's own transport (the apply's before it) and ``http.client`` (the driver's), same
 simulator, one thread.
 
+``--create-latency SECONDS``: every simulator answers each create that late, as a remote API would
+(the driver sends each create alone, as the apply did before it sent the next batch's create
+beside the follow-ups of the one before).
+
 ``--refresh-sizes``: a simulator seeded with that many users (with contact info) and a matching
 state; ``reconcile refresh`` then reads them all: requests and time (target: a few requests per
 thousand users).
@@ -392,6 +396,12 @@ def apply_once(manifest: Path, work: Path, url: str) -> tuple[float, float, dict
     return wall, cpu, json.loads(done.stdout)
 
 
+def slow_creates(url: str, seconds: float) -> None:
+    """Make the simulator at ``url`` answer every create ``seconds`` late (its ``slow`` fault)."""
+    fault = {"kind": "slow", "path": "/user/createevaluationusers", "count": 1_000_000, "seconds": seconds}
+    httpx.post(f"{url.rsplit('/v1', 1)[0]}/_sim/faults", json=fault, timeout=30).raise_for_status()
+
+
 def sign_half(url: str, users: int) -> None:
     with httpx.Client(timeout=30) as admin:
         for i in range(0, users, 2):
@@ -402,8 +412,12 @@ def _verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def bench_apply(users: int) -> bool:
-    """Print both applies at ``users`` beside the driver; return whether the request counts were minimal."""
+def bench_apply(users: int, create_latency: float = 0.0) -> bool:
+    """Print both applies at ``users`` beside the driver; return whether the request counts were minimal.
+
+    ``create_latency``: every simulator answers each create that many seconds late (a remote API's
+    create, not a local simulator's 8 ms), for the apply and the driver alike.
+    """
     work = Path(tempfile.mkdtemp(prefix="reconcile-bench-apply-"))
     ok = True
     try:
@@ -414,6 +428,10 @@ def bench_apply(users: int) -> bool:
             simulator(work / "driver.sqlite") as driver_url,
             simulator(work / "transport.sqlite") as transport_url,
         ):
+            if create_latency > 0:
+                for each in (url, driver_url, transport_url):
+                    slow_creates(each, create_latency)
+                print(f"{'':>6} every create answered {create_latency} s late (--create-latency)", flush=True)
             for run in ("create + contact", "Sim+ grants after half signed"):
                 if run.startswith("Sim+"):
                     for each in (url, driver_url, transport_url):
@@ -536,12 +554,21 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 20_000, 50_000])
     parser.add_argument("--refresh-sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--repo", type=Path, default=ROOT, help="the checkout whose reconcile applies")
+    parser.add_argument(
+        "--create-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer every create this late, as a remote API does (default: as fast as the simulator)",
+    )
     parser.add_argument("--serve-counting", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_counting:
         serve_counting(args.serve_counting)
         return 0
     REPO[0] = args.repo
+    if any(n < 1 for n in [*args.sizes, *args.refresh_sizes]):
+        parser.error("every size is a number of users, at least 1")
     per_call, per_created = client_overhead(2000)
     print(
         f"client overhead (instant in-process transport): {per_call:.3f} ms CPU per updatecontactinfo "
@@ -558,7 +585,7 @@ def main() -> int:
     )
     ok = True
     for users in args.sizes:
-        ok = bench_apply(users) and ok
+        ok = bench_apply(users, args.create_latency) and ok
     for users in args.refresh_sizes:
         bench_refresh(users)
     return 0 if ok else 1
