@@ -21,7 +21,7 @@ from reconcile.apply import cancel as cancel_module
 from reconcile.apply import create as create_module
 from reconcile.apply import executor as executor_module
 from reconcile.apply.crashpoints import CHECKPOINTS
-from reconcile.apply.generated import pending_path_for
+from reconcile.apply.generated import PasswordLedger, pending_path_for
 from reconcile.errors import (
     ApiError,
     AuthError,
@@ -44,6 +44,7 @@ from reconcile.planning.plan import (
     UpdateContact,
     UpdateEmail,
 )
+from reconcile.state import changelog
 from reconcile.state.file import FileStateStore
 from reconcile.state.model import State
 
@@ -1034,3 +1035,84 @@ def test_the_calls_run_with_the_desk_loaded_before_them_left_out_of_collections(
     m = make_manifest(3)
     assert run(env, plan_for(env["store"], creates(m)), m).ok
     assert frozen and frozen[0] > 0 and gc.get_freeze_count() == 0
+
+
+def _handed_out(path: Path) -> dict[str, str]:
+    """The ``name<TAB>password`` lines of a generated-passwords file."""
+    return dict(line.split("\t") for line in path.read_text().splitlines() if "\t" in line)
+
+
+def test_a_lost_answer_of_the_create_sent_beside_stopped_follow_ups_waits_for_the_next_run(
+    env: dict[str, Any], tmp_path: Path
+) -> None:
+    """Its users may exist: nothing is looked up after the stop, and no password is lost or doubled."""
+    env["api"] = api = AheadApi(refuse_after_wait=CaptchaRequired("captcha required"))
+    create = api.create_evaluation_users
+
+    def losing_the_second(users: list[EvaluationUser]) -> list[Result]:
+        out = create(users)
+        if api.count("create") == 2:
+            raise OutcomeUnknown("connection dropped after the request was sent", call="create")
+        return out
+
+    api.create_evaluation_users = losing_the_second  # type: ignore[method-assign]
+    m = make_manifest(4, password={"generate": True})
+    out = tmp_path / "pw.txt"
+    with pytest.raises(RunStopped, match="captcha required"):
+        run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2, generated_passwords=out)
+    assert api.count("create") == 2 and api.count("find") == 0, "nothing is sent after the stop"
+    assert sorted(env["store"].load("sim").users) == ["trader000", "trader001"]
+    [left] = IntentJournal(env["journal"]).unsettled()
+    assert left.users == ["trader002", "trader003"] and pending_path_for(out).exists()
+    assert _handed_out(out) == {n: api.passwords[n] for n in ("trader000", "trader001")}
+    audit = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
+    assert audit[-1]["action"] == "stop"
+    assert [(a["users"], a["outcome"]) for a in audit if a["action"] == "create"][-1] == (
+        ["trader002", "trader003"],
+        "unknown",
+    )
+    # The next run looks them up, adopts them, and hands their passwords out in the first run's file.
+    api.refuse_after_wait = None
+    settled = settle(
+        store=env["store"],
+        environment="sim",
+        client=api,
+        journal=env["journal"],
+        audit=env["audit"],
+        ledger=PasswordLedger(tmp_path / "pw-2.txt"),
+    )
+    assert sorted(settled.adopted) == ["trader002", "trader003"] and api.count("create") == 2
+    assert _handed_out(out) == api.passwords and not pending_path_for(out).exists()
+    state = env["store"].load("sim")
+    assert {n: r.userId for n, r in state.users.items()} == {n: u.id for n, u in api.users.items()}
+    assert env["journal"].unsettled() == []
+
+
+def test_a_failed_state_write_in_the_follow_ups_still_records_the_create_sent_beside_them(
+    env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk refuses one append (the first batch's contacts): the run ends with that error, the
+    second batch's traders and passwords are kept, and the next run creates nobody twice."""
+    env["api"] = api = AheadApi(patience=0.5)
+    failed: list[int] = []
+
+    def full_once(*args: Any, **kwargs: Any) -> int:
+        if not failed:
+            failed.append(1)
+            raise OSError(28, "No space left on device")
+        return changelog.append_entry(*args, **kwargs)
+
+    monkeypatch.setattr("reconcile.state.file.append_entry", full_once)
+    m = make_manifest(4, password={"generate": True})
+    out = tmp_path / "pw.txt"
+    with pytest.raises(StateError, match="No space left on device"):
+        run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2, generated_passwords=out)
+    assert failed and api.count("create") == 2
+    state = env["store"].load("sim")
+    assert {n: r.userId for n, r in state.users.items()} == {n: u.id for n, u in api.users.items()}
+    assert len(state.users) == 4 and _handed_out(out) == api.passwords
+    assert not pending_path_for(out).exists()
+    api.calls.clear()
+    again = run(env, plan_for(env["store"], creates(make_manifest(5))[4:]), make_manifest(5))
+    assert again.ok and api.count("create") == 1 and api.count("find") == 0
+    assert env["journal"].unsettled() == [] and len(api.users) == 5
