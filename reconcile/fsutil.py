@@ -33,3 +33,21 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def append_whole(fd: int, data: bytes) -> None:
+    """Append all of ``data`` to ``fd`` (opened with O_APPEND, by its one writer), or none of it.
+
+    ``os.write`` may write part of it (a disk filling up): the rest is written after it. A write
+    that fails on the way cuts the file back to where it was, so no torn line is left for the
+    next append to follow (a journal intent must be whole before its call is sent).
+    """
+    size = os.fstat(fd).st_size
+    try:
+        written = os.write(fd, data)
+        while written < len(data):
+            written += os.write(fd, data[written:])
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise

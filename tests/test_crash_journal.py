@@ -66,6 +66,63 @@ def test_a_settle_never_empties_a_journal_holding_an_intent_another_object_wrote
     assert [i.id for i in IntentJournal(FileJournal(path)).unsettled()] == [kept.id]
 
 
+class _DiskFilling:
+    """``os.write`` that writes ``first`` bytes of the first call, then fails (``fail``) or goes on."""
+
+    def __init__(self, first: int, *, fail: bool) -> None:
+        self.first, self.fail, self.calls = first, fail, 0
+        self.real = os.write
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        self.calls += 1
+        if self.calls == 1:
+            return self.real(fd, bytes(data)[: self.first])
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        return self.real(fd, data)
+
+
+def test_an_intent_written_only_in_part_is_finished_before_its_call_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.write may write part of a line (a disk filling up): the intent must still be whole when
+    # begin() returns, or the next run would read it as torn, that is, never sent.
+    journal = IntentJournal(FileJournal(tmp_path / "sim.journal.jsonl"))
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "write", _DiskFilling(10, fail=False))
+        intent = journal.begin("create", [create("ann"), create("bob")])
+    assert [(i.id, i.users) for i in journal.unsettled()] == [(intent.id, ["ann", "bob"])]
+
+
+def test_an_intent_the_disk_has_no_room_for_is_refused_and_leaves_no_torn_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = IntentJournal(FileJournal(tmp_path / "sim.journal.jsonl"))
+    first = journal.begin("create", [create("ann")])
+    size = (tmp_path / "sim.journal.jsonl").stat().st_size
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "write", _DiskFilling(10, fail=True))
+        with pytest.raises(OSError, match="No space"):
+            journal.begin("create", [create("bob")])  # so its call is never sent
+    assert (tmp_path / "sim.journal.jsonl").stat().st_size == size
+    later = journal.begin("create", [create("cat")])  # the next line follows a whole one
+    assert [i.id for i in journal.unsettled()] == [first.id, later.id]
+
+
+def test_a_password_candidate_written_only_in_part_is_finished_before_the_create_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconcile.apply.generated import PasswordLedger
+
+    ledger = PasswordLedger(tmp_path / "pw.txt")
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "write", _DiskFilling(7, fail=False))
+        ledger.hold("intent-1", {"ann": "Generated-Pw-1", "bob": "Generated-Pw-2"})
+    ledger.resolve(ledger.pending, "intent-1", set_for=["ann", "bob"])
+    written = (tmp_path / "pw.txt").read_text()
+    assert "Generated-Pw-1" in written and "Generated-Pw-2" in written
+
+
 def test_a_torn_last_line_is_ignored_but_a_torn_middle_is_an_error(tmp_path: Path) -> None:
     log = FileJournal(tmp_path / "sim.journal.jsonl")
     journal = IntentJournal(log)

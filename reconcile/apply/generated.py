@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from reconcile.errors import ReconcileError, StateError
-from reconcile.fsutil import fsync_dir
+from reconcile.fsutil import append_whole, fsync_dir
 from reconcile.manifest.passwords import GENERATED_HEADER
 
 
@@ -117,7 +117,7 @@ class PasswordLedger:
         self.pending.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = _open_file(self.pending, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
-            os.write(fd, data)
+            append_whole(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

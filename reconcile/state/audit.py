@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconcile.fsutil import append_whole
+
 Clock = Callable[[], datetime]
 
 _LINE = json.JSONEncoder(sort_keys=True, default=str)
@@ -111,8 +113,8 @@ class FileAuditLog(AuditLog):
 
     def _append(self, line: dict[str, Any]) -> None:
         data = (_LINE.encode(line) + "\n").encode("utf-8")
-        # One write per line: O_APPEND keeps lines whole and in order.
-        os.write(self._open(), data)
+        # Whole lines, in order (O_APPEND); one cut short by a full disk is cut off again.
+        append_whole(self._open(), data)
         self._unsynced = True
 
     def sync(self) -> None:

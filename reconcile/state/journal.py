@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reconcile.errors import StateError, first_invalid
+from reconcile.fsutil import append_whole
 
 _OWN_KEYS = frozenset({"kind", "id", "call", "time", "passwords"})
 """The keys of an intent line the journal owns; every other key is the payload's."""
@@ -108,7 +109,7 @@ class FileJournal:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, data)
+            append_whole(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from reconcile.api.pacing import SendLog
-from reconcile.fsutil import atomic_write_text
+from reconcile.fsutil import append_whole, atomic_write_text
 
 __all__ = ["KEEP", "FileSendLog", "SendLog", "recent", "sends_path_for"]
 
@@ -83,7 +83,7 @@ class FileSendLog:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+            append_whole(fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
             if sync:
                 os.fsync(fd)
         finally:
