@@ -99,8 +99,14 @@ def _call(run: Run, users: list[Any]) -> _Answer:
     return results, run.client.last_request_id
 
 
-def finish_create(run: Run, started: StartedCreate) -> None:
-    """Record a started create's answer, save its users, then settle its intent."""
+def finish_create(run: Run, started: StartedCreate, *, stopped_before: bool = False) -> None:
+    """Record a started create's answer, save its users, then settle its intent.
+
+    ``stopped_before``: the run was stopped by something else while this create was in flight. If
+    its recording gets to the end, every outcome of the batch is known (a look-up it needed would
+    have been refused by the stop and ended it), so its intent is settled all the same: the next
+    plan need not hold its traders out until an apply settles them.
+    """
     intent, batch = started.intent, started.batch
     answer, request_id = started.answer.result()
     results = _answered(run, intent, batch, answer, request_id)
@@ -115,7 +121,10 @@ def finish_create(run: Run, started: StartedCreate) -> None:
         )
     run.save(intent.users)
     checkpoint("after_create_save")
-    run.settle_unless_stopped(intent)
+    if stopped_before:
+        run.journal.settle(intent)
+    else:
+        run.settle_unless_stopped(intent)
 
 
 def _answered(

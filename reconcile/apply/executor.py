@@ -144,14 +144,15 @@ def _start_next_create(
 def _finish_in_flight(run: Run, started: StartedCreate, failure: BaseException) -> None:
     """Record the create sent ahead when the follow-ups before it failed (a stop, a failed save).
 
-    Its users may exist now: what it answered must reach state like any other answer. The stop
-    keeps anything more from being sent (a look-up of a lost answer too: then the intent stays open
-    for the next run). The run then ends with ``failure``.
+    Its users may exist now: what it answered must reach state like any other answer, and its
+    intent is settled once they are saved. The stop keeps anything more from being sent (a look-up
+    of a lost answer too: then the intent stays open for the next run). The run then ends with
+    ``failure``.
     """
     run.stop.trip(f"the run ended while a create was in flight ({type(failure).__name__}: {failure})")
-    # Its own refusal (the stop it meets settling, a save failing again) must not hide the first failure.
+    # Its own refusal (the stop a look-up meets, a save failing again) must not hide the first failure.
     with contextlib.suppress(Exception):
-        finish_create(run, started)
+        finish_create(run, started, stopped_before=True)
 
 
 class _Takers:
