@@ -49,7 +49,7 @@ def gc_frozen() -> Iterator[None]:
     walked the desk loaded before it (manifest, state, plan) and held the GIL meanwhile, so every
     worker waited: 4 collections, 0.35 s of a 10k-user apply. Objects made in the block are
     collected as usual; reference counting frees everything as always. On leaving, the frozen
-    objects are collected again (a ``watch`` loop must not pile them up).
+    objects are handed back to the collector (a ``watch`` loop must not pile them up).
     """
     gc.freeze()
     try:
