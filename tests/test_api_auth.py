@@ -104,6 +104,23 @@ def test_token_cache_is_private_keyed_and_never_holds_the_password(tmp_path: Pat
     assert cache.load(BASE, credentials()) is None
 
 
+@pytest.mark.parametrize("token", ["tok\nen", "tok en", "tok\x00en", "", "tok\x7fen"])
+def test_a_cached_token_no_header_can_carry_is_ignored_and_a_login_replaces_it(
+    tmp_path: Path, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An earlier version cached such a login answer: every call of every run failed with it.
+    cache = TokenCache(tmp_path)
+    cache.save(BASE, credentials(), CachedToken(token, NOW + 3600))
+    with caplog.at_level(logging.WARNING):
+        assert cache.load(BASE, credentials()) is None
+    assert "cannot be sent in a header" in caplog.text
+    script = Script({"/user/list": [httpx.Response(200, json=[])]})
+    make_client(script, cache=cache)[0].list_users()
+    assert len(script.calls(LOGIN)) == 1
+    kept = cache.load(BASE, credentials())
+    assert kept is not None and kept.token == SECRET_TOKEN
+
+
 @pytest.mark.parametrize(
     "changed",
     [

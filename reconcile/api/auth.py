@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -30,13 +29,10 @@ from reconcile.api.models import AccessTokenResponse
 from reconcile.api.pacing import Pacer
 from reconcile.api.penalties import Exchange, drive, resend_while_penalised, retry_after_seconds
 from reconcile.api.redact import redact
-from reconcile.api.token_cache import CachedToken, TokenCache
+from reconcile.api.token_cache import UNSENDABLE, CachedToken, TokenCache
 from reconcile.errors import AuthError, LoginUnavailable, sentences
 
 log = logging.getLogger(__name__)
-
-_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
-"""What no token in an ``Authorization`` header can hold: whitespace, line breaks, controls."""
 
 LOGIN_PATH = "/auth/accesstokenrequest"
 RENEW_PATH = "/auth/renewaccesstoken"
@@ -358,7 +354,7 @@ class TokenAuth(httpx.Auth):
 
 def _sendable(answer: AccessTokenResponse) -> bool:
     """Whether the answer's token can go in an ``Authorization`` header as it is."""
-    return answer.accessToken is not None and not _UNSENDABLE.search(answer.accessToken.get_secret_value())
+    return answer.accessToken is not None and not UNSENDABLE.search(answer.accessToken.get_secret_value())
 
 
 def _token_answer(response: httpx.Response) -> AccessTokenResponse | None:

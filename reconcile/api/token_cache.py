@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ import platformdirs
 
 from reconcile.api.credentials import Credentials
 from reconcile.fsutil import atomic_write_text
+
+UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
+"""What no token in an ``Authorization`` header can hold: whitespace, line breaks, controls."""
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +96,12 @@ class TokenCache:
             made_by = str(data.get("credentials", ""))
             if not hmac.compare_digest(made_by, credentials_digest(endpoint, credentials)):
                 return None  # obtained with other credentials: log in with the ones configured now
-            return CachedToken(token=str(data["token"]), expires=float(data["expires"]))
+            token = str(data["token"])
+            if not token or UNSENDABLE.search(token):
+                # Cached by a version that kept such a login answer: every call would fail with it.
+                log.warning("ignoring token cache %s: its token cannot be sent in a header", file)
+                return None
+            return CachedToken(token=token, expires=float(data["expires"]))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
