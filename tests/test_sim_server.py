@@ -195,8 +195,10 @@ def test_a_failure_inside_the_app_is_answered_500_and_logged(caplog: pytest.LogC
 
     with caplog.at_level(logging.ERROR), serve(failing) as url, httpx.Client(base_url=url) as client:
         assert client.get("/user/list").status_code == 500
-    failures = [record.exc_info[1] for record in caplog.records if record.exc_info]
-    assert [repr(failure) for failure in failures] == ["RuntimeError('a simulator bug')"]
+    # Counted among what was logged: a server thread of an earlier test in this worker may still
+    # log while this one runs (seen once under -n 2).
+    failures = [repr(record.exc_info[1]) for record in caplog.records if record.exc_info]
+    assert failures.count("RuntimeError('a simulator bug')") == 1, failures
 
 
 def test_a_port_in_use_is_an_error_for_people(recording: Recording) -> None:
