@@ -36,7 +36,7 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
 
 
 def append_whole(fd: int, data: bytes) -> None:
-    """Append all of ``data`` to ``fd`` (opened with O_APPEND, by its one writer), or none of it.
+    """Append all of ``data`` at the end of ``fd`` (O_APPEND, or placed there; one writer), or none of it.
 
     ``os.write`` may write part of it (a disk filling up): the rest is written after it. A write
     that fails on the way cuts the file back to where it was, so no torn line is left for the

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from reconcile.bulk import share_fields_sets
 from reconcile.errors import StateError, first_invalid
-from reconcile.fsutil import atomic_write_text, fsync_dir
+from reconcile.fsutil import append_whole, atomic_write_text, fsync_dir
 from reconcile.state.decode import LazyUser
 from reconcile.state.model import State, StateBinding
 
@@ -178,9 +178,7 @@ def append_entry(path: Path, line: str, *, start: LogHead | None, keep: int) -> 
             os.ftruncate(fd, keep)
         data = line.encode()
         os.lseek(fd, keep, os.SEEK_SET)
-        written = os.write(fd, data)
-        while written < len(data):
-            written += os.write(fd, data[written:])
+        append_whole(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
