@@ -848,7 +848,7 @@ def test_the_next_group_is_sent_before_the_last_one_is_recorded() -> None:
     from reconcile.apply.stop import Stop
 
     events: list[str] = []
-    run: Any = SimpleNamespace(stop=Stop())
+    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None)
     overlapped(
         run,
         ["a", "b", "c"],
@@ -863,7 +863,7 @@ def test_no_group_is_sent_once_the_run_stopped_and_the_stop_ends_it() -> None:
     from reconcile.apply.stop import Stop
 
     events: list[str] = []
-    run: Any = SimpleNamespace(stop=Stop())
+    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None)
 
     def record(group: str, _sent: object) -> None:
         events.append(f"record {group}")
@@ -880,7 +880,7 @@ def test_a_stop_while_a_group_is_recorded_still_records_the_group_on_its_way() -
     from reconcile.apply.stop import Stop
 
     events: list[str] = []
-    run: Any = SimpleNamespace(stop=Stop())
+    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None)
 
     def record(group: str, _sent: object) -> None:
         if group == "a":
@@ -899,7 +899,7 @@ def test_a_failed_save_stops_the_group_on_its_way_and_records_what_it_sent() -> 
     from reconcile.apply.stop import Stop
 
     events: list[str] = []
-    run: Any = SimpleNamespace(stop=Stop())
+    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None)
 
     def record(group: str, _sent: object) -> None:
         events.append(f"record {group}, stopped: {run.stop.reason is not None}")
@@ -1117,3 +1117,62 @@ def test_a_failed_state_write_in_the_follow_ups_still_records_the_create_sent_be
     again = run(env, plan_for(env["store"], creates(make_manifest(5))[4:]), make_manifest(5))
     assert again.ok and api.count("create") == 1 and api.count("find") == 0
     assert env["journal"].unsettled() == [] and len(api.users) == 5
+
+
+def test_the_next_create_is_not_queued_behind_a_group_that_holds_every_worker(env: dict[str, Any]) -> None:
+    # With one worker, the first batch's updates hold it while they wait for the second create's
+    # answer: a create queued for a worker would only go once they gave up waiting.
+    env["api"] = api = AheadApi(patience=5.0)
+    m = make_manifest(4)
+    result = run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2, concurrency=1)
+    assert result.ok, result.failures
+    assert api.waited == [True, True]
+
+
+def test_a_batchs_follow_ups_are_saved_with_the_next_batchs_create(env: dict[str, Any]) -> None:
+    m = make_manifest(5)
+    result = run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2)
+    assert result.ok, result.failures
+    state = env["store"].load("sim")
+    assert all(r.contact is not None and r.contact.city == "New York" for r in state.users.values())
+    # One save per create batch (it carries the batch before it's contacts), and one for the last
+    # batch's contacts: 4, where a save per group of calls made 6.
+    assert state.serial == 4
+
+
+def test_follow_ups_left_for_a_later_save_are_saved_when_the_run_stops(env: dict[str, Any]) -> None:
+    # No create goes beside the follow-ups (its slot is not free): nothing else saves them.
+    env["api"] = api = AheadApi(slot_free=False, patience=0.05, refuse_after_wait=CaptchaRequired("captcha"))
+    m = make_manifest(2)
+    with pytest.raises(RunStopped, match="captcha"):
+        run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2)
+    state = env["store"].load("sim")
+    assert state.users["trader000"].contact is None  # met the captcha
+    assert state.users["trader001"].contact is not None and api.count("contact") == 2
+    assert IntentJournal(env["journal"]).unsettled() == []
+
+
+def test_a_recorded_create_is_settled_when_the_follow_ups_fail_before_its_settle_came(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its intent is settled once the follow-ups are in flight; a failure before that must not
+    # leave a batch whose outcomes are all recorded open for the next run to look up.
+    import reconcile.apply.update as update_module
+
+    env["api"] = api = AheadApi()
+    real = update_module.overlapped
+    groups: list[object] = []
+
+    def refusing_the_second(run: Any, *args: Any) -> None:
+        groups.append(args)
+        if len(groups) == 2:  # the second batch's updates, before anything of them is sent
+            raise StateError("state: no space left on device")
+        real(run, *args)
+
+    monkeypatch.setattr(update_module, "overlapped", refusing_the_second)
+    m = make_manifest(4)
+    with pytest.raises(StateError, match="no space left"):
+        run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2)
+    assert api.count("create") == 2 and api.count("contact") == 2
+    assert sorted(env["store"].load("sim").users) == ["trader000", "trader001", "trader002", "trader003"]
+    assert IntentJournal(env["journal"]).unsettled() == []

@@ -56,7 +56,7 @@ def test_first_apply_shows_no_grant_progress_for_grants_that_only_wait(desk: Pat
     assert "grants" not in err
     assert (
         "Apply complete: 8 created, 5 contacts updated, 4 awaiting agreement, 4 accounts created, 2 risk "
-        "categories switched, 1 trading set (state serial 7)." in out
+        "categories switched, 1 trading set (state serial 5)." in out
     )
     assert (
         "4 users await the Market Data Agreement; Sim+ is granted by a later apply once they sign: "
@@ -73,7 +73,7 @@ def test_agreement_rechecks_are_not_counted_as_changes_by_apply(desk: Path) -> N
     assert "No changes. 4 grants awaiting agreement (checked again on apply)." in result.stdout
     assert (
         "Apply complete: no planned changes; agreement re-checked for 4 grants: 1 signed since and granted, "
-        "3 still awaiting (state serial 8)." in result.stdout
+        "3 still awaiting (state serial 6)." in result.stdout
     )
     assert "grants 1/1" in result.stderr  # the one grant sent
     assert "3 users await the Market Data Agreement" in result.stdout

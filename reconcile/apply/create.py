@@ -33,7 +33,8 @@ def run_creates(
     """Create ``actions`` in batches of ``options.batch_size``; save state after each batch.
 
     ``started``: ``actions`` is one batch, already announced and sent by :func:`start_create`
-    (while the batch before it was followed up); only its answer is left to record.
+    (while the batch before it was followed up); only its answer is left to record, and its
+    intent is settled once the workers carry its follow-ups (:meth:`Run.settle_when_busy`).
     """
     if not actions:
         return
@@ -41,7 +42,8 @@ def run_creates(
         raise ValueError("a started create is recorded only as its own batch")
     run.progress.phase("create", len(actions))
     done = 0
-    batches = [actions] if started is not None else chunks(actions, options.batch_size)
+    ahead = started is not None
+    batches = [actions] if ahead else chunks(actions, options.batch_size)
     for batch in batches:
         if started is None:
             run.stop.check()
@@ -49,7 +51,7 @@ def run_creates(
             if run.client.await_create_slot() > 0:
                 run.waited_for_slot = True
             started = _send(run, batch, options)
-        finish_create(run, started)
+        finish_create(run, started, settle_when_busy=ahead)
         started = None
         done += len(batch)
         run.progress.advance(done)
@@ -99,8 +101,12 @@ def _call(run: Run, users: list[Any]) -> _Answer:
     return results, run.client.last_request_id
 
 
-def finish_create(run: Run, started: StartedCreate, *, stopped_before: bool = False) -> None:
+def finish_create(
+    run: Run, started: StartedCreate, *, stopped_before: bool = False, settle_when_busy: bool = False
+) -> None:
     """Record a started create's answer, save its users, then settle its intent.
+
+    ``settle_when_busy``: settle it once the workers carry the next calls (its follow-ups).
 
     ``stopped_before``: the run was stopped by something else while this create was in flight. If
     its recording gets to the end, every outcome of the batch is known (a look-up it needed would
@@ -123,6 +129,8 @@ def finish_create(run: Run, started: StartedCreate, *, stopped_before: bool = Fa
     checkpoint("after_create_save")
     if stopped_before:
         run.journal.settle(intent)
+    elif settle_when_busy:
+        run.settle_when_busy(intent)
     else:
         run.settle_unless_stopped(intent)
 

@@ -6,9 +6,14 @@ then email and contact updates, grants, and evaluation accounts: creates, risk s
 categories, locks, resets); then the creates, batch by batch, each batch followed at once by what
 its own users need (contact updates, grants, accounts), so the first traders are complete while
 later batches still wait for their slot; the next batch's create goes out beside those
-follow-ups when its slot is free now (see :func:`_start_next_create`). Every group ends with
-``store.save``, so a run that dies keeps all it did; every non-idempotent call is announced in
-the journal first, so the next run can settle what the dead one left open
+follow-ups when its slot is free now (see :func:`_start_next_create`), and the create before it
+is settled then too (:meth:`Run.when_busy`): the workers do not wait for that bookkeeping.
+
+Every group ends with ``store.save``, so a run that dies keeps all it did, with one exception: the
+users a batch's idempotent follow-ups changed (updates, grants recorded as awaiting the agreement)
+are saved with the next batch's create, or at the run's end (:meth:`Run.save_later`); a run that
+dies between loses nothing the next plan does not send again. Every non-idempotent call is
+announced in the journal first, so the next run can settle what the dead one left open
 (:mod:`reconcile.apply.recovery`). A new kind of action gets its own module and one line in
 :data:`EXECUTORS`.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
@@ -193,25 +199,48 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
     run.progress = tally = PhaseTally(display)
     ahead: tuple[int, StartedCreate] | None = None
     """The next create batch, sent while the follow-ups before its step are made: (its step, it)."""
+    following = False
+    """Whether a create step came: the steps after one are its batch's follow-ups, up to the next."""
+
+    def look_ahead(index: int) -> None:
+        nonlocal ahead
+        ahead = _start_next_create(run, steps, index, options)
+
     try:
         with run.recording_stop():
             try:
                 for index, (executor, chunk) in enumerate(steps):
                     left[id(executor)] -= len(chunk)
+                    creating = executor is _CREATES
+                    # A batch's follow-ups leave their users' saves to its next create's own save.
+                    run.saving_later = following and not creating
+                    following = following or creating
                     with tally.step(left[id(executor)]):
                         if ahead is not None and ahead[0] == index:
                             sent, ahead = ahead[1], None
                             run_creates(run, sent.batch, options, started=sent)
                         else:
+                            if creating:
+                                run.busy()
+                                run.save_left()  # it may wait an hour for its slot: nothing waits unsaved
                             executor(run, chunk, options)
                     if run.waited_for_slot:
                         with tally.step(left[id(_GRANTS)]):
                             recheck_signatures(run, gated, options)
-                    if executor is _CREATES:
-                        ahead = _start_next_create(run, steps, index, options)
+                    if creating:
+                        run.when_busy(functools.partial(look_ahead, index))
+                    else:
+                        run.busy()  # what the step's own calls did not do (it sent none)
+                run.busy()
+                run.saving_later = False
+                run.save_left()
             except BaseException as exc:
+                run.saving_later = False
                 if ahead is not None:
                     _finish_in_flight(run, ahead[1], exc)
+                for task in (run.settle_recorded, run.save_left):
+                    with contextlib.suppress(Exception):  # their own failure must not hide the first
+                        task()
                 raise
     finally:
         run.progress = display

@@ -123,7 +123,7 @@ def _ready(run: Run, actions: Sequence[GrantEntitlement], pending: dict[int, lis
             waiting.append(action.user)
         else:
             ready.append((action, user_id))
-    run.save(waiting)
+    run.save_later(waiting)
     return ready
 
 

@@ -89,10 +89,17 @@ class Run:
         """Agreement alert id → user id → pending signal ids, read once per run (grants are
         applied in several steps, one per create batch; a trader created in this run has not
         signed yet, so a second read would only cost)."""
+        self.saving_later = False
+        """True while the follow-ups of a create batch are made: :meth:`save_later` then leaves its
+        users to the next save (the batch's next create records its own users at once)."""
+        self._unsaved: set[str] = set()
         self.waited_for_slot = False
         """True when a create waited for its hourly slot since the signals were last read: traders
         created earlier in the run may have signed meanwhile (see executor.recheck_signatures)."""
         self._pool: ThreadPoolExecutor | None = None
+        self._caller: ThreadPoolExecutor | None = None
+        self._when_busy: list[Callable[[], None]] = []
+        self._recorded: list[Intent] = []
 
     @contextlib.contextmanager
     def workers(self) -> Iterator[Callable[[Callable[..., R], Iterable[tuple[Any, ...]]], list[Future[R]]]]:
@@ -124,12 +131,49 @@ class Run:
             concurrent.futures.wait(taken)
 
     def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
-        """Run ``fn(*args)`` on a worker thread, beside whatever group of calls is in flight.
+        """Run ``fn(*args)`` on a thread of its own, beside whatever group of calls is in flight.
 
-        It takes one of the ``concurrency`` threads: a group sent meanwhile waits for it only
-        when it needs every thread. The caller waits for the Future and records its outcome.
+        One call at a time (a create batch): sent while a group holds every worker, it does not
+        wait for them. The caller waits for the Future and records its outcome.
         """
-        return self._threads().submit(fn, *args)
+        if self._caller is None:
+            self._caller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply-call")
+        return self._caller.submit(fn, *args)
+
+    def when_busy(self, task: Callable[[], None]) -> None:
+        """Do ``task`` on this thread once the workers carry calls again (see :meth:`busy`).
+
+        For bookkeeping that the next calls do not depend on (settling a recorded intent, sending
+        the next create): done while they are in flight, it no longer keeps the workers idle. A
+        task is dropped when a task before it fails or the run ends on an error, so each must be
+        safe never to run.
+        """
+        self._when_busy.append(task)
+
+    def busy(self) -> None:
+        """Do the tasks :meth:`when_busy` queued, in order; called right after a group is handed
+        to the workers (:func:`overlapped`), and by the executor after a step that sent none."""
+        tasks, self._when_busy = self._when_busy, []
+        for task in tasks:
+            task()
+
+    def settle_when_busy(self, intent: Intent) -> None:
+        """Settle ``intent``, whose outcomes are all recorded and saved, once the workers are busy.
+
+        Raises the stop's error instead when the run stopped on it (an outcome may be unknown:
+        the intent stays for the next run to settle by reading). A run that fails before the task
+        runs settles it with :meth:`settle_recorded`.
+        """
+        if self.stop.reason is not None:
+            raise self.stop.error()
+        self._recorded.append(intent)
+        self.when_busy(self.settle_recorded)
+
+    def settle_recorded(self) -> None:
+        """Settle the intents :meth:`settle_when_busy` left for later."""
+        while self._recorded:
+            self.journal.settle(self._recorded[0])
+            del self._recorded[0]
 
     def _threads(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -138,9 +182,11 @@ class Run:
 
     def close(self) -> None:
         """End the worker threads (after the calls they carry)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._pool, self._caller):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._caller = None
+        self._when_busy.clear()
 
     def settle_unless_stopped(self, intent: Intent) -> None:
         """Settle ``intent`` once its batch is recorded; raise when the run stopped on it.
@@ -153,14 +199,37 @@ class Run:
         self.journal.settle(intent)
 
     def save(self, changed: Iterable[str], accounts: Iterable[str] = ()) -> None:
-        """Save the users ``changed`` and the ``accounts`` (after the audit log, which never lags state)."""
-        names = sorted(set(changed))
+        """Save the users ``changed`` and the ``accounts`` (after the audit log, which never lags state).
+
+        Users left to a later save by :meth:`save_later` are saved with them.
+        """
+        names = sorted(self._unsaved.union(changed))
         account_names = sorted(set(accounts))
         self.audit.sync()
         if not names and not account_names:
             return
         self.state = self.store.save(self.state, names, changed_accounts=account_names)
+        self._unsaved.clear()
         self.result.state_serial = self.state.serial
+
+    def save_later(self, changed: Iterable[str]) -> None:
+        """Save ``changed`` with the next save while :attr:`saving_later`, else now.
+
+        Only for what idempotent calls changed (updates, a grant recorded as awaiting the
+        agreement): a run killed before that save left nothing open, and the next plan sends the
+        same calls again. A batch's follow-ups are made between two create steps, and the second
+        saves its own users at once: their saves become one, and the workers no longer wait for two
+        fsyncs at each batch's end (see :func:`reconcile.apply.executor.execute`).
+        """
+        if self.saving_later:
+            self._unsaved.update(changed)
+        else:
+            self.save(changed)
+
+    def save_left(self) -> None:
+        """Save what :meth:`save_later` left, if anything."""
+        if self._unsaved:
+            self.save(())
 
     def accounts_of(self, users: Iterable[str]) -> list[str]:
         """The names of the accounts state records for ``users``."""
@@ -216,6 +285,11 @@ def overlapped(run: Run, groups: Sequence[G], send: Callable[[G], S], record: Ca
         return
     run.stop.check()
     pending = send(groups[0])
+    try:
+        run.busy()
+    except BaseException as exc:
+        _record_in_flight(run, groups[0], pending, record, exc)
+        raise
     for index, group in enumerate(groups):
         sent, more = pending, index + 1 < len(groups)
         stopped = more and run.stop.reason is not None
@@ -239,9 +313,7 @@ def _record_in_flight(
     Its calls already made must reach the audit log and state like any other; the stop keeps
     the ones not yet made from being sent. The run then ends with ``failure``.
     """
-    run.stop.trip(
-        f"the run ended while recording its last group of calls ({type(failure).__name__}: {failure})"
-    )
+    run.stop.trip(f"the run ended with a group of calls in flight ({type(failure).__name__}: {failure})")
     # Its own refusal (the stop it checks, a save failing again) must not hide the first failure.
     with contextlib.suppress(Exception):
         record(group, sent)

@@ -44,7 +44,7 @@ def run_updates(run: Run, actions: Sequence[Update], options: ExecuteOptions) ->
                 detail={"error": outcome} if outcome else None,
             )
         checkpoint("after_updates_call")
-        run.save(changed)
+        run.save_later(changed)
         run.stop.check()
         done += len(group)
         run.progress.advance(done)
