@@ -130,6 +130,19 @@ def test_a_create_that_may_have_reached_the_server_is_never_resent(failure: obje
     assert "look the users up" in str(info.value)
 
 
+def test_a_create_the_transport_cannot_write_is_refused_not_left_unknown() -> None:
+    # Nothing left for the server to apply: reported as not applied (its intent is settled, nobody
+    # is looked up), and not sent again (the same bytes would be refused again).
+    script = Script({CREATE: [httpx.LocalProtocolError("Illegal header value b'a\\nb'"), created(1)]})
+    client, sleeps = make_client(script)
+    with pytest.raises(ApiError) as info:
+        client.create_evaluation_users(users("alice", "bob"))
+    assert not isinstance(info.value, OutcomeUnknown)
+    assert len(script.calls(CREATE)) == 1 and sleeps == []
+    assert info.value.users == ("alice", "bob")
+    assert "could not be sent" in str(info.value) and "nothing was applied" in str(info.value)
+
+
 def test_a_create_whose_connection_never_opened_is_retried() -> None:
     script = Script({CREATE: [httpx.ConnectError("refused"), created(3)]})
     client, sleeps = make_client(script)

@@ -729,6 +729,16 @@ class PartnerClient:
                     users=users,
                 )
             ) from None
+        except httpx.LocalProtocolError as exc:
+            # The request itself cannot be written (a header or body HTTP cannot carry): refused
+            # before a whole request left, so no server can have applied it; sent again it fails again.
+            self._auth_done()
+            raise ApiError(
+                f"{call}{_for(users)}: the request could not be sent ({exc}), so nothing was applied; "
+                "this is a bug in reconcile or in a value it sends: report it with this message",
+                call=call,
+                users=users,
+            ) from None
         except (httpx.TransportError, httpx.DecodingError) as exc:  # DecodingError: a broken gzip body
             if self._auth_done() or idempotent:
                 # Failed during login (the call itself was never sent), or safe to resend anyway.
