@@ -23,7 +23,7 @@ from test_planner_support import (
 
 from reconcile.manifest.models import Manifest
 from reconcile.planning.plan import AccountAction, CreateAccount, CreateUser, RevokeTrading
-from reconcile.planning.planner import make_plan
+from reconcile.planning.planner import make_plan, make_plan_and_whole
 from reconcile.state.model import AccountRecord, State
 
 NAMES = [f"trader{i:03d}" for i in range(1, 7)]
@@ -175,6 +175,22 @@ def test_apply_then_plan_again_is_empty(m: Manifest, s: State, signed: frozenset
     assert not again.has_errors
     # Only agreement re-checks may remain, for users who have not signed.
     assert {a.user for a in again.actions} <= set(NAMES) - signed
+
+
+@given(
+    manifests(),
+    states(),
+    st.lists(st.sampled_from([*NAMES, "trader00[1-3]", "*5"]), max_size=2),
+    st.lists(st.sampled_from([*NAMES, "*2"]), max_size=1),
+)
+def test_one_pass_gives_the_narrowed_plan_and_the_whole_one(
+    m: Manifest, s: State, targets: list[str], excludes: list[str]
+) -> None:
+    # A narrowed plan's cancellations are judged on the whole manifest's plan: made in the same
+    # pass, both must be exactly what two separate plannings give.
+    narrowed, whole = make_plan_and_whole(m, s, binding=BINDING, targets=targets, excludes=excludes)
+    assert narrowed == make_plan(m, s, binding=BINDING, targets=targets, excludes=excludes)
+    assert whole == (make_plan(m, s, binding=BINDING) if targets or excludes else None)
 
 
 @given(manifests(), states(), st.lists(st.sampled_from([*NAMES, "trader00[1-3]", "*5"]), max_size=2))

@@ -107,7 +107,7 @@ def prepare_plan(
     ``today`` judges ``expiresOn`` (default: today in UTC).
     """
     from reconcile.apply.intents import IntentJournal, hold_unsettled, note_unconfirmed_resets
-    from reconcile.planning.planner import make_plan
+    from reconcile.planning.planner import make_plan_and_whole
 
     reporter = reporter or Reporter()
     today = today or utc_today()
@@ -132,12 +132,14 @@ def prepare_plan(
         )
         live = read_live(manifest, state) if read_live is not None else None
         selection = {"targets": inputs.targets, "excludes": inputs.excludes}
-        made = make_plan(manifest, state, binding=binding, live=live, today=today, **selection)
+        made, whole_plan = make_plan_and_whole(
+            manifest, state, binding=binding, live=live, today=today, **selection
+        )
         intents = IntentJournal(store.journal(environment)).unsettled()
         # Planned without the lock (--no-lock) while an apply holds it: that apply may be the one
         # whose call is still in flight. (A plan holding the lock itself is the holder: not asked.)
         holder = store.lock_holder() if intents and lock_timeout is None else None
-        whole = whole_cancellations(made, manifest, state, live, today=today)
+        whole = irreversible_of(whole_plan) if whole_plan is not None else None
     for warning in loaded.warnings:
         reporter.warn(str(warning))
     applying = holder.describe() if holder is not None and holder.purpose == "apply" else None

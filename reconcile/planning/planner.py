@@ -92,6 +92,37 @@ def make_plan(
     ``today`` (UTC) judges ``expiresOn``; None leaves expiries unjudged (only for callers that
     plan no real run: every command passes the date).
     """
+    acc, refresh = _plan_all(manifest, state, live, today)
+    return _selected_plan(acc, refresh, binding=binding, targets=targets, excludes=excludes)
+
+
+@gc_paused()
+def make_plan_and_whole(
+    manifest: Manifest,
+    state: State,
+    *,
+    binding: PlanBinding,
+    targets: Sequence[str] = (),
+    excludes: Sequence[str] = (),
+    live: LiveSnapshot | None = None,
+    today: date | None = None,
+) -> tuple[Plan, Plan | None]:
+    """:func:`make_plan`'s plan and, when ``targets``/``excludes`` narrowed it, the whole manifest's.
+
+    One planning pass serves both (the policy judges a narrowed plan's cancellations as a whole:
+    reconcile/planning/policy.py); planning twice cost a targeted plan twice the time.
+    """
+    acc, refresh = _plan_all(manifest, state, live, today)
+    plan = _selected_plan(acc, refresh, binding=binding, targets=targets, excludes=excludes)
+    if not targets and not excludes:
+        return plan, None
+    return plan, _selected_plan(acc, refresh, binding=binding, targets=(), excludes=())
+
+
+def _plan_all(
+    manifest: Manifest, state: State, live: LiveSnapshot | None, today: date | None
+) -> tuple[_Accumulator, Refresh | None]:
+    """Every action and diagnostic of every user, before --target/--exclude select some."""
     if state.environment != manifest.environment:
         raise PlanError(
             f"the manifest is for environment {manifest.environment!r} but the state is for "
@@ -115,7 +146,7 @@ def make_plan(
     for entry in seen.refresh.drift if seen.refresh is not None else ():
         if entry.kind is DriftKind.account_other_user:  # acting on it would act on a guess
             acc.add("error", entry.user, entry.message)
-    return _selected_plan(acc, seen.refresh, binding=binding, targets=targets, excludes=excludes)
+    return acc, seen.refresh
 
 
 @dataclass(frozen=True)
