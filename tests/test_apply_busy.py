@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apply_support import PASSWORD, write_desk
+from apply_support import write_desk
 from pg_fixtures import new_database
 from test_apply_executor import (
     AheadApi,
@@ -21,19 +21,19 @@ from test_apply_executor import (
     make_manifest,
     plan_for,
     run,
+    settle_as_next_run,
     simplus_grants,
 )
+from test_watch_loop import _run as watch_cycles
 
 from reconcile.api.models import UpdateContactInfo
-from reconcile.apply import IntentJournal, PasswordLedger, RunStopped, settle
+from reconcile.apply import IntentJournal, RunStopped
 from reconcile.apply.generated import pending_path_for
 from reconcile.apply.intents import Intent
 from reconcile.apply.run import Run
 from reconcile.apply.stop import Stop
-from reconcile.errors import CaptchaRequired, OutcomeUnknown, StateError
-from reconcile.operations.inputs import PlanInputs
-from reconcile.operations.settings import Settings
-from reconcile.operations.watch import CycleReport, Shutdown, WatchRequest, watch
+from reconcile.errors import CaptchaRequired, StateError
+from reconcile.operations.watch import CycleReport
 from reconcile.state.file import FileStateStore
 from reconcile.state.postgres import PostgresStateStore
 
@@ -193,14 +193,7 @@ def test_a_run_ended_at_any_piece_of_the_deferred_bookkeeping_keeps_every_promis
     # The next run settles what was left; every password that was set is handed out once.
     monkeypatch.undo()
     finds = api.count("find")
-    settle(
-        store=env["store"],
-        environment="sim",
-        client=api,
-        journal=env["journal"],
-        audit=env["audit"],
-        ledger=PasswordLedger(tmp_path / "pw-2.txt"),
-    )
+    settle_as_next_run(env, tmp_path / "pw-2.txt")
     assert IntentJournal(env["journal"]).unsettled() == []
     assert api.count("find") - finds == len(unknown)
     assert not pending_path_for(out).exists()
@@ -280,27 +273,14 @@ def test_a_watch_runs_cycle_after_cycle_with_nothing_left_of_the_one_before(
     """Every cycle's apply sends creates ahead and defers settles and saves: none of it, nor a
     thread it started, outlives its cycle."""
     monkeypatch.chdir(tmp_path)
-    desk = write_desk(tmp_path / "desk.yaml", 5, simplus=True, contact=True)
-    inputs = PlanInputs(
-        paths=(desk,),
-        state_path=tmp_path / "state" / "sim.json",
-        backend=None,
-        endpoint=None,
-        targets=(),
-        excludes=(),
-        settings=Settings(environ={"TRADER_PASSWORD": PASSWORD}),
-    )
     runs: list[Run] = []
     submitted: list[int] = []
     real_init, real_submit = Run.__init__, Run.submit
     monkeypatch.setattr(Run, "__init__", lambda self, **kw: runs.append(self) or real_init(self, **kw))
     monkeypatch.setattr(Run, "submit", lambda self, *a: submitted.append(1) or real_submit(self, *a))
-    reports: list[CycleReport] = []
-    alive: list[list[str]] = []
-    shutdown = Shutdown()
+    alive: list[list[object]] = []
 
-    def on_cycle(report: CycleReport) -> None:
-        reports.append(report)
+    def then(report: CycleReport, desk: Path) -> bool:
         left = [
             (r._when_busy, r._recorded, r._unsaved, r.saving_later, r._pool, r._caller)
             for r in runs
@@ -310,10 +290,10 @@ def test_a_watch_runs_cycle_after_cycle_with_nothing_left_of_the_one_before(
         alive.append([*left, *(t.name for t in threading.enumerate() if t.name.startswith("apply"))])
         if report.cycle == 1:
             write_desk(desk, 9, simplus=True, contact=True)
-        if report.cycle >= 3:
-            shutdown.request("the test is done")
+        return report.cycle < 3
 
-    watch(WatchRequest(inputs, interval=0.01, batch_size=2), on_cycle, shutdown=shutdown)
+    first = write_desk(tmp_path / "first.yaml", 5, simplus=True, contact=True).read_text()
+    reports = watch_cycles(tmp_path, first, then, batch_size=2)
     assert [r.outcome for r in reports] == ["applied", "applied", "in_sync"], [r.message for r in reports]
     assert [(r.applied.get("created"), r.applied.get("contacts_updated")) for r in reports[:2]] == [
         (5, 5),
@@ -329,16 +309,12 @@ def test_a_watch_runs_cycle_after_cycle_with_nothing_left_of_the_one_before(
 def test_a_lost_answer_of_a_create_sent_ahead_is_settled_by_looking_its_users_up(
     env: dict[str, Any], tmp_path: Path
 ) -> None:
-    env["api"] = api = AheadApi(patience=0.5)
-    create = api.create_evaluation_users
+    class LosingTheSecond(AheadApi):
+        def create_evaluation_users(self, users: list[Any]) -> list[Any]:
+            self.drop_next_create = self.count("create") == 1
+            return super().create_evaluation_users(users)
 
-    def losing_the_second(users: list[Any]) -> list[Any]:
-        out = create(users)
-        if api.count("create") == 2:
-            raise OutcomeUnknown("connection dropped after the request was sent", call="create")
-        return out
-
-    api.create_evaluation_users = losing_the_second  # type: ignore[method-assign]
+    env["api"] = api = LosingTheSecond(patience=0.05)  # the second create's answer never comes
     m = make_manifest(5, password={"generate": True})
     out = tmp_path / "pw.txt"
     result = run(
