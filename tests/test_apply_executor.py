@@ -1043,6 +1043,18 @@ def _handed_out(path: Path) -> dict[str, str]:
     return dict(line.split("\t") for line in path.read_text().splitlines() if "\t" in line)
 
 
+def settle_as_next_run(env: dict[str, Any], passwords: Path) -> Any:
+    """Settle what a run left in the journal, as the next apply does first (its own passwords file)."""
+    return settle(
+        store=env["store"],
+        environment="sim",
+        client=env["api"],
+        journal=env["journal"],
+        audit=env["audit"],
+        ledger=PasswordLedger(passwords),
+    )
+
+
 def test_a_lost_answer_of_the_create_sent_beside_stopped_follow_ups_waits_for_the_next_run(
     env: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -1074,14 +1086,7 @@ def test_a_lost_answer_of_the_create_sent_beside_stopped_follow_ups_waits_for_th
     )
     # The next run looks them up, adopts them, and hands their passwords out in the first run's file.
     api.refuse_after_wait = None
-    settled = settle(
-        store=env["store"],
-        environment="sim",
-        client=api,
-        journal=env["journal"],
-        audit=env["audit"],
-        ledger=PasswordLedger(tmp_path / "pw-2.txt"),
-    )
+    settled = settle_as_next_run(env, tmp_path / "pw-2.txt")
     assert sorted(settled.adopted) == ["trader002", "trader003"] and api.count("create") == 2
     assert _handed_out(out) == api.passwords and not pending_path_for(out).exists()
     state = env["store"].load("sim")

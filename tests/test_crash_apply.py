@@ -294,6 +294,15 @@ SCENARIOS: dict[str, list[Step]] = {
         ("apply", "after_updates_call:1", -9),
         ("apply", None, 0),
     ],
+    "ahead": [
+        "contact",
+        # The second batch's create went out beside the first batch's updates: killed once it is
+        # saved (its intent not yet settled, the first batch's contacts saved with it) ...
+        ("apply", "after_create_save:2", -9),
+        # ... then once the third is sent ahead (the second's contacts not saved yet).
+        ("apply", "after_updates_call:2", -9),
+        ("apply", None, 0),
+    ],
     "grant": [
         ("apply", None, 0),
         "sign",

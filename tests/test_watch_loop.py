@@ -27,6 +27,7 @@ def _run(
     *,
     refresh: bool = False,
     passwords: Path | None = None,
+    batch_size: int = 100,
 ) -> list[CycleReport]:
     """Watch ``first`` as desk.yaml; after each cycle ``then`` may edit it, and ends the watch with False."""
     desk = tmp_path / "desk.yaml"
@@ -48,7 +49,9 @@ def _run(
         if not then(report, desk) or len(reports) > 20:
             shutdown.request("the test is done")
 
-    request = WatchRequest(inputs, interval=INTERVAL, refresh=refresh, generated_passwords=passwords)
+    request = WatchRequest(
+        inputs, interval=INTERVAL, refresh=refresh, generated_passwords=passwords, batch_size=batch_size
+    )
     watch(request, on_cycle, shutdown=shutdown)
     return reports
 

@@ -51,6 +51,8 @@ def run_creates(
             if run.client.await_create_slot() > 0:
                 run.waited_for_slot = True
             started = _send(run, batch, options)
+            if started is None:
+                raise run.stop.error()
         finish_create(run, started, settle_when_busy=ahead)
         started = None
         done += len(batch)
@@ -81,14 +83,22 @@ def start_create(run: Run, batch: Sequence[CreateUser], options: ExecuteOptions)
     return _send(run, batch, options)
 
 
-def _send(run: Run, batch: Sequence[CreateUser], options: ExecuteOptions) -> StartedCreate:
-    """Announce ``batch``'s create in the journal, then send it on a worker thread."""
+def _send(run: Run, batch: Sequence[CreateUser], options: ExecuteOptions) -> StartedCreate | None:
+    """Announce ``batch``'s create in the journal, then send it on a thread of its own.
+
+    None when the run stopped while it was announced: it is not sent, and nothing of it is left
+    open (a worker beside the look-ahead meets a captcha while the intent is fsynced).
+    """
     candidates = {a.user: options.passwords[a.user] for a in batch if a.user in options.generated}
     pending = run.ledger.pending if candidates else None
     intent = run.journal.begin("create", batch, passwords=str(pending) if pending is not None else None)
     # The candidates are durable before the call, so a kill never loses a password that was set.
     run.ledger.hold(intent.id, candidates)
     checkpoint("before_create_call")
+    if run.stop.reason is not None:
+        run.ledger.resolve(_pending(intent), intent.id, not_set=intent.users)
+        run.journal.settle(intent)
+        return None
     users = [evaluation_user(a, options.passwords[a.user]) for a in batch]
     return StartedCreate(batch, intent, run.submit(_call, run, users))
 

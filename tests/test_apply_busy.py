@@ -1,0 +1,370 @@
+"""What the applier does while a batch's follow-ups are in flight: deferred settles and saves,
+the look-ahead create, and every way a run can end meanwhile (see ``Run.when_busy``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apply_support import write_desk
+from pg_fixtures import new_database
+from test_apply_executor import (
+    AheadApi,
+    SlowSlotsApi,
+    _creates_with_contacts,
+    _handed_out,
+    creates,
+    env,
+    make_manifest,
+    plan_for,
+    run,
+    settle_as_next_run,
+    simplus_grants,
+)
+from test_watch_loop import _run as watch_cycles
+
+from reconcile.api.models import UpdateContactInfo
+from reconcile.apply import IntentJournal, RunStopped
+from reconcile.apply.generated import pending_path_for
+from reconcile.apply.intents import Intent
+from reconcile.apply.run import Run
+from reconcile.apply.stop import Stop
+from reconcile.errors import CaptchaRequired, StateError
+from reconcile.operations.watch import CycleReport
+from reconcile.state.file import FileStateStore
+from reconcile.state.postgres import PostgresStateStore
+
+__all__ = ["env"]  # the fixture the tests here take
+
+
+def test_a_stop_met_while_the_look_ahead_create_is_announced_leaves_nothing_open(
+    env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker meets a captcha while the next create's intent is written: that create is never
+    sent, so its intent and candidates must not be left for the next run to look up."""
+    stop = Stop()
+    begun = threading.Event()
+
+    class CaptchaWhileAnnounced(AheadApi):
+        def update_contact_info(self, req: UpdateContactInfo, *, user: str | None = None) -> None:
+            if user == "trader000":
+                begun.wait(2.0)
+                raise CaptchaRequired("captcha required")
+            super().update_contact_info(req, user=user)
+
+    real_begin = IntentJournal.begin
+
+    def begin(self: IntentJournal, call: Any, *args: Any, **kwargs: Any) -> Intent:
+        intent = real_begin(self, call, *args, **kwargs)
+        if call == "create" and intent.users == ["trader002", "trader003"]:
+            begun.set()
+            for _ in range(200):  # until the worker's captcha tripped the stop
+                if stop.reason is not None:
+                    break
+                threading.Event().wait(0.01)
+        return intent
+
+    monkeypatch.setattr(IntentJournal, "begin", begin)
+    env["api"] = api = CaptchaWhileAnnounced(patience=0.05)  # trader001 waits for no second create
+    m = make_manifest(4, password={"generate": True})
+    out = tmp_path / "pw.txt"
+    with pytest.raises(RunStopped, match="captcha required"):
+        run(
+            env,
+            plan_for(env["store"], _creates_with_contacts(m)),
+            m,
+            batch_size=2,
+            generated_passwords=out,
+            stop=stop,
+        )
+    assert api.count("create") == 1, "the create after the stop was sent"
+    assert IntentJournal(env["journal"]).unsettled() == [], "an intent of a create never sent was left open"
+    assert not pending_path_for(out).exists(), "candidates of a create never sent were left pending"
+    assert _handed_out(out) == {n: api.passwords[n] for n in ("trader000", "trader001")}
+
+
+# --- a run that ends at each piece of the deferred bookkeeping ------------------------------------
+
+SECOND = ["trader002", "trader003"]
+"""The second batch: its create goes ahead, beside the first batch's contact updates."""
+
+
+def _interrupt_at(where: str, monkeypatch: pytest.MonkeyPatch, error: BaseException) -> list[str]:
+    """Make the run raise ``error`` once, at ``where``; return where it was raised (for the test)."""
+    raised: list[str] = []
+
+    def once() -> bool:
+        if raised:
+            return False
+        raised.append(where)
+        return True
+
+    if where in ("settle", "announce", "announced"):
+        name = "settle" if where == "settle" else "begin"
+        real = getattr(IntentJournal, name)
+
+        def wrapped(self: IntentJournal, *args: Any, **kwargs: Any) -> Any:
+            users = args[0].users if where == "settle" else [a.user for a in args[1]]
+            if where == "announced":
+                out = real(self, *args, **kwargs)
+                if args[0] == "create" and users == SECOND and once():
+                    raise error
+                return out
+            if users == SECOND and (where == "settle" or args[0] == "create") and once():
+                raise error
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(IntentJournal, name, wrapped)
+    elif where in ("merged save", "merged save written"):
+        real_save = FileStateStore.save
+
+        def save(self: FileStateStore, state: Any, changed: Any = None, **kw: Any) -> Any:
+            merged = changed is not None and {"trader000", "trader002"} <= set(changed)
+            if merged and where == "merged save" and once():
+                raise error
+            out = real_save(self, state, changed, **kw)
+            if merged and where == "merged save written" and once():
+                raise error
+            return out
+
+        monkeypatch.setattr(FileStateStore, "save", save)
+    else:
+        assert where == "last save"
+        real_left = Run.save_left
+
+        def save_left(self: Run) -> None:
+            if self._unsaved and not self.saving_later and once():
+                raise error
+            real_left(self)
+
+        monkeypatch.setattr(Run, "save_left", save_left)
+    return raised
+
+
+WHERE = {
+    # where the run ends → the intents it leaves open (every call's outcome reaches state anyway)
+    "settle": [],  # the second create is recorded: the run's end settles it
+    "announce": [],  # before its intent was written: nothing of it exists
+    "announced": SECOND,  # written, not sent: the next run finds nobody
+    "merged save": SECOND,  # answered, not saved: the next run looks them up
+    "merged save written": SECOND,  # saved, not settled: the next run finds them in state
+    "last save": [],
+}
+
+
+@pytest.mark.parametrize(
+    "error", [KeyboardInterrupt(), OSError(28, "No space left on device")], ids=["ctrl-c", "disk"]
+)
+@pytest.mark.parametrize("where", WHERE)
+def test_a_run_ended_at_any_piece_of_the_deferred_bookkeeping_keeps_every_promise(
+    env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, error: BaseException
+) -> None:
+    raised = _interrupt_at(where, monkeypatch, error)
+    env["api"] = api = AheadApi(patience=0.2)
+    m = make_manifest(4, password={"generate": True})
+    out = tmp_path / "pw.txt"
+    with pytest.raises(BaseException) as ended:
+        run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2, generated_passwords=out)
+    assert raised == [where], ended.value
+    assert [i.users for i in IntentJournal(env["journal"]).unsettled()] == (
+        [WHERE[where]] if WHERE[where] else []
+    )
+    assert type(ended.value) is type(error) or "No space" in str(ended.value), ended.value
+    created = [name for kind, names in api.calls if kind == "create" for name in names]
+    assert len(created) == len(set(created)) == len(api.users)
+    state = env["store"].load("sim")
+    open_users = {n for i in IntentJournal(env["journal"]).unsettled() for n in i.users}
+    # Every trader the API holds is recorded, or named by an open intent the next run settles.
+    for name, user in api.users.items():
+        assert (name in state.users and state.users[name].userId == user.id) or name in open_users, name
+    unknown = open_users - set(state.users)  # what the next run must look up
+    # The audit log is no older than state.
+    audit = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
+    logged = {n for a in audit if a["action"] == "create" for n in a["users"]}
+    assert set(state.users) <= logged
+    ids = {u.id: n for n, u in api.users.items()}
+    contacted = {ids[uid] for kind, uid in api.calls if kind == "contact"}
+    assert {n for a in audit if a["action"] == "update_contact" for n in a["users"]} == contacted
+    # What the contact updates did is saved all the same: the run's end saves what waited.
+    assert {n for n, r in state.users.items() if r.contact is not None} == contacted
+    # The next run settles what was left; every password that was set is handed out once.
+    monkeypatch.undo()
+    finds = api.count("find")
+    settle_as_next_run(env, tmp_path / "pw-2.txt")
+    assert IntentJournal(env["journal"]).unsettled() == []
+    assert api.count("find") - finds == len(unknown)
+    assert not pending_path_for(out).exists()
+    assert _handed_out(out) == api.passwords
+    state = env["store"].load("sim")
+    assert {n: r.userId for n, r in state.users.items()} == {n: u.id for n, u in api.users.items()}
+
+
+def test_a_batchs_follow_ups_are_saved_before_the_next_create_waits_for_its_slot(env: dict[str, Any]) -> None:
+    """The wait may be an hour: a run killed in it must not send the batch's updates again, nor
+    lose that its traders await the agreement; and a trader who signed meanwhile is granted."""
+    stored: list[tuple[bool, str | None]] = []
+
+    class Watched(SlowSlotsApi):
+        def await_create_slot(self) -> float:
+            if self.waits == 1:  # the second create's wait: what does the stored state say?
+                first = env["store"].load("sim").users["trader001"]
+                grant = first.entitlements.get("simplus")
+                stored.append((first.contact is not None, grant.status if grant else None))
+            return super().await_create_slot()
+
+    env["api"] = api = Watched()
+    m = make_manifest(4)
+    ids = dict.fromkeys((u.name for u in m.users), None)
+    acts = [*_creates_with_contacts(m), *simplus_grants(ids)]  # type: ignore[arg-type]
+    result = run(env, plan_for(env["store"], acts), m, batch_size=2)
+    assert result.ok, result.failures
+    assert stored == [(True, "awaiting_agreement")]
+    assert result.granted == ["trader000"] and api.count("grant") == 1
+    state = env["store"].load("sim")
+    assert state.users["trader000"].entitlements["simplus"].status == "granted"
+    assert all(r.contact is not None for r in state.users.values())
+    assert IntentJournal(env["journal"]).unsettled() == []
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["ok", "merged save fails"])
+def test_merged_saves_reach_postgresql_whole(fail: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch's contacts ride on the next create's save into the rows; a failed merged save
+    keeps them for the save the run's end makes."""
+    with PostgresStateStore(new_database(), "sim") as store:
+        if fail:
+            real = PostgresStateStore._write
+            failed: list[int] = []
+
+            def write(self: PostgresStateStore, state: Any, changed: Any, accounts: Any = None) -> None:
+                if changed is not None and {"trader000", "trader002"} <= set(changed) and not failed:
+                    failed.append(1)
+                    raise StateError("state: the database refused the write")
+                real(self, state, changed, accounts)
+
+            monkeypatch.setattr(PostgresStateStore, "_write", write)
+        pg = {"store": store, "journal": store.journal("sim"), "audit": store.audit_log("sim")}
+        pg["api"] = api = AheadApi(patience=0.5)
+        m = make_manifest(5)
+        plan = plan_for(store, _creates_with_contacts(m))  # type: ignore[arg-type]
+        if fail:
+            with pytest.raises(StateError, match="refused the write"):
+                run(pg, plan, m, batch_size=2)
+        else:
+            assert run(pg, plan, m, batch_size=2).ok
+        state = store.load("sim")
+        recorded = {n for n, r in state.users.items() if r.contact is not None}
+        contacted = {n for n, u in api.users.items() if ("contact", u.id) in api.calls}
+        assert recorded == contacted and len(recorded) == (2 if fail else 5)
+        assert state.serial == (2 if fail else 4)
+        left = [i.users for i in IntentJournal(pg["journal"]).unsettled()]
+        assert left == ([["trader002", "trader003"]] if fail else [])
+        actions = [line["action"] for line in pg["audit"].read()]
+        assert actions.count("update_contact") == len(contacted) and actions.count("create") == api.count(
+            "create"
+        )
+
+
+def test_a_watch_runs_cycle_after_cycle_with_nothing_left_of_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every cycle's apply sends creates ahead and defers settles and saves: none of it, nor a
+    thread it started, outlives its cycle."""
+    monkeypatch.chdir(tmp_path)
+    runs: list[Run] = []
+    submitted: list[int] = []
+    real_init, real_submit = Run.__init__, Run.submit
+    monkeypatch.setattr(Run, "__init__", lambda self, **kw: runs.append(self) or real_init(self, **kw))
+    monkeypatch.setattr(Run, "submit", lambda self, *a: submitted.append(1) or real_submit(self, *a))
+    alive: list[list[object]] = []
+
+    def then(report: CycleReport, desk: Path) -> bool:
+        left = [
+            (r._when_busy, r._recorded, r._unsaved, r.saving_later, r._pool, r._caller)
+            for r in runs
+            if (r._when_busy, r._recorded, r._unsaved, r.saving_later, r._pool, r._caller)
+            != ([], [], set(), False, None, None)
+        ]
+        alive.append([*left, *(t.name for t in threading.enumerate() if t.name.startswith("apply"))])
+        if report.cycle == 1:
+            write_desk(desk, 9, simplus=True, contact=True)
+        return report.cycle < 3
+
+    first = write_desk(tmp_path / "first.yaml", 5, simplus=True, contact=True).read_text()
+    reports = watch_cycles(tmp_path, first, then, batch_size=2)
+    assert [r.outcome for r in reports] == ["applied", "applied", "in_sync"], [r.message for r in reports]
+    assert [(r.applied.get("created"), r.applied.get("contacts_updated")) for r in reports[:2]] == [
+        (5, 5),
+        (4, 4),
+    ]
+    assert [r.awaiting_agreement for r in reports[:2]] == [5, 9]
+    assert alive == [[], [], []]
+    assert len(submitted) == 3 + 2  # one create call per batch of two: the cycles did send creates
+    journal = tmp_path / "state" / "sim.journal.jsonl"
+    assert not journal.exists() or not journal.read_text().strip()
+
+
+def test_a_lost_answer_of_a_create_sent_ahead_is_settled_by_looking_its_users_up(
+    env: dict[str, Any], tmp_path: Path
+) -> None:
+    class LosingTheSecond(AheadApi):
+        def create_evaluation_users(self, users: list[Any]) -> list[Any]:
+            self.drop_next_create = self.count("create") == 1
+            return super().create_evaluation_users(users)
+
+    env["api"] = api = LosingTheSecond(patience=0.05)  # the second create's answer never comes
+    m = make_manifest(5, password={"generate": True})
+    out = tmp_path / "pw.txt"
+    result = run(
+        env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2, generated_passwords=out
+    )
+    assert result.ok, result.failures
+    assert sorted(result.adopted) == ["trader002", "trader003"] and api.count("create") == 3
+    assert [c[1] for c in api.calls if c[0] == "find"] == ["trader002", "trader003"]
+    state = env["store"].load("sim")
+    assert {n: r.userId for n, r in state.users.items()} == {n: u.id for n, u in api.users.items()}
+    assert all(r.contact is not None for r in state.users.values())
+    assert IntentJournal(env["journal"]).unsettled() == []
+    assert _handed_out(out) == api.passwords and not pending_path_for(out).exists()
+
+
+def test_no_intent_stays_open_while_a_create_waits_for_its_slot(env: dict[str, Any]) -> None:
+    """The wait may be an hour: a create sent ahead and recorded, whose batch needs no follow-up,
+    is settled before the next create waits (a run killed meanwhile leaves nothing to settle)."""
+    open_at_wait: list[int] = []
+
+    class Paced(AheadApi):
+        def await_create_slot(self) -> float:
+            open_at_wait.append(len(env["journal"].unsettled()))
+            return 0.0
+
+    env["api"] = api = Paced(patience=0.5)
+    m = make_manifest(6)
+    contacts = [a for a in _creates_with_contacts(m) if a not in creates(m)][:2]  # the first batch's
+    result = run(env, plan_for(env["store"], [*creates(m), *contacts]), m, batch_size=2)
+    assert result.ok, result.failures
+    assert api.waited == [True, True]  # the second create went ahead, beside the first batch's updates
+    assert open_at_wait == [0, 0]  # the first create's wait, and the third's
+
+
+def test_a_stop_from_outside_while_a_create_is_announced_leaves_nothing_open(
+    env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``watch`` trips the stop on SIGTERM, wherever the main thread is: here, writing the intent."""
+    stop = Stop()
+    real_begin = IntentJournal.begin
+
+    def begin(self: IntentJournal, *args: Any, **kwargs: Any) -> Intent:
+        intent = real_begin(self, *args, **kwargs)
+        stop.trip("SIGTERM: the watch is ending")
+        return intent
+
+    monkeypatch.setattr(IntentJournal, "begin", begin)
+    m = make_manifest(2, password={"generate": True})
+    out = tmp_path / "pw.txt"
+    with pytest.raises(RunStopped, match="SIGTERM"):
+        run(env, plan_for(env["store"], _creates_with_contacts(m)), m, generated_passwords=out, stop=stop)
+    assert env["api"].calls == []
+    assert IntentJournal(env["journal"]).unsettled() == [] and not pending_path_for(out).exists()
