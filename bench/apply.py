@@ -14,9 +14,12 @@ apply's wall time and the driver's (ratio <= 1.2), the apply process's CPU per u
 and the requests made beside the lower bound ⌈C/100⌉ + email changes + contact updates + 1 signal
 read + 2 per grant + ⌈X/100⌉ (they must be equal: the script exits 1 when they are not).
 
-Each apply's line is followed by the same minimal driver sending the same requests through
-the apply's transport (``reconcile.api.transport``) to a third simulator: its ratio to the
-driver is what the HTTP layer alone costs in wall time, before anything else the tool does.
+Each apply's line is followed by its timeline from the simulator's side: how long after the
+process started its first request came, how long after the last answer it exited, and how long no
+request was in flight between them (the simulator idle while the apply worked alone). Then comes
+the same minimal driver sending the same requests through the apply's transport
+(``reconcile.api.transport``) to a third simulator: its ratio to the driver is what the HTTP layer
+alone costs in wall time, before anything else the tool does.
 
 Before the applies it prints two floors under the apply's CPU per user: the client's own layers
 against a transport that answers at once, and one request through the apply's transport alone
@@ -90,7 +93,8 @@ def serve_counting(db: str) -> None:
     """Serve the simulator on a free loopback port, counting and recording partner-API requests.
 
     ``GET /_bench/counts``: requests per path so far; ``GET /_bench/take``: the recorded requests
-    ([method, path?query, body]) since the last take.
+    ([method, path?query, body]) since the last take; ``GET /_bench/spans``: when each partner-API
+    request since the last call of it came in and was answered ([start, end], epoch seconds).
     """
     from reconcile.sim.app import create_app
     from reconcile.sim.config import SimConfig
@@ -99,6 +103,7 @@ def serve_counting(db: str) -> None:
     app = create_app(SimConfig(limits_enabled=False), db)
     counts: Counter[str] = Counter()
     recorded: list[tuple[str, str, str]] = []
+    spans: list[tuple[float, float]] = []
     lock = threading.Lock()
 
     def reply(start_response: Callable[..., Any], value: object) -> Iterable[bytes]:
@@ -114,6 +119,10 @@ def serve_counting(db: str) -> None:
                 taken = list(recorded)
                 recorded.clear()
                 return reply(start_response, taken)
+            if path == "/_bench/spans":
+                timed = list(spans)
+                spans.clear()
+                return reply(start_response, timed)
             counts[path.lower()] += 1
         if path.startswith("/v1/") and not path.startswith("/v1/auth/"):
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
@@ -123,7 +132,11 @@ def serve_counting(db: str) -> None:
                 recorded.append(
                     (environ["REQUEST_METHOD"], path + (f"?{query}" if query else ""), body.decode())
                 )
-        return app(environ, start_response)
+        started = time.time()
+        answer = list(app(environ, start_response))
+        with lock:
+            spans.append((started, time.time()))
+        return answer
 
     server = make(counting, "127.0.0.1", 0)
     print(f"listening on {base_url(server)}", flush=True)
@@ -379,21 +392,41 @@ def transport_floor(url: str, calls: int) -> list[float]:
     return figures
 
 
-def apply_once(manifest: Path, work: Path, url: str) -> tuple[float, float, dict[str, Any]]:
-    """Run ``reconcile apply`` in its own process; return (wall s, its CPU s, its JSON result)."""
+def apply_once(
+    manifest: Path, work: Path, url: str
+) -> tuple[float, float, dict[str, Any], tuple[float, float]]:
+    """Run ``reconcile apply`` in its own process; return (wall s, its CPU s, its JSON result, and
+    when it started and ended in epoch seconds)."""
     env = {**os.environ, **ENV, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(REPO[0])}
     state = str(work / "state" / "sim.json")
     argv = [sys.executable, "-m", "reconcile", "apply", "-f", str(manifest), "--state", state,
             "--endpoint", url, "--auto-approve", "--format", "json"]  # fmt: skip
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
+    started, launched = time.perf_counter(), time.time()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, check=False)
-    wall = time.perf_counter() - started
+    wall, ended = time.perf_counter() - started, time.time()
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(done.stderr)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    return wall, cpu, json.loads(done.stdout)
+    return wall, cpu, json.loads(done.stdout), (launched, ended)
+
+
+def timeline(spans: list[list[float]], launched: float, ended: float) -> str:
+    """Where an apply's wall time went beside its requests: before the first, after the last, and
+    between them with none in flight (the simulator idle while the apply works alone)."""
+    if not spans:
+        return "no requests"
+    ordered = sorted(spans)
+    idle, reach = 0.0, ordered[0][1]
+    for start, end in ordered[1:]:
+        idle += max(0.0, start - reach)
+        reach = max(reach, end)
+    first, last = ordered[0][0], reach
+    return (
+        f"first request {first - launched:.2f} s after the start, exit {ended - last:.2f} s after the "
+        f"last answer, none in flight for {idle:.2f} s of the {last - first:.2f} s between"
+    )
 
 
 def slow_creates(url: str, seconds: float) -> None:
@@ -437,8 +470,10 @@ def bench_apply(users: int, create_latency: float = 0.0) -> bool:
                     for each in (url, driver_url, transport_url):
                         sign_half(each, users)
                 before = bench_get(url, "counts")
-                wall, cpu, result = apply_once(manifest, work, url)
+                bench_get(url, "spans")
+                wall, cpu, result, (launched, ended) = apply_once(manifest, work, url)
                 after = bench_get(url, "counts")
+                spent = timeline(bench_get(url, "spans"), launched, ended)
                 made, auth = partner_requests({p: after.get(p, 0) - before.get(p, 0) for p in after})
                 bound = lower_bound(result)
                 ok = ok and made == bound
@@ -457,6 +492,7 @@ def bench_apply(users: int, create_latency: float = 0.0) -> bool:
                     + (f"; driver answers not 2xx: {d_failed}" if d_failed else ""),
                     flush=True,
                 )
+                print(f"{'':>6} {'  the apply alone:':<30} {spent}", flush=True)
                 print(
                     f"{'':>6} {'  the driver on its transport:':<30} wall {h_wall:.2f} s: "
                     f"ratio {h_wall / d_wall:.2f} to the driver; CPU {1000 * h_cpu / users:.3f} ms/user"
