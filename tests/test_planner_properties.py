@@ -23,7 +23,7 @@ from test_planner_support import (
 
 from reconcile.manifest.models import Manifest
 from reconcile.planning.plan import AccountAction, CreateAccount, CreateUser, RevokeTrading
-from reconcile.planning.planner import make_plan, make_plan_and_whole
+from reconcile.planning.planner import make_plan, plan_all
 from reconcile.state.model import AccountRecord, State
 
 NAMES = [f"trader{i:03d}" for i in range(1, 7)]
@@ -188,9 +188,10 @@ def test_one_pass_gives_the_narrowed_plan_and_the_whole_one(
 ) -> None:
     # A narrowed plan's cancellations are judged on the whole manifest's plan: made in the same
     # pass, both must be exactly what two separate plannings give.
-    narrowed, whole = make_plan_and_whole(m, s, binding=BINDING, targets=targets, excludes=excludes)
+    planned = plan_all(m, s)
+    narrowed = planned.select(binding=BINDING, targets=targets, excludes=excludes)
     assert narrowed == make_plan(m, s, binding=BINDING, targets=targets, excludes=excludes)
-    assert whole == (make_plan(m, s, binding=BINDING) if targets or excludes else None)
+    assert planned.select(binding=BINDING) == make_plan(m, s, binding=BINDING)
 
 
 @given(manifests(), states(), st.lists(st.sampled_from([*NAMES, "trader00[1-3]", "*5"]), max_size=2))

@@ -107,7 +107,7 @@ def prepare_plan(
     ``today`` judges ``expiresOn`` (default: today in UTC).
     """
     from reconcile.apply.intents import IntentJournal, hold_unsettled, note_unconfirmed_resets
-    from reconcile.planning.planner import make_plan_and_whole
+    from reconcile.planning.planner import plan_all
 
     reporter = reporter or Reporter()
     today = today or utc_today()
@@ -132,9 +132,10 @@ def prepare_plan(
         )
         live = read_live(manifest, state) if read_live is not None else None
         selection = {"targets": inputs.targets, "excludes": inputs.excludes}
-        made, whole_plan = make_plan_and_whole(
-            manifest, state, binding=binding, live=live, today=today, **selection
-        )
+        planned = plan_all(manifest, state, live=live, today=today)
+        made = planned.select(binding=binding, **selection)
+        # The whole manifest's plan, from the same pass: the policy judges cancellations on it.
+        whole_plan = planned.select(binding=binding) if made.targeted or made.excluded else None
         intents = IntentJournal(store.journal(environment)).unsettled()
         # Planned without the lock (--no-lock) while an apply holds it: that apply may be the one
         # whose call is still in flight. (A plan holding the lock itself is the holder: not asked.)

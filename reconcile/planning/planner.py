@@ -92,37 +92,36 @@ def make_plan(
     ``today`` (UTC) judges ``expiresOn``; None leaves expiries unjudged (only for callers that
     plan no real run: every command passes the date).
     """
-    acc, refresh = _plan_all(manifest, state, live, today)
-    return _selected_plan(acc, refresh, binding=binding, targets=targets, excludes=excludes)
+    return plan_all(manifest, state, live=live, today=today).select(
+        binding=binding, targets=targets, excludes=excludes
+    )
+
+
+@dataclass(frozen=True)
+class PlanningPass:
+    """Every action and diagnostic of every user, before --target/--exclude select some.
+
+    One planning pass serves several selections: a narrowed plan and the whole one the policy
+    judges its cancellations by (reconcile/planning/policy.py); planning twice cost a targeted
+    plan twice the time.
+    """
+
+    acc: _Accumulator
+    refresh: Refresh | None
+
+    @gc_paused()
+    def select(
+        self, *, binding: PlanBinding, targets: Sequence[str] = (), excludes: Sequence[str] = ()
+    ) -> Plan:
+        """The plan of the users ``targets``/``excludes`` select (see :func:`make_plan`)."""
+        return _selected_plan(self.acc, self.refresh, binding=binding, targets=targets, excludes=excludes)
 
 
 @gc_paused()
-def make_plan_and_whole(
-    manifest: Manifest,
-    state: State,
-    *,
-    binding: PlanBinding,
-    targets: Sequence[str] = (),
-    excludes: Sequence[str] = (),
-    live: LiveSnapshot | None = None,
-    today: date | None = None,
-) -> tuple[Plan, Plan | None]:
-    """:func:`make_plan`'s plan and, when ``targets``/``excludes`` narrowed it, the whole manifest's.
-
-    One planning pass serves both (the policy judges a narrowed plan's cancellations as a whole:
-    reconcile/planning/policy.py); planning twice cost a targeted plan twice the time.
-    """
-    acc, refresh = _plan_all(manifest, state, live, today)
-    plan = _selected_plan(acc, refresh, binding=binding, targets=targets, excludes=excludes)
-    if not targets and not excludes:
-        return plan, None
-    return plan, _selected_plan(acc, refresh, binding=binding, targets=(), excludes=())
-
-
-def _plan_all(
-    manifest: Manifest, state: State, live: LiveSnapshot | None, today: date | None
-) -> tuple[_Accumulator, Refresh | None]:
-    """Every action and diagnostic of every user, before --target/--exclude select some."""
+def plan_all(
+    manifest: Manifest, state: State, *, live: LiveSnapshot | None = None, today: date | None = None
+) -> PlanningPass:
+    """Plan every user of ``manifest`` against ``state``; :meth:`PlanningPass.select` makes the plans."""
     if state.environment != manifest.environment:
         raise PlanError(
             f"the manifest is for environment {manifest.environment!r} but the state is for "
@@ -146,7 +145,7 @@ def _plan_all(
     for entry in seen.refresh.drift if seen.refresh is not None else ():
         if entry.kind is DriftKind.account_other_user:  # acting on it would act on a guess
             acc.add("error", entry.user, entry.message)
-    return acc, seen.refresh
+    return PlanningPass(acc, seen.refresh)
 
 
 @dataclass(frozen=True)
