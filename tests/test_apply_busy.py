@@ -13,6 +13,7 @@ from apply_support import write_desk
 from pg_fixtures import new_database
 from test_apply_executor import (
     AheadApi,
+    Signal,
     SlowSlotsApi,
     _creates_with_contacts,
     _handed_out,
@@ -118,11 +119,14 @@ def _interrupt_at(where: str, monkeypatch: pytest.MonkeyPatch, error: BaseExcept
             return real(self, *args, **kwargs)
 
         monkeypatch.setattr(IntentJournal, name, wrapped)
-    elif where in ("merged save", "merged save written"):
+    elif where in ("merged save", "merged save written", "merged save, disk stays full"):
         real_save = FileStateStore.save
 
         def save(self: FileStateStore, state: Any, changed: Any = None, **kw: Any) -> Any:
             merged = changed is not None and {"trader000", "trader002"} <= set(changed)
+            if merged and where == "merged save, disk stays full":
+                raised[:] = [where]  # every save of them fails, the run's last ones too
+                raise error
             if merged and where == "merged save" and once():
                 raise error
             out = real_save(self, state, changed, **kw)
@@ -149,8 +153,14 @@ WHERE = {
     "settle": [],  # the second create is recorded: the run's end settles it
     "announce": [],  # before its intent was written: nothing of it exists
     "announced": SECOND,  # written, not sent: the next run finds nobody
-    "merged save": SECOND,  # answered, not saved: the next run looks them up
-    "merged save written": SECOND,  # saved, not settled: the next run finds them in state
+    # The second create's users are saved once its follow-ups are in flight, with the first
+    # batch's contacts: when that save fails, the run's end saves them before it settles...
+    "merged save": [],
+    # ...and when that fails too, the intent stays open: the next run looks them up.
+    "merged save, disk stays full": SECOND,
+    # Saved, then failed: the run's end cannot save again over the serial it did not see (state
+    # changed under it), so it does not settle: the next run finds them in state.
+    "merged save written": SECOND,
     "last save": [],
 }
 
@@ -188,8 +198,11 @@ def test_a_run_ended_at_any_piece_of_the_deferred_bookkeeping_keeps_every_promis
     ids = {u.id: n for n, u in api.users.items()}
     contacted = {ids[uid] for kind, uid in api.calls if kind == "contact"}
     assert {n for a in audit if a["action"] == "update_contact" for n in a["users"]} == contacted
-    # What the contact updates did is saved all the same: the run's end saves what waited.
-    assert {n for n, r in state.users.items() if r.contact is not None} == contacted
+    # What the contact updates did is saved all the same: the run's end saves what waited. When
+    # it cannot save (the disk stays full, state moved under it), the next plan sends them again.
+    saved = {n for n, r in state.users.items() if r.contact is not None}
+    unsaved = {"merged save, disk stays full": contacted, "merged save written": set(SECOND)}
+    assert saved == contacted - unsaved.get(where, set())
     # The next run settles what was left; every password that was set is handed out once.
     monkeypatch.undo()
     finds = api.count("find")
@@ -231,8 +244,9 @@ def test_a_batchs_follow_ups_are_saved_before_the_next_create_waits_for_its_slot
 
 @pytest.mark.parametrize("fail", [False, True], ids=["ok", "merged save fails"])
 def test_merged_saves_reach_postgresql_whole(fail: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each batch's contacts ride on the next create's save into the rows; a failed merged save
-    keeps them for the save the run's end makes."""
+    """Each batch's contacts ride on the next create's save into the rows (made once that
+    create's own follow-ups are in flight); a failed merged save keeps them for the save the
+    run's end makes, with what those follow-ups did."""
     with PostgresStateStore(new_database(), "sim") as store:
         if fail:
             real = PostgresStateStore._write
@@ -257,10 +271,10 @@ def test_merged_saves_reach_postgresql_whole(fail: bool, monkeypatch: pytest.Mon
         state = store.load("sim")
         recorded = {n for n, r in state.users.items() if r.contact is not None}
         contacted = {n for n, u in api.users.items() if ("contact", u.id) in api.calls}
-        assert recorded == contacted and len(recorded) == (2 if fail else 5)
+        assert recorded == contacted and len(recorded) == (4 if fail else 5)
         assert state.serial == (2 if fail else 4)
-        left = [i.users for i in IntentJournal(pg["journal"]).unsettled()]
-        assert left == ([["trader002", "trader003"]] if fail else [])
+        # Saved by the run's end after the failed save, so settled: nothing is left to look up.
+        assert IntentJournal(pg["journal"]).unsettled() == []
         actions = [line["action"] for line in pg["audit"].read()]
         assert actions.count("update_contact") == len(contacted) and actions.count("create") == api.count(
             "create"
@@ -368,3 +382,79 @@ def test_a_stop_from_outside_while_a_create_is_announced_leaves_nothing_open(
         run(env, plan_for(env["store"], _creates_with_contacts(m)), m, generated_passwords=out, stop=stop)
     assert env["api"].calls == []
     assert IntentJournal(env["journal"]).unsettled() == [] and not pending_path_for(out).exists()
+
+
+# --- when the users of a create sent ahead are saved ----------------------------------------------
+
+
+def _holds(env: dict[str, Any], names: list[str]) -> bool:
+    """Whether the state on disk records every user of ``names``."""
+    return set(names) <= set(env["store"].load("sim").users)
+
+
+def test_the_users_of_a_create_sent_ahead_are_saved_once_their_contact_updates_are_in_flight(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contact updates are idempotent: the workers need not idle while the create's users are
+    saved. The save still comes before its intent is settled (a kill in between adopts them)."""
+    updating = threading.Event()
+    seen: dict[str, bool] = {}
+
+    class Watched(AheadApi):
+        def update_contact_info(self, req: UpdateContactInfo, *, user: str | None = None) -> None:
+            if user in SECOND:
+                updating.set()
+            super().update_contact_info(req, user=user)
+
+    real_save = FileStateStore.save
+
+    def save(self: FileStateStore, state: Any, changed: Any = None, **kw: Any) -> Any:
+        if changed is not None and set(SECOND) <= set(changed) and "save" not in seen:
+            # Waits for the updates: a save made before they are handed out times out here.
+            seen["save"] = updating.wait(5.0)
+        return real_save(self, state, changed, **kw)
+
+    real_settle = IntentJournal.settle
+
+    def settle(self: IntentJournal, intent: Intent) -> None:
+        if intent.users == SECOND:
+            seen["settled after the save"] = _holds(env, SECOND)
+        real_settle(self, intent)
+
+    monkeypatch.setattr(FileStateStore, "save", save)
+    monkeypatch.setattr(IntentJournal, "settle", settle)
+    env["api"] = api = Watched(patience=0.5)
+    m = make_manifest(4)
+    result = run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2)
+    assert result.ok, result.failures
+    assert api.waited == [True, True], "the second create did not go ahead"
+    assert seen == {"save": True, "settled after the save": True}
+    state = env["store"].load("sim")
+    assert all(r.contact is not None for r in state.users.values())
+    assert IntentJournal(env["journal"]).unsettled() == []
+
+
+def test_the_users_of_a_create_sent_ahead_are_saved_before_a_call_that_is_not_idempotent(
+    env: dict[str, Any],
+) -> None:
+    """A grant has an intent of its own: its trader is in state before it is sent, so nothing
+    the next run settles ever names a user that state does not hold."""
+    on_disk: dict[str, bool] = {}
+
+    class Granting(AheadApi):
+        def add_entitlement_subscription(
+            self, entitlement_id: int, user_id: int, account_id: int, *, user: str | None = None
+        ) -> Any:
+            name = next(n for n, u in self.users.items() if u.id == user_id)
+            on_disk[name] = _holds(env, [name])
+            return super().add_entitlement_subscription(entitlement_id, user_id, account_id, user=user)
+
+    # Every trader has signed as soon as it exists (the fake's ids are 500, 501, ...): the one
+    # read of the signals, before the second create, already shows the second batch's.
+    env["api"] = api = Granting(signals=[Signal(100 + i, 500 + i) for i in range(4)])
+    m = make_manifest(4)
+    ids = dict.fromkeys((u.name for u in m.users), None)
+    result = run(env, plan_for(env["store"], [*creates(m), *simplus_grants(ids)]), m, batch_size=2)  # type: ignore[arg-type]
+    assert result.ok, result.failures
+    assert api.count("create") == 2
+    assert on_disk == {name: True for name in ids}

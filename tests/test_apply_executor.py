@@ -20,6 +20,7 @@ from reconcile.apply import IntentJournal, RunStopped, apply_plan, settle, side_
 from reconcile.apply import cancel as cancel_module
 from reconcile.apply import create as create_module
 from reconcile.apply import executor as executor_module
+from reconcile.apply import run as run_module
 from reconcile.apply.crashpoints import CHECKPOINTS
 from reconcile.apply.generated import PasswordLedger, pending_path_for
 from reconcile.errors import (
@@ -498,7 +499,7 @@ def crash_points(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[t
     def checkpoint(point: str) -> None:
         reached.append((point, [i.passwords for i in IntentJournal(env["journal"]).unsettled()]))
 
-    for module in (create_module, cancel_module):
+    for module in (create_module, cancel_module, run_module):
         monkeypatch.setattr(module, "checkpoint", checkpoint)
     return reached
 
@@ -510,7 +511,7 @@ def test_creates_and_cancels_pass_the_crash_points_in_order_with_their_intent_op
     m = make_manifest(3)
     run(env, plan_for(env["store"], creates(m)), m, batch_size=2)
     run(env, plan_for(env["store"], cancel_all(env["store"])), m, batch_size=2)
-    one_create = ["before_create_call", "after_create_call", "after_create_save"]
+    one_create = ["before_create_call", "after_create_call", "before_create_save", "after_create_save"]
     one_cancel = ["before_cancel_call", "after_cancel_call"]
     assert crash_points == [(point, [None]) for point in [*one_create, *one_create, *one_cancel, *one_cancel]]
     assert {point for point, _ in crash_points} <= set(CHECKPOINTS)

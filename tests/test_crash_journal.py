@@ -57,6 +57,34 @@ def test_a_settle_reads_the_file_only_when_this_journal_has_nothing_else_open(
     assert reads == [1] and log.path.read_text() == ""
 
 
+def test_once_a_journal_emptied_the_file_its_settles_read_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An apply begins and settles one create intent per batch: the first settle reads the file
+    (an intent of an earlier run may be in it); after it emptied the file, every line is its own."""
+    log = FileJournal(tmp_path / "sim.journal.jsonl")
+    journal = IntentJournal(log)
+    reads: list[int] = []
+    unsettled = FileJournal.unsettled
+    monkeypatch.setattr(FileJournal, "unsettled", lambda self: reads.append(1) or unsettled(self))
+    for i in range(20):
+        journal.settle(journal.begin("create", [create(f"u{i}")]))
+        assert log.path.read_text() == ""
+    assert reads == [1]
+
+
+def test_an_intent_another_run_wrote_after_this_journal_emptied_the_file_is_kept(tmp_path: Path) -> None:
+    """Between two cycles of ``watch`` the lock is free: another run's intent may be in the file,
+    and the read at the next cycle's start shows it; no settle may empty the file over it."""
+    path = tmp_path / "sim.journal.jsonl"
+    mine, other = IntentJournal(FileJournal(path)), IntentJournal(FileJournal(path))
+    mine.settle(mine.begin("create", [create("bob")]))  # emptied by mine
+    kept = other.begin("create", [create("ann")])
+    assert [i.id for i in mine.unsettled()] == [kept.id]
+    mine.settle(mine.begin("create", [create("cy")]))
+    assert [i.id for i in IntentJournal(FileJournal(path)).unsettled()] == [kept.id]
+
+
 def test_a_settle_never_empties_a_journal_holding_an_intent_another_object_wrote(tmp_path: Path) -> None:
     path = tmp_path / "sim.journal.jsonl"
     mine, other = IntentJournal(FileJournal(path)), IntentJournal(FileJournal(path))

@@ -28,6 +28,7 @@ PAUSE_ENV = "RECONCILE_TEST_PAUSE_AT"
 CHECKPOINTS = (
     "before_create_call",
     "after_create_call",
+    "before_create_save",
     "after_create_save",
     "after_updates_call",
     "before_grant_call",

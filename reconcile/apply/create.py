@@ -28,13 +28,20 @@ Adoption = Literal["adopted", "absent", "refused", "unknown"]
 
 
 def run_creates(
-    run: Run, actions: Sequence[CreateUser], options: ExecuteOptions, *, started: StartedCreate | None = None
+    run: Run,
+    actions: Sequence[CreateUser],
+    options: ExecuteOptions,
+    *,
+    started: StartedCreate | None = None,
+    idempotent_next: bool = False,
 ) -> None:
     """Create ``actions`` in batches of ``options.batch_size``; save state after each batch.
 
     ``started``: ``actions`` is one batch, already announced and sent by :func:`start_create`
     (while the batch before it was followed up); only its answer is left to record, and its
     intent is settled once the workers carry its follow-ups (:meth:`Run.settle_when_busy`).
+    ``idempotent_next``: those follow-ups begin with idempotent calls, so its users are saved
+    then too, not before they are sent.
     """
     if not actions:
         return
@@ -53,7 +60,7 @@ def run_creates(
             started = _send(run, batch, options)
             if started is None:
                 raise run.stop.error()
-        finish_create(run, started, settle_when_busy=ahead)
+        finish_create(run, started, settle_when_busy=ahead, save_when_busy=ahead and idempotent_next)
         started = None
         done += len(batch)
         run.progress.advance(done)
@@ -112,11 +119,18 @@ def _call(run: Run, users: list[Any]) -> _Answer:
 
 
 def finish_create(
-    run: Run, started: StartedCreate, *, stopped_before: bool = False, settle_when_busy: bool = False
+    run: Run,
+    started: StartedCreate,
+    *,
+    stopped_before: bool = False,
+    settle_when_busy: bool = False,
+    save_when_busy: bool = False,
 ) -> None:
     """Record a started create's answer, save its users, then settle its intent.
 
     ``settle_when_busy``: settle it once the workers carry the next calls (its follow-ups).
+    ``save_when_busy``: save its users then too, just before (the follow-ups are idempotent:
+    :meth:`Run.settle_when_busy`).
 
     ``stopped_before``: the run was stopped by something else while this create was in flight. If
     its recording gets to the end, every outcome of the batch is known (a look-up it needed would
@@ -135,6 +149,10 @@ def finish_create(
             outcome=f"created {len(made)}, failed {failed}",
             request_id=request_id,
         )
+    if settle_when_busy and save_when_busy and not stopped_before:
+        run.settle_when_busy(intent, unsaved=True)
+        return
+    checkpoint("before_create_save")
     run.save(intent.users)
     checkpoint("after_create_save")
     if stopped_before:

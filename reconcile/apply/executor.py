@@ -90,6 +90,7 @@ EXECUTORS: tuple[ActionExecutor, ...] = (
 )
 """Every kind of action, each once, in the order they are applied to users that exist already."""
 _GRANTS = next(e for e in EXECUTORS if GrantEntitlement in e.kinds)
+_UPDATES = next(e for e in EXECUTORS if UpdateContact in e.kinds)
 _CREATES = next(e for e in EXECUTORS if CreateUser in e.kinds)
 
 Step = tuple[ActionExecutor, Sequence[Action]]
@@ -218,7 +219,9 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
                     with tally.step(left[id(executor)]):
                         if ahead is not None and ahead[0] == index:
                             sent, ahead = ahead[1], None
-                            run_creates(run, sent.batch, options, started=sent)
+                            # Contact updates may go out before the create's users are saved.
+                            updates_next = index + 1 < len(steps) and steps[index + 1][0] is _UPDATES
+                            run_creates(run, sent.batch, options, started=sent, idempotent_next=updates_next)
                         else:
                             if creating:
                                 run.busy()
@@ -238,7 +241,7 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
                 run.saving_later = False
                 if ahead is not None:
                     _finish_in_flight(run, ahead[1], exc)
-                for task in (run.settle_recorded, run.save_left):
+                for task in (run.settle_recorded, run.save_left):  # it saves before it settles
                     with contextlib.suppress(Exception):  # their own failure must not hide the first
                         task()
                 raise

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from reconcile.apply.crashpoints import checkpoint
 from reconcile.apply.generated import PasswordLedger
 from reconcile.apply.intents import Intent, IntentJournal
 from reconcile.apply.ports import ApplyClient, CancelClient
@@ -157,20 +158,35 @@ class Run:
         for task in tasks:
             task()
 
-    def settle_when_busy(self, intent: Intent) -> None:
-        """Settle ``intent``, whose outcomes are all recorded and saved, once the workers are busy.
+    def settle_when_busy(self, intent: Intent, *, unsaved: bool = False) -> None:
+        """Settle ``intent``, whose outcomes are all recorded, once the workers are busy.
+
+        ``unsaved``: its users are saved then too, before it is settled, instead of before its
+        follow-ups are sent. Only when those follow-ups are idempotent calls: a run killed before
+        that save leaves the intent open, the next run finds its users by name and adopts them,
+        and its plan sends the follow-ups again (see :func:`reconcile.apply.executor.execute`).
 
         Raises the stop's error instead when the run stopped on it (an outcome may be unknown:
-        the intent stays for the next run to settle by reading). A run that fails before the task
-        runs settles it with :meth:`settle_recorded`.
+        the intent stays for the next run to settle by reading); its users are saved first. A run
+        that fails before the task runs saves and settles with :meth:`settle_recorded`.
         """
+        if unsaved:
+            self._unsaved.update(intent.users)
         if self.stop.reason is not None:
+            self.save_left()
             raise self.stop.error()
         self._recorded.append(intent)
         self.when_busy(self.settle_recorded)
 
     def settle_recorded(self) -> None:
-        """Settle the intents :meth:`settle_when_busy` left for later."""
+        """Save what is left unsaved, then settle the intents :meth:`settle_when_busy` left for later.
+
+        Never settles an intent before its users are saved: when the save fails, they stay open.
+        """
+        if self._recorded and self._unsaved:
+            checkpoint("before_create_save")
+            self.save(())
+            checkpoint("after_create_save")
         while self._recorded:
             self.journal.settle(self._recorded[0])
             del self._recorded[0]

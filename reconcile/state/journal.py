@@ -103,6 +103,9 @@ class FileJournal:
         self._open: set[str] = set()
         """The intents this object appended and has not settled: while one is left, a settle
         needs no read to know the journal cannot be emptied yet."""
+        self._emptied = False
+        """This object emptied the file: every line in it since is one it wrote, so once
+        :attr:`_open` is empty nothing is, and a settle needs no read to know it."""
 
     def _append(self, line: dict[str, Any]) -> None:
         data = (json.dumps(line, separators=(",", ":")) + "\n").encode("utf-8")
@@ -126,10 +129,12 @@ class FileJournal:
         while an intent this object appended is still open: then the file cannot be emptied, and
         reading it is skipped. An apply that keeps the next group's intent open while it settles
         this one read the whole, growing file on every settle: quadratic in the run's length.
+        Once this object has emptied the file, it wrote every line in it, and no read is needed
+        either (an apply read and parsed its last create's 100-user intent at every batch).
         """
         self._append(_Settled(id=entry_id).model_dump())
         self._open.discard(entry_id)
-        if not self._open and not self.unsettled():
+        if not self._open and (self._emptied or not self.unsettled()):
             self.clear()
 
     def clear(self) -> None:
@@ -140,6 +145,7 @@ class FileJournal:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._emptied = True
 
     def unsettled(self) -> list[JournalEntry]:
         """Return the intents without a settled line, oldest first."""
@@ -171,6 +177,9 @@ class FileJournal:
                     f"journal {self.path} line {number} is not a valid entry ({exc}); it is written only "
                     "by reconcile: inspect it, then remove it if no run is in progress"
                 ) from None
+        # An intent this object did not write (another run's, between two of this one's locks):
+        # what is in the file is no longer only this object's.
+        self._emptied = self._emptied and open_entries.keys() <= self._open
         return list(open_entries.values())
 
     def _parse(self, line: str, number: int, *, last: bool) -> dict[str, Any] | None:
