@@ -133,6 +133,27 @@ def test_answers_are_framed_by_length_and_the_connection_is_reused(transport: Ke
     assert b"\r\nHost: 127.0.0.1:" in server.requests[0]
 
 
+def test_an_answer_leaves_no_reference_cycle_for_the_collector(transport: KeepAliveTransport) -> None:
+    """The parser refers back to its answer: kept after the read, every request left a cycle that
+    only the cyclic GC frees, and its collections hold the GIL while the apply's workers wait."""
+    answers: list[Answer] = [lambda _r: ok(b"[]") for _ in range(5)]
+    answers.append(lambda _r: None)  # the server closes without an answer
+    server = Server(answers)
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            assert get(transport, server).content == b"[]"
+        with pytest.raises(httpx.RemoteProtocolError):
+            get(transport, server)
+        left = [o for o in gc.get_objects() if isinstance(o, _Answer)]
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert left == []
+
+
 def test_threads_that_come_and_go_share_the_idle_connections(transport: KeepAliveTransport) -> None:
     # The applier's worker threads end with each group: their connections outlive them, reused.
     server = Server([lambda _r: ok(b"1")] * 5)

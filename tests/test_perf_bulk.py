@@ -11,9 +11,12 @@ import pytest
 from deepdiff import DeepDiff
 from hypothesis import given
 from hypothesis import strategies as st
+from test_apply_executor import FakeApi, _creates_with_contacts, env, make_manifest, plan_for, run
 from test_planner_support import CONTACT_NY, T0
 
 from reconcile import bulk
+
+__all__ = ["env"]  # the fixture a test here takes
 from reconcile.manifest.loader import load_manifest
 from reconcile.planning.planner import _field_changes
 from reconcile.state.file import FileStateStore
@@ -90,6 +93,39 @@ def test_gc_frozen_leaves_what_is_alive_out_of_collections_until_the_block_ends(
     with bulk.gc_frozen():
         assert gc.get_freeze_count() >= len(desk)
     assert gc.get_freeze_count() == 0  # collected again afterwards: a watch loop piles nothing up
+
+
+def test_freeze_survivors_freezes_only_inside_a_gc_frozen_block() -> None:
+    """At each apply step's end, what the step made joins the frozen desk; outside, nothing does."""
+    bulk.freeze_survivors()
+    assert gc.get_freeze_count() == 0  # no block: frozen objects would never be handed back
+    with bulk.gc_frozen():
+        before = gc.get_freeze_count()
+        records = [[i] for i in range(1000)]  # what a step records and keeps
+        bulk.freeze_survivors()
+        assert gc.get_freeze_count() >= before + len(records)
+        with bulk.gc_frozen():  # nested: the inner block neither freezes nor thaws
+            pass
+        assert gc.get_freeze_count() >= before + len(records)
+    assert gc.get_freeze_count() == 0
+
+
+def test_an_apply_freezes_what_each_step_recorded(env: dict[str, Any]) -> None:
+    """A new desk's records live for the whole run: a collection walked them all again, longer as
+    the run went on, while every worker waited for the GIL."""
+    frozen: list[int] = []
+
+    class Watching(FakeApi):
+        def create_evaluation_users(self, users: list[Any]) -> list[Any]:
+            frozen.append(gc.get_freeze_count())
+            return super().create_evaluation_users(users)
+
+    env["api"] = Watching()
+    m = make_manifest(6)
+    assert run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2).ok
+    # Before each create, the users the steps before it recorded (records, contacts) are frozen.
+    assert frozen == sorted(frozen) and frozen[2] - frozen[0] >= 4
+    assert gc.get_freeze_count() == 0
 
 
 def _desk(path: Path) -> Path:

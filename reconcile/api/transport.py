@@ -281,6 +281,15 @@ class _Answer:
             # HTTP/1.0 connections are never reused (as h11); llhttp forgets this for the next message.
             self.keep_alive = self.version == b"HTTP/1.1" and self.parser.should_keep_alive()
 
+    def release(self) -> None:
+        """Drop the parser once the answer is read.
+
+        It refers back to this answer (its callbacks): a cycle per request, which only the cyclic
+        GC frees. A 20k-user apply left ~225k such objects to it, and its collections hold the
+        GIL while every worker waits.
+        """
+        del self.parser
+
     def response(self) -> httpx.Response:
         """The answer as httpx's response; its body already read unless it must be decoded."""
         body = b"".join(self.body)
@@ -391,6 +400,8 @@ class _Connection:
             raise httpx.ReadTimeout(str(exc)) from exc
         except OSError as exc:
             raise httpx.ReadError(str(exc)) from exc
+        finally:
+            answer.release()
 
     def still_open(self) -> bool:
         """Whether the server has neither closed this idle connection nor sent on it unasked."""

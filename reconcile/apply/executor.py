@@ -37,6 +37,7 @@ from reconcile.apply.result import ApplyResult, PhaseTally
 from reconcile.apply.revoke import run_revokes
 from reconcile.apply.run import ExecuteOptions, Run, chunks
 from reconcile.apply.update import run_updates
+from reconcile.bulk import freeze_survivors
 from reconcile.planning.plan import (
     Action,
     CancelEverything,
@@ -234,6 +235,7 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
                         run.when_busy(functools.partial(look_ahead, index))
                     else:
                         run.busy()  # what the step's own calls did not do (it sent none)
+                    freeze_survivors()  # what the step recorded lives on: no collection walks it again
                 run.busy()
                 run.saving_later = False
                 run.save_left()
