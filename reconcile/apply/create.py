@@ -138,6 +138,9 @@ def finish_create(
     plan need not hold its traders out until an apply settles them.
     """
     intent, batch = started.intent, started.batch
+    # Stopped by something else before this create is recorded (a captcha in the follow-ups
+    # before it, recorded later): a recording that gets to the end knows every outcome.
+    stopped_before = stopped_before or run.stop.reason is not None
     answer, request_id = started.answer.result()
     results = _answered(run, intent, batch, answer, request_id)
     if results is not None:

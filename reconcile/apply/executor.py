@@ -226,6 +226,7 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
                         else:
                             if creating:
                                 run.busy()
+                                run.record_carried()
                                 run.save_left()  # it may wait an hour for its slot: nothing waits unsaved
                             executor(run, chunk, options)
                     if run.waited_for_slot:
@@ -237,12 +238,14 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
                         run.busy()  # what the step's own calls did not do (it sent none)
                     freeze_survivors()  # what the step recorded lives on: no collection walks it again
                 run.busy()
+                run.record_carried()
                 run.saving_later = False
                 run.save_left()
             except BaseException as exc:
                 run.saving_later = False
                 if ahead is not None:
                     _finish_in_flight(run, ahead[1], exc)
+                run.record_carried_after(exc)
                 for task in (run.settle_recorded, run.save_left):  # it saves before it settles
                     with contextlib.suppress(Exception):  # their own failure must not hide the first
                         task()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,16 +102,18 @@ class Run:
         self._caller: ThreadPoolExecutor | None = None
         self._when_busy: list[Callable[[], None]] = []
         self._recorded: list[Intent] = []
+        self._carried: list[Callable[[], None]] = []
 
     @contextlib.contextmanager
     def workers(self) -> Iterator[Callable[[Callable[..., R], Iterable[tuple[Any, ...]]], list[Future[R]]]]:
         """Yield ``send(fn, argsets)``: one call of ``fn`` per argument tuple on the run's worker threads.
 
-        ``send`` returns one Future per call, in order; on leaving, every call taken is waited
-        for. The ``concurrency`` threads start once and serve every group of every phase (a pool
-        per group of a 100-user create batch started and joined six threads per batch); :meth:`close`
-        ends them. Leaving on an error still waits for the calls in flight, so nothing is sent
-        after the run has reported how it ended.
+        ``send`` returns one Future per call, in order. The ``concurrency`` threads start once and
+        serve every group of every phase (a pool per group of a 100-user create batch started and
+        joined six threads per batch); :meth:`close` ends them. Leaving on an error waits for
+        every call taken, so nothing is sent after the run has reported how it ended; leaving
+        normally does not: each group was recorded (its Futures waited for), or is carried to a
+        later step that waits for them (:meth:`carry`).
         """
         pool, taken = self._threads(), list[Future[Any]]()
 
@@ -128,8 +131,9 @@ class Run:
 
         try:
             yield send
-        finally:
+        except BaseException:
             concurrent.futures.wait(taken)
+            raise
 
     def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
         """Run ``fn(*args)`` on a thread of its own, beside whatever group of calls is in flight.
@@ -157,6 +161,30 @@ class Run:
         tasks, self._when_busy = self._when_busy, []
         for task in tasks:
             task()
+
+    def carry(self, record: Callable[[], None]) -> None:
+        """Leave ``record`` (a group of idempotent calls already sent) to :meth:`record_carried`.
+
+        A create batch's last group of follow-ups: its calls are answered while this thread
+        records the next create and hands its follow-ups to the workers, so the workers no longer
+        drain and wait at each batch's end. A run killed before it is recorded loses nothing:
+        the next plan sends the same idempotent calls again.
+        """
+        self._carried.append(record)
+
+    def record_carried(self) -> None:
+        """Record the groups :meth:`carry` left, in order (each waits for its calls)."""
+        while self._carried:
+            self._carried.pop(0)()
+
+    def record_carried_after(self, failure: BaseException) -> None:
+        """Record the carried groups when the run ends on ``failure``: their calls were made, and
+        must reach the audit log and state; the stop keeps anything more from being sent."""
+        if self._carried:
+            self.stop.trip(f"the run ended with calls to record ({type(failure).__name__}: {failure})")
+        while self._carried:
+            with contextlib.suppress(Exception):  # its own refusal must not hide the first failure
+                self._carried.pop(0)()
 
     def settle_when_busy(self, intent: Intent, *, unsaved: bool = False) -> None:
         """Settle ``intent``, whose outcomes are all recorded, once the workers are busy.
@@ -290,12 +318,21 @@ def _take_calls(fn: Callable[..., R], calls: Iterator[tuple[Future[R], tuple[Any
             future.set_result(result)
 
 
-def overlapped(run: Run, groups: Sequence[G], send: Callable[[G], S], record: Callable[[G, S], None]) -> None:
+def overlapped(
+    run: Run,
+    groups: Sequence[G],
+    send: Callable[[G], S],
+    record: Callable[[G, S], None],
+    *,
+    carry_last: bool = False,
+) -> None:
     """``send`` each group, then ``record`` it; the next group is sent before this one is recorded.
 
     Recording (audit lines, a state save and its fsync) keeps the main thread; meanwhile the
     workers already carry the next group's calls instead of idling behind the save. Each group is
-    still recorded and saved whole, in order, and nothing is sent once the run stopped.
+    still recorded and saved whole, in order, and nothing is sent once the run stopped. Groups
+    an earlier step carried are recorded once this step's first group is in flight.
+    ``carry_last``: the last group is carried in turn (:meth:`Run.carry`: idempotent calls only).
     """
     if not groups:
         return
@@ -303,6 +340,7 @@ def overlapped(run: Run, groups: Sequence[G], send: Callable[[G], S], record: Ca
     pending = send(groups[0])
     try:
         run.busy()
+        run.record_carried()
     except BaseException as exc:
         _record_in_flight(run, groups[0], pending, record, exc)
         raise
@@ -311,6 +349,9 @@ def overlapped(run: Run, groups: Sequence[G], send: Callable[[G], S], record: Ca
         stopped = more and run.stop.reason is not None
         if more and not stopped:
             pending = send(groups[index + 1])
+        if not more and carry_last:
+            run.carry(functools.partial(record, group, sent))
+            return
         try:
             record(group, sent)
         except BaseException as exc:

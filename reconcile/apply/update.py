@@ -56,6 +56,8 @@ def run_updates(run: Run, actions: Sequence[Update], options: ExecuteOptions) ->
             list(chunks(actions, GROUP)),
             lambda group: send(_update_one, [(run, a, run.user_id(a.user, a.userId)) for a in group]),
             record,
+            # A create batch's follow-ups: the next batch's are sent before the last group is recorded.
+            carry_last=run.saving_later,
         )
 
 
