@@ -389,8 +389,43 @@ def test_a_stop_from_outside_while_a_create_is_announced_leaves_nothing_open(
 
 
 def _holds(env: dict[str, Any], names: list[str]) -> bool:
-    """Whether the state on disk records every user of ``names``."""
-    return set(names) <= set(env["store"].load("sim").users)
+    """Whether the state on disk records every user of ``names``.
+
+    Read by a store of its own: a load through the run's store would reset what that store
+    compares its next save with, and could hide a save it missed.
+    """
+    return set(names) <= set(FileStateStore(env["store"].path).load("sim").users)
+
+
+def test_a_batchs_last_contact_updates_are_answered_while_the_next_batchs_go_out(
+    env: dict[str, Any],
+) -> None:
+    """The workers no longer drain at each batch's end: the last group of a batch's follow-ups is
+    recorded once the next batch's are handed out (contact updates are idempotent: a run killed
+    before it sends them again). Here the first batch's last update is answered only once the
+    second batch's first one has gone out: recording it before would wait in vain."""
+    second_sent = threading.Event()
+    waited: list[bool] = []
+
+    class Watched(AheadApi):
+        def update_contact_info(self, req: UpdateContactInfo, *, user: str | None = None) -> None:
+            if user == "trader001":
+                waited.append(second_sent.wait(3.0))
+            elif user == SECOND[0]:
+                second_sent.set()
+            super().update_contact_info(req, user=user)
+
+    env["api"] = api = Watched(patience=0.5)
+    m = make_manifest(6)
+    result = run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2)
+    assert result.ok, result.failures
+    assert waited == [True]
+    state = FileStateStore(env["store"].path).load("sim")
+    assert {n for n, r in state.users.items() if r.contact is not None} == set(api.users)
+    audit = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
+    contacts = [a["users"][0] for a in audit if a["action"] == "update_contact"]
+    assert sorted(contacts) == sorted(api.users) and len(contacts) == 6
+    assert IntentJournal(env["journal"]).unsettled() == []
 
 
 def test_the_users_of_a_create_sent_ahead_are_saved_once_their_contact_updates_are_in_flight(

@@ -207,6 +207,7 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
     def look_ahead(index: int) -> None:
         nonlocal ahead
         ahead = _start_next_create(run, steps, index, options)
+        run.next_create_sent = ahead is not None
 
     try:
         with run.recording_stop():
@@ -220,6 +221,7 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
                     with tally.step(left[id(executor)]):
                         if ahead is not None and ahead[0] == index:
                             sent, ahead = ahead[1], None
+                            run.next_create_sent = False
                             # Contact updates may go out before the create's users are saved.
                             updates_next = index + 1 < len(steps) and steps[index + 1][0] is _UPDATES
                             run_creates(run, sent.batch, options, started=sent, idempotent_next=updates_next)

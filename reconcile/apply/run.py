@@ -103,6 +103,9 @@ class Run:
         self._when_busy: list[Callable[[], None]] = []
         self._recorded: list[Intent] = []
         self._carried: list[Callable[[], None]] = []
+        self.next_create_sent = False
+        """True while the next batch's create is in flight beside a batch's follow-ups (the
+        executor's look-ahead): their last group may then be carried (:meth:`carry`)."""
 
     @contextlib.contextmanager
     def workers(self) -> Iterator[Callable[[Callable[..., R], Iterable[tuple[Any, ...]]], list[Future[R]]]]:
@@ -194,17 +197,17 @@ class Run:
         that save leaves the intent open, the next run finds its users by name and adopts them,
         and its plan sends the follow-ups again (see :func:`reconcile.apply.executor.execute`).
 
-        Raises the stop's error instead when the run stopped on it (an outcome may be unknown:
-        the intent stays for the next run to settle by reading); its users are saved first. A run
-        that fails before the task runs saves and settles with :meth:`settle_recorded`.
+        Every outcome of the intent is known (the caller leaves one whose look-up failed open).
+        When the run stopped meanwhile (a captcha in the follow-ups beside it), this raises the
+        stop's error: the run's end saves and settles it (:meth:`settle_recorded`), as it does
+        for a run that fails before the task runs.
         """
         if unsaved:
             self._unsaved.update(intent.users)
-        if self.stop.reason is not None:
-            self.save_left()
-            raise self.stop.error()
         self._recorded.append(intent)
         self.when_busy(self.settle_recorded)
+        if self.stop.reason is not None:
+            raise self.stop.error()
 
     def settle_recorded(self) -> None:
         """Save what is left unsaved, then settle the intents :meth:`settle_when_busy` left for later.
@@ -324,7 +327,7 @@ def overlapped(
     send: Callable[[G], S],
     record: Callable[[G, S], None],
     *,
-    carry_last: bool = False,
+    carry_last: Callable[[], bool] = lambda: False,
 ) -> None:
     """``send`` each group, then ``record`` it; the next group is sent before this one is recorded.
 
@@ -332,7 +335,8 @@ def overlapped(
     workers already carry the next group's calls instead of idling behind the save. Each group is
     still recorded and saved whole, in order, and nothing is sent once the run stopped. Groups
     an earlier step carried are recorded once this step's first group is in flight.
-    ``carry_last``: the last group is carried in turn (:meth:`Run.carry`: idempotent calls only).
+    ``carry_last``: whether the last group is carried in turn, asked once it is sent
+    (:meth:`Run.carry`: idempotent calls only).
     """
     if not groups:
         return
@@ -349,7 +353,7 @@ def overlapped(
         stopped = more and run.stop.reason is not None
         if more and not stopped:
             pending = send(groups[index + 1])
-        if not more and carry_last:
+        if not more and carry_last():
             run.carry(functools.partial(record, group, sent))
             return
         try:
