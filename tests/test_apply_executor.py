@@ -23,6 +23,7 @@ from reconcile.apply import executor as executor_module
 from reconcile.apply import run as run_module
 from reconcile.apply.crashpoints import CHECKPOINTS
 from reconcile.apply.generated import PasswordLedger, pending_path_for
+from reconcile.apply.stop import Stop
 from reconcile.errors import (
     ApiError,
     AuthError,
@@ -849,7 +850,7 @@ def test_the_next_group_is_sent_before_the_last_one_is_recorded() -> None:
     from reconcile.apply.stop import Stop
 
     events: list[str] = []
-    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None)
+    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None, record_carried=lambda: None)
     overlapped(
         run,
         ["a", "b", "c"],
@@ -864,7 +865,7 @@ def test_no_group_is_sent_once_the_run_stopped_and_the_stop_ends_it() -> None:
     from reconcile.apply.stop import Stop
 
     events: list[str] = []
-    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None)
+    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None, record_carried=lambda: None)
 
     def record(group: str, _sent: object) -> None:
         events.append(f"record {group}")
@@ -881,7 +882,7 @@ def test_a_stop_while_a_group_is_recorded_still_records_the_group_on_its_way() -
     from reconcile.apply.stop import Stop
 
     events: list[str] = []
-    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None)
+    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None, record_carried=lambda: None)
 
     def record(group: str, _sent: object) -> None:
         if group == "a":
@@ -900,7 +901,7 @@ def test_a_failed_save_stops_the_group_on_its_way_and_records_what_it_sent() -> 
     from reconcile.apply.stop import Stop
 
     events: list[str] = []
-    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None)
+    run: Any = SimpleNamespace(stop=Stop(), busy=lambda: None, record_carried=lambda: None)
 
     def record(group: str, _sent: object) -> None:
         events.append(f"record {group}, stopped: {run.stop.reason is not None}")
@@ -1062,10 +1063,16 @@ def test_a_lost_answer_of_the_create_sent_beside_stopped_follow_ups_waits_for_th
     """Its users may exist: nothing is looked up after the stop, and no password is lost or doubled."""
     env["api"] = api = AheadApi(refuse_after_wait=CaptchaRequired("captcha required"))
     create = api.create_evaluation_users
+    stop = Stop()
 
     def losing_the_second(users: list[EvaluationUser]) -> list[Result]:
         out = create(users)
         if api.count("create") == 2:
+            # Lost once the update beside it met the captcha (its answer lets that update go on).
+            for _ in range(200):
+                if stop.reason is not None:
+                    break
+                threading.Event().wait(0.01)
             raise OutcomeUnknown("connection dropped after the request was sent", call="create")
         return out
 
@@ -1073,7 +1080,14 @@ def test_a_lost_answer_of_the_create_sent_beside_stopped_follow_ups_waits_for_th
     m = make_manifest(4, password={"generate": True})
     out = tmp_path / "pw.txt"
     with pytest.raises(RunStopped, match="captcha required"):
-        run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2, generated_passwords=out)
+        run(
+            env,
+            plan_for(env["store"], _creates_with_contacts(m)),
+            m,
+            batch_size=2,
+            generated_passwords=out,
+            stop=stop,
+        )
     assert api.count("create") == 2 and api.count("find") == 0, "nothing is sent after the stop"
     assert sorted(env["store"].load("sim").users) == ["trader000", "trader001"]
     [left] = IntentJournal(env["journal"]).unsettled()
@@ -1169,11 +1183,11 @@ def test_a_recorded_create_is_settled_when_the_follow_ups_fail_before_its_settle
     real = update_module.overlapped
     groups: list[object] = []
 
-    def refusing_the_second(run: Any, *args: Any) -> None:
+    def refusing_the_second(run: Any, *args: Any, **kwargs: Any) -> None:
         groups.append(args)
         if len(groups) == 2:  # the second batch's updates, before anything of them is sent
             raise StateError("state: no space left on device")
-        real(run, *args)
+        real(run, *args, **kwargs)
 
     monkeypatch.setattr(update_module, "overlapped", refusing_the_second)
     m = make_manifest(4)

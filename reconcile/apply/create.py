@@ -132,29 +132,34 @@ def finish_create(
     ``save_when_busy``: save its users then too, just before (the follow-ups are idempotent:
     :meth:`Run.settle_when_busy`).
 
-    ``stopped_before``: the run was stopped by something else while this create was in flight. If
-    its recording gets to the end, every outcome of the batch is known (a look-up it needed would
-    have been refused by the stop and ended it), so its intent is settled all the same: the next
-    plan need not hold its traders out until an apply settles them.
+    ``stopped_before``: the run was stopped by something else while this create was in flight.
+
+    A recording that gets to the end with no look-up failed knows every outcome of the batch (a
+    look-up refused by a stop raises): its intent is settled even when something else stopped the
+    run meanwhile (a captcha in the follow-ups beside it), so the next plan need not hold its
+    traders out until an apply settles them. A failed look-up leaves it open for the next run.
     """
     intent, batch = started.intent, started.batch
     answer, request_id = started.answer.result()
-    results = _answered(run, intent, batch, answer, request_id)
+    unknown: set[str] = set()
+    results = _answered(run, intent, batch, answer, request_id, unknown)
     if results is not None:
         checkpoint("after_create_call")
-        made, failed = _record_results(run, intent, batch, results)
+        made, failed = _record_results(run, intent, batch, results, unknown)
         run.audit.record(
             "create",
             users=intent.users,
             outcome=f"created {len(made)}, failed {failed}",
             request_id=request_id,
         )
-    if settle_when_busy and save_when_busy and not stopped_before:
+    if not unknown and settle_when_busy and save_when_busy and not stopped_before:
         run.settle_when_busy(intent, unsaved=True)
         return
     checkpoint("before_create_save")
     run.save(intent.users)
     checkpoint("after_create_save")
+    if unknown:
+        raise run.stop.error()  # the look-up that failed tripped it
     if stopped_before:
         run.journal.settle(intent)
     elif settle_when_busy:
@@ -169,8 +174,12 @@ def _answered(
     batch: Sequence[CreateUser],
     answer: list[CreateResultLike] | BaseException,
     request_id: str | None,
+    unknown: set[str],
 ) -> list[CreateResultLike] | None:
-    """The call's results; None when it failed as a whole (reported and settled here)."""
+    """The call's results; None when it failed as a whole (reported and settled here).
+
+    ``unknown`` receives the users whose look-up failed (whether they exist is still open).
+    """
     names = intent.users
     if not isinstance(answer, BaseException):
         return answer
@@ -181,7 +190,7 @@ def _answered(
     if isinstance(answer, OutcomeUnknown):
         # Sent, but no usable answer: the users may exist now. Look them up, adopt.
         _audit_failed_call(run, names, "unknown", answer, request_id)
-        settle_creates(run, intent, batch, lost("createevaluationusers", answer))
+        settle_creates(run, intent, batch, lost("createevaluationusers", answer), unknown=unknown)
     elif isinstance(answer, ApiError):
         # The API refused the whole request: nobody in it was created.
         _audit_failed_call(run, names, "refused", answer, request_id)
@@ -203,11 +212,16 @@ def _audit_failed_call(
 
 
 def _record_results(
-    run: Run, intent: Intent, batch: Sequence[CreateUser], results: Sequence[CreateResultLike]
+    run: Run,
+    intent: Intent,
+    batch: Sequence[CreateUser],
+    results: Sequence[CreateResultLike],
+    unknown: set[str],
 ) -> tuple[list[str], int]:
-    """Record each user's result; return (users created, number failed)."""
+    """Record each user's result; return (users created, number failed); see :func:`_answered`."""
     if len(results) != len(batch):
-        settle_creates(run, intent, batch, f"the API answered {len(results)} results for {len(batch)} users")
+        why = f"the API answered {len(results)} results for {len(batch)} users"
+        settle_creates(run, intent, batch, why, unknown=unknown)
         return [], 0
     made: list[str] = []
     failed = 0
@@ -217,7 +231,10 @@ def _record_results(
             made.append(action.user)
         elif res.errorText and _already_exists(res.errorText):
             # The API refused this create, so the candidate was never set: it is dropped.
-            if adopt_or_report(run, action, f"the API said: {res.errorText}") != "adopted":
+            adoption = adopt_or_report(run, action, f"the API said: {res.errorText}")
+            if adoption == "unknown":
+                unknown.add(action.user)
+            if adoption != "adopted":
                 if not run.result.failed(action.user):
                     run.result.fail(action.user, "create", res.errorText)
                 failed += 1
@@ -290,11 +307,18 @@ def adopt_or_report(run: Run, action: CreateUser, why: str) -> Adoption:
 
 
 def settle_creates(
-    run: Run, intent: Intent, batch: Sequence[CreateUser], why: str, *, report: bool = True
+    run: Run,
+    intent: Intent,
+    batch: Sequence[CreateUser],
+    why: str,
+    *,
+    report: bool = True,
+    unknown: set[str] | None = None,
 ) -> None:
     """Look up each user of a create whose answer was lost; adopt, report, or leave it open.
 
     Without ``report`` a user that does not exist is no failure (the plan that follows creates it).
+    ``unknown`` receives the users left open (their look-up failed).
     """
     adopted: list[str] = []
     absent: list[str] = []
@@ -309,6 +333,8 @@ def settle_creates(
             adopted.append(action.user)
             continue
         if outcome == "unknown":
+            if unknown is not None:
+                unknown.add(action.user)
             continue  # left open with its candidate; the stop is tripped
         absent.append(action.user)
         if report and outcome == "absent" and not run.result.failed(action.user):

@@ -207,6 +207,7 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
     def look_ahead(index: int) -> None:
         nonlocal ahead
         ahead = _start_next_create(run, steps, index, options)
+        run.next_create_sent = ahead is not None
 
     try:
         with run.recording_stop():
@@ -220,12 +221,14 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
                     with tally.step(left[id(executor)]):
                         if ahead is not None and ahead[0] == index:
                             sent, ahead = ahead[1], None
+                            run.next_create_sent = False
                             # Contact updates may go out before the create's users are saved.
                             updates_next = index + 1 < len(steps) and steps[index + 1][0] is _UPDATES
                             run_creates(run, sent.batch, options, started=sent, idempotent_next=updates_next)
                         else:
                             if creating:
                                 run.busy()
+                                run.record_carried()
                                 run.save_left()  # it may wait an hour for its slot: nothing waits unsaved
                             executor(run, chunk, options)
                     if run.waited_for_slot:
@@ -237,12 +240,14 @@ def execute(run: Run, actions: Sequence[Action], options: ExecuteOptions) -> App
                         run.busy()  # what the step's own calls did not do (it sent none)
                     freeze_survivors()  # what the step recorded lives on: no collection walks it again
                 run.busy()
+                run.record_carried()
                 run.saving_later = False
                 run.save_left()
             except BaseException as exc:
                 run.saving_later = False
                 if ahead is not None:
                     _finish_in_flight(run, ahead[1], exc)
+                run.record_carried_after(exc)
                 for task in (run.settle_recorded, run.save_left):  # it saves before it settles
                     with contextlib.suppress(Exception):  # their own failure must not hide the first
                         task()

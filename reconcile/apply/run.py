@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,16 +102,21 @@ class Run:
         self._caller: ThreadPoolExecutor | None = None
         self._when_busy: list[Callable[[], None]] = []
         self._recorded: list[Intent] = []
+        self._carried: list[Callable[[], None]] = []
+        self.next_create_sent = False
+        """True while the next batch's create is in flight beside a batch's follow-ups (the
+        executor's look-ahead): their last group may then be carried (:meth:`carry`)."""
 
     @contextlib.contextmanager
     def workers(self) -> Iterator[Callable[[Callable[..., R], Iterable[tuple[Any, ...]]], list[Future[R]]]]:
         """Yield ``send(fn, argsets)``: one call of ``fn`` per argument tuple on the run's worker threads.
 
-        ``send`` returns one Future per call, in order; on leaving, every call taken is waited
-        for. The ``concurrency`` threads start once and serve every group of every phase (a pool
-        per group of a 100-user create batch started and joined six threads per batch); :meth:`close`
-        ends them. Leaving on an error still waits for the calls in flight, so nothing is sent
-        after the run has reported how it ended.
+        ``send`` returns one Future per call, in order. The ``concurrency`` threads start once and
+        serve every group of every phase (a pool per group of a 100-user create batch started and
+        joined six threads per batch); :meth:`close` ends them. Leaving on an error waits for
+        every call taken, so nothing is sent after the run has reported how it ended; leaving
+        normally does not: each group was recorded (its Futures waited for), or is carried to a
+        later step that waits for them (:meth:`carry`).
         """
         pool, taken = self._threads(), list[Future[Any]]()
 
@@ -128,8 +134,9 @@ class Run:
 
         try:
             yield send
-        finally:
+        except BaseException:
             concurrent.futures.wait(taken)
+            raise
 
     def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
         """Run ``fn(*args)`` on a thread of its own, beside whatever group of calls is in flight.
@@ -158,6 +165,30 @@ class Run:
         for task in tasks:
             task()
 
+    def carry(self, record: Callable[[], None]) -> None:
+        """Leave ``record`` (a group of idempotent calls already sent) to :meth:`record_carried`.
+
+        A create batch's last group of follow-ups: its calls are answered while this thread
+        records the next create and hands its follow-ups to the workers, so the workers no longer
+        drain and wait at each batch's end. A run killed before it is recorded loses nothing:
+        the next plan sends the same idempotent calls again.
+        """
+        self._carried.append(record)
+
+    def record_carried(self) -> None:
+        """Record the groups :meth:`carry` left, in order (each waits for its calls)."""
+        while self._carried:
+            self._carried.pop(0)()
+
+    def record_carried_after(self, failure: BaseException) -> None:
+        """Record the carried groups when the run ends on ``failure``: their calls were made, and
+        must reach the audit log and state; the stop keeps anything more from being sent."""
+        if self._carried:
+            self.stop.trip(f"the run ended with calls to record ({type(failure).__name__}: {failure})")
+        while self._carried:
+            with contextlib.suppress(Exception):  # its own refusal must not hide the first failure
+                self._carried.pop(0)()
+
     def settle_when_busy(self, intent: Intent, *, unsaved: bool = False) -> None:
         """Settle ``intent``, whose outcomes are all recorded, once the workers are busy.
 
@@ -166,17 +197,17 @@ class Run:
         that save leaves the intent open, the next run finds its users by name and adopts them,
         and its plan sends the follow-ups again (see :func:`reconcile.apply.executor.execute`).
 
-        Raises the stop's error instead when the run stopped on it (an outcome may be unknown:
-        the intent stays for the next run to settle by reading); its users are saved first. A run
-        that fails before the task runs saves and settles with :meth:`settle_recorded`.
+        Every outcome of the intent is known (the caller leaves one whose look-up failed open).
+        When the run stopped meanwhile (a captcha in the follow-ups beside it), this raises the
+        stop's error: the run's end saves and settles it (:meth:`settle_recorded`), as it does
+        for a run that fails before the task runs.
         """
         if unsaved:
             self._unsaved.update(intent.users)
-        if self.stop.reason is not None:
-            self.save_left()
-            raise self.stop.error()
         self._recorded.append(intent)
         self.when_busy(self.settle_recorded)
+        if self.stop.reason is not None:
+            raise self.stop.error()
 
     def settle_recorded(self) -> None:
         """Save what is left unsaved, then settle the intents :meth:`settle_when_busy` left for later.
@@ -290,12 +321,22 @@ def _take_calls(fn: Callable[..., R], calls: Iterator[tuple[Future[R], tuple[Any
             future.set_result(result)
 
 
-def overlapped(run: Run, groups: Sequence[G], send: Callable[[G], S], record: Callable[[G, S], None]) -> None:
+def overlapped(
+    run: Run,
+    groups: Sequence[G],
+    send: Callable[[G], S],
+    record: Callable[[G, S], None],
+    *,
+    carry_last: Callable[[], bool] = lambda: False,
+) -> None:
     """``send`` each group, then ``record`` it; the next group is sent before this one is recorded.
 
     Recording (audit lines, a state save and its fsync) keeps the main thread; meanwhile the
     workers already carry the next group's calls instead of idling behind the save. Each group is
-    still recorded and saved whole, in order, and nothing is sent once the run stopped.
+    still recorded and saved whole, in order, and nothing is sent once the run stopped. Groups
+    an earlier step carried are recorded once this step's first group is in flight.
+    ``carry_last``: whether the last group is carried in turn, asked once it is sent
+    (:meth:`Run.carry`: idempotent calls only).
     """
     if not groups:
         return
@@ -303,6 +344,7 @@ def overlapped(run: Run, groups: Sequence[G], send: Callable[[G], S], record: Ca
     pending = send(groups[0])
     try:
         run.busy()
+        run.record_carried()
     except BaseException as exc:
         _record_in_flight(run, groups[0], pending, record, exc)
         raise
@@ -311,6 +353,9 @@ def overlapped(run: Run, groups: Sequence[G], send: Callable[[G], S], record: Ca
         stopped = more and run.stop.reason is not None
         if more and not stopped:
             pending = send(groups[index + 1])
+        if not more and carry_last():
+            run.carry(functools.partial(record, group, sent))
+            return
         try:
             record(group, sent)
         except BaseException as exc:

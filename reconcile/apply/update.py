@@ -24,6 +24,7 @@ def run_updates(run: Run, actions: Sequence[Update], options: ExecuteOptions) ->
         return
     run.progress.phase("update", len(actions))
     done = 0
+    returned = False  # a group recorded after this step (carried) is counted by it already
 
     def record(group: Sequence[Update], futures: list[Future[str | None]]) -> None:
         nonlocal done
@@ -47,7 +48,8 @@ def run_updates(run: Run, actions: Sequence[Update], options: ExecuteOptions) ->
         run.save_later(changed)
         run.stop.check()
         done += len(group)
-        run.progress.advance(done)
+        if not returned:
+            run.progress.advance(done)
 
     with run.workers() as send:
         # Ids are looked up when a group is sent, on the one thread that changes state.
@@ -56,7 +58,11 @@ def run_updates(run: Run, actions: Sequence[Update], options: ExecuteOptions) ->
             list(chunks(actions, GROUP)),
             lambda group: send(_update_one, [(run, a, run.user_id(a.user, a.userId)) for a in group]),
             record,
+            # A create batch's follow-ups, the next batch's create in flight beside them: that
+            # batch's follow-ups are sent before their last group is recorded.
+            carry_last=lambda: run.saving_later and run.next_create_sent,
         )
+    returned = True
 
 
 def _update_one(run: Run, action: Update, user_id: int | None) -> str | None:
