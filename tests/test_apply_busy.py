@@ -24,13 +24,15 @@ from test_apply_executor import (
     run,
     settle_as_next_run,
     simplus_grants,
+    stopped_by_captcha,
 )
 from test_watch_loop import _run as watch_cycles
 
 from reconcile.api.models import UpdateContactInfo
-from reconcile.apply import IntentJournal, RunStopped
+from reconcile.apply import IntentJournal, RunStopped, update
 from reconcile.apply.generated import pending_path_for
 from reconcile.apply.intents import Intent
+from reconcile.apply.result import PhaseTally
 from reconcile.apply.run import Run
 from reconcile.apply.stop import Stop
 from reconcile.errors import CaptchaRequired, StateError
@@ -70,17 +72,8 @@ def test_a_stop_met_while_the_look_ahead_create_is_announced_leaves_nothing_open
 
     monkeypatch.setattr(IntentJournal, "begin", begin)
     env["api"] = api = CaptchaWhileAnnounced(patience=0.05)  # trader001 waits for no second create
-    m = make_manifest(4, password={"generate": True})
     out = tmp_path / "pw.txt"
-    with pytest.raises(RunStopped, match="captcha required"):
-        run(
-            env,
-            plan_for(env["store"], _creates_with_contacts(m)),
-            m,
-            batch_size=2,
-            generated_passwords=out,
-            stop=stop,
-        )
+    stopped_by_captcha(env, out, stop)
     assert api.count("create") == 1, "the create after the stop was sent"
     assert IntentJournal(env["journal"]).unsettled() == [], "an intent of a create never sent was left open"
     assert not pending_path_for(out).exists(), "candidates of a create never sent were left pending"
@@ -91,6 +84,8 @@ def test_a_stop_met_while_the_look_ahead_create_is_announced_leaves_nothing_open
 
 SECOND = ["trader002", "trader003"]
 """The second batch: its create goes ahead, beside the first batch's contact updates."""
+FIRST = ["trader000", "trader001"]
+"""The first batch: its contact updates are answered beside the second create."""
 
 
 def _interrupt_at(where: str, monkeypatch: pytest.MonkeyPatch, error: BaseException) -> list[str]:
@@ -297,10 +292,10 @@ def test_a_watch_runs_cycle_after_cycle_with_nothing_left_of_the_one_before(
 
     def then(report: CycleReport, desk: Path) -> bool:
         left = [
-            (r._when_busy, r._recorded, r._unsaved, r.saving_later, r._pool, r._caller)
+            (r._when_busy, r._recorded, r._unsaved, r.saving_later, r._pool, r._caller, r._carried)
             for r in runs
-            if (r._when_busy, r._recorded, r._unsaved, r.saving_later, r._pool, r._caller)
-            != ([], [], set(), False, None, None)
+            if (r._when_busy, r._recorded, r._unsaved, r.saving_later, r._pool, r._caller, r._carried)
+            != ([], [], set(), False, None, None, [])
         ]
         alive.append([*left, *(t.name for t in threading.enumerate() if t.name.startswith("apply"))])
         if report.cycle == 1:
@@ -347,12 +342,18 @@ def test_a_lost_answer_of_a_create_sent_ahead_is_settled_by_looking_its_users_up
 
 def test_no_intent_stays_open_while_a_create_waits_for_its_slot(env: dict[str, Any]) -> None:
     """The wait may be an hour: a create sent ahead and recorded, whose batch needs no follow-up,
-    is settled before the next create waits (a run killed meanwhile leaves nothing to settle)."""
+    is settled before the next create waits (a run killed meanwhile leaves nothing to settle), and
+    the first batch's contact updates, carried beside it, are recorded and saved before it too."""
     open_at_wait: list[int] = []
+    recorded_at_wait: list[tuple[int, int]] = []  # (update_contact lines, contacts saved)
 
     class Paced(AheadApi):
         def await_create_slot(self) -> float:
             open_at_wait.append(len(env["journal"].unsettled()))
+            audit = env["audit"].path
+            lines = audit.read_text().count('"update_contact"') if audit.exists() else 0
+            saved = FileStateStore(env["store"].path).load("sim").users.values()
+            recorded_at_wait.append((lines, sum(r.contact is not None for r in saved)))
             return 0.0
 
     env["api"] = api = Paced(patience=0.5)
@@ -362,6 +363,7 @@ def test_no_intent_stays_open_while_a_create_waits_for_its_slot(env: dict[str, A
     assert result.ok, result.failures
     assert api.waited == [True, True]  # the second create went ahead, beside the first batch's updates
     assert open_at_wait == [0, 0]  # the first create's wait, and the third's
+    assert recorded_at_wait == [(0, 0), (2, 2)]
 
 
 def test_a_stop_from_outside_while_a_create_is_announced_leaves_nothing_open(
@@ -494,3 +496,124 @@ def test_the_users_of_a_create_sent_ahead_are_saved_before_a_call_that_is_not_id
     assert result.ok, result.failures
     assert api.count("create") == 2
     assert on_disk == {name: True for name in ids}
+
+
+def test_a_stop_met_between_the_look_ups_of_a_lost_create_loses_no_password(
+    env: dict[str, Any], tmp_path: Path
+) -> None:
+    """A captcha in the follow-ups still in flight beside the create sent ahead (the batch's last
+    contact updates are carried) trips the stop between two look-ups of its lost answer: the user
+    found first is adopted, the next look-up is refused. The adopted user's password must be handed
+    out, and the other left open for the next run (it was created: its password too)."""
+    stop = Stop()
+
+    class StoppedBetweenLookUps(AheadApi):
+        def create_evaluation_users(self, users: list[Any]) -> list[Any]:
+            self.drop_next_create = self.count("create") == 1
+            return super().create_evaluation_users(users)
+
+        def find_user(self, name: str) -> Any:
+            found = super().find_user(name)
+            if name == SECOND[0]:
+                stop.trip("captcha required")  # a worker's answer, right after this look-up
+            return found
+
+    env["api"] = api = StoppedBetweenLookUps(patience=0.05)
+    out, out2 = tmp_path / "pw.txt", tmp_path / "pw-2.txt"
+    stopped_by_captcha(env, out, stop)
+    assert [c[1] for c in api.calls if c[0] == "find"] == [SECOND[0]], "a look-up went after the stop"
+    assert [i.users for i in IntentJournal(env["journal"]).unsettled()] == [SECOND]
+    # The first batch's carried contact updates reached the audit log and state all the same.
+    audit = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
+    assert sorted(a["users"][0] for a in audit if a["action"] == "update_contact") == FIRST
+    assert audit[-1]["action"] == "stop"
+    saved = FileStateStore(env["store"].path).load("sim").users
+    assert sorted(n for n, r in saved.items() if r.contact is not None) == FIRST
+    settle_as_next_run(env, out2)
+    assert IntentJournal(env["journal"]).unsettled() == [] and not pending_path_for(out).exists()
+    first, second = _handed_out(out), _handed_out(out2) if out2.exists() else {}
+    assert not set(first) & set(second), "a password was handed out twice"
+    assert {**first, **second} == api.passwords
+
+
+def test_the_progress_of_carried_contact_updates_never_goes_back_nor_past_the_total(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's last group of contact updates is recorded during a later step (another phase's,
+    or the next batch's updates): it must not advance the display a second time, nor with its own
+    step's count."""
+    shown: list[tuple[str, int, int]] = []  # (phase, count, total) as the display got them
+
+    class Display:
+        name, total = "", 0
+
+        def phase(self, name: str, total: int) -> None:
+            self.name, self.total = name, total
+
+        def advance(self, done: int) -> None:
+            shown.append((self.name, done, self.total))
+
+    real_init = PhaseTally.__init__
+    monkeypatch.setattr(PhaseTally, "__init__", lambda self, display: real_init(self, Display()))
+    monkeypatch.setattr(update, "GROUP", 1)  # two groups a batch: the carried one counts 2 in its step
+    env["api"] = api = AheadApi(patience=0.05)
+    m = make_manifest(6)
+    result = run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2)
+    assert result.ok, result.failures
+    assert api.waited == [True, True]  # the second create went ahead, beside the first batch's updates
+    updates = [(count, total) for name, count, total in shown if name == "update"]
+    assert [c for c, _ in updates] == [1, 2, 3, 4, 5, 6] and {t for _, t in updates} == {6}, shown
+
+
+def test_a_captcha_in_the_next_batchs_updates_while_the_carried_ones_are_recorded_loses_no_line(
+    env: dict[str, Any],
+) -> None:
+    """The first batch's last updates are recorded once the second batch's are handed out; a
+    captcha there stops the run while that record waits: both groups reach the audit log and
+    state, the stop is its last line, and nothing goes out after it."""
+    stop = Stop()
+
+    class CaptchaInTheNext(AheadApi):
+        def update_contact_info(self, req: UpdateContactInfo, *, user: str | None = None) -> None:
+            if user == "trader001":  # answered only once the second batch's captcha stopped the run
+                for _ in range(300):
+                    if stop.reason is not None:
+                        break
+                    threading.Event().wait(0.01)
+            if user == SECOND[0]:
+                self.calls.append(("contact", req.userId))
+                raise CaptchaRequired("captcha required")
+            super().update_contact_info(req, user=user)
+
+    env["api"] = api = CaptchaInTheNext(patience=0.05)
+    m = make_manifest(6)
+    with pytest.raises(RunStopped, match="captcha required"):
+        run(env, plan_for(env["store"], _creates_with_contacts(m)), m, batch_size=2, stop=stop)
+    ids = {u.id: n for n, u in api.users.items()}
+    contacted = {ids[uid] for kind, uid in api.calls if kind == "contact"}
+    assert {"trader000", "trader001", SECOND[0]} <= contacted and api.count("create") == 2
+    audit = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
+    assert {a["users"][0] for a in audit if a["action"] == "update_contact"} == contacted
+    assert audit[-1]["action"] == "stop"
+    saved = FileStateStore(env["store"].path).load("sim").users
+    assert {n for n, r in saved.items() if r.contact is not None} == contacted - {SECOND[0]}
+    assert IntentJournal(env["journal"]).unsettled() == []
+
+
+def test_contact_updates_carried_past_the_last_create_are_recorded_at_the_runs_end(
+    env: dict[str, Any],
+) -> None:
+    """Only the first batch has follow-ups: its last updates are carried beside the second create,
+    which no follow-up step comes after. The run's end records them."""
+    env["api"] = api = AheadApi(patience=0.5)
+    m = make_manifest(4)
+    contacts = [a for a in _creates_with_contacts(m) if a not in creates(m)][:2]  # the first batch's
+    result = run(env, plan_for(env["store"], [*creates(m), *contacts]), m, batch_size=2)
+    assert result.ok, result.failures
+    assert api.waited == [True, True]  # the second create went ahead, beside those updates
+    assert sorted(result.contacts_updated) == FIRST
+    audit = [json.loads(x) for x in env["audit"].path.read_text().splitlines()]
+    assert sorted(a["users"][0] for a in audit if a["action"] == "update_contact") == FIRST
+    assert audit[-1]["action"] == "apply"
+    saved = FileStateStore(env["store"].path).load("sim").users
+    assert sorted(n for n, r in saved.items() if r.contact is not None) == FIRST

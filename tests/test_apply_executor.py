@@ -957,6 +957,20 @@ def _creates_with_contacts(m: Manifest) -> list[Any]:
     ]
 
 
+def stopped_by_captcha(env: dict[str, Any], out: Path, stop: Stop) -> None:
+    """Create four traders (generated passwords, contacts) in batches of two: the captcha stops the run."""
+    m = make_manifest(4, password={"generate": True})
+    with pytest.raises(RunStopped, match="captcha required"):
+        run(
+            env,
+            plan_for(env["store"], _creates_with_contacts(m)),
+            m,
+            batch_size=2,
+            generated_passwords=out,
+            stop=stop,
+        )
+
+
 def test_the_next_create_is_sent_while_the_batch_before_it_is_followed_up(env: dict[str, Any]) -> None:
     env["api"] = api = AheadApi()
     m = make_manifest(5)
@@ -1077,17 +1091,8 @@ def test_a_lost_answer_of_the_create_sent_beside_stopped_follow_ups_waits_for_th
         return out
 
     api.create_evaluation_users = losing_the_second  # type: ignore[method-assign]
-    m = make_manifest(4, password={"generate": True})
     out = tmp_path / "pw.txt"
-    with pytest.raises(RunStopped, match="captcha required"):
-        run(
-            env,
-            plan_for(env["store"], _creates_with_contacts(m)),
-            m,
-            batch_size=2,
-            generated_passwords=out,
-            stop=stop,
-        )
+    stopped_by_captcha(env, out, stop)
     assert api.count("create") == 2 and api.count("find") == 0, "nothing is sent after the stop"
     assert sorted(env["store"].load("sim").users) == ["trader000", "trader001"]
     [left] = IntentJournal(env["journal"]).unsettled()
