@@ -68,6 +68,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from precompile import compile_bytecode  # bench/ is the script's folder: first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = [ROOT]  # the checkout whose reconcile runs (--repo)
@@ -398,17 +399,6 @@ def transport_floor(url: str, calls: int) -> list[float]:
         figures.append(1000 * (time.process_time() - started) / calls)
         exchange.close()
     return figures
-
-
-def compile_bytecode(repo: Path) -> None:
-    """Compile the checkout's modules once, before anything is timed.
-
-    An installed reconcile runs from its bytecode. Where the environment forbids writing it
-    (``PYTHONDONTWRITEBYTECODE``, set on some CI and sandbox machines), every apply the bench
-    starts would compile the ~100 modules again, ~0.15-0.3 s counted in each apply's start.
-    """
-    argv = [sys.executable, "-m", "compileall", "-q", str(repo / "reconcile")]
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
 
 
 def apply_once(

@@ -35,6 +35,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from precompile import compile_bytecode  # bench/ is the script's folder: first on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 ENTITLEMENTS = {"simplus": 12345, "tradingview": 31}
 CHANGED_EVERY = 10  # 10% of the users differ from the recorded state
@@ -323,10 +325,7 @@ def main() -> None:
         folder, users, shapes = args.write_inputs
         _write_inputs(Path(folder), int(users), tuple(shapes.split(",")))
         return
-    # An installed reconcile runs from its bytecode: compile it once, or each timed run would
-    # compile every module again where PYTHONDONTWRITEBYTECODE is set (as bench/apply.py does).
-    compiling = [sys.executable, "-m", "compileall", "-q", str(args.repo / "reconcile")]
-    subprocess.run(compiling, check=True, stdout=subprocess.DEVNULL)
+    compile_bytecode(args.repo)
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
