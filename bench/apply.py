@@ -17,8 +17,10 @@ read + 2 per grant + ⌈X/100⌉ (they must be equal: the script exits 1 when th
 
 Each apply's line is followed by its timeline from the simulator's side: how long after the
 process started its first request came, how long after the last answer it exited, and how long no
-request was in flight between them (the simulator idle while the apply worked alone). Then comes
-the same minimal driver sending the same requests through the apply's transport
+request was in flight between them (the simulator idle while the apply worked alone). Beside it,
+the apply's wall from its first request on, as a multiple of the driver's: the apply without its
+start-up (imports, manifest, state, plan: what the driver, handed the requests, never does).
+Then comes the same minimal driver sending the same requests through the apply's transport
 (``reconcile.api.transport``) to a third simulator: its ratio to the driver is what the HTTP layer
 alone costs in wall time, before anything else the tool does.
 
@@ -36,6 +38,9 @@ median of the rounds' wall ratios and CPU per user, with the verdicts read off t
 machine's speed drifts by 10-30 % between two runs a minute apart). Before anything is timed, the
 checkout's modules are compiled, as an installed reconcile's are: where the environment forbids
 writing bytecode, each apply would otherwise compile them again at its start.
+
+``--server-cpu``: the simulators run on one CPU of their own, this script's driver and the applies
+it starts on the others (by default all share every CPU). The first line printed says which.
 
 ``--refresh-sizes``: a simulator seeded with that many users (with contact info) and a matching
 state; ``reconcile refresh`` then reads them all: requests and time (target: a few requests per
@@ -98,17 +103,20 @@ ENV = {
 }
 
 
-def serve_counting(db: str) -> None:
+def serve_counting(db: str, cpus: str | None = None) -> None:
     """Serve the simulator on a free loopback port, counting and recording partner-API requests.
 
     ``GET /_bench/counts``: requests per path so far; ``GET /_bench/take``: the recorded requests
     ([method, path?query, body]) since the last take; ``GET /_bench/spans``: when each partner-API
     request since the last call of it came in and was answered ([start, end], epoch seconds).
+    ``cpus``: the CPUs it runs on, comma-separated (:func:`place`).
     """
     from reconcile.sim.app import create_app
     from reconcile.sim.config import SimConfig
     from reconcile.sim.server import base_url, make
 
+    if cpus:  # before the server starts its threads: they inherit it
+        os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
     app = create_app(SimConfig(limits_enabled=False), db)
     counts: Counter[str] = Counter()
     recorded: list[tuple[str, str, str]] = []
@@ -152,11 +160,38 @@ def serve_counting(db: str) -> None:
     server.serve_forever()
 
 
+PLACEMENT: dict[str, set[int]] = {}
+"""Where the processes run (:func:`place`): ``"server"`` and ``"client"`` CPU sets; empty: shared."""
+
+
+def place(own_cpu: bool) -> str:
+    """With ``own_cpu``, give the simulators a CPU of their own and this process (the driver, and
+    the applies it starts) the others; return how the processes run, for the report.
+
+    A remote API never shares the client's CPUs; on one small machine the simulator does, and it
+    then migrates between the cores the client uses too. Neither placement is a deployment's (a
+    client placed here has fewer CPUs than it would have), so the default stays the shared one.
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not own_cpu or len(cpus) < 2:
+        return f"shared: simulators and clients on the same {len(cpus) or 'unknown number of'} CPU(s)"
+    PLACEMENT["server"], PLACEMENT["client"] = {cpus[0]}, set(cpus[1:])
+    os.sched_setaffinity(0, PLACEMENT["client"])
+    return (
+        f"placed (--server-cpu): simulators on CPU {cpus[0]}, the applies and the driver on CPU "
+        f"{','.join(map(str, cpus[1:]))}"
+    )
+
+
 @contextmanager
 def simulator(db: Path) -> Iterator[str]:
-    """A counting simulator in its own process over ``db``; yields its /v1 URL."""
+    """A counting simulator in its own process over ``db`` (on the server's CPU); yields its /v1 URL."""
+    cpus = ",".join(map(str, sorted(PLACEMENT.get("server", ()))))
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve-counting", str(db)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, __file__, "--serve-counting", str(db), *(["--cpus", cpus] if cpus else [])],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         assert server.stdout is not None
@@ -421,11 +456,12 @@ def apply_once(
     return wall, cpu, json.loads(done.stdout), (launched, ended)
 
 
-def timeline(spans: list[list[float]], launched: float, ended: float) -> str:
+def timeline(spans: list[list[float]], launched: float, ended: float) -> tuple[str, float]:
     """Where an apply's wall time went beside its requests: before the first, after the last, and
-    between them with none in flight (the simulator idle while the apply works alone)."""
+    between them with none in flight (the simulator idle while the apply works alone); with it,
+    the seconds from the start to the first request (0 when it made none)."""
     if not spans:
-        return "no requests"
+        return "no requests", 0.0
     ordered = sorted(spans)
     idle, reach = 0.0, ordered[0][1]
     for start, end in ordered[1:]:
@@ -434,7 +470,8 @@ def timeline(spans: list[list[float]], launched: float, ended: float) -> str:
     first, last = ordered[0][0], reach
     return (
         f"first request {first - launched:.2f} s after the start, exit {ended - last:.2f} s after the "
-        f"last answer, none in flight for {idle:.2f} s of the {last - first:.2f} s between"
+        f"last answer, none in flight for {idle:.2f} s of the {last - first:.2f} s between",
+        first - launched,
     )
 
 
@@ -508,7 +545,7 @@ def _bench_round(
                 bench_get(url, "spans")
                 wall, cpu, result, (launched, ended) = apply_once(manifest, work, url)
                 after = bench_get(url, "counts")
-                spent = timeline(bench_get(url, "spans"), launched, ended)
+                spent, start_up = timeline(bench_get(url, "spans"), launched, ended)
                 made, auth = partner_requests({p: after.get(p, 0) - before.get(p, 0) for p in after})
                 bound = lower_bound(result)
                 ok = ok and made == bound
@@ -528,7 +565,11 @@ def _bench_round(
                     + (f"; driver answers not 2xx: {d_failed}" if d_failed else ""),
                     flush=True,
                 )
-                print(f"{'':>6} {'  the apply alone:':<30} {spent}", flush=True)
+                print(
+                    f"{'':>6} {'  the apply alone:':<30} {spent}; from its first request on, "
+                    f"{(wall - start_up) / d_wall:.2f} times the driver's wall",
+                    flush=True,
+                )
                 print(
                     f"{'':>6} {'  the driver on its transport:':<30} wall {h_wall:.2f} s: "
                     f"ratio {h_wall / d_wall:.2f} to the driver; CPU {1000 * h_cpu / users:.3f} ms/user"
@@ -639,10 +680,16 @@ def main() -> int:
         default=1,
         help="compare each size this many times over, on fresh simulators; verdicts from the median",
     )
+    parser.add_argument(
+        "--server-cpu",
+        action="store_true",
+        help="run the simulators on a CPU of their own, the applies and the driver on the others",
+    )
     parser.add_argument("--serve-counting", metavar="DB", help=argparse.SUPPRESS)
+    parser.add_argument("--cpus", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_counting:
-        serve_counting(args.serve_counting)
+        serve_counting(args.serve_counting, args.cpus)
         return 0
     REPO[0] = args.repo
     if any(n < 1 for n in [*args.sizes, *args.refresh_sizes]):
@@ -650,6 +697,7 @@ def main() -> int:
     if args.rounds < 1:
         parser.error("--rounds is at least 1")
     compile_bytecode(REPO[0])
+    print(place(args.server_cpu), flush=True)
     per_call, per_created = client_overhead(2000)
     print(
         f"client overhead (instant in-process transport): {per_call:.3f} ms CPU per updatecontactinfo "
