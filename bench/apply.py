@@ -160,8 +160,8 @@ def serve_counting(db: str, cpus: str | None = None) -> None:
     server.serve_forever()
 
 
-PLACEMENT: dict[str, set[int]] = {}
-"""Where the processes run (:func:`place`): ``"server"`` and ``"client"`` CPU sets; empty: shared."""
+SERVER_CPUS: list[int] = []
+"""The CPUs the simulators run on (:func:`place`); empty: every CPU, shared with the clients."""
 
 
 def place(own_cpu: bool) -> str:
@@ -175,8 +175,8 @@ def place(own_cpu: bool) -> str:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if not own_cpu or len(cpus) < 2:
         return f"shared: simulators and clients on the same {len(cpus) or 'unknown number of'} CPU(s)"
-    PLACEMENT["server"], PLACEMENT["client"] = {cpus[0]}, set(cpus[1:])
-    os.sched_setaffinity(0, PLACEMENT["client"])
+    SERVER_CPUS[:] = cpus[:1]
+    os.sched_setaffinity(0, cpus[1:])
     return (
         f"placed (--server-cpu): simulators on CPU {cpus[0]}, the applies and the driver on CPU "
         f"{','.join(map(str, cpus[1:]))}"
@@ -186,7 +186,7 @@ def place(own_cpu: bool) -> str:
 @contextmanager
 def simulator(db: Path) -> Iterator[str]:
     """A counting simulator in its own process over ``db`` (on the server's CPU); yields its /v1 URL."""
-    cpus = ",".join(map(str, sorted(PLACEMENT.get("server", ()))))
+    cpus = ",".join(map(str, SERVER_CPUS))
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve-counting", str(db), *(["--cpus", cpus] if cpus else [])],
         stdout=subprocess.PIPE,
