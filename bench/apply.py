@@ -108,7 +108,8 @@ def serve_counting(db: str, cpus: str | None = None) -> None:
 
     ``GET /_bench/counts``: requests per path so far; ``GET /_bench/take``: the recorded requests
     ([method, path?query, body]) since the last take; ``GET /_bench/spans``: when each partner-API
-    request since the last call of it came in and was answered ([start, end], epoch seconds).
+    request since the last call of it came in and was answered, and its call ([start, end, path],
+    epoch seconds); ``GET /_bench/cpu``: the CPU seconds this process has used so far.
     ``cpus``: the CPUs it runs on, comma-separated (:func:`place`).
     """
     from reconcile.sim.app import create_app
@@ -120,7 +121,7 @@ def serve_counting(db: str, cpus: str | None = None) -> None:
     app = create_app(SimConfig(limits_enabled=False), db)
     counts: Counter[str] = Counter()
     recorded: list[tuple[str, str, str]] = []
-    spans: list[tuple[float, float]] = []
+    spans: list[tuple[float, float, str]] = []
     lock = threading.Lock()
 
     def reply(start_response: Callable[..., Any], value: object) -> Iterable[bytes]:
@@ -140,6 +141,8 @@ def serve_counting(db: str, cpus: str | None = None) -> None:
                 timed = list(spans)
                 spans.clear()
                 return reply(start_response, timed)
+            if path == "/_bench/cpu":
+                return reply(start_response, time.process_time())
             counts[path.lower()] += 1
         if path.startswith("/v1/") and not path.startswith("/v1/auth/"):
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
@@ -152,7 +155,7 @@ def serve_counting(db: str, cpus: str | None = None) -> None:
         started = time.time()
         answer = list(app(environ, start_response))
         with lock:
-            spans.append((started, time.time()))
+            spans.append((started, time.time(), path))
         return answer
 
     server = make(counting, "127.0.0.1", 0)
@@ -456,21 +459,33 @@ def apply_once(
     return wall, cpu, json.loads(done.stdout), (launched, ended)
 
 
-def timeline(spans: list[list[float]], launched: float, ended: float) -> tuple[str, float]:
+def timeline(spans: list[list[Any]], launched: float, ended: float) -> tuple[str, float]:
     """Where an apply's wall time went beside its requests: before the first, after the last, and
-    between them with none in flight (the simulator idle while the apply works alone); with it,
-    the seconds from the start to the first request (0 when it made none)."""
+    between them with none in flight (the simulator idle while the apply works alone), with the
+    calls around most of that idle time; with it, the seconds from the start to the first request
+    (0 when it made none). ``spans``: [start, end, path] of each request (:func:`serve_counting`)."""
     if not spans:
         return "no requests", 0.0
     ordered = sorted(spans)
-    idle, reach = 0.0, ordered[0][1]
-    for start, end in ordered[1:]:
-        idle += max(0.0, start - reach)
-        reach = max(reach, end)
+    idle, reach, reached_by = 0.0, ordered[0][1], ordered[0][2]
+    between: Counter[str] = Counter()
+    times: Counter[str] = Counter()
+    for start, end, path in ordered[1:]:
+        if start > reach:
+            idle += start - reach
+            pair = f"{reached_by.rsplit('/', 1)[-1]} and {path.rsplit('/', 1)[-1]}"
+            between[pair] += start - reach
+            times[pair] += 1
+        if end > reach:
+            reach, reached_by = end, path
     first, last = ordered[0][0], reach
+    most = ""
+    if between:
+        pair, seconds = between.most_common(1)[0]
+        most = f" ({seconds:.2f} s of it between {pair}, {times[pair]} times)"
     return (
         f"first request {first - launched:.2f} s after the start, exit {ended - last:.2f} s after the "
-        f"last answer, none in flight for {idle:.2f} s of the {last - first:.2f} s between",
+        f"last answer, none in flight for {idle:.2f} s of the {last - first:.2f} s between{most}",
         first - launched,
     )
 
@@ -491,6 +506,11 @@ def _verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
+Figures = tuple[float, float, float, float]
+"""One round of one run: wall ratio, the apply's CPU ms/user, the driver's, and the simulator's CPU
+serving the apply divided by its CPU serving the driver."""
+
+
 def bench_apply(users: int, create_latency: float = 0.0, rounds: int = 1) -> bool:
     """Print both applies at ``users`` beside the driver; return whether the request counts were minimal.
 
@@ -500,7 +520,7 @@ def bench_apply(users: int, create_latency: float = 0.0, rounds: int = 1) -> boo
     off the median of the rounds (a shared machine's speed drifts between two runs a minute apart).
     """
     ok = True
-    seen: dict[str, list[tuple[float, float, float]]] = {}  # run -> (wall ratio, CPU ms/user, driver's)
+    seen: dict[str, list[Figures]] = {}
     for number in range(1, rounds + 1):
         if rounds > 1:
             print(f"{users:>6} round {number} of {rounds}", flush=True)
@@ -510,17 +530,19 @@ def bench_apply(users: int, create_latency: float = 0.0, rounds: int = 1) -> boo
             ratio = statistics.median(f[0] for f in figures)
             ms = statistics.median(f[1] for f in figures)
             d_ms = statistics.median(f[2] for f in figures)
+            sim = statistics.median(f[3] for f in figures)
             print(
                 f"{users:>6} {run:<30} median of {rounds}: wall ratio {ratio:.2f} (target <= {WALL_TARGET}) "
                 f"{_verdict(ratio <= WALL_TARGET)}; apply CPU {ms:.3f} ms/user (target <= {CPU_TARGET_MS}) "
-                f"{_verdict(ms <= CPU_TARGET_MS)}, {ms / d_ms:.2f}x the driver's {d_ms:.3f}",
+                f"{_verdict(ms <= CPU_TARGET_MS)}, {ms / d_ms:.2f}x the driver's {d_ms:.3f}; the simulator's "
+                f"CPU serving the apply {sim:.2f}x what the driver's calls cost it",
                 flush=True,
             )
     return ok
 
 
 def _bench_round(
-    users: int, create_latency: float, seen: dict[str, list[tuple[float, float, float]]], *, verdicts: bool
+    users: int, create_latency: float, seen: dict[str, list[Figures]], *, verdicts: bool
 ) -> bool:
     """One comparison at ``users`` on fresh simulators (see :func:`bench_apply`); adds to ``seen``."""
     work = Path(tempfile.mkdtemp(prefix="reconcile-bench-apply-"))
@@ -541,19 +563,21 @@ def _bench_round(
                 if run.startswith("Sim+"):
                     for each in (url, driver_url, transport_url):
                         sign_half(each, users)
-                before = bench_get(url, "counts")
+                before, sim_before = bench_get(url, "counts"), bench_get(url, "cpu")
                 bench_get(url, "spans")
                 wall, cpu, result, (launched, ended) = apply_once(manifest, work, url)
-                after = bench_get(url, "counts")
+                after, sim_cpu = bench_get(url, "counts"), bench_get(url, "cpu") - sim_before
                 spent, start_up = timeline(bench_get(url, "spans"), launched, ended)
                 made, auth = partner_requests({p: after.get(p, 0) - before.get(p, 0) for p in after})
                 bound = lower_bound(result)
                 ok = ok and made == bound
                 sent = bench_get(url, "take")
+                d_sim_before = bench_get(driver_url, "cpu")
                 d_wall, d_cpu, d_failed = drive(driver_url, sent)
+                d_sim_cpu = bench_get(driver_url, "cpu") - d_sim_before
                 h_wall, h_cpu, h_failed = drive(transport_url, sent, _ThroughTransport)
                 ms, d_ms = 1000 * cpu / users, 1000 * d_cpu / users
-                seen.setdefault(run, []).append((wall / d_wall, ms, d_ms))
+                seen.setdefault(run, []).append((wall / d_wall, ms, d_ms, sim_cpu / d_sim_cpu))
                 counted = f"requests {made} (lower bound {bound}{'' if made == bound else ' NOT EQUAL'})"
                 walls = f"apply wall {wall:.2f} s, driver {d_wall:.2f} s: ratio {wall / d_wall:.2f}"
                 wall_met = _verdict(wall <= WALL_TARGET * d_wall)
@@ -568,6 +592,11 @@ def _bench_round(
                 print(
                     f"{'':>6} {'  the apply alone:':<30} {spent}; from its first request on, "
                     f"{(wall - start_up) / d_wall:.2f} times the driver's wall",
+                    flush=True,
+                )
+                print(
+                    f"{'':>6} {'  the simulator:':<30} {sim_cpu:.2f} s of CPU serving the apply, "
+                    f"{d_sim_cpu:.2f} s serving the driver the same calls ({sim_cpu / d_sim_cpu:.2f}x)",
                     flush=True,
                 )
                 print(
