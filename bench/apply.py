@@ -70,7 +70,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 from precompile import compile_bytecode  # bench/ is the script's folder: first on sys.path
@@ -212,15 +212,18 @@ def bench_get(url: str, what: str) -> Any:
 
 
 def drive(
-    url: str, requests: list[list[str]], through: type[_ThroughHttpClient | _ThroughTransport] | None = None
+    url: str,
+    requests: list[list[str]],
+    through: type[_ThroughHttpClient | _ThroughTransport | _ThroughClient] | None = None,
 ) -> tuple[float, float, int]:
     """Send ``requests`` as a minimal client would; return (wall s, CPU s, answers that were not 2xx).
 
     One login, then keep-alive connections; a run of calls between two sequential ones goes
     out over ``WORKERS`` connections at once, like the apply's worker threads. ``through``: the
-    bytes go out through ``http.client`` (the driver, by default), or through the apply's transport
+    bytes go out through ``http.client`` (the driver, by default), through the apply's transport
     as the apply sends them (:class:`_ThroughTransport`: the same loop, to measure what the HTTP
-    layer alone costs).
+    layer alone costs), or through the apply's whole client (:class:`_ThroughClient`: what its
+    calls cost, without the recording around them).
     """
     parts = urlsplit(url)
     login = {
@@ -318,6 +321,53 @@ class _ThroughHttpxTransport(_ThroughTransport):
         super().__init__(url)
         self.transport.close()
         self.transport = httpx.HTTPTransport(retries=0)
+
+
+class _ThroughClient:
+    """The apply's client as the apply calls it: one :class:`reconcile.api.client.PartnerClient`
+    shared by every lane, over the apply's transport, through its whole pipeline for each call
+    (token flow, penalty tickets, retries, redaction, JSON in and out); no pacing, nothing recorded.
+
+    It logs in on its first call, as the apply does: the driver's own login is not sent. Each
+    answer is parsed as JSON, not into the call's model (a few microseconds of a call).
+    """
+
+    def __init__(self, url: str) -> None:
+        from reconcile.api.auth import TokenAuth
+        from reconcile.api.client import PartnerClient
+        from reconcile.api.credentials import Credentials
+        from reconcile.api.token_cache import TokenCache
+        from reconcile.api.transport import KeepAliveTransport
+
+        self.prefix = urlsplit(url).path
+        self.cache = tempfile.TemporaryDirectory(prefix="reconcile-bench-token-")
+        auth = TokenAuth(Credentials.from_env(ENV), endpoint=url, cache=TokenCache(self.cache.name))
+        self.client = PartnerClient(url, transport=KeepAliveTransport(timeout=30), auth=auth)
+
+    def __call__(
+        self, lane: int, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        from reconcile.errors import ReconcileError
+
+        if path.endswith("/auth/accesstokenrequest"):
+            return 200, b'{"accessToken": ""}'  # the client logs in itself, once
+        target, _, query = path.partition("?")
+        target = target.removeprefix(self.prefix)
+        try:
+            self.client._call(  # the pipeline every typed call goes through
+                method,
+                target,
+                call=target.rsplit("/", 1)[-1],
+                body=json.loads(body) if body else None,
+                params=dict(parse_qsl(query)) or None,
+            )
+        except ReconcileError:
+            return 400, b""
+        return 200, b""
+
+    def close(self) -> None:
+        self.client.close()
+        self.cache.cleanup()
 
 
 def write_manifest(path: Path, users: int) -> None:
@@ -439,6 +489,21 @@ def transport_floor(url: str, calls: int) -> list[float]:
     return figures
 
 
+def plan_once(manifest: Path, work: Path, url: str) -> float:
+    """CPU s of ``reconcile plan`` of the desk against the state the apply is about to start from:
+    the apply's own start (imports, manifest, state, planning, the plan's JSON) before any call."""
+    env = {**os.environ, **ENV, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(REPO[0])}
+    state = str(work / "state" / "sim.json")
+    argv = [sys.executable, "-m", "reconcile", "plan", "-f", str(manifest), "--state", state,
+            "--endpoint", url, "--format", "json"]  # fmt: skip
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, check=False)
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    return (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+
+
 def apply_once(
     manifest: Path, work: Path, url: str
 ) -> tuple[float, float, dict[str, Any], tuple[float, float]]:
@@ -506,9 +571,28 @@ def _verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-Figures = tuple[float, float, float, float]
-"""One round of one run: wall ratio, the apply's CPU ms/user, the driver's, and the simulator's CPU
-serving the apply divided by its CPU serving the driver."""
+Figures = tuple[float, float, float, float, float, float]
+"""One round of one run: wall ratio, the apply's CPU ms/user, the driver's, the simulator's CPU
+serving the apply divided by its CPU serving the driver, and two parts of the apply's CPU ms/user:
+its plan (:func:`plan_once`) and its calls (:class:`_ThroughClient`)."""
+
+
+def cpu_parts(ms: float, plan_ms: float, calls_ms: float, driver_ms: float) -> str:
+    """The apply's CPU per user in three parts, and what the target leaves for the third.
+
+    ``plan_ms``: ``reconcile plan`` of the same desk and state (its start, before any call);
+    ``calls_ms``: the same requests through its client on as many threads (:class:`_ThroughClient`);
+    the rest is the recording around the calls (state saves, the journal, the audit log) and the
+    workers' own steps. Each part is measured in its own process, so the three add up only nearly.
+    """
+    rest = ms - plan_ms - calls_ms
+    left = CPU_TARGET_MS - plan_ms - calls_ms
+    return (
+        f"{ms:.3f} ms/user = its plan {plan_ms:.3f} (`reconcile plan`, same desk and state) + its calls "
+        f"{calls_ms:.3f} (the same requests through its client on {WORKERS} threads; "
+        f"{calls_ms / driver_ms:.2f}x the driver's {driver_ms:.3f}) + the rest {rest:.3f} (recording, "
+        f"the workers' steps); the target leaves {left:.3f} for the rest"
+    )
 
 
 def bench_apply(users: int, create_latency: float = 0.0, rounds: int = 1) -> bool:
@@ -531,6 +615,8 @@ def bench_apply(users: int, create_latency: float = 0.0, rounds: int = 1) -> boo
             ms = statistics.median(f[1] for f in figures)
             d_ms = statistics.median(f[2] for f in figures)
             sim = statistics.median(f[3] for f in figures)
+            plan_ms = statistics.median(f[4] for f in figures)
+            calls_ms = statistics.median(f[5] for f in figures)
             print(
                 f"{users:>6} {run:<30} median of {rounds}: wall ratio {ratio:.2f} (target <= {WALL_TARGET}) "
                 f"{_verdict(ratio <= WALL_TARGET)}; apply CPU {ms:.3f} ms/user (target <= {CPU_TARGET_MS}) "
@@ -538,6 +624,7 @@ def bench_apply(users: int, create_latency: float = 0.0, rounds: int = 1) -> boo
                 f"CPU serving the apply {sim:.2f}x what the driver's calls cost it",
                 flush=True,
             )
+            print(f"{'':>6} {'':<30} {cpu_parts(ms, plan_ms, calls_ms, d_ms)}", flush=True)
     return ok
 
 
@@ -554,17 +641,20 @@ def _bench_round(
             simulator(work / "sim.sqlite") as url,
             simulator(work / "driver.sqlite") as driver_url,
             simulator(work / "transport.sqlite") as transport_url,
+            simulator(work / "client.sqlite") as client_url,
         ):
+            others = (driver_url, transport_url, client_url)
             if create_latency > 0:
-                for each in (url, driver_url, transport_url):
+                for each in (url, *others):
                     slow_creates(each, create_latency)
                 print(f"{'':>6} every create answered {create_latency} s late (--create-latency)", flush=True)
             for run in ("create + contact", "Sim+ grants after half signed"):
                 if run.startswith("Sim+"):
-                    for each in (url, driver_url, transport_url):
+                    for each in (url, *others):
                         sign_half(each, users)
                 before, sim_before = bench_get(url, "counts"), bench_get(url, "cpu")
                 bench_get(url, "spans")
+                plan_cpu = plan_once(manifest, work, url)
                 wall, cpu, result, (launched, ended) = apply_once(manifest, work, url)
                 after, sim_cpu = bench_get(url, "counts"), bench_get(url, "cpu") - sim_before
                 spent, start_up = timeline(bench_get(url, "spans"), launched, ended)
@@ -577,8 +667,10 @@ def _bench_round(
                 d_sim_cpu = bench_get(driver_url, "cpu") - d_sim_before
                 sim_ratio = sim_cpu / d_sim_cpu
                 h_wall, h_cpu, h_failed = drive(transport_url, sent, _ThroughTransport)
+                _, c_cpu, c_failed = drive(client_url, sent, _ThroughClient)
                 ms, d_ms = 1000 * cpu / users, 1000 * d_cpu / users
-                seen.setdefault(run, []).append((wall / d_wall, ms, d_ms, sim_ratio))
+                plan_ms, calls_ms = 1000 * plan_cpu / users, 1000 * c_cpu / users
+                seen.setdefault(run, []).append((wall / d_wall, ms, d_ms, sim_ratio, plan_ms, calls_ms))
                 counted = f"requests {made} (lower bound {bound}{'' if made == bound else ' NOT EQUAL'})"
                 walls = f"apply wall {wall:.2f} s, driver {d_wall:.2f} s: ratio {wall / d_wall:.2f}"
                 wall_met = _verdict(wall <= WALL_TARGET * d_wall)
@@ -604,6 +696,11 @@ def _bench_round(
                     f"{'':>6} {'  the driver on its transport:':<30} wall {h_wall:.2f} s: "
                     f"ratio {h_wall / d_wall:.2f} to the driver; CPU {1000 * h_cpu / users:.3f} ms/user"
                     + (f"; answers not 2xx: {h_failed}" if h_failed else ""),
+                    flush=True,
+                )
+                print(
+                    f"{'':>6} {'  where its CPU goes:':<30} {cpu_parts(ms, plan_ms, calls_ms, d_ms)}"
+                    + (f"; the calls through its client failed: {c_failed}" if c_failed else ""),
                     flush=True,
                 )
     finally:
