@@ -22,7 +22,11 @@ the apply's wall from its first request on, as a multiple of the driver's: the a
 start-up (imports, manifest, state, plan: what the driver, handed the requests, never does).
 Then comes the same minimal driver sending the same requests through the apply's transport
 (``reconcile.api.transport``) to a third simulator: its ratio to the driver is what the HTTP layer
-alone costs in wall time, before anything else the tool does.
+alone costs in wall time, before anything else the tool does. Last, the same requests go through
+the apply's whole client (``PartnerClient``, on as many threads) to a fourth simulator; with
+``reconcile plan`` of the same desk and state, run just before the apply, that splits the apply's
+CPU per user into its plan, its calls and the rest (recording, the workers' own steps), beside what
+the 0.5 ms target leaves for the rest.
 
 Before the applies it prints two floors under the apply's CPU per user: the client's own layers
 against a transport that answers at once, and one request through the apply's transport alone
