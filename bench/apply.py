@@ -496,16 +496,8 @@ def transport_floor(url: str, calls: int) -> list[float]:
 def plan_once(manifest: Path, work: Path, url: str) -> float:
     """CPU s of ``reconcile plan`` of the desk against the state the apply is about to start from:
     the apply's own start (imports, manifest, state, planning, the plan's JSON) before any call."""
-    env = {**os.environ, **ENV, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(REPO[0])}
-    state = str(work / "state" / "sim.json")
-    argv = [sys.executable, "-m", "reconcile", "plan", "-f", str(manifest), "--state", state,
-            "--endpoint", url, "--format", "json"]  # fmt: skip
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, check=False)
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise SystemExit(done.stderr)
-    return (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    _, cpu, _, _ = _reconcile("plan", manifest, work, url)
+    return cpu
 
 
 def apply_once(
@@ -513,10 +505,19 @@ def apply_once(
 ) -> tuple[float, float, dict[str, Any], tuple[float, float]]:
     """Run ``reconcile apply`` in its own process; return (wall s, its CPU s, its JSON result, and
     when it started and ended in epoch seconds)."""
+    wall, cpu, stdout, span = _reconcile("apply", manifest, work, url, "--auto-approve")
+    return wall, cpu, json.loads(stdout), span
+
+
+def _reconcile(
+    command: str, manifest: Path, work: Path, url: str, *options: str
+) -> tuple[float, float, str, tuple[float, float]]:
+    """Run ``reconcile COMMAND`` on the bench's desk and state, JSON out, in its own process; return
+    (wall s, its CPU s, its output, and when it started and ended in epoch seconds)."""
     env = {**os.environ, **ENV, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(REPO[0])}
     state = str(work / "state" / "sim.json")
-    argv = [sys.executable, "-m", "reconcile", "apply", "-f", str(manifest), "--state", state,
-            "--endpoint", url, "--auto-approve", "--format", "json"]  # fmt: skip
+    argv = [sys.executable, "-m", "reconcile", command, "-f", str(manifest), "--state", state,
+            "--endpoint", url, *options, "--format", "json"]  # fmt: skip
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started, launched = time.perf_counter(), time.time()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, check=False)
@@ -525,7 +526,7 @@ def apply_once(
     if done.returncode != 0:
         raise SystemExit(done.stderr)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    return wall, cpu, json.loads(done.stdout), (launched, ended)
+    return wall, cpu, done.stdout, (launched, ended)
 
 
 def timeline(spans: list[list[Any]], launched: float, ended: float) -> tuple[str, float]:
