@@ -43,6 +43,11 @@ machine's speed drifts by 10-30 % between two runs a minute apart). Before anyth
 checkout's modules are compiled, as an installed reconcile's are: where the environment forbids
 writing bytecode, each apply would otherwise compile them again at its start.
 
+``--repo CHECKOUT``: the checkout whose ``reconcile plan`` and ``reconcile apply`` run (each in its
+own process). The simulators and the in-process figures (the client's overhead, the transport
+alone, the driver through the apply's transport or client) import the reconcile this Python has
+installed: to bench a change to those, install that checkout, or run with ``PYTHONPATH`` set to it.
+
 ``--server-cpu``: the simulators run on one CPU of their own, this script's driver and the applies
 it starts on the others (by default all share every CPU). The first line printed says which.
 
