@@ -97,10 +97,11 @@ def _lock_release_after_sigkill(dsn: str) -> float:
     store = PostgresStateStore(dsn, "sim")
     waiting: list[float] = []
     try:
-        killer: Callable[[str], None] = lambda _message: (  # noqa: E731
-            waiting.append(time.perf_counter()),
-            os.kill(holder.pid, signal.SIGKILL),
-        )[0]
+
+        def killer(_message: str) -> None:  # called once the waiter finds the lock held
+            waiting.append(time.perf_counter())
+            os.kill(holder.pid, signal.SIGKILL)
+
         with store.lock(timeout=30, on_wait=killer):
             acquired = time.perf_counter()
     finally:
@@ -146,7 +147,7 @@ def main() -> None:
     cluster = None
     admin = os.environ.get("RECONCILE_BENCH_PG_DSN")
     if not admin:
-        from pg_fixtures import Cluster
+        from pg_fixtures import Cluster  # type: ignore[import-not-found]  # tests/, put on sys.path above
 
         cluster = Cluster(durable=True)
         cluster.start()
