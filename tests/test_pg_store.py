@@ -77,7 +77,14 @@ def test_state_lives_in_rows_per_user_and_grant(store: PostgresStateStore, dsn: 
     ]
 
 
-def test_save_writes_only_the_users_named_as_changed(store: PostgresStateStore, dsn: str) -> None:
+# () is how an apply saves (no account changed: the batch path); None means "accounts unknown".
+ACCOUNTS_NAMED = pytest.mark.parametrize("accounts", [(), None], ids=["accounts-named", "accounts-unknown"])
+
+
+@ACCOUNTS_NAMED
+def test_save_writes_only_the_users_named_as_changed(
+    store: PostgresStateStore, dsn: str, accounts: tuple[str, ...] | None
+) -> None:
     state = store.load("sim")
     state.users["a"] = _user(1)
     state.users["b"] = _user(2)
@@ -85,7 +92,7 @@ def test_save_writes_only_the_users_named_as_changed(store: PostgresStateStore, 
     saved.users["a"].email = "new-a@example.com"
     # "b" differs too but is not named: a row store must not rewrite (or even read) it.
     saved.users["b"].email = "new-b@example.com"
-    after = store.save(saved, changed={"a"})
+    after = store.save(saved, changed={"a"}, changed_accounts=accounts)
     assert after.serial == 2
     assert _rows(dsn, "SELECT name, email FROM reconcile.users ORDER BY name") == [
         ("a", "new-a@example.com"),
@@ -93,11 +100,14 @@ def test_save_writes_only_the_users_named_as_changed(store: PostgresStateStore, 
     ]
 
 
-def test_unchanged_named_users_do_not_move_the_serial(store: PostgresStateStore) -> None:
+@ACCOUNTS_NAMED
+def test_unchanged_named_users_do_not_move_the_serial(
+    store: PostgresStateStore, accounts: tuple[str, ...] | None
+) -> None:
     state = store.load("sim")
     state.users["a"] = _user(1)
     saved = store.save(state)
-    assert store.save(saved, changed={"a"}).serial == saved.serial
+    assert store.save(saved, changed={"a"}, changed_accounts=accounts).serial == saved.serial
 
 
 def test_environments_share_a_database_without_touching_each_other(dsn: str) -> None:
