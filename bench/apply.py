@@ -347,7 +347,9 @@ class _ThroughClient:
         from reconcile.api.credentials import Credentials
         from reconcile.api.token_cache import TokenCache
         from reconcile.api.transport import KeepAliveTransport
+        from reconcile.errors import ReconcileError
 
+        self.refused = ReconcileError  # imported here, once: not inside the calls being measured
         self.prefix = urlsplit(url).path
         self.cache = tempfile.TemporaryDirectory(prefix="reconcile-bench-token-")
         auth = TokenAuth(Credentials.from_env(ENV), endpoint=url, cache=TokenCache(self.cache.name))
@@ -356,8 +358,6 @@ class _ThroughClient:
     def __call__(
         self, lane: int, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, bytes]:
-        from reconcile.errors import ReconcileError
-
         if path.endswith("/auth/accesstokenrequest"):
             return 200, b'{"accessToken": ""}'  # the client logs in itself, once
         target, _, query = path.partition("?")
@@ -370,7 +370,7 @@ class _ThroughClient:
                 body=json.loads(body) if body else None,
                 params=dict(parse_qsl(query)) or None,
             )
-        except ReconcileError:
+        except self.refused:
             return 400, b""
         return 200, b""
 
@@ -621,12 +621,7 @@ def bench_apply(users: int, create_latency: float = 0.0, rounds: int = 1) -> boo
         ok = _bench_round(users, create_latency, seen, verdicts=rounds == 1) and ok
     if rounds > 1:
         for run, figures in seen.items():
-            ratio = statistics.median(f[0] for f in figures)
-            ms = statistics.median(f[1] for f in figures)
-            d_ms = statistics.median(f[2] for f in figures)
-            sim = statistics.median(f[3] for f in figures)
-            plan_ms = statistics.median(f[4] for f in figures)
-            calls_ms = statistics.median(f[5] for f in figures)
+            ratio, ms, d_ms, sim, plan_ms, calls_ms = map(statistics.median, zip(*figures, strict=True))
             print(
                 f"{users:>6} {run:<30} median of {rounds}: wall ratio {ratio:.2f} (target <= {WALL_TARGET}) "
                 f"{_verdict(ratio <= WALL_TARGET)}; apply CPU {ms:.3f} ms/user (target <= {CPU_TARGET_MS}) "
