@@ -657,9 +657,9 @@ def _bench_round(
                 if run.startswith("Sim+"):
                     for each in (url, *others):
                         sign_half(each, users)
+                plan_cpu = plan_once(manifest, work, url)  # before the simulator's figures start
                 before, sim_before = bench_get(url, "counts"), bench_get(url, "cpu")
                 bench_get(url, "spans")
-                plan_cpu = plan_once(manifest, work, url)
                 wall, cpu, result, (launched, ended) = apply_once(manifest, work, url)
                 after, sim_cpu = bench_get(url, "counts"), bench_get(url, "cpu") - sim_before
                 spent, start_up = timeline(bench_get(url, "spans"), launched, ended)
